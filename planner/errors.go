@@ -1,0 +1,108 @@
+package planner
+
+import (
+	"fmt"
+	"strings"
+)
+
+// VersionError reports a version string that cannot be parsed.
+type VersionError struct {
+	Node  string // "" when the version is not a node's (a target, say)
+	Value string
+	Err   error
+}
+
+func (e *VersionError) Error() string {
+	subject := "target"
+	if e.Node != "" {
+		subject = e.Node
+	}
+	return fmt.Sprintf("%s: version %q is not a Consul version (want X.Y.Z, e.g. 1.12.9): %v", subject, e.Value, e.Err)
+}
+
+func (e *VersionError) Unwrap() error { return e.Err }
+
+// DowngradeError reports a target older than the version running.
+type DowngradeError struct {
+	Node string // "" for Path(from, to)
+	From string
+	To   string
+}
+
+func (e *DowngradeError) Error() string {
+	subject := "path"
+	if e.Node != "" {
+		subject = e.Node
+	}
+	return fmt.Sprintf("%s: %s -> %s is a downgrade (target must be >= the running version); restore a snapshot taken on %s instead, or choose a target >= %s", subject, e.From, e.To, e.To, e.From)
+}
+
+// RefusedError is returned by Next and Plan when Check found blocking
+// findings that the policy did not waive. Nothing should be touched.
+type RefusedError struct {
+	Findings Findings // the unwaived blocking findings
+}
+
+func (e *RefusedError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "plan refused: %d blocking finding(s)", len(e.Findings))
+	for i, f := range e.Findings {
+		if i == 5 {
+			fmt.Fprintf(&b, "; and %d more", len(e.Findings)-i)
+			break
+		}
+		b.WriteString("; ")
+		b.WriteString(f.String())
+	}
+	return b.String()
+}
+
+// String renders a finding on one line: rule, node, value, limit, hint.
+func (f Finding) String() string {
+	var b strings.Builder
+	if f.Node != "" {
+		b.WriteString(f.Node)
+		b.WriteString(": ")
+	}
+	b.WriteString(f.Message)
+	if f.Value != "" || f.Limit != "" {
+		b.WriteString(" (")
+		b.WriteString(f.Rule)
+		if f.Value != "" {
+			b.WriteString(": value ")
+			b.WriteString(f.Value)
+		}
+		if f.Limit != "" {
+			b.WriteString(", limit ")
+			b.WriteString(f.Limit)
+		}
+		b.WriteString(")")
+	} else {
+		b.WriteString(" (" + f.Rule + ")")
+	}
+	if f.Hint != "" {
+		b.WriteString("; ")
+		b.WriteString(f.Hint)
+	}
+	return b.String()
+}
+
+// Blocking returns the blocking findings that are not waived.
+func (fs Findings) Blocking() Findings {
+	var out Findings
+	for _, f := range fs {
+		if f.Severity == Blocking && !f.Waived {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// Err returns a *RefusedError when there are unwaived blocking findings,
+// else nil.
+func (fs Findings) Err() error {
+	if b := fs.Blocking(); len(b) > 0 {
+		return &RefusedError{Findings: b}
+	}
+	return nil
+}

@@ -1,0 +1,98 @@
+package planner
+
+// Strategy is how servers are moved to a new version.
+type Strategy string
+
+const (
+	// InPlace swaps the binary on the same host and data dir, one server at
+	// a time, followers first and the leader last. The default.
+	InPlace Strategy = "in-place"
+	// Replace adds a new-version server, waits until it is a stable voter,
+	// then retires an old one (blue/green). Needs a transport that can
+	// provision and retire hosts.
+	Replace Strategy = "replace"
+)
+
+// ServerOrder is the order in which the servers of a datacenter are swapped.
+type ServerOrder string
+
+const (
+	// FollowersFirst swaps followers first and the leader last. The default;
+	// no hop needs a deadline with it.
+	FollowersFirst ServerOrder = "followers-first"
+	// AsListed swaps servers in the order of Cluster.Servers, the leader
+	// included wherever it is. Hops whose rules allow mixed servers only for
+	// a while (the 0.5 tombstone window) then carry a deadline.
+	AsListed ServerOrder = "as-listed"
+)
+
+// StopMode is how an agent is stopped before its binary is swapped.
+type StopMode string
+
+const (
+	// StopDefault lets the planner choose per role and version (see
+	// DefaultStopMode).
+	StopDefault StopMode = ""
+	// StopKill sends SIGKILL: the agent does not leave the cluster.
+	StopKill StopMode = "kill"
+	// StopTerminate sends SIGTERM: servers >= 0.7 do not leave on it
+	// (leave_on_terminate defaults to false for servers), clients do.
+	StopTerminate StopMode = "terminate"
+	// StopLeave runs a graceful leave first: the agent leaves the cluster.
+	// Never right for an in-place server swap.
+	StopLeave StopMode = "leave"
+)
+
+// ClientMode says what happens to client agents.
+type ClientMode string
+
+const (
+	// ClientWaves upgrades the clients of a datacenter after its servers, in
+	// waves: a canary, then batches. The default.
+	ClientWaves ClientMode = "waves"
+	// ClientLeaveBehind leaves the clients on their version on purpose (as in
+	// the 2015 story: old clients are upgraded later).
+	ClientLeaveBehind ClientMode = "leave-behind"
+)
+
+// ClientPolicy shapes the client waves.
+type ClientPolicy struct {
+	Mode ClientMode `json:"mode,omitempty"`
+	// Canary is the size of the first wave of each datacenter and hop
+	// (0 means 1).
+	Canary int `json:"canary,omitempty"`
+	// BatchSize is the size of every later wave. When both BatchSize and
+	// BatchPercent are 0, a wave is 10% of the datacenter's clients (at
+	// least 1).
+	BatchSize int `json:"batch_size,omitempty"`
+	// BatchPercent is the size of every later wave as a percentage of the
+	// datacenter's clients (rounded up, at least 1). Ignored when BatchSize
+	// is set.
+	BatchPercent int `json:"batch_percent,omitempty"`
+	// MaxUnavailable bounds how many clients of one datacenter and zone are
+	// down at once (0: no bound beyond the wave size).
+	MaxUnavailable int `json:"max_unavailable,omitempty"`
+}
+
+// Policy is what the operator chooses. The zero value is the safe default:
+// in place, followers first and the leader last, stop mode per version,
+// clients in waves after their datacenter's servers, a snapshot before each
+// hop, Consul CE.
+type Policy struct {
+	Strategy    Strategy     `json:"strategy,omitempty"`
+	ServerOrder ServerOrder  `json:"server_order,omitempty"`
+	StopMode    StopMode     `json:"stop_mode,omitempty"`
+	Clients     ClientPolicy `json:"clients,omitempty"`
+	// Enterprise is true for Consul Enterprise: LTS hops may jump three
+	// majors, and the Enterprise-only rules apply.
+	Enterprise bool `json:"enterprise,omitempty"`
+	// TransferLeadership moves leadership to an upgraded server before the
+	// leader is swapped, when both versions support it (>= 1.15).
+	TransferLeadership bool `json:"transfer_leadership,omitempty"`
+	// NoSnapshot skips the snapshot step before each hop.
+	NoSnapshot bool `json:"no_snapshot,omitempty"`
+	// Waive lists rule IDs whose blocking findings the operator accepts.
+	Waive []string `json:"waive,omitempty"`
+	// Rules are the operator's own rules, checked after the built-in ones.
+	Rules []Rule `json:"rules,omitempty"`
+}

@@ -1,0 +1,97 @@
+package planner
+
+// Hop is one stretch of an upgrade path: every server (and, unless left
+// behind, every client) reaches To before any server starts the next hop.
+type Hop struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Rule is the ID of the rule that put this stepping stone here ("" for
+	// the final hop to the target).
+	Rule string `json:"rule,omitempty"`
+	// Reason says why the path stops here.
+	Reason string `json:"reason,omitempty"`
+}
+
+// StepKind is what a step does.
+type StepKind string
+
+const (
+	// StepSnapshot saves and verifies a snapshot before a hop's first server
+	// swap.
+	StepSnapshot StepKind = "snapshot"
+	// StepSwapServer swaps one server to a new version.
+	StepSwapServer StepKind = "swap-server"
+	// StepTransferLeader moves leadership to an upgraded server (>= 1.15 on
+	// both sides) so the old leader can be swapped as a follower.
+	StepTransferLeader StepKind = "transfer-leader"
+	// StepSwapClients swaps one wave of clients.
+	StepSwapClients StepKind = "swap-clients"
+	// StepDone: nothing is left to do.
+	StepDone StepKind = "done"
+)
+
+// GateCheck is one condition that must hold after a step before the next.
+type GateCheck string
+
+const (
+	GateLeaderKnown      GateCheck = "leader-known"      // a leader is known
+	GateVersion          GateCheck = "version"           // the node reports the new version
+	GateVoter            GateCheck = "voter"             // the server is a Raft voter
+	GateAutopilotHealthy GateCheck = "autopilot-healthy" // autopilot says the server is healthy
+	GateStable           GateCheck = "stable"            // healthy for at least ServerStabilizationTime
+	GateTrailingLogs     GateCheck = "trailing-logs"     // at most MaxTrailingLogs behind the leader
+	GateFailureTolerance GateCheck = "failure-tolerance" // FailureTolerance back to its value before the run
+	GateSerfAlive        GateCheck = "serf-alive"        // the agent is alive in serf
+)
+
+// Deadline is a time bound that a stretch of steps must meet, from the
+// start of the first step it names to the end of the last.
+type Deadline struct {
+	Rule    string `json:"rule"`
+	Seconds int    `json:"seconds"`
+	// First and Last are the plan indexes of the first and last step the
+	// deadline covers (filled in by Plan; Next sets both to -1).
+	First  int    `json:"first"`
+	Last   int    `json:"last"`
+	Reason string `json:"reason"`
+}
+
+// Step is one thing to do, chosen from the observed cluster.
+type Step struct {
+	Kind StepKind `json:"kind"`
+	// Node is the server to swap, or the server that leads (for
+	// transfer-leader).
+	Node string `json:"node,omitempty"`
+	// Nodes are the clients of a wave.
+	Nodes []string `json:"nodes,omitempty"`
+	// Target is the server that receives leadership (transfer-leader).
+	Target     string `json:"target,omitempty"`
+	Datacenter string `json:"datacenter,omitempty"`
+	// From and To are versions; From is "" for a wave of mixed versions.
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
+	// Hop is the index of the hop in the path.
+	Hop int `json:"hop"`
+	// Wave numbers the client waves of a datacenter and hop (0 = canary).
+	Wave     int      `json:"wave,omitempty"`
+	StopMode StopMode `json:"stop_mode,omitempty"`
+	// Gate lists what must hold after the step, in order.
+	Gate []GateCheck `json:"gate,omitempty"`
+	// Reason says why this step is next.
+	Reason string `json:"reason"`
+	// Deadline is set when the step belongs to a stretch with a time bound.
+	Deadline *Deadline `json:"deadline,omitempty"`
+	// NoReturn names the rule after which a binary downgrade of this node
+	// is unsafe ("" when a downgrade stays possible).
+	NoReturn string `json:"no_return,omitempty"`
+}
+
+// UpgradePlan is a whole plan: the findings, the path and the steps that
+// Next would return one after the other.
+type UpgradePlan struct {
+	Target   string   `json:"target"`
+	Policy   Policy   `json:"policy"`
+	Findings Findings `json:"findings"`
+	Path     []Hop    `json:"path"`
+	Steps    []Step   `json:"steps"`
+}

@@ -1,0 +1,112 @@
+// Package transport is the node-swap contract: how a planned step becomes a
+// changed node. It is one small interface, grown by optional interfaces for
+// abilities that not every transport has; callers probe for those by type
+// assertion.
+//
+// The contract every Transport keeps (transporttest.Run checks it):
+//
+//   - Swap is idempotent: swapping a node that already runs req.To on a
+//     healthy agent succeeds without stopping it again.
+//   - Swap honours ctx: when ctx ends it stops waiting and returns an error
+//     that wraps ctx.Err().
+//   - Swap returns typed errors: *SwapError naming the node and the phase
+//     (validate, stage, stop, start, verify), wrapping a sentinel where one
+//     fits (ErrUnknownNode, ErrInvalidRequest, ErrArtifact). A request it
+//     refuses (bad node name, bad version) touches nothing.
+//   - Swap returns once the agent process on the new version has been
+//     started; it does not wait for cluster health (that is the caller's
+//     gate).
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// Role is a node's role in the cluster.
+type Role string
+
+const (
+	RoleServer Role = "server"
+	RoleClient Role = "client"
+)
+
+// StopMode is how the old agent is stopped. The values match
+// planner.StopMode.
+type StopMode string
+
+const (
+	StopKill      StopMode = "kill"      // SIGKILL: the agent does not leave
+	StopTerminate StopMode = "terminate" // SIGTERM: servers >= 0.7 do not leave
+	StopLeave     StopMode = "leave"     // graceful leave, then stop
+)
+
+// SwapRequest asks for one node to be moved to another Consul version.
+type SwapRequest struct {
+	Node     string
+	Role     Role
+	From     string // the version expected to run now ("" if unknown)
+	To       string // the version to run after the swap
+	StopMode StopMode
+	// Artifact optionally names the binary for To (a path or URL the
+	// transport understands); "" lets the transport resolve it.
+	Artifact string
+}
+
+// Transport swaps nodes.
+type Transport interface {
+	Swap(ctx context.Context, req SwapRequest) error
+}
+
+// Rollbacker can put a node back on the binary it ran before its last swap.
+type Rollbacker interface {
+	Rollback(ctx context.Context, node string) error
+}
+
+// VersionReporter can tell which version a node's agent runs now, from the
+// host's point of view (the binary the running process was started from).
+type VersionReporter interface {
+	RunningVersion(ctx context.Context, node string) (string, error)
+}
+
+// Provisioner can add a new server host running a version (for the replace
+// strategy) and retire an old one.
+type Provisioner interface {
+	Provision(ctx context.Context, role Role, version string) (node string, err error)
+	Retire(ctx context.Context, node string) error
+}
+
+// Sentinels wrapped by *SwapError.
+var (
+	ErrUnknownNode    = errors.New("unknown node")
+	ErrInvalidRequest = errors.New("invalid swap request")
+	ErrArtifact       = errors.New("artifact unavailable or corrupt")
+	ErrNotRunning     = errors.New("agent did not come up")
+)
+
+// Phase is where a swap failed.
+type Phase string
+
+const (
+	PhaseValidate Phase = "validate"
+	PhaseStage    Phase = "stage"
+	PhaseStop     Phase = "stop"
+	PhaseStart    Phase = "start"
+	PhaseVerify   Phase = "verify"
+	PhaseRollback Phase = "rollback"
+)
+
+// SwapError is the error a transport returns for a failed swap.
+type SwapError struct {
+	Node  string
+	Phase Phase
+	To    string
+	Err   error
+}
+
+func (e *SwapError) Error() string {
+	return fmt.Sprintf("swap %s to %s: %s: %v", e.Node, e.To, e.Phase, e.Err)
+}
+
+func (e *SwapError) Unwrap() error { return e.Err }
