@@ -1,0 +1,39 @@
+// Package consulupgrade is the root of consul-upgrade, a Go SDK that plans and
+// executes safe upgrades of HashiCorp Consul clusters. The root package holds
+// no code; the work is split so that the part that decides never does IO and
+// the part that acts never decides.
+//
+//   - planner: pure functions. A cluster snapshot, a target version and a
+//     policy go in; every finding (with a stable rule ID, a severity, the node
+//     and value concerned, what to do and the source of the rule), the
+//     stepping-stone path, the next step and the whole plan come out. No IO,
+//     no clock, no logging.
+//   - upgrade: the IO around it. Discover reads a live cluster through
+//     consul/api into a planner.Cluster; Run performs the loop below; Gate
+//     waits until the cluster is provably healthy again.
+//   - transport: the node-swap contract (one small interface and optional
+//     ones), with transport/transporttest (an in-memory fake with fault
+//     injection and the conformance suite every transport passes),
+//     transport/local (agents as processes on this host), transport/ssh and
+//     transport/exec (real hosts).
+//
+// # The caller's loop
+//
+// upgrade.Run does this for you; written out, a caller's duties are:
+//
+//  1. Observe: c := upgrade.Discover(ctx, consul) — the cluster as it is now,
+//     the current leader included. Re-read it before every step: leadership
+//     moves, and a crashed run resumes from reality, not from a log.
+//  2. Decide: step, err := planner.Next(c, target, policy). A refusal
+//     (*planner.RefusedError) means nothing may be touched. StepDone ends the
+//     loop.
+//  3. Act: perform the step (a snapshot, a swap through a
+//     transport.Transport, a leadership transfer).
+//  4. Gate: wait until every condition in step.Gate holds (a leader, the new
+//     version, a stable voter within trailing-log bounds, failure tolerance
+//     restored) before the next observation. A gate that does not hold halts
+//     the run; nothing else is touched.
+//
+// planner.Plan runs the same decision against a simulated cluster until done,
+// so the plan a person reviews and the steps that run cannot disagree.
+package consulupgrade

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# test.sh — the project's whole test run, on a fresh machine: installs or
+# builds what the tests need (Debian's openssh-server, the MPL-2.0 Consul
+# binaries from the Go module proxy, cached outside the repository), then
+# vets and runs every test, the real-Consul and real-sshd integration tests
+# included. Extra arguments go to `go test` (e.g. -run, -v).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== gofmt"
+unformatted="$(gofmt -l $(git ls-files '*.go'))"
+if [ -n "$unformatted" ]; then echo "gofmt would change:"; echo "$unformatted"; exit 1; fi
+
+if [ -x scripts/ensure-sshd.sh ]; then
+  echo "== sshd"
+  scripts/ensure-sshd.sh
+fi
+
+echo "== consul binaries"
+scripts/build-consul.sh 1.12.9 1.13.9
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test"
+go test -count=1 -timeout 60m "$@" ./...
