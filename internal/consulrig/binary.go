@@ -1,0 +1,119 @@
+// Package consulrig runs real Consul clusters on loopback addresses for the
+// project's integration tests: it finds (or builds) Consul binaries, claims
+// an address block that no other test process uses, starts servers and
+// clients through transport/local, waits until the cluster has a leader and
+// every member is alive, and stops everything when the test ends.
+//
+// Address blocks: a cluster claims block N (1..200) by holding an exclusive
+// flock on /tmp/consulrig/block-N.lock for its lifetime, so packages that go
+// test runs in parallel never collide. Servers get 127.0.N.11, .12, ...;
+// clients 127.0.N.21, .22, .... Every agent process id is appended to
+// /tmp/consulrig/block-N.pids, and agents a crashed earlier run left behind
+// are killed (after checking their command line) before the block is reused.
+//
+// Nothing here skips: a test that cannot get its binaries fails.
+package consulrig
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/seed-e5e14ead/consul-upgrade/transport/local"
+)
+
+// BinDir returns the directory holding the cached consul-<version> binaries:
+// $CONSUL_UPGRADE_BIN_DIR, else ${XDG_CACHE_HOME:-$HOME/.cache}/consul-upgrade/bin
+// (the same rule as scripts/build-consul.sh).
+func BinDir(t testing.TB) string {
+	t.Helper()
+	dir, err := binDir()
+	if err != nil {
+		t.Fatalf("consulrig: %v", err)
+	}
+	return dir
+}
+
+func binDir() (string, error) {
+	if d := os.Getenv("CONSUL_UPGRADE_BIN_DIR"); d != "" {
+		return d, nil
+	}
+	cache := os.Getenv("XDG_CACHE_HOME")
+	if cache == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", errors.New("no HOME to find the binary cache in; set CONSUL_UPGRADE_BIN_DIR")
+		}
+		cache = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(cache, "consul-upgrade", "bin"), nil
+}
+
+// Resolver returns a local.BinaryResolver over BinDir that builds a missing
+// version with Binary (so t fails if it cannot be had).
+func Resolver(t testing.TB) local.BinaryResolver {
+	t.Helper()
+	return func(version string) (string, error) {
+		return Binary(t, version), nil
+	}
+}
+
+// Binary returns the path of the consul binary for version, building it
+// with scripts/build-consul.sh when the cache lacks it (several minutes per
+// version on a cold Go cache). A missing Go toolchain or a failed build
+// fails the test.
+func Binary(t testing.TB, version string) string {
+	t.Helper()
+	dir := BinDir(t)
+	path := filepath.Join(dir, "consul-"+version)
+	if fi, err := os.Stat(path); err == nil && !fi.IsDir() && fi.Mode().Perm()&0o111 != 0 {
+		return path
+	}
+	script := filepath.Join(repoRoot(t), "scripts", "build-consul.sh")
+	if _, err := os.Stat(script); err != nil {
+		t.Fatalf("consulrig: consul %s is not in %s and the build script is missing: %v", version, dir, err)
+	}
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Fatalf("consulrig: consul %s is not in %s and building it needs the go command, which is not on PATH; install Go or put a consul-%s binary there", version, dir, version)
+	}
+	t.Logf("consulrig: building consul %s into %s (a few minutes on a cold cache)", version, dir)
+	cmd := exec.Command("bash", script, version)
+	cmd.Env = append(os.Environ(), "CONSUL_UPGRADE_BIN_DIR="+dir)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("consulrig: building consul %s with %s failed (%v):\n%s", version, script, err, tail(stderr.String(), 40))
+	}
+	got := strings.TrimSpace(string(out))
+	if i := strings.LastIndexByte(got, '\n'); i >= 0 {
+		got = got[i+1:]
+	}
+	if got != path {
+		t.Fatalf("consulrig: %s %s printed %q, want %q", script, version, got, path)
+	}
+	return path
+}
+
+// repoRoot is the module root, found from this source file's location.
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("consulrig: cannot locate the repository (runtime.Caller failed)")
+	}
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

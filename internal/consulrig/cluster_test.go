@@ -1,0 +1,104 @@
+package consulrig
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestStartElectsLeaderAndEveryMemberIsAlive(t *testing.T) {
+	c := Start(t, Options{})
+	if got, want := c.Servers(), []string{"s1", "s2", "s3"}; !slices.Equal(got, want) {
+		t.Fatalf("servers = %v, want %v", got, want)
+	}
+	if got, want := c.Clients(), []string{"c1"}; !slices.Equal(got, want) {
+		t.Fatalf("clients = %v, want %v", got, want)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	leader, err := c.Leader(ctx)
+	if err != nil {
+		t.Fatalf("leader: %v", err)
+	}
+	if !slices.Contains(c.Servers(), leader) {
+		t.Fatalf("leader %q is not one of the servers %v", leader, c.Servers())
+	}
+	for _, observer := range []string{"s1", "c1"} {
+		ms, err := c.Members(ctx, observer)
+		if err != nil {
+			t.Fatalf("members from %s: %v", observer, err)
+		}
+		alive := map[string]string{}
+		for _, m := range ms {
+			if m.Status == 1 {
+				alive[m.Name] = m.Build()
+			}
+		}
+		for _, node := range c.Nodes() {
+			if alive[node] != DefaultVersion {
+				t.Errorf("%s sees %s alive on %q, want alive on %s (members: %+v)", observer, node, alive[node], DefaultVersion, ms)
+			}
+		}
+		if len(ms) != 4 {
+			t.Errorf("%s sees %d members, want 4", observer, len(ms))
+		}
+	}
+	wantAddr := "127.0." + itoa(c.Block()) + ".11:8500"
+	if got := c.HTTPAddr("s1"); got != wantAddr {
+		t.Errorf("HTTPAddr(s1) = %q, want %q", got, wantAddr)
+	}
+	// A write through the client reaches the servers.
+	if err := c.KVPut(ctx, "c1", "rig/hello", "world"); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok, err := c.KVGet(ctx, "s2", "rig/hello"); err != nil || !ok || v != "world" {
+		t.Fatalf("KVGet from s2 = %q, %v, %v; want \"world\", true, nil", v, ok, err)
+	}
+	// Debug logging is on: elections can be counted later.
+	if log := readFile(t, c.LogPath(leader)); !strings.Contains(log, "[DEBUG]") {
+		t.Errorf("log of %s has no [DEBUG] lines; want -log-level=debug", leader)
+	}
+}
+
+func TestStopLeavesNoProcess(t *testing.T) {
+	c := Start(t, Options{Servers: 1, Clients: -1})
+	pids := c.PIDs()
+	if len(pids) != 1 {
+		t.Fatalf("recorded pids = %v, want one", pids)
+	}
+	for _, pid := range pids {
+		if !ProcessAlive(pid) {
+			t.Fatalf("pid %d is not alive before Stop", pid)
+		}
+	}
+	c.Stop()
+	for _, pid := range pids {
+		if ProcessAlive(pid) {
+			t.Errorf("pid %d still runs after Stop", pid)
+		}
+	}
+	if pid := c.Transport().PID("s1"); pid != 0 {
+		t.Errorf("transport still reports pid %d for s1 after Stop", pid)
+	}
+}
+
+func TestTwoClustersRunAtOnceInDifferentBlocks(t *testing.T) {
+	a := Start(t, Options{Servers: 1, Clients: -1})
+	b := Start(t, Options{Servers: 1, Clients: -1})
+	if a.Block() == b.Block() {
+		t.Fatalf("both clusters got block %d", a.Block())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, c := range []*Cluster{a, b} {
+		ms, err := c.Members(ctx, "s1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) != 1 || ms[0].Addr != c.Address("s1") {
+			t.Errorf("block %d: members = %+v, want only its own s1 at %s", c.Block(), ms, c.Address("s1"))
+		}
+	}
+}
