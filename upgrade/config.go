@@ -1,0 +1,98 @@
+package upgrade
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/go-version"
+
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/transport"
+)
+
+// DefaultMaxSteps bounds a run when Config.MaxSteps is 0: far more than any
+// real plan needs, small enough to stop a runaway loop.
+const DefaultMaxSteps = 10000
+
+// Config is what Run needs. Consul and Target are always required; Transport
+// and (unless Policy.NoSnapshot) Snapshot are required unless DryRun.
+type Config struct {
+	// Consul answers the API calls (NewConsul over an *api.Client).
+	Consul Consul
+	// Transport swaps nodes. It must implement transport.Rollbacker when
+	// Rollback is set.
+	Transport transport.Transport
+	// Target is the Consul version to reach ("1.13.9").
+	Target string
+	// Policy is the operator's choice of strategy, order, waves, waivers.
+	Policy planner.Policy
+	// Snapshot opens the destination of each pre-hop snapshot (see
+	// SnapshotDir). Required unless Policy.NoSnapshot or DryRun.
+	Snapshot SnapshotFunc
+	// OnEvent receives every event synchronously, in order.
+	OnEvent func(Event)
+	// Logger, if set, logs every event.
+	Logger *slog.Logger
+	// Rollback puts a node whose swap or gate failed back on its old binary
+	// (through transport.Rollbacker) and waits until the cluster is healthy
+	// again before Run returns.
+	Rollback bool
+	// DryRun returns the plan of the discovered cluster in Result.Plan and
+	// touches nothing.
+	DryRun bool
+	// GateTimeout bounds each gate (0: DefaultGateTimeout).
+	GateTimeout time.Duration
+	// GateMaxInterval caps the wait between gate attempts (0:
+	// DefaultGateMaxInterval).
+	GateMaxInterval time.Duration
+	// MaxSteps bounds the number of steps of a run (0: DefaultMaxSteps).
+	MaxSteps int
+	// ClientConcurrency bounds the swaps in flight within a client wave
+	// (0: the whole wave at once).
+	ClientConcurrency int
+}
+
+// Validate reports every problem with the config, each as a *ConfigError
+// (joined with errors.Join), or nil. It does not change cfg.
+func (cfg Config) Validate() error {
+	var errs []error
+	add := func(field, value, problem string) {
+		errs = append(errs, &ConfigError{Field: field, Value: value, Problem: problem})
+	}
+	if cfg.Consul == nil {
+		add("Consul", "", "is nil; pass upgrade.NewConsul(client) for an *api.Client")
+	}
+	if cfg.Target == "" {
+		add("Target", "", "is empty; name the Consul version to reach, e.g. 1.13.9")
+	} else if _, err := version.NewVersion(cfg.Target); err != nil {
+		add("Target", fmt.Sprintf("%q", cfg.Target), "is not a Consul version (want X.Y.Z, e.g. 1.13.9)")
+	}
+	if !cfg.DryRun {
+		if cfg.Transport == nil {
+			add("Transport", "", "is nil; a run that is not a dry run needs a transport to swap nodes")
+		}
+		if cfg.Snapshot == nil && !cfg.Policy.NoSnapshot {
+			add("Snapshot", "", "is nil while Policy.NoSnapshot is false; set Snapshot (e.g. upgrade.SnapshotDir(dir)) or opt out with Policy.NoSnapshot")
+		}
+		if cfg.Rollback && cfg.Transport != nil {
+			if _, ok := cfg.Transport.(transport.Rollbacker); !ok {
+				add("Rollback", "true", fmt.Sprintf("needs a transport that implements transport.Rollbacker, and %T does not; unset Rollback or use a transport that can roll back", cfg.Transport))
+			}
+		}
+	}
+	if cfg.GateTimeout < 0 {
+		add("GateTimeout", cfg.GateTimeout.String(), "is negative; use 0 for the default (5m0s) or a positive duration")
+	}
+	if cfg.GateMaxInterval < 0 {
+		add("GateMaxInterval", cfg.GateMaxInterval.String(), "is negative; use 0 for the default (2s) or a positive duration")
+	}
+	if cfg.MaxSteps < 0 {
+		add("MaxSteps", fmt.Sprint(cfg.MaxSteps), fmt.Sprintf("is negative; use 0 for the default (%d) or a positive bound", DefaultMaxSteps))
+	}
+	if cfg.ClientConcurrency < 0 {
+		add("ClientConcurrency", fmt.Sprint(cfg.ClientConcurrency), "is negative; use 0 for the whole wave at once or a positive bound")
+	}
+	return errors.Join(errs...)
+}

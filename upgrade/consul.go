@@ -1,0 +1,124 @@
+package upgrade
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Consul is the handful of Consul HTTP API calls that upgrade needs. NewConsul
+// implements it over an *api.Client; tests may implement it directly.
+type Consul interface {
+	// Members returns the LAN serf members as the agent sees them.
+	Members(ctx context.Context) ([]*api.AgentMember, error)
+	// RaftConfiguration returns the Raft peer set (voters, leader).
+	RaftConfiguration(ctx context.Context) (*api.RaftConfiguration, error)
+	// AutopilotHealth returns autopilot's view of server health. It returns
+	// the reply (not an error) when Consul answers 429 because the cluster
+	// is unhealthy.
+	AutopilotHealth(ctx context.Context) (*api.OperatorHealthReply, error)
+	// AutopilotConfiguration returns the autopilot settings
+	// (ServerStabilizationTime, MaxTrailingLogs, ...).
+	AutopilotConfiguration(ctx context.Context) (*api.AutopilotConfiguration, error)
+	// Leader returns the Raft address ("ip:port") of the leader, or "" when
+	// there is none.
+	Leader(ctx context.Context) (string, error)
+	// AgentSelf returns the agent's /v1/agent/self document.
+	AgentSelf(ctx context.Context) (map[string]map[string]any, error)
+	// Datacenters returns the datacenters known to the catalog.
+	Datacenters(ctx context.Context) ([]string, error)
+	// SnapshotSave streams a new snapshot archive; the caller closes it.
+	SnapshotSave(ctx context.Context) (io.ReadCloser, error)
+	// TransferLeader asks the leader to hand leadership to the server with
+	// the given Raft ID (Consul >= 1.15).
+	TransferLeader(ctx context.Context, id string) error
+}
+
+// NewConsul returns a Consul backed by c. Every call carries its ctx.
+func NewConsul(c *api.Client) Consul { return &apiConsul{c: c} }
+
+type apiConsul struct{ c *api.Client }
+
+func q(ctx context.Context) *api.QueryOptions {
+	return (&api.QueryOptions{}).WithContext(ctx)
+}
+
+func (a *apiConsul) Members(ctx context.Context) ([]*api.AgentMember, error) {
+	var out []*api.AgentMember
+	if _, err := a.c.Raw().Query("/v1/agent/members", &out, q(ctx)); err != nil {
+		return nil, fmt.Errorf("list serf members: %w", err)
+	}
+	return out, nil
+}
+
+func (a *apiConsul) RaftConfiguration(ctx context.Context) (*api.RaftConfiguration, error) {
+	rc, err := a.c.Operator().RaftGetConfiguration(q(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read raft configuration: %w", err)
+	}
+	return rc, nil
+}
+
+// AutopilotHealth relies on api's AutopilotServerHealth, which accepts both
+// 200 and 429 (Consul's "unhealthy" answer) and decodes the body in both
+// cases.
+func (a *apiConsul) AutopilotHealth(ctx context.Context) (*api.OperatorHealthReply, error) {
+	h, err := a.c.Operator().AutopilotServerHealth(q(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read autopilot health: %w", err)
+	}
+	return h, nil
+}
+
+func (a *apiConsul) AutopilotConfiguration(ctx context.Context) (*api.AutopilotConfiguration, error) {
+	c, err := a.c.Operator().AutopilotGetConfiguration(q(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("read autopilot configuration: %w", err)
+	}
+	return c, nil
+}
+
+func (a *apiConsul) Leader(ctx context.Context) (string, error) {
+	l, err := a.c.Status().LeaderWithQueryOptions(q(ctx))
+	if err != nil {
+		return "", fmt.Errorf("read raft leader: %w", err)
+	}
+	return l, nil
+}
+
+func (a *apiConsul) AgentSelf(ctx context.Context) (map[string]map[string]any, error) {
+	var out map[string]map[string]any
+	if _, err := a.c.Raw().Query("/v1/agent/self", &out, q(ctx)); err != nil {
+		return nil, fmt.Errorf("read agent self: %w", err)
+	}
+	return out, nil
+}
+
+func (a *apiConsul) Datacenters(ctx context.Context) ([]string, error) {
+	var out []string
+	if _, err := a.c.Raw().Query("/v1/catalog/datacenters", &out, q(ctx)); err != nil {
+		return nil, fmt.Errorf("list datacenters: %w", err)
+	}
+	return out, nil
+}
+
+func (a *apiConsul) SnapshotSave(ctx context.Context) (io.ReadCloser, error) {
+	rc, _, err := a.c.Snapshot().Save(q(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("save snapshot: %w", err)
+	}
+	return rc, nil
+}
+
+func (a *apiConsul) TransferLeader(ctx context.Context, id string) error {
+	r, err := a.c.Operator().RaftLeaderTransfer(id, q(ctx))
+	if err != nil {
+		return fmt.Errorf("transfer raft leadership to %s: %w", id, err)
+	}
+	if !r.Success {
+		return fmt.Errorf("transfer raft leadership to %s: the leader answered success=false; check the target is a healthy voter", id)
+	}
+	return nil
+}

@@ -1,0 +1,201 @@
+package upgrade
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+)
+
+// Serf member states as reported in api.AgentMember.Status.
+const (
+	serfAlive   = 1
+	serfLeaving = 2
+	serfLeft    = 3
+	serfFailed  = 4
+)
+
+// Discover observes a live cluster and returns it as a planner.Cluster:
+// servers are the serf members tagged role=consul and clients those tagged
+// role=node; versions come from the serf build tag, the leader from
+// /v1/status/leader, voters from the Raft configuration and health from
+// autopilot (and serf status alive). Members that left are omitted; failed
+// servers appear as unhealthy. Servers and clients are sorted by name.
+//
+// Discover does not set Cluster.SnapshotVersion: that is the runner's record.
+func Discover(ctx context.Context, c Consul) (planner.Cluster, error) {
+	var cl planner.Cluster
+	members, err := c.Members(ctx)
+	if err != nil {
+		return cl, fmt.Errorf("discover: %w", err)
+	}
+	leader, err := c.Leader(ctx)
+	if err != nil {
+		return cl, fmt.Errorf("discover: %w", err)
+	}
+	raft, err := c.RaftConfiguration(ctx)
+	if err != nil {
+		return cl, fmt.Errorf("discover: %w", err)
+	}
+	health, err := c.AutopilotHealth(ctx)
+	if err != nil {
+		return cl, fmt.Errorf("discover: %w", err)
+	}
+	self, err := c.AgentSelf(ctx)
+	if err != nil {
+		return cl, fmt.Errorf("discover: %w", err)
+	}
+	dcs, err := c.Datacenters(ctx)
+	if err != nil {
+		return cl, fmt.Errorf("discover: %w", err)
+	}
+	return buildCluster(members, leader, raft, health, self, dcs), nil
+}
+
+// buildCluster is the pure half of Discover.
+func buildCluster(members []*api.AgentMember, leader string, raft *api.RaftConfiguration, health *api.OperatorHealthReply, self map[string]map[string]any, dcs []string) planner.Cluster {
+	var cl planner.Cluster
+	leaderNode := leaderName(members, raft, leader)
+	for _, m := range members {
+		if m == nil || m.Status == serfLeft {
+			continue
+		}
+		switch m.Tags["role"] {
+		case "consul":
+			s := planner.Server{
+				Name:       m.Name,
+				Address:    m.Addr,
+				Datacenter: m.Tags["dc"],
+				Version:    buildVersion(m.Tags["build"]),
+				Leader:     leaderNode != "" && m.Name == leaderNode,
+			}
+			if rs := raftServer(raft, m); rs != nil {
+				s.Voter = rs.Voter
+			}
+			if hs := healthServer(health, m); hs != nil {
+				s.Healthy = hs.Healthy && m.Status == serfAlive
+			}
+			switch m.Tags["acls"] {
+			case "1":
+				cl.Features.ACLs = true
+			case "2":
+				cl.Features.ACLs = true
+				cl.Features.LegacyACLs = true
+			}
+			cl.Servers = append(cl.Servers, s)
+		case "node":
+			cl.Clients = append(cl.Clients, planner.Client{
+				Name:       m.Name,
+				Address:    m.Addr,
+				Datacenter: m.Tags["dc"],
+				Version:    buildVersion(m.Tags["build"]),
+			})
+		}
+	}
+	sort.Slice(cl.Servers, func(i, j int) bool { return cl.Servers[i].Name < cl.Servers[j].Name })
+	sort.Slice(cl.Clients, func(i, j int) bool { return cl.Clients[i].Name < cl.Clients[j].Name })
+
+	primary := selfString(self, "PrimaryDatacenter")
+	if primary == "" {
+		primary = selfString(self, "Datacenter")
+	}
+	sorted := append([]string(nil), dcs...)
+	sort.Strings(sorted)
+	for _, dc := range sorted {
+		cl.Datacenters = append(cl.Datacenters, planner.Datacenter{Name: dc, Primary: dc == primary})
+	}
+	return cl
+}
+
+// buildVersion turns a serf build tag ("1.12.9:abcdef", "1.13.9+ent:abc")
+// into a version ("1.12.9", "1.13.9+ent").
+func buildVersion(tag string) string {
+	v, _, _ := strings.Cut(tag, ":")
+	return v
+}
+
+// raftAddr is the member's Raft address: its serf IP with the port from the
+// "port" tag (the server RPC port, 8300 by default).
+func raftAddr(m *api.AgentMember) string {
+	port := m.Tags["port"]
+	if port == "" {
+		port = "8300"
+	}
+	return net.JoinHostPort(m.Addr, port)
+}
+
+// leaderName maps the leader's Raft address to a member name, falling back to
+// the Raft configuration's node name.
+func leaderName(members []*api.AgentMember, raft *api.RaftConfiguration, leader string) string {
+	if leader == "" {
+		return ""
+	}
+	for _, m := range members {
+		if m != nil && m.Tags["role"] == "consul" && raftAddr(m) == leader {
+			return m.Name
+		}
+	}
+	if raft != nil {
+		for _, rs := range raft.Servers {
+			if rs != nil && rs.Address == leader {
+				return rs.Node
+			}
+		}
+	}
+	return ""
+}
+
+// raftServer finds the member's entry in the Raft configuration by node
+// name, Raft ID (the "id" tag) or address.
+func raftServer(raft *api.RaftConfiguration, m *api.AgentMember) *api.RaftServer {
+	if raft == nil {
+		return nil
+	}
+	id, addr := m.Tags["id"], raftAddr(m)
+	for _, rs := range raft.Servers {
+		if rs != nil && (rs.Node == m.Name || (id != "" && rs.ID == id) || rs.Address == addr) {
+			return rs
+		}
+	}
+	return nil
+}
+
+// healthServer finds the member's entry in autopilot's health reply by name
+// or Raft ID.
+func healthServer(h *api.OperatorHealthReply, m *api.AgentMember) *api.ServerHealth {
+	if h == nil {
+		return nil
+	}
+	id := m.Tags["id"]
+	for i := range h.Servers {
+		s := &h.Servers[i]
+		if s.Name == m.Name || (id != "" && s.ID == id) {
+			return s
+		}
+	}
+	return nil
+}
+
+func selfString(self map[string]map[string]any, key string) string {
+	if self == nil {
+		return ""
+	}
+	if v, ok := self["Config"][key].(string); ok {
+		return v
+	}
+	return ""
+}
+
+func findMember(members []*api.AgentMember, name string) *api.AgentMember {
+	for _, m := range members {
+		if m != nil && m.Name == name {
+			return m
+		}
+	}
+	return nil
+}

@@ -1,0 +1,131 @@
+package upgrade
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+)
+
+// Canned answers of a 3-server, 2-client cluster, as Consul 1.12 gives them
+// (trimmed to the fields that matter). s2 leads; s3 already runs 1.13.9, is
+// a non-voter and unhealthy; c3 has left and must be omitted.
+var cannedAnswers = map[string]string{
+	"/v1/agent/members": `[
+ {"Name":"s1","Addr":"127.0.0.11","Port":8301,"Tags":{"role":"consul","dc":"dc1","port":"8300","id":"11111111-aaaa","build":"1.12.9:abc","acls":"1","vsn":"2"},"Status":1},
+ {"Name":"s2","Addr":"127.0.0.12","Port":8301,"Tags":{"role":"consul","dc":"dc1","port":"8300","id":"22222222-bbbb","build":"1.12.9:abc","acls":"1"},"Status":1},
+ {"Name":"s3","Addr":"127.0.0.13","Port":8301,"Tags":{"role":"consul","dc":"dc1","port":"8300","id":"33333333-cccc","build":"1.13.9:def","acls":"1"},"Status":1},
+ {"Name":"c1","Addr":"127.0.0.21","Port":8301,"Tags":{"role":"node","dc":"dc1","build":"1.12.9:abc"},"Status":1},
+ {"Name":"c2","Addr":"127.0.0.22","Port":8301,"Tags":{"role":"node","dc":"dc1","build":"1.12.9+ent:abc"},"Status":4},
+ {"Name":"c3","Addr":"127.0.0.23","Port":8301,"Tags":{"role":"node","dc":"dc1","build":"1.10.0:zzz"},"Status":3}
+]`,
+	"/v1/status/leader": `"127.0.0.12:8300"`,
+	"/v1/operator/raft/configuration": `{"Servers":[
+ {"ID":"11111111-aaaa","Node":"s1","Address":"127.0.0.11:8300","Leader":false,"ProtocolVersion":"3","Voter":true},
+ {"ID":"22222222-bbbb","Node":"s2","Address":"127.0.0.12:8300","Leader":true,"ProtocolVersion":"3","Voter":true},
+ {"ID":"33333333-cccc","Node":"s3","Address":"127.0.0.13:8300","Leader":false,"ProtocolVersion":"3","Voter":false}
+],"Index":42}`,
+	"/v1/operator/autopilot/health": `{"Healthy":false,"FailureTolerance":0,"Servers":[
+ {"ID":"11111111-aaaa","Name":"s1","Address":"127.0.0.11:8300","SerfStatus":"alive","Version":"1.12.9","Leader":false,"LastContact":"5ms","LastTerm":3,"LastIndex":500,"Healthy":true,"Voter":true,"StableSince":"2024-01-01T00:00:00Z"},
+ {"ID":"22222222-bbbb","Name":"s2","Address":"127.0.0.12:8300","SerfStatus":"alive","Version":"1.12.9","Leader":true,"LastContact":"0s","LastTerm":3,"LastIndex":500,"Healthy":true,"Voter":true,"StableSince":"2024-01-01T00:00:00Z"},
+ {"ID":"33333333-cccc","Name":"s3","Address":"127.0.0.13:8300","SerfStatus":"alive","Version":"1.13.9","Leader":false,"LastContact":"2s","LastTerm":2,"LastIndex":10,"Healthy":false,"Voter":false,"StableSince":"2024-01-01T00:05:00Z"}
+]}`,
+	"/v1/agent/self":          `{"Config":{"Datacenter":"dc2","PrimaryDatacenter":"dc1","NodeName":"s1","Version":"1.12.9"}}`,
+	"/v1/catalog/datacenters": `["dc2","dc1"]`,
+}
+
+func cannedHandler(t *testing.T) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, ok := cannedAnswers[r.URL.Path]
+		if !ok {
+			t.Errorf("unexpected request %s %s", r.Method, r.URL.Path)
+			http.NotFound(w, r)
+			return
+		}
+		code := http.StatusOK
+		if r.URL.Path == "/v1/operator/autopilot/health" {
+			code = http.StatusTooManyRequests // Consul's answer while unhealthy
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		w.Write([]byte(body))
+	})
+}
+
+func TestDiscoverReadsServersClientsLeaderVotersAndHealthFromTheAPI(t *testing.T) {
+	srv := httptest.NewServer(cannedHandler(t))
+	defer srv.Close()
+	client, err := api.NewClient(&api.Config{Address: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Discover(context.Background(), NewConsul(client))
+	if err != nil {
+		t.Fatalf("Discover: %v", err)
+	}
+	want := planner.Cluster{
+		Datacenters: []planner.Datacenter{{Name: "dc1", Primary: true}, {Name: "dc2"}},
+		Servers: []planner.Server{
+			{Name: "s1", Address: "127.0.0.11", Datacenter: "dc1", Version: "1.12.9", Voter: true, Healthy: true},
+			{Name: "s2", Address: "127.0.0.12", Datacenter: "dc1", Version: "1.12.9", Leader: true, Voter: true, Healthy: true},
+			{Name: "s3", Address: "127.0.0.13", Datacenter: "dc1", Version: "1.13.9", Voter: false, Healthy: false},
+		},
+		Clients: []planner.Client{
+			{Name: "c1", Address: "127.0.0.21", Datacenter: "dc1", Version: "1.12.9"},
+			{Name: "c2", Address: "127.0.0.22", Datacenter: "dc1", Version: "1.12.9+ent"},
+		},
+		Features: planner.Features{ACLs: true},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("Discover =\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+func TestDiscoverReportsAFailedServerAsUnhealthyEvenWhenAutopilotLagsBehind(t *testing.T) {
+	members := []*api.AgentMember{
+		{Name: "s1", Addr: "10.0.0.1", Tags: map[string]string{"role": "consul", "port": "8300", "build": "1.12.9:x"}, Status: serfAlive},
+		{Name: "s2", Addr: "10.0.0.2", Tags: map[string]string{"role": "consul", "port": "8300", "build": "1.12.9:x", "acls": "2"}, Status: serfFailed},
+	}
+	health := &api.OperatorHealthReply{Servers: []api.ServerHealth{{Name: "s1", Healthy: true}, {Name: "s2", Healthy: true}}}
+	c := buildCluster(members, "10.0.0.1:8300", nil, health, nil, nil)
+	if len(c.Servers) != 2 || !c.Servers[0].Healthy || c.Servers[1].Healthy {
+		t.Errorf("servers = %+v, want s1 healthy and the failed s2 unhealthy", c.Servers)
+	}
+	if !c.Servers[0].Leader {
+		t.Errorf("s1 (10.0.0.1:8300) should be the leader: %+v", c.Servers[0])
+	}
+	if !c.Features.ACLs || !c.Features.LegacyACLs {
+		t.Errorf("acls tag 2 should mean ACLs on in legacy mode, got %+v", c.Features)
+	}
+}
+
+func TestDiscoverFailsNamingTheCallThatFailed(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/operator/raft/configuration" {
+			http.Error(w, "No cluster leader", http.StatusInternalServerError)
+			return
+		}
+		cannedHandler(t).ServeHTTP(w, r)
+	})
+	_, err := Discover(context.Background(), inProcessConsul(t, handlerRT{h}))
+	if err == nil {
+		t.Fatal("Discover succeeded without a raft configuration")
+	}
+	if want := "discover: read raft configuration"; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
+	}
+}
+
+func TestBuildVersionStripsTheCommitButKeepsTheEdition(t *testing.T) {
+	for tag, want := range map[string]string{"1.12.9:abcdef": "1.12.9", "1.13.9+ent:abc": "1.13.9+ent", "1.4.0": "1.4.0", "": ""} {
+		if got := buildVersion(tag); got != want {
+			t.Errorf("buildVersion(%q) = %q, want %q", tag, got, want)
+		}
+	}
+}

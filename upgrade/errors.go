@@ -1,0 +1,140 @@
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+)
+
+// ErrGateTimeout is wrapped by a *GateError whose conditions did not hold
+// within the gate's timeout.
+var ErrGateTimeout = errors.New("gate timed out")
+
+// GateError reports a gate condition that did not hold in time (or could not
+// be evaluated at all).
+type GateError struct {
+	Step planner.Step
+	// Node is the node the failing condition is about ("" for cluster-wide
+	// conditions such as leader-known and failure-tolerance).
+	Node      string
+	Condition planner.GateCheck
+	// Detail is the last observed value against the wanted one.
+	Detail string
+	// Timeout is the gate's time bound.
+	Timeout time.Duration
+	// Err is ErrGateTimeout (possibly joined with the last API error), the
+	// context's error, or the reason the gate could not be evaluated.
+	Err error
+}
+
+func (e *GateError) Error() string {
+	var how string
+	switch {
+	case errors.Is(e.Err, ErrGateTimeout):
+		how = fmt.Sprintf("did not hold within %s", e.Timeout)
+	case errors.Is(e.Err, context.Canceled), errors.Is(e.Err, context.DeadlineExceeded):
+		how = "did not hold before the context ended"
+	default:
+		how = "cannot be checked"
+	}
+	msg := fmt.Sprintf("gate after %s: %s %s", stepString(e.Step), e.Condition, how)
+	if e.Detail != "" {
+		msg += ": " + e.Detail
+	}
+	if e.Err != nil && e.Err != ErrGateTimeout {
+		msg += " (" + e.Err.Error() + ")"
+	}
+	return msg
+}
+
+func (e *GateError) Unwrap() error { return e.Err }
+
+// HaltError stops a run: a step failed (its act or its gate). Nothing after
+// it was touched. RolledBack reports whether the failed node was put back on
+// its old binary and the cluster was seen healthy again.
+type HaltError struct {
+	Step       planner.Step
+	Err        error
+	RolledBack bool
+	// RolledBackNodes are the nodes put back on their old binary.
+	RolledBackNodes []string
+	// RollbackErr is set when a rollback was attempted and failed.
+	RollbackErr error
+}
+
+func (e *HaltError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "upgrade halted at %s: %v", stepString(e.Step), e.Err)
+	switch {
+	case e.RolledBack:
+		fmt.Fprintf(&b, "; rolled back %s to the previous binary and the cluster is healthy again", strings.Join(e.RolledBackNodes, ", "))
+	case e.RollbackErr != nil:
+		fmt.Fprintf(&b, "; rollback failed: %v; inspect the node by hand before resuming", e.RollbackErr)
+	}
+	return b.String()
+}
+
+func (e *HaltError) Unwrap() error { return e.Err }
+
+// StuckError reports that the planner chose the same step again right after
+// it acted and its gate passed: the observed cluster does not move, so
+// repeating the step would loop forever.
+type StuckError struct {
+	Step planner.Step
+}
+
+func (e *StuckError) Error() string {
+	return fmt.Sprintf("%s was chosen again after it succeeded: the observed cluster did not change (check that the transport really installs %s and that the agent reports it in its serf build tag)", stepString(e.Step), e.Step.To)
+}
+
+// StepLimitError reports a run that reached Config.MaxSteps without
+// finishing.
+type StepLimitError struct {
+	Max int
+}
+
+func (e *StepLimitError) Error() string {
+	return fmt.Sprintf("run took %d steps without reaching the target (max-steps: at most %d); raise Config.MaxSteps if the cluster is that large", e.Max, e.Max)
+}
+
+// ConfigError is one problem Config.Validate found.
+type ConfigError struct {
+	Field   string
+	Value   string
+	Problem string
+}
+
+func (e *ConfigError) Error() string {
+	if e.Value != "" {
+		return fmt.Sprintf("config %s = %s: %s", e.Field, e.Value, e.Problem)
+	}
+	return fmt.Sprintf("config %s: %s", e.Field, e.Problem)
+}
+
+// stepString renders a step for messages: "swap-server s2 -> 1.13.9".
+func stepString(s planner.Step) string {
+	var b strings.Builder
+	b.WriteString(string(s.Kind))
+	switch s.Kind {
+	case planner.StepSwapClients:
+		fmt.Fprintf(&b, " %s wave %d (%d clients)", s.Datacenter, s.Wave, len(s.Nodes))
+		if len(s.Nodes) > 0 && len(s.Nodes) <= 3 {
+			fmt.Fprintf(&b, " [%s]", strings.Join(s.Nodes, ", "))
+		}
+	case planner.StepTransferLeader:
+		fmt.Fprintf(&b, " %s => %s", s.Node, s.Target)
+		return b.String()
+	default:
+		if s.Node != "" {
+			b.WriteString(" " + s.Node)
+		}
+	}
+	if s.To != "" {
+		b.WriteString(" -> " + s.To)
+	}
+	return b.String()
+}

@@ -1,0 +1,72 @@
+package upgrade
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+)
+
+// EventKind names what happened.
+type EventKind string
+
+const (
+	EventRunStarted    EventKind = "run-started"    // Run validated its config and starts
+	EventStepStarted   EventKind = "step-started"   // a step is about to act
+	EventGateWaiting   EventKind = "gate-waiting"   // a gate condition does not hold yet (once per change of reason)
+	EventStepDone      EventKind = "step-done"      // a step acted and its gate passed
+	EventSnapshotSaved EventKind = "snapshot-saved" // a snapshot was saved and verified
+	EventRolledBack    EventKind = "rolled-back"    // a failed node was rolled back and the cluster is healthy again
+	EventHalted        EventKind = "halted"         // the run stopped on an error
+	EventDone          EventKind = "done"           // the cluster reached the target
+)
+
+// Event is one thing the runner reports, delivered synchronously through
+// Config.OnEvent in the order it happened.
+type Event struct {
+	Kind EventKind
+	Time time.Time
+	// Step is the step concerned (zero for run-started and done).
+	Step planner.Step
+	// Condition is the gate condition concerned (gate-waiting, and halted
+	// on a gate error).
+	Condition planner.GateCheck
+	// Detail says what was observed, in words.
+	Detail string
+	// Err is the error (halted, and rolled-back when the rollback failed).
+	Err error
+}
+
+// emitter delivers events to the callback and the logger.
+type emitter struct {
+	on  func(Event)
+	log *slog.Logger
+}
+
+func (e emitter) emit(ev Event) {
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	if e.on != nil {
+		e.on(ev)
+	}
+	if e.log != nil {
+		attrs := []slog.Attr{slog.String("event", string(ev.Kind))}
+		if ev.Step.Kind != "" {
+			attrs = append(attrs, slog.String("step", stepString(ev.Step)))
+		}
+		if ev.Condition != "" {
+			attrs = append(attrs, slog.String("condition", string(ev.Condition)))
+		}
+		if ev.Detail != "" {
+			attrs = append(attrs, slog.String("detail", ev.Detail))
+		}
+		level := slog.LevelInfo
+		if ev.Err != nil {
+			attrs = append(attrs, slog.String("err", ev.Err.Error()))
+			level = slog.LevelError
+		}
+		e.log.LogAttrs(context.Background(), level, "consul upgrade", attrs...)
+	}
+}
