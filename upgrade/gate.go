@@ -146,6 +146,9 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 		return nil
 	}
 	ge := &GateError{Step: step, Node: last.node, Condition: last.cond, Detail: last.detail, Timeout: timeout}
+	if ge.Node == "" && step.Kind != planner.StepSwapClients {
+		ge.Node = gateSubject(step) // a cluster-wide condition still names the step's node
+	}
 	switch {
 	case last.fatal != nil:
 		ge.Err = last.fatal

@@ -1,0 +1,257 @@
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+)
+
+var serverGate = []planner.GateCheck{
+	planner.GateLeaderKnown, planner.GateVersion, planner.GateVoter, planner.GateAutopilotHealthy,
+	planner.GateStable, planner.GateTrailingLogs, planner.GateFailureTolerance,
+}
+
+func swapStep(node, from, to string) planner.Step {
+	return planner.Step{Kind: planner.StepSwapServer, Node: node, From: from, To: to, Gate: serverGate}
+}
+
+var base3 = Baseline{FailureTolerance: 1, MaxTrailingLogs: 250, ServerStabilizationTime: 10 * time.Second}
+
+type waitLog struct {
+	conds   []planner.GateCheck
+	details []string
+}
+
+func (w *waitLog) opt(timeout time.Duration) GateOptions {
+	return GateOptions{Timeout: timeout, OnWaiting: func(c planner.GateCheck, node, detail string) {
+		w.conds = append(w.conds, c)
+		w.details = append(w.details, detail)
+	}}
+}
+
+func TestGatePassesOnlyOnceAutopilotIsHealthyAndTheServerStableForTheStabilizationTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSim(3, 0, "1.13.9")
+		s.stabilization = 10 * time.Second
+		s.restartDelay = 20 * time.Second
+		start := time.Now()
+		s.swap("s2", "1.13.9", true) // s2 restarts: failed and unhealthy (429) for 20s
+		c := inProcessConsul(t, handlerRT{s})
+		var w waitLog
+		err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, w.opt(5*time.Minute))
+		if err != nil {
+			t.Fatalf("Gate: %v", err)
+		}
+		elapsed := time.Since(start)
+		if elapsed < 30*time.Second || elapsed > 30*time.Second+DefaultGateMaxInterval+time.Second {
+			t.Errorf("gate passed after %s, want just after 30s (20s restart + 10s stabilization)", elapsed)
+		}
+		if s.callCount("/v1/operator/autopilot/health") < 5 {
+			t.Errorf("autopilot health was read %d times, want it polled while it answered 429", s.callCount("/v1/operator/autopilot/health"))
+		}
+		want := []planner.GateCheck{planner.GateAutopilotHealthy, planner.GateStable}
+		if !equalChecks(w.conds, want) {
+			t.Errorf("waiting reasons = %v (%q), want %v, each reported once", w.conds, w.details, want)
+		}
+	})
+}
+
+func TestGateFollowsALeaderChangeAndComparesLogsWithTheCurrentLeader(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSim(3, 0, "1.13.9")
+		s.stabilization = time.Second
+		s.start = time.Now().Add(-time.Minute)
+		s.node("s1").lastIndex = 5000 // the old leader's stale index: s2 would trail it by far
+		s.node("s2").lastIndex = 1990
+		s.node("s3").lastIndex = 2000
+		s.leader = "" // an election is under way
+		time.AfterFunc(5*time.Second, func() {
+			s.mu.Lock()
+			s.leader = "s3"
+			s.mu.Unlock()
+		})
+		c := inProcessConsul(t, handlerRT{s})
+		var w waitLog
+		start := time.Now()
+		if err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, w.opt(time.Minute)); err != nil {
+			t.Fatalf("Gate: %v", err)
+		}
+		if el := time.Since(start); el < 5*time.Second {
+			t.Errorf("gate passed after %s, before a leader was known (5s)", el)
+		}
+		if len(w.conds) == 0 || w.conds[0] != planner.GateLeaderKnown {
+			t.Errorf("first waiting reason = %v, want leader-known", w.conds)
+		}
+		for _, c := range w.conds {
+			if c == planner.GateTrailingLogs {
+				t.Errorf("trailing-logs was waited on: the gate compared s2 with the old leader s1, not the current leader s3")
+			}
+		}
+	})
+}
+
+func TestGateTrailingLogsFailsWhenTheServerTrailsTheCurrentLeaderTooFar(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSim(3, 0, "1.13.9")
+		s.start = time.Now().Add(-time.Minute)
+		s.node("s1").lastIndex = 1000
+		s.node("s2").lastIndex = 100
+		err := Gate(t.Context(), inProcessConsul(t, handlerRT{s}), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{Timeout: 30 * time.Second})
+		var ge *GateError
+		if !errors.As(err, &ge) || ge.Condition != planner.GateTrailingLogs {
+			t.Fatalf("err = %v, want a *GateError on trailing-logs", err)
+		}
+		if !strings.Contains(ge.Detail, "by 900 log entries") || !strings.Contains(ge.Detail, "at most 250") {
+			t.Errorf("detail %q should give the gap (900) and the limit (250)", ge.Detail)
+		}
+	})
+}
+
+func TestGateTimesOutNamingNodeAndConditionWhenTheAPIIsDown(t *testing.T) {
+	cases := []struct {
+		name string
+		rt   http.RoundTripper
+	}{
+		{"the API answers 500", handlerRT{http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "rpc error: no cluster leader", http.StatusInternalServerError)
+		})}},
+		{"the API refuses connections", errRT{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				start := time.Now()
+				err := Gate(t.Context(), inProcessConsul(t, tc.rt), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{Timeout: time.Minute})
+				var ge *GateError
+				if !errors.As(err, &ge) {
+					t.Fatalf("err = %v, want *GateError", err)
+				}
+				if el := time.Since(start); el != time.Minute {
+					t.Errorf("gave up after %s, want exactly the 1m0s timeout", el)
+				}
+				if ge.Node != "s2" || ge.Condition != planner.GateLeaderKnown {
+					t.Errorf("GateError names %q / %q, want s2 / leader-known", ge.Node, ge.Condition)
+				}
+				if !errors.Is(err, ErrGateTimeout) {
+					t.Errorf("err %v does not wrap ErrGateTimeout", err)
+				}
+				if !strings.Contains(err.Error(), "gate after swap-server s2 -> 1.13.9: leader-known did not hold within 1m0s") {
+					t.Errorf("message %q does not explain the step, condition and limit", err)
+				}
+			})
+		})
+	}
+}
+
+func TestGateReportsANonVoterThatNeverBecomesAVoter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSim(3, 0, "1.13.9")
+		s.start = time.Now().Add(-time.Minute)
+		s.node("s2").voter = false
+		err := Gate(t.Context(), inProcessConsul(t, handlerRT{s}), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{})
+		var ge *GateError
+		if !errors.As(err, &ge) {
+			t.Fatalf("err = %v, want *GateError", err)
+		}
+		if ge.Condition != planner.GateVoter || ge.Node != "s2" {
+			t.Errorf("GateError on %q / %q, want voter / s2", ge.Condition, ge.Node)
+		}
+		want := "gate after swap-server s2 -> 1.13.9: voter did not hold within 5m0s: s2 is a non-voter in the raft configuration"
+		if err.Error() != want {
+			t.Errorf("message\n%q\nwant\n%q", err, want)
+		}
+	})
+}
+
+func TestGateAsksEachQuestionOncePerAttempt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSim(3, 0, "1.13.9")
+		s.start = time.Now().Add(-time.Minute)
+		if err := Gate(t.Context(), inProcessConsul(t, handlerRT{s}), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{}); err != nil {
+			t.Fatalf("Gate on a healthy cluster: %v", err)
+		}
+		for _, p := range []string{"/v1/status/leader", "/v1/agent/members", "/v1/operator/raft/configuration", "/v1/operator/autopilot/health"} {
+			if n := s.callCount(p); n != 1 {
+				t.Errorf("%s called %d times in one passing attempt, want 1", p, n)
+			}
+		}
+	})
+}
+
+func TestGateFailureToleranceWaitsUntilItIsBackToTheBaseline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSim(3, 0, "1.13.9")
+		s.start = time.Now().Add(-time.Minute)
+		s.node("s3").neverHealthy = true // tolerance stays 0 of the baseline 1
+		step := planner.Step{Kind: planner.StepSwapServer, Node: "s2", To: "1.13.9", Gate: []planner.GateCheck{planner.GateFailureTolerance}}
+		err := Gate(t.Context(), inProcessConsul(t, handlerRT{s}), step, base3, GateOptions{Timeout: 10 * time.Second})
+		var ge *GateError
+		if !errors.As(err, &ge) || ge.Condition != planner.GateFailureTolerance || ge.Detail != "failure tolerance is 0, was 1 before the upgrade" {
+			t.Fatalf("err = %v, want failure-tolerance 0 vs 1", err)
+		}
+	})
+}
+
+func TestGateOnAClientWaveWaitsForEveryNodeToBeAliveOnTheNewVersion(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSim(1, 3, "1.12.9")
+		s.swap("c1", "1.13.9", true)
+		s.swap("c2", "1.13.9", false) // c2 did not come up
+		step := planner.Step{Kind: planner.StepSwapClients, Nodes: []string{"c1", "c2"}, To: "1.13.9", Gate: []planner.GateCheck{planner.GateVersion, planner.GateSerfAlive}}
+		err := Gate(t.Context(), inProcessConsul(t, handlerRT{s}), step, base3, GateOptions{Timeout: 20 * time.Second})
+		var ge *GateError
+		if !errors.As(err, &ge) || ge.Node != "c2" {
+			t.Fatalf("err = %v, want a *GateError naming c2", err)
+		}
+		if ge.Condition != planner.GateVersion || ge.Detail != "c2 reports 1.12.9 in its serf build tag, want 1.13.9" {
+			t.Errorf("GateError %q / %q", ge.Condition, ge.Detail)
+		}
+	})
+}
+
+func TestGateStopsAtOnceOnAConditionItDoesNotKnow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSim(1, 0, "1.13.9")
+		start := time.Now()
+		step := planner.Step{Kind: planner.StepSwapServer, Node: "s1", To: "1.13.9", Gate: []planner.GateCheck{"quorum-vibes"}}
+		err := Gate(t.Context(), inProcessConsul(t, handlerRT{s}), step, base3, GateOptions{})
+		var ge *GateError
+		if !errors.As(err, &ge) || errors.Is(err, ErrGateTimeout) || !strings.Contains(err.Error(), "cannot be checked") {
+			t.Fatalf("err = %v, want a permanent *GateError", err)
+		}
+		if time.Since(start) != 0 {
+			t.Errorf("an unknown condition was retried for %s", time.Since(start))
+		}
+	})
+}
+
+func TestGateEndsWithTheContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSim(3, 0, "1.13.9")
+		s.node("s2").voter = false
+		ctx, cancel := context.WithTimeout(t.Context(), 7*time.Second)
+		defer cancel()
+		err := Gate(ctx, inProcessConsul(t, handlerRT{s}), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{})
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrGateTimeout) {
+			t.Fatalf("err = %v, want the context's deadline, not the gate timeout", err)
+		}
+	})
+}
+
+func equalChecks(a, b []planner.GateCheck) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
