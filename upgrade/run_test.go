@@ -1,0 +1,371 @@
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/transport"
+)
+
+// runRig is a simulated cluster, a fake transport wired to it, and a config
+// that records events and snapshots.
+type runRig struct {
+	sim       *sim
+	tr        *fakeTransport
+	cfg       Config
+	events    []Event
+	snapshots []string // versions snapshots were taken on
+}
+
+func newRunRig(t *testing.T, servers, clients int) *runRig {
+	r := &runRig{sim: newSim(servers, clients, "1.12.9")}
+	r.sim.start = time.Now().Add(-time.Hour)
+	r.sim.snapshot = makeSnapshot(t, snapshotFiles{})
+	r.tr = newFakeTransport(r.sim.swap)
+	r.cfg = Config{
+		Consul:    inProcessConsul(t, handlerRT{r.sim}),
+		Transport: r.tr,
+		Target:    "1.13.9",
+		Snapshot: func(v string) (io.WriteCloser, error) {
+			r.snapshots = append(r.snapshots, v)
+			return &closeBuffer{}, nil
+		},
+		OnEvent:     func(e Event) { r.events = append(r.events, e) },
+		GateTimeout: time.Minute,
+	}
+	return r
+}
+
+func (r *runRig) kinds() []EventKind {
+	var out []EventKind
+	for _, e := range r.events {
+		if e.Kind != EventGateWaiting {
+			out = append(out, e.Kind)
+		}
+	}
+	return out
+}
+
+func TestRunTakesThreeServersAndTheirClientsToTheTargetWithTheLeaderLast(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 2)
+		res, err := Run(t.Context(), r.cfg)
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		for _, n := range []string{"s1", "s2", "s3", "c1", "c2"} {
+			if v := r.sim.version(n); v != "1.13.9" {
+				t.Errorf("%s runs %s after the run, want 1.13.9", n, v)
+			}
+		}
+		var servers []string
+		for _, s := range r.tr.swapped() {
+			if s.Role == transport.RoleServer {
+				servers = append(servers, s.Node)
+				if s.From != "1.12.9" || s.To != "1.13.9" {
+					t.Errorf("swap %+v, want 1.12.9 -> 1.13.9", s)
+				}
+			}
+		}
+		if len(servers) != 3 || servers[2] != "s1" {
+			t.Errorf("servers swapped in order %v, want the leader s1 last", servers)
+		}
+		if len(r.snapshots) != 1 || r.snapshots[0] != "1.12.9" {
+			t.Errorf("snapshots taken on %v, want one, on 1.12.9", r.snapshots)
+		}
+		if res.Baseline.FailureTolerance != 1 || res.Baseline.ServerStabilizationTime != 3*time.Second {
+			t.Errorf("baseline = %+v, want tolerance 1 and the simulated 3s stabilization", res.Baseline)
+		}
+		if len(res.Steps) < 5 || res.Steps[0].Step.Kind != planner.StepSnapshot || res.Steps[0].Snapshot == nil {
+			t.Errorf("steps = %+v, want a verified snapshot first and then at least 3 server swaps and a client wave", res.Steps)
+		}
+		for _, s := range res.Cluster.Servers {
+			if s.Version != "1.13.9" {
+				t.Errorf("final cluster server %+v not on the target", s)
+			}
+		}
+	})
+}
+
+func TestRunReportsEventsInOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		res, err := Run(t.Context(), r.cfg)
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		k := r.kinds()
+		if k[0] != EventRunStarted || k[len(k)-1] != EventDone {
+			t.Fatalf("events %v should start with run-started and end with done", k)
+		}
+		// Between the two: step-started, [snapshot-saved], step-done, per step.
+		steps := 0
+		for i := 1; i < len(k)-1; {
+			if k[i] != EventStepStarted {
+				t.Fatalf("event %d is %s, want step-started (events %v)", i, k[i], k)
+			}
+			i++
+			if k[i] == EventSnapshotSaved {
+				i++
+			}
+			if k[i] != EventStepDone {
+				t.Fatalf("event %d is %s, want step-done (events %v)", i, k[i], k)
+			}
+			i++
+			steps++
+		}
+		if steps != len(res.Steps) {
+			t.Errorf("%d step-started/step-done pairs, %d steps in the result", steps, len(res.Steps))
+		}
+		var last time.Time
+		waited := false
+		for _, e := range r.events {
+			if e.Time.Before(last) {
+				t.Errorf("event %s at %s is earlier than the one before it", e.Kind, e.Time)
+			}
+			last = e.Time
+			if e.Kind == EventGateWaiting {
+				waited = true
+				if e.Condition == "" || e.Detail == "" {
+					t.Errorf("gate-waiting event without condition or detail: %+v", e)
+				}
+			}
+		}
+		if !waited {
+			t.Errorf("no gate-waiting event although each restarted server is unhealthy for 2s")
+		}
+	})
+}
+
+func TestRunRefusedPlanTouchesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 1)
+		r.cfg.Policy.Rules = []planner.Rule{{
+			ID: "change-freeze", Kind: planner.KindPrecheck, Severity: planner.Blocking, Scope: planner.ScopeCluster,
+			Summary: "no upgrades during the change freeze", Hint: "wait until the freeze ends", URL: "https://example.com/freeze",
+		}}
+		_, err := Run(t.Context(), r.cfg)
+		var refused *planner.RefusedError
+		if !errors.As(err, &refused) {
+			t.Fatalf("err = %v, want *planner.RefusedError", err)
+		}
+		if n := len(r.tr.swapped()); n != 0 {
+			t.Errorf("the transport saw %d swap(s), want none", n)
+		}
+		if n := r.sim.callCount("/v1/snapshot"); n != 0 || len(r.snapshots) != 0 {
+			t.Errorf("a refused plan took %d snapshot(s)", n)
+		}
+		if k := r.kinds(); !slices.Equal(k, []EventKind{EventRunStarted, EventHalted}) {
+			t.Errorf("events %v, want run-started, halted", k)
+		}
+	})
+}
+
+func TestRunHaltsOnAFailedSwapAndTouchesNothingElse(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		r.tr.failNext["*"] = transport.ErrNotRunning
+		_, err := Run(t.Context(), r.cfg)
+		var h *HaltError
+		if !errors.As(err, &h) || h.RolledBack {
+			t.Fatalf("err = %v, want a *HaltError without rollback", err)
+		}
+		if !errors.Is(err, transport.ErrNotRunning) {
+			t.Errorf("err %v does not wrap the transport's error", err)
+		}
+		if swaps := r.tr.swapped(); len(swaps) != 1 || swaps[0].Node != h.Step.Node {
+			t.Errorf("swaps = %+v, want only the failed one (%s)", swaps, h.Step.Node)
+		}
+		if len(r.tr.rollbacks) != 0 {
+			t.Errorf("rolled back %v without Config.Rollback", r.tr.rollbacks)
+		}
+		if k := r.kinds(); k[len(k)-1] != EventHalted {
+			t.Errorf("last event %s, want halted", k[len(k)-1])
+		}
+	})
+}
+
+func TestRunWithRollbackPutsTheFailedServerBackAndWaitsUntilItIsHealthy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		r.cfg.Rollback = true
+		r.tr.failNext["*"] = transport.ErrNotRunning
+		_, err := Run(t.Context(), r.cfg)
+		var h *HaltError
+		if !errors.As(err, &h) {
+			t.Fatalf("err = %v, want *HaltError", err)
+		}
+		if !h.RolledBack || !slices.Equal(h.RolledBackNodes, []string{h.Step.Node}) {
+			t.Fatalf("HaltError %+v, want %s rolled back", h, h.Step.Node)
+		}
+		if !slices.Equal(r.tr.rollbacks, []string{h.Step.Node}) {
+			t.Errorf("rollbacks = %v, want only %s", r.tr.rollbacks, h.Step.Node)
+		}
+		for _, n := range r.sim.serverNames() {
+			if v := r.sim.version(n); v != "1.12.9" {
+				t.Errorf("%s runs %s, want every server on 1.12.9 after the rollback", n, v)
+			}
+		}
+		// Healthy again: the rolled-back server is up and voting.
+		r.sim.mu.Lock()
+		up := r.sim.healthy(r.sim.node(h.Step.Node), time.Now())
+		r.sim.mu.Unlock()
+		if !up {
+			t.Errorf("%s is not healthy when Run returns", h.Step.Node)
+		}
+		if !strings.Contains(err.Error(), "rolled back "+h.Step.Node) {
+			t.Errorf("message %q does not say what was rolled back", err)
+		}
+		k := r.kinds()
+		if !slices.Equal(k[len(k)-2:], []EventKind{EventRolledBack, EventHalted}) {
+			t.Errorf("events end with %v, want rolled-back, halted", k)
+		}
+	})
+}
+
+func TestRunHaltsWhenAGateFailsAndDoesNotSwapTheNextServer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		r.tr.onSwap = func(node, version string, ok bool) {
+			r.sim.swap(node, version, ok)
+			r.sim.mu.Lock()
+			r.sim.node(node).neverHealthy = true
+			r.sim.mu.Unlock()
+		}
+		_, err := Run(t.Context(), r.cfg)
+		var ge *GateError
+		if !errors.As(err, &ge) || ge.Condition != planner.GateAutopilotHealthy {
+			t.Fatalf("err = %v, want a halt on the autopilot-healthy gate", err)
+		}
+		if n := len(r.tr.swapped()); n != 1 {
+			t.Errorf("%d swaps, want 1: the run must not cascade past a failed gate", n)
+		}
+	})
+}
+
+func TestRunDryRunReturnsThePlanAndTouchesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 2)
+		r.cfg.DryRun = true
+		res, err := Run(t.Context(), r.cfg)
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if res.Plan == nil || len(res.Plan.Steps) < 4 {
+			t.Fatalf("plan = %+v, want the snapshot and the server and client steps", res.Plan)
+		}
+		if n := len(r.tr.swapped()); n != 0 {
+			t.Errorf("a dry run swapped %d node(s)", n)
+		}
+		if n := r.sim.callCount("/v1/snapshot") + r.sim.callCount("/v1/operator/raft/transfer-leader"); n != 0 {
+			t.Errorf("a dry run made %d snapshot/transfer call(s)", n)
+		}
+		if last := res.Plan.Steps[len(res.Plan.Steps)-1]; last.Kind == planner.StepSwapServer && last.Node != "s1" {
+			t.Errorf("plan's last server step is %s, want the leader s1 last", last.Node)
+		}
+	})
+}
+
+func TestRunStopsAtMaxSteps(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		r.cfg.MaxSteps = 2
+		res, err := Run(t.Context(), r.cfg)
+		var le *StepLimitError
+		if !errors.As(err, &le) || le.Max != 2 {
+			t.Fatalf("err = %v, want *StepLimitError{Max: 2}", err)
+		}
+		if len(res.Steps) != 2 {
+			t.Errorf("%d steps done, want 2", len(res.Steps))
+		}
+	})
+}
+
+func TestRunTransfersLeadershipToTheTargetsRaftID(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		r.sim.start = time.Now().Add(-time.Hour)
+		rn := &runner{cfg: r.cfg, em: emitter{on: r.cfg.OnEvent}, base: base3}
+		step := planner.Step{Kind: planner.StepTransferLeader, Node: "s1", Target: "s3", From: "1.12.9", To: "1.13.9", Gate: []planner.GateCheck{planner.GateLeaderKnown}}
+		if _, h := rn.do(t.Context(), planner.Cluster{}, step); h != nil {
+			t.Fatalf("transfer-leader: %v", h)
+		}
+		if !slices.Equal(r.sim.transfers, []string{"id-s3"}) || r.sim.leaderName() != "s3" {
+			t.Errorf("transfers %v, leader %s; want one transfer to id-s3 and s3 leading", r.sim.transfers, r.sim.leaderName())
+		}
+	})
+}
+
+func TestRunSwapsAClientWaveWithBoundedConcurrency(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		inFlight, peak := 0, 0
+		tr := transportFunc(func(ctx context.Context, req transport.SwapRequest) error {
+			mu.Lock()
+			inFlight++
+			peak = max(peak, inFlight)
+			mu.Unlock()
+			time.Sleep(time.Second)
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+			return nil
+		})
+		rn := &runner{cfg: Config{Transport: tr, ClientConcurrency: 3}}
+		nodes := []string{"c1", "c2", "c3", "c4", "c5", "c6", "c7"}
+		start := time.Now()
+		failed, err := rn.swapClients(t.Context(), planner.Cluster{}, planner.Step{Kind: planner.StepSwapClients, Nodes: nodes, To: "1.13.9"})
+		if err != nil || len(failed) != 0 {
+			t.Fatalf("swapClients: %v %v", failed, err)
+		}
+		if peak != 3 {
+			t.Errorf("peak concurrency %d, want 3", peak)
+		}
+		if el := time.Since(start); el != 3*time.Second {
+			t.Errorf("7 swaps of 1s, 3 at a time, took %s, want 3s", el)
+		}
+	})
+}
+
+func TestSameStepSpotsARepeatedStep(t *testing.T) {
+	a := planner.Step{Kind: planner.StepSwapServer, Node: "s2", From: "1.12.9", To: "1.13.9", Reason: "first"}
+	b := a
+	b.Reason = "again"
+	if !sameStep(a, b) {
+		t.Errorf("the same swap with another reason should count as the same step")
+	}
+	b.Node = "s3"
+	if sameStep(a, b) {
+		t.Errorf("swaps of different servers are different steps")
+	}
+}
+
+func TestValidateDoesNotChangeTheConfigAndAcceptsACompleteOne(t *testing.T) {
+	r := newRunRig(t, 1, 0)
+	cfg := r.cfg
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	if cfg.GateTimeout != r.cfg.GateTimeout || cfg.MaxSteps != 0 {
+		t.Errorf("Validate changed the config")
+	}
+	cfg.Rollback = true
+	cfg.Transport = transportFunc(func(context.Context, transport.SwapRequest) error { return nil })
+	err := cfg.Validate()
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Field != "Rollback" {
+		t.Errorf("Rollback with a transport that cannot roll back: err = %v, want a ConfigError on Rollback", err)
+	}
+}
+
+type transportFunc func(ctx context.Context, req transport.SwapRequest) error
+
+func (f transportFunc) Swap(ctx context.Context, req transport.SwapRequest) error { return f(ctx, req) }
