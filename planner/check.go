@@ -1,8 +1,745 @@
 package planner
 
-// Check returns every finding for upgrading c to target under pol: version
-// rules for every hop of the path and the cluster's own pre-checks. Blocking
-// findings whose rule ID is in pol.Waive are marked Waived.
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	version "github.com/hashicorp/go-version"
+)
+
+// Check returns every finding for upgrading c to target under pol: the
+// cluster's own pre-checks, then the built-in and the policy's rules for
+// every hop of the path from the lowest server version to target. Findings
+// come in a stable order: by hop (pre-checks first), then severity
+// (blocking, warning, info), rule ID and node. Blocking findings whose rule
+// ID is in pol.Waive are marked Waived and still listed.
 //
-// TEMPORARY STUB: replaced by the catalogue work.
-func Check(c Cluster, target string, pol Policy) Findings { return nil }
+// Client-scoped rules yield one finding per rule and hop for all clients it
+// concerns, naming how many and the first few, so Check stays fast on
+// clusters with 100,000 clients.
+func Check(c Cluster, target string, pol Policy) Findings {
+	k := newChecker(&c, target, &pol)
+	for i := range builtins {
+		k.evaluate(&builtins[i])
+	}
+	for i := range k.users {
+		if k.users[i].err == nil {
+			k.evaluate(&k.users[i])
+		}
+	}
+	return k.result()
+}
+
+// serverState is a server with its version parsed.
+type serverState struct {
+	s    *Server
+	dc   string           // resolved datacenter
+	v    *version.Version // nil when the version does not parse
+	core *version.Version
+}
+
+// clientGroup is every client of one datacenter on one version string.
+type clientGroup struct {
+	rawDC string
+	dc    string // resolved datacenter
+	raw   string // version as reported
+	v     *version.Version
+	core  *version.Version
+	err   error
+	count int
+	first []int32 // indexes of the first few clients, in order
+}
+
+// namesShown is how many client names an aggregated finding lists.
+const namesShown = 3
+
+// keyed is a finding with the hop index it belongs to (-1: none).
+type keyed struct {
+	hop int
+	f   Finding
+}
+
+// checker holds what Check computes once and every rule reads.
+type checker struct {
+	c   *Cluster
+	pol *Policy
+	vc  VersionCache
+
+	targetRaw  string
+	target     *version.Version // nil when the target does not parse
+	targetCore *version.Version
+	targetErr  error
+
+	defaultDC string
+	servers   []serverState
+	groups    []clientGroup
+	dcMax     map[string]*version.Version // newest server version per datacenter
+
+	lowest           *version.Version // lowest parsed server version
+	path             []Hop
+	pathFrom, pathTo []*version.Version // cores of the hops' ends
+	pathErr          error
+
+	users []compiled
+	fired map[string]bool // rules marked once that already fired
+	out   []keyed
+}
+
+// defaultDatacenter is the datacenter of agents that name none: "dc1" when
+// the cluster lists no datacenter, the only one when it lists one, else ""
+// (ambiguous).
+func defaultDatacenter(c *Cluster) string {
+	switch len(c.Datacenters) {
+	case 0:
+		return "dc1"
+	case 1:
+		return c.Datacenters[0].Name
+	default:
+		return ""
+	}
+}
+
+func (k *checker) resolveDC(dc string) string {
+	if dc == "" {
+		return k.defaultDC
+	}
+	return dc
+}
+
+func newChecker(c *Cluster, target string, pol *Policy) *checker {
+	k := &checker{c: c, pol: pol, targetRaw: target, defaultDC: defaultDatacenter(c), fired: map[string]bool{}}
+	k.target, k.targetErr = k.vc.Parse(target)
+	if k.target != nil {
+		k.targetCore = k.target.Core()
+	}
+
+	k.servers = make([]serverState, len(c.Servers))
+	k.dcMax = map[string]*version.Version{}
+	for i := range c.Servers {
+		s := &c.Servers[i]
+		st := serverState{s: s, dc: k.resolveDC(s.Datacenter)}
+		e := k.vc.entry(s.Version)
+		if e.err == nil {
+			st.v, st.core = e.v, e.core
+			if k.lowest == nil || st.v.LessThan(k.lowest) {
+				k.lowest = st.v
+			}
+			if m := k.dcMax[st.dc]; m == nil || st.v.GreaterThan(m) {
+				k.dcMax[st.dc] = st.v
+			}
+		}
+		k.servers[i] = st
+	}
+
+	type groupKey struct{ dc, ver string }
+	index := make(map[groupKey]int, 8)
+	for i := range c.Clients {
+		cl := &c.Clients[i]
+		key := groupKey{cl.Datacenter, cl.Version}
+		gi, ok := index[key]
+		if !ok {
+			gi = len(k.groups)
+			index[key] = gi
+			e := k.vc.entry(cl.Version)
+			k.groups = append(k.groups, clientGroup{rawDC: cl.Datacenter, dc: k.resolveDC(cl.Datacenter), raw: cl.Version, v: e.v, core: e.core, err: e.err})
+		}
+		g := &k.groups[gi]
+		g.count++
+		if len(g.first) < namesShown {
+			g.first = append(g.first, int32(i))
+		}
+	}
+
+	if k.lowest != nil && k.target != nil {
+		k.path, k.pathErr = pathVersions(k.lowest, k.target, *pol)
+		for _, h := range k.path {
+			f, _ := k.vc.Parse(h.From)
+			t, _ := k.vc.Parse(h.To)
+			if f == nil || t == nil {
+				k.path, k.pathErr = nil, fmt.Errorf("hop %s -> %s does not parse", h.From, h.To)
+				break
+			}
+			k.pathFrom = append(k.pathFrom, f.Core())
+			k.pathTo = append(k.pathTo, t.Core())
+		}
+	}
+
+	for _, r := range pol.Rules {
+		b := builtin{Rule: r}
+		if b.Scope == "" {
+			b.Scope = ScopeCluster
+		}
+		k.users = append(k.users, compile(b))
+	}
+	return k
+}
+
+// add records a finding of rule r.
+func (k *checker) add(hop int, r *compiled, sev Severity, node, value, lim, msg string) {
+	if lim == "" {
+		lim = r.limit
+	}
+	f := Finding{
+		Rule: r.ID, Severity: sev, Kind: r.Kind, Node: node, Value: value, Limit: lim,
+		Message: msg, Hint: r.Hint, URL: r.URL,
+	}
+	if hop >= 0 && hop < len(k.path) {
+		f.Hop = k.path[hop].From + " -> " + k.path[hop].To
+	}
+	k.out = append(k.out, keyed{hop: hop, f: f})
+}
+
+// precheck records a cluster pre-check finding with the rule's severity.
+func (k *checker) precheck(r *compiled, node, value, msg string) {
+	k.add(-1, r, r.Severity, node, value, "", msg)
+}
+
+// result sorts the findings and marks the waived ones.
+func (k *checker) result() Findings {
+	sort.SliceStable(k.out, func(i, j int) bool {
+		a, b := k.out[i], k.out[j]
+		if a.hop != b.hop {
+			return a.hop < b.hop
+		}
+		if ra, rb := severityRank(a.f.Severity), severityRank(b.f.Severity); ra != rb {
+			return ra < rb
+		}
+		if a.f.Rule != b.f.Rule {
+			return a.f.Rule < b.f.Rule
+		}
+		return a.f.Node < b.f.Node
+	})
+	waive := make(map[string]bool, len(k.pol.Waive))
+	for _, id := range k.pol.Waive {
+		waive[id] = true
+	}
+	out := make(Findings, len(k.out))
+	for i, kf := range k.out {
+		f := kf.f
+		if f.Severity == Blocking && waive[f.Rule] {
+			f.Waived = true
+		}
+		out[i] = f
+	}
+	return out
+}
+
+func severityRank(s Severity) int {
+	switch s {
+	case Blocking:
+		return 0
+	case Warning:
+		return 1
+	case Info:
+		return 2
+	}
+	return 3
+}
+
+// evaluate runs one rule: its own evaluator, its stones, or the generic
+// evaluation by scope and constraints over every hop.
+func (k *checker) evaluate(r *compiled) {
+	switch {
+	case r.eval != nil:
+		r.eval(k, r)
+		return
+	case r.stone:
+		for i, h := range k.path {
+			if h.Rule == r.ID {
+				k.add(i, r, k.severity(r, k.ctx(i)), "", h.To, r.limit,
+					fmt.Sprintf("stepping stone %s (hop %s -> %s): %s", h.To, h.From, h.To, h.Reason))
+			}
+		}
+		return
+	}
+	for i := range k.path {
+		if r.once && k.fired[r.ID] {
+			return
+		}
+		if len(r.to) > 0 && !r.to.Check(k.pathTo[i]) {
+			continue
+		}
+		rc := k.ctx(i)
+		if r.When != nil && !r.When(rc) {
+			continue
+		}
+		switch r.Scope {
+		case ScopeServers:
+			k.evalServers(i, r, rc)
+		case ScopeClients:
+			k.evalClients(i, r, rc)
+		default:
+			k.evalCluster(i, r, rc)
+		}
+	}
+}
+
+func (k *checker) ctx(hop int) RuleContext {
+	rc := RuleContext{Cluster: k.c, Policy: k.pol}
+	if hop >= 0 && hop < len(k.path) {
+		rc.Hop = k.path[hop]
+	}
+	return rc
+}
+
+func (k *checker) severity(r *compiled, rc RuleContext) Severity {
+	if r.severity != nil {
+		return r.severity(rc)
+	}
+	return r.Severity
+}
+
+func (k *checker) message(r *compiled, rc RuleContext) string {
+	if r.message != nil {
+		return r.message(rc)
+	}
+	return r.Summary
+}
+
+// limitOf is the Limit of a generic finding.
+func limitOf(r *compiled) string {
+	if r.limit != "" {
+		return r.limit
+	}
+	var parts []string
+	if r.From != "" {
+		parts = append(parts, "from "+r.From)
+	}
+	if r.To != "" {
+		parts = append(parts, "to "+r.To)
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (k *checker) evalCluster(i int, r *compiled, rc RuleContext) {
+	h := k.path[i]
+	if len(r.from) > 0 && !r.from.Check(k.pathFrom[i]) {
+		return
+	}
+	value := h.From
+	if r.targetValue {
+		value = h.To
+	}
+	k.fired[r.ID] = true
+	k.add(i, r, k.severity(r, rc), "", value, limitOf(r),
+		fmt.Sprintf("%s -> %s: %s", h.From, h.To, k.message(r, rc)))
+}
+
+func (k *checker) evalServers(i int, r *compiled, rc RuleContext) {
+	h := k.path[i]
+	from, to := k.pathFrom[i], k.pathTo[i]
+	sev, msg := k.severity(r, rc), k.message(r, rc)
+	for _, s := range k.servers {
+		if s.core == nil || !s.core.LessThan(to) {
+			continue
+		}
+		eff, value := from, h.From
+		if s.core.GreaterThan(from) {
+			eff, value = s.core, s.s.Version
+		}
+		if len(r.from) > 0 && !r.from.Check(eff) {
+			continue
+		}
+		k.fired[r.ID] = true
+		k.add(i, r, sev, s.s.Name, value, limitOf(r),
+			fmt.Sprintf("server %s on %s -> %s: %s", s.s.Name, value, h.To, msg))
+	}
+}
+
+func (k *checker) evalClients(i int, r *compiled, rc RuleContext) {
+	h := k.path[i]
+	from := k.pathFrom[i]
+	leaveBehind := k.pol.Clients.Mode == ClientLeaveBehind
+	count := 0
+	var idx []int32
+	var values []string
+	for gi := range k.groups {
+		g := &k.groups[gi]
+		if g.core == nil {
+			continue
+		}
+		eff, value := g.core, g.raw
+		if !leaveBehind && from.GreaterThan(eff) {
+			eff, value = from, h.From
+		}
+		if len(r.from) > 0 && !r.from.Check(eff) {
+			continue
+		}
+		count += g.count
+		idx = append(idx, g.first...)
+		values = appendUnique(values, value)
+	}
+	if count == 0 {
+		return
+	}
+	k.fired[r.ID] = true
+	label := k.clientLabel(count, idx)
+	k.add(i, r, k.severity(r, rc), label, strings.Join(values, ", "), limitOf(r),
+		fmt.Sprintf("%s on %s -> %s: %s", label, strings.Join(values, ", "), h.To, k.message(r, rc)))
+}
+
+// appendUnique appends v unless present; it keeps at most namesShown
+// values and marks the rest with "...".
+func appendUnique(vs []string, v string) []string {
+	for _, x := range vs {
+		if x == v || x == "..." {
+			return vs
+		}
+	}
+	if len(vs) == namesShown {
+		return append(vs, "...")
+	}
+	return append(vs, v)
+}
+
+// clientLabel names an aggregate of clients: how many, and the first few
+// (by their order in Cluster.Clients).
+func (k *checker) clientLabel(count int, idx []int32) string {
+	sort.Slice(idx, func(a, b int) bool { return idx[a] < idx[b] })
+	if len(idx) > namesShown {
+		idx = idx[:namesShown]
+	}
+	names := make([]string, len(idx))
+	for j, x := range idx {
+		names[j] = k.c.Clients[x].Name
+	}
+	if count == 1 && len(names) == 1 {
+		return "client " + names[0]
+	}
+	list := strings.Join(names, ", ")
+	if count > len(names) {
+		list += ", ..."
+	}
+	return fmt.Sprintf("%d clients (%s)", count, list)
+}
+
+// Cluster pre-checks.
+
+func (k *checker) checkNoServers(r *compiled) {
+	if len(k.servers) == 0 {
+		k.precheck(r, "", "0 servers", "the cluster has no server agents")
+		return
+	}
+	if len(k.c.Datacenters) == 0 {
+		return
+	}
+	withServers := map[string]bool{}
+	for _, s := range k.servers {
+		withServers[s.dc] = true
+	}
+	clients := map[string]int{}
+	for _, g := range k.groups {
+		clients[g.dc] += g.count
+	}
+	for _, d := range k.c.Datacenters {
+		if n := clients[d.Name]; n > 0 && !withServers[d.Name] {
+			k.precheck(r, "", "0 servers", fmt.Sprintf("datacenter %s has %d client(s) and no server", d.Name, n))
+		}
+	}
+}
+
+// serverDatacenters lists the datacenters that have servers, in the order
+// they first appear, with their servers.
+func (k *checker) serverDatacenters() ([]string, map[string][]*serverState) {
+	var order []string
+	by := map[string][]*serverState{}
+	for i := range k.servers {
+		s := &k.servers[i]
+		if _, ok := by[s.dc]; !ok {
+			order = append(order, s.dc)
+		}
+		by[s.dc] = append(by[s.dc], s)
+	}
+	return order, by
+}
+
+func dcName(dc string) string {
+	if dc == "" {
+		return "(unnamed)"
+	}
+	return dc
+}
+
+func (k *checker) checkLeaders(r *compiled) {
+	order, by := k.serverDatacenters()
+	for _, dc := range order {
+		var leaders []string
+		for _, s := range by[dc] {
+			if s.s.Leader {
+				leaders = append(leaders, s.s.Name)
+			}
+		}
+		switch {
+		case r.ID == PrecheckNoLeader && len(leaders) == 0:
+			k.precheck(r, "", "0 leaders", fmt.Sprintf("datacenter %s: none of its %d server(s) is the known leader", dcName(dc), len(by[dc])))
+		case r.ID == PrecheckSeveralLeaders && len(leaders) > 1:
+			k.precheck(r, strings.Join(leaders, ", "), strconv.Itoa(len(leaders))+" leaders",
+				fmt.Sprintf("datacenter %s: servers %s all report being leader", dcName(dc), strings.Join(leaders, ", ")))
+		}
+	}
+}
+
+func (k *checker) checkServerHealth(r *compiled) {
+	for _, s := range k.servers {
+		switch {
+		case r.ID == PrecheckServerUnhealthy && !s.s.Healthy:
+			k.precheck(r, s.s.Name, "healthy=false", fmt.Sprintf("server %s (%s) is not healthy", s.s.Name, s.s.Version))
+		case r.ID == PrecheckServerNotVoter && !s.s.Voter:
+			k.precheck(r, s.s.Name, "voter=false", fmt.Sprintf("server %s (%s) is not a voter", s.s.Name, s.s.Version))
+		}
+	}
+}
+
+func (k *checker) checkVoters(r *compiled) {
+	order, by := k.serverDatacenters()
+	for _, dc := range order {
+		n, voters := len(by[dc]), 0
+		for _, s := range by[dc] {
+			if s.s.Voter {
+				voters++
+			}
+		}
+		switch {
+		case r.ID == PrecheckEvenVoters && voters > 0 && voters%2 == 0:
+			k.precheck(r, "", strconv.Itoa(voters)+" voters",
+				fmt.Sprintf("datacenter %s has %d voters: quorum is %d, so the last voter adds no fault tolerance", dcName(dc), voters, voters/2+1))
+		case r.ID == PrecheckFailureTolerance && n == 1:
+			k.precheck(r, by[dc][0].s.Name, "1 server",
+				fmt.Sprintf("datacenter %s has a single server (%s): while it restarts there is no leader and writes fail", dcName(dc), by[dc][0].s.Name))
+		case r.ID == PrecheckFailureTolerance && n == 2:
+			k.precheck(r, "", "2 servers",
+				fmt.Sprintf("datacenter %s has 2 servers: quorum is 2 of 2, so each swap leaves it without a leader", dcName(dc)))
+		}
+	}
+}
+
+func (k *checker) checkMixed(r *compiled) {
+	var seen []*version.Version
+	var raws []string
+	for _, s := range k.servers {
+		if s.core == nil {
+			continue
+		}
+		dup := false
+		for _, v := range seen {
+			if v.Equal(s.core) {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			seen = append(seen, s.core)
+			raws = append(raws, s.s.Version)
+		}
+	}
+	if len(seen) > 1 {
+		k.precheck(r, "", strings.Join(raws, ", "),
+			fmt.Sprintf("servers run %d versions (%s): the plan continues from the observed state", len(seen), strings.Join(raws, ", ")))
+	}
+}
+
+func (k *checker) checkDuplicates(r *compiled) {
+	seen := make(map[string]int32, len(k.c.Servers)+len(k.c.Clients))
+	var dups []string
+	count := func(name string) {
+		n := seen[name]
+		if n == 1 {
+			dups = append(dups, name)
+		}
+		seen[name] = n + 1
+	}
+	for i := range k.c.Servers {
+		count(k.c.Servers[i].Name)
+	}
+	for i := range k.c.Clients {
+		count(k.c.Clients[i].Name)
+	}
+	for _, name := range dups {
+		k.precheck(r, name, strconv.Itoa(int(seen[name]))+" agents",
+			fmt.Sprintf("node name %q is used by %d agents", name, seen[name]))
+	}
+}
+
+func (k *checker) checkDowngrade(r *compiled) {
+	if k.target == nil {
+		return
+	}
+	for _, s := range k.servers {
+		if s.v != nil && s.v.GreaterThan(k.target) {
+			k.precheck(r, s.s.Name, s.s.Version,
+				fmt.Sprintf("server %s runs %s, newer than the target %s", s.s.Name, s.s.Version, k.targetRaw))
+		}
+	}
+	count := 0
+	var idx []int32
+	var values []string
+	for _, g := range k.groups {
+		if g.v != nil && g.v.GreaterThan(k.target) {
+			count += g.count
+			idx = append(idx, g.first...)
+			values = appendUnique(values, g.raw)
+		}
+	}
+	if count > 0 {
+		label := k.clientLabel(count, idx)
+		k.precheck(r, label, strings.Join(values, ", "),
+			fmt.Sprintf("%s run %s, newer than the target %s", label, strings.Join(values, ", "), k.targetRaw))
+	}
+}
+
+func (k *checker) checkBadVersions(r *compiled) {
+	if k.targetErr != nil {
+		k.precheck(r, "target", k.targetRaw, fmt.Sprintf("target version %q does not parse: %v", k.targetRaw, unwrapVersionErr(k.targetErr)))
+	}
+	for _, s := range k.servers {
+		if s.v == nil {
+			e := k.vc.entry(s.s.Version)
+			k.precheck(r, s.s.Name, s.s.Version, fmt.Sprintf("server %s reports version %q, which does not parse: %v", s.s.Name, s.s.Version, unwrapVersionErr(e.err)))
+		}
+	}
+	// One finding per bad version string, over every datacenter.
+	type bad struct {
+		count int
+		idx   []int32
+		err   error
+	}
+	var order []string
+	by := map[string]*bad{}
+	for _, g := range k.groups {
+		if g.err == nil {
+			continue
+		}
+		b := by[g.raw]
+		if b == nil {
+			b = &bad{err: g.err}
+			by[g.raw] = b
+			order = append(order, g.raw)
+		}
+		b.count += g.count
+		b.idx = append(b.idx, g.first...)
+	}
+	for _, raw := range order {
+		b := by[raw]
+		label := k.clientLabel(b.count, b.idx)
+		k.precheck(r, label, raw, fmt.Sprintf("%s report version %q, which does not parse: %v", label, raw, unwrapVersionErr(b.err)))
+	}
+}
+
+func unwrapVersionErr(err error) error {
+	var ve *VersionError
+	if errors.As(err, &ve) && ve.Err != nil {
+		return ve.Err
+	}
+	return err
+}
+
+func (k *checker) checkDatacenters(r *compiled) {
+	dcs := k.c.Datacenters
+	if r.ID == PrecheckNoPrimary {
+		if len(dcs) < 2 {
+			return
+		}
+		var primaries []string
+		for _, d := range dcs {
+			if d.Primary {
+				primaries = append(primaries, d.Name)
+			}
+		}
+		if len(primaries) != 1 {
+			k.precheck(r, "", strconv.Itoa(len(primaries))+" primaries",
+				fmt.Sprintf("%d datacenters and %d marked primary (%s)", len(dcs), len(primaries), strings.Join(primaries, ", ")))
+		}
+		return
+	}
+	if len(dcs) == 0 {
+		return
+	}
+	known := make(map[string]bool, len(dcs))
+	for _, d := range dcs {
+		known[d.Name] = true
+	}
+	for _, s := range k.servers {
+		if !known[s.dc] {
+			k.precheck(r, s.s.Name, s.s.Datacenter,
+				fmt.Sprintf("server %s names datacenter %q, which is not among the cluster's datacenters", s.s.Name, s.s.Datacenter))
+		}
+	}
+	type agg struct {
+		count int
+		idx   []int32
+	}
+	var order []string
+	by := map[string]*agg{}
+	for _, g := range k.groups {
+		if known[g.dc] {
+			continue
+		}
+		a := by[g.rawDC]
+		if a == nil {
+			a = &agg{}
+			by[g.rawDC] = a
+			order = append(order, g.rawDC)
+		}
+		a.count += g.count
+		a.idx = append(a.idx, g.first...)
+	}
+	for _, dc := range order {
+		a := by[dc]
+		label := k.clientLabel(a.count, a.idx)
+		k.precheck(r, label, dc, fmt.Sprintf("%s name datacenter %q, which is not among the cluster's datacenters", label, dc))
+	}
+}
+
+func (k *checker) checkClientSkew(r *compiled) {
+	type agg struct {
+		count  int
+		idx    []int32
+		values []string
+	}
+	var order []string
+	by := map[string]*agg{}
+	for _, g := range k.groups {
+		max := k.dcMax[g.dc]
+		if g.v == nil || max == nil || !g.v.GreaterThan(max) {
+			continue
+		}
+		a := by[g.dc]
+		if a == nil {
+			a = &agg{}
+			by[g.dc] = a
+			order = append(order, g.dc)
+		}
+		a.count += g.count
+		a.idx = append(a.idx, g.first...)
+		a.values = appendUnique(a.values, g.raw)
+	}
+	for _, dc := range order {
+		a := by[dc]
+		label := k.clientLabel(a.count, a.idx)
+		k.add(-1, r, r.Severity, label, strings.Join(a.values, ", "), "<= "+k.dcMax[dc].Original(),
+			fmt.Sprintf("%s in datacenter %s run %s, newer than its newest server (%s)", label, dcName(dc), strings.Join(a.values, ", "), k.dcMax[dc].Original()))
+	}
+}
+
+func (k *checker) checkUserRules(r *compiled) {
+	for _, u := range k.users {
+		if u.err != nil {
+			k.precheck(r, "", u.ID, fmt.Sprintf("rule %q: constraint from %q / to %q does not parse: %v", u.ID, u.From, u.To, u.err))
+		}
+	}
+}
+
+func (k *checker) checkUnsupported(r *compiled) {
+	var ue *UnsupportedVersionError
+	if errors.As(k.pathErr, &ue) {
+		k.precheck(r, "", ue.Value, fmt.Sprintf("version %s is beyond the catalogue (%s)", ue.Value, ue.Limit))
+		return
+	}
+	// A downgrade to 2.x never builds a path; report the target anyway.
+	if k.targetCore != nil && !k.targetCore.LessThan(maxSupported) && k.pathErr == nil && k.path == nil && k.lowest == nil {
+		k.precheck(r, "", k.targetRaw, fmt.Sprintf("target %s is beyond the catalogue (< %s)", k.targetRaw, maxSupported))
+	}
+}

@@ -1,6 +1,224 @@
 package planner
 
-// Path returns the stepping stones from one version to another.
+import (
+	"fmt"
+
+	version "github.com/hashicorp/go-version"
+)
+
+// newestPatch is the newest patch release of each Consul minor line known
+// to the catalogue (public release history of Consul CE), keyed by
+// minorIndex. Path picks stepping stones from it; none of them is a
+// known-bad release (TestPathStonesAreNotKnownBad checks this against the
+// catalogue). Newer patches may exist: a stone is a floor, not a ceiling.
+var newestPatch = map[int]string{
+	1:  "0.1.0",
+	2:  "0.2.1",
+	3:  "0.3.1",
+	4:  "0.4.1",
+	5:  "0.5.2",
+	6:  "0.6.4",
+	7:  "0.7.5",
+	8:  "0.8.5",
+	9:  "0.9.4",
+	10: "1.0.8",
+	11: "1.1.1",
+	12: "1.2.4",
+	13: "1.3.1",
+	14: "1.4.5",
+	15: "1.5.3",
+	16: "1.6.10",
+	17: "1.7.14",
+	18: "1.8.19",
+	19: "1.9.17",
+	20: "1.10.12",
+	21: "1.11.11",
+	22: "1.12.9",
+	23: "1.13.9",
+	24: "1.14.11",
+	25: "1.15.10",
+	26: "1.16.6",
+	27: "1.17.3",
+	28: "1.18.2",
+	29: "1.19.2",
+	30: "1.20.6",
+	31: "1.21.5",
+}
+
+// ltsLine reports whether a minor index is a Consul Enterprise long-term
+// support line (1.15, 1.18, 1.21).
+func ltsLine(idx int) bool { return idx == 25 || idx == 28 || idx == 31 }
+
+// Path rule IDs that only place stepping stones (see Catalogue for the rest).
+const (
+	// RuleRaftProtocol07 places 0.7.5 between <= 0.6 (Raft protocol 0) and
+	// >= 0.8 (Raft protocol 1-3): only adjacent Raft protocols interoperate.
+	RuleRaftProtocol07 = "raft-protocol-adjacency-0.7"
+	// RuleDedicated124 is the dedicated path 0.8.5-1.2.3 -> 1.2.4.
+	RuleDedicated124 = "dedicated-path-1.2.4"
+	// RuleDedicated1610 is the dedicated path 1.2.4-1.6.9 -> 1.6.10.
+	RuleDedicated1610 = "dedicated-path-1.6.10"
+	// RuleDedicated1819 is the dedicated path 1.6.9-1.8.18 -> 1.8.19.
+	RuleDedicated1819 = "dedicated-path-1.8.19"
+	// RuleDedicated11012 is the dedicated path 1.8.0-1.9.17 -> 1.10.12.
+	RuleDedicated11012 = "dedicated-path-1.10.12"
+	// RuleEnterprise110 makes Enterprise 1.9.0-1.9.6 go to 1.9.17 before
+	// 1.10 (licensing: 1.10 is reachable from 1.8.13+ or 1.9.7+ only).
+	RuleEnterprise110 = "enterprise-license-stone-1.10"
+	// RuleEnterprise1107 makes Enterprise 1.10.0-1.10.6 go to 1.10.12
+	// before 1.11 (older 1.10 agents deregister their services).
+	RuleEnterprise1107 = "enterprise-1.10.7-before-1.11"
+)
+
+// Versions Path compares against, parsed once.
+var (
+	v051   = version.Must(version.NewVersion("0.5.1"))
+	v060   = version.Must(version.NewVersion("0.6.0"))
+	v070   = version.Must(version.NewVersion("0.7.0"))
+	v080   = version.Must(version.NewVersion("0.8.0"))
+	v085   = version.Must(version.NewVersion("0.8.5"))
+	v124   = version.Must(version.NewVersion("1.2.4"))
+	v169   = version.Must(version.NewVersion("1.6.9"))
+	v1610  = version.Must(version.NewVersion("1.6.10"))
+	v180   = version.Must(version.NewVersion("1.8.0"))
+	v1819  = version.Must(version.NewVersion("1.8.19"))
+	v190   = version.Must(version.NewVersion("1.9.0"))
+	v197   = version.Must(version.NewVersion("1.9.7"))
+	v1100  = version.Must(version.NewVersion("1.10.0"))
+	v1107  = version.Must(version.NewVersion("1.10.7"))
+	v11012 = version.Must(version.NewVersion("1.10.12"))
+	v1110  = version.Must(version.NewVersion("1.11.0"))
+)
+
+// maxHops bounds the loop in Path; a real path has fewer than 20 hops.
+const maxHops = 64
+
+// Path returns the stepping stones from one version to another: every
+// server reaches a hop's To before any server starts the next hop. Each hop
+// names the rule that put its stone there and why ("" for a final hop that
+// no rule forced).
 //
-// TEMPORARY STUB: replaced by the rules work.
-func Path(from, to string, pol Policy) ([]Hop, error) { return []Hop{{From: from, To: to}}, nil }
+// A version that does not parse yields a *VersionError (Node ""), a target
+// older than from a *DowngradeError, a version >= 2.0.0 an
+// *UnsupportedVersionError. from == to yields an empty path.
+func Path(from, to string, pol Policy) ([]Hop, error) {
+	f, err := ParseVersion(from)
+	if err != nil {
+		return nil, err
+	}
+	t, err := ParseVersion(to)
+	if err != nil {
+		return nil, err
+	}
+	return pathVersions(f, t, pol)
+}
+
+// pathVersions is Path on parsed versions.
+func pathVersions(f, t *version.Version, pol Policy) ([]Hop, error) {
+	fc, tc := f.Core(), t.Core()
+	if !fc.LessThan(maxSupported) {
+		return nil, &UnsupportedVersionError{Value: f.Original(), Limit: "< " + maxSupported.String()}
+	}
+	if !tc.LessThan(maxSupported) {
+		return nil, &UnsupportedVersionError{Value: t.Original(), Limit: "< " + maxSupported.String()}
+	}
+	if t.LessThan(f) {
+		return nil, &DowngradeError{From: f.Original(), To: t.Original()}
+	}
+	var hops []Hop
+	cur := f
+	for !cur.Equal(t) {
+		if len(hops) == maxHops {
+			return nil, fmt.Errorf("path %s -> %s: more than %d hops (limit %d); this is a planner bug, please report it with both versions", f.Original(), t.Original(), maxHops, maxHops)
+		}
+		next, rule, reason := nextStone(cur, t, pol)
+		if next == nil || !next.GreaterThan(cur) || next.GreaterThan(t) {
+			// Never loop or overshoot: go straight to the target.
+			next, rule, reason = t, "", "final hop to the target"
+		}
+		hops = append(hops, Hop{From: cur.Original(), To: next.Original(), Rule: rule, Reason: reason})
+		cur = next
+	}
+	return hops, nil
+}
+
+// between reports lo <= v < hi.
+func between(v, lo, hi *version.Version) bool {
+	return !v.LessThan(lo) && v.LessThan(hi)
+}
+
+// nextStone chooses the stone after cur on the way to t.
+func nextStone(cur, t *version.Version, pol Policy) (*version.Version, string, string) {
+	c, tc := cur.Core(), t.Core()
+	var next *version.Version
+	var rule, reason string
+	switch {
+	case c.LessThan(v051) && !tc.LessThan(v060):
+		next, rule = mustVersion("0.5.2"), RuleRaftBoltDB
+		reason = "the LMDB -> BoltDB Raft store migrator ships only in 0.5.1+ of 0.5.x and was removed in 0.6.0: every server boots 0.5.2 once"
+	case c.LessThan(v070) && !tc.LessThan(v080):
+		next, rule = mustVersion("0.7.5"), RuleRaftProtocol07
+		reason = "only adjacent Raft protocols interoperate (<= 0.6 speak 0, 0.7 speaks 1, 0.8 speaks 1-3): servers pass through 0.7.5"
+	case c.LessThan(v085) && !tc.LessThan(v124):
+		// 0.7.x joins the 1.2.4 path through 0.8.5 as well: it speaks Raft
+		// protocol 1, which 0.8 still speaks.
+		next, rule = mustVersion("0.8.5"), RuleDedicated124
+		reason = "the dedicated path to 1.2.4 starts at 0.8.5: servers on 0.8.0-0.8.4 (and older) go to 0.8.5 first"
+	case between(c, v085, v124) && !tc.LessThan(v124):
+		next, rule = v124, RuleDedicated124
+		reason = "dedicated path: 0.8.5-1.2.3 go straight to 1.2.4"
+	case between(c, v169, v1819) && !tc.LessThan(v1819):
+		next, rule = v1819, RuleDedicated1819
+		reason = "dedicated path: 1.6.9-1.8.18 go straight to 1.8.19"
+	case between(c, v124, v1610) && !tc.LessThan(v1610):
+		next, rule = v1610, RuleDedicated1610
+		reason = "dedicated path: 1.2.4-1.6.9 go straight to 1.6.10 (legacy ACL tokens are migrated on 1.6.x)"
+	case pol.Enterprise && between(c, v190, v197) && !tc.LessThan(v1100):
+		next, rule = mustVersion("1.9.17"), RuleEnterprise110
+		reason = "Consul Enterprise reaches 1.10 only from 1.8.13+ or 1.9.7+ (licensing): servers go to 1.9.17 first"
+	case between(c, v180, v1100) && !tc.LessThan(v1100):
+		next, rule = v11012, RuleDedicated11012
+		reason = "dedicated path: 1.8.0-1.9.17 go to 1.10.12"
+		if tc.LessThan(v11012) {
+			next = t
+			reason = "dedicated path: 1.8.0-1.9.17 go to 1.10.x"
+		}
+	case pol.Enterprise && between(c, v1100, v1107) && !tc.LessThan(v1110):
+		next, rule = v11012, RuleEnterprise1107
+		reason = "Consul Enterprise 1.10.0-1.10.6 agents deregister their services once servers run 1.11+: everything goes to 1.10.12 first"
+	}
+	if next != nil {
+		// Stones forced by a rule are still bounded by the majors rule,
+		// except the dedicated paths, which are documented jumps.
+		dedicated := rule == RuleDedicated124 || rule == RuleDedicated1610 || rule == RuleDedicated1819 || rule == RuleDedicated11012
+		if dedicated || Majors(c, next.Core()) <= 2 {
+			return next, rule, reason
+		}
+		t, tc = next, next.Core()
+	}
+	return majorsStone(cur, t, pol)
+}
+
+// majorsStone applies the max-majors-per-hop rule on the way to t.
+func majorsStone(cur, t *version.Version, pol Policy) (*version.Version, string, string) {
+	c, tc := cur.Core(), t.Core()
+	ci, ti := minorIndex(c), minorIndex(tc)
+	if ti-ci <= 2 {
+		return t, "", fmt.Sprintf("final hop: %d major(s), within %s (at most 2)", ti-ci, RuleMaxMajors)
+	}
+	if pol.Enterprise && ltsLine(ci) && ltsLine(ci+3) {
+		if ti == ci+3 {
+			return t, RuleMaxMajors, "Enterprise LTS to LTS: up to 3 majors in one hop"
+		}
+		if s, ok := newestPatch[ci+3]; ok {
+			return mustVersion(s), RuleMaxMajors, fmt.Sprintf("Enterprise LTS to LTS: %s is the next long-term support line (3 majors)", s)
+		}
+	}
+	for step := 2; step >= 1; step-- {
+		if s, ok := newestPatch[ci+step]; ok {
+			return mustVersion(s), RuleMaxMajors, fmt.Sprintf("%s -> %s jumps %d majors (at most 2 per hop): stop at %s, the newest %d.%d patch known to the catalogue",
+				c, tc, ti-ci, s, mustVersion(s).Segments()[0], mustVersion(s).Segments()[1])
+		}
+	}
+	return t, "", "final hop to the target (no known stone between)"
+}

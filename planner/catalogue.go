@@ -1,0 +1,803 @@
+package planner
+
+import (
+	"strings"
+
+	version "github.com/hashicorp/go-version"
+)
+
+// Rule IDs that other parts of the planner (Next, Plan) refer to. They are
+// stable: operators waive blocking findings by these IDs.
+const (
+	RuleServersFirst     = "servers-before-clients"
+	RuleOneServerAtATime = "one-server-at-a-time"
+	RuleFollowersFirst   = "followers-first-leader-last"
+	RuleNoLeaveInPlace   = "no-leave-in-place"
+	RuleMaxMajors        = "max-majors-per-hop"
+	RuleTombstoneWindow  = "tombstone-window-0.5"
+	RuleRaftBoltDB       = "raft-boltdb-migration-0.5.1"
+	RuleACLService05     = "acl-service-write-0.5"
+	RuleLeaderPanic080   = "leader-panic-0.8.0"
+	RuleDatacenterOrder  = "datacenter-order"
+	RuleTransferLeader   = "transfer-leader-1.15"
+
+	// RuleLeaveOnTerminate07: servers below 0.7.0 leave on SIGTERM.
+	RuleLeaveOnTerminate07 = "leave-on-terminate-0.7"
+	// RuleRaftProtocol3v19: 1.9+ servers only start with raft_protocol 3.
+	RuleRaftProtocol3v19 = "raft-protocol-3-1.9"
+	// RuleLegacyACLs111: the legacy ACL system is gone from 1.11.0.
+	RuleLegacyACLs111 = "legacy-acls-removed-1.11"
+	// RuleGRPCTLS113: 1.13 serves gRPC over TLS when tls.defaults hold
+	// certificates; the fix needs the 1.12 tls stanza.
+	RuleGRPCTLS113 = "grpc-tls-1.13"
+	// RuleGRPCTLSPort114: from 1.14 TLS gRPC moves to ports.grpc_tls.
+	RuleGRPCTLSPort114 = "grpc-tls-port-1.14"
+	// RuleServersFirst119: from 1.19 servers before clients is mandatory.
+	RuleServersFirst119 = "servers-before-clients-1.19"
+	// RuleSnapshot: a snapshot before every hop.
+	RuleSnapshot = "snapshot-before-hop"
+	// RuleVersionNumbering2: 2.0.0 and later use IBM numbering.
+	RuleVersionNumbering2 = "version-numbering-2.0"
+	// RuleDisableUpgradeMigration: Enterprise autopilot upgrade migration
+	// interferes with in-place rolling upgrades.
+	RuleDisableUpgradeMigration = "disable-upgrade-migration"
+)
+
+// Cluster pre-check IDs: findings about the cluster as observed, before any
+// version rule.
+const (
+	PrecheckNoServers           = "no-servers"
+	PrecheckNoLeader            = "no-leader"
+	PrecheckSeveralLeaders      = "several-leaders"
+	PrecheckServerUnhealthy     = "server-unhealthy"
+	PrecheckServerNotVoter      = "server-not-voter"
+	PrecheckEvenVoters          = "even-voters"
+	PrecheckFailureTolerance    = "failure-tolerance-zero"
+	PrecheckMixedVersions       = "mixed-versions"
+	PrecheckDuplicateName       = "duplicate-name"
+	PrecheckDowngrade           = "downgrade"
+	PrecheckBadVersion          = "bad-version"
+	PrecheckUnknownDatacenter   = "unknown-datacenter"
+	PrecheckNoPrimary           = "no-primary-datacenter"
+	PrecheckClientNewerThanSrvs = "client-newer-than-servers"
+	PrecheckBadRule             = "bad-rule"
+)
+
+// Public sources of the rules.
+const (
+	urlVersionSpecific = "https://github.com/hashicorp/consul/blob/07b1c3d227b3c2f094c7593b1ccf85f528ac0e6d/website/content/docs/upgrade/version-specific.mdx"
+	urlUpgrade2015     = "https://github.com/hashicorp/consul/blob/056c0cb0a7c2cb07e3ce8d174bdfb344d654d783/website/source/docs/upgrade-specific.html.markdown"
+	urlChangelog040    = "https://github.com/hashicorp/consul/blob/main/CHANGELOG.md#040-september-5-2014"
+	urlChangelog050    = "https://github.com/hashicorp/consul/blob/main/CHANGELOG.md#050-febuary-19-2015"
+	urlUpgradeIndex    = "https://github.com/hashicorp/web-unified-docs/blob/0c67911082b7ae16d493cba62591c3f51cbfe36f/content/consul/v1.22.x/content/docs/upgrade/index.mdx"
+	urlGeneral         = "https://github.com/hashicorp/web-unified-docs/blob/c2a37a8a7a0058d99f2435edab30062e8af145e5/content/consul/v1.22.x/content/docs/upgrade/instructions/general.mdx"
+	urlInstructions    = "https://github.com/hashicorp/consul/blob/599eeb3a469e54a3f58858f795503c7cb64c55b8/website/content/docs/upgrade/instructions/index.mdx"
+	urlLTS             = "https://github.com/hashicorp/web-unified-docs/blob/0b0d980b52f91b0b01492be202909b858c129d39/content/consul/v1.22.x/content/docs/upgrade/lts.mdx"
+	urlPath12          = "https://github.com/hashicorp/consul/blob/1a28cd9175dfd69dabb930256433e180b3bf4926/website/content/docs/upgrading/instructions/upgrade-to-1-2-x.mdx"
+	urlPath16          = "https://github.com/hashicorp/consul/blob/07b1c3d227b3c2f094c7593b1ccf85f528ac0e6d/website/content/docs/upgrade/instructions/upgrade-to-1-6-x.mdx"
+	urlPath18          = "https://github.com/hashicorp/consul/blob/07b1c3d227b3c2f094c7593b1ccf85f528ac0e6d/website/content/docs/upgrade/instructions/upgrade-to-1-8-x.mdx"
+	urlPath110         = "https://github.com/hashicorp/consul/blob/3a56024ab505dc17d7be872dea915b05a0c49907/website/content/docs/upgrade/instructions/upgrade-to-1-10-x.mdx"
+	urlGH2889          = "https://github.com/hashicorp/consul/issues/2889"
+	urlGH8118          = "https://github.com/hashicorp/consul/issues/8118"
+	urlPR17758         = "https://github.com/hashicorp/consul/pull/17758"
+	urlBuilder         = "https://github.com/hashicorp/consul/blob/main/agent/config/builder.go"
+	urlRelease1110     = "https://github.com/hashicorp/consul/releases/tag/v1.11.0"
+	urlRelease1170     = "https://github.com/hashicorp/consul/releases/tag/v1.17.0"
+	urlChangelog1150   = "https://raw.githubusercontent.com/hashicorp/consul/v1.15.0/CHANGELOG.md"
+	urlFederated       = "https://github.com/hashicorp/consul/blob/1bb5b1c28013d3605eee30b43e8cc90f8729dd32/website/content/docs/upgrade/federated.mdx"
+	urlTransferLeader  = "https://github.com/hashicorp/consul/blob/v1.15.0/command/operator/raft/transferleader/transfer_leader.go"
+	urlCompatibility   = "https://github.com/hashicorp/consul/blob/b3e65e4e4978ea6240547e0f9a054d39b25149aa/website/content/docs/upgrade/compatibility.mdx"
+	urlAutopilotAPI    = "https://github.com/hashicorp/consul/blob/00c2444cfce645c516074688ecfedf6fa99ab5aa/website/content/api-docs/operator/autopilot.mdx"
+	urlAutopilotGuide  = "https://github.com/hashicorp/consul/blob/10e3835135bf496b344e303ba193c2503a224f2d/website/source/docs/guides/autopilot.html.md"
+	urlSnapshotRestore = "https://github.com/hashicorp/consul/blob/077685d01ee488e9f95146eeeddcc75ebf7cc490/website/content/commands/snapshot/restore.mdx"
+	urlEntUpgrades     = "https://github.com/hashicorp/consul/blob/main/website/content/docs/enterprise/upgrades.mdx"
+	urlRaftWAL         = "https://github.com/hashicorp/consul/blob/769bbb78ad5e845de5847dd7b4f392c953505a4f/website/content/docs/upgrading/instructions/testing-experimental-raft-backend.mdx"
+	urlVersionSpec122  = "https://github.com/hashicorp/web-unified-docs/blob/1146597bd226b37928818a10e1e833b044fc3a6a/content/consul/v1.22.x/content/docs/upgrade/version-specific.mdx"
+	urlAutomated       = "https://github.com/hashicorp/web-unified-docs/blob/252471b82458a093760f6901af08869c674b60c5/content/consul/v1.22.x/content/docs/upgrade/automated.mdx"
+	urlVersioning2     = "https://github.com/hashicorp/web-unified-docs/blob/4a006c1d6a2df029cd8b6d66b7a3b8276217b516/content/consul/global/partials/text/versioning/v2-schema.mdx"
+)
+
+// builtin is a catalogue rule with what only built-in rules have: a
+// severity or message that depends on the context, or an evaluator of its
+// own (cluster pre-checks, stepping-stone explanations).
+type builtin struct {
+	Rule
+	// severity picks the severity for a context (nil: Rule.Severity, which
+	// is then the most severe it can be).
+	severity func(RuleContext) Severity
+	// message replaces Summary in the finding's message (nil: Summary).
+	message func(RuleContext) string
+	// eval evaluates the rule itself (nil: by scope and constraints).
+	eval func(*checker, *compiled)
+	// stone: the rule explains the stepping stones it placed (hops whose
+	// Rule is this ID) as findings.
+	stone bool
+	// once: only the first hop where the rule applies gets a finding.
+	once bool
+	// targetValue: the finding's Value is the hop's target, not the
+	// running version (known-bad releases).
+	targetValue bool
+	// limit is the finding's Limit ("" derives it from From and To).
+	limit string
+}
+
+// compiled is a rule with its constraints parsed.
+type compiled struct {
+	builtin
+	from, to version.Constraints
+	err      error
+}
+
+type option func(*builtin)
+
+func when(f func(RuleContext) bool) option      { return func(b *builtin) { b.When = f } }
+func sevBy(f func(RuleContext) Severity) option { return func(b *builtin) { b.severity = f } }
+func msgBy(f func(RuleContext) string) option   { return func(b *builtin) { b.message = f } }
+func evalBy(f func(*checker, *compiled)) option { return func(b *builtin) { b.eval = f } }
+func limit(s string) option                     { return func(b *builtin) { b.limit = s } }
+func scope(s Scope) option                      { return func(b *builtin) { b.Scope = s } }
+
+var (
+	asStone     option = func(b *builtin) { b.stone = true }
+	once        option = func(b *builtin) { b.once = true }
+	targetValue option = func(b *builtin) { b.targetValue = true }
+)
+
+// def builds a cluster-scoped rule; options adjust it.
+func def(id string, kind Kind, sev Severity, from, to, url, summary, hint string, opts ...option) builtin {
+	b := builtin{Rule: Rule{ID: id, Kind: kind, Severity: sev, Scope: ScopeCluster, From: from, To: to, Summary: summary, Hint: hint, URL: url}}
+	for _, o := range opts {
+		o(&b)
+	}
+	return b
+}
+
+// knownBad builds a rule for a release that should not be a target.
+func knownBad(id, to, url, summary, hint string, opts ...option) builtin {
+	return def(id, KindPrecheck, Blocking, "", to, url, summary, hint, append([]option{targetValue, limit("target not " + to)}, opts...)...)
+}
+
+// Context helpers; every one is safe on a zero RuleContext.
+
+func feat(rc RuleContext) Features {
+	if rc.Cluster == nil {
+		return Features{}
+	}
+	return rc.Cluster.Features
+}
+
+func policy(rc RuleContext) Policy {
+	if rc.Policy == nil {
+		return Policy{}
+	}
+	return *rc.Policy
+}
+
+func aclsOn(rc RuleContext) bool { return feat(rc).ACLs }
+func aclDeny(rc RuleContext) bool {
+	f := feat(rc)
+	return f.ACLs && strings.EqualFold(f.ACLDefaultPolicy, "deny")
+}
+func connect(rc RuleContext) bool { f := feat(rc); return f.Connect || f.Envoy }
+func envoy(rc RuleContext) bool   { return feat(rc).Envoy }
+func enterprise(rc RuleContext) bool {
+	return policy(rc).Enterprise
+}
+func inPlace(rc RuleContext) bool { return policy(rc).Strategy != Replace }
+func hasClients(rc RuleContext) bool {
+	return rc.Cluster != nil && len(rc.Cluster.Clients) > 0
+}
+func serverCount(rc RuleContext) int {
+	if rc.Cluster == nil {
+		return 0
+	}
+	return len(rc.Cluster.Servers)
+}
+
+// smallestDatacenter returns the fewest servers any datacenter has (0 when
+// there are no servers).
+func smallestDatacenter(rc RuleContext) int {
+	if rc.Cluster == nil || len(rc.Cluster.Servers) == 0 {
+		return 0
+	}
+	def := defaultDatacenter(rc.Cluster)
+	counts := map[string]int{}
+	for _, s := range rc.Cluster.Servers {
+		dc := s.Datacenter
+		if dc == "" {
+			dc = def
+		}
+		counts[dc]++
+	}
+	least := -1
+	for _, n := range counts {
+		if least < 0 || n < least {
+			least = n
+		}
+	}
+	return least
+}
+
+// catalogue is the built-in rule set, in the order Catalogue returns it.
+func catalogue() []builtin {
+	return []builtin{
+		// Cluster pre-checks: the cluster as observed.
+		def(PrecheckNoServers, KindPrecheck, Blocking, "", "", urlGeneral,
+			"the cluster (or a datacenter with clients) has no server agents",
+			"add the server agents to the snapshot; a datacenter needs servers before its clients can be upgraded",
+			evalBy((*checker).checkNoServers)),
+		def(PrecheckNoLeader, KindPrecheck, Blocking, "", "", urlGeneral,
+			"a datacenter has no known Raft leader",
+			"restore a leader before upgrading (consul operator raft list-peers must show one); never start an upgrade on a cluster without quorum",
+			evalBy((*checker).checkLeaders)),
+		def(PrecheckSeveralLeaders, KindPrecheck, Blocking, "", "", urlGeneral,
+			"a datacenter reports more than one Raft leader",
+			"re-read the cluster until exactly one leader is reported per datacenter; the snapshot is inconsistent or the cluster is split",
+			evalBy((*checker).checkLeaders)),
+		def(PrecheckServerUnhealthy, KindPrecheck, Blocking, "", "", urlAutopilotAPI,
+			"a server is not healthy before the upgrade starts",
+			"fix the server until /v1/operator/autopilot/health reports it healthy; swapping another server now could lose quorum",
+			scope(ScopeServers), evalBy((*checker).checkServerHealth)),
+		def(PrecheckServerNotVoter, KindPrecheck, Blocking, "", "", urlGH8118,
+			"a server is not a Raft voter",
+			"wait until autopilot promotes it (ServerStabilizationTime) or find out why it stays a non-voter; restarting servers while one is not a voter can lose quorum",
+			scope(ScopeServers), evalBy((*checker).checkServerHealth)),
+		def(PrecheckEvenVoters, KindPrecheck, Warning, "", "", urlAutopilotAPI,
+			"a datacenter has an even number of voters: the last voter adds no fault tolerance",
+			"run an odd number of servers (3 or 5); the upgrade can go on",
+			evalBy((*checker).checkVoters)),
+		def(PrecheckFailureTolerance, KindPrecheck, Warning, "", "", urlAutopilotAPI,
+			"a datacenter has failure tolerance 0: every server swap leaves it without a leader for the restart",
+			"add servers to reach 3 before upgrading, or accept that writes fail while each server restarts",
+			evalBy((*checker).checkVoters)),
+		def(PrecheckMixedVersions, KindPrecheck, Warning, "", "", urlGeneral,
+			"servers already run different versions: a previous run probably stopped midway",
+			"nothing to do: the plan continues from the observed versions; make sure no other upgrade is running",
+			evalBy((*checker).checkMixed)),
+		def(PrecheckDuplicateName, KindPrecheck, Blocking, "", "", urlCompatibility,
+			"two agents share a node name",
+			"give every agent a unique node_name; the plan addresses agents by name",
+			evalBy((*checker).checkDuplicates)),
+		def(PrecheckDowngrade, KindPrecheck, Blocking, "", "", urlSnapshotRestore,
+			"the target is older than a running agent",
+			"choose a target >= the newest running version; to roll back, reinstall the old version everywhere and restore a snapshot taken on it",
+			evalBy((*checker).checkDowngrade)),
+		def(PrecheckBadVersion, KindPrecheck, Blocking, "", "", urlInstructions,
+			"a version is not a Consul version (want X.Y.Z)",
+			"fix the version string (e.g. 1.12.9, v1.12.9 or 1.12.9+ent)",
+			evalBy((*checker).checkBadVersions)),
+		def(PrecheckUnknownDatacenter, KindPrecheck, Blocking, "", "", urlFederated,
+			"an agent names a datacenter that the cluster does not list",
+			"add the datacenter to Cluster.Datacenters or fix the agent's datacenter",
+			evalBy((*checker).checkDatacenters)),
+		def(PrecheckNoPrimary, KindPrecheck, Blocking, "", "", urlFederated,
+			"several datacenters and not exactly one is marked primary",
+			"mark exactly one datacenter primary (the primary_datacenter / acl_datacenter of the servers)",
+			evalBy((*checker).checkDatacenters)),
+		def(PrecheckClientNewerThanSrvs, KindPrecheck, Warning, "", "", urlCompatibility,
+			"clients run a newer version than the servers of their datacenter",
+			"upgrade servers before clients; the plan brings the servers up first",
+			evalBy((*checker).checkClientSkew)),
+		def(PrecheckBadRule, KindPrecheck, Blocking, "", "", urlInstructions,
+			"a rule in Policy.Rules has a constraint that does not parse",
+			"fix the rule's From/To (go-version syntax, e.g. \">= 1.10.0, < 1.11.0\")",
+			evalBy((*checker).checkUserRules)),
+		def(RuleVersionNumbering2, KindPrecheck, Blocking, "", ">= 2.0.0", urlVersioning2,
+			"from 2.0.0 Consul uses IBM version-modification-fix numbering: the planner has no rules for it yet",
+			"plan to the newest 1.x release; 2.x support needs new path rules",
+			evalBy((*checker).checkUnsupported)),
+
+		// General ordering: how every hop is run.
+		def(RuleServersFirst, KindOrdering, Info, "", "", urlUpgradeIndex,
+			"servers of a datacenter are upgraded before its clients",
+			"nothing to do: the plan swaps each datacenter's servers, then its clients in waves",
+			once, when(hasClients), msgBy(func(rc RuleContext) string {
+				if policy(rc).Clients.Mode == ClientLeaveBehind {
+					return "clients are left on their versions (leave-behind); servers move on without them"
+				}
+				return "servers of a datacenter are upgraded before its clients, which follow in waves"
+			})),
+		def(RuleOneServerAtATime, KindOrdering, Info, "", "", urlUpgradeIndex,
+			"one server at a time: each swap waits until the server is back, a healthy voter, before the next",
+			"nothing to do: every server step is gated on leader, voter, health and stability",
+			once, when(func(rc RuleContext) bool { return serverCount(rc) > 1 && inPlace(rc) })),
+		def(RuleFollowersFirst, KindOrdering, Warning, "", "", urlGeneral,
+			"followers first, leader last",
+			"keep the default server order (followers-first); swapping the leader early causes extra elections and, on some hops, panics of old servers",
+			once, when(func(rc RuleContext) bool { return serverCount(rc) > 1 && inPlace(rc) }),
+			sevBy(func(rc RuleContext) Severity {
+				if policy(rc).ServerOrder == AsListed {
+					return Warning
+				}
+				return Info
+			}),
+			msgBy(func(rc RuleContext) string {
+				if policy(rc).ServerOrder == AsListed {
+					return "servers are swapped as listed: the leader may go before its followers"
+				}
+				return "followers are swapped first and the leader last"
+			})),
+		def(RuleNoLeaveInPlace, KindOrdering, Blocking, "", "", urlPR17758,
+			"stop mode 'leave' for an in-place server swap: a leaving server inflates its Raft term and forces leader changes",
+			"use the default stop mode (kill, or terminate on servers >= 0.7), which restarts the server without leaving",
+			once, when(func(rc RuleContext) bool {
+				return policy(rc).StopMode == StopLeave && inPlace(rc) && serverCount(rc) > 0
+			}),
+			limit("stop mode kill or terminate")),
+		def(RuleLeaveOnTerminate07, KindOrdering, Blocking, "< 0.7.0", "", urlVersionSpecific,
+			"stop mode 'terminate' on a server below 0.7.0: such servers leave the cluster on SIGTERM",
+			"use stop mode kill (the default below 0.7.0) so the server stays a member while its binary is swapped",
+			scope(ScopeServers), when(func(rc RuleContext) bool { return policy(rc).StopMode == StopTerminate && inPlace(rc) }),
+			limit("servers < 0.7.0 stop with kill")),
+		def(RuleSnapshot, KindPrecheck, Warning, "", "", urlGeneral,
+			"the hop runs without a snapshot (NoSnapshot): a failed hop cannot be rolled back",
+			"drop NoSnapshot: a verified consul snapshot before each hop is the only rollback (a snapshot restores only on the version that took it)",
+			when(func(rc RuleContext) bool { return policy(rc).NoSnapshot })),
+		def(RuleDisableUpgradeMigration, KindConfig, Warning, ">= 0.8.0", "", urlGeneral,
+			"Enterprise autopilot upgrade migration can elect an upgraded leader early or stall in-place upgrades",
+			"run consul operator autopilot set-config -disable-upgrade-migration=true before an in-place upgrade",
+			once, when(func(rc RuleContext) bool { return enterprise(rc) && inPlace(rc) })),
+		def(RuleDatacenterOrder, KindOrdering, Info, "", "", urlFederated,
+			"several datacenters: the primary goes first, then each secondary",
+			"nothing to do: the plan orders datacenters per hop",
+			when(func(rc RuleContext) bool { return rc.Cluster != nil && len(rc.Cluster.Datacenters) > 1 }),
+			msgBy(func(rc RuleContext) string {
+				if PrimaryLast(rc.Hop, feat(rc)) {
+					return "ACL replication on a dedicated path hop: secondary datacenters first, the primary last (primary first breaks replication)"
+				}
+				return "several datacenters: the primary first, then each secondary (servers, then clients)"
+			})),
+		def(RuleTransferLeader, KindOrdering, Info, "", "", urlTransferLeader,
+			"leadership transfer moves the leader to an upgraded server before the old leader is swapped",
+			"use POST /v1/operator/raft/transfer-leader?id=<raft id>: the CLI ignored -id on early 1.15/1.16 patches",
+			when(func(rc RuleContext) bool { return policy(rc).TransferLeadership && serverCount(rc) > 1 }),
+			msgBy(func(rc RuleContext) string {
+				if !versionAtLeast(rc.Hop.From, "1.15.0") {
+					return "leadership transfer needs >= 1.15 on both sides: on this hop the leader is swapped last instead"
+				}
+				return "leadership moves to an upgraded server before the old leader is swapped (no election timeout)"
+			})),
+
+		// Stepping stones placed by Path, explained.
+		def(RuleMaxMajors, KindSteppingStone, Info, "", "", urlInstructions,
+			"at most two majors per hop (three between Enterprise LTS lines 1.15, 1.18, 1.21)",
+			"nothing to do: the path stops at the newest patch two majors ahead; read the notes of every major in between",
+			asStone),
+		def(RuleRaftProtocol07, KindSteppingStone, Info, "", "", urlVersionSpecific,
+			"only adjacent Raft protocols interoperate: servers <= 0.6 pass through 0.7.x before 0.8+",
+			"nothing to do: the path stops at 0.7.5; run 0.8 servers with raft_protocol=1 while older servers remain",
+			asStone),
+		def(RuleDedicated124, KindSteppingStone, Info, "", "", urlPath12,
+			"dedicated path: 0.8.5-1.2.3 go straight to 1.2.4 (0.8.0-0.8.4 via 0.8.5)",
+			"check /v1/acl/replication in every datacenter, upgrade one datacenter at a time, then rename pre-1.0 config keys and run consul validate",
+			asStone),
+		def(RuleDedicated1610, KindSteppingStone, Info, "", "", urlPath16,
+			"dedicated path: 1.2.4-1.6.9 go straight to 1.6.10",
+			"upgrade secondary datacenters first and the ACL primary last; migrate legacy ACL tokens on 1.6.x before going further",
+			asStone),
+		def(RuleDedicated1819, KindSteppingStone, Info, "", "", urlPath18,
+			"dedicated path: 1.6.9-1.8.18 go straight to 1.8.19",
+			"check ACL replication before and after the hop; no config changes are needed",
+			asStone),
+		def(RuleDedicated11012, KindSteppingStone, Info, "", "", urlPath110,
+			"dedicated path: 1.8.0-1.9.17 go to 1.10.12",
+			"snapshot before and after; on Enterprise put the license in the config (license_path) before starting 1.10",
+			asStone),
+		def(RuleEnterprise110, KindSteppingStone, Info, "", "", urlVersionSpecific,
+			"Consul Enterprise reaches 1.10 only from 1.8.13+ or 1.9.7+ (licensing)",
+			"nothing to do: the path goes to the newest 1.8.x/1.9.x first",
+			asStone),
+		def(RuleEnterprise1107, KindSteppingStone, Info, "", "", urlVersionSpecific,
+			"Consul Enterprise 1.10.0-1.10.6 agents deregister their own services once servers run 1.11+",
+			"nothing to do: the path brings servers and clients to 1.10.12 before 1.11",
+			asStone),
+
+		// 0.4 and 0.5.
+		def("acl-mixed-servers-0.4", KindACL, Warning, "< 0.4.0", ">= 0.4.0", urlChangelog040,
+			"ACLs enabled while servers cross 0.4.0: mixed-version servers with ACLs can panic",
+			"enable ACLs only after every server runs 0.4 or later",
+			when(aclsOn)),
+		def(RuleACLService05, KindACL, Blocking, "< 0.5.0", ">= 0.5.0", urlUpgrade2015,
+			"from 0.5 ACLs also cover service registration",
+			"while still on 0.4, add service \"\" { policy = \"write\" } (or per-service rules) to the tokens the agents use; it takes effect once 0.5 runs",
+			when(aclsOn),
+			sevBy(func(rc RuleContext) Severity {
+				if aclDeny(rc) {
+					return Blocking
+				}
+				return Info
+			}),
+			msgBy(func(rc RuleContext) string {
+				if aclDeny(rc) {
+					return "ACLs with default deny: from 0.5 every service registration without service write is refused"
+				}
+				return "ACLs with default allow: 0.5 enforces service rules, nothing is refused by default"
+			}),
+			limit("service write granted before 0.5")),
+		def(RuleTombstoneWindow, KindWindow, Warning, "< 0.5.0", ">= 0.5.0", urlChangelog050,
+			"0.5 servers replicate a tombstone-reap Raft command that older servers panic on",
+			"keep followers-first (no deadline), or finish every server swap within 15 minutes (the default tombstone TTL); an old server that panics is upgraded and restarted without data loss",
+			when(func(rc RuleContext) bool { return serverCount(rc) > 0 }),
+			sevBy(func(rc RuleContext) Severity {
+				if policy(rc).ServerOrder == AsListed && inPlace(rc) {
+					return Warning
+				}
+				return Info
+			}),
+			msgBy(func(rc RuleContext) string {
+				if policy(rc).ServerOrder == AsListed && inPlace(rc) {
+					return "servers swapped as listed across 0.5.0: all server swaps must finish within 15 minutes, before old servers panic on tombstone reaping"
+				}
+				return "followers first, leader last across 0.5.0: old followers never receive the reap command from a 0.5 leader, so no deadline applies"
+			}),
+			limit("900s over all server swaps unless followers-first")),
+		def(RuleRaftBoltDB, KindRaft, Info, "< 0.5.1", ">= 0.5.1", urlUpgrade2015,
+			"the Raft log store moves from LMDB to BoltDB on first start of 0.5.1/0.5.2",
+			"boot each server once on 0.5.1/0.5.2 and look for \"Successfully migrated raft data\" in its log before going further (0.6 refuses the old layout)",
+			scope(ScopeServers)),
+		// 0.6.
+		def("memory-state-store-0.6", KindPrecheck, Info, "< 0.6.0", ">= 0.6.0", urlVersionSpecific,
+			"0.6 keeps the state store in memory: servers need about twice the data set in RAM",
+			"check server memory against 2x the state size before the hop",
+			scope(ScopeServers)),
+		def("acl-service-read-0.6", KindACL, Blocking, "< 0.6.0", ">= 0.6.0", urlVersionSpecific,
+			"ACLs with default deny: from 0.6 service discovery (HTTP and DNS) needs service read",
+			"before the hop add service \"\" { policy = \"read\" } to the tokens used for discovery and to the agents' acl_token (DNS); add event and keyring rules only after the hop",
+			when(aclDeny)),
+		def("bind-address-0.6", KindConfig, Info, "< 0.6.0", ">= 0.6.0", urlVersionSpecific,
+			"0.6 refuses to start on hosts with several private IPs unless bind_addr/advertise_addr is set",
+			"set bind_addr (and advertise_addr) on such hosts before the hop"),
+		def("prepared-query-acl-0.6.4", KindACL, Info, "< 0.6.4", ">= 0.6.4", urlVersionSpecific,
+			"prepared-query ACLs change: named queries are governed by the new query policy",
+			"add query rules after the hop",
+			when(aclsOn)),
+		// 0.7.
+		def("gossip-protocol-0.7", KindSteppingStone, Blocking, "< 0.4.0", ">= 0.7.0", urlCompatibility,
+			"agents below 0.4 speak only gossip protocol 1, which 0.7+ dropped",
+			"upgrade these agents to 0.4-0.6 before any 0.7+ node joins (do not leave them behind)",
+			scope(ScopeClients)),
+		def("raft-multiplier-0.7", KindConfig, Info, "< 0.7.0", ">= 0.7.0", urlVersionSpecific,
+			"0.7 defaults to slower Raft timing (performance.raft_multiplier)",
+			"set performance { raft_multiplier = 1 } on servers to keep the old timing"),
+		def("peers-json-0.7", KindRaft, Info, "< 0.7.0", ">= 0.7.0", urlVersionSpecific,
+			"peers.json is removed on first start of 0.7 (raft/peers.info replaces it)",
+			"update outage-recovery runbooks; do not rely on peers.json during the hop"),
+		def("reap-removed-0.7.1", KindConfig, Info, "< 0.7.1", ">= 0.7.1", urlVersionSpecific,
+			"the reap option is gone and dns max_stale defaults to about 10 years",
+			"remove reap from configs (use a PID-1 wrapper in containers) and review dns_config.max_stale"),
+		// 0.8 and 0.9.
+		knownBad("known-bad-0.8.0", "= 0.8.0", urlGH2889,
+			"0.8.0 is a known-bad target: its leader writes a Raft entry older servers panic on",
+			"target 0.8.1 or later (0.8.5 is the newest 0.8.x)"),
+		def(RuleLeaderPanic080, KindOrdering, Warning, "< 0.8.0", "= 0.8.0", urlGH2889,
+			"a 0.8.0 leader writes an autopilot Raft entry that older servers panic on",
+			"swap followers first and the leader last, and prefer 0.8.1+ as the target",
+			sevBy(func(rc RuleContext) Severity {
+				if policy(rc).ServerOrder == AsListed {
+					return Blocking
+				}
+				return Warning
+			})),
+		def("acl-enforce-version-8-0.8", KindACL, Warning, "< 0.8.0", ">= 0.8.0", urlVersionSpecific,
+			"acl_enforce_version_8 defaults to true from 0.8",
+			"set acl_enforce_version_8 = false on servers and clients during the upgrade and acl_datacenter on every agent",
+			when(aclsOn)),
+		def("rpc-removed-0.8", KindConfig, Info, "< 0.8.0", ">= 0.8.0", urlVersionSpecific,
+			"the CLI RPC interface is gone (ports.rpc, addresses.rpc, -rpc-addr) and remote exec is off by default",
+			"remove the rpc keys; set disable_remote_exec = false if consul exec is used"),
+		def("autopilot-raft-protocol-3", KindRaft, Info, "", ">= 0.8.0, < 1.0.0", urlAutopilotGuide,
+			"0.8/0.9 default to raft_protocol 2: autopilot health (the gate's voter and stability checks) needs 3 on every server",
+			"expect gates to fall back to leader and serf checks, or set raft_protocol = 3 in a separate rolling restart once every server runs 0.8+",
+			when(func(rc RuleContext) bool { return feat(rc).RaftProtocol != 3 })),
+		def("script-checks-0.9", KindConfig, Info, "< 0.9.0", ">= 0.9.0", urlVersionSpecific,
+			"script checks become opt-in in 0.9",
+			"set enable_script_checks (or enable_local_script_checks from 0.9.4) on agents that run script checks"),
+		// 1.0 and 1.1.
+		knownBad("known-bad-1.0.0", "= 1.0.0", urlVersionSpecific,
+			"1.0.0 is a known-bad target: autopilot promoted new servers in pairs and could strand rolling upgrades without quorum",
+			"target 1.0.1 or later (1.0.8 is the newest 1.0.x)"),
+		def("raft-protocol-3-1.0", KindRaft, Info, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
+			"1.0 defaults to raft_protocol 3, which needs every server on 0.8+",
+			"nothing to do when every server is on 0.8+ (the path ensures it); the peers.json format changes too"),
+		def("single-server-raft-1.0", KindPrecheck, Warning, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
+			"a single server restarted in place on Raft protocol 3 cannot elect itself",
+			"keep raft_protocol = 2 on the single server, or prepare a peers.json with its node ID",
+			when(func(rc RuleContext) bool { return smallestDatacenter(rc) == 1 && feat(rc).RaftProtocol != 2 })),
+		def("config-rewrite-1.0", KindConfig, Info, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
+			"1.0 drops deprecated flags and keys and wants .hcl/.json config files",
+			"rewrite the configs and run consul validate with the 1.0 binary before the hop"),
+		def("strict-checks-1.0", KindPrecheck, Info, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
+			"1.0 agents refuse invalid check definitions and unauthorized KV reads return 403",
+			"validate check definitions and API clients before the hop"),
+		def("consul-index-1.0.7", KindPrecheck, Info, "< 1.0.7", ">= 1.0.7", urlVersionSpecific,
+			"X-Consul-Index of service endpoints becomes per service and can go backwards during the hop",
+			"test blocking-query consumers; restart tools that assume the index only grows"),
+		def("config-removals-1.1", KindConfig, Info, "< 1.1.0", ">= 1.1.0", urlVersionSpecific,
+			"1.1 removes CheckID, check script, enableTagOverride and the consul.consul.* metrics",
+			"rewrite configs (id, args, enable_tag_override) before the hop"),
+		def("three-servers-1.2.4", KindPrecheck, Warning, "< 1.2.4", ">= 1.2.4", urlPath12,
+			"the 1.2.4 path needs at least 3 servers: a single server loops on \"No cluster leader\"",
+			"add servers to reach 3 before the hop, or prepare a peers.json recovery",
+			when(func(rc RuleContext) bool { n := smallestDatacenter(rc); return n > 0 && n < 3 })),
+		// 1.3 to 1.5.
+		knownBad("known-bad-1.3.0", "= 1.3.0", urlVersionSpecific,
+			"1.3.0 is a known-bad target: catalog tag filters are ignored while clients <= 1.2.3 remain",
+			"target 1.3.1 or later"),
+		def("new-acls-1.4", KindACL, Warning, "< 1.4.0", ">= 1.4.0", urlVersionSpecific,
+			"1.4 brings the new ACL system: servers stay in legacy mode until every primary server runs 1.4, and a downgrade is no longer possible",
+			"snapshot every datacenter first; expect legacy-mode errors on new ACL APIs until the transition; wait until every token has an AccessorID before migrating tokens",
+			when(aclsOn)),
+		def("primary-datacenter-key-1.4", KindConfig, Info, "< 1.4.0", ">= 1.4.0", urlVersionSpecific,
+			"acl_datacenter becomes primary_datacenter and acl_* keys move into the acl block",
+			"rename the keys soon after the hop"),
+		def("connect-ca-federation-1.4", KindOrdering, Info, "< 1.4.0", ">= 1.4.0", urlVersionSpecific,
+			"secondary datacenters federate the Connect CA only once all servers of both sides run 1.4+",
+			"upgrade datacenters in any order; CA federation follows the last server",
+			when(func(rc RuleContext) bool { return enterprise(rc) && connect(rc) })),
+		// 1.6 and 1.7.
+		def("managed-proxies-removed-1.6", KindPrecheck, Warning, "< 1.6.0", ">= 1.6.0", urlVersionSpecific,
+			"managed proxies are removed in 1.6",
+			"move managed proxies to sidecar service registrations before the hop",
+			when(connect)),
+		def("kv-snapshot-1.6", KindPrecheck, Warning, "< 1.6.0", ">= 1.6.0", "https://github.com/hashicorp/consul/issues/9329",
+			"restoring snapshots written by <= 1.5.3 on >= 1.6.0 has reverted KV values",
+			"take a fresh snapshot right after the hop and compare KV checksums before and after"),
+		def("strict-json-1.6.2", KindConfig, Info, "< 1.6.2", ">= 1.6.2", urlPath16,
+			"1.6.2 decodes JSON strictly (e.g. Connect: null in service definitions fails)",
+			"validate service definitions before the hop"),
+		def("http-max-conns-1.6.3", KindConfig, Info, "< 1.6.3", ">= 1.6.3, <= 1.7.0", urlVersionSpecific,
+			"1.6.3-1.7.0 limit HTTP connections per client to 100; Vault can open up to 128",
+			"if Vault uses this cluster, set limits.http_max_conns_per_client = 200"),
+		def("session-renew-1.7.0", KindPrecheck, Blocking, "<= 1.6.4", ">= 1.7.0, < 1.7.2", "https://github.com/hashicorp/consul/issues/7395",
+			"1.7.0/1.7.1 servers reject session renewals from clients <= 1.6.4 (breaks Vault, locks, snapshot agents)",
+			"target 1.7.2 or later directly",
+			scope(ScopeClients), limit("clients > 1.6.4 or target >= 1.7.2")),
+		def("api-strict-1.7", KindConfig, Info, "< 1.7.0", ">= 1.7.0", urlVersionSpecific,
+			"1.7 rejects unknown JSON fields in the HTTP API and adds the datacenter to DNS PTR answers",
+			"check API clients and DNS consumers before the hop"),
+		// 1.8 to 1.10.
+		def("acl-enforce-removed-1.8", KindConfig, Info, "< 1.8.0", ">= 1.8.0", urlVersionSpecific,
+			"acl_enforce_version_8 is removed in 1.8",
+			"remove acl_enforce_version_8 from configs"),
+		def(RuleRaftProtocol3v19, KindRaft, Blocking, "< 1.9.0", ">= 1.9.0", urlBuilder,
+			"1.9 servers refuse to start unless raft_protocol is 3",
+			"on the current version, set raft_protocol = 3 on every server in a separate rolling restart first, then upgrade",
+			when(func(rc RuleContext) bool { p := feat(rc).RaftProtocol; return p != 0 && p != 3 }),
+			limit("raft_protocol 3")),
+		def("legacy-acls-panic-1.9", KindACL, Warning, "< 1.9.0", ">= 1.9.0", "https://github.com/hashicorp/consul/issues/9566",
+			"servers panicked on 1.9.x with legacy ACL tokens still in use",
+			"migrate legacy tokens before 1.9 and rehearse the hop on a snapshot copy",
+			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs })),
+		def("central-config-1.9", KindConfig, Info, "< 1.9.0", ">= 1.9.0", urlVersionSpecific,
+			"enable_central_service_config defaults to true from 1.9",
+			"set it to false explicitly if the old behaviour is needed"),
+		def("intentions-migration-1.9", KindOrdering, Info, "< 1.9.0", ">= 1.9.0", urlVersionSpecific,
+			"intentions migrate to config entries once every primary server runs 1.9; intention writes are blocked until then",
+			"avoid intention writes during the hop and confirm the migration finished before resuming automation",
+			when(connect)),
+		def("enterprise-license-1.10", KindConfig, Warning, "< 1.10.0", ">= 1.10.0", urlPath110,
+			"Consul Enterprise 1.10 servers need the license in config or environment before they start",
+			"set license_path (or CONSUL_LICENSE_PATH / CONSUL_LICENSE) on servers, and on clients and snapshot agents when ACLs are off",
+			when(enterprise)),
+		def("envoy-xds-v3-1.10", KindOrdering, Warning, "< 1.10.0", ">= 1.10.0", urlVersionSpecific,
+			"1.10 moves Envoy to xDS v3 and 1.11 drops v2",
+			"upgrade Envoy to a version both Consul versions support, convert escape hatches to v3, upgrade Consul, then re-bootstrap Envoy with the 1.10+ CLI before 1.11",
+			when(envoy)),
+		// 1.11 and 1.12.
+		def(RuleLegacyACLs111, KindACL, Blocking, "< 1.11.0", ">= 1.11.0", urlRelease1110,
+			"legacy ACL tokens are still in use and 1.11 removes the legacy ACL system",
+			"migrate every legacy token to the new ACL system on 1.6.x-1.10.x (consul acl token update -upgrade-legacy) and stop using legacy endpoints before the hop",
+			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs }), limit("no legacy tokens")),
+		def("acl-token-renames-1.11", KindConfig, Info, "< 1.11.0", ">= 1.11.0", urlVersionSpecific,
+			"acl.tokens master/agent_master are renamed initial_management/agent_recovery",
+			"rename the keys and scripts (the old names still work for now)"),
+		def("bbolt-1.11", KindRaft, Info, "< 1.11.0", ">= 1.11.0", urlVersionSpecific,
+			"1.11 moves the Raft store to bbolt: going back needs a snapshot restore",
+			"take a snapshot before the hop; treat it as a point of no return for the binary"),
+		def("vault-ca-tune-1.11.9", KindPrecheck, Warning, "", ">= 1.11.9, < 1.11.11", urlVersionSpecific,
+			"1.11.9-1.11.10 need update on sys/mounts/<intermediate>/tune in the Vault CA policy",
+			"extend the Vault policy before the hop, or target 1.11.11+",
+			targetValue, when(connect)),
+		def("tls-stanza-1.12", KindConfig, Info, "< 1.12.0", ">= 1.12.0", urlVersionSpecific,
+			"top-level TLS keys are deprecated in favour of the tls stanza",
+			"move TLS settings into tls { defaults / https / internal_rpc / grpc }",
+			when(func(rc RuleContext) bool { return feat(rc).TLS.CertMaterial })),
+		def("known-bad-1.12.0-nomad", KindPrecheck, Warning, "", "= 1.12.0", urlVersionSpecific,
+			"Consul Enterprise 1.12.0 keeps Nomad Enterprise from removing services in non-default namespaces",
+			"target 1.12.1 or later",
+			targetValue, when(enterprise)),
+		def("vault-ca-tune-1.12.5", KindPrecheck, Warning, "", "= 1.12.5", urlVersionSpecific,
+			"1.12.5 needs update on sys/mounts/<intermediate>/tune in the Vault CA policy",
+			"extend the Vault policy before the hop, or target 1.12.6+",
+			targetValue, when(connect)),
+		// 1.13 and 1.14.
+		knownBad("known-bad-1.13.0", "= 1.13.0", "https://github.com/hashicorp/consul/issues/14107",
+			"1.13.0 is a known-bad target: servers fail to restore pre-1.13 state with mesh proxy registrations",
+			"target 1.13.1 or later (1.13.9 is the newest 1.13.x)"),
+		def(RuleGRPCTLS113, KindSteppingStone, Blocking, "< 1.12.0", ">= 1.13.0", urlVersionSpecific,
+			"tls.defaults hold certificates without an HTTPS port: 1.13 turns on gRPC TLS and Envoy loses plaintext gRPC",
+			"target 1.12.9 first, move the certificate material into tls.https / tls.internal_rpc, then continue to 1.13+",
+			when(func(rc RuleContext) bool { t := feat(rc).TLS; return t.CertMaterial && !t.HTTPSPort }),
+			limit("via 1.12.x with interface-specific TLS")),
+		def("auto-encrypt-grpc-1.13", KindConfig, Blocking, "< 1.13.0", ">= 1.13.0", urlVersionSpecific,
+			"with auto-encrypt/auto-config, 1.13.0-1.13.1 force TLS on gRPC and 1.13.2+ need tls.grpc.use_auto_cert",
+			"target 1.13.2+ and set tls.grpc.use_auto_cert = true when Envoy relies on auto-encrypt certificates",
+			when(func(rc RuleContext) bool { return feat(rc).TLS.AutoEncrypt }),
+			sevBy(func(rc RuleContext) Severity {
+				if versionAtLeast(rc.Hop.To, "1.13.2") {
+					return Warning
+				}
+				return Blocking
+			})),
+		def("disable-compat-19-1.13", KindConfig, Info, "< 1.13.0", ">= 1.13.0", urlVersionSpecific,
+			"telemetry.disable_compat_19 is removed in 1.13",
+			"remove disable_compat_19 before the hop"),
+		def("vault-ca-tune-1.13.2", KindPrecheck, Warning, "", "= 1.13.2", urlVersionSpecific,
+			"1.13.2 needs update on sys/mounts/<intermediate>/tune in the Vault CA policy",
+			"extend the Vault policy before the hop, or target 1.13.3+",
+			targetValue, when(connect)),
+		def("nomad-detection-1.13.8", KindPrecheck, Warning, "", "= 1.13.8", urlVersionSpecific,
+			"1.13.8 breaks Nomad's Consul version detection",
+			"if Nomad uses this cluster, skip 1.13.8 (1.13.9 is fine)",
+			targetValue),
+		def(RuleGRPCTLSPort114, KindConfig, Blocking, "< 1.14.0", ">= 1.14.0", urlVersionSpecific,
+			"gRPC is served over TLS: from 1.14 ports.grpc is plaintext only and TLS moves to ports.grpc_tls",
+			"configure ports.grpc_tls (default 8503 on servers) and re-bootstrap Envoy with -grpc-ca-file before the hop",
+			when(func(rc RuleContext) bool { return feat(rc).TLS.GRPCTLS }), limit("ports.grpc_tls configured")),
+		def("peering-connect-defaults-1.14", KindConfig, Info, "< 1.14.0", ">= 1.14.0", urlVersionSpecific,
+			"1.14 enables cluster peering and Connect by default",
+			"set peering.enabled / connect.enabled = false to keep the old behaviour"),
+		def("experimental-peering-1.14", KindPrecheck, Info, ">= 1.13.0, < 1.14.0", ">= 1.14.0", urlVersionSpecific,
+			"experimental 1.13 peerings do not work with 1.14",
+			"delete 1.13 peerings before the hop"),
+		knownBad("known-bad-1.14.0-envoy", "= 1.14.0", urlVersionSpecific,
+			"1.14.0 is a known-bad target with Envoy: consul connect envoy wrongly enables gRPC TLS when HTTP uses TLS",
+			"target 1.14.1 or later (1.14.11 is the newest 1.14.x); upgrade Nomad past 1.4.3 first if it runs mesh tasks",
+			when(envoy)),
+		def("vault-ca-namespace-1.14.10", KindPrecheck, Warning, "", "= 1.14.10", urlVersionSpecific,
+			"1.14.10 fails to initialise a Vault Enterprise CA with namespace set but no PKI namespaces",
+			"set intermediate_pki_namespace and root_pki_namespace, or skip this release",
+			targetValue, when(connect)),
+		// 1.15 to 1.17.
+		knownBad("known-bad-1.15.0-1.15.1-mesh", ">= 1.15.0, < 1.15.2", urlVersionSpecific,
+			"1.15.0-1.15.1 are known-bad targets with the service mesh: a leaf certificate race can cut instances out after 72h",
+			"target 1.15.2 or later (not 1.15.6 with a Vault Enterprise CA)",
+			when(connect)),
+		def("serverless-plugin-1.15", KindConfig, Info, "< 1.15.0", ">= 1.15.0", urlVersionSpecific,
+			"1.15 removes connect.enable_serverless_plugin and deprecates the token query parameter and -join",
+			"remove the key; send tokens in X-Consul-Token; use retry_join"),
+		def("acl-migration-removed-1.15", KindACL, Warning, "< 1.15.0", ">= 1.15.0", urlChangelog1150,
+			"1.15 removes the ACL migration code: tokens without an AccessorID can break snapshot restore",
+			"confirm every token has an AccessorID and no legacy token or policy remains before the hop",
+			when(aclsOn)),
+		def("raft-logstore-1.15", KindRaft, Warning, "< 1.15.0", ">= 1.15.0", urlRaftWAL,
+			"the WAL Raft log store exists only from 1.15, and switching backends needs a resync",
+			"finish the version hop on BoltDB, then switch one server at a time to wal in a separate step",
+			when(func(rc RuleContext) bool { return strings.EqualFold(feat(rc).RaftLogStore, "wal") })),
+		def("vault-ca-namespace-1.15.6", KindPrecheck, Warning, "", "= 1.15.6", urlVersionSpecific,
+			"1.15.6 fails to initialise a Vault Enterprise CA with namespace set but no PKI namespaces",
+			"set intermediate_pki_namespace and root_pki_namespace, or skip this release",
+			targetValue, when(connect)),
+		def("path-normalization-1.15.15", KindConfig, Info, "< 1.15.15", ">= 1.15.15, < 1.16.0", urlVersionSpecific,
+			"Envoy path normalization is on by default for inbound mesh traffic",
+			"if path-matching intentions break, set insecure_disable_path_normalization in the mesh config entry",
+			when(connect)),
+		knownBad("known-bad-1.16.0-1.16.1", ">= 1.16.0, < 1.16.2", urlVersionSpecific,
+			"1.16.0-1.16.1 are known-bad targets: Envoy endpoints can be mis-populated after a snapshot restore",
+			"target 1.16.2 or later"),
+		def("health-connect-403-1.16", KindACL, Info, "< 1.16.0", ">= 1.16.0", urlVersionSpecific,
+			"/v1/health/connect and /v1/health/ingress return 403 without service read (was an empty 200)",
+			"check API consumers and add Peer to upstream overrides before the hop"),
+		def("vault-ca-namespace-1.16.2", KindPrecheck, Warning, "", "= 1.16.2", urlVersionSpecific,
+			"1.16.2 fails to initialise a Vault Enterprise CA with namespace set but no PKI namespaces",
+			"set intermediate_pki_namespace and root_pki_namespace, or skip this release",
+			targetValue, when(connect)),
+		knownBad("known-bad-1.16.5", "= 1.16.5", urlVersionSpecific,
+			"1.16.5 is a known-bad target: over-strict SAN checks on terminating gateways",
+			"target 1.16.6 or later"),
+		def("templated-policies-1.17", KindACL, Info, "< 1.17.0", ">= 1.17.0", urlVersionSpecific,
+			"older servers ignore templated policies of tokens created on 1.17+",
+			"create templated-policy tokens only after every server runs 1.17+",
+			when(aclsOn)),
+		def("api-changes-1.17", KindConfig, Info, "< 1.17.0", ">= 1.17.0", urlRelease1170,
+			"RaftLeaderTransfer takes an id argument from 1.17 (and Enterprise audit log names change)",
+			"update API callers before the hop"),
+		knownBad("known-bad-1.17.2", "= 1.17.2", urlVersionSpecific,
+			"1.17.2 is a known-bad target: over-strict SAN checks on terminating gateways",
+			"target 1.17.3 or later"),
+		// 1.18 to 1.21.
+		def("path-normalization-1.18.5", KindConfig, Info, "< 1.18.5", ">= 1.18.5, < 1.19.0", urlVersionSpecific,
+			"Envoy path normalization is on by default for inbound mesh traffic",
+			"if path-matching intentions break, set insecure_disable_path_normalization in the mesh config entry",
+			when(connect)),
+		def(RuleServersFirst119, KindOrdering, Info, "< 1.19.0", ">= 1.19.0", urlVersionSpecific,
+			"from 1.19 health filtering runs on the servers: every server must be upgraded before any client",
+			"nothing to do: the plan upgrades all servers of a datacenter before its clients; do not upgrade clients by hand first",
+			when(hasClients)),
+		def("metrics-1.19", KindConfig, Info, "< 1.19.0", ">= 1.19.0", urlVersionSpecific,
+			"duplicate consul.consul.* state-store metrics are gone in 1.19",
+			"update dashboards and alerts before the hop"),
+		def("path-normalization-1.19.3", KindConfig, Info, "< 1.19.3", ">= 1.19.3, < 1.20.0", urlVersionSpecific,
+			"Envoy path normalization is on by default for inbound mesh traffic",
+			"if path-matching intentions break, set insecure_disable_path_normalization in the mesh config entry",
+			when(connect)),
+		def("path-normalization-1.20.1", KindConfig, Info, "< 1.20.1", ">= 1.20.1", urlVersionSpecific,
+			"Envoy path normalization is on by default for inbound mesh traffic",
+			"if path-matching intentions break, set insecure_disable_path_normalization in the mesh config entry",
+			when(connect)),
+		def("enterprise-license-1.21.7", KindOrdering, Info, "< 1.21.7", ">= 1.21.7", urlVersionSpec122,
+			"Consul Enterprise 1.21.7+ takes the new IBM license in a second phase",
+			"upgrade servers then clients with the current license, then install the new license and restart servers one at a time, then clients",
+			when(enterprise)),
+		def("automated-upgrades-replace", KindOrdering, Info, ">= 0.8.0", "", urlAutomated,
+			"replace strategy: new servers join as non-voters and old ones are retired once the new ones are stable voters",
+			"keep min_quorum at the intended server count and retire old servers only when the new ones are voters",
+			once, when(func(rc RuleContext) bool { return policy(rc).Strategy == Replace })),
+	}
+}
+
+// builtins is the compiled catalogue. It is built once and never changed.
+var builtins = compileAll(catalogue())
+
+// compileAll parses the constraints of rules.
+func compileAll(bs []builtin) []compiled {
+	out := make([]compiled, len(bs))
+	for i, b := range bs {
+		out[i] = compile(b)
+	}
+	return out
+}
+
+// compile parses a rule's constraints; a bad one is recorded in err.
+func compile(b builtin) compiled {
+	c := compiled{builtin: b}
+	if b.From != "" {
+		c.from, c.err = version.NewConstraint(b.From)
+	}
+	if c.err == nil && b.To != "" {
+		c.to, c.err = version.NewConstraint(b.To)
+	}
+	return c
+}
+
+// Catalogue returns the built-in rules (a fresh copy each call): cluster
+// pre-checks, ordering rules, stepping stones and the version notes of
+// Consul 0.4 to 1.21. Rules whose severity depends on the cluster or policy
+// carry the most severe one here.
+func Catalogue() []Rule {
+	out := make([]Rule, len(builtins))
+	for i, b := range builtins {
+		out[i] = b.Rule
+	}
+	return out
+}
+
+// PrimaryLast reports whether, on hop h, the primary datacenter is upgraded
+// after the secondaries: on the dedicated 1.2.4 and 1.6.10 paths with ACL
+// replication (upgrading the primary first breaks replication there). On
+// every other hop the primary goes first.
+func PrimaryLast(h Hop, f Features) bool {
+	if !f.ACLReplication {
+		return false
+	}
+	from, err1 := parseVersion(h.From)
+	to, err2 := parseVersion(h.To)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	from, to = from.Core(), to.Core()
+	if !from.LessThan(v085) && from.LessThan(v124) && !to.LessThan(v124) {
+		return true
+	}
+	return !from.LessThan(v124) && from.LessThan(v1610) && !to.LessThan(v1610)
+}
+
+// versionAtLeast reports s >= min; false when s does not parse.
+func versionAtLeast(s, min string) bool {
+	v, err := parseVersion(s)
+	if err != nil {
+		return false
+	}
+	m := mustVersion(min)
+	return m != nil && !v.Core().LessThan(m)
+}

@@ -1,0 +1,181 @@
+package planner
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	version "github.com/hashicorp/go-version"
+)
+
+// ParseVersion parses a Consul version as agents and release pages spell it:
+// "1.12.9", "v1.12.9", "1.12.9+ent", "1.13.0-rc1". It wants three numeric
+// segments (X.Y.Z) and returns a *VersionError (with Node "") for anything
+// else: "", "latest", "1.x", "1.12".
+func ParseVersion(s string) (*version.Version, error) {
+	v, err := parseVersion(s)
+	if err != nil {
+		return nil, &VersionError{Value: s, Err: err}
+	}
+	return v, nil
+}
+
+// parseVersion does the work of ParseVersion with a plain error.
+func parseVersion(s string) (*version.Version, error) {
+	t := strings.TrimSpace(s)
+	if t == "" {
+		return nil, errors.New("empty version")
+	}
+	t = strings.TrimPrefix(t, "v")
+	core := t
+	if i := strings.IndexAny(core, "-+"); i >= 0 {
+		core = core[:i]
+	}
+	parts := strings.Split(core, ".")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("%q has %d numeric segment(s), want 3", core, len(parts))
+	}
+	for _, p := range parts {
+		if p == "" || strings.Trim(p, "0123456789") != "" {
+			return nil, fmt.Errorf("segment %q is not a number", p)
+		}
+	}
+	return version.NewVersion(t)
+}
+
+// minorIndex numbers Consul's "major" versions (the second digit) on one
+// scale: 0.x is x, 1.x is 10+x, so 0.9 -> 1.0 is one step. 2.x and later
+// (IBM numbering) are placed after every 1.x.
+func minorIndex(v *version.Version) int {
+	s := v.Segments()
+	switch s[0] {
+	case 0:
+		return s[1]
+	case 1:
+		return 10 + s[1]
+	default:
+		return 1000*s[0] + s[1]
+	}
+}
+
+// Majors returns the number of Consul "major" steps from one version to
+// another. Consul's major is the second digit (1.14 -> 1.15 is one major),
+// and 0.9 -> 1.0 counts as one. It is negative when to is older than from.
+func Majors(from, to *version.Version) int {
+	if from == nil || to == nil {
+		return 0
+	}
+	return minorIndex(to) - minorIndex(from)
+}
+
+// stopModeCutover is the first version whose servers do not leave the
+// cluster on SIGTERM (leave_on_terminate became role dependent in 0.7.0).
+var stopModeCutover = version.Must(version.NewVersion("0.7.0"))
+
+// DefaultStopMode returns how an agent of the given role ("server" or
+// "client") is stopped for an in-place swap from one version to another.
+// Servers below 0.7.0 leave the cluster on SIGTERM, so they are killed;
+// servers from 0.7.0 on stay members on SIGTERM, so they are terminated.
+// Clients leave on SIGTERM in every version, and an in-place swap must not
+// deregister their services, so they are killed. An unparseable from
+// version yields StopKill, the mode that never leaves.
+func DefaultStopMode(role string, from, to string) StopMode {
+	if role != "server" {
+		return StopKill
+	}
+	v, err := parseVersion(from)
+	if err != nil {
+		return StopKill
+	}
+	if v.Core().LessThan(stopModeCutover) {
+		return StopKill
+	}
+	return StopTerminate
+}
+
+// VersionCache parses version strings once each. Agents of a cluster mostly
+// share a handful of version strings, so a cache keeps parsing cheap over
+// 100,000 clients. The zero value is ready to use; a VersionCache is meant to
+// live for one call and is not safe for concurrent use.
+type VersionCache struct {
+	m map[string]cachedVersion
+}
+
+type cachedVersion struct {
+	v    *version.Version // the parsed version, nil on error
+	core *version.Version // v without prerelease and metadata
+	err  error
+}
+
+// Parse parses s like ParseVersion, once per distinct string.
+func (vc *VersionCache) Parse(s string) (*version.Version, error) {
+	e := vc.entry(s)
+	return e.v, e.err
+}
+
+// entry returns the cached parse of s, parsing it on first use.
+func (vc *VersionCache) entry(s string) cachedVersion {
+	if e, ok := vc.m[s]; ok {
+		return e
+	}
+	if vc.m == nil {
+		vc.m = make(map[string]cachedVersion, 8)
+	}
+	var e cachedVersion
+	e.v, e.err = ParseVersion(s)
+	if e.err == nil {
+		e.core = e.v.Core()
+	}
+	vc.m[s] = e
+	return e
+}
+
+// MinServerVersion returns the lowest version that a server of c runs. It
+// fails when c has no servers, or with a *VersionError naming the first
+// server whose version does not parse.
+func MinServerVersion(c *Cluster) (*version.Version, error) {
+	if c == nil || len(c.Servers) == 0 {
+		return nil, errors.New("cluster has no servers: at least one server is needed to read the running version; add the servers to the snapshot")
+	}
+	var vc VersionCache
+	var lowest *version.Version
+	for _, s := range c.Servers {
+		v, err := vc.Parse(s.Version)
+		if err != nil {
+			var ve *VersionError
+			if errors.As(err, &ve) {
+				return nil, &VersionError{Node: s.Name, Value: s.Version, Err: ve.Err}
+			}
+			return nil, err
+		}
+		if lowest == nil || v.LessThan(lowest) {
+			lowest = v
+		}
+	}
+	return lowest, nil
+}
+
+// UnsupportedVersionError reports a version the planner has no rules for:
+// from 2.0.0 on Consul uses IBM Version-Modification-Fix numbering, where
+// "major = second digit" and the two-majors rule are not known to hold.
+type UnsupportedVersionError struct {
+	Value string
+	Limit string
+}
+
+func (e *UnsupportedVersionError) Error() string {
+	return fmt.Sprintf("version %s is not supported (limit: %s; from 2.0.0 Consul uses IBM version-modification-fix numbering and the catalogue has no rules for it); plan to the newest 1.x first", e.Value, e.Limit)
+}
+
+// maxSupported is the first version the planner refuses.
+var maxSupported = version.Must(version.NewVersion("2.0.0"))
+
+// mustVersion parses a version known at compile time. It is only used on
+// literals of this package, which the tests parse.
+func mustVersion(s string) *version.Version {
+	v, err := version.NewVersion(s)
+	if err != nil {
+		return nil
+	}
+	return v
+}
