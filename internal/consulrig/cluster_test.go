@@ -63,7 +63,7 @@ func TestStartElectsLeaderAndEveryMemberIsAlive(t *testing.T) {
 }
 
 func TestStopLeavesNoProcess(t *testing.T) {
-	c := Start(t, Options{Servers: 1, Clients: -1})
+	c := Start(t, Options{Servers: 1, Clients: -1, RaftMultiplier: 1})
 	pids := c.PIDs()
 	if len(pids) != 1 {
 		t.Fatalf("recorded pids = %v, want one", pids)
@@ -85,8 +85,8 @@ func TestStopLeavesNoProcess(t *testing.T) {
 }
 
 func TestTwoClustersRunAtOnceInDifferentBlocks(t *testing.T) {
-	a := Start(t, Options{Servers: 1, Clients: -1})
-	b := Start(t, Options{Servers: 1, Clients: -1})
+	a := Start(t, Options{Servers: 1, Clients: -1, RaftMultiplier: 1})
+	b := Start(t, Options{Servers: 1, Clients: -1, RaftMultiplier: 1})
 	if a.Block() == b.Block() {
 		t.Fatalf("both clusters got block %d", a.Block())
 	}

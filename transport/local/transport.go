@@ -54,6 +54,9 @@ func (t *Transport) Stop(ctx context.Context, node string, mode transport.StopMo
 		return err
 	}
 	defer a.unlock()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("node %s: not stopped: %w", node, err)
+	}
 	return t.stop(ctx, a, mode)
 }
 
@@ -82,6 +85,10 @@ func (t *Transport) Swap(ctx context.Context, req transport.SwapRequest) error {
 		return fail(transport.PhaseStage, err)
 	}
 	defer a.unlock()
+	if err := ctx.Err(); err != nil {
+		// Ended before anything was touched (lock may win a race with ctx).
+		return fail(transport.PhaseStage, fmt.Errorf("node %s: not swapped: %w", req.Node, err))
+	}
 
 	a.mu.Lock()
 	current, currentBinary := a.version, a.binary
@@ -126,6 +133,9 @@ func (t *Transport) Rollback(ctx context.Context, node string) error {
 		return &transport.SwapError{Node: node, Phase: transport.PhaseRollback, Err: err}
 	}
 	defer a.unlock()
+	if err := ctx.Err(); err != nil {
+		return &transport.SwapError{Node: node, Phase: transport.PhaseRollback, Err: fmt.Errorf("node %s: not rolled back: %w", node, err)}
+	}
 	a.mu.Lock()
 	prev, prevBinary, current := a.prevVersion, a.prevBinary, a.version
 	a.mu.Unlock()
