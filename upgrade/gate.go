@@ -30,9 +30,11 @@ type Baseline struct {
 	// FailureTolerance is autopilot's FailureTolerance before the run; the
 	// failure-tolerance gate waits until it is back.
 	FailureTolerance int `json:"failure_tolerance"`
-	// MaxTrailingLogs is autopilot's MaxTrailingLogs.
+	// MaxTrailingLogs is autopilot's MaxTrailingLogs (0: Gate uses
+	// DefaultMaxTrailingLogs).
 	MaxTrailingLogs uint64 `json:"max_trailing_logs"`
-	// ServerStabilizationTime is autopilot's ServerStabilizationTime.
+	// ServerStabilizationTime is autopilot's ServerStabilizationTime (0:
+	// Gate uses DefaultStabilizationTime).
 	ServerStabilizationTime time.Duration `json:"server_stabilization_time"`
 	// Healthy is autopilot's cluster-wide verdict before the run.
 	Healthy bool `json:"healthy"`
@@ -108,6 +110,12 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 	}
 	if len(step.Gate) == 0 {
 		return nil
+	}
+	if base.MaxTrailingLogs == 0 {
+		base.MaxTrailingLogs = DefaultMaxTrailingLogs
+	}
+	if base.ServerStabilizationTime == 0 {
+		base.ServerStabilizationTime = DefaultStabilizationTime
 	}
 	gctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -369,3 +370,22 @@ func TestValidateDoesNotChangeTheConfigAndAcceptsACompleteOne(t *testing.T) {
 type transportFunc func(ctx context.Context, req transport.SwapRequest) error
 
 func (f transportFunc) Swap(ctx context.Context, req transport.SwapRequest) error { return f(ctx, req) }
+
+func TestRunLogsEveryEventThroughTheLogger(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		var buf strings.Builder
+		r.cfg.Logger = slog.New(slog.NewTextHandler(&buf, nil))
+		r.tr.failNext["*"] = transport.ErrNotRunning
+		Run(t.Context(), r.cfg)
+		out := buf.String()
+		for _, want := range []string{"event=run-started", "event=step-started", "event=snapshot-saved", "event=halted", "level=ERROR", `step="swap-server s`} {
+			if !strings.Contains(out, want) {
+				t.Errorf("log lacks %s:\n%s", want, out)
+			}
+		}
+		if n := strings.Count(out, "\n"); n != len(r.events) {
+			t.Errorf("%d log lines for %d events", n, len(r.events))
+		}
+	})
+}
