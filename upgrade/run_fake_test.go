@@ -1,11 +1,13 @@
 package upgrade
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
@@ -107,6 +109,26 @@ func TestRunRollsBackAServerWhoseNewVersionNeverStarts(t *testing.T) {
 		}
 		if !slices.Equal(touched, []string{h.Step.Node}) {
 			t.Errorf("nodes stopped or started: %v, want only %s", touched, h.Step.Node)
+		}
+	})
+}
+
+func TestRunHaltsWhenASwapHangsUntilTheContextEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		f := withFake(r)
+		for _, n := range []string{"s1", "s2", "s3"} {
+			f.HangNext(n)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+		defer cancel()
+		_, err := Run(ctx, r.cfg)
+		var h *HaltError
+		if !errors.As(err, &h) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want a halt wrapping the context's deadline", err)
+		}
+		if s := swapsOf(f); len(s) != 1 {
+			t.Errorf("swaps %v, want only the hung one", s)
 		}
 	})
 }
