@@ -144,7 +144,8 @@ type SnapshotFunc func(version string) (io.WriteCloser, error)
 
 // SnapshotDir returns a SnapshotFunc that writes each snapshot to a new file
 // in dir, named consul-<version>-<UTC time>.snap. The file is written under a
-// .part name and renamed on Close, so a file with the final name is complete.
+// .part name and renamed on Close, so a file with the final name is complete;
+// an archive that fails verification is removed.
 func SnapshotDir(dir string) SnapshotFunc {
 	return func(version string) (io.WriteCloser, error) {
 		name := fmt.Sprintf("consul-%s-%s.snap", safeName(version), time.Now().UTC().Format("20060102T150405.000Z"))
@@ -171,6 +172,15 @@ func (r *renameOnClose) Close() error {
 		return err
 	}
 	return os.Rename(r.File.Name(), r.final)
+}
+
+// aborter is a destination that can discard what was written instead of
+// keeping it (SnapshotDir's files).
+type aborter interface{ abort() error }
+
+func (r *renameOnClose) abort() error {
+	r.File.Close()
+	return os.Remove(r.File.Name())
 }
 
 func safeName(s string) string {
@@ -200,6 +210,10 @@ func saveSnapshot(ctx context.Context, c Consul, open SnapshotFunc, version stri
 	if verr == nil {
 		// Copy anything after the gzip stream too, so the file is the exact answer.
 		_, verr = io.Copy(io.Discard, tee)
+	}
+	if a, ok := w.(aborter); ok && verr != nil {
+		a.abort() // SnapshotDir: remove the partial file rather than keep a bad archive
+		return info, fmt.Errorf("snapshot before leaving %s: %w", version, verr)
 	}
 	cerr := w.Close()
 	if verr != nil {

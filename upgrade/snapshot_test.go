@@ -113,3 +113,16 @@ type closeBuffer struct {
 }
 
 func (c *closeBuffer) Close() error { c.closed = true; return nil }
+
+func TestSnapshotDirRemovesAnArchiveThatFailsVerification(t *testing.T) {
+	dir := t.TempDir()
+	s := newSim(1, 0, "1.12.9")
+	good := makeSnapshot(t, snapshotFiles{})
+	s.snapshot = good[:len(good)/2]
+	if _, err := saveSnapshot(context.Background(), inProcessConsul(t, handlerRT{s}), SnapshotDir(dir), "1.12.9"); !errors.Is(err, ErrSnapshotInvalid) {
+		t.Fatalf("err = %v, want ErrSnapshotInvalid", err)
+	}
+	if files, _ := filepath.Glob(filepath.Join(dir, "*")); len(files) != 0 {
+		t.Errorf("files left in dir: %v, want none", files)
+	}
+}
