@@ -2,8 +2,13 @@ package consulrig
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -100,5 +105,53 @@ func TestTwoClustersRunAtOnceInDifferentBlocks(t *testing.T) {
 		if len(ms) != 1 || ms[0].Addr != c.Address("s1") {
 			t.Errorf("block %d: members = %+v, want only its own s1 at %s", c.Block(), ms, c.Address("s1"))
 		}
+	}
+}
+
+func TestStaleAgentsOfACrashedRunAreKilledButOtherProcessesAreNot(t *testing.T) {
+	// Hold block 199's lock as Start would, so no other test process uses it.
+	const block = 199
+	if err := os.MkdirAll(LockDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(LockDir, "block-199.lock"), os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatalf("block %d is in use by another test process: %v", block, err)
+	}
+	// A "stale agent": its command line names consul and the block's address.
+	dir := filepath.Join(t.TempDir(), "127.0.199.11")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fake := filepath.Join(dir, "consul-stale")
+	if err := os.Symlink("/bin/sleep", fake); err != nil {
+		t.Fatal(err)
+	}
+	stale := exec.Command(fake, "300")
+	// A bystander whose pid is recorded too (a reused pid): not consul.
+	bystander := exec.Command("sleep", "300")
+	for _, cmd := range []*exec.Cmd{stale, bystander} {
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	}
+	record := fmt.Sprintf("%d s1\n%d s2\n", stale.Process.Pid, bystander.Process.Pid)
+	if err := os.WriteFile(pidFile(block), []byte(record), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	defer os.WriteFile(pidFile(block), nil, 0o666)
+
+	killStale(t, block)
+
+	if ProcessAlive(stale.Process.Pid) {
+		t.Errorf("stale agent pid %d still runs", stale.Process.Pid)
+	}
+	if !ProcessAlive(bystander.Process.Pid) {
+		t.Errorf("bystander pid %d (not consul) was killed", bystander.Process.Pid)
 	}
 }
