@@ -738,7 +738,7 @@ func (st *state) partition(d *dcState) {
 			}
 		}
 		if w == len(d.waves) {
-			d.waves = append(d.waves, nil)
+			d.waves = append(d.waves, make([]int32, 0, min(capOf(w), len(d.clients))))
 			total = append(total, 0)
 			zoneCount = append(zoneCount, nil)
 		}
@@ -784,13 +784,16 @@ func (st *state) clientStep(d *dcState, h, toID int) (Step, bool) {
 	}
 	for w := d.cur; w < len(d.waves); w++ {
 		wave := d.waves[w]
-		var nodes []string
+		var nodes []string // allocated on the first client below the hop
 		low := -1
 		mixed := false
 		for _, ci := range wave {
 			id := int(st.cliV[ci])
 			if st.vs.rank[id] >= toR {
 				continue
+			}
+			if nodes == nil {
+				nodes = make([]string, 0, len(wave))
 			}
 			nodes = append(nodes, st.c.Clients[ci].Name)
 			if low < 0 {

@@ -372,6 +372,11 @@ func TestNextErrors(t *testing.T) {
 		pol   Policy
 		check func(error) bool
 	}{
+		{"a blocking finding refuses the step and touches nothing", with(cluster2015(), func(c *Cluster) { c.Servers[0].Leader = false }), Policy{},
+			func(err error) bool {
+				var re *RefusedError
+				return errors.As(err, &re) && len(re.Findings) > 0 && re.Findings[0].Rule == PrecheckNoLeader
+			}},
 		{"the replace strategy is refused as not supported", cluster2015(), Policy{Strategy: Replace},
 			func(err error) bool { return errors.Is(err, ErrNotSupported) }},
 		{"an unknown server order is a policy error", cluster2015(), Policy{ServerOrder: "random"},
