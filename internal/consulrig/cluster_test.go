@@ -155,3 +155,63 @@ func TestStaleAgentsOfACrashedRunAreKilledButOtherProcessesAreNot(t *testing.T) 
 		t.Errorf("bystander pid %d (not consul) was killed", bystander.Process.Pid)
 	}
 }
+
+// TestAgentsDieWithAKilledTestBinary runs a cluster in a child copy of this
+// test binary, kills that child with SIGKILL (no cleanup runs), and checks
+// that its agents went with it (parent-death signal).
+func TestAgentsDieWithAKilledTestBinary(t *testing.T) {
+	if os.Getenv("CONSULRIG_CHILD") == "1" {
+		c := Start(t, Options{Servers: 1, Clients: -1, RaftMultiplier: 1})
+		fmt.Printf("PIDS %v\n", c.PIDs())
+		os.Stdout.Sync()
+		time.Sleep(time.Minute) // the parent kills us
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestAgentsDieWithAKilledTestBinary$", "-test.v")
+	cmd.Env = append(os.Environ(), "CONSULRIG_CHILD=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var pids []int
+	buf := make([]byte, 64<<10)
+	var seen strings.Builder
+	deadline := time.Now().Add(ReadyTimeout)
+	for pids == nil && time.Now().Before(deadline) {
+		n, err := out.Read(buf)
+		seen.Write(buf[:n])
+		if i := strings.Index(seen.String(), "PIDS ["); i >= 0 {
+			rest := seen.String()[i+len("PIDS ["):]
+			if j := strings.IndexByte(rest, ']'); j >= 0 {
+				for _, f := range strings.Fields(rest[:j]) {
+					var pid int
+					fmt.Sscan(f, &pid)
+					pids = append(pids, pid)
+				}
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	if len(pids) == 0 {
+		t.Fatalf("the child did not report its agents' pids; its output:\n%s", seen.String())
+	}
+	for _, pid := range pids {
+		if !ProcessAlive(pid) {
+			t.Fatalf("agent pid %d is not alive before the child is killed", pid)
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	for _, pid := range pids {
+		if !waitGone(pid, 5*time.Second) {
+			t.Errorf("agent pid %d outlived its killed parent", pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
