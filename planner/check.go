@@ -3,6 +3,7 @@ package planner
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"sort"
 	"strconv"
 	"strings"
@@ -134,17 +135,36 @@ func newChecker(c *Cluster, target string, pol *Policy) *checker {
 		k.servers[i] = st
 	}
 
+	// Clients mostly share a handful of (datacenter, version) pairs: look
+	// them up by a short linear scan, and by a map only once there are many.
 	type groupKey struct{ dc, ver string }
-	index := make(map[groupKey]int, 8)
+	const scanGroups = 16
+	var index map[groupKey]int
 	for i := range c.Clients {
 		cl := &c.Clients[i]
-		key := groupKey{cl.Datacenter, cl.Version}
-		gi, ok := index[key]
-		if !ok {
+		gi := -1
+		if index == nil {
+			for j := range k.groups {
+				if g := &k.groups[j]; g.raw == cl.Version && g.rawDC == cl.Datacenter {
+					gi = j
+					break
+				}
+			}
+		} else if j, ok := index[groupKey{cl.Datacenter, cl.Version}]; ok {
+			gi = j
+		}
+		if gi < 0 {
 			gi = len(k.groups)
-			index[key] = gi
 			e := k.vc.entry(cl.Version)
 			k.groups = append(k.groups, clientGroup{rawDC: cl.Datacenter, dc: k.resolveDC(cl.Datacenter), raw: cl.Version, v: e.v, core: e.core, err: e.err})
+			if index != nil {
+				index[groupKey{cl.Datacenter, cl.Version}] = gi
+			} else if len(k.groups) > scanGroups {
+				index = make(map[groupKey]int, 2*len(k.groups))
+				for j := range k.groups {
+					index[groupKey{k.groups[j].rawDC, k.groups[j].raw}] = j
+				}
+			}
 		}
 		g := &k.groups[gi]
 		g.count++
@@ -536,31 +556,75 @@ func (k *checker) checkMixed(r *compiled) {
 		}
 	}
 	if len(seen) > 1 {
+		sort.Sort(byVersion{seen, raws})
 		k.precheck(r, "", strings.Join(raws, ", "),
 			fmt.Sprintf("servers run %d versions (%s): the plan continues from the observed state", len(seen), strings.Join(raws, ", ")))
 	}
 }
 
 func (k *checker) checkDuplicates(r *compiled) {
-	seen := make(map[string]int32, len(k.c.Servers)+len(k.c.Clients))
-	var dups []string
-	count := func(name string) {
-		n := seen[name]
-		if n == 1 {
-			dups = append(dups, name)
+	ns, nc := len(k.c.Servers), len(k.c.Clients)
+	name := func(i int) string {
+		if i < ns {
+			return k.c.Servers[i].Name
 		}
-		seen[name] = n + 1
+		return k.c.Clients[i-ns].Name
 	}
-	for i := range k.c.Servers {
-		count(k.c.Servers[i].Name)
+	order, counts := duplicates(ns+nc, name)
+	for _, n := range order {
+		k.precheck(r, n, strconv.Itoa(counts[n])+" agents",
+			fmt.Sprintf("node name %q is used by %d agents", n, counts[n]))
 	}
-	for i := range k.c.Clients {
-		count(k.c.Clients[i].Name)
+}
+
+// duplicates finds the names used more than once among n, in the order
+// they first appear, with their counts. It puts a hash of every name into
+// an open-addressing table (slot from the low bits, a 32-bit fingerprint
+// from the high bits): much cheaper than a set of 100,000 strings. Names
+// whose slot chain and fingerprint meet are then compared exactly, so a
+// hash collision costs time, never a wrong finding.
+func duplicates(n int, name func(int) string) ([]string, map[string]int) {
+	seed := maphash.MakeSeed()
+	size := 16
+	for size < 2*n {
+		size <<= 1
 	}
-	for _, name := range dups {
-		k.precheck(r, name, strconv.Itoa(int(seen[name]))+" agents",
-			fmt.Sprintf("node name %q is used by %d agents", name, seen[name]))
+	table := make([]uint32, size)
+	mask := uint64(size - 1)
+	var cand map[uint32]bool
+	for i := 0; i < n; i++ {
+		h := maphash.String(seed, name(i))
+		fp := uint32(h>>32) | 1 // 0 marks an empty slot
+		for j := h & mask; ; j = (j + 1) & mask {
+			if table[j] == 0 {
+				table[j] = fp
+				break
+			}
+			if table[j] == fp {
+				if cand == nil {
+					cand = map[uint32]bool{}
+				}
+				cand[fp] = true
+				break
+			}
+		}
 	}
+	if cand == nil {
+		return nil, nil
+	}
+	counts := map[string]int{}
+	var order []string
+	for i := 0; i < n; i++ {
+		s := name(i)
+		if !cand[uint32(maphash.String(seed, s)>>32)|1] {
+			continue
+		}
+		if counts[s] == 1 {
+			order = append(order, s)
+		}
+		counts[s]++
+	}
+	return order, counts
 }
 
 func (k *checker) checkDowngrade(r *compiled) {
@@ -742,4 +806,17 @@ func (k *checker) checkUnsupported(r *compiled) {
 	if k.targetCore != nil && !k.targetCore.LessThan(maxSupported) && k.pathErr == nil && k.path == nil && k.lowest == nil {
 		k.precheck(r, "", k.targetRaw, fmt.Sprintf("target %s is beyond the catalogue (< %s)", k.targetRaw, maxSupported))
 	}
+}
+
+// byVersion sorts versions (and their reported strings) ascending.
+type byVersion struct {
+	vs   []*version.Version
+	raws []string
+}
+
+func (b byVersion) Len() int           { return len(b.vs) }
+func (b byVersion) Less(i, j int) bool { return b.vs[i].LessThan(b.vs[j]) }
+func (b byVersion) Swap(i, j int) {
+	b.vs[i], b.vs[j] = b.vs[j], b.vs[i]
+	b.raws[i], b.raws[j] = b.raws[j], b.raws[i]
 }
