@@ -11,6 +11,9 @@ import (
 // minorIndex. Path picks stepping stones from it; none of them is a
 // known-bad release (TestPathStonesAreNotKnownBad checks this against the
 // catalogue). Newer patches may exist: a stone is a floor, not a ceiling.
+// The entries from 1.17 on are the least certain (CE patch releases of those
+// lines were still being cut when the catalogue was written); check them
+// against releases.hashicorp.com before relying on a stone there.
 var newestPatch = map[int]string{
 	1:  "0.1.0",
 	2:  "0.2.1",
