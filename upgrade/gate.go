@@ -78,6 +78,12 @@ type GateOptions struct {
 	// condition that does not hold, the node it is about ("" for
 	// cluster-wide conditions) and what was observed.
 	OnWaiting func(cond planner.GateCheck, node, detail string)
+	// Since is when the step's act finished (the swapped agent started).
+	// The stable condition counts from the later of autopilot's StableSince
+	// and Since: autopilot may not have noticed a quick restart at all, and
+	// its StableSince from before the restart proves nothing about the new
+	// process. Zero means: trust StableSince alone.
+	Since time.Time
 }
 
 // Gate waits until every condition in step.Gate holds, checking them in
@@ -127,7 +133,7 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 		set  bool
 	}
 	op := func() error {
-		o := &observation{ctx: gctx, c: c}
+		o := &observation{ctx: gctx, c: c, since: opt.Since}
 		for _, cond := range step.Gate {
 			last = verdict{cond: cond}
 			v := o.check(step, base, cond)
@@ -185,8 +191,9 @@ type verdict struct {
 // observation memoizes one attempt's answers so that each Consul call is
 // made at most once per attempt.
 type observation struct {
-	ctx context.Context
-	c   Consul
+	ctx   context.Context
+	c     Consul
+	since time.Time // see GateOptions.Since
 
 	members    []*api.AgentMember
 	membersErr error
@@ -371,7 +378,11 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 				v.detail = fmt.Sprintf("%s is not healthy yet, so not stable (needs %s healthy, ServerStabilizationTime)", n, base.ServerStabilizationTime)
 				return v
 			}
-			if since := time.Since(s.StableSince); since < base.ServerStabilizationTime {
+			from := s.StableSince
+			if o.since.After(from) {
+				from = o.since
+			}
+			if since := time.Since(from); since < base.ServerStabilizationTime {
 				v.detail = fmt.Sprintf("%s healthy for %s, needs %s (ServerStabilizationTime)", n, since.Round(time.Millisecond), base.ServerStabilizationTime)
 				return v
 			}

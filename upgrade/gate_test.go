@@ -255,3 +255,22 @@ func equalChecks(a, b []planner.GateCheck) bool {
 	}
 	return true
 }
+
+func TestGateStabilityCountsFromTheSwapWhenAutopilotMissedAQuickRestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := newSim(3, 0, "1.13.9")
+		s.stabilization = 10 * time.Second
+		// Autopilot has seen s2 healthy for a minute: it never noticed the
+		// restart, so StableSince predates the new process.
+		time.Sleep(time.Minute)
+		swapped := time.Now()
+		c := inProcessConsul(t, handlerRT{s})
+		opt := GateOptions{Timeout: 5 * time.Minute, Since: swapped}
+		if err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, opt); err != nil {
+			t.Fatalf("Gate: %v", err)
+		}
+		if waited := time.Since(swapped); waited < 10*time.Second {
+			t.Errorf("gate passed %s after the swap, want at least the 10s ServerStabilizationTime counted from the swap", waited)
+		}
+	})
+}

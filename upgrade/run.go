@@ -220,9 +220,11 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		return rec, r.fail(ctx, step, err, failed)
 	}
 
-	gerr := Gate(ctx, r.cfg.Consul, step, r.base, r.gateOptions(func(cond planner.GateCheck, node, detail string) {
+	opt := r.gateOptions(func(cond planner.GateCheck, node, detail string) {
 		r.em.emit(Event{Kind: EventGateWaiting, Step: step, Condition: cond, Detail: detail})
-	}))
+	})
+	opt.Since = time.Now() // the swapped agent has just started: stability counts from here
+	gerr := Gate(ctx, r.cfg.Consul, step, r.base, opt)
 	if gerr != nil {
 		var ge *GateError
 		if errors.As(gerr, &ge) && ge.Node != "" && (step.Kind == planner.StepSwapServer || step.Kind == planner.StepSwapClients) {

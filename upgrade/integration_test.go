@@ -1,0 +1,594 @@
+package upgrade_test
+
+// Integration tests on real Consul agents (1.12.9 -> 1.13.9) on loopback
+// addresses, started by internal/consulrig. They never skip: a missing or
+// unbuildable Consul binary fails the test.
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/transport"
+	"github.com/seed-e5e14ead/consul-upgrade/transport/local"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
+)
+
+const (
+	fromVersion = "1.12.9"
+	toVersion   = "1.13.9"
+)
+
+// apiClient returns a consul/api client talking to node's HTTP address.
+func apiClient(t *testing.T, cl *consulrig.Cluster, node string) *api.Client {
+	t.Helper()
+	c, err := api.NewClient(&api.Config{Address: cl.HTTPAddr(node)})
+	if err != nil {
+		t.Fatalf("api client for %s: %v", node, err)
+	}
+	return c
+}
+
+// countingTransport wraps the local transport to record which nodes were
+// swapped or rolled back and how many client swaps were in flight at once.
+type countingTransport struct {
+	*local.Transport
+	mu          sync.Mutex
+	swaps       []transport.SwapRequest
+	rollbacks   []string
+	inFlight    int
+	maxInFlight int
+}
+
+func (c *countingTransport) Swap(ctx context.Context, req transport.SwapRequest) error {
+	c.mu.Lock()
+	c.swaps = append(c.swaps, req)
+	c.inFlight++
+	if c.inFlight > c.maxInFlight {
+		c.maxInFlight = c.inFlight
+	}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.inFlight--
+		c.mu.Unlock()
+	}()
+	return c.Transport.Swap(ctx, req)
+}
+
+func (c *countingTransport) Rollback(ctx context.Context, node string) error {
+	c.mu.Lock()
+	c.rollbacks = append(c.rollbacks, node)
+	c.mu.Unlock()
+	return c.Transport.Rollback(ctx, node)
+}
+
+func (c *countingTransport) swapped() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, r := range c.swaps {
+		out = append(out, r.Node)
+	}
+	return out
+}
+
+// writer puts a new key through a client agent every interval until stopped,
+// remembering which writes were acknowledged and when writes failed.
+type writer struct {
+	kv       *api.KV
+	prefix   string
+	mu       sync.Mutex
+	acked    []string
+	failed   int
+	firstErr time.Time
+	lastErr  time.Time
+	errs     []string
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+func startWriter(kv *api.KV, prefix string, every time.Duration) *writer {
+	w := &writer{kv: kv, prefix: prefix, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-w.stop:
+				return
+			case <-tick.C:
+			}
+			key := fmt.Sprintf("%s/%06d", prefix, i)
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			_, err := w.kv.Put(&api.KVPair{Key: key, Value: []byte(strconv.Itoa(i))}, (&api.WriteOptions{}).WithContext(ctx))
+			cancel()
+			now := time.Now()
+			w.mu.Lock()
+			if err != nil {
+				if w.failed == 0 {
+					w.firstErr = now
+				}
+				w.failed++
+				w.lastErr = now
+				if len(w.errs) < 5 {
+					w.errs = append(w.errs, err.Error())
+				}
+			} else {
+				w.acked = append(w.acked, key)
+			}
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+func (w *writer) Stop() { close(w.stop); <-w.done }
+
+// verify reads every key under the prefix from a server (consistent read)
+// and returns the acknowledged keys that are missing.
+func (w *writer) verify(t *testing.T, kv *api.KV) (missing []string) {
+	t.Helper()
+	var pairs api.KVPairs
+	var err error
+	for i := 0; i < 30; i++ {
+		pairs, _, err = kv.List(w.prefix+"/", &api.QueryOptions{RequireConsistent: true})
+		if err == nil {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		t.Fatalf("reading back %s/: %v", w.prefix, err)
+	}
+	have := make(map[string]bool, len(pairs))
+	for _, p := range pairs {
+		have[p.Key] = true
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, k := range w.acked {
+		if !have[k] {
+			missing = append(missing, k)
+		}
+	}
+	return missing
+}
+
+// raftTerm returns the raft term a server reports.
+func raftTerm(t *testing.T, c *api.Client) int {
+	t.Helper()
+	self, err := c.Agent().Self()
+	if err != nil {
+		t.Fatalf("agent self: %v", err)
+	}
+	raft, _ := self["Stats"]["raft"].(map[string]interface{})
+	term, err := strconv.Atoi(fmt.Sprint(raft["term"]))
+	if err != nil {
+		t.Fatalf("raft term %v: %v", raft["term"], err)
+	}
+	return term
+}
+
+// leaderElections counts "entering leader state" lines in the servers' logs.
+func leaderElections(t *testing.T, cl *consulrig.Cluster) int {
+	t.Helper()
+	n := 0
+	for _, s := range cl.Servers() {
+		f, err := os.Open(cl.LogPath(s))
+		if err != nil {
+			t.Fatalf("open log of %s: %v", s, err)
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "entering leader state") {
+				n++
+			}
+		}
+		f.Close()
+	}
+	return n
+}
+
+// memberVersions returns node -> version from the serf build tags.
+func memberVersions(t *testing.T, c *api.Client) map[string]string {
+	t.Helper()
+	ms, err := c.Agent().Members(false)
+	if err != nil {
+		t.Fatalf("members: %v", err)
+	}
+	out := map[string]string{}
+	for _, m := range ms {
+		v, _, _ := strings.Cut(m.Tags["build"], ":")
+		out[m.Name] = v
+	}
+	return out
+}
+
+func baseConfig(t *testing.T, cl *consulrig.Cluster, via string, tr transport.Transport) upgrade.Config {
+	return upgrade.Config{
+		Consul:      upgrade.NewConsul(apiClient(t, cl, via)),
+		Transport:   tr,
+		Target:      toVersion,
+		Snapshot:    upgrade.SnapshotDir(t.TempDir()),
+		GateTimeout: 3 * time.Minute,
+	}
+}
+
+// TestRunUpgradesRealCluster is scenario (a): 3 servers + 1 client,
+// 1.12.9 -> 1.13.9, while a writer puts a key through the client agent every
+// 20 ms. No acknowledged write may be lost, the leader is swapped only when
+// it is the last server on the old version, every agent ends on 1.13.9, and
+// no server is stopped before the previous one is a stable voter.
+func TestRunUpgradesRealCluster(t *testing.T) {
+	cl := startCluster(t, consulrig.Options{Servers: 3, Clients: 1, Version: fromVersion})
+	client := apiClient(t, cl, "c1")
+	server := apiClient(t, cl, "s1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	termBefore := raftTerm(t, apiClient(t, cl, mustLeader(t, cl)))
+	electionsBefore := leaderElections(t, cl)
+	w := startWriter(client.KV(), "writer", 20*time.Millisecond)
+	writerStopped := false
+	defer func() {
+		if !writerStopped {
+			w.Stop()
+		}
+	}()
+
+	tr := &countingTransport{Transport: cl.Transport()}
+	cfg := baseConfig(t, cl, "c1", tr)
+
+	var (
+		violations   []string
+		lastSwapped  string
+		serverSwaps  int
+		snapshots    int
+		stabilizeFor time.Duration
+	)
+	apc, err := server.Operator().AutopilotGetConfiguration(nil)
+	if err != nil {
+		t.Fatalf("autopilot configuration: %v", err)
+	}
+	stabilizeFor = apc.ServerStabilizationTime.Duration()
+	cfg.OnEvent = func(e upgrade.Event) {
+		t.Logf("event %-14s %-14s %s %s %s", e.Kind, e.Step.Kind, e.Step.Node, e.Condition, e.Detail)
+		switch {
+		case e.Kind == upgrade.EventSnapshotSaved:
+			snapshots++
+		case e.Kind == upgrade.EventStepStarted && e.Step.Kind == planner.StepSwapServer:
+			serverSwaps++
+			// The leader, read now from the cluster itself: it may be
+			// swapped only when every other server is already upgraded.
+			leader := mustLeader(t, cl)
+			versions := memberVersions(t, client)
+			if e.Step.Node == leader {
+				for _, s := range cl.Servers() {
+					if s != leader && versions[s] != toVersion {
+						violations = append(violations, fmt.Sprintf("leader %s swapped while %s still runs %s", leader, s, versions[s]))
+					}
+				}
+			}
+			// The previously swapped server must be a stable voter.
+			if lastSwapped != "" {
+				h, err := server.Operator().AutopilotServerHealth(nil)
+				if err != nil {
+					violations = append(violations, fmt.Sprintf("autopilot health before swapping %s: %v", e.Step.Node, err))
+					break
+				}
+				ok := false
+				for _, sh := range h.Servers {
+					if sh.Name == lastSwapped {
+						stableFor := time.Since(sh.StableSince)
+						ok = sh.Voter && sh.Healthy && stableFor >= stabilizeFor
+						if !ok {
+							violations = append(violations, fmt.Sprintf("%s stopped while %s was voter=%v healthy=%v stable for %s (< %s)", e.Step.Node, lastSwapped, sh.Voter, sh.Healthy, stableFor, stabilizeFor))
+						}
+					}
+				}
+				if !ok && len(violations) == 0 {
+					violations = append(violations, fmt.Sprintf("%s missing from autopilot health before %s was stopped", lastSwapped, e.Step.Node))
+				}
+			}
+			lastSwapped = e.Step.Node
+		}
+	}
+
+	start := time.Now()
+	res, err := upgrade.Run(ctx, cfg)
+	wall := time.Since(start)
+	w.Stop()
+	writerStopped = true
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+
+	for _, v := range violations {
+		t.Error(v)
+	}
+	if serverSwaps != 3 {
+		t.Errorf("server swaps = %d, want 3", serverSwaps)
+	}
+	if snapshots != 1 {
+		t.Errorf("snapshots saved = %d, want 1 (before the first server swap)", snapshots)
+	}
+	for node, v := range memberVersions(t, client) {
+		if v != toVersion {
+			t.Errorf("%s ends on %s, want %s", node, v, toVersion)
+		}
+	}
+	if got := len(memberVersions(t, client)); got != 4 {
+		t.Errorf("members = %d, want 4", got)
+	}
+	missing := w.verify(t, server.KV())
+	if len(missing) != 0 {
+		t.Errorf("%d acknowledged writes lost, e.g. %v", len(missing), missing[:min(5, len(missing))])
+	}
+	termAfter := raftTerm(t, apiClient(t, cl, mustLeader(t, cl)))
+	electionsAfter := leaderElections(t, cl)
+
+	w.mu.Lock()
+	span := time.Duration(0)
+	if w.failed > 0 {
+		span = w.lastErr.Sub(w.firstErr)
+	}
+	t.Logf("FIGURES scenario a: wall %s; steps %d; writes acked %d, failed %d (span %s, e.g. %q); lost %d; raft term %d -> %d; leader elections in logs %d",
+		wall.Round(100*time.Millisecond), len(res.Steps), len(w.acked), w.failed, span.Round(time.Millisecond), w.errs, len(missing), termBefore, termAfter, electionsAfter-electionsBefore)
+	if len(w.acked) < 100 {
+		t.Errorf("the writer acknowledged only %d writes; it did not run through the upgrade", len(w.acked))
+	}
+	w.mu.Unlock()
+}
+
+// startCluster starts a real cluster and waits until autopilot reports every
+// server healthy: an operator starts an upgrade on a healthy cluster, and
+// the planner refuses (rightly) to start on a cluster that is still forming.
+func startCluster(t *testing.T, opt consulrig.Options) *consulrig.Cluster {
+	t.Helper()
+	cl := consulrig.Start(t, opt)
+	op := apiClient(t, cl, cl.Servers()[0]).Operator()
+	deadline := time.Now().Add(90 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		h, err := op.AutopilotServerHealth(nil)
+		switch {
+		case err != nil:
+			last = err.Error()
+		case h.Healthy && len(h.Servers) == len(cl.Servers()):
+			return cl
+		default:
+			last = fmt.Sprintf("healthy=%v servers=%d failure tolerance=%d", h.Healthy, len(h.Servers), h.FailureTolerance)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("autopilot never reported the new cluster healthy: %s", last)
+	return nil
+}
+
+func mustLeader(t *testing.T, cl *consulrig.Cluster) string {
+	t.Helper()
+	var last error
+	for i := 0; i < 60; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		l, err := cl.Leader(ctx)
+		cancel()
+		if err == nil && l != "" {
+			return l
+		}
+		last = err
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("no leader: %v", last)
+	return ""
+}
+
+// TestRunClientWavesRespectMaxUnavailable is scenario (b): 3 servers and 6
+// clients; the clients go after the servers, a canary first, then batches
+// that never have more than MaxUnavailable clients down at once.
+func TestRunClientWavesRespectMaxUnavailable(t *testing.T) {
+	cl := startCluster(t, consulrig.Options{Servers: 3, Clients: 6, Version: fromVersion})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	tr := &countingTransport{Transport: cl.Transport()}
+	cfg := baseConfig(t, cl, "s1", tr)
+	cfg.Policy.Clients = planner.ClientPolicy{Canary: 1, BatchSize: 3, MaxUnavailable: 2}
+
+	var waves [][]string
+	serversDone := 0
+	var order []string
+	cfg.OnEvent = func(e upgrade.Event) {
+		if e.Kind != upgrade.EventStepStarted {
+			return
+		}
+		switch e.Step.Kind {
+		case planner.StepSwapServer:
+			order = append(order, "server")
+			serversDone++
+		case planner.StepSwapClients:
+			order = append(order, "clients")
+			waves = append(waves, e.Step.Nodes)
+			if serversDone != 3 {
+				t.Errorf("client wave %v started after %d of 3 servers", e.Step.Nodes, serversDone)
+			}
+		}
+	}
+	if _, err := upgrade.Run(ctx, cfg); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	sizes := make([]int, len(waves))
+	total := 0
+	for i, w := range waves {
+		sizes[i] = len(w)
+		total += len(w)
+	}
+	if len(waves) < 2 || sizes[0] != 1 {
+		t.Errorf("wave sizes = %v, want a canary of 1 first, then batches", sizes)
+	}
+	for i, s := range sizes[1:] {
+		if s > 2 {
+			t.Errorf("wave %d has %d clients, more than MaxUnavailable 2", i+1, s)
+		}
+	}
+	if total != 6 {
+		t.Errorf("clients swapped in waves = %d, want 6", total)
+	}
+	tr.mu.Lock()
+	if tr.maxInFlight > 2 {
+		t.Errorf("%d swaps were in flight at once, more than MaxUnavailable 2", tr.maxInFlight)
+	}
+	tr.mu.Unlock()
+	for node, v := range memberVersions(t, apiClient(t, cl, "s1")) {
+		if v != toVersion {
+			t.Errorf("%s ends on %s, want %s", node, v, toVersion)
+		}
+	}
+	t.Logf("FIGURES scenario b: wave sizes %v, max swaps in flight %d, order %v", sizes, tr.maxInFlight, order)
+}
+
+// TestRunHaltsAndRollsBackBrokenBinary is scenario (c): the 1.13.9 binary
+// exits at once. The first follower's swap fails; the run halts, no other
+// node is touched, the follower goes back to 1.12.9 and the cluster ends
+// healthy with all its data.
+func TestRunHaltsAndRollsBackBrokenBinary(t *testing.T) {
+	broken := t.TempDir() + "/consul-broken"
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho 'broken consul build' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	real := consulrig.Resolver(t)
+	resolver := func(v string) (string, error) {
+		if v == toVersion {
+			return broken, nil
+		}
+		return real(v)
+	}
+	cl := startCluster(t, consulrig.Options{Servers: 3, Clients: 1, Version: fromVersion, Resolver: resolver})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for i := 0; i < 50; i++ {
+		if err := cl.KVPut(ctx, "c1", fmt.Sprintf("data/%02d", i), strconv.Itoa(i)); err != nil {
+			t.Fatalf("put: %v", err)
+		}
+	}
+	pids := map[string]int{}
+	for _, n := range cl.Nodes() {
+		pids[n] = cl.Transport().PID(n)
+	}
+	tr := &countingTransport{Transport: cl.Transport()}
+	cfg := baseConfig(t, cl, "c1", tr)
+	cfg.Rollback = true
+	_, err := upgrade.Run(ctx, cfg)
+	var halt *upgrade.HaltError
+	if !errors.As(err, &halt) {
+		t.Fatalf("run error = %v, want *upgrade.HaltError", err)
+	}
+	if !halt.RolledBack {
+		t.Errorf("halt.RolledBack = false (rollback error: %v)", halt.RollbackErr)
+	}
+	if !errors.Is(err, transport.ErrNotRunning) {
+		t.Errorf("run error does not wrap transport.ErrNotRunning: %v", err)
+	}
+	swapped := tr.swapped()
+	if len(swapped) != 1 {
+		t.Fatalf("swapped nodes = %v, want exactly one", swapped)
+	}
+	failed := swapped[0]
+	if failed != halt.Step.Node {
+		t.Errorf("halted on %s, but swapped %s", halt.Step.Node, failed)
+	}
+	if tr.rollbacks == nil || tr.rollbacks[0] != failed {
+		t.Errorf("rollbacks = %v, want [%s]", tr.rollbacks, failed)
+	}
+	for n, pid := range pids {
+		if n != failed && cl.Transport().PID(n) != pid {
+			t.Errorf("%s was restarted (pid %d -> %d) although only %s was to be touched", n, pid, cl.Transport().PID(n), failed)
+		}
+	}
+	if err := cl.WaitHealthy(ctx); err != nil {
+		t.Fatalf("cluster not healthy after rollback: %v", err)
+	}
+	for node, v := range memberVersions(t, apiClient(t, cl, "c1")) {
+		if v != fromVersion {
+			t.Errorf("%s runs %s after rollback, want %s", node, v, fromVersion)
+		}
+	}
+	for i := 0; i < 50; i++ {
+		v, ok, err := cl.KVGet(ctx, "c1", fmt.Sprintf("data/%02d", i))
+		if err != nil || !ok || v != strconv.Itoa(i) {
+			t.Errorf("data/%02d = %q found=%v err=%v after rollback", i, v, ok, err)
+		}
+	}
+}
+
+// TestRunResumesWithoutRepeatingDoneWork is scenario (d): a run cancelled
+// after its first server swap is resumed by a new Run, which finishes the
+// upgrade without swapping that server again.
+func TestRunResumesWithoutRepeatingDoneWork(t *testing.T) {
+	cl := startCluster(t, consulrig.Options{Servers: 3, Clients: 1, Version: fromVersion})
+	tr := &countingTransport{Transport: cl.Transport()}
+
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	defer cancel1()
+	cfg := baseConfig(t, cl, "c1", tr)
+	var first string
+	var stepsAfterCancel atomic.Int32
+	cfg.OnEvent = func(e upgrade.Event) {
+		if e.Kind == upgrade.EventStepStarted && first != "" {
+			stepsAfterCancel.Add(1)
+		}
+		if e.Kind == upgrade.EventStepDone && e.Step.Kind == planner.StepSwapServer && first == "" {
+			first = e.Step.Node
+			cancel1()
+		}
+	}
+	_, err := upgrade.Run(ctx1, cfg)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("first run error = %v, want context.Canceled", err)
+	}
+	if first == "" {
+		t.Fatal("the first run swapped no server before it was cancelled")
+	}
+	if n := stepsAfterCancel.Load(); n != 0 {
+		t.Errorf("%d steps started after the cancel", n)
+	}
+	pid := cl.Transport().PID(first)
+	firstRunSwaps := len(tr.swapped())
+
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel2()
+	cfg2 := baseConfig(t, cl, "c1", tr)
+	if _, err := upgrade.Run(ctx2, cfg2); err != nil {
+		t.Fatalf("resumed run: %v", err)
+	}
+	second := tr.swapped()[firstRunSwaps:]
+	for _, n := range second {
+		if n == first {
+			t.Errorf("the resumed run swapped %s again (swaps: %v)", first, second)
+		}
+	}
+	if len(second) != 3 { // two servers and the client
+		t.Errorf("resumed run swapped %v, want the two other servers and c1", second)
+	}
+	if cl.Transport().PID(first) != pid {
+		t.Errorf("%s was restarted by the resumed run", first)
+	}
+	for node, v := range memberVersions(t, apiClient(t, cl, "c1")) {
+		if v != toVersion {
+			t.Errorf("%s ends on %s, want %s", node, v, toVersion)
+		}
+	}
+}
