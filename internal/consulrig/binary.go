@@ -11,11 +11,28 @@
 // /tmp/consulrig/block-N.pids, and agents a crashed earlier run left behind
 // are killed (after checking their command line) before the block is reused.
 //
-// Nothing here skips: a test that cannot get its binaries fails.
+// A test uses it like this:
+//
+//	c := consulrig.Start(t, consulrig.Options{})        // s1..s3 + c1 on 1.12.9
+//	leader, err := c.Leader(ctx)
+//	err = c.Transport().Swap(ctx, transport.SwapRequest{
+//		Node: "s2", Role: transport.RoleServer, From: "1.12.9", To: "1.13.9",
+//		StopMode: transport.StopKill,
+//	})
+//	err = c.WaitHealthy(ctx)                             // leader known, all alive on their versions
+//
+// Servers run with -log-level=debug (elections can be counted in
+// LogPath(node)) and -retry-interval=1s. Options.RaftMultiplier=1 makes a
+// one-server cluster ready in about 1.5 s instead of 7 s.
+//
+// Nothing here skips: a test that cannot get its binaries fails. Stopping is
+// by process id only: cleanup SIGKILLs the agents this cluster started, and a
+// test binary that dies takes its agents with it (parent-death signal).
 package consulrig
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +40,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/local"
 )
 
@@ -54,49 +72,72 @@ func binDir() (string, error) {
 }
 
 // Resolver returns a local.BinaryResolver over BinDir that builds a missing
-// version with Binary (so t fails if it cannot be had).
+// version like Binary does. It reports problems as errors rather than
+// failing t, because a transport may call it from any goroutine.
 func Resolver(t testing.TB) local.BinaryResolver {
 	t.Helper()
+	root := repoRoot(t)
 	return func(version string) (string, error) {
-		return Binary(t, version), nil
+		path, _, err := ensureBinary(root, version)
+		return path, err
 	}
 }
 
 // Binary returns the path of the consul binary for version, building it
 // with scripts/build-consul.sh when the cache lacks it (several minutes per
 // version on a cold Go cache). A missing Go toolchain or a failed build
-// fails the test.
+// fails the test; it never skips.
 func Binary(t testing.TB, version string) string {
 	t.Helper()
-	dir := BinDir(t)
-	path := filepath.Join(dir, "consul-"+version)
-	if fi, err := os.Stat(path); err == nil && !fi.IsDir() && fi.Mode().Perm()&0o111 != 0 {
-		return path
+	path, built, err := ensureBinary(repoRoot(t), version)
+	if err != nil {
+		t.Fatalf("consulrig: %v", err)
 	}
-	script := filepath.Join(repoRoot(t), "scripts", "build-consul.sh")
+	if built {
+		t.Logf("consulrig: built consul %s into %s", version, path)
+	}
+	return path
+}
+
+// ensureBinary returns the cached binary for version, building it when
+// missing; built says whether it ran the build script.
+func ensureBinary(root, version string) (path string, built bool, err error) {
+	if err := transport.ValidateVersion(version); err != nil {
+		return "", false, fmt.Errorf("consul binary: %w", err)
+	}
+	dir, err := binDir()
+	if err != nil {
+		return "", false, err
+	}
+	path = filepath.Join(dir, "consul-"+version)
+	if fi, err := os.Stat(path); err == nil && !fi.IsDir() && fi.Mode().Perm()&0o111 != 0 {
+		return path, false, nil // the script renames a finished build into place
+	}
+	script := filepath.Join(root, "scripts", "build-consul.sh")
 	if _, err := os.Stat(script); err != nil {
-		t.Fatalf("consulrig: consul %s is not in %s and the build script is missing: %v", version, dir, err)
+		return "", false, fmt.Errorf("consul %s is not in %s and the build script is missing: %w", version, dir, err)
 	}
 	if _, err := exec.LookPath("go"); err != nil {
-		t.Fatalf("consulrig: consul %s is not in %s and building it needs the go command, which is not on PATH; install Go or put a consul-%s binary there", version, dir, version)
+		return "", false, fmt.Errorf("consul %s is not in %s and building it needs the go command, which is not on PATH; install Go or put a consul-%s binary there", version, dir, version)
 	}
-	t.Logf("consulrig: building consul %s into %s (a few minutes on a cold cache)", version, dir)
+	// The script takes a per-version lock, so parallel test processes
+	// asking for the same version build it once.
 	cmd := exec.Command("bash", script, version)
 	cmd.Env = append(os.Environ(), "CONSUL_UPGRADE_BIN_DIR="+dir)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("consulrig: building consul %s with %s failed (%v):\n%s", version, script, err, tail(stderr.String(), 40))
+		return "", false, fmt.Errorf("building consul %s with %s failed (%v); its last output:\n%s", version, script, err, tail(stderr.String(), 40))
 	}
 	got := strings.TrimSpace(string(out))
 	if i := strings.LastIndexByte(got, '\n'); i >= 0 {
 		got = got[i+1:]
 	}
 	if got != path {
-		t.Fatalf("consulrig: %s %s printed %q, want %q", script, version, got, path)
+		return "", false, fmt.Errorf("%s %s printed %q, want %q", script, version, got, path)
 	}
-	return path
+	return path, true, nil
 }
 
 // repoRoot is the module root, found from this source file's location.

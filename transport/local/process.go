@@ -81,6 +81,7 @@ func (a *agent) running() *proc {
 // to transport.ErrNotRunning and, when a context or timeout ended the wait,
 // to that cause as well.
 type StartError struct {
+	// Node, Version and Binary say what was started.
 	Node    string
 	Version string
 	Binary  string
@@ -198,6 +199,13 @@ func (t *Transport) start(ctx context.Context, a *agent, version, binary string)
 	a.binary = binary
 	a.incarnation = strconv.FormatUint(n, 10) + "-" + strconv.Itoa(p.pid)
 	a.mu.Unlock()
+	t.mu.Lock()
+	closed := t.closed
+	t.mu.Unlock()
+	if closed { // Close ran while we started; it may not have seen p
+		killAndWait(context.Background(), spec.Name, p)
+		return fmt.Errorf("node %s: transport closed during start", spec.Name)
+	}
 	if onStart != nil {
 		onStart(spec.Name, p.pid)
 	}
