@@ -18,7 +18,8 @@
 //     once (swaps are idempotent);
 //  3. stop the old process as the request's stop mode says (kill: SIGKILL,
 //     the agent does not leave; terminate: SIGTERM, then SIGKILL after a
-//     timeout; leave: `consul leave` with the running binary, then wait);
+//     timeout; leave: `consul leave` with the running binary, then wait;
+//     transport.ValidateRequest refuses leave for servers);
 //  4. start the new binary with the same arguments and wait until its local
 //     HTTP API answers /v1/agent/self with the target version.
 //

@@ -102,6 +102,7 @@ type StartError struct {
 	LogTail []string
 }
 
+// Error says what was started, how it failed, and quotes the log tail.
 func (e *StartError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: node %s on consul %s (%s) ", transport.ErrNotRunning, e.Node, e.Version, e.Binary)
