@@ -312,3 +312,23 @@ func alive(pid int) bool {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestAContextThatEndsWhileTheNewAgentStartsIsReturnedWithErrNotRunning(t *testing.T) {
+	tr, _ := newScripted(t, map[string]string{"1.12.9": `exec sleep 300`, "1.13.9": `exec sleep 300`})
+	tr.SetStartTimeout(200 * time.Millisecond)
+	_ = tr.Start(context.Background(), "s1") // never answers; stays up
+	tr.SetStartTimeout(time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err := tr.Swap(ctx, transport.SwapRequest{Node: "s1", Role: transport.RoleServer, From: "1.12.9", To: "1.13.9", StopMode: transport.StopKill})
+	var se *transport.SwapError
+	if !errors.As(err, &se) || se.Phase != transport.PhaseStart {
+		t.Fatalf("Swap = %v, want a start-phase SwapError", err)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, transport.ErrNotRunning) {
+		t.Errorf("Swap = %v, want it to wrap both ctx.Err() and ErrNotRunning", err)
+	}
+	if v, err := tr.RunningVersion(context.Background(), "s1"); err != nil || v != "1.13.9" {
+		t.Errorf("RunningVersion = %q, %v; want the new process (1.13.9) left running for a retry or Rollback", v, err)
+	}
+}
