@@ -67,9 +67,27 @@ var (
 
 var (
 	serverGate = []GateCheck{GateLeaderKnown, GateVersion, GateVoter, GateAutopilotHealthy, GateStable, GateTrailingLogs, GateFailureTolerance}
-	clientGate = []GateCheck{GateVersion, GateSerfAlive}
-	leaderGate = []GateCheck{GateLeaderKnown}
+	// Before 0.8 there is no autopilot (no health, stability, trailing logs
+	// or failure tolerance to read), and before 0.7 no Raft configuration
+	// endpoint: the gate asks what those versions can answer.
+	serverGate07 = []GateCheck{GateLeaderKnown, GateVersion, GateSerfAlive, GateVoter}
+	serverGate05 = []GateCheck{GateLeaderKnown, GateVersion, GateSerfAlive}
+	clientGate   = []GateCheck{GateVersion, GateSerfAlive}
+	leaderGate   = []GateCheck{GateLeaderKnown}
 )
+
+// serverGateFor returns the conditions that prove a server swapped to the
+// version to is back: the autopilot-based gate from 0.8 on, what serf and
+// the Raft configuration can tell before that.
+func serverGateFor(to *version.Version) []GateCheck {
+	switch {
+	case to.LessThan(v070):
+		return slices.Clone(serverGate05)
+	case to.LessThan(v080):
+		return slices.Clone(serverGate07)
+	}
+	return slices.Clone(serverGate)
+}
 
 // Next returns the next step to take, decided from the observed cluster c:
 // the runner calls Discover, Next, acts on the step and waits for its gate,
@@ -609,7 +627,7 @@ func (st *state) serverStep(d *dcState, h, toID int) (Step, bool) {
 		To:         hop.To,
 		Hop:        h,
 		StopMode:   st.stopMode("server", from, hop.To),
-		Gate:       slices.Clone(serverGate),
+		Gate:       serverGateFor(st.vs.vers[toID]),
 		Reason:     reason + st.dcReason(d, hop),
 		NoReturn:   noReturn(st.vs.vers[st.srvV[pick]], st.vs.vers[toID]),
 	}

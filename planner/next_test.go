@@ -2,8 +2,11 @@ package planner
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/go-version"
 )
 
 // with returns c after edit, leaving c unchanged.
@@ -92,8 +95,11 @@ func TestNext(t *testing.T) {
 				if !strings.Contains(s.Reason, "the leader s1 goes last") {
 					t.Errorf("reason %q does not say the leader goes last", s.Reason)
 				}
-				if len(s.Gate) != 7 || s.Gate[0] != GateLeaderKnown || s.Gate[2] != GateVoter {
-					t.Errorf("server gate = %v, want the seven server checks", s.Gate)
+				// 0.5.2 has no autopilot and no Raft configuration endpoint:
+				// the gate asks what such a server can answer.
+				want := []GateCheck{GateLeaderKnown, GateVersion, GateSerfAlive}
+				if !slices.Equal(s.Gate, want) {
+					t.Errorf("server gate = %v, want %v (no autopilot before 0.8)", s.Gate, want)
 				}
 			},
 		},
@@ -409,6 +415,26 @@ func TestNextErrors(t *testing.T) {
 			}
 			if err != nil && (strings.HasSuffix(err.Error(), ".") || err.Error() != strings.ToLower(err.Error()[:1])+err.Error()[1:]) {
 				t.Errorf("error text %q should start lower case and not end with a period", err)
+			}
+		})
+	}
+}
+
+func TestServerGateAsksWhatTheTargetVersionCanAnswer(t *testing.T) {
+	cases := []struct {
+		name string
+		to   string
+		want []GateCheck
+	}{
+		{"a server bound for 0.5 is gated on leader, version and serf only (no autopilot, no raft configuration API)", "0.5.2", []GateCheck{GateLeaderKnown, GateVersion, GateSerfAlive}},
+		{"a server bound for 0.7 is also checked as a voter in the raft configuration", "0.7.5", []GateCheck{GateLeaderKnown, GateVersion, GateSerfAlive, GateVoter}},
+		{"a server bound for 0.8 or later is gated on autopilot health, stability, trailing logs and failure tolerance", "1.13.9", []GateCheck{GateLeaderKnown, GateVersion, GateVoter, GateAutopilotHealthy, GateStable, GateTrailingLogs, GateFailureTolerance}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := serverGateFor(version.Must(version.NewVersion(tc.to)))
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("gate for %s = %v, want %v", tc.to, got, tc.want)
 			}
 		})
 	}
