@@ -1,0 +1,225 @@
+package ssh
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"path"
+	"strings"
+	"text/template"
+	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/transport"
+)
+
+// Defaults for a Host's zero fields.
+const (
+	DefaultCommandTimeout = 2 * time.Minute
+	DefaultStopTimeout    = 30 * time.Second
+	DefaultStartTimeout   = time.Minute
+	DefaultDialTimeout    = 15 * time.Second
+)
+
+// Default command templates, for a host whose agent runs as the systemd
+// unit "consul".
+var (
+	DefaultStopCmd    = []string{"systemctl", "kill", "-s", "SIG{{.Signal}}", "consul"}
+	DefaultStartCmd   = []string{"systemctl", "start", "consul"}
+	DefaultCheckCmd   = []string{"systemctl", "is-active", "--quiet", "consul"}
+	DefaultVersionCmd = []string{"{{.BinaryPath}}", "version"}
+)
+
+// Host is how to reach one node's host and drive its agent there.
+//
+// The command fields are argv templates: each element is a text/template
+// over Vars (e.g. "{{.BinaryPath}}", "{{.To}}", "SIG{{.Signal}}"), rendered
+// and then quoted with Quote, so a rendered value is always one argument.
+// No shell runs the argv unless argv[0] names one ("sh", "-c", ...), and
+// then values are best passed as positional parameters ($0, $1, ...), not
+// spliced into the script.
+type Host struct {
+	// Addr is "host:port" or "host" (port 22).
+	Addr string
+	// User is the login user.
+	User string
+	// BinaryPath is the absolute path of the consul binary the agent runs.
+	// The swap replaces it atomically and keeps the old one at
+	// BinaryPath+".prev".
+	BinaryPath string
+
+	// StopCmd stops the agent, honouring {{.Signal}} (KILL for stop mode
+	// kill, TERM for terminate, INT for leave: a Consul client leaves
+	// gracefully on SIGINT). Default DefaultStopCmd.
+	StopCmd []string
+	// StartCmd starts the agent and returns (it must not wait for the
+	// agent to exit). Default DefaultStartCmd. Not run when
+	// SupervisorRestarts is set.
+	StartCmd []string
+	// SupervisorRestarts says that a supervisor (systemd Restart=always,
+	// upstart respawn, runit) starts the agent again by itself after
+	// StopCmd; the swap then neither waits for the agent to be down nor
+	// runs StartCmd, and only waits for it to run.
+	SupervisorRestarts bool
+	// CheckCmd exits 0 when the agent is running and non-zero when it is
+	// not. Default DefaultCheckCmd.
+	CheckCmd []string
+	// VersionCmd prints the version of the agent's binary, either as
+	// "Consul vX.Y.Z" (what `consul version` prints) or as a bare X.Y.Z.
+	// Default DefaultVersionCmd.
+	VersionCmd []string
+
+	// CommandTimeout bounds each remote command (default
+	// DefaultCommandTimeout), StopTimeout the wait for the agent to be
+	// down (DefaultStopTimeout), StartTimeout the wait for it to run
+	// (DefaultStartTimeout), DialTimeout the connection and SSH handshake
+	// (DefaultDialTimeout).
+	CommandTimeout, StopTimeout, StartTimeout, DialTimeout time.Duration
+	// SkipRemoteTimeout stops the transport from wrapping each remote
+	// command in `timeout -s KILL N` (for hosts without a timeout
+	// command). A hung command is then only cut locally: the connection
+	// closes, but the remote process may live on.
+	SkipRemoteTimeout bool
+}
+
+// Vars are the values a command template can use.
+type Vars struct {
+	Node       string
+	Role       transport.Role
+	From       string // "" when unknown
+	To         string
+	StopMode   transport.StopMode
+	Signal     string // KILL, TERM or INT, from StopMode
+	BinaryPath string
+	PrevPath   string // BinaryPath + ".prev"
+}
+
+// signalFor maps a stop mode to the signal its default stop sends.
+func signalFor(m transport.StopMode) string {
+	switch m {
+	case transport.StopTerminate:
+		return "TERM"
+	case transport.StopLeave:
+		return "INT"
+	default:
+		return "KILL"
+	}
+}
+
+// host is a validated Host with parsed templates and defaults filled in.
+type host struct {
+	Host
+	node                          string
+	addr                          string
+	stop, start, check, versionTp []*template.Template
+}
+
+func (h Host) prepare(node string) (*host, error) {
+	var problems []string
+	add := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
+	if err := transport.ValidateNode(node); err != nil {
+		add("%v", err)
+	}
+	addr := h.Addr
+	if addr == "" {
+		add("Addr is empty; give host:port, e.g. 10.0.0.5:22")
+	} else if _, _, err := net.SplitHostPort(addr); err != nil {
+		addr = net.JoinHostPort(addr, "22")
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			add("Addr %q is not host:port (%v); give e.g. 10.0.0.5:22", h.Addr, err)
+		}
+	}
+	if h.User == "" {
+		add("User is empty; give the login user")
+	}
+	switch {
+	case h.BinaryPath == "":
+		add("BinaryPath is empty; give the absolute path of the consul binary, e.g. /usr/local/bin/consul")
+	case !path.IsAbs(h.BinaryPath) || path.Clean(h.BinaryPath) != h.BinaryPath:
+		add("BinaryPath %q is not a clean absolute path; write it like /usr/local/bin/consul", h.BinaryPath)
+	case strings.IndexFunc(h.BinaryPath, func(r rune) bool { return r < 0x20 || r == 0x7f }) >= 0:
+		add("BinaryPath %q holds a control character; use a plain path", h.BinaryPath)
+	case h.BinaryPath == "/":
+		add("BinaryPath is \"/\"; name the consul binary")
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"CommandTimeout", h.CommandTimeout}, {"StopTimeout", h.StopTimeout}, {"StartTimeout", h.StartTimeout}, {"DialTimeout", h.DialTimeout}} {
+		if d.v < 0 {
+			add("%s is %v; give a positive duration or 0 for the default", d.name, d.v)
+		}
+	}
+	p := &host{Host: h, node: node, addr: addr}
+	parse := func(field string, argv, def []string) []*template.Template {
+		if argv == nil {
+			argv = def
+		}
+		if len(argv) == 0 {
+			add("%s is empty; give a command (argv) or leave it nil for the default %q", field, def)
+			return nil
+		}
+		out := make([]*template.Template, len(argv))
+		for i, a := range argv {
+			tp, err := template.New(fmt.Sprintf("%s[%d]", field, i)).Option("missingkey=error").Parse(a)
+			if err != nil {
+				add("%s[%d] %q is not a valid template: %v", field, i, a, err)
+				continue
+			}
+			out[i] = tp
+		}
+		return out
+	}
+	p.stop = parse("StopCmd", h.StopCmd, DefaultStopCmd)
+	p.start = parse("StartCmd", h.StartCmd, DefaultStartCmd)
+	p.check = parse("CheckCmd", h.CheckCmd, DefaultCheckCmd)
+	p.versionTp = parse("VersionCmd", h.VersionCmd, DefaultVersionCmd)
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("host for node %q: %s", node, strings.Join(problems, "; "))
+	}
+	// Render every template once with sample values, so a field name typo
+	// ({{.Nodes}}) is found by New, not in the middle of an upgrade.
+	sample := p.vars(transport.SwapRequest{Node: node, Role: transport.RoleServer, From: "1.0.0", To: "1.0.1", StopMode: transport.StopKill})
+	for _, tps := range [][]*template.Template{p.stop, p.start, p.check, p.versionTp} {
+		if _, err := render(tps, sample); err != nil {
+			return nil, fmt.Errorf("host for node %q: %w", node, err)
+		}
+	}
+	if p.CommandTimeout == 0 {
+		p.CommandTimeout = DefaultCommandTimeout
+	}
+	if p.StopTimeout == 0 {
+		p.StopTimeout = DefaultStopTimeout
+	}
+	if p.StartTimeout == 0 {
+		p.StartTimeout = DefaultStartTimeout
+	}
+	if p.DialTimeout == 0 {
+		p.DialTimeout = DefaultDialTimeout
+	}
+	return p, nil
+}
+
+func (p *host) vars(req transport.SwapRequest) Vars {
+	return Vars{
+		Node: p.node, Role: req.Role, From: req.From, To: req.To,
+		StopMode: req.StopMode, Signal: signalFor(req.StopMode),
+		BinaryPath: p.BinaryPath, PrevPath: p.BinaryPath + ".prev",
+	}
+}
+
+// render executes argv templates; each result is one argument.
+func render(tps []*template.Template, v Vars) ([]string, error) {
+	out := make([]string, len(tps))
+	for i, tp := range tps {
+		var b bytes.Buffer
+		if err := tp.Execute(&b, v); err != nil {
+			return nil, fmt.Errorf("command template %s: %w", tp.Name(), err)
+		}
+		out[i] = b.String()
+	}
+	if out[0] == "" {
+		return nil, errors.New("command template " + tps[0].Name() + " renders an empty program name; name the program to run")
+	}
+	return out, nil
+}
