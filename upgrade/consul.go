@@ -39,6 +39,22 @@ type Consul interface {
 // NewConsul returns a Consul backed by c. Every call carries its ctx.
 func NewConsul(c *api.Client) Consul { return &apiConsul{c: c} }
 
+// ConnectAddr returns a Consul for the agent at address ("127.0.0.1:8500"
+// or "https://consul.example:8501"), configured otherwise from the usual
+// CONSUL_HTTP_* environment variables (token, TLS). Callers that already
+// hold an *api.Client use NewConsul.
+func ConnectAddr(address string) (Consul, error) {
+	cfg := api.DefaultConfig()
+	if address != "" {
+		cfg.Address = address
+	}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul client for %q: %w", address, err)
+	}
+	return NewConsul(c), nil
+}
+
 type apiConsul struct{ c *api.Client }
 
 func q(ctx context.Context) *api.QueryOptions {
