@@ -290,7 +290,7 @@ func catalogue() []builtin {
 		// General ordering: how every hop is run.
 		def(RuleServersFirst, KindOrdering, Info, "", "", urlUpgradeIndex,
 			"servers of a datacenter are upgraded before its clients",
-			"nothing to do: the plan swaps each datacenter's servers, then its clients in waves",
+			"nothing to do: the plan swaps each datacenter's servers first, then its clients (in waves, unless the policy leaves them behind)",
 			once, when(hasClients), msgBy(func(rc RuleContext) string {
 				if policy(rc).Clients.Mode == ClientLeaveBehind {
 					return "clients are left on their versions (leave-behind); servers move on without them"
@@ -324,9 +324,9 @@ func catalogue() []builtin {
 				return policy(rc).StopMode == StopLeave && inPlace(rc) && serverCount(rc) > 0
 			}),
 			limit("stop mode kill or terminate")),
-		def(RuleLeaveOnTerminate07, KindOrdering, Blocking, "< 0.7.0", "", urlVersionSpecific,
-			"stop mode 'terminate' on a server below 0.7.0: such servers leave the cluster on SIGTERM",
-			"use stop mode kill (the default below 0.7.0) so the server stays a member while its binary is swapped",
+		def(RuleLeaveOnTerminate07, KindOrdering, Warning, "< 0.7.0", "", urlVersionSpecific,
+			"stop mode 'terminate' on a server below 0.7.0: whether SIGTERM makes it leave depends on its leave_on_terminate setting (only from 0.7.0 do servers default to staying)",
+			"use stop mode kill (the default below 0.7.0: SIGKILL never leaves), or confirm leave_on_terminate is false on every server",
 			scope(ScopeServers), when(func(rc RuleContext) bool { return policy(rc).StopMode == StopTerminate && inPlace(rc) }),
 			limit("servers < 0.7.0 stop with kill")),
 		def(RuleSnapshot, KindPrecheck, Warning, "", "", urlGeneral,

@@ -202,7 +202,7 @@ func ruleCases() []ruleCase {
 		{"consul leave before an in-place server swap blocks (no-leave-in-place)", RuleNoLeaveInPlace, "1.12.9", "1.13.9", true, Blocking,
 			func(_ *Cluster, p *Policy) { p.StopMode = StopLeave }},
 		{"the default stop mode does not leave (no-leave-in-place)", RuleNoLeaveInPlace, "1.12.9", "1.13.9", false, "", nil},
-		{"SIGTERM on a server below 0.7 makes it leave, so it blocks (leave-on-terminate-0.7)", RuleLeaveOnTerminate07, "0.6.4", "0.7.5", true, Blocking,
+		{"SIGTERM on a server below 0.7 may make it leave (leave_on_terminate), so it warns (leave-on-terminate-0.7)", RuleLeaveOnTerminate07, "0.6.4", "0.7.5", true, Warning,
 			func(_ *Cluster, p *Policy) { p.StopMode = StopTerminate }},
 		{"SIGTERM on servers from 0.7 does not leave (leave-on-terminate-0.7)", RuleLeaveOnTerminate07, "0.7.5", "0.8.5", false, "",
 			func(_ *Cluster, p *Policy) { p.StopMode = StopTerminate }},

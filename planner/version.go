@@ -68,15 +68,18 @@ func Majors(from, to *version.Version) int {
 	return minorIndex(to) - minorIndex(from)
 }
 
-// stopModeCutover is the first version whose servers do not leave the
-// cluster on SIGTERM (leave_on_terminate became role dependent in 0.7.0).
+// stopModeCutover is the first version whose servers default to staying in
+// the cluster on SIGTERM (leave_on_terminate became role dependent in 0.7.0).
 var stopModeCutover = version.Must(version.NewVersion("0.7.0"))
 
 // DefaultStopMode returns how an agent of the given role ("server" or
 // "client") is stopped for an in-place swap from one version to another.
-// Servers below 0.7.0 leave the cluster on SIGTERM, so they are killed;
-// servers from 0.7.0 on stay members on SIGTERM, so they are terminated.
-// Clients leave on SIGTERM in every version, and an in-place swap must not
+// Servers below 0.7.0 are killed (SIGKILL), as in the 2015 story: whether
+// SIGTERM made them leave depended on their leave_on_terminate setting, and
+// SIGKILL never leaves. From 0.7.0 servers default to staying members on
+// SIGTERM, so they are terminated and shut down cleanly (set the policy's
+// StopMode to kill where leave_on_terminate was turned on). Clients default
+// to leaving on SIGTERM from 0.7.0, and an in-place swap must not
 // deregister their services, so they are killed. An unparseable from
 // version yields StopKill, the mode that never leaves.
 func DefaultStopMode(role string, from, to string) StopMode {
