@@ -112,6 +112,7 @@ func readPID(t *testing.T, p string) int {
 }
 
 func TestRealConsulAgentIsSwappedOverSSH(t *testing.T) {
+	t.Parallel()
 	bin12 := consulrig.Binary(t, fromVersion)
 	bin13 := consulrig.Binary(t, toVersion)
 	s := sshrig.Start(t)

@@ -148,9 +148,11 @@ func newTransport(t *testing.T, s *sshrig.Server, hosts map[string]ssh.Host, opt
 }
 
 func TestConformanceOverRealSSHD(t *testing.T) {
+	t.Parallel()
 	s := sshrig.Start(t)
 	for _, role := range []transport.Role{transport.RoleClient, transport.RoleServer} {
 		t.Run(string(role), func(t *testing.T) {
+			t.Parallel()
 			transporttest.Run(t, func(t *testing.T) transporttest.Harness {
 				fh := newFakeHost(t, fromVersion)
 				tr := newTransport(t, s, map[string]ssh.Host{"node-1": fh.host(*s)})
@@ -168,6 +170,7 @@ func TestConformanceOverRealSSHD(t *testing.T) {
 }
 
 func TestSwapInstallsAtomicallyAndKeepsThePreviousBinary(t *testing.T) {
+	t.Parallel()
 	s := sshrig.Start(t)
 	fh := newFakeHost(t, fromVersion)
 	tr := newTransport(t, s, map[string]ssh.Host{"c1": fh.host(*s)})
@@ -202,6 +205,7 @@ func TestSwapInstallsAtomicallyAndKeepsThePreviousBinary(t *testing.T) {
 }
 
 func TestWrongChecksumInstallsNothingAndLeavesTheAgentRunning(t *testing.T) {
+	t.Parallel()
 	s := sshrig.Start(t)
 	fh := newFakeHost(t, fromVersion)
 	wrong := strings.Repeat("ab", 32)
@@ -243,6 +247,7 @@ func TestWrongChecksumInstallsNothingAndLeavesTheAgentRunning(t *testing.T) {
 }
 
 func TestArtifactOfAnotherVersionIsRefusedBeforeInstall(t *testing.T) {
+	t.Parallel()
 	s := sshrig.Start(t)
 	fh := newFakeHost(t, fromVersion)
 	// The checksum is right, but the bytes are another release.
@@ -265,6 +270,7 @@ func TestArtifactOfAnotherVersionIsRefusedBeforeInstall(t *testing.T) {
 }
 
 func TestAnUnknownHostKeyIsRefused(t *testing.T) {
+	t.Parallel()
 	s := sshrig.Start(t)
 	fh := newFakeHost(t, fromVersion)
 	other := sshrig.NewKey(t)
@@ -335,6 +341,7 @@ func processWithArgs(argv ...string) bool {
 }
 
 func TestAHungCommandIsCutByItsTimeout(t *testing.T) {
+	t.Parallel()
 	s := sshrig.Start(t)
 	fh := newFakeHost(t, fromVersion)
 	h := fh.host(*s)
@@ -368,6 +375,7 @@ func TestAHungCommandIsCutByItsTimeout(t *testing.T) {
 }
 
 func TestANodeNameWithShellMetacharactersIsRefusedBeforeAnyConnection(t *testing.T) {
+	t.Parallel()
 	// A listener that counts connections stands in for the host.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -429,6 +437,7 @@ func mustKey(t *testing.T) []byte {
 }
 
 func TestNewRefusesBadHostsBeforeAnyConnection(t *testing.T) {
+	t.Parallel()
 	s := sshrig.Start(t)
 	good := ssh.Host{Addr: s.Addr, User: "root", BinaryPath: "/usr/local/bin/consul"}
 	cases := []struct {
@@ -464,6 +473,7 @@ func TestNewRefusesBadHostsBeforeAnyConnection(t *testing.T) {
 }
 
 func TestSwapManyBoundsAWaveAndReportsEachNode(t *testing.T) {
+	t.Parallel()
 	s := sshrig.Start(t)
 	hosts := map[string]ssh.Host{}
 	fakes := map[string]*fakeHost{}
