@@ -355,7 +355,16 @@ func (t *Transport) run(ctx context.Context, step string, v Vars, argv []string)
 		"CONSUL_UPGRADE_STOP_MODE="+string(v.StopMode), "CONSUL_UPGRADE_ARTIFACT="+v.Artifact)
 	stdout := &tail{limit: t.cfg.OutputLimit}
 	combined := &tail{limit: t.cfg.OutputLimit}
-	cmd.Stdout = io2(stdout, combined)
+	if step == "version" {
+		// Parsed: stdout alone (two pipes, so the interleaving in
+		// combined is approximate; it only serves the error text).
+		cmd.Stdout = multi{stdout, combined}
+	} else {
+		// One writer for both: os/exec then uses one pipe, so combined
+		// keeps the order the command wrote in and its tail ends with
+		// the last thing it said.
+		cmd.Stdout = combined
+	}
 	cmd.Stderr = combined
 	err := cmd.Run()
 	if cctx.Err() != nil {
@@ -411,5 +420,3 @@ func (m multi) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
-
-func io2(a, b *tail) multi { return multi{a, b} }
