@@ -124,6 +124,17 @@ func (p *UpgradePlan) String() string {
 		}
 	}
 
+	if modes := stopModesUsed(p.Steps); len(modes) > 0 {
+		how := "chosen per role and version by DefaultStopMode"
+		if p.Policy.StopMode != StopDefault {
+			how = "set by the policy"
+		}
+		fmt.Fprintf(&b, "\nStop modes (%s):\n", how)
+		for _, m := range modes {
+			fmt.Fprintf(&b, "  %s = %s\n", m, stopModeExplained[m])
+		}
+	}
+
 	type span struct {
 		d  Deadline
 		dc string
@@ -275,4 +286,27 @@ func policySummary(p *Policy) string {
 		parts = append(parts, "waived "+strings.Join(p.Waive, ","))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// stopModeExplained says what each stop mode does to the agent, in the
+// words a reviewer of the plan needs.
+var stopModeExplained = map[StopMode]string{
+	StopKill:      "SIGKILL: the agent never leaves the cluster, whatever leave_on_terminate says; the default for servers below 0.7.0 and for clients (an in-place client swap must not deregister its services)",
+	StopTerminate: "SIGTERM: a clean shutdown; servers from 0.7.0 default to staying members on it (leave_on_terminate=false); choose kill where leave_on_terminate was turned on",
+	StopLeave:     "graceful leave, then stop: the agent leaves the cluster and rejoins on start; never for an in-place server swap",
+}
+
+// stopModesUsed returns the distinct stop modes of the steps, in the order
+// kill, terminate, leave.
+func stopModesUsed(steps []Step) []StopMode {
+	var out []StopMode
+	for _, m := range []StopMode{StopKill, StopTerminate, StopLeave} {
+		for i := range steps {
+			if steps[i].StopMode == m {
+				out = append(out, m)
+				break
+			}
+		}
+	}
+	return out
 }
