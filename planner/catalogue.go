@@ -59,6 +59,7 @@ const (
 	PrecheckBadVersion          = "bad-version"
 	PrecheckUnknownDatacenter   = "unknown-datacenter"
 	PrecheckNoPrimary           = "no-primary-datacenter"
+	PrecheckDatacenterNotSeen   = "datacenter-not-observed"
 	PrecheckClientNewerThanSrvs = "client-newer-than-servers"
 	PrecheckBadRule             = "bad-rule"
 )
@@ -273,6 +274,10 @@ func catalogue() []builtin {
 		def(PrecheckNoPrimary, KindPrecheck, Blocking, "", "", urlFederated,
 			"several datacenters and not exactly one is marked primary",
 			"mark exactly one datacenter primary (the primary_datacenter / acl_datacenter of the servers)",
+			evalBy((*checker).checkDatacenters)),
+		def(PrecheckDatacenterNotSeen, KindPrecheck, Warning, "", "", urlFederated,
+			"a listed datacenter has no servers in the snapshot, so the plan does not upgrade it",
+			"plan that datacenter from a snapshot of its own agents (upgrade.Discover through one of them); keep the datacenter order of the path (primary first, or last on the 1.2.4 and 1.6.10 paths with ACL replication)",
 			evalBy((*checker).checkDatacenters)),
 		def(PrecheckClientNewerThanSrvs, KindPrecheck, Warning, "", "", urlCompatibility,
 			"clients run a newer version than the servers of their datacenter",

@@ -177,6 +177,14 @@ func ruleCases() []ruleCase {
 		{"several datacenters and no primary block (no-primary-datacenter)", PrecheckNoPrimary, "1.12.9", "1.13.9", true, Blocking,
 			mods(twoDCs, func(c *Cluster, _ *Policy) { c.Datacenters[0].Primary = false })},
 		{"several datacenters with one primary pass (no-primary-datacenter)", PrecheckNoPrimary, "1.12.9", "1.13.9", false, "", twoDCs},
+		{"a listed datacenter whose servers are not in the snapshot is left out of the plan, with a warning (datacenter-not-observed)", PrecheckDatacenterNotSeen, "1.12.9", "1.13.9", true, Warning,
+			func(c *Cluster, _ *Policy) {
+				c.Datacenters = []Datacenter{{Name: "dc1", Primary: true}, {Name: "dc2"}}
+				for i := range c.Servers {
+					c.Servers[i].Datacenter = "dc1"
+				}
+			}},
+		{"every listed datacenter with servers in the snapshot is planned (datacenter-not-observed)", PrecheckDatacenterNotSeen, "1.12.9", "1.13.9", false, "", twoDCs},
 		{"a client newer than its servers warns (client-newer-than-servers)", PrecheckClientNewerThanSrvs, "1.12.9", "1.14.11", true, Warning,
 			func(c *Cluster, _ *Policy) { c.Clients[0].Version = "1.13.9" }},
 		{"clients on the servers' version pass (client-newer-than-servers)", PrecheckClientNewerThanSrvs, "1.12.9", "1.14.11", false, "", nil},

@@ -721,6 +721,22 @@ func (k *checker) checkDatacenters(r *compiled) {
 	if len(dcs) == 0 {
 		return
 	}
+	if r.ID == PrecheckDatacenterNotSeen {
+		seen := make(map[string]bool, len(dcs))
+		for _, s := range k.servers {
+			seen[s.dc] = true
+		}
+		for _, d := range dcs {
+			if !seen[d.Name] {
+				role := "secondary"
+				if d.Primary {
+					role = "primary"
+				}
+				k.precheck(r, "", d.Name, fmt.Sprintf("%s datacenter %s has no servers in this snapshot: this plan leaves it as it is", role, d.Name))
+			}
+		}
+		return
+	}
 	known := make(map[string]bool, len(dcs))
 	for _, d := range dcs {
 		known[d.Name] = true

@@ -18,6 +18,16 @@
 //  5. On any failure, halt: never cascade. Optionally roll the failed node
 //     back and wait until the cluster is healthy again.
 //
+// # Datacenters
+//
+// Discover reads the LAN of the agent it talks to: the servers and clients of
+// one datacenter (the other datacenters are listed, and Check warns with
+// datacenter-not-observed that the plan leaves them alone). A federated
+// cluster is upgraded with one Run per datacenter, each through an agent of
+// that datacenter, in the order the path asks for: primary first, or last
+// on the 1.2.4 and 1.6.10 paths with ACL replication (planner.Plan over a
+// snapshot that holds every datacenter shows that order).
+//
 // consul/api is used only in this package, behind the small Consul interface
 // that NewConsul implements over an *api.Client.
 package upgrade
