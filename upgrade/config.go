@@ -52,6 +52,16 @@ type Config struct {
 	// ClientConcurrency bounds the swaps in flight within a client wave
 	// (0: the whole wave at once).
 	ClientConcurrency int
+	// NoLock runs without the cluster-wide upgrade lock. By default a run
+	// whose Consul implements Locker (NewConsul's does) takes the lock
+	// before its first action and gives it back when it ends, so two runs
+	// never act on one cluster at once.
+	NoLock bool
+	// LockKey is the KV key of the lock ("": DefaultLockKey).
+	LockKey string
+	// LockHolder names this run in the lock ("": "consul-upgrade on
+	// <hostname>, pid <pid>").
+	LockHolder string
 }
 
 // Validate reports every problem with the config, each as a *ConfigError

@@ -20,6 +20,8 @@ const (
 	EventRolledBack    EventKind = "rolled-back"    // a failed node was rolled back and the cluster is healthy again
 	EventHalted        EventKind = "halted"         // the run stopped on an error
 	EventDone          EventKind = "done"           // the cluster reached the target
+	EventLocked        EventKind = "locked"         // the run took the cluster-wide upgrade lock
+	EventUnlocked      EventKind = "unlocked"       // the run gave the lock back (Err set if it could not)
 )
 
 // Event is one thing the runner reports, delivered synchronously through

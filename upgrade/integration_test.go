@@ -96,8 +96,14 @@ type writer struct {
 	firstErr time.Time
 	lastErr  time.Time
 	errs     []string
-	stop     chan struct{}
-	done     chan struct{}
+	// bursts of consecutive failed writes: how many, and the longest (from
+	// the first failure to the next success)
+	bursts      int
+	inBurst     bool
+	burstStart  time.Time
+	longestDown time.Duration
+	stop        chan struct{}
+	done        chan struct{}
 }
 
 func startWriter(kv *api.KV, prefix string, every time.Duration) *writer {
@@ -124,11 +130,19 @@ func startWriter(kv *api.KV, prefix string, every time.Duration) *writer {
 				}
 				w.failed++
 				w.lastErr = now
+				if !w.inBurst {
+					w.inBurst, w.burstStart = true, now
+					w.bursts++
+				}
 				if len(w.errs) < 5 {
 					w.errs = append(w.errs, err.Error())
 				}
 			} else {
 				w.acked = append(w.acked, key)
+				if w.inBurst {
+					w.inBurst = false
+					w.longestDown = max(w.longestDown, now.Sub(w.burstStart))
+				}
 			}
 			w.mu.Unlock()
 		}
@@ -260,6 +274,7 @@ func TestRunUpgradesRealCluster(t *testing.T) {
 		serverSwaps  int
 		snapshots    int
 		stabilizeFor time.Duration
+		lockedOut    string
 	)
 	apc, err := server.Operator().AutopilotGetConfiguration(nil)
 	if err != nil {
@@ -271,6 +286,21 @@ func TestRunUpgradesRealCluster(t *testing.T) {
 		switch {
 		case e.Kind == upgrade.EventSnapshotSaved:
 			snapshots++
+			// A second operator starting now is locked out and touches
+			// nothing.
+			other := &countingTransport{Transport: cl.Transport()}
+			ocfg := baseConfig(t, cl, "s2", other)
+			ocfg.LockHolder = "operator-b"
+			_, oerr := upgrade.Run(ctx, ocfg)
+			var locked *upgrade.LockedError
+			if !errors.As(oerr, &locked) {
+				violations = append(violations, fmt.Sprintf("a second run during the upgrade returned %v, want *upgrade.LockedError", oerr))
+			} else {
+				lockedOut = locked.Error()
+			}
+			if n := len(other.swapped()); n != 0 {
+				violations = append(violations, fmt.Sprintf("the locked-out run swapped %v", other.swapped()))
+			}
 		case e.Kind == upgrade.EventStepStarted && e.Step.Kind == planner.StepSwapServer:
 			serverSwaps++
 			// The leader, read now from the cluster itself: it may be
@@ -321,6 +351,13 @@ func TestRunUpgradesRealCluster(t *testing.T) {
 	for _, v := range violations {
 		t.Error(v)
 	}
+	if lockedOut == "" {
+		t.Error("no second run was tried while the lock was held")
+	}
+	t.Logf("the second run was refused: %s", lockedOut)
+	if p, _, err := server.KV().Get(upgrade.DefaultLockKey, nil); err != nil || p != nil {
+		t.Errorf("lock key after the run: %v (err %v), want it released", p, err)
+	}
 	if serverSwaps != 3 {
 		t.Errorf("server swaps = %d, want 3", serverSwaps)
 	}
@@ -347,8 +384,8 @@ func TestRunUpgradesRealCluster(t *testing.T) {
 	if w.failed > 0 {
 		span = w.lastErr.Sub(w.firstErr)
 	}
-	t.Logf("FIGURES scenario a: wall %s; steps %d; writes acked %d, failed %d (span %s, e.g. %q); lost %d; raft term %d -> %d; leader elections in logs %d",
-		wall.Round(100*time.Millisecond), len(res.Steps), len(w.acked), w.failed, span.Round(time.Millisecond), w.errs, len(missing), termBefore, termAfter, electionsAfter-electionsBefore)
+	t.Logf("FIGURES scenario a: wall %s; steps %d; writes acked %d, failed %d in %d burst(s), longest burst %s, first to last failure %s (e.g. %q); lost %d; raft term %d -> %d; leader elections in logs %d",
+		wall.Round(100*time.Millisecond), len(res.Steps), len(w.acked), w.failed, w.bursts, w.longestDown.Round(time.Millisecond), span.Round(time.Millisecond), w.errs, len(missing), termBefore, termAfter, electionsAfter-electionsBefore)
 	if len(w.acked) < 100 {
 		t.Errorf("the writer acknowledged only %d writes; it did not run through the upgrade", len(w.acked))
 	}

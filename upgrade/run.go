@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -62,6 +63,42 @@ type runner struct {
 	res      *Result
 	base     Baseline
 	snapshot string // the version the last verified snapshot of this run was taken on
+	lock     *Lock  // held from the first action until the run ends
+	lost     <-chan struct{}
+}
+
+func (r *runner) takeLock(ctx context.Context, lk Locker) (*Lock, error) {
+	key := r.cfg.LockKey
+	if key == "" {
+		key = DefaultLockKey
+	}
+	holder := r.cfg.LockHolder
+	if holder == "" {
+		host, _ := os.Hostname()
+		holder = fmt.Sprintf("consul-upgrade on %s, pid %d", host, os.Getpid())
+	}
+	lock, err := lk.Lock(ctx, key, LockHolder{Holder: holder, Target: r.cfg.Target, Since: time.Now().UTC()})
+	if err != nil {
+		return nil, err
+	}
+	r.em.emit(Event{Kind: EventLocked, Detail: fmt.Sprintf("upgrade lock %s taken by %q", key, holder)})
+	return lock, nil
+}
+
+// unlock gives the lock back (once), even when ctx has ended.
+func (r *runner) unlock(ctx context.Context) {
+	l := r.lock
+	if l == nil {
+		return
+	}
+	r.lock = nil
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := l.Release(rctx); err != nil {
+		r.em.emit(Event{Kind: EventUnlocked, Err: err, Detail: "the lock could not be given back; it expires with its session"})
+		return
+	}
+	r.em.emit(Event{Kind: EventUnlocked, Detail: "upgrade lock " + l.Key + " released"})
 }
 
 func (r *runner) gateOptions(onWait func(cond planner.GateCheck, node, detail string)) GateOptions {
@@ -95,6 +132,25 @@ func (r *runner) run(ctx context.Context) error {
 		r.em.emit(Event{Kind: EventHalted, Err: err})
 		return err
 	}
+	if lk, ok := r.cfg.Consul.(Locker); ok && !r.cfg.NoLock {
+		lock, err := r.takeLock(ctx, lk)
+		if err != nil {
+			r.em.emit(Event{Kind: EventHalted, Err: err})
+			return err
+		}
+		r.lock, r.lost = lock, lock.Lost
+		defer r.unlock(ctx) // on every path; halt and done unlock first, so their event is the last
+		// Another run may have acted between the first look and the lock:
+		// look again, holding it.
+		if c, err = Discover(ctx, r.cfg.Consul); err == nil {
+			step, err = planner.Next(c, r.cfg.Target, r.cfg.Policy)
+		}
+		if err != nil {
+			r.em.emit(Event{Kind: EventHalted, Err: err})
+			return err
+		}
+		r.res.Cluster = c
+	}
 	r.base, err = MeasureBaseline(ctx, r.cfg.Consul)
 	if err != nil {
 		r.em.emit(Event{Kind: EventHalted, Err: err})
@@ -121,11 +177,17 @@ func (r *runner) run(ctx context.Context) error {
 			}
 		}
 		if step.Kind == planner.StepDone {
+			r.unlock(ctx)
 			r.em.emit(Event{Kind: EventDone, Step: step, Detail: fmt.Sprintf("%d step(s) done; every agent runs %s", len(r.res.Steps), r.cfg.Target)})
 			return nil
 		}
 		if prev != nil && sameStep(*prev, step) {
 			return r.halt(&HaltError{Step: step, Err: &StuckError{Step: step}})
+		}
+		select {
+		case <-r.lost:
+			return r.halt(&HaltError{Step: step, Err: fmt.Errorf("%w: its session was invalidated, so another run could now act on this cluster; nothing more is touched", ErrLockLost)})
+		default:
 		}
 		if len(r.res.Steps) >= maxSteps {
 			return r.halt(&HaltError{Step: step, Err: &StepLimitError{Max: maxSteps}})
@@ -141,6 +203,7 @@ func (r *runner) run(ctx context.Context) error {
 }
 
 func (r *runner) halt(h *HaltError) error {
+	r.unlock(context.Background())
 	r.em.emit(Event{Kind: EventHalted, Step: h.Step, Condition: gateCondition(h.Err), Err: h})
 	return h
 }

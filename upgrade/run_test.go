@@ -104,12 +104,12 @@ func TestRunReportsEventsInOrder(t *testing.T) {
 			t.Fatalf("Run: %v", err)
 		}
 		k := r.kinds()
-		if k[0] != EventRunStarted || k[len(k)-1] != EventDone {
-			t.Fatalf("events %v should start with run-started and end with done", k)
+		if len(k) < 4 || k[0] != EventRunStarted || k[1] != EventLocked || k[len(k)-2] != EventUnlocked || k[len(k)-1] != EventDone {
+			t.Fatalf("events %v should start with run-started, locked and end with unlocked, done", k)
 		}
-		// Between the two: step-started, [snapshot-saved], step-done, per step.
+		// Between them: step-started, [snapshot-saved], step-done, per step.
 		steps := 0
-		for i := 1; i < len(k)-1; {
+		for i := 2; i < len(k)-2; {
 			if k[i] != EventStepStarted {
 				t.Fatalf("event %d is %s, want step-started (events %v)", i, k[i], k)
 			}
@@ -226,8 +226,8 @@ func TestRunWithRollbackPutsTheFailedServerBackAndWaitsUntilItIsHealthy(t *testi
 			t.Errorf("message %q does not say what was rolled back", err)
 		}
 		k := r.kinds()
-		if !slices.Equal(k[len(k)-2:], []EventKind{EventRolledBack, EventHalted}) {
-			t.Errorf("events end with %v, want rolled-back, halted", k)
+		if !slices.Equal(k[len(k)-3:], []EventKind{EventRolledBack, EventUnlocked, EventHalted}) {
+			t.Errorf("events end with %v, want rolled-back, unlocked, halted (the terminal event last)", k)
 		}
 	})
 }

@@ -3,8 +3,10 @@ package upgrade
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -40,6 +42,9 @@ type sim struct {
 	transfers     []string
 	acls          string
 	down          bool // every endpoint answers 500
+	sessions      map[string]bool
+	sessionSeq    int
+	locks         map[string]simLock
 }
 
 // newSim returns a healthy cluster of servers s1..sN (s1 leads) and clients
@@ -223,8 +228,88 @@ func (s *sim) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, api.TransferLeaderResponse{Success: false})
 	default:
+		if s.serveLock(w, r) {
+			return
+		}
 		http.Error(w, "not simulated: "+r.URL.Path, http.StatusNotFound)
 	}
+}
+
+// serveLock answers the session and KV calls of the upgrade lock: sessions
+// (create, renew, destroy) and one lock key per path (acquire, release, get).
+func (s *sim) serveLock(w http.ResponseWriter, r *http.Request) bool {
+	p := r.URL.Path
+	switch {
+	case p == "/v1/session/create":
+		var body map[string]any
+		json.NewDecoder(r.Body).Decode(&body)
+		if checks, ok := body["Checks"].([]any); !ok || len(checks) != 0 {
+			http.Error(w, "sim: the lock session must be created with an empty Checks list", http.StatusBadRequest)
+			return true
+		}
+		s.sessionSeq++
+		id := fmt.Sprintf("session-%d", s.sessionSeq)
+		if s.sessions == nil {
+			s.sessions = map[string]bool{}
+		}
+		s.sessions[id] = true
+		writeJSON(w, http.StatusOK, map[string]string{"ID": id})
+	case strings.HasPrefix(p, "/v1/session/renew/"):
+		id := strings.TrimPrefix(p, "/v1/session/renew/")
+		if !s.sessions[id] {
+			http.Error(w, "session not found", http.StatusNotFound)
+			return true
+		}
+		writeJSON(w, http.StatusOK, []map[string]string{{"ID": id}})
+	case strings.HasPrefix(p, "/v1/session/destroy/"):
+		id := strings.TrimPrefix(p, "/v1/session/destroy/")
+		delete(s.sessions, id)
+		for k, l := range s.locks { // behavior "delete": the keys it held go with it
+			if l.session == id {
+				delete(s.locks, k)
+			}
+		}
+		writeJSON(w, http.StatusOK, true)
+	case strings.HasPrefix(p, "/v1/kv/"):
+		key := strings.TrimPrefix(p, "/v1/kv/")
+		if s.locks == nil {
+			s.locks = map[string]simLock{}
+		}
+		q := r.URL.Query()
+		switch {
+		case r.Method == http.MethodPut && q.Has("acquire"):
+			held, ok := s.locks[key]
+			if ok && held.session != q.Get("acquire") && s.sessions[held.session] {
+				writeJSON(w, http.StatusOK, false)
+				return true
+			}
+			b, _ := io.ReadAll(r.Body)
+			s.locks[key] = simLock{session: q.Get("acquire"), value: b}
+			writeJSON(w, http.StatusOK, true)
+		case r.Method == http.MethodPut && q.Has("release"):
+			if held, ok := s.locks[key]; ok && held.session == q.Get("release") {
+				delete(s.locks, key)
+			}
+			writeJSON(w, http.StatusOK, true)
+		case r.Method == http.MethodGet:
+			held, ok := s.locks[key]
+			if !ok {
+				w.WriteHeader(http.StatusNotFound)
+				return true
+			}
+			writeJSON(w, http.StatusOK, []map[string]any{{"Key": key, "Value": held.value, "Session": held.session}})
+		default:
+			return false
+		}
+	default:
+		return false
+	}
+	return true
+}
+
+type simLock struct {
+	session string
+	value   []byte
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -1,0 +1,168 @@
+package upgrade
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// DefaultLockKey is the KV key of the upgrade lock.
+const DefaultLockKey = "consul-upgrade/lock"
+
+// lockTTL is the TTL of the lock's session. Consul may wait up to twice the
+// TTL before it invalidates a session that was not renewed, which rides
+// out the leader elections of a server swap.
+const lockTTL = 30 * time.Second
+
+// Locker is an optional interface of a Consul: it takes the cluster-wide
+// upgrade lock, so that two operators (or two orchestrators) never upgrade
+// one cluster at once. The Consul that NewConsul returns implements it with
+// a KV key held by a TTL session that has no health checks, so swapping the
+// agent it talks to does not drop the lock.
+type Locker interface {
+	// Lock takes the lock at key for holder. It returns a *LockedError when
+	// another holder has it. While held, the lock is renewed in the
+	// background; lost is closed if it is lost. release gives it back.
+	Lock(ctx context.Context, key string, holder LockHolder) (l *Lock, err error)
+}
+
+// LockHolder says who holds the lock; it is stored as the key's value.
+type LockHolder struct {
+	Holder string    `json:"holder"`
+	Target string    `json:"target"`
+	Since  time.Time `json:"since"`
+}
+
+// Lock is a held upgrade lock.
+type Lock struct {
+	// Key is the KV key.
+	Key string
+	// Lost is closed when the lock is lost (its session was invalidated).
+	Lost <-chan struct{}
+
+	release func(context.Context) error
+	once    sync.Once
+	err     error
+}
+
+// Release gives the lock back. It is safe to call more than once.
+func (l *Lock) Release(ctx context.Context) error {
+	l.once.Do(func() { l.err = l.release(ctx) })
+	return l.err
+}
+
+// LockedError is returned when another holder has the upgrade lock.
+type LockedError struct {
+	Key    string
+	Holder LockHolder
+}
+
+func (e *LockedError) Error() string {
+	since := "an unknown time"
+	if !e.Holder.Since.IsZero() {
+		since = e.Holder.Since.Format(time.RFC3339)
+	}
+	return fmt.Sprintf("upgrade lock %s is held by %q (target %s, since %s); wait for that run to end, or, if it died, delete the key once its session expires (consul kv delete %s)",
+		e.Key, e.Holder.Holder, e.Holder.Target, since, e.Key)
+}
+
+// ErrLockLost is wrapped by the error of a run whose lock was lost.
+var ErrLockLost = errors.New("upgrade lock lost")
+
+// Lock implements Locker with a session (TTL, no checks, delete on
+// invalidation) and a KV acquire.
+func (a *apiConsul) Lock(ctx context.Context, key string, holder LockHolder) (*Lock, error) {
+	wq := (&api.WriteOptions{}).WithContext(ctx)
+	body := map[string]any{
+		"Name":      "consul-upgrade",
+		"TTL":       lockTTL.String(),
+		"Behavior":  "delete",
+		"LockDelay": "0s",
+		"Checks":    []string{}, // no serfHealth: swapping this agent must not drop the lock
+	}
+	var created struct{ ID string }
+	if _, err := a.c.Raw().Write("/v1/session/create", body, &created, wq); err != nil {
+		return nil, fmt.Errorf("upgrade lock %s: create session: %w", key, err)
+	}
+	destroy := func(ctx context.Context) error {
+		_, err := a.c.Session().Destroy(created.ID, (&api.WriteOptions{}).WithContext(ctx))
+		return err
+	}
+	value, err := json.Marshal(holder)
+	if err != nil {
+		return nil, err
+	}
+	ok, _, err := a.c.KV().Acquire(&api.KVPair{Key: key, Value: value, Session: created.ID}, wq)
+	if err != nil || !ok {
+		_ = destroy(context.WithoutCancel(ctx))
+		if err != nil {
+			return nil, fmt.Errorf("upgrade lock %s: acquire: %w", key, err)
+		}
+		le := &LockedError{Key: key}
+		if p, _, gerr := a.c.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx)); gerr == nil && p != nil {
+			_ = json.Unmarshal(p.Value, &le.Holder)
+		}
+		return nil, le
+	}
+
+	lost := make(chan struct{})
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		a.renew(created.ID, stop, lost)
+	}()
+	return &Lock{
+		Key:  key,
+		Lost: lost,
+		release: func(ctx context.Context) error {
+			close(stop)
+			<-done
+			// Destroying the session deletes the key it holds (behavior
+			// "delete"), so a finished run leaves no trace in the KV store.
+			derr := destroy(ctx)
+			if derr == nil {
+				return nil
+			}
+			if _, _, rerr := a.c.KV().Release(&api.KVPair{Key: key, Session: created.ID}, (&api.WriteOptions{}).WithContext(ctx)); rerr != nil {
+				return fmt.Errorf("upgrade lock %s: destroy session: %v; release: %w", key, derr, rerr)
+			}
+			return nil
+		},
+	}, nil
+}
+
+// renew renews the session every TTL/3 until stop is closed. Errors (an
+// election in progress, the agent restarting) are retried; the lock is lost
+// only when Consul says the session no longer exists, or when no renewal
+// has succeeded for a whole TTL.
+func (a *apiConsul) renew(id string, stop <-chan struct{}, lost chan<- struct{}) {
+	tick := time.NewTicker(lockTTL / 6)
+	defer tick.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), lockTTL/6)
+		entry, _, err := a.c.Session().Renew(id, (&api.WriteOptions{}).WithContext(ctx))
+		cancel()
+		switch {
+		case err == nil && entry == nil:
+			close(lost) // Consul answered: the session is gone
+			return
+		case err == nil:
+			last = time.Now()
+		case time.Since(last) > lockTTL:
+			close(lost)
+			return
+		}
+	}
+}
