@@ -18,6 +18,15 @@
 //  5. On any failure, halt: never cascade. Optionally roll the failed node
 //     back and wait until the cluster is healthy again.
 //
+// # One run at a time
+//
+// Before its first action a run takes the cluster-wide upgrade lock (the KV
+// key DefaultLockKey, held by a TTL session without health checks, so
+// swapping the agent the run talks to does not drop it). A second run is
+// refused with a *LockedError naming the holder, and touches nothing. A run
+// whose lock is lost halts before its next step (ErrLockLost). The lock is
+// given back when the run ends, however it ends; Config.NoLock opts out.
+//
 // # Datacenters
 //
 // Discover reads the LAN of the agent it talks to: the servers and clients of
