@@ -3,6 +3,7 @@ package transporttest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -60,6 +61,9 @@ type Harness struct {
 //   - if the transport is a transport.VersionReporter: RunningVersion
 //     agrees with State before and after a swap.
 //
+// The subtests of an optional interface that the transport does not
+// implement are not run at all; Run logs which ones it left out.
+//
 // Run assumes no more than the contract says: it looks at the node right
 // after Swap returns (the new agent process has been started by then) and
 // never waits for cluster health.
@@ -67,18 +71,25 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 	t.Helper()
 	var probe transport.Transport // the first harness's transport, to probe optional interfaces
 
+	// Subtests of optional interfaces come after the mandatory ones, so the
+	// transport is known by then: a subtest the transport cannot take is
+	// not registered at all (logged, neither skipped nor passed).
 	run := func(name string, needs func(transport.Transport) bool, body func(s *suite)) {
+		if needs != nil && probe != nil && !needs(probe) {
+			t.Logf("%T does not implement the optional interface of %q: not run", probe, name)
+			return
+		}
 		t.Run(name, func(t *testing.T) {
-			if needs != nil && probe != nil && !needs(probe) {
-				t.Skipf("%T does not implement this optional interface", probe)
-			}
 			h := newHarness(t)
 			if h.Transport == nil {
 				t.Fatal("harness: Transport is nil")
 			}
+			if probe != nil && fmt.Sprintf("%T", probe) != fmt.Sprintf("%T", h.Transport) {
+				t.Fatalf("harness: the transport changed type between harnesses (%T, then %T)", probe, h.Transport)
+			}
 			probe = h.Transport
 			if needs != nil && !needs(h.Transport) {
-				t.Skipf("%T does not implement this optional interface", h.Transport)
+				t.Fatalf("harness: %T lacks the optional interface of this subtest, which only runs after the mandatory ones have probed the transport", h.Transport)
 			}
 			s := newSuite(t, h)
 			body(s)
