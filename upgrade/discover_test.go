@@ -113,7 +113,7 @@ func TestDiscoverFailsNamingTheCallThatFailed(t *testing.T) {
 		}
 		cannedHandler(t).ServeHTTP(w, r)
 	})
-	_, err := Discover(context.Background(), inProcessConsul(t, handlerRT{h}))
+	_, err := Discover(context.Background(), inProcessConsul(t, h))
 	if err == nil {
 		t.Fatal("Discover succeeded without a raft configuration")
 	}

@@ -3,13 +3,13 @@ package upgrade
 import (
 	"context"
 	"errors"
-	"net/http"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
 )
 
 var serverGate = []planner.GateCheck{
@@ -37,12 +37,11 @@ func (w *waitLog) opt(timeout time.Duration) GateOptions {
 
 func TestGatePassesOnlyOnceAutopilotIsHealthyAndTheServerStableForTheStabilizationTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newSim(3, 0, "1.13.9")
-		s.stabilization = 10 * time.Second
-		s.restartDelay = 20 * time.Second
+		s := consultest.NewCluster(3, 0, "1.13.9",
+			consultest.WithStabilizationTime(10*time.Second), consultest.WithRestartDelay(20*time.Second))
 		start := time.Now()
-		s.swap("s2", "1.13.9", true) // s2 restarts: failed and unhealthy (429) for 20s
-		c := inProcessConsul(t, handlerRT{s})
+		mustDo(t, s.Swap("s2", "1.13.9", true)) // s2 restarts: failed and unhealthy (429) for 20s
+		c := inProcessConsul(t, s)
 		var w waitLog
 		err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, w.opt(5*time.Minute))
 		if err != nil {
@@ -52,8 +51,8 @@ func TestGatePassesOnlyOnceAutopilotIsHealthyAndTheServerStableForTheStabilizati
 		if elapsed < 30*time.Second || elapsed > 30*time.Second+2*DefaultGateMaxInterval {
 			t.Errorf("gate passed after %s, want just after 30s (20s restart + 10s stabilization)", elapsed)
 		}
-		if s.callCount("/v1/operator/autopilot/health") < 5 {
-			t.Errorf("autopilot health was read %d times, want it polled while it answered 429", s.callCount("/v1/operator/autopilot/health"))
+		if s.Calls("/v1/operator/autopilot/health") < 5 {
+			t.Errorf("autopilot health was read %d times, want it polled while it answered 429", s.Calls("/v1/operator/autopilot/health"))
 		}
 		want := []planner.GateCheck{planner.GateAutopilotHealthy, planner.GateStable}
 		if !equalChecks(w.conds, want) {
@@ -64,19 +63,18 @@ func TestGatePassesOnlyOnceAutopilotIsHealthyAndTheServerStableForTheStabilizati
 
 func TestGateFollowsALeaderChangeAndComparesLogsWithTheCurrentLeader(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newSim(3, 0, "1.13.9")
-		s.stabilization = time.Second
-		s.start = time.Now().Add(-time.Minute)
-		s.node("s1").lastIndex = 5000 // the old leader's stale index: s2 would trail it by far
-		s.node("s2").lastIndex = 1990
-		s.node("s3").lastIndex = 2000
-		s.leader = "" // an election is under way
+		s := consultest.NewCluster(3, 0, "1.13.9",
+			consultest.WithStabilizationTime(time.Second), consultest.WithStableSince(time.Now().Add(-time.Minute)))
+		mustDo(t, s.SetLastIndex("s1", 5000)) // the old leader's stale index: s2 would trail it by far
+		mustDo(t, s.SetLastIndex("s2", 1990))
+		mustDo(t, s.SetLastIndex("s3", 2000))
+		mustDo(t, s.SetLeader("")) // an election is under way
 		time.AfterFunc(5*time.Second, func() {
-			s.mu.Lock()
-			s.leader = "s3"
-			s.mu.Unlock()
+			if err := s.SetLeader("s3"); err != nil {
+				t.Error(err)
+			}
 		})
-		c := inProcessConsul(t, handlerRT{s})
+		c := inProcessConsul(t, s)
 		var w waitLog
 		start := time.Now()
 		if err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, w.opt(time.Minute)); err != nil {
@@ -98,11 +96,10 @@ func TestGateFollowsALeaderChangeAndComparesLogsWithTheCurrentLeader(t *testing.
 
 func TestGateTrailingLogsFailsWhenTheServerTrailsTheCurrentLeaderTooFar(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newSim(3, 0, "1.13.9")
-		s.start = time.Now().Add(-time.Minute)
-		s.node("s1").lastIndex = 1000
-		s.node("s2").lastIndex = 100
-		err := Gate(t.Context(), inProcessConsul(t, handlerRT{s}), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{Timeout: 30 * time.Second})
+		s := consultest.NewCluster(3, 0, "1.13.9", consultest.WithStableSince(time.Now().Add(-time.Minute)))
+		mustDo(t, s.SetLastIndex("s1", 1000))
+		mustDo(t, s.SetLastIndex("s2", 100))
+		err := Gate(t.Context(), inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{Timeout: 30 * time.Second})
 		var ge *GateError
 		if !errors.As(err, &ge) || ge.Condition != planner.GateTrailingLogs {
 			t.Fatalf("err = %v, want a *GateError on trailing-logs", err)
@@ -115,19 +112,19 @@ func TestGateTrailingLogsFailsWhenTheServerTrailsTheCurrentLeaderTooFar(t *testi
 
 func TestGateTimesOutNamingNodeAndConditionWhenTheAPIIsDown(t *testing.T) {
 	cases := []struct {
-		name string
-		rt   http.RoundTripper
+		name  string
+		fault func(*consultest.Cluster)
 	}{
-		{"the API answers 500", handlerRT{http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			http.Error(w, "rpc error: no cluster leader", http.StatusInternalServerError)
-		})}},
-		{"the API refuses connections", errRT{}},
+		{"the API answers 500", func(s *consultest.Cluster) { s.SetDown(true) }},
+		{"the API refuses connections", func(s *consultest.Cluster) { s.SetUnreachable(true) }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
+				s := consultest.NewCluster(3, 0, "1.13.9")
+				tc.fault(s)
 				start := time.Now()
-				err := Gate(t.Context(), inProcessConsul(t, tc.rt), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{Timeout: time.Minute})
+				err := Gate(t.Context(), inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{Timeout: time.Minute})
 				var ge *GateError
 				if !errors.As(err, &ge) {
 					t.Fatalf("err = %v, want *GateError", err)
@@ -151,10 +148,9 @@ func TestGateTimesOutNamingNodeAndConditionWhenTheAPIIsDown(t *testing.T) {
 
 func TestGateReportsANonVoterThatNeverBecomesAVoter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newSim(3, 0, "1.13.9")
-		s.start = time.Now().Add(-time.Minute)
-		s.node("s2").voter = false
-		err := Gate(t.Context(), inProcessConsul(t, handlerRT{s}), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{})
+		s := consultest.NewCluster(3, 0, "1.13.9", consultest.WithStableSince(time.Now().Add(-time.Minute)))
+		mustDo(t, s.SetVoter("s2", false))
+		err := Gate(t.Context(), inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{})
 		var ge *GateError
 		if !errors.As(err, &ge) {
 			t.Fatalf("err = %v, want *GateError", err)
@@ -171,13 +167,12 @@ func TestGateReportsANonVoterThatNeverBecomesAVoter(t *testing.T) {
 
 func TestGateAsksEachQuestionOncePerAttempt(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newSim(3, 0, "1.13.9")
-		s.start = time.Now().Add(-time.Minute)
-		if err := Gate(t.Context(), inProcessConsul(t, handlerRT{s}), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{}); err != nil {
+		s := consultest.NewCluster(3, 0, "1.13.9", consultest.WithStableSince(time.Now().Add(-time.Minute)))
+		if err := Gate(t.Context(), inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{}); err != nil {
 			t.Fatalf("Gate on a healthy cluster: %v", err)
 		}
 		for _, p := range []string{"/v1/status/leader", "/v1/agent/members", "/v1/operator/raft/configuration", "/v1/operator/autopilot/health"} {
-			if n := s.callCount(p); n != 1 {
+			if n := s.Calls(p); n != 1 {
 				t.Errorf("%s called %d times in one passing attempt, want 1", p, n)
 			}
 		}
@@ -186,11 +181,10 @@ func TestGateAsksEachQuestionOncePerAttempt(t *testing.T) {
 
 func TestGateFailureToleranceWaitsUntilItIsBackToTheBaseline(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newSim(3, 0, "1.13.9")
-		s.start = time.Now().Add(-time.Minute)
-		s.node("s3").neverHealthy = true // tolerance stays 0 of the baseline 1
+		s := consultest.NewCluster(3, 0, "1.13.9", consultest.WithStableSince(time.Now().Add(-time.Minute)))
+		mustDo(t, s.SetNeverHealthy("s3", true)) // tolerance stays 0 of the baseline 1
 		step := planner.Step{Kind: planner.StepSwapServer, Node: "s2", To: "1.13.9", Gate: []planner.GateCheck{planner.GateFailureTolerance}}
-		err := Gate(t.Context(), inProcessConsul(t, handlerRT{s}), step, base3, GateOptions{Timeout: 10 * time.Second})
+		err := Gate(t.Context(), inProcessConsul(t, s), step, base3, GateOptions{Timeout: 10 * time.Second})
 		var ge *GateError
 		if !errors.As(err, &ge) || ge.Condition != planner.GateFailureTolerance || ge.Detail != "failure tolerance is 0, was 1 before the upgrade" {
 			t.Fatalf("err = %v, want failure-tolerance 0 vs 1", err)
@@ -200,11 +194,11 @@ func TestGateFailureToleranceWaitsUntilItIsBackToTheBaseline(t *testing.T) {
 
 func TestGateOnAClientWaveWaitsForEveryNodeToBeAliveOnTheNewVersion(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newSim(1, 3, "1.12.9")
-		s.swap("c1", "1.13.9", true)
-		s.swap("c2", "1.13.9", false) // c2 did not come up
+		s := consultest.NewCluster(1, 3, "1.12.9")
+		mustDo(t, s.Swap("c1", "1.13.9", true))
+		mustDo(t, s.Swap("c2", "1.13.9", false)) // c2 did not come up
 		step := planner.Step{Kind: planner.StepSwapClients, Nodes: []string{"c1", "c2"}, To: "1.13.9", Gate: []planner.GateCheck{planner.GateVersion, planner.GateSerfAlive}}
-		err := Gate(t.Context(), inProcessConsul(t, handlerRT{s}), step, base3, GateOptions{Timeout: 20 * time.Second})
+		err := Gate(t.Context(), inProcessConsul(t, s), step, base3, GateOptions{Timeout: 20 * time.Second})
 		var ge *GateError
 		if !errors.As(err, &ge) || ge.Node != "c2" {
 			t.Fatalf("err = %v, want a *GateError naming c2", err)
@@ -217,10 +211,10 @@ func TestGateOnAClientWaveWaitsForEveryNodeToBeAliveOnTheNewVersion(t *testing.T
 
 func TestGateStopsAtOnceOnAConditionItDoesNotKnow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newSim(1, 0, "1.13.9")
+		s := consultest.NewCluster(1, 0, "1.13.9")
 		start := time.Now()
 		step := planner.Step{Kind: planner.StepSwapServer, Node: "s1", To: "1.13.9", Gate: []planner.GateCheck{"quorum-vibes"}}
-		err := Gate(t.Context(), inProcessConsul(t, handlerRT{s}), step, base3, GateOptions{})
+		err := Gate(t.Context(), inProcessConsul(t, s), step, base3, GateOptions{})
 		var ge *GateError
 		if !errors.As(err, &ge) || errors.Is(err, ErrGateTimeout) || !strings.Contains(err.Error(), "cannot be checked") {
 			t.Fatalf("err = %v, want a permanent *GateError", err)
@@ -233,11 +227,11 @@ func TestGateStopsAtOnceOnAConditionItDoesNotKnow(t *testing.T) {
 
 func TestGateEndsWithTheContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newSim(3, 0, "1.13.9")
-		s.node("s2").voter = false
+		s := consultest.NewCluster(3, 0, "1.13.9")
+		mustDo(t, s.SetVoter("s2", false))
 		ctx, cancel := context.WithTimeout(t.Context(), 7*time.Second)
 		defer cancel()
-		err := Gate(ctx, inProcessConsul(t, handlerRT{s}), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{})
+		err := Gate(ctx, inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{})
 		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrGateTimeout) {
 			t.Fatalf("err = %v, want the context's deadline, not the gate timeout", err)
 		}
@@ -258,13 +252,12 @@ func equalChecks(a, b []planner.GateCheck) bool {
 
 func TestGateStabilityCountsFromTheSwapWhenAutopilotMissedAQuickRestart(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := newSim(3, 0, "1.13.9")
-		s.stabilization = 10 * time.Second
+		s := consultest.NewCluster(3, 0, "1.13.9", consultest.WithStabilizationTime(10*time.Second))
 		// Autopilot has seen s2 healthy for a minute: it never noticed the
 		// restart, so StableSince predates the new process.
 		time.Sleep(time.Minute)
 		swapped := time.Now()
-		c := inProcessConsul(t, handlerRT{s})
+		c := inProcessConsul(t, s)
 		opt := GateOptions{Timeout: 5 * time.Minute, Since: swapped}
 		if err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, opt); err != nil {
 			t.Fatalf("Gate: %v", err)

@@ -1,48 +1,27 @@
 package upgrade
 
 import (
-	"archive/tar"
 	"bytes"
-	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"errors"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 
-	"github.com/hashicorp/consul/api"
-
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
 )
 
-// handlerRT serves requests in-process through a handler, without a
-// socket, so that tests can run inside a testing/synctest bubble.
-type handlerRT struct{ h http.Handler }
-
-func (rt handlerRT) RoundTrip(req *http.Request) (*http.Response, error) {
-	if err := req.Context().Err(); err != nil {
-		return nil, err
-	}
-	rec := httptest.NewRecorder()
-	rt.h.ServeHTTP(rec, req)
-	return rec.Result(), nil
-}
-
-// errRT fails every request as a refused connection would.
-type errRT struct{}
-
-func (errRT) RoundTrip(*http.Request) (*http.Response, error) {
-	return nil, errors.New("dial tcp 127.0.0.1:8500: connect: connection refused")
-}
-
-func inProcessConsul(t *testing.T, rt http.RoundTripper) Consul {
+// inProcessConsul returns a Consul whose every call is served by h
+// in-process, without a socket, so that tests can run inside a
+// testing/synctest bubble. For a *consultest.Cluster it is the cluster's own
+// client, which honours SetUnreachable.
+func inProcessConsul(t *testing.T, h http.Handler) Consul {
 	t.Helper()
-	c, err := api.NewClient(&api.Config{Address: "consul.test:8500", HttpClient: &http.Client{Transport: rt}})
+	c, err := consultest.NewClient(h)
 	if err != nil {
-		t.Fatalf("api.NewClient: %v", err)
+		t.Fatalf("consultest.NewClient: %v", err)
 	}
 	return NewConsul(c)
 }
@@ -64,36 +43,17 @@ func makeSnapshot(t testing.TB, f snapshotFiles) []byte {
 	if f.state == nil {
 		f.state = bytes.Repeat([]byte("consul state "), 100)
 	}
+	files := []consultest.SnapshotFile{{Name: "meta.json", Data: f.meta}, {Name: "state.bin", Data: f.state}}
 	if f.sums == nil {
-		var b bytes.Buffer
-		fmt.Fprintf(&b, "%x  meta.json\n", sha256.Sum256(f.meta))
-		fmt.Fprintf(&b, "%x  state.bin\n", sha256.Sum256(f.state))
-		f.sums = b.Bytes()
+		f.sums = consultest.SnapshotSums(files...)
 	}
-	var out bytes.Buffer
-	zw := gzip.NewWriter(&out)
-	tw := tar.NewWriter(zw)
-	for _, e := range []struct {
-		name string
-		data []byte
-	}{{"meta.json", f.meta}, {"state.bin", f.state}, {"SHA256SUMS", f.sums}} {
-		if e.name == f.skip {
-			continue
-		}
-		if err := tw.WriteHeader(&tar.Header{Name: e.name, Mode: 0o600, Size: int64(len(e.data))}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(e.data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
+	files = append(files, consultest.SnapshotFile{Name: "SHA256SUMS", Data: f.sums})
+	files = slices.DeleteFunc(files, func(sf consultest.SnapshotFile) bool { return sf.Name == f.skip })
+	b, err := consultest.Archive(files...)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return out.Bytes()
+	return b
 }
 
 // fakeTransport is a small transport for the runner tests: it records the
@@ -149,4 +109,12 @@ func (f *fakeTransport) swapped() []transport.SwapRequest {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]transport.SwapRequest(nil), f.swaps...)
+}
+
+// mustDo fails the test at once on an error setting up the simulation.
+func mustDo(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
 }

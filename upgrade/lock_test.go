@@ -7,6 +7,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
 )
 
 func TestRunTakesTheLockAndGivesItBackWhenDone(t *testing.T) {
@@ -16,13 +18,11 @@ func TestRunTakesTheLockAndGivesItBackWhenDone(t *testing.T) {
 		if _, err := Run(t.Context(), r.cfg); err != nil {
 			t.Fatalf("Run: %v", err)
 		}
-		if n := r.sim.callCount("/v1/session/create"); n != 1 {
+		if n := r.sim.Calls("/v1/session/create"); n != 1 {
 			t.Errorf("sessions created = %d, want 1", n)
 		}
-		r.sim.mu.Lock()
-		defer r.sim.mu.Unlock()
-		if len(r.sim.locks) != 0 || len(r.sim.sessions) != 0 {
-			t.Errorf("after the run: locks %v, sessions %v; want both gone", r.sim.locks, r.sim.sessions)
+		if locks, sessions := r.sim.HeldLocks(), r.sim.Sessions(); len(locks) != 0 || len(sessions) != 0 {
+			t.Errorf("after the run: locks %v, sessions %v; want both gone", locks, sessions)
 		}
 	})
 }
@@ -55,15 +55,14 @@ func TestASecondRunIsRefusedWhileAnotherHoldsTheLockAndTouchesNothing(t *testing
 
 func TestRunHaltsBeforeTheNextStepWhenItsLockIsLost(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newRunRig(t, 3, 0)
-		r.sim.restartDelay = 10 * time.Second // each server gate outlasts a renewal
+		r := newRunRig(t, 3, 0, consultest.WithRestartDelay(10*time.Second)) // each server gate outlasts a renewal
 		on := r.cfg.OnEvent
 		r.cfg.OnEvent = func(e Event) {
 			on(e)
 			if e.Kind == EventStepDone && e.Step.Node == "" { // the snapshot: someone deletes the session
-				r.sim.mu.Lock()
-				clear(r.sim.sessions)
-				r.sim.mu.Unlock()
+				for _, id := range r.sim.Sessions() {
+					r.sim.InvalidateSession(id)
+				}
 			}
 		}
 		_, err := Run(t.Context(), r.cfg)
@@ -83,7 +82,7 @@ func TestRunWithNoLockCreatesNoSession(t *testing.T) {
 		if _, err := Run(t.Context(), r.cfg); err != nil {
 			t.Fatalf("Run: %v", err)
 		}
-		if n := r.sim.callCount("/v1/session/create"); n != 0 {
+		if n := r.sim.Calls("/v1/session/create"); n != 0 {
 			t.Errorf("NoLock run created %d session(s)", n)
 		}
 	})
@@ -96,7 +95,7 @@ func TestARefusedPlanTakesNoLock(t *testing.T) {
 		if _, err := Run(t.Context(), r.cfg); err == nil {
 			t.Fatal("a downgrade was not refused")
 		}
-		if n := r.sim.callCount("/v1/session/create"); n != 0 {
+		if n := r.sim.Calls("/v1/session/create"); n != 0 {
 			t.Errorf("a refused run created %d session(s)", n)
 		}
 	})

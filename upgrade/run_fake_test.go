@@ -17,19 +17,7 @@ import (
 // withFake replaces the rig's transport with transporttest's Fake, whose
 // OnSwap hook moves the simulated cluster.
 func withFake(r *runRig) *transporttest.Fake {
-	var nodes []transporttest.FakeNode
-	for _, n := range r.sim.nodes {
-		if n.server {
-			nodes = append(nodes, transporttest.Server(n.name, n.version))
-		} else {
-			nodes = append(nodes, transporttest.Client(n.name, n.version))
-		}
-	}
-	f := transporttest.NewFake(nodes...)
-	f.OnSwap = func(req transport.SwapRequest) {
-		n, _ := f.Node(req.Node)
-		r.sim.swap(n.Name, n.Version, n.Running && n.Healthy)
-	}
+	f := r.sim.NewFake()
 	r.cfg.Transport = f
 	return f
 }

@@ -14,25 +14,34 @@ import (
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
 )
 
 // runRig is a simulated cluster, a fake transport wired to it, and a config
 // that records events and snapshots.
 type runRig struct {
-	sim       *sim
+	sim       *consultest.Cluster
 	tr        *fakeTransport
 	cfg       Config
 	events    []Event
 	snapshots []string // versions snapshots were taken on
 }
 
-func newRunRig(t *testing.T, servers, clients int) *runRig {
-	r := &runRig{sim: newSim(servers, clients, "1.12.9")}
-	r.sim.start = time.Now().Add(-time.Hour)
-	r.sim.snapshot = makeSnapshot(t, snapshotFiles{})
-	r.tr = newFakeTransport(r.sim.swap)
+// newRunRig builds the rig on a cluster of 1.12.9 agents that has been
+// stable for an hour and serves a valid snapshot; opts come on top.
+func newRunRig(t *testing.T, servers, clients int, opts ...consultest.Option) *runRig {
+	opts = append([]consultest.Option{
+		consultest.WithStableSince(time.Now().Add(-time.Hour)),
+		consultest.WithSnapshot(makeSnapshot(t, snapshotFiles{})),
+	}, opts...)
+	r := &runRig{sim: consultest.NewCluster(servers, clients, "1.12.9", opts...)}
+	r.tr = newFakeTransport(func(node, version string, ok bool) {
+		if err := r.sim.Swap(node, version, ok); err != nil {
+			t.Error(err)
+		}
+	})
 	r.cfg = Config{
-		Consul:    inProcessConsul(t, handlerRT{r.sim}),
+		Consul:    inProcessConsul(t, r.sim),
 		Transport: r.tr,
 		Target:    "1.13.9",
 		Snapshot: func(v string) (io.WriteCloser, error) {
@@ -63,7 +72,7 @@ func TestRunTakesThreeServersAndTheirClientsToTheTargetWithTheLeaderLast(t *test
 			t.Fatalf("Run: %v", err)
 		}
 		for _, n := range []string{"s1", "s2", "s3", "c1", "c2"} {
-			if v := r.sim.version(n); v != "1.13.9" {
+			if v := r.sim.Version(n); v != "1.13.9" {
 				t.Errorf("%s runs %s after the run, want 1.13.9", n, v)
 			}
 		}
@@ -161,7 +170,7 @@ func TestRunRefusedPlanTouchesNothing(t *testing.T) {
 		if n := len(r.tr.swapped()); n != 0 {
 			t.Errorf("the transport saw %d swap(s), want none", n)
 		}
-		if n := r.sim.callCount("/v1/snapshot"); n != 0 || len(r.snapshots) != 0 {
+		if n := r.sim.Calls("/v1/snapshot"); n != 0 || len(r.snapshots) != 0 {
 			t.Errorf("a refused plan took %d snapshot(s)", n)
 		}
 		if k := r.kinds(); !slices.Equal(k, []EventKind{EventRunStarted, EventHalted}) {
@@ -210,16 +219,13 @@ func TestRunWithRollbackPutsTheFailedServerBackAndWaitsUntilItIsHealthy(t *testi
 		if !slices.Equal(r.tr.rollbacks, []string{h.Step.Node}) {
 			t.Errorf("rollbacks = %v, want only %s", r.tr.rollbacks, h.Step.Node)
 		}
-		for _, n := range r.sim.serverNames() {
-			if v := r.sim.version(n); v != "1.12.9" {
-				t.Errorf("%s runs %s, want every server on 1.12.9 after the rollback", n, v)
+		for _, n := range r.sim.Nodes() {
+			if n.Role == transport.RoleServer && n.Version != "1.12.9" {
+				t.Errorf("%s runs %s, want every server on 1.12.9 after the rollback", n.Name, n.Version)
 			}
 		}
 		// Healthy again: the rolled-back server is up and voting.
-		r.sim.mu.Lock()
-		up := r.sim.healthy(r.sim.node(h.Step.Node), time.Now())
-		r.sim.mu.Unlock()
-		if !up {
+		if n, _ := r.sim.Node(h.Step.Node); !n.Healthy {
 			t.Errorf("%s is not healthy when Run returns", h.Step.Node)
 		}
 		if !strings.Contains(err.Error(), "rolled back "+h.Step.Node) {
@@ -236,10 +242,8 @@ func TestRunHaltsWhenAGateFailsAndDoesNotSwapTheNextServer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRunRig(t, 3, 0)
 		r.tr.onSwap = func(node, version string, ok bool) {
-			r.sim.swap(node, version, ok)
-			r.sim.mu.Lock()
-			r.sim.node(node).neverHealthy = true
-			r.sim.mu.Unlock()
+			mustDo(t, r.sim.Swap(node, version, ok))
+			mustDo(t, r.sim.SetNeverHealthy(node, true))
 		}
 		_, err := Run(t.Context(), r.cfg)
 		var ge *GateError
@@ -266,7 +270,7 @@ func TestRunDryRunReturnsThePlanAndTouchesNothing(t *testing.T) {
 		if n := len(r.tr.swapped()); n != 0 {
 			t.Errorf("a dry run swapped %d node(s)", n)
 		}
-		if n := r.sim.callCount("/v1/snapshot") + r.sim.callCount("/v1/operator/raft/transfer-leader"); n != 0 {
+		if n := r.sim.Calls("/v1/snapshot") + r.sim.Calls("/v1/operator/raft/transfer-leader"); n != 0 {
 			t.Errorf("a dry run made %d snapshot/transfer call(s)", n)
 		}
 		if last := res.Plan.Steps[len(res.Plan.Steps)-1]; last.Kind == planner.StepSwapServer && last.Node != "s1" {
@@ -292,15 +296,14 @@ func TestRunStopsAtMaxSteps(t *testing.T) {
 
 func TestRunTransfersLeadershipToTheTargetsRaftID(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newRunRig(t, 3, 0)
-		r.sim.start = time.Now().Add(-time.Hour)
+		r := newRunRig(t, 3, 0, consultest.WithStableSince(time.Now().Add(-time.Hour)))
 		rn := &runner{cfg: r.cfg, em: emitter{on: r.cfg.OnEvent}, base: base3}
 		step := planner.Step{Kind: planner.StepTransferLeader, Node: "s1", Target: "s3", From: "1.12.9", To: "1.13.9", Gate: []planner.GateCheck{planner.GateLeaderKnown}}
 		if _, h := rn.do(t.Context(), planner.Cluster{}, step); h != nil {
 			t.Fatalf("transfer-leader: %v", h)
 		}
-		if !slices.Equal(r.sim.transfers, []string{"id-s3"}) || r.sim.leaderName() != "s3" {
-			t.Errorf("transfers %v, leader %s; want one transfer to id-s3 and s3 leading", r.sim.transfers, r.sim.leaderName())
+		if !slices.Equal(r.sim.Transfers(), []string{"id-s3"}) || r.sim.Leader() != "s3" {
+			t.Errorf("transfers %v, leader %s; want one transfer to id-s3 and s3 leading", r.sim.Transfers(), r.sim.Leader())
 		}
 	})
 }

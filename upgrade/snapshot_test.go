@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
 )
 
 func TestVerifySnapshot(t *testing.T) {
@@ -74,9 +76,9 @@ func sumLine(b []byte, name string) string {
 
 func TestSnapshotDirKeepsOnlyCompleteFilesUnderTheirFinalName(t *testing.T) {
 	dir := t.TempDir()
-	s := newSim(1, 0, "1.12.9")
-	s.snapshot = makeSnapshot(t, snapshotFiles{})
-	info, err := saveSnapshot(context.Background(), inProcessConsul(t, handlerRT{s}), SnapshotDir(dir), "1.12.9")
+	archive := makeSnapshot(t, snapshotFiles{})
+	s := consultest.NewCluster(1, 0, "1.12.9", consultest.WithSnapshot(archive))
+	info, err := saveSnapshot(context.Background(), inProcessConsul(t, s), SnapshotDir(dir), "1.12.9")
 	if err != nil {
 		t.Fatalf("saveSnapshot: %v", err)
 	}
@@ -88,17 +90,16 @@ func TestSnapshotDirKeepsOnlyCompleteFilesUnderTheirFinalName(t *testing.T) {
 		t.Fatalf("files in dir = %v, want one consul-1.12.9-*.snap", files)
 	}
 	saved, _ := os.ReadFile(files[0])
-	if !bytes.Equal(saved, s.snapshot) {
-		t.Errorf("the saved file (%d bytes) is not the archive Consul sent (%d bytes)", len(saved), len(s.snapshot))
+	if !bytes.Equal(saved, archive) {
+		t.Errorf("the saved file (%d bytes) is not the archive Consul sent (%d bytes)", len(saved), len(archive))
 	}
 }
 
 func TestSaveSnapshotFailsOnACorruptArchive(t *testing.T) {
-	s := newSim(1, 0, "1.12.9")
 	good := makeSnapshot(t, snapshotFiles{})
-	s.snapshot = good[:len(good)-40]
+	s := consultest.NewCluster(1, 0, "1.12.9", consultest.WithSnapshot(good[:len(good)-40]))
 	var buf closeBuffer
-	_, err := saveSnapshot(context.Background(), inProcessConsul(t, handlerRT{s}), func(string) (io.WriteCloser, error) { return &buf, nil }, "1.12.9")
+	_, err := saveSnapshot(context.Background(), inProcessConsul(t, s), func(string) (io.WriteCloser, error) { return &buf, nil }, "1.12.9")
 	if !errors.Is(err, ErrSnapshotInvalid) {
 		t.Fatalf("err = %v, want ErrSnapshotInvalid", err)
 	}
@@ -116,10 +117,9 @@ func (c *closeBuffer) Close() error { c.closed = true; return nil }
 
 func TestSnapshotDirRemovesAnArchiveThatFailsVerification(t *testing.T) {
 	dir := t.TempDir()
-	s := newSim(1, 0, "1.12.9")
 	good := makeSnapshot(t, snapshotFiles{})
-	s.snapshot = good[:len(good)/2]
-	if _, err := saveSnapshot(context.Background(), inProcessConsul(t, handlerRT{s}), SnapshotDir(dir), "1.12.9"); !errors.Is(err, ErrSnapshotInvalid) {
+	s := consultest.NewCluster(1, 0, "1.12.9", consultest.WithSnapshot(good[:len(good)/2]))
+	if _, err := saveSnapshot(context.Background(), inProcessConsul(t, s), SnapshotDir(dir), "1.12.9"); !errors.Is(err, ErrSnapshotInvalid) {
 		t.Fatalf("err = %v, want ErrSnapshotInvalid", err)
 	}
 	if files, _ := filepath.Glob(filepath.Join(dir, "*")); len(files) != 0 {

@@ -1,0 +1,198 @@
+package consultest
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Serf member status codes, as /v1/agent/members reports them.
+const (
+	serfAlive  = 1
+	serfFailed = 4
+)
+
+// ServeHTTP implements http.Handler. It answers:
+//
+//   - GET /v1/agent/members: every node, alive or failed, with the role,
+//     dc, port, id, build and acls tags Consul sets
+//   - GET /v1/agent/self: the agent (the first server) and its datacenter
+//   - GET /v1/catalog/datacenters
+//   - GET /v1/status/leader: the leader's Raft address, "" during an election
+//   - GET /v1/operator/raft/configuration (500 without a leader)
+//   - GET /v1/operator/autopilot/health: 200 when every server is healthy,
+//     429 otherwise, with the same body
+//   - GET /v1/operator/autopilot/configuration
+//   - GET /v1/snapshot: the configured archive
+//   - POST /v1/operator/raft/transfer-leader?id=: moves leadership to a
+//     healthy voter
+//   - sessions (create, renew, destroy, info) and KV keys (get, put,
+//     acquire, release, delete)
+//
+// Any other path answers 404, and every path answers 500 while SetDown(true).
+func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls[r.URL.Path]++
+	if c.down {
+		http.Error(w, "rpc error making call: No cluster leader", http.StatusInternalServerError)
+		return
+	}
+	now := time.Now()
+	c.expireSessions(now)
+	c.elect(now, "")
+	switch r.URL.Path {
+	case "/v1/agent/members":
+		c.serveMembers(w, now)
+	case "/v1/agent/self":
+		self := map[string]map[string]any{"Config": {"Datacenter": Datacenter, "PrimaryDatacenter": Datacenter}}
+		if a := c.agent(); a != nil {
+			self["Config"]["NodeName"] = a.name
+			self["Config"]["Version"] = a.version
+		}
+		writeJSON(w, http.StatusOK, self)
+	case "/v1/catalog/datacenters":
+		writeJSON(w, http.StatusOK, []string{Datacenter})
+	case "/v1/status/leader":
+		addr := ""
+		if l := c.find(c.leader); l != nil {
+			addr = l.addr + ":8300"
+		}
+		writeJSON(w, http.StatusOK, addr)
+	case "/v1/operator/raft/configuration":
+		if c.leader == "" {
+			http.Error(w, "No cluster leader", http.StatusInternalServerError)
+			return
+		}
+		out := api.RaftConfiguration{Index: 10}
+		for _, n := range c.nodes {
+			if n.server() {
+				out.Servers = append(out.Servers, &api.RaftServer{ID: n.raftID(), Node: n.name, Address: n.addr + ":8300",
+					Leader: n.name == c.leader, Voter: n.voter, ProtocolVersion: "3"})
+			}
+		}
+		writeJSON(w, http.StatusOK, out)
+	case "/v1/operator/autopilot/health":
+		c.serveHealth(w, now)
+	case "/v1/operator/autopilot/configuration":
+		ac := api.NewAutopilotConfiguration()
+		ac.ServerStabilizationTime = api.NewReadableDuration(c.stabilization)
+		writeJSON(w, http.StatusOK, ac)
+	case "/v1/snapshot":
+		if r.Method != http.MethodGet {
+			http.Error(w, "consultest: restoring a snapshot is not simulated", http.StatusMethodNotAllowed)
+			return
+		}
+		if c.snapshot == nil {
+			http.Error(w, "consultest: the cluster was built WithSnapshot(nil), so /v1/snapshot fails", http.StatusInternalServerError)
+			return
+		}
+		index := uint64(0)
+		if l := c.find(c.leader); l != nil {
+			index = l.lastIndex
+		}
+		w.Header().Set("X-Consul-Index", strconv.FormatUint(index, 10))
+		w.Header().Set("Content-Type", "application/x-gzip")
+		w.WriteHeader(http.StatusOK)
+		w.Write(c.snapshot)
+	case "/v1/operator/raft/transfer-leader":
+		id := r.URL.Query().Get("id")
+		c.transfers = append(c.transfers, id)
+		for _, n := range c.nodes {
+			if n.server() && n.raftID() == id && n.voter && c.healthy(n, now) {
+				c.leader, c.pinned = n.name, false
+				writeJSON(w, http.StatusOK, api.TransferLeaderResponse{Success: true})
+				return
+			}
+		}
+		writeJSON(w, http.StatusOK, api.TransferLeaderResponse{Success: false})
+	default:
+		if strings.HasPrefix(r.URL.Path, "/v1/session/") {
+			c.serveSession(w, r, now)
+			return
+		}
+		if strings.HasPrefix(r.URL.Path, "/v1/kv/") {
+			c.serveKV(w, r)
+			return
+		}
+		http.Error(w, "consultest: "+r.URL.Path+" is not simulated", http.StatusNotFound)
+	}
+}
+
+// agent is the node the HTTP API is served by: the first server (or the
+// first node). Callers hold c.mu.
+func (c *Cluster) agent() *node {
+	for _, n := range c.nodes {
+		if n.server() {
+			return n
+		}
+	}
+	if len(c.nodes) > 0 {
+		return c.nodes[0]
+	}
+	return nil
+}
+
+func (c *Cluster) serveMembers(w http.ResponseWriter, now time.Time) {
+	out := []api.AgentMember{}
+	for _, n := range c.nodes {
+		status := serfAlive
+		if !n.up(now) {
+			status = serfFailed
+		}
+		build := n.version + ":deadbeef"
+		tags := map[string]string{"role": "node", "dc": Datacenter, "build": build}
+		if n.server() {
+			tags = map[string]string{"role": "consul", "dc": Datacenter, "port": "8300", "id": n.raftID(), "build": build, "acls": string(c.acls)}
+		}
+		out = append(out, api.AgentMember{Name: n.name, Addr: n.addr, Port: 8301, Tags: tags, Status: status})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (c *Cluster) serveHealth(w http.ResponseWriter, now time.Time) {
+	out := api.OperatorHealthReply{Healthy: true, Servers: []api.ServerHealth{}}
+	voters, healthyVoters := 0, 0
+	for _, n := range c.nodes {
+		if !n.server() {
+			continue
+		}
+		h := c.healthy(n, now)
+		sh := api.ServerHealth{ID: n.raftID(), Name: n.name, Address: n.addr + ":8300", SerfStatus: "alive", Version: n.version,
+			Leader: n.name == c.leader, Voter: n.voter, Healthy: h, LastIndex: n.lastIndex,
+			LastContact: api.NewReadableDuration(10 * time.Millisecond)}
+		if !n.up(now) {
+			sh.SerfStatus = "failed"
+		}
+		if h {
+			sh.StableSince = c.stableSince
+			if n.upAt.After(c.stableSince) {
+				sh.StableSince = n.upAt
+			}
+		}
+		if n.voter {
+			voters++
+			if h {
+				healthyVoters++
+			}
+		}
+		out.Healthy = out.Healthy && h
+		out.Servers = append(out.Servers, sh)
+	}
+	out.FailureTolerance = max(0, healthyVoters-(voters/2+1))
+	code := http.StatusOK
+	if !out.Healthy {
+		code = http.StatusTooManyRequests // Consul's answer while unhealthy
+	}
+	writeJSON(w, code, out)
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
