@@ -159,9 +159,10 @@ func NewCluster(servers, clients int, version string, opts ...Option) *Cluster {
 }
 
 // address returns a distinct private IPv4 address for the i-th (from 1)
-// node of a group (0 servers, 1 clients).
+// node of a group (0 servers, 1 clients): 10.0.0.i for servers, 10.0.1.i
+// for clients, spilling into the second octet past 250.
 func address(group, i int) string {
-	return fmt.Sprintf("10.%d.%d.%d", group, i/250, i%250+1)
+	return fmt.Sprintf("10.%d.%d.%d", (i-1)/250, group, (i-1)%250+1)
 }
 
 // find returns the named node or nil. Callers hold c.mu.
