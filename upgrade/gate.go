@@ -30,11 +30,12 @@ type Baseline struct {
 	// FailureTolerance is autopilot's FailureTolerance before the run; the
 	// failure-tolerance gate waits until it is back.
 	FailureTolerance int `json:"failure_tolerance"`
-	// MaxTrailingLogs is autopilot's MaxTrailingLogs (0: Gate uses
-	// DefaultMaxTrailingLogs).
+	// MaxTrailingLogs is autopilot's MaxTrailingLogs (0 in a baseline that
+	// was never measured, Taken zero: Gate uses DefaultMaxTrailingLogs).
 	MaxTrailingLogs uint64 `json:"max_trailing_logs"`
-	// ServerStabilizationTime is autopilot's ServerStabilizationTime (0:
-	// Gate uses DefaultStabilizationTime).
+	// ServerStabilizationTime is autopilot's ServerStabilizationTime (0 in
+	// a baseline that was never measured, Taken zero: Gate uses
+	// DefaultStabilizationTime; a measured 0 is kept).
 	ServerStabilizationTime time.Duration `json:"server_stabilization_time"`
 	// Healthy is autopilot's cluster-wide verdict before the run.
 	Healthy bool `json:"healthy"`
@@ -117,11 +118,13 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 	if len(step.Gate) == 0 {
 		return nil
 	}
-	if base.MaxTrailingLogs == 0 {
-		base.MaxTrailingLogs = DefaultMaxTrailingLogs
-	}
-	if base.ServerStabilizationTime == 0 {
-		base.ServerStabilizationTime = DefaultStabilizationTime
+	if base.Taken.IsZero() { // not measured: autopilot's defaults
+		if base.MaxTrailingLogs == 0 {
+			base.MaxTrailingLogs = DefaultMaxTrailingLogs
+		}
+		if base.ServerStabilizationTime == 0 {
+			base.ServerStabilizationTime = DefaultStabilizationTime
+		}
 	}
 	gctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -152,7 +155,7 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 		return nil
 	}
 	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 250 * time.Millisecond
+	b.InitialInterval = min(250*time.Millisecond, maxInterval)
 	b.MaxInterval = maxInterval
 	b.MaxElapsedTime = 0 // bound by gctx instead
 	err := backoff.Retry(op, backoff.WithContext(b, gctx))

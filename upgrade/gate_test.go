@@ -267,3 +267,27 @@ func TestGateStabilityCountsFromTheSwapWhenAutopilotMissedAQuickRestart(t *testi
 		}
 	})
 }
+
+func TestGateKeepsAMeasuredStabilizationTimeOfZero(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := consultest.NewCluster(3, 0, "1.13.9",
+			consultest.WithStabilizationTime(0), consultest.WithRestartDelay(2*time.Second))
+		c := inProcessConsul(t, s)
+		base, err := MeasureBaseline(t.Context(), c)
+		if err != nil {
+			t.Fatalf("MeasureBaseline: %v", err)
+		}
+		if base.ServerStabilizationTime != 0 {
+			t.Fatalf("measured ServerStabilizationTime = %s, want the configured 0s", base.ServerStabilizationTime)
+		}
+		mustDo(t, s.Swap("s2", "1.13.9", true))
+		swapped := time.Now()
+		opt := GateOptions{Timeout: time.Minute, Since: swapped}
+		if err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base, opt); err != nil {
+			t.Fatalf("Gate: %v", err)
+		}
+		if waited := time.Since(swapped); waited >= DefaultStabilizationTime {
+			t.Errorf("gate waited %s: the measured 0s stabilization time was replaced by the %s default", waited, DefaultStabilizationTime)
+		}
+	})
+}
