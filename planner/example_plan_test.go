@@ -40,7 +40,7 @@ func ExamplePlan() {
 		fmt.Println(strings.TrimSpace(line))
 	}
 	// Output:
-	// 1 snapshot                 -> 0.5.2
+	// 1 snapshot     s1          -> 0.5.2
 	// 2 swap-server  s2          -> 0.5.2 kill
 	// 3 swap-server  s3          -> 0.5.2 kill
 	// 4 swap-server  s1          -> 0.5.2 kill

@@ -234,6 +234,21 @@ type state struct {
 	hopTo    []int
 }
 
+// leaders returns the leader of each datacenter, in datacenter order: the
+// servers a snapshot step is served by.
+func (st *state) leaders() []string {
+	var out []string
+	for _, d := range st.dcs {
+		for _, i := range d.byName {
+			if st.leader[i] {
+				out = append(out, st.c.Servers[i].Name)
+				break
+			}
+		}
+	}
+	return out
+}
+
 func newState(c *Cluster, target string, pol Policy) (*state, error) {
 	if err := validatePolicy(&pol); err != nil {
 		return nil, err
@@ -477,10 +492,11 @@ func (st *state) decide() (Step, error) {
 			last = "the last one was taken on " + st.snap
 		}
 		return Step{
-			Kind: StepSnapshot,
-			From: st.vs.strs[lowSrv],
-			To:   hop.To,
-			Hop:  h,
+			Kind:  StepSnapshot,
+			Nodes: st.leaders(),
+			From:  st.vs.strs[lowSrv],
+			To:    hop.To,
+			Hop:   h,
 			Reason: fmt.Sprintf("save and verify a snapshot in every datacenter before the first server swap of hop %s -> %s; the servers run %s and %s",
 				hop.From, hop.To, st.vs.strs[lowSrv], last),
 		}, nil

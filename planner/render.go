@@ -199,6 +199,8 @@ func stepNodes(s *Step) string {
 		return s.Node + " => " + s.Target
 	case s.Node != "":
 		return s.Node
+	case s.Kind == StepSnapshot:
+		return "all datacenters (via " + strings.Join(s.Nodes, ",") + ")"
 	case len(s.Nodes) > 0:
 		show := s.Nodes
 		if len(show) > wavePreview {
@@ -212,8 +214,6 @@ func stepNodes(s *Step) string {
 			out = s.Datacenter + ": " + out
 		}
 		return out
-	case s.Kind == StepSnapshot:
-		return "all datacenters"
 	}
 	return "-"
 }

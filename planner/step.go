@@ -17,7 +17,8 @@ type StepKind string
 
 const (
 	// StepSnapshot saves and verifies a snapshot before a hop's first server
-	// swap.
+	// swap, in every datacenter; its Nodes are the datacenters' leaders, which
+	// serve the snapshots.
 	StepSnapshot StepKind = "snapshot"
 	// StepSwapServer swaps one server to a new version.
 	StepSwapServer StepKind = "swap-server"
@@ -62,7 +63,7 @@ type Step struct {
 	// Node is the server to swap, or the server that leads (for
 	// transfer-leader).
 	Node string `json:"node,omitempty"`
-	// Nodes are the clients of a wave.
+	// Nodes are the clients of a wave, or the leaders serving a snapshot.
 	Nodes []string `json:"nodes,omitempty"`
 	// Target is the server that receives leadership (transfer-leader).
 	Target     string `json:"target,omitempty"`
