@@ -6,9 +6,10 @@ import (
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 )
 
-// The 2015 story: three servers and their clients on 0.4.1 with default-deny
-// ACLs, going to 0.5.2. Check lists every finding, blocking first; the ACL
-// change blocks until the agents' tokens may write services.
+// The 2015 story's cluster (three servers and their clients on 0.4.1, going
+// to 0.5.2), had it run ACLs with default deny (it ran without ACLs). Check
+// lists every finding, blocking first; the ACL change blocks until the
+// agents' tokens may write services.
 func ExampleCheck() {
 	c := planner.Cluster{
 		Servers: []planner.Server{
