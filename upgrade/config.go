@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/go-version"
@@ -17,10 +20,19 @@ import (
 const DefaultMaxSteps = 10000
 
 // Config is what Run needs. Consul and Target are always required; Transport
-// and (unless Policy.NoSnapshot) Snapshot are required unless DryRun.
+// and (unless Policy.NoSnapshot) Snapshot or SnapshotDC are required unless
+// DryRun.
 type Config struct {
-	// Consul answers the API calls (NewConsul over an *api.Client).
+	// Consul answers the API calls (NewConsul over an *api.Client): an
+	// agent of the run's own datacenter, which also holds the lock.
 	Consul Consul
+	// Datacenters adds the other datacenters of a WAN federation to the
+	// run: a Consul talking to an agent of each, keyed by the datacenter's
+	// name (not Consul's own datacenter). Every step observes them all,
+	// and each step is acted on and gated through its datacenter's Consul.
+	// Empty: the run covers Consul's datacenter alone. See the package
+	// doc's Datacenters section.
+	Datacenters map[string]Consul
 	// Transport swaps nodes. It must implement transport.Rollbacker when
 	// Rollback is set.
 	Transport transport.Transport
@@ -31,6 +43,9 @@ type Config struct {
 	// Snapshot opens the destination of each pre-hop snapshot (see
 	// SnapshotDir). Required unless Policy.NoSnapshot or DryRun.
 	Snapshot SnapshotFunc
+	// SnapshotDC, when set, is used instead of Snapshot: it opens the
+	// destination of each datacenter's pre-hop snapshot.
+	SnapshotDC SnapshotDCFunc
 	// OnEvent receives every event synchronously, in order.
 	OnEvent func(Event)
 	// Logger, if set, logs every event.
@@ -83,13 +98,21 @@ func (cfg Config) Validate() error {
 		if cfg.Transport == nil {
 			add("Transport", "", "is nil; a run that is not a dry run needs a transport to swap nodes")
 		}
-		if cfg.Snapshot == nil && !cfg.Policy.NoSnapshot {
+		if cfg.Snapshot == nil && cfg.SnapshotDC == nil && !cfg.Policy.NoSnapshot {
 			add("Snapshot", "", "is nil while Policy.NoSnapshot is false; set Snapshot (e.g. upgrade.SnapshotDir(dir)) or opt out with Policy.NoSnapshot")
 		}
 		if cfg.Rollback && cfg.Transport != nil {
 			if _, ok := cfg.Transport.(transport.Rollbacker); !ok {
 				add("Rollback", "true", fmt.Sprintf("needs a transport that implements transport.Rollbacker, and %T does not; unset Rollback or use a transport that can roll back", cfg.Transport))
 			}
+		}
+	}
+	for _, dc := range slices.Sorted(maps.Keys(cfg.Datacenters)) {
+		switch {
+		case dc == "":
+			add("Datacenters", `""`, "has an empty datacenter name; key each Consul by the name of its datacenter")
+		case cfg.Datacenters[dc] == nil:
+			add("Datacenters", strconv.Quote(dc), "maps to a nil Consul; pass upgrade.NewConsul(client) for an agent of that datacenter")
 		}
 	}
 	if cfg.GateTimeout < 0 {

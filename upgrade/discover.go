@@ -29,32 +29,39 @@ const (
 //
 // Discover does not set Cluster.SnapshotVersion: that is the runner's record.
 func Discover(ctx context.Context, c Consul) (planner.Cluster, error) {
+	cl, _, err := discover(ctx, c)
+	return cl, err
+}
+
+// discover is Discover that also returns the datacenter of the agent c talks
+// to.
+func discover(ctx context.Context, c Consul) (planner.Cluster, string, error) {
 	var cl planner.Cluster
 	members, err := c.Members(ctx)
 	if err != nil {
-		return cl, fmt.Errorf("discover: %w", err)
+		return cl, "", fmt.Errorf("discover: %w", err)
 	}
 	leader, err := c.Leader(ctx)
 	if err != nil {
-		return cl, fmt.Errorf("discover: %w", err)
+		return cl, "", fmt.Errorf("discover: %w", err)
 	}
 	raft, err := c.RaftConfiguration(ctx)
 	if err != nil {
-		return cl, fmt.Errorf("discover: %w", err)
+		return cl, "", fmt.Errorf("discover: %w", err)
 	}
 	health, err := c.AutopilotHealth(ctx)
 	if err != nil {
-		return cl, fmt.Errorf("discover: %w", err)
+		return cl, "", fmt.Errorf("discover: %w", err)
 	}
 	self, err := c.AgentSelf(ctx)
 	if err != nil {
-		return cl, fmt.Errorf("discover: %w", err)
+		return cl, "", fmt.Errorf("discover: %w", err)
 	}
 	dcs, err := c.Datacenters(ctx)
 	if err != nil {
-		return cl, fmt.Errorf("discover: %w", err)
+		return cl, "", fmt.Errorf("discover: %w", err)
 	}
-	return buildCluster(members, leader, raft, health, self, dcs), nil
+	return buildCluster(members, leader, raft, health, self, dcs), selfString(self, "Datacenter"), nil
 }
 
 // buildCluster is the pure half of Discover.
@@ -179,6 +186,25 @@ func healthServer(h *api.OperatorHealthReply, m *api.AgentMember) *api.ServerHea
 		}
 	}
 	return nil
+}
+
+// mergeDatacenter adds the servers, clients and ACL features observed in
+// another datacenter to c, and lists that datacenter if c's catalog did not.
+// Servers and clients stay sorted by name.
+func mergeDatacenter(c *planner.Cluster, name string, o planner.Cluster) {
+	c.Servers = append(c.Servers, o.Servers...)
+	c.Clients = append(c.Clients, o.Clients...)
+	sort.SliceStable(c.Servers, func(i, j int) bool { return c.Servers[i].Name < c.Servers[j].Name })
+	sort.SliceStable(c.Clients, func(i, j int) bool { return c.Clients[i].Name < c.Clients[j].Name })
+	c.Features.ACLs = c.Features.ACLs || o.Features.ACLs
+	c.Features.LegacyACLs = c.Features.LegacyACLs || o.Features.LegacyACLs
+	for _, d := range c.Datacenters {
+		if d.Name == name {
+			return
+		}
+	}
+	c.Datacenters = append(c.Datacenters, planner.Datacenter{Name: name})
+	sort.Slice(c.Datacenters, func(i, j int) bool { return c.Datacenters[i].Name < c.Datacenters[j].Name })
 }
 
 func selfString(self map[string]map[string]any, key string) string {

@@ -30,12 +30,38 @@
 // # Datacenters
 //
 // Discover reads the LAN of the agent it talks to: the servers and clients of
-// one datacenter (the other datacenters are listed, and Check warns with
-// datacenter-not-observed that the plan leaves them alone). A federated
-// cluster is upgraded with one Run per datacenter, each through an agent of
-// that datacenter, in the order the path asks for: primary first, or last
-// on the 1.2.4 and 1.6.10 paths with ACL replication (planner.Plan over a
-// snapshot that holds every datacenter shows that order).
+// one datacenter (the other datacenters are listed). Run drives a whole WAN
+// federation when Config.Datacenters gives it a Consul for each other
+// datacenter, keyed by the datacenter's name (Config.Consul stays the agent
+// of the run's own datacenter; a key naming that datacenter, or a Consul
+// whose agent belongs to another datacenter than its key, is refused with a
+// *ConfigError before anything is touched):
+//
+//   - Observe: every step, each datacenter is discovered and the results are
+//     merged into one planner.Cluster (every agent with its datacenter, the
+//     primary as Config.Consul's agent names it), so planner.Next orders the
+//     datacenters: primary first, or last on the 1.2.4 and 1.6.10 hops with
+//     ACL replication. Node names must be unique across the federation. A
+//     datacenter the catalog lists but that has no Consul in the map is not
+//     observed: Check warns with datacenter-not-observed and the plan leaves
+//     it as it is.
+//   - Act and gate: each step is carried out and gated through its
+//     datacenter's Consul, against that datacenter's baseline (failure
+//     tolerance, stabilization time and trailing logs are measured per
+//     datacenter; Result.Baselines).
+//   - Snapshot: the snapshot step saves and verifies one snapshot per
+//     observed datacenter (each has its own Raft), the run's own first; the
+//     step fails if any does. Config.SnapshotDC receives the datacenter's
+//     name; SnapshotDir names each file with its datacenter when there are
+//     several (consul-dc2-1.12.9-<time>.snap) and keeps its plain names for
+//     one. StepRecord.Snapshots holds every archive's description.
+//   - Lock: the upgrade lock is taken in the run's own datacenter only (KV is
+//     per datacenter); run every federated upgrade through an agent of the
+//     same datacenter, ideally the primary, so two runs meet at one lock.
+//
+// Without Config.Datacenters, a federation can still be upgraded with one Run
+// per datacenter, each through an agent of that datacenter, in the order
+// planner.Plan shows for a snapshot that holds every datacenter.
 //
 // consul/api is used only in this package, behind the small Consul interface
 // that NewConsul implements over an *api.Client.

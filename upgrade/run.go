@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -20,8 +23,13 @@ type StepRecord struct {
 	Step    planner.Step `json:"step"`
 	Started time.Time    `json:"started"`
 	Ended   time.Time    `json:"ended"`
-	// Snapshot describes the verified archive of a snapshot step.
+	// Snapshot describes the verified archive of a snapshot step (the run's
+	// own datacenter's, Config.Consul's).
 	Snapshot *SnapshotInfo `json:"snapshot,omitempty"`
+	// Snapshots holds the verified archive of every observed datacenter,
+	// by datacenter name, for a snapshot step: each datacenter has a Raft
+	// of its own, so each is saved and verified.
+	Snapshots map[string]SnapshotInfo `json:"snapshots,omitempty"`
 }
 
 // Result is what a run did. Run returns it even with an error: it then holds
@@ -30,8 +38,11 @@ type Result struct {
 	// Steps are the steps done, in order.
 	Steps []StepRecord `json:"steps"`
 	// Baseline is the cluster's health before the first step (zero for a
-	// dry run).
+	// dry run), in the run's own datacenter (Config.Consul's).
 	Baseline Baseline `json:"baseline"`
+	// Baselines holds the baseline of every observed datacenter, by name:
+	// the gates of a step compare against its datacenter's.
+	Baselines map[string]Baseline `json:"baselines,omitempty"`
 	// Cluster is the last cluster observed.
 	Cluster planner.Cluster `json:"cluster"`
 	// Plan is the preview of a dry run (nil otherwise).
@@ -61,9 +72,11 @@ type runner struct {
 	cfg      Config
 	em       emitter
 	res      *Result
-	base     Baseline
-	snapshot string // the version the last verified snapshot of this run was taken on
-	lock     *Lock  // held from the first action until the run ends
+	base     Baseline            // the run's own datacenter's
+	bases    map[string]Baseline // every observed datacenter's
+	ownDC    string              // the datacenter of cfg.Consul's agent
+	snapshot string              // the version the last verified snapshot of this run was taken on
+	lock     *Lock               // held from the first action until the run ends
 	lost     <-chan struct{}
 }
 
@@ -105,9 +118,82 @@ func (r *runner) gateOptions(onWait func(cond planner.GateCheck, node, detail st
 	return GateOptions{Timeout: r.cfg.GateTimeout, MaxInterval: r.cfg.GateMaxInterval, OnWaiting: onWait}
 }
 
+// consul is the Consul of datacenter dc: its entry in cfg.Datacenters, else
+// cfg.Consul (the run's own datacenter, and steps of every datacenter).
+func (r *runner) consul(dc string) Consul {
+	if c, ok := r.cfg.Datacenters[dc]; ok {
+		return c
+	}
+	return r.cfg.Consul
+}
+
+// baseline is the baseline of datacenter dc (the own one's by default).
+func (r *runner) baseline(dc string) Baseline {
+	if b, ok := r.bases[dc]; ok {
+		return b
+	}
+	return r.base
+}
+
+// datacenters lists the observed datacenters: the run's own first, then
+// those of cfg.Datacenters by name.
+func (r *runner) datacenters() []string {
+	others := slices.Sorted(maps.Keys(r.cfg.Datacenters))
+	return append([]string{r.ownDC}, others...)
+}
+
+// observe discovers the run's own datacenter and every datacenter of
+// cfg.Datacenters, and merges them into one cluster.
+func (r *runner) observe(ctx context.Context) (planner.Cluster, error) {
+	c, own, err := discover(ctx, r.cfg.Consul)
+	if err != nil {
+		return c, err
+	}
+	r.ownDC = own
+	if len(r.cfg.Datacenters) == 0 {
+		return c, nil
+	}
+	if _, ok := r.cfg.Datacenters[own]; ok {
+		return c, &ConfigError{Field: "Datacenters", Value: strconv.Quote(own),
+			Problem: "names the datacenter of Config.Consul itself; list only the other datacenters of the federation"}
+	}
+	for _, dc := range r.datacenters()[1:] {
+		o, got, err := discover(ctx, r.cfg.Datacenters[dc])
+		if err != nil {
+			return c, fmt.Errorf("datacenter %s: %w", dc, err)
+		}
+		if got != "" && got != dc {
+			return c, &ConfigError{Field: "Datacenters", Value: strconv.Quote(dc),
+				Problem: fmt.Sprintf("maps to an agent of datacenter %s; key each Consul by the name of its own datacenter", got)}
+		}
+		mergeDatacenter(&c, dc, o)
+	}
+	return c, nil
+}
+
+// measure takes the baseline of every observed datacenter.
+func (r *runner) measure(ctx context.Context) error {
+	r.bases = map[string]Baseline{}
+	for i, dc := range r.datacenters() {
+		b, err := MeasureBaseline(ctx, r.consul(dc))
+		if err != nil {
+			if len(r.cfg.Datacenters) > 0 {
+				err = fmt.Errorf("datacenter %s: %w", dc, err)
+			}
+			return err
+		}
+		if i == 0 {
+			r.base = b
+		}
+		r.bases[dc] = b
+	}
+	r.res.Baseline, r.res.Baselines = r.base, r.bases
+	return nil
+}
+
 func (r *runner) run(ctx context.Context) error {
 	r.em.emit(Event{Kind: EventRunStarted, Detail: "target " + r.cfg.Target})
-	c, err := Discover(ctx, r.cfg.Consul)
+	c, err := r.observe(ctx)
 	if err != nil {
 		r.em.emit(Event{Kind: EventHalted, Err: err})
 		return err
@@ -142,7 +228,7 @@ func (r *runner) run(ctx context.Context) error {
 		defer r.unlock(ctx) // on every path; halt and done unlock first, so their event is the last
 		// Another run may have acted between the first look and the lock:
 		// look again, holding it.
-		if c, err = Discover(ctx, r.cfg.Consul); err == nil {
+		if c, err = r.observe(ctx); err == nil {
 			step, err = planner.Next(c, r.cfg.Target, r.cfg.Policy)
 		}
 		if err != nil {
@@ -151,12 +237,10 @@ func (r *runner) run(ctx context.Context) error {
 		}
 		r.res.Cluster = c
 	}
-	r.base, err = MeasureBaseline(ctx, r.cfg.Consul)
-	if err != nil {
+	if err = r.measure(ctx); err != nil {
 		r.em.emit(Event{Kind: EventHalted, Err: err})
 		return err
 	}
-	r.res.Baseline = r.base
 
 	maxSteps := r.cfg.MaxSteps
 	if maxSteps == 0 {
@@ -216,8 +300,9 @@ func gateCondition(err error) planner.GateCheck {
 	return ""
 }
 
-// discover retries Discover for a while: right after a server swap the API
-// may answer "no cluster leader" for a moment.
+// discover retries observe for a while: right after a server swap the API
+// may answer "no cluster leader" for a moment. A config error is not
+// retried.
 func (r *runner) discover(ctx context.Context) (planner.Cluster, error) {
 	timeout := r.cfg.GateTimeout
 	if timeout <= 0 {
@@ -236,9 +321,13 @@ func (r *runner) discover(ctx context.Context) (planner.Cluster, error) {
 	var last error
 	err := backoff.Retry(func() error {
 		var err error
-		c, err = Discover(dctx, r.cfg.Consul)
+		c, err = r.observe(dctx)
 		if err != nil {
 			last = err
+		}
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			return backoff.Permanent(err)
 		}
 		return err
 	}, backoff.WithContext(b, dctx))
@@ -257,12 +346,11 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 	var err error
 	switch step.Kind {
 	case planner.StepSnapshot:
-		var info SnapshotInfo
-		info, err = saveSnapshot(ctx, r.cfg.Consul, r.cfg.Snapshot, step.From)
+		rec.Snapshots, err = r.snapshotAll(ctx, step)
 		if err == nil {
-			rec.Snapshot = &info
+			own := rec.Snapshots[r.ownDC]
+			rec.Snapshot = &own
 			r.snapshot = step.From
-			r.em.emit(Event{Kind: EventSnapshotSaved, Step: step, Detail: fmt.Sprintf("snapshot of %s verified: raft index %d, term %d, state.bin %d bytes", step.From, info.Index, info.Term, info.StateSize)})
 		}
 	case planner.StepSwapServer:
 		err = r.cfg.Transport.Swap(ctx, transport.SwapRequest{
@@ -287,7 +375,7 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		r.em.emit(Event{Kind: EventGateWaiting, Step: step, Condition: cond, Detail: detail})
 	})
 	opt.Since = time.Now() // the swapped agent has just started: stability counts from here
-	gerr := Gate(ctx, r.cfg.Consul, step, r.base, opt)
+	gerr := Gate(ctx, r.consul(step.Datacenter), step, r.baseline(step.Datacenter), opt)
 	if gerr != nil {
 		var ge *GateError
 		if errors.As(gerr, &ge) && ge.Node != "" && (step.Kind == planner.StepSwapServer || step.Kind == planner.StepSwapClients) {
@@ -300,12 +388,48 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 	return rec, nil
 }
 
+// snapshotAll saves and verifies a snapshot of every observed datacenter,
+// the run's own first, and stops at the first that fails.
+func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string]SnapshotInfo, error) {
+	out := map[string]SnapshotInfo{}
+	multi := len(r.cfg.Datacenters) > 0
+	for _, dc := range r.datacenters() {
+		open := func(version string) (io.WriteCloser, error) { return r.openSnapshot(dc, version) }
+		info, err := saveSnapshot(ctx, r.consul(dc), open, step.From)
+		where := ""
+		if multi {
+			where = "datacenter " + dc + ": "
+		}
+		if err != nil {
+			return out, fmt.Errorf("%s%w", where, err)
+		}
+		out[dc] = info
+		r.em.emit(Event{Kind: EventSnapshotSaved, Step: step, Detail: fmt.Sprintf("%ssnapshot of %s verified: raft index %d, term %d, state.bin %d bytes", where, step.From, info.Index, info.Term, info.StateSize)})
+	}
+	return out, nil
+}
+
+// openSnapshot opens the destination of datacenter dc's snapshot:
+// cfg.SnapshotDC when set, else cfg.Snapshot (whose SnapshotDir files are
+// then named with the datacenter when the run observes several).
+func (r *runner) openSnapshot(dc, version string) (io.WriteCloser, error) {
+	if r.cfg.SnapshotDC != nil {
+		return r.cfg.SnapshotDC(dc, version)
+	}
+	w, err := r.cfg.Snapshot(version)
+	if n, ok := w.(datacenterNamer); ok && err == nil && len(r.cfg.Datacenters) > 0 {
+		n.nameDatacenter(dc)
+	}
+	return w, err
+}
+
 func (r *runner) transferLeader(ctx context.Context, step planner.Step) error {
-	raft, err := r.cfg.Consul.RaftConfiguration(ctx)
+	c := r.consul(step.Datacenter)
+	raft, err := c.RaftConfiguration(ctx)
 	if err != nil {
 		return err
 	}
-	members, err := r.cfg.Consul.Members(ctx)
+	members, err := c.Members(ctx)
 	if err != nil {
 		return err
 	}
@@ -316,7 +440,7 @@ func (r *runner) transferLeader(ctx context.Context, step planner.Step) error {
 	if !rs.Voter {
 		return fmt.Errorf("transfer leadership to %s: it is a non-voter; wait until autopilot promotes it", step.Target)
 	}
-	return r.cfg.Consul.TransferLeader(ctx, rs.ID)
+	return c.TransferLeader(ctx, rs.ID)
 }
 
 // swapClients swaps a wave with bounded concurrency. After the first failure
@@ -398,7 +522,7 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 	} else {
 		check.Gate = []planner.GateCheck{planner.GateSerfAlive}
 	}
-	if gerr := Gate(ctx, r.cfg.Consul, check, r.base, r.gateOptions(func(cond planner.GateCheck, node, detail string) {
+	if gerr := Gate(ctx, r.consul(step.Datacenter), check, r.baseline(step.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
 		r.em.emit(Event{Kind: EventGateWaiting, Step: check, Condition: cond, Detail: "after rollback: " + detail})
 	})); gerr != nil {
 		h.RollbackErr = fmt.Errorf("rolled back %v but the cluster did not become healthy: %w", failed, gerr)

@@ -142,25 +142,43 @@ func VerifySnapshot(r io.Reader) (SnapshotInfo, error) {
 // then closes it.
 type SnapshotFunc func(version string) (io.WriteCloser, error)
 
+// SnapshotDCFunc opens the destination of datacenter's snapshot taken before
+// the hop away from version (Config.SnapshotDC). The runner writes the
+// archive to it, verifies it and then closes it.
+type SnapshotDCFunc func(datacenter, version string) (io.WriteCloser, error)
+
 // SnapshotDir returns a SnapshotFunc that writes each snapshot to a new file
 // in dir, named consul-<version>-<UTC time>.snap. The file is written under a
 // .part name and renamed on Close, so a file with the final name is complete;
 // an archive that fails verification is removed.
+//
+// In a run that observes several datacenters (Config.Datacenters), Run saves
+// one snapshot per datacenter and names each file with its datacenter:
+// consul-<datacenter>-<version>-<UTC time>.snap.
 func SnapshotDir(dir string) SnapshotFunc {
 	return func(version string) (io.WriteCloser, error) {
-		name := fmt.Sprintf("consul-%s-%s.snap", safeName(version), time.Now().UTC().Format("20060102T150405.000Z"))
-		final := filepath.Join(dir, name)
+		rest := fmt.Sprintf("%s-%s.snap", safeName(version), time.Now().UTC().Format("20060102T150405.000Z"))
+		final := filepath.Join(dir, "consul-"+rest)
 		f, err := os.OpenFile(final+".part", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot dir %s: %w", dir, err)
 		}
-		return &renameOnClose{File: f, final: final}, nil
+		return &renameOnClose{File: f, final: final, dir: dir, rest: rest}, nil
 	}
 }
 
 type renameOnClose struct {
 	*os.File
-	final string
+	final     string
+	dir, rest string // final is dir/consul-[<datacenter>-]<rest>
+}
+
+// datacenterNamer is a destination that can put the datacenter in its name
+// (SnapshotDir's files); the runner tells it when it saves several.
+type datacenterNamer interface{ nameDatacenter(dc string) }
+
+func (r *renameOnClose) nameDatacenter(dc string) {
+	r.final = filepath.Join(r.dir, "consul-"+safeName(dc)+"-"+r.rest)
 }
 
 func (r *renameOnClose) Close() error {

@@ -19,7 +19,8 @@ const (
 	DefaultStabilizationTime = 3 * time.Second
 	// DefaultLastIndex is the Raft last index every server starts with.
 	DefaultLastIndex = 100
-	// Datacenter is the name of the simulated datacenter.
+	// Datacenter is the name of the simulated datacenter, and its primary,
+	// unless WithDatacenter names others.
 	Datacenter = "dc1"
 )
 
@@ -95,6 +96,39 @@ func WithACLs(m ACLMode) Option {
 	return func(c *Cluster) { c.acls = m }
 }
 
+// WithDatacenter names the simulated datacenter and its primary (default:
+// both Datacenter). Its agents carry the dc tag name, /v1/agent/self reports
+// both names, and /v1/catalog/datacenters lists both (see also
+// WithPeerDatacenters). Two clusters, one WithDatacenter("dc1", "dc1") and one
+// WithDatacenter("dc2", "dc1") with WithNodePrefix("dc2-"), simulate a
+// federation of two datacenters, each observed through its own client. An
+// empty name keeps Datacenter; an empty primary makes the datacenter its own
+// primary.
+func WithDatacenter(name, primary string) Option {
+	return func(c *Cluster) {
+		if name == "" {
+			name = Datacenter
+		}
+		if primary == "" {
+			primary = name
+		}
+		c.dc, c.primary = name, primary
+	}
+}
+
+// WithPeerDatacenters adds datacenters that /v1/catalog/datacenters lists,
+// as a WAN-federated agent lists the other datacenters it knows.
+func WithPeerDatacenters(names ...string) Option {
+	return func(c *Cluster) { c.peers = append(c.peers, names...) }
+}
+
+// WithNodePrefix puts prefix before every node name (prefix+"s1",
+// prefix+"c1", ...), so that the nodes of several simulated datacenters
+// have distinct names, as Consul requires across a federation.
+func WithNodePrefix(prefix string) Option {
+	return func(c *Cluster) { c.prefix = prefix }
+}
+
 // Cluster is an in-process simulated Consul datacenter: an http.Handler that
 // answers the HTTP API calls an upgrade makes from a small model of the
 // agents, the Raft leader, autopilot and the session/KV store. It reads the
@@ -113,8 +147,11 @@ type Cluster struct {
 	stableSince   time.Time
 	snapshot      []byte
 	acls          ACLMode
-	down          bool // every endpoint answers 500
-	unreachable   bool // the client's transport refuses connections
+	dc, primary   string   // the datacenter and its primary
+	peers         []string // other datacenters the catalog lists
+	prefix        string   // before every node name
+	down          bool     // every endpoint answers 500
+	unreachable   bool     // the client's transport refuses connections
 	calls         map[string]int
 	transfers     []string
 	sessions      map[string]*session
@@ -127,7 +164,8 @@ type Cluster struct {
 // server a voter) and clients c1..cM, all on version. A negative count means
 // none. Options change the defaults: restart delay DefaultRestartDelay,
 // stabilization time DefaultStabilizationTime, stable since now, ACLs off,
-// and a valid snapshot archive.
+// a valid snapshot archive, datacenter Datacenter (its own primary) and no
+// node name prefix.
 func NewCluster(servers, clients int, version string, opts ...Option) *Cluster {
 	c := &Cluster{
 		restartDelay:  DefaultRestartDelay,
@@ -135,25 +173,27 @@ func NewCluster(servers, clients int, version string, opts ...Option) *Cluster {
 		stableSince:   time.Now(),
 		snapshot:      Snapshot(DefaultLastIndex, 1, []byte("simulated consul state")),
 		acls:          ACLsDisabled,
+		dc:            Datacenter,
+		primary:       Datacenter,
 		calls:         map[string]int{},
 		sessions:      map[string]*session{},
 		kv:            map[string]*kvEntry{},
-	}
-	for i := 1; i <= servers; i++ {
-		c.nodes = append(c.nodes, &node{name: fmt.Sprintf("s%d", i), addr: address(0, i), version: version,
-			role: transport.RoleServer, voter: true, lastIndex: DefaultLastIndex})
-	}
-	for i := 1; i <= clients; i++ {
-		c.nodes = append(c.nodes, &node{name: fmt.Sprintf("c%d", i), addr: address(1, i), version: version,
-			role: transport.RoleClient})
-	}
-	if servers > 0 {
-		c.leader = "s1"
 	}
 	for _, o := range opts {
 		if o != nil {
 			o(c)
 		}
+	}
+	for i := 1; i <= servers; i++ {
+		c.nodes = append(c.nodes, &node{name: fmt.Sprintf("%ss%d", c.prefix, i), addr: address(0, i), version: version,
+			role: transport.RoleServer, voter: true, lastIndex: DefaultLastIndex})
+	}
+	for i := 1; i <= clients; i++ {
+		c.nodes = append(c.nodes, &node{name: fmt.Sprintf("%sc%d", c.prefix, i), addr: address(1, i), version: version,
+			role: transport.RoleClient})
+	}
+	if servers > 0 {
+		c.leader = c.prefix + "s1"
 	}
 	return c
 }

@@ -64,12 +64,19 @@
 // restart delay and stabilization time short (milliseconds), as the package
 // example does.
 //
-// The model is small on purpose: one datacenter, Raft indexes that only
-// change through SetLastIndex, an election that is decided at once, sessions
-// that only know the serfHealth check (invalidated when their node's agent
-// is swapped) and a TTL (invalidated when not renewed for twice the TTL), no
-// ACL enforcement, no blocking queries. A path it does not simulate answers
-// 404, so a test learns at once that it relies on more than the model has.
+// A Cluster is one datacenter. A WAN federation is several clusters, one
+// per datacenter, each with its own client: WithDatacenter names a
+// cluster's datacenter and its primary, WithPeerDatacenters adds the other
+// datacenters its catalog lists, and WithNodePrefix keeps node names apart
+// (dc2-s1, dc2-c1, ...), as Consul requires across datacenters.
+//
+// The model is small on purpose: no WAN gossip between clusters, Raft
+// indexes that only change through SetLastIndex, an election that is decided
+// at once, sessions that only know the serfHealth check (invalidated when
+// their node's agent is swapped) and a TTL (invalidated when not renewed for
+// twice the TTL), no ACL enforcement, no blocking queries. A path it does not
+// simulate answers 404, so a test learns at once that it relies on more than
+// the model has.
 //
 // This package does not import the upgrade package, whose own tests use it.
 package consultest

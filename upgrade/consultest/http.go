@@ -3,6 +3,7 @@ package consultest
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -49,14 +50,14 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/v1/agent/members":
 		c.serveMembers(w, now)
 	case "/v1/agent/self":
-		self := map[string]map[string]any{"Config": {"Datacenter": Datacenter, "PrimaryDatacenter": Datacenter}}
+		self := map[string]map[string]any{"Config": {"Datacenter": c.dc, "PrimaryDatacenter": c.primary}}
 		if a := c.agent(); a != nil {
 			self["Config"]["NodeName"] = a.name
 			self["Config"]["Version"] = a.version
 		}
 		writeJSON(w, http.StatusOK, self)
 	case "/v1/catalog/datacenters":
-		writeJSON(w, http.StatusOK, []string{Datacenter})
+		writeJSON(w, http.StatusOK, c.datacenters())
 	case "/v1/status/leader":
 		addr := ""
 		if l := c.find(c.leader); l != nil {
@@ -137,6 +138,14 @@ func (c *Cluster) agent() *node {
 	return nil
 }
 
+// datacenters is what the catalog lists: the cluster's datacenter, its
+// primary and the peers, sorted, each once. Callers hold c.mu.
+func (c *Cluster) datacenters() []string {
+	out := append([]string{c.dc, c.primary}, c.peers...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 func (c *Cluster) serveMembers(w http.ResponseWriter, now time.Time) {
 	out := []api.AgentMember{}
 	for _, n := range c.nodes {
@@ -145,9 +154,9 @@ func (c *Cluster) serveMembers(w http.ResponseWriter, now time.Time) {
 			status = serfFailed
 		}
 		build := n.version + ":deadbeef"
-		tags := map[string]string{"role": "node", "dc": Datacenter, "build": build}
+		tags := map[string]string{"role": "node", "dc": c.dc, "build": build}
 		if n.server() {
-			tags = map[string]string{"role": "consul", "dc": Datacenter, "port": "8300", "id": n.raftID(), "build": build, "acls": string(c.acls)}
+			tags = map[string]string{"role": "consul", "dc": c.dc, "port": "8300", "id": n.raftID(), "build": build, "acls": string(c.acls)}
 		}
 		out = append(out, api.AgentMember{Name: n.name, Addr: n.addr, Port: 8301, Tags: tags, Status: status})
 	}
