@@ -48,6 +48,12 @@ type Options struct {
 	Version string
 	// Datacenter is the datacenter name; "" means DefaultDatacenter.
 	Datacenter string
+	// NodePrefix goes before every node name (NodePrefix+"s1", ...,
+	// NodePrefix+"c1", ...), so that the clusters of a WAN federation
+	// have distinct node names, as Consul requires. Federate two clusters
+	// by starting the second with ExtraServerArgs holding
+	// "-retry-join-wan=" and the first's server addresses.
+	NodePrefix string
 	// ExtraServerArgs and ExtraClientArgs are appended to every server's
 	// and client's agent arguments.
 	ExtraServerArgs []string
@@ -160,7 +166,7 @@ func Start(t testing.TB, opt Options) *Cluster {
 		})
 	}
 	for i, ip := range serverIPs {
-		name := "s" + strconv.Itoa(i+1)
+		name := opt.NodePrefix + "s" + strconv.Itoa(i+1)
 		c.servers = append(c.servers, name)
 		args := []string{"-datacenter=" + opt.Datacenter, "-bootstrap-expect=" + strconv.Itoa(opt.Servers), "-advertise=" + ip, "-log-level=debug", "-retry-interval=1s"}
 		args = append(args, join...)
@@ -170,7 +176,7 @@ func Start(t testing.TB, opt Options) *Cluster {
 		add(name, transport.RoleServer, ip, append(args, opt.ExtraServerArgs...))
 	}
 	for i := 1; i <= opt.Clients; i++ {
-		name := "c" + strconv.Itoa(i)
+		name := opt.NodePrefix + "c" + strconv.Itoa(i)
 		ip := fmt.Sprintf("127.0.%d.%d", c.block, 20+i)
 		c.clients = append(c.clients, name)
 		args := []string{"-datacenter=" + opt.Datacenter, "-advertise=" + ip, "-log-level=debug", "-retry-interval=1s"}
@@ -247,7 +253,7 @@ func (c *Cluster) claimBlock(ips func(n int) []string) {
 // portsFree reports whether the Consul ports are free on every address.
 func portsFree(ips []string) (string, bool) {
 	for _, ip := range ips {
-		for _, port := range []string{"8300", "8301", "8500"} {
+		for _, port := range []string{"8300", "8301", "8302", "8500"} {
 			addr := net.JoinHostPort(ip, port)
 			l, err := net.Listen("tcp", addr)
 			if err != nil {
@@ -407,10 +413,10 @@ func (c *Cluster) Block() int { return c.block }
 // Version returns the version the cluster was started on.
 func (c *Cluster) Version() string { return c.version }
 
-// Servers returns the server node names, s1..sN.
+// Servers returns the server node names, s1..sN (after Options.NodePrefix).
 func (c *Cluster) Servers() []string { return slices.Clone(c.servers) }
 
-// Clients returns the client node names, c1..cN.
+// Clients returns the client node names, c1..cN (after Options.NodePrefix).
 func (c *Cluster) Clients() []string { return slices.Clone(c.clients) }
 
 // Nodes returns every node name, servers first.
