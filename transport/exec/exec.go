@@ -23,7 +23,6 @@
 package exec
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,9 +31,10 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"text/template"
+
 	"time"
 
+	"github.com/seed-e5e14ead/consul-upgrade/internal/argv"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 )
 
@@ -120,7 +120,7 @@ func (e *CommandError) Unwrap() error { return e.Err }
 // and is safe for concurrent use.
 type Transport struct {
 	cfg                       Config
-	swap, rollback, versionTp []*template.Template
+	swap, rollback, versionTp argv.Command
 	nodes                     map[string]bool
 }
 
@@ -136,23 +136,16 @@ func New(cfg Config) (*Transport, error) {
 	var problems []string
 	add := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
 	t := &Transport{cfg: cfg}
-	parse := func(field string, argv []string, required bool) []*template.Template {
-		if len(argv) == 0 {
+	parse := func(field string, args []string, required bool) argv.Command {
+		if len(args) == 0 {
 			if required {
 				add("%s is empty; give the command as argv, e.g. [\"ansible-playbook\", \"-l\", \"{{.Node}}\", \"upgrade.yml\"]", field)
 			}
 			return nil
 		}
-		out := make([]*template.Template, len(argv))
-		for i, a := range argv {
-			tp, err := template.New(fmt.Sprintf("%s[%d]", field, i)).Option("missingkey=error").Parse(a)
-			if err != nil {
-				add("%s[%d] %q is not a valid template: %v", field, i, a, err)
-				continue
-			}
-			out[i] = tp
-		}
-		return out
+		cmd, bad := argv.Parse(field, args)
+		problems = append(problems, bad...)
+		return cmd
 	}
 	t.swap = parse("Swap", cfg.Swap, true)
 	t.rollback = parse("Rollback", cfg.Rollback, false)
@@ -179,8 +172,8 @@ func New(cfg Config) (*Transport, error) {
 	}
 	if len(problems) == 0 {
 		sample := Vars{Node: "node-1", Role: transport.RoleServer, From: "1.0.0", To: "1.0.1", StopMode: transport.StopKill}
-		for _, tps := range [][]*template.Template{t.swap, t.rollback, t.versionTp} {
-			if _, err := render(tps, sample); err != nil {
+		for _, cmd := range []argv.Command{t.swap, t.rollback, t.versionTp} {
+			if _, err := cmd.Render(sample); err != nil {
 				add("%v", err)
 			}
 		}
@@ -195,24 +188,6 @@ func New(cfg Config) (*Transport, error) {
 		t.cfg.OutputLimit = DefaultOutputLimit
 	}
 	return t, nil
-}
-
-func render(tps []*template.Template, v Vars) ([]string, error) {
-	if len(tps) == 0 {
-		return nil, nil
-	}
-	out := make([]string, len(tps))
-	for i, tp := range tps {
-		var b bytes.Buffer
-		if err := tp.Execute(&b, v); err != nil {
-			return nil, fmt.Errorf("command template %s: %w", tp.Name(), err)
-		}
-		out[i] = b.String()
-	}
-	if out[0] == "" {
-		return nil, fmt.Errorf("command template %s renders an empty program name; name the program to run", tps[0].Name())
-	}
-	return out, nil
 }
 
 func (t *Transport) known(node string) bool { return t.nodes == nil || t.nodes[node] }
@@ -241,7 +216,7 @@ func (t *Transport) Swap(ctx context.Context, req transport.SwapRequest) error {
 			return fail(transport.PhaseVerify, ctx.Err())
 		}
 	}
-	argv, err := render(t.swap, v)
+	argv, err := t.swap.Render(v)
 	if err != nil {
 		return fail(PhaseCommand, err)
 	}
@@ -275,7 +250,7 @@ func (t *Transport) Rollback(ctx context.Context, node string) error {
 		return fail(transport.PhaseRollback, errors.New("no Rollback command configured; set Config.Rollback"))
 	}
 	v := Vars{Node: node}
-	argv, err := render(t.rollback, v)
+	argv, err := t.rollback.Render(v)
 	if err != nil {
 		return fail(transport.PhaseRollback, err)
 	}
@@ -304,7 +279,7 @@ func (t *Transport) RunningVersion(ctx context.Context, node string) (string, er
 }
 
 func (t *Transport) runningVersion(ctx context.Context, v Vars) (string, error) {
-	argv, err := render(t.versionTp, Vars{Node: v.Node})
+	argv, err := t.versionTp.Render(Vars{Node: v.Node})
 	if err != nil {
 		return "", err
 	}

@@ -1,15 +1,14 @@
 package ssh
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"path"
 	"strings"
-	"text/template"
+
 	"time"
 
+	"github.com/seed-e5e14ead/consul-upgrade/internal/argv"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 )
 
@@ -111,7 +110,7 @@ type host struct {
 	Host
 	node                          string
 	addr                          string
-	stop, start, check, versionTp []*template.Template
+	stop, start, check, versionTp argv.Command
 }
 
 func (h Host) prepare(node string) (*host, error) {
@@ -151,24 +150,17 @@ func (h Host) prepare(node string) (*host, error) {
 		}
 	}
 	p := &host{Host: h, node: node, addr: addr}
-	parse := func(field string, argv, def []string) []*template.Template {
-		if argv == nil {
-			argv = def
+	parse := func(field string, args, def []string) argv.Command {
+		if args == nil {
+			args = def
 		}
-		if len(argv) == 0 {
+		if len(args) == 0 {
 			add("%s is empty; give a command (argv) or leave it nil for the default %q", field, def)
 			return nil
 		}
-		out := make([]*template.Template, len(argv))
-		for i, a := range argv {
-			tp, err := template.New(fmt.Sprintf("%s[%d]", field, i)).Option("missingkey=error").Parse(a)
-			if err != nil {
-				add("%s[%d] %q is not a valid template: %v", field, i, a, err)
-				continue
-			}
-			out[i] = tp
-		}
-		return out
+		cmd, bad := argv.Parse(field, args)
+		problems = append(problems, bad...)
+		return cmd
 	}
 	p.stop = parse("StopCmd", h.StopCmd, DefaultStopCmd)
 	p.start = parse("StartCmd", h.StartCmd, DefaultStartCmd)
@@ -180,8 +172,8 @@ func (h Host) prepare(node string) (*host, error) {
 	// Render every template once with sample values, so a field name typo
 	// ({{.Nodes}}) is found by New, not in the middle of an upgrade.
 	sample := p.vars(transport.SwapRequest{Node: node, Role: transport.RoleServer, From: "1.0.0", To: "1.0.1", StopMode: transport.StopKill})
-	for _, tps := range [][]*template.Template{p.stop, p.start, p.check, p.versionTp} {
-		if _, err := render(tps, sample); err != nil {
+	for _, cmd := range []argv.Command{p.stop, p.start, p.check, p.versionTp} {
+		if _, err := cmd.Render(sample); err != nil {
 			return nil, fmt.Errorf("host for node %q: %w", node, err)
 		}
 	}
@@ -206,20 +198,4 @@ func (p *host) vars(req transport.SwapRequest) Vars {
 		StopMode: req.StopMode, Signal: signalFor(req.StopMode),
 		BinaryPath: p.BinaryPath, PrevPath: p.BinaryPath + ".prev",
 	}
-}
-
-// render executes argv templates; each result is one argument.
-func render(tps []*template.Template, v Vars) ([]string, error) {
-	out := make([]string, len(tps))
-	for i, tp := range tps {
-		var b bytes.Buffer
-		if err := tp.Execute(&b, v); err != nil {
-			return nil, fmt.Errorf("command template %s: %w", tp.Name(), err)
-		}
-		out[i] = b.String()
-	}
-	if out[0] == "" {
-		return nil, errors.New("command template " + tps[0].Name() + " renders an empty program name; name the program to run")
-	}
-	return out, nil
 }

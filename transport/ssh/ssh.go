@@ -307,7 +307,7 @@ func (t *Transport) restart(ctx context.Context, c *conn, v Vars, want string, r
 	}
 	h := c.h
 	if running {
-		argv, err := render(h.stop, v)
+		argv, err := h.stop.Render(v)
 		if err != nil {
 			return fail(stopPhase, err)
 		}
@@ -321,7 +321,7 @@ func (t *Transport) restart(ctx context.Context, c *conn, v Vars, want string, r
 		}
 	}
 	if !h.SupervisorRestarts || !running {
-		argv, err := render(h.start, v)
+		argv, err := h.start.Render(v)
 		if err != nil {
 			return fail(startPhase, err)
 		}
@@ -444,7 +444,7 @@ func (t *Transport) artifact(ctx context.Context, req transport.SwapRequest) (io
 
 // version runs VersionCmd and parses its output.
 func (c *conn) version(ctx context.Context, v Vars) (string, error) {
-	argv, err := render(c.h.versionTp, v)
+	argv, err := c.h.versionTp.Render(v)
 	if err != nil {
 		return "", err
 	}
@@ -457,7 +457,7 @@ func (c *conn) version(ctx context.Context, v Vars) (string, error) {
 
 // running runs CheckCmd: exit 0 is running, any other exit is not.
 func (c *conn) running(ctx context.Context, v Vars) (bool, error) {
-	argv, err := render(c.h.check, v)
+	argv, err := c.h.check.Render(v)
 	if err != nil {
 		return false, err
 	}
