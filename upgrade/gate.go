@@ -80,10 +80,12 @@ type GateOptions struct {
 	// cluster-wide conditions) and what was observed.
 	OnWaiting func(cond planner.GateCheck, node, detail string)
 	// Since is when the step's act finished (the swapped agent started).
-	// The stable condition counts from the later of autopilot's StableSince
-	// and Since: autopilot may not have noticed a quick restart at all, and
-	// its StableSince from before the restart proves nothing about the new
-	// process. Zero means: trust StableSince alone.
+	// The stable condition counts from the latest of autopilot's
+	// StableSince, Since, and the last attempt of this gate in which another
+	// condition failed or the server was unhealthy: autopilot may not have
+	// noticed a quick restart at all, and a new leader may report a
+	// StableSince from before what the gate saw. Zero Since means: count
+	// from StableSince and the gate's own observations.
 	Since time.Time
 }
 
@@ -135,22 +137,38 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 		node string
 		set  bool
 	}
+	// floor is the earliest moment stability may count from: the swap, and
+	// then every attempt in which another condition failed or the server
+	// was seen unhealthy. A StableSince older than what this gate itself saw
+	// (a new leader's autopilot may report one) proves nothing.
+	floor := opt.Since
+	wait := func(v verdict) error {
+		last = v
+		if opt.OnWaiting != nil && (!reported.set || reported.cond != v.cond || reported.node != v.node) {
+			reported.cond, reported.node, reported.set = v.cond, v.node, true
+			opt.OnWaiting(v.cond, v.node, v.detail)
+		}
+		return errNotYet
+	}
 	op := func() error {
-		o := &observation{ctx: gctx, c: c, since: opt.Since}
+		o := &observation{ctx: gctx, c: c, since: floor}
+		var young *verdict // stable failed only for want of time
 		for _, cond := range step.Gate {
-			last = verdict{cond: cond}
 			v := o.check(step, base, cond)
 			last = v
-			if v.fatal != nil {
+			switch {
+			case v.fatal != nil:
 				return backoff.Permanent(v.fatal)
+			case v.ok:
+			case cond == planner.GateStable && !v.unhealthy:
+				young = &v // look on: a later failing condition is the real cause
+			default:
+				floor = time.Now()
+				return wait(v)
 			}
-			if !v.ok {
-				if opt.OnWaiting != nil && (!reported.set || reported.cond != v.cond || reported.node != v.node) {
-					reported.cond, reported.node, reported.set = v.cond, v.node, true
-					opt.OnWaiting(v.cond, v.node, v.detail)
-				}
-				return errNotYet
-			}
+		}
+		if young != nil {
+			return wait(*young) // every other condition holds: the server needs time
 		}
 		return nil
 	}
@@ -188,7 +206,10 @@ type verdict struct {
 	node   string
 	detail string
 	apiErr error // the condition could not be read this time (retried)
-	fatal  error // the condition can never be checked (not retried)
+	// unhealthy: the stable condition failed because the server is not
+	// healthy (not merely healthy for too short a time).
+	unhealthy bool
+	fatal     error // the condition can never be checked (not retried)
 }
 
 // observation memoizes one attempt's answers so that each Consul call is
@@ -196,7 +217,7 @@ type verdict struct {
 type observation struct {
 	ctx   context.Context
 	c     Consul
-	since time.Time // see GateOptions.Since
+	since time.Time // stability counts from no earlier than this (see Gate)
 
 	members    []*api.AgentMember
 	membersErr error
@@ -379,6 +400,7 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 		case planner.GateStable:
 			if !s.Healthy || s.StableSince.IsZero() {
 				v.detail = fmt.Sprintf("%s is not healthy yet, so not stable (needs %s healthy, ServerStabilizationTime)", n, base.ServerStabilizationTime)
+				v.unhealthy = true
 				return v
 			}
 			from := s.StableSince

@@ -291,3 +291,27 @@ func TestGateKeepsAMeasuredStabilizationTimeOfZero(t *testing.T) {
 		}
 	})
 }
+
+func TestGateCountsStabilityFromTheLastTimeItSawTheServerUnhealthy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// Autopilot (a new leader's, say) reports s2 healthy again with a
+		// StableSince from an hour ago, although the gate saw it unhealthy
+		// five seconds into the wait.
+		s := consultest.NewCluster(3, 0, "1.13.9",
+			consultest.WithStabilizationTime(10*time.Second), consultest.WithStableSince(time.Now().Add(-time.Hour)))
+		mustDo(t, s.SetNeverHealthy("s2", true))
+		c := inProcessConsul(t, s)
+		start := time.Now()
+		go func() {
+			time.Sleep(5 * time.Second)
+			mustDo(t, s.SetNeverHealthy("s2", false))
+		}()
+		opt := GateOptions{Timeout: time.Minute, Since: start, MaxInterval: 500 * time.Millisecond}
+		if err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, opt); err != nil {
+			t.Fatalf("Gate: %v", err)
+		}
+		if elapsed := time.Since(start); elapsed < 15*time.Second-time.Second {
+			t.Errorf("gate passed %s after the swap; the server was unhealthy until 5s, so want about 15s (10s ServerStabilizationTime after the last unhealthy sighting)", elapsed)
+		}
+	})
+}
