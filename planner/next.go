@@ -10,8 +10,8 @@ import (
 )
 
 // ErrNotSupported is wrapped by the error Next and Plan return for a policy
-// they cannot carry out yet: the replace (blue/green) strategy. Test for it
-// with errors.Is.
+// they cannot carry out on the observed cluster: the replace (blue/green)
+// strategy on servers older than 0.8.0. Test for it with errors.Is.
 var ErrNotSupported = errors.New("not supported")
 
 // PolicyError reports a policy field whose value Next cannot act on.
@@ -116,8 +116,11 @@ func serverGateFor(to *version.Version) []GateCheck {
 // a hop is complete the numbering restarts at 0; Plan numbers hops in its
 // own (whole) path instead.
 //
-// The replace strategy is not supported yet: Next returns an error wrapping
-// ErrNotSupported. A policy field with an unknown value gives a
+// With the replace strategy the servers of a datacenter are not swapped but
+// replaced (see replaceStep): a new server on the hop's version is added,
+// then an old one retired, until none is left below it. Replace needs every
+// server on 0.8.0 or later (autopilot); below that Next returns an error
+// wrapping ErrNotSupported. A policy field with an unknown value gives a
 // *PolicyError, a version that does not parse a *VersionError.
 func Next(c Cluster, target string, pol Policy) (Step, error) {
 	if err := Check(c, target, pol).Err(); err != nil {
@@ -208,6 +211,9 @@ type dcState struct {
 	// cur is the first wave that may still hold a client below the version
 	// id curTo; only Plan's simulation moves it past wave 0.
 	cur, curTo int
+	// added counts the servers Plan's simulation added (replace strategy),
+	// to name them.
+	added int
 }
 
 // state is the observed (or, in Plan, simulated) cluster in the form the
@@ -223,6 +229,7 @@ type state struct {
 	cliV     []int32 // version id per client
 	cliCount []int   // clients per version id
 	leader   []bool  // per server
+	gone     []bool  // per server: retired in Plan's simulation (nil until one is)
 	snap     string
 
 	dcs   []*dcState // primary first, then by name
@@ -252,9 +259,6 @@ func (st *state) leaders() []string {
 func newState(c *Cluster, target string, pol Policy) (*state, error) {
 	if err := validatePolicy(&pol); err != nil {
 		return nil, err
-	}
-	if pol.Strategy == Replace {
-		return nil, fmt.Errorf("strategy %q: %w by Next and Plan yet (only %q is); use strategy %q, or add and retire servers by hand", Replace, ErrNotSupported, InPlace, InPlace)
 	}
 	if len(c.Servers) == 0 {
 		return nil, errors.New("cluster: no servers (at least 1 is needed to plan an upgrade); discover the cluster again")
@@ -298,6 +302,9 @@ func newState(c *Cluster, target string, pol Policy) (*state, error) {
 		s := &c.Servers[i]
 		if st.srvV[i], err = st.vs.id(s.Version, s.Name); err != nil {
 			return nil, err
+		}
+		if pol.Strategy == Replace && st.vs.vers[st.srvV[i]].LessThan(v080) {
+			return nil, fmt.Errorf("strategy %q: %w for server %s on %s (replace needs 0.8.0 or later: a new server is gated as a stable voter through autopilot, and a retired one through the raft configuration); use strategy %q up to 0.8, then replace", Replace, ErrNotSupported, s.Name, s.Version, InPlace)
 		}
 		st.leader[i] = s.Leader
 		d := dcOf(s.Datacenter)
@@ -416,6 +423,9 @@ func validatePolicy(p *Policy) error {
 			return &PolicyError{Field: f.name, Value: fmt.Sprint(f.v), Want: "a number >= 0"}
 		}
 	}
+	if p.ReplaceServers < 0 {
+		return &PolicyError{Field: "replace_servers", Value: fmt.Sprint(p.ReplaceServers), Want: "a number >= 0 (0 derives it from the observed servers)"}
+	}
 	if p.Clients.BatchPercent > 100 {
 		return &PolicyError{Field: "clients.batch_percent", Value: fmt.Sprint(p.Clients.BatchPercent), Want: "a percentage from 0 to 100"}
 	}
@@ -427,10 +437,19 @@ func (st *state) clientsUpgraded() bool { return st.pol.Clients.Mode != ClientLe
 // lowest returns the version id of the lowest version in use (servers, and
 // clients unless left behind) and of the servers alone.
 func (st *state) lowest() (all, servers int) {
-	servers = st.srvV[0]
-	for _, id := range st.srvV[1:] {
-		if st.vs.r(id) < st.vs.r(servers) {
-			servers = id
+	if st.gone == nil {
+		servers = st.srvV[0]
+		for _, id := range st.srvV[1:] {
+			if st.vs.r(id) < st.vs.r(servers) {
+				servers = id
+			}
+		}
+	} else {
+		servers = -1
+		for i, id := range st.srvV {
+			if !st.gone[i] && (servers < 0 || st.vs.r(id) < st.vs.r(servers)) {
+				servers = id
+			}
 		}
 	}
 	all = servers
@@ -486,6 +505,11 @@ func (st *state) decide() (Step, error) {
 	toID := st.hopTo[h]
 	toR := st.vs.r(toID)
 
+	if st.pol.Strategy == Replace {
+		if err := st.replaceCountKnown(toID); err != nil {
+			return Step{}, err
+		}
+	}
 	if !st.pol.NoSnapshot && st.vs.r(lowSrv) < toR && !st.snapshotCovers(lowSrv) {
 		last := "no snapshot has been taken in this run"
 		if st.snap != "" {
@@ -566,6 +590,9 @@ func (st *state) dcReason(d *dcState, hop Hop) string {
 
 // serverStep returns the next server step of datacenter d on hop h, if any.
 func (st *state) serverStep(d *dcState, h, toID int) (Step, bool) {
+	if st.pol.Strategy == Replace {
+		return st.replaceStep(d, h, toID)
+	}
 	hop := st.path[h]
 	toR := st.vs.r(toID)
 	below := func(i int) bool { return st.vs.r(st.srvV[i]) < toR }

@@ -9,7 +9,8 @@ import (
 // Plan previews a whole upgrade: it runs the decision of Next against a
 // simulated copy of c until it returns StepDone, applying each step to the
 // copy (a swapped agent runs the step's To, a leadership transfer moves the
-// leader, a snapshot records the servers' version). Because Plan and Next
+// leader, a snapshot records the servers' version, an added server is a new
+// healthy voter named "<dc>-new-<n>" on To, a retired one is gone). Because Plan and Next
 // share one decision, the plan a human reviews and the steps a runner takes
 // cannot disagree; only Step.Hop differs, counted here in the whole path
 // (UpgradePlan.Path) rather than from the hop a resumed run is on.
@@ -107,6 +108,10 @@ func (st *state) apply(step Step) error {
 			return fmt.Errorf("simulate step %s: server %s is not in the cluster; this is a planner bug", step.Kind, step.Node)
 		}
 		st.srvV[i] = to
+	case StepAddServer:
+		return st.addServer(step.Datacenter, to)
+	case StepRetireServer:
+		return st.retireServer(step.Node)
 	case StepTransferLeader:
 		from, tgt := st.serverIndex(step.Node), st.serverIndex(step.Target)
 		if from < 0 || tgt < 0 {

@@ -89,6 +89,11 @@ type Policy struct {
 	// TransferLeadership moves leadership to an upgraded server before the
 	// leader is swapped, when both versions support it (>= 1.15).
 	TransferLeadership bool `json:"transfer_leadership,omitempty"`
+	// ReplaceServers is the number of servers each datacenter should have
+	// while the replace strategy runs (0: derive it from the observed
+	// count: that count when it is odd, one less when it is even, because
+	// an even count means one replacement is in flight). Ignored in place.
+	ReplaceServers int `json:"replace_servers,omitempty"`
 	// NoSnapshot skips the snapshot step before each hop.
 	NoSnapshot bool `json:"no_snapshot,omitempty"`
 	// Waive lists rule IDs whose blocking findings the operator accepts.

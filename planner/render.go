@@ -92,7 +92,7 @@ func (p *UpgradePlan) String() string {
 		from := s.From
 		if from == "" {
 			from = "mixed"
-			if s.Kind == StepSnapshot {
+			if s.Kind == StepSnapshot || s.Kind == StepAddServer {
 				from = "-"
 			}
 		}
@@ -199,6 +199,8 @@ func stepNodes(s *Step) string {
 		return s.Node + " => " + s.Target
 	case s.Node != "":
 		return s.Node
+	case s.Kind == StepAddServer:
+		return "(new server in " + s.Datacenter + ")"
 	case s.Kind == StepSnapshot:
 		return "all datacenters (via " + strings.Join(s.Nodes, ",") + ")"
 	case len(s.Nodes) > 0:

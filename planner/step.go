@@ -25,6 +25,12 @@ const (
 	// StepTransferLeader moves leadership to an upgraded server (>= 1.15 on
 	// both sides) so the old leader can be swapped as a follower.
 	StepTransferLeader StepKind = "transfer-leader"
+	// StepAddServer provisions a new server on To in Datacenter (replace
+	// strategy). Node is "": the transport names the new host.
+	StepAddServer StepKind = "add-server"
+	// StepRetireServer gracefully removes the old server Node, on From,
+	// from the cluster and retires its host (replace strategy).
+	StepRetireServer StepKind = "retire-server"
 	// StepSwapClients swaps one wave of clients.
 	StepSwapClients StepKind = "swap-clients"
 	// StepDone: nothing is left to do.
@@ -43,6 +49,7 @@ const (
 	GateTrailingLogs     GateCheck = "trailing-logs"     // at most MaxTrailingLogs behind the leader
 	GateFailureTolerance GateCheck = "failure-tolerance" // FailureTolerance back to its value before the run
 	GateSerfAlive        GateCheck = "serf-alive"        // the agent is alive in serf
+	GateRemoved          GateCheck = "removed"           // the server is no longer in the raft configuration
 )
 
 // Deadline is a time bound that a stretch of steps must meet, from the
