@@ -34,7 +34,9 @@ type Config struct {
 	// doc's Datacenters section.
 	Datacenters map[string]Consul
 	// Transport swaps nodes. It must implement transport.Rollbacker when
-	// Rollback is set.
+	// Rollback is set, and transport.Provisioner when Policy.Strategy is
+	// replace (then Consul should talk to an agent that is not retired: a
+	// client agent, or an address that follows the servers).
 	Transport transport.Transport
 	// Target is the Consul version to reach ("1.13.9").
 	Target string
@@ -100,6 +102,14 @@ func (cfg Config) Validate() error {
 		}
 		if cfg.Snapshot == nil && cfg.SnapshotDC == nil && !cfg.Policy.NoSnapshot {
 			add("Snapshot", "", "is nil while Policy.NoSnapshot is false; set Snapshot (e.g. upgrade.SnapshotDir(dir)) or opt out with Policy.NoSnapshot")
+		}
+		if cfg.Policy.Strategy == planner.Replace && cfg.Transport != nil {
+			if _, ok := cfg.Transport.(transport.Provisioner); !ok {
+				add("Policy.Strategy", strconv.Quote(string(planner.Replace)), fmt.Sprintf("needs a transport that implements transport.Provisioner (to add and retire servers), and %T does not; use strategy %q or a transport that can provision", cfg.Transport, planner.InPlace))
+			}
+			if len(cfg.Datacenters) > 0 {
+				add("Policy.Strategy", strconv.Quote(string(planner.Replace)), "is not supported with Datacenters: transport.Provisioner cannot say which datacenter a new server joins; run the replace strategy one datacenter at a time")
+			}
 		}
 		if cfg.Rollback && cfg.Transport != nil {
 			if _, ok := cfg.Transport.(transport.Rollbacker); !ok {

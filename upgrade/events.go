@@ -17,6 +17,7 @@ const (
 	EventGateWaiting   EventKind = "gate-waiting"   // a gate condition does not hold yet (once per change of reason)
 	EventStepDone      EventKind = "step-done"      // a step acted and its gate passed
 	EventSnapshotSaved EventKind = "snapshot-saved" // a snapshot was saved and verified
+	EventProvisioned   EventKind = "provisioned"    // a new server was provisioned (add-server); Step.Node names it
 	EventRolledBack    EventKind = "rolled-back"    // a failed node was rolled back and the cluster is healthy again
 	EventHalted        EventKind = "halted"         // the run stopped on an error
 	EventDone          EventKind = "done"           // the cluster reached the target

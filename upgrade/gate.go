@@ -108,6 +108,9 @@ type GateOptions struct {
 //     base.MaxTrailingLogs entries
 //   - failure-tolerance: autopilot FailureTolerance >= base.FailureTolerance
 //   - serf-alive: the node is alive in serf (and reports step.To, if set)
+//   - removed: the node is not in the Raft configuration and not alive (or
+//     leaving) in serf: a retired server has left (for add-server and
+//     retire-server steps, step.Node is the new or the retired server)
 func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt GateOptions) error {
 	timeout := opt.Timeout
 	if timeout <= 0 {
@@ -441,8 +444,39 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 		}
 		v.ok = true
 		return v
+
+	case planner.GateRemoved:
+		n := gateSubject(step)
+		if n == "" {
+			v.fatal = fmt.Errorf("step names no server to check")
+			return v
+		}
+		v.node = n
+		raft, err := o.getRaft()
+		if err != nil {
+			return apiFail(n, err)
+		}
+		members, err := o.getMembers()
+		if err != nil {
+			return apiFail(n, err)
+		}
+		m := findMember(members, n)
+		if m != nil && (m.Status == serfAlive || m.Status == serfLeaving) {
+			v.detail = fmt.Sprintf("%s is still %s in serf, want left or gone", n, serfStatus(m.Status))
+			return v
+		}
+		if raft != nil {
+			for _, rs := range raft.Servers {
+				if rs != nil && (rs.Node == n || (m != nil && raftServer(raft, m) == rs)) {
+					v.detail = fmt.Sprintf("%s is still in the raft configuration (voter %t)", n, rs.Voter)
+					return v
+				}
+			}
+		}
+		v.ok = true
+		return v
 	}
-	v.fatal = fmt.Errorf("unknown gate condition %q (known: leader-known, version, voter, autopilot-healthy, stable, trailing-logs, failure-tolerance, serf-alive)", cond)
+	v.fatal = fmt.Errorf("unknown gate condition %q (known: leader-known, version, voter, autopilot-healthy, stable, trailing-logs, failure-tolerance, serf-alive, removed)", cond)
 	return v
 }
 

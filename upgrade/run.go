@@ -360,12 +360,21 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		if err != nil {
 			failed = []string{step.Node}
 		}
+	case planner.StepAddServer:
+		var node string
+		node, err = r.provision(ctx, step)
+		if node != "" {
+			step.Node, rec.Step.Node = node, node // the gate and the record name the new server
+			r.em.emit(Event{Kind: EventProvisioned, Step: step, Detail: fmt.Sprintf("new server %s provisioned on %s", node, step.To)})
+		}
+	case planner.StepRetireServer:
+		err = r.retire(ctx, step)
 	case planner.StepTransferLeader:
 		err = r.transferLeader(ctx, step)
 	case planner.StepSwapClients:
 		failed, err = r.swapClients(ctx, c, step)
 	default:
-		err = fmt.Errorf("step kind %q is not one the runner can carry out (known: snapshot, swap-server, transfer-leader, swap-clients)", step.Kind)
+		err = fmt.Errorf("step kind %q is not one the runner can carry out (known: snapshot, swap-server, transfer-leader, swap-clients, add-server, retire-server)", step.Kind)
 	}
 	if err != nil {
 		return rec, r.fail(ctx, step, err, failed)
@@ -498,6 +507,9 @@ func (r *runner) swapClients(ctx context.Context, c planner.Cluster, step planne
 // nodes first when the config asks for it.
 func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed []string) *HaltError {
 	h := &HaltError{Step: step, Err: err}
+	if step.Kind == planner.StepAddServer {
+		return r.failAdd(ctx, h)
+	}
 	if !r.cfg.Rollback || len(failed) == 0 {
 		return h
 	}
@@ -539,4 +551,81 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 func sameStep(a, b planner.Step) bool {
 	return a.Kind == b.Kind && a.Node == b.Node && a.Target == b.Target && a.To == b.To &&
 		a.Datacenter == b.Datacenter && slices.Equal(a.Nodes, b.Nodes)
+}
+
+// provisioner is the transport as a transport.Provisioner (Config.Validate
+// makes sure it is one under the replace strategy).
+func (r *runner) provisioner(step planner.Step) (transport.Provisioner, error) {
+	p, ok := r.cfg.Transport.(transport.Provisioner)
+	if !ok {
+		return nil, fmt.Errorf("%s needs a transport that implements transport.Provisioner, and %T does not", stepString(step), r.cfg.Transport)
+	}
+	return p, nil
+}
+
+// provision adds the new server of an add-server step and returns its name.
+// When Provision fails, the transport has taken its half-started host down
+// (the Provisioner contract); the cluster is as it was.
+func (r *runner) provision(ctx context.Context, step planner.Step) (string, error) {
+	p, err := r.provisioner(step)
+	if err != nil {
+		return "", err
+	}
+	node, err := p.Provision(ctx, transport.RoleServer, step.To)
+	if err != nil {
+		return node, fmt.Errorf("provision a new server on %s in %s: %w", step.To, orUnknown(step.Datacenter), err)
+	}
+	if node == "" {
+		return "", fmt.Errorf("provision a new server on %s: the transport named no node", step.To)
+	}
+	return node, nil
+}
+
+// retire takes the old server of a retire-server step out of the cluster:
+// the transport makes it leave gracefully and retires its host. A retired
+// server is never brought back by the runner.
+func (r *runner) retire(ctx context.Context, step planner.Step) error {
+	p, err := r.provisioner(step)
+	if err != nil {
+		return err
+	}
+	if err := p.Retire(ctx, step.Node); err != nil {
+		return fmt.Errorf("retire server %s: %w", step.Node, err)
+	}
+	return nil
+}
+
+// failAdd handles a failed add-server step. Without Config.Rollback, a new
+// server that was provisioned but failed its gate stays (a resumed run
+// counts it: it is on the new version, so the next step retires an old
+// server). With Rollback, it is retired again and the run waits until a
+// leader is known and the server is out of the raft configuration, so the
+// cluster is as it was before the step.
+func (r *runner) failAdd(ctx context.Context, h *HaltError) *HaltError {
+	node := h.Step.Node
+	if !r.cfg.Rollback || node == "" {
+		return h
+	}
+	p, ok := r.cfg.Transport.(transport.Provisioner)
+	if !ok {
+		return h
+	}
+	if err := p.Retire(ctx, node); err != nil {
+		h.RollbackErr = fmt.Errorf("retire the new server %s again: %w", node, err)
+		r.em.emit(Event{Kind: EventRolledBack, Step: h.Step, Detail: "retiring the new server " + node + " failed", Err: h.RollbackErr})
+		return h
+	}
+	check := h.Step
+	check.Gate = []planner.GateCheck{planner.GateLeaderKnown, planner.GateRemoved}
+	if gerr := Gate(ctx, r.consul(check.Datacenter), check, r.baseline(check.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
+		r.em.emit(Event{Kind: EventGateWaiting, Step: check, Condition: cond, Detail: "after retiring the new server: " + detail})
+	})); gerr != nil {
+		h.RollbackErr = fmt.Errorf("retired the new server %s but the cluster did not settle: %w", node, gerr)
+		r.em.emit(Event{Kind: EventRolledBack, Step: h.Step, Detail: "cluster not settled after retiring the new server", Err: h.RollbackErr})
+		return h
+	}
+	h.RolledBack = true
+	h.RolledBackNodes = []string{node}
+	r.em.emit(Event{Kind: EventRolledBack, Step: h.Step, Detail: fmt.Sprintf("retired the new server %s again; leader known and %s out of the raft configuration", node, node)})
+	return h
 }

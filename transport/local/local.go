@@ -106,16 +106,20 @@ func (a Agent) logPath() string {
 }
 
 // Transport runs Consul agents as child processes of this process. It
-// implements transport.Transport, transport.Rollbacker and
-// transport.VersionReporter. Its methods are safe for concurrent use;
+// implements transport.Transport, transport.Rollbacker,
+// transport.VersionReporter and (once SetProvisioning gave it a template)
+// transport.Provisioner. Its methods are safe for concurrent use;
 // operations on one node are serialised.
 type Transport struct {
 	bin    BinaryResolver
 	agents map[string]*agent
 	order  []string
 
-	mu           sync.Mutex // guards the fields below
+	mu           sync.Mutex // guards the fields below, and agents and order
 	closed       bool
+	provision    *ProvisionTemplate // nil: Provision is refused
+	provisioned  int                // agents made by Provision so far
+	usedAddrs    map[string]bool    // addresses given out, never reused
 	startTimeout time.Duration
 	stopTimeout  time.Duration
 	onStart      func(node string, pid int)
@@ -238,13 +242,27 @@ func (t *Transport) OnStart(f func(node string, pid int)) {
 	t.mu.Unlock()
 }
 
-// Nodes returns the agents' names in the order given to New.
-func (t *Transport) Nodes() []string { return append([]string(nil), t.order...) }
+// Nodes returns the agents' names in the order given to New, then the
+// provisioned ones; retired agents are gone.
+func (t *Transport) Nodes() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.order...)
+}
+
+// lookup returns the agent of node (agents come and go with Provision and
+// Retire, so the map is read under t.mu).
+func (t *Transport) lookup(node string) (*agent, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a, ok := t.agents[node]
+	return a, ok
+}
 
 // Agent returns the description of a node as given to New, with Version set
 // to the version it runs (or will run on its next start) now.
 func (t *Transport) Agent(node string) (Agent, bool) {
-	a, ok := t.agents[node]
+	a, ok := t.lookup(node)
 	if !ok {
 		return Agent{}, false
 	}
@@ -260,7 +278,7 @@ func (t *Transport) Agent(node string) (Agent, bool) {
 // LogPath returns the file that receives the node's output ("" for an
 // unknown node).
 func (t *Transport) LogPath(node string) string {
-	a, ok := t.agents[node]
+	a, ok := t.lookup(node)
 	if !ok {
 		return ""
 	}
@@ -274,9 +292,9 @@ func (t *Transport) timeouts() (start, stop time.Duration) {
 }
 
 func (t *Transport) agent(node string) (*agent, error) {
-	a, ok := t.agents[node]
+	a, ok := t.lookup(node)
 	if !ok {
-		known := strings.Join(t.order, ", ")
+		known := strings.Join(t.Nodes(), ", ")
 		return nil, fmt.Errorf("%w: node %q is not one of this transport's agents (%s)", transport.ErrUnknownNode, node, known)
 	}
 	return a, nil

@@ -14,6 +14,7 @@ var (
 	_ transport.Transport       = (*Transport)(nil)
 	_ transport.Rollbacker      = (*Transport)(nil)
 	_ transport.VersionReporter = (*Transport)(nil)
+	_ transport.Provisioner     = (*Transport)(nil)
 )
 
 // Start starts the node's agent on the version it is set to run (the
@@ -182,7 +183,7 @@ func (t *Transport) RunningVersion(ctx context.Context, node string) (string, er
 
 // PID returns the process id of the node's live agent, or 0.
 func (t *Transport) PID(node string) int {
-	a, ok := t.agents[node]
+	a, ok := t.lookup(node)
 	if !ok {
 		return 0
 	}
@@ -195,7 +196,7 @@ func (t *Transport) PID(node string) int {
 // Incarnation identifies the node's latest process start; it changes every
 // time the agent is (re)started and is "" before the first start.
 func (t *Transport) Incarnation(node string) string {
-	a, ok := t.agents[node]
+	a, ok := t.lookup(node)
 	if !ok {
 		return ""
 	}
@@ -217,8 +218,11 @@ func (t *Transport) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), closeWait)
 	defer cancel()
 	var errs []error
-	for _, name := range t.order {
-		a := t.agents[name]
+	for _, name := range t.Nodes() {
+		a, ok := t.lookup(name)
+		if !ok {
+			continue
+		}
 		if p := a.running(); p != nil {
 			if err := killAndWait(ctx, name, p); err != nil {
 				errs = append(errs, err)

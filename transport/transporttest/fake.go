@@ -40,6 +40,8 @@ const (
 	OpRunningVersion Op = "running-version" // RunningVersion was called
 	OpStop           Op = "stop"            // the agent of Node was stopped
 	OpStart          Op = "start"           // an agent of Node was started on To
+	OpProvision      Op = "provision"       // Provision was called; Node is the new node ("" when it failed)
+	OpRetire         Op = "retire"          // Retire was called
 )
 
 // Call is one recorded operation of a Fake. Calls are kept in the order they
@@ -68,7 +70,8 @@ type fault struct {
 }
 
 // Fake is an in-memory cluster of nodes that implements transport.Transport,
-// transport.Rollbacker and transport.VersionReporter, with fault injection.
+// transport.Rollbacker, transport.VersionReporter and transport.Provisioner,
+// with fault injection.
 // It is safe for concurrent use. The zero value is not usable; call NewFake.
 //
 // A swap that gets past validation stops the agent (OpStop), records the
@@ -88,6 +91,16 @@ type Fake struct {
 	// Rollback is reported as a request from the current version to the
 	// restored one with StopKill. Set it before the first Swap.
 	OnSwap func(req transport.SwapRequest)
+	// OnProvision, when set, is called after every successful Provision
+	// with the new node, its role and version, without the fake's lock
+	// held. Set it before the first Provision.
+	OnProvision func(node string, role transport.Role, version string)
+	// OnRetire, when set, is called after every successful Retire, without
+	// the fake's lock held. Set it before the first Retire.
+	OnRetire func(node string)
+	// ProvisionPrefix names provisioned nodes <ProvisionPrefix><n>, n from
+	// 1 ("" means "new-"). Set it before the first Provision.
+	ProvisionPrefix string
 
 	mu     sync.Mutex
 	nodes  map[string]*FakeNode
@@ -95,12 +108,17 @@ type Fake struct {
 	faults map[string]*fault
 	broken map[string]bool
 	calls  []Call
+	// provisioned counts Provision's new nodes; failProvision fails the
+	// next Provision.
+	provisioned   int
+	failProvision error
 }
 
 var (
 	_ transport.Transport       = (*Fake)(nil)
 	_ transport.Rollbacker      = (*Fake)(nil)
 	_ transport.VersionReporter = (*Fake)(nil)
+	_ transport.Provisioner     = (*Fake)(nil)
 )
 
 // NewFake returns a Fake holding nodes, taken as given (use Server and

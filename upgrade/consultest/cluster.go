@@ -158,6 +158,8 @@ type Cluster struct {
 	sessionSeq    int
 	kv            map[string]*kvEntry
 	kvIndex       uint64
+	added         int      // servers AddServer added
+	removed       []string // servers RemoveServer took out
 }
 
 // NewCluster returns a healthy cluster of servers s1..sN (s1 leads, every

@@ -47,7 +47,8 @@ func (c *Cluster) OnSwap(f *transporttest.Fake) func(transport.SwapRequest) {
 
 // NewFake returns a transporttest.Fake holding the cluster's nodes (each on
 // its version, running if up) whose OnSwap mirrors every swap into the
-// cluster (see OnSwap). Pass it to your orchestration as its transport.
+// cluster (see OnSwap), whose OnProvision adds a provisioned server
+// (AddServer) and whose OnRetire removes a retired one (RemoveServer). Pass it to your orchestration as its transport.
 func (c *Cluster) NewFake() *transporttest.Fake {
 	var nodes []transporttest.FakeNode
 	for _, n := range c.Nodes() {
@@ -56,5 +57,11 @@ func (c *Cluster) NewFake() *transporttest.Fake {
 	}
 	f := transporttest.NewFake(nodes...)
 	f.OnSwap = c.OnSwap(f)
+	f.OnProvision = func(node string, role transport.Role, version string) {
+		if role == transport.RoleServer {
+			_ = c.AddServer(node, version)
+		}
+	}
+	f.OnRetire = func(node string) { _ = c.RemoveServer(node) }
 	return f
 }
