@@ -63,6 +63,26 @@
 // per datacenter, each through an agent of that datacenter, in the order
 // planner.Plan shows for a snapshot that holds every datacenter.
 //
+// # Replace (blue/green)
+//
+// With Policy.Strategy planner.Replace the servers are not swapped but
+// replaced, which needs a transport that implements transport.Provisioner
+// (Config.Validate refuses one that does not, and refuses Datacenters: a
+// Provisioner cannot be told which datacenter a new server joins). An
+// add-server step calls Provision for a new server on the hop's version and
+// gates it like a swapped server (the step's Node is then the new server's
+// name, in the record and the events from EventProvisioned on); a
+// retire-server step calls Retire (a graceful leave) on an old server and
+// gates on leader-known, removed (out of the raft configuration, not alive
+// in serf) and failure tolerance. Config.Consul must then talk to an agent
+// that is not retired, such as a client agent.
+//
+// A failed Provision leaves the cluster as it was (the transport takes its
+// half-started host down). A new server that fails its gate stays without
+// Config.Rollback (a later run counts it and retires an old server next); with
+// Rollback it is retired again and the run waits until it has left. A
+// retired server is never brought back.
+//
 // consul/api is used only in this package, behind the small Consul interface
 // that NewConsul implements over an *api.Client.
 package upgrade

@@ -76,6 +76,7 @@ type Cluster struct {
 	lock    *os.File
 	dir     string
 	version string
+	opt     Options // as Start completed them
 	tr      *local.Transport
 	servers []string
 	clients []string
@@ -124,7 +125,7 @@ func Start(t testing.TB, opt Options) *Cluster {
 		resolver = local.Dir(BinDir(t))
 	}
 
-	c := &Cluster{t: t, version: opt.Version, addr: map[string]string{}}
+	c := &Cluster{t: t, version: opt.Version, addr: map[string]string{}, opt: opt}
 	ips := func(n int) []string {
 		var out []string
 		for i := 1; i <= opt.Servers; i++ {
@@ -414,7 +415,21 @@ func (c *Cluster) Block() int { return c.block }
 func (c *Cluster) Version() string { return c.version }
 
 // Servers returns the server node names, s1..sN (after Options.NodePrefix).
-func (c *Cluster) Servers() []string { return slices.Clone(c.servers) }
+//
+// Servers provisioned through the transport (see ProvisionServers) come
+// after the started ones; retired servers are left out.
+func (c *Cluster) Servers() []string {
+	if c.tr == nil {
+		return slices.Clone(c.servers)
+	}
+	var out []string
+	for _, n := range c.tr.Nodes() {
+		if a, ok := c.tr.Agent(n); ok && a.Role == transport.RoleServer {
+			out = append(out, n)
+		}
+	}
+	return out
+}
 
 // Clients returns the client node names, c1..cN (after Options.NodePrefix).
 func (c *Cluster) Clients() []string { return slices.Clone(c.clients) }
@@ -423,13 +438,26 @@ func (c *Cluster) Clients() []string { return slices.Clone(c.clients) }
 func (c *Cluster) Nodes() []string { return append(c.Servers(), c.clients...) }
 
 // Address returns the node's IP ("" for an unknown node).
-func (c *Cluster) Address(node string) string { return c.addr[node] }
+func (c *Cluster) Address(node string) string { return c.ipOf(node) }
+
+// ipOf is the node's IP: a started node's, else a provisioned one's.
+func (c *Cluster) ipOf(node string) string {
+	if ip, ok := c.addr[node]; ok {
+		return ip
+	}
+	if c.tr != nil {
+		if a, ok := c.tr.Agent(node); ok {
+			return a.Address
+		}
+	}
+	return ""
+}
 
 // HTTPAddr returns the node's HTTP address, e.g. "127.0.3.11:8500" ("" for
 // an unknown node).
 func (c *Cluster) HTTPAddr(node string) string {
-	ip, ok := c.addr[node]
-	if !ok {
+	ip := c.ipOf(node)
+	if ip == "" {
 		return ""
 	}
 	return net.JoinHostPort(ip, strconv.Itoa(local.DefaultHTTPPort))
@@ -459,6 +487,13 @@ func (c *Cluster) nodeByIP(ip string) (string, bool) {
 	for node, a := range c.addr {
 		if a == ip {
 			return node, true
+		}
+	}
+	if c.tr != nil {
+		for _, node := range c.tr.Nodes() {
+			if a, ok := c.tr.Agent(node); ok && a.Address == ip {
+				return node, true
+			}
 		}
 	}
 	return "", false

@@ -94,7 +94,7 @@ func (c *Cluster) LeaderAddr(ctx context.Context, node string) (string, error) {
 // in turn until one answers.
 func (c *Cluster) Leader(ctx context.Context) (string, error) {
 	var errs []error
-	for _, s := range c.servers {
+	for _, s := range c.Servers() {
 		if c.tr.PID(s) == 0 {
 			continue
 		}
@@ -157,8 +157,8 @@ func (c *Cluster) unhealthy(ctx context.Context) error {
 		}
 		want[node] = v
 	}
-	if len(c.servers) > 0 {
-		observer = c.servers[0]
+	if servers := c.Servers(); len(servers) > 0 {
+		observer = servers[0]
 	}
 	leader := ""
 	for _, node := range c.Nodes() {

@@ -1,0 +1,201 @@
+package upgrade_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
+)
+
+// electionsIn counts "entering leader state" lines in the given log files
+// (the old servers' logs stay on disk after they are retired).
+func electionsIn(t *testing.T, logs []string) int {
+	t.Helper()
+	n := 0
+	for _, path := range logs {
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatalf("open log %s: %v", path, err)
+		}
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "entering leader state") {
+				n++
+			}
+		}
+		f.Close()
+	}
+	return n
+}
+
+// TestRunReplacesRealServers is the replace (blue/green) strategy on real
+// Consul: 3 servers + 1 client on 1.12.9 -> 1.13.9 while a writer puts a key
+// through the client agent every 20 ms. Three new servers are provisioned on
+// 1.13.9 (one at a time, each a stable voter before an old one leaves), the
+// old ones retire followers first and the leader last, the client is
+// swapped in place. No acknowledged write may be lost, autopilot's failure
+// tolerance sampled between steps never drops below 1, and every server at
+// the end is a new one on 1.13.9.
+func TestRunReplacesRealServers(t *testing.T) {
+	cl := startCluster(t, consulrig.Options{Servers: 3, Clients: 1, Version: fromVersion})
+	if err := cl.ProvisionServers(3); err != nil {
+		t.Fatal(err)
+	}
+	client := apiClient(t, cl, "c1")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+
+	old := cl.Servers()
+	var logs []string
+	for _, s := range old {
+		logs = append(logs, cl.LogPath(s))
+	}
+	leaderBefore := mustLeader(t, cl)
+	electionsBefore := electionsIn(t, logs)
+	w := startWriter(client.KV(), "replace-writer", 20*time.Millisecond)
+	writerStopped := false
+	defer func() {
+		if !writerStopped {
+			w.Stop()
+		}
+	}()
+
+	cfg := baseConfig(t, cl, "c1", cl.Transport())
+	cfg.Policy.Strategy = planner.Replace
+
+	var (
+		violations []string
+		retired    []string // in order
+		leaderOut  []string // retired servers that led when retired
+		added      []string
+		minFT      = 99
+		samples    int
+	)
+	sampleFT := func(when string) {
+		h, err := client.Operator().AutopilotServerHealth(nil)
+		if err != nil {
+			violations = append(violations, fmt.Sprintf("autopilot health %s: %v", when, err))
+			return
+		}
+		samples++
+		minFT = min(minFT, h.FailureTolerance)
+		if h.FailureTolerance < 1 {
+			violations = append(violations, fmt.Sprintf("failure tolerance %d %s (want >= 1)", h.FailureTolerance, when))
+		}
+	}
+	cfg.OnEvent = func(e upgrade.Event) {
+		t.Logf("event %-14s %-14s %s %s %s", e.Kind, e.Step.Kind, e.Step.Node, e.Condition, e.Detail)
+		switch e.Kind {
+		case upgrade.EventStepStarted:
+			sampleFT("before " + string(e.Step.Kind) + " " + e.Step.Node)
+			if e.Step.Kind == planner.StepSwapServer {
+				violations = append(violations, fmt.Sprintf("server %s swapped in place under the replace strategy", e.Step.Node))
+			}
+			if e.Step.Kind != planner.StepRetireServer {
+				break
+			}
+			leader := mustLeader(t, cl)
+			if e.Step.Node == leader {
+				leaderOut = append(leaderOut, leader)
+				for _, s := range cl.Servers() {
+					if s != leader && slices.Contains(old, s) {
+						violations = append(violations, fmt.Sprintf("leader %s retired while the old server %s remains", leader, s))
+					}
+				}
+			}
+			retired = append(retired, e.Step.Node)
+		case upgrade.EventProvisioned:
+			added = append(added, e.Step.Node)
+			logs = append(logs, cl.LogPath(e.Step.Node))
+		case upgrade.EventDone:
+			sampleFT("at the end")
+		}
+	}
+
+	start := time.Now()
+	res, err := upgrade.Run(ctx, cfg)
+	wall := time.Since(start)
+	w.Stop()
+	writerStopped = true
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	for _, v := range violations {
+		t.Error(v)
+	}
+
+	slices.Sort(retired)
+	if want := slices.Sorted(slices.Values(old)); !slices.Equal(retired, want) {
+		t.Errorf("retired %v, want every old server %v", retired, want)
+	}
+	if len(leaderOut) != 1 {
+		t.Errorf("servers retired while leading: %v, want exactly one (the last old server)", leaderOut)
+	}
+	if len(added) != 3 {
+		t.Errorf("servers provisioned: %v, want 3", added)
+	}
+	servers := cl.Servers()
+	versions := memberVersions(t, client)
+	if len(servers) != 3 {
+		t.Errorf("servers at the end: %v, want 3", servers)
+	}
+	for _, s := range servers {
+		if slices.Contains(old, s) || versions[s] != toVersion {
+			t.Errorf("server %s at the end runs %s; want a new server on %s", s, versions[s], toVersion)
+		}
+	}
+	if v := versions["c1"]; v != toVersion {
+		t.Errorf("client c1 ends on %s, want %s", v, toVersion)
+	}
+	raft, err := client.Operator().RaftGetConfiguration(nil)
+	if err != nil {
+		t.Fatalf("raft configuration: %v", err)
+	}
+	var inRaft []string
+	for _, s := range raft.Servers {
+		inRaft = append(inRaft, s.Node)
+		if !s.Voter {
+			t.Errorf("%s is a non-voter at the end", s.Node)
+		}
+	}
+	slices.Sort(inRaft)
+	if !slices.Equal(inRaft, slices.Sorted(slices.Values(servers))) {
+		t.Errorf("raft configuration lists %v, want the new servers %v", inRaft, servers)
+	}
+	if samples < len(res.Steps) {
+		t.Errorf("failure tolerance sampled %d times for %d steps", samples, len(res.Steps))
+	}
+	missing := w.verify(t, client.KV())
+	if len(missing) != 0 {
+		t.Errorf("%d acknowledged writes lost, e.g. %v", len(missing), missing[:min(5, len(missing))])
+	}
+	electionsAfter := electionsIn(t, logs)
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t.Logf("FIGURES replace: wall %s; steps %d; provisioned %v; retired in order %v (leader before the run %s, retired while leading %v); writes acked %d, failed %d in %d burst(s), longest burst %s (e.g. %q); lost %d; failure tolerance min %d over %d samples; leader elections in logs %d",
+		wall.Round(100*time.Millisecond), len(res.Steps), added, retiredOrder(res), leaderBefore, leaderOut, len(w.acked), w.failed, w.bursts, w.longestDown.Round(time.Millisecond), w.errs, len(missing), minFT, samples, electionsAfter-electionsBefore)
+	if len(w.acked) < 100 {
+		t.Errorf("the writer acknowledged only %d writes; it did not run through the upgrade", len(w.acked))
+	}
+}
+
+// retiredOrder lists the retire-server steps' nodes in the order they ran.
+func retiredOrder(res *upgrade.Result) []string {
+	var out []string
+	for _, s := range res.Steps {
+		if s.Step.Kind == planner.StepRetireServer {
+			out = append(out, s.Step.Node)
+		}
+	}
+	return out
+}
