@@ -5,7 +5,6 @@ package upgrade_test
 // unbuildable Consul binary fails the test.
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -200,22 +199,11 @@ func raftTerm(t *testing.T, c *api.Client) int {
 // leaderElections counts "entering leader state" lines in the servers' logs.
 func leaderElections(t *testing.T, cl *consulrig.Cluster) int {
 	t.Helper()
-	n := 0
+	var logs []string
 	for _, s := range cl.Servers() {
-		f, err := os.Open(cl.LogPath(s))
-		if err != nil {
-			t.Fatalf("open log of %s: %v", s, err)
-		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "entering leader state") {
-				n++
-			}
-		}
-		f.Close()
+		logs = append(logs, cl.LogPath(s))
 	}
-	return n
+	return electionsIn(t, logs)
 }
 
 // memberVersions returns node -> version from the serf build tags.
