@@ -645,18 +645,8 @@ func (st *state) serverStep(d *dcState, h, toID int) (Step, bool) {
 			pick = leader
 			reason = fmt.Sprintf("leader, swapped last: every other server of %s runs %s or later (%s)", d.name, hop.To, RuleFollowersFirst)
 			if t := st.transferTarget(d, leader, toID); t >= 0 {
-				return Step{
-					Kind:       StepTransferLeader,
-					Node:       st.c.Servers[leader].Name,
-					Target:     st.c.Servers[t].Name,
-					Datacenter: d.name,
-					From:       st.vs.strs[st.srvV[leader]],
-					To:         hop.To,
-					Hop:        h,
-					Gate:       slices.Clone(leaderGate),
-					Reason: fmt.Sprintf("the leader %s is the last server of %s below %s: move leadership to the upgraded voter %s first, so %s is swapped as a follower without an election timeout (%s)",
-						st.c.Servers[leader].Name, d.name, hop.To, st.c.Servers[t].Name, st.c.Servers[leader].Name, RuleTransferLeader),
-				}, true
+				return st.transferStep(d, h, leader, t, fmt.Sprintf("the leader %s is the last server of %s below %s: move leadership to the upgraded voter %s first, so %s is swapped as a follower without an election timeout (%s)",
+					st.c.Servers[leader].Name, d.name, hop.To, st.c.Servers[t].Name, st.c.Servers[leader].Name, RuleTransferLeader)), true
 			}
 		}
 	}
@@ -916,4 +906,20 @@ func (st *state) done() Step {
 		}
 	}
 	return Step{Kind: StepDone, To: st.target, Reason: b.String()}
+}
+
+// transferStep moves leadership in datacenter d from the server leader to
+// the server t before the old leader is swapped or retired (hop h).
+func (st *state) transferStep(d *dcState, h, leader, t int, reason string) Step {
+	return Step{
+		Kind:       StepTransferLeader,
+		Node:       st.c.Servers[leader].Name,
+		Target:     st.c.Servers[t].Name,
+		Datacenter: d.name,
+		From:       st.vs.strs[st.srvV[leader]],
+		To:         st.path[h].To,
+		Hop:        h,
+		Gate:       slices.Clone(leaderGate),
+		Reason:     reason,
+	}
 }

@@ -87,18 +87,8 @@ func (st *state) replaceStep(d *dcState, h, toID int) (Step, bool) {
 	default:
 		pick = leader
 		if t := st.transferTarget(d, leader, toID); t >= 0 {
-			return Step{
-				Kind:       StepTransferLeader,
-				Node:       st.c.Servers[leader].Name,
-				Target:     st.c.Servers[t].Name,
-				Datacenter: d.name,
-				From:       st.vs.strs[st.srvV[leader]],
-				To:         hop.To,
-				Hop:        h,
-				Gate:       slices.Clone(leaderGate),
-				Reason: fmt.Sprintf("the leader %s is the last old server of %s: move leadership to the new voter %s first, so %s is retired as a follower without an election timeout (%s)",
-					st.c.Servers[leader].Name, d.name, st.c.Servers[t].Name, st.c.Servers[leader].Name, RuleTransferLeader),
-			}, true
+			return st.transferStep(d, h, leader, t, fmt.Sprintf("the leader %s is the last old server of %s: move leadership to the new voter %s first, so %s is retired as a follower without an election timeout (%s)",
+				st.c.Servers[leader].Name, d.name, st.c.Servers[t].Name, st.c.Servers[leader].Name, RuleTransferLeader)), true
 		}
 		reason = fmt.Sprintf("replace: the leader %s is the last old server of %s; retire it last (%s)", st.c.Servers[leader].Name, d.name, RuleFollowersFirst)
 	}
