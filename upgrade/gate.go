@@ -296,6 +296,16 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 		v.node, v.apiErr, v.detail = node, err, err.Error()
 		return v
 	}
+	// The per-server conditions are about the step's one server.
+	var n string
+	switch cond {
+	case planner.GateVoter, planner.GateAutopilotHealthy, planner.GateStable, planner.GateTrailingLogs, planner.GateRemoved:
+		if n = gateSubject(step); n == "" {
+			v.fatal = fmt.Errorf("step names no server to check")
+			return v
+		}
+		v.node = n
+	}
 	switch cond {
 	case planner.GateLeaderKnown:
 		leader, err := o.getLeader()
@@ -356,12 +366,6 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 		return v
 
 	case planner.GateVoter:
-		n := gateSubject(step)
-		if n == "" {
-			v.fatal = fmt.Errorf("step names no server to check")
-			return v
-		}
-		v.node = n
 		raft, err := o.getRaft()
 		if err != nil {
 			return apiFail(n, err)
@@ -379,12 +383,6 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 		return v
 
 	case planner.GateAutopilotHealthy, planner.GateStable, planner.GateTrailingLogs:
-		n := gateSubject(step)
-		if n == "" {
-			v.fatal = fmt.Errorf("step names no server to check")
-			return v
-		}
-		v.node = n
 		h, err := o.getHealth()
 		if err != nil {
 			return apiFail(n, err)
@@ -446,12 +444,6 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 		return v
 
 	case planner.GateRemoved:
-		n := gateSubject(step)
-		if n == "" {
-			v.fatal = fmt.Errorf("step names no server to check")
-			return v
-		}
-		v.node = n
 		raft, err := o.getRaft()
 		if err != nil {
 			return apiFail(n, err)
