@@ -354,13 +354,15 @@ func catalogue() []builtin {
 			})),
 		def(RuleTransferLeader, KindOrdering, Info, "", "", urlTransferLeader,
 			"leadership transfer moves the leader to an upgraded server before the old leader is swapped",
-			"use POST /v1/operator/raft/transfer-leader?id=<raft id>: the CLI ignored -id on early 1.15/1.16 patches",
-			when(func(rc RuleContext) bool { return policy(rc).TransferLeadership && serverCount(rc) > 1 }),
+			"nothing to do: the runner uses POST /v1/operator/raft/transfer-leader?id=<raft id> (the 1.15/1.16 CLI ignores -id) and waits until the named server leads; set no_transfer_leadership to swap the leader last instead",
+			when(func(rc RuleContext) bool {
+				return serverCount(rc) > 1 && versionAtLeast(rc.Hop.From, "1.15.0") && versionAtLeast(rc.Hop.To, "1.15.0")
+			}),
 			msgBy(func(rc RuleContext) string {
-				if !versionAtLeast(rc.Hop.From, "1.15.0") {
-					return "leadership transfer needs >= 1.15 on both sides: on this hop the leader is swapped last instead"
+				if policy(rc).NoTransferLeadership {
+					return "leadership transfer is turned off (no_transfer_leadership): the leader is swapped last and the cluster waits out an election (a few seconds without a leader)"
 				}
-				return "leadership moves to an upgraded server before the old leader is swapped (no election timeout)"
+				return "leadership moves to an upgraded voter before the old leader is swapped or retired (no election timeout)"
 			})),
 
 		// Stepping stones placed by Path, explained.

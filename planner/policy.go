@@ -86,9 +86,13 @@ type Policy struct {
 	// Enterprise is true for Consul Enterprise: LTS hops may jump three
 	// majors, and the Enterprise-only rules apply.
 	Enterprise bool `json:"enterprise,omitempty"`
-	// TransferLeadership moves leadership to an upgraded server before the
-	// leader is swapped, when both versions support it (>= 1.15).
-	TransferLeadership bool `json:"transfer_leadership,omitempty"`
+	// NoTransferLeadership turns leadership transfer off. By default, when
+	// both sides of a hop support it (the old leader and the target are
+	// >= 1.15), leadership is handed to an upgraded voter before the old
+	// leader is swapped or retired, so the cluster never waits out an
+	// election; with this set, the leader is swapped last and the cluster
+	// elects a new one after it stops.
+	NoTransferLeadership bool `json:"no_transfer_leadership,omitempty"`
 	// ReplaceServers is the number of servers each datacenter should have
 	// while the replace strategy runs (0: derive it from the observed
 	// count: that count when it is odd, one less when it is even, because

@@ -432,26 +432,6 @@ func (r *runner) openSnapshot(dc, version string) (io.WriteCloser, error) {
 	return w, err
 }
 
-func (r *runner) transferLeader(ctx context.Context, step planner.Step) error {
-	c := r.consul(step.Datacenter)
-	raft, err := c.RaftConfiguration(ctx)
-	if err != nil {
-		return err
-	}
-	members, err := c.Members(ctx)
-	if err != nil {
-		return err
-	}
-	rs := raftServerByName(raft, members, step.Target)
-	if rs == nil {
-		return fmt.Errorf("transfer leadership to %s: it is not in the raft configuration; wait until it has rejoined", step.Target)
-	}
-	if !rs.Voter {
-		return fmt.Errorf("transfer leadership to %s: it is a non-voter; wait until autopilot promotes it", step.Target)
-	}
-	return c.TransferLeader(ctx, rs.ID)
-}
-
 // swapClients swaps a wave with bounded concurrency. After the first failure
 // no new swap is started; swaps in flight are let finish.
 func (r *runner) swapClients(ctx context.Context, c planner.Cluster, step planner.Step) ([]string, error) {

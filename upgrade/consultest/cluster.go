@@ -154,6 +154,7 @@ type Cluster struct {
 	unreachable   bool     // the client's transport refuses connections
 	calls         map[string]int
 	transfers     []string
+	transferMiss  []string // SetTransferMisses: where the next transfers land
 	sessions      map[string]*session
 	sessionSeq    int
 	kv            map[string]*kvEntry

@@ -103,6 +103,15 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/v1/operator/raft/transfer-leader":
 		id := r.URL.Query().Get("id")
 		c.transfers = append(c.transfers, id)
+		if len(c.transferMiss) > 0 {
+			land := c.transferMiss[0]
+			c.transferMiss = c.transferMiss[1:]
+			if land != "" {
+				c.leader, c.pinned = land, false
+			}
+			writeJSON(w, http.StatusOK, api.TransferLeaderResponse{Success: true})
+			return
+		}
 		for _, n := range c.nodes {
 			if n.server() && n.raftID() == id && n.voter && c.healthy(n, now) {
 				c.leader, c.pinned = n.name, false
