@@ -98,6 +98,15 @@ type Policy struct {
 	// count: that count when it is odd, one less when it is even, because
 	// an even count means one replacement is in flight). Ignored in place.
 	ReplaceServers int `json:"replace_servers,omitempty"`
+	// Releases, when set, are the only versions the operator can install
+	// (an internal mirror, the binaries a transport can resolve). Every
+	// stepping stone is then one of them: where the path would stop at the
+	// newest patch of a minor line, it stops at the newest listed release
+	// of that line that is not known-bad; a stone a rule fixes exactly (the
+	// dedicated paths' 1.2.4, 1.6.10, 1.8.19, 1.10.12; 0.5.2; 0.7.5; 0.8.5)
+	// must be listed, or Path fails with a *ReleaseError. The target need
+	// not be listed. Empty: stones are the catalogue's newest patches.
+	Releases []string `json:"releases,omitempty"`
 	// NoSnapshot skips the snapshot step before each hop.
 	NoSnapshot bool `json:"no_snapshot,omitempty"`
 	// Waive lists rule IDs whose blocking findings the operator accepts.
