@@ -376,7 +376,9 @@ func (c *Cluster) cleanup() {
 	if c.t.Failed() && c.tr != nil {
 		c.t.Logf("consulrig: block %d logs (kept in the failure output only):%s", c.block, c.logTails(30))
 	}
-	if c.dir != "" {
+	if c.dir != "" && c.t.Failed() && os.Getenv("CONSULRIG_KEEP") == "1" {
+		c.t.Logf("consulrig: CONSULRIG_KEEP=1: the failed cluster's directory %s is kept (logs, data dirs)", c.dir)
+	} else if c.dir != "" {
 		if err := os.RemoveAll(c.dir); err != nil {
 			c.t.Logf("consulrig: removing %s: %v", c.dir, err)
 		}
