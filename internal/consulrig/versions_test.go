@@ -125,3 +125,21 @@ func TestEraFlags(t *testing.T) {
 		}
 	}
 }
+
+// A release the build script has no recipe for (0.5.2 needs modules the
+// proxy does not serve) fails with the list of the ones it can build.
+func TestBinaryRefusesUnsupportedVersion(t *testing.T) {
+	t.Setenv("CONSUL_UPGRADE_BIN_DIR", t.TempDir())
+	_, built, err := ensureBinary(repoRoot(t), "0.5.2")
+	if err == nil {
+		t.Fatal("ensureBinary(0.5.2) succeeded, want an error")
+	}
+	if built {
+		t.Error("ensureBinary(0.5.2) reports a build")
+	}
+	for _, want := range []string{`"0.5.2"`, "supported versions are 0.6.4 ", " 1.16.1"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not contain %q", err, want)
+		}
+	}
+}
