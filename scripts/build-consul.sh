@@ -43,8 +43,7 @@ recipe() {
     0.7.5 | 0.8.5) kind=pinned linkname=yes describe=version tags=consul ;;
     0.9.3 | 1.0.8 | 1.2.4 | 1.4.5) kind=pinned linkname=yes describe=version ;;
     1.6.10) kind=pinned describe=version ;;
-    1.8.19) kind=pinned ;;
-    1.10.12 | 1.11.11) kind=pinned linkname=yes ;;
+    1.8.19 | 1.10.12 | 1.11.11) kind=pinned linkname=yes ;;
     1.12.9 | 1.13.9) kind=plain ;;
     # The tags' own consul/api lacks RaftServer.LastIndex (and, for 1.15,
     # GatewayConditionType); these are the api releases of the same branches.
