@@ -59,7 +59,8 @@ type Options struct {
 	ExtraServerArgs []string
 	ExtraClientArgs []string
 	// RaftMultiplier sets the servers' performance.raft_multiplier; 0 keeps
-	// Consul's default (5). 1 makes elections about five times faster
+	// Consul's default (5). Consul 0.6 has no such setting: Start refuses a
+	// multiplier for it (see SupportsRaftMultiplier). 1 makes elections about five times faster
 	// (a 1-server cluster elects in about 1.5 s instead of 7 s) but, on a
 	// busy machine, a multi-server cluster may then hold extra elections.
 	RaftMultiplier int
@@ -153,6 +154,14 @@ func Start(t testing.TB, opt Options) *Cluster {
 	for _, ip := range serverIPs {
 		join = append(join, "-retry-join="+ip)
 	}
+	serverEra, err := eraFlags(opt.Version, opt.Datacenter, true, opt.RaftMultiplier, dir)
+	if err != nil {
+		t.Fatalf("consulrig: %v", err)
+	}
+	clientEra, err := eraFlags(opt.Version, opt.Datacenter, false, 0, dir)
+	if err != nil {
+		t.Fatalf("consulrig: %v", err)
+	}
 	var agents []local.Agent
 	add := func(name string, role transport.Role, ip string, args []string) {
 		c.addr[name] = ip
@@ -169,18 +178,15 @@ func Start(t testing.TB, opt Options) *Cluster {
 	for i, ip := range serverIPs {
 		name := opt.NodePrefix + "s" + strconv.Itoa(i+1)
 		c.servers = append(c.servers, name)
-		args := []string{"-datacenter=" + opt.Datacenter, "-bootstrap-expect=" + strconv.Itoa(opt.Servers), "-advertise=" + ip, "-log-level=debug", "-retry-interval=1s"}
+		args := append(slices.Clone(serverEra), "-bootstrap-expect="+strconv.Itoa(opt.Servers), "-advertise="+ip, "-log-level=debug", "-retry-interval=1s")
 		args = append(args, join...)
-		if opt.RaftMultiplier != 0 {
-			args = append(args, fmt.Sprintf("-hcl=performance { raft_multiplier = %d }", opt.RaftMultiplier))
-		}
 		add(name, transport.RoleServer, ip, append(args, opt.ExtraServerArgs...))
 	}
 	for i := 1; i <= opt.Clients; i++ {
 		name := opt.NodePrefix + "c" + strconv.Itoa(i)
 		ip := fmt.Sprintf("127.0.%d.%d", c.block, 20+i)
 		c.clients = append(c.clients, name)
-		args := []string{"-datacenter=" + opt.Datacenter, "-advertise=" + ip, "-log-level=debug", "-retry-interval=1s"}
+		args := append(slices.Clone(clientEra), "-advertise="+ip, "-log-level=debug", "-retry-interval=1s")
 		args = append(args, join...)
 		add(name, transport.RoleClient, ip, append(args, opt.ExtraClientArgs...))
 	}
