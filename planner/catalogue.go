@@ -42,6 +42,9 @@ const (
 	// RuleDisableUpgradeMigration: Enterprise autopilot upgrade migration
 	// interferes with in-place rolling upgrades.
 	RuleDisableUpgradeMigration = "disable-upgrade-migration"
+	// RuleFeaturesUnobserved: features the observer could not read
+	// (Features.Unobserved) were evaluated at their defaults.
+	RuleFeaturesUnobserved = "features-not-observed"
 )
 
 // Cluster pre-check IDs: findings about the cluster as observed, before any
@@ -252,6 +255,16 @@ func oldClientsBelow(rc RuleContext, v string) bool {
 	return false
 }
 
+// usageFeature reports whether a Features field is a Usage (yes/no/unknown):
+// the rules that read those warn by themselves while the use is unknown.
+func usageFeature(name string) bool {
+	switch name {
+	case "Connect", "Envoy", "AgentlessMesh", "TerminatingGateways":
+		return true
+	}
+	return false
+}
+
 // envoyTLS: Envoy is known to run and the agents serve HTTPS, so
 // consul connect envoy may reach them over TLS.
 func envoyTLS(rc RuleContext) bool { return envoyUse(rc) == Yes && feat(rc).TLS.HTTPSPort }
@@ -362,6 +375,25 @@ func catalogue() []builtin {
 			"a rule in Policy.Rules has a constraint that does not parse",
 			"fix the rule's From/To (go-version syntax, e.g. \">= 1.10.0, < 1.11.0\")",
 			evalBy((*checker).checkUserRules)),
+		def(RuleFeaturesUnobserved, KindPrecheck, Warning, "", "", urlVersionSpecific,
+			"features that version rules read could not be observed, so those rules saw their defaults",
+			"declare them (upgrade.Config.Features wins over observation; Cluster.Features for a hand-built cluster), or run with a token that can read them",
+			once, when(func(rc RuleContext) bool { return len(feat(rc).Unobserved) > 0 }),
+			sevBy(func(rc RuleContext) Severity {
+				for _, g := range feat(rc).Unobserved {
+					if !usageFeature(g.Feature) {
+						return Warning
+					}
+				}
+				return Info
+			}),
+			msgBy(func(rc RuleContext) string {
+				parts := make([]string, 0, len(feat(rc).Unobserved))
+				for _, g := range feat(rc).Unobserved {
+					parts = append(parts, g.Feature+" ("+g.Reason+")")
+				}
+				return "not observed: " + strings.Join(parts, "; ")
+			})),
 		def(RuleVersionNumbering2, KindPrecheck, Blocking, "", ">= 2.0.0", urlVersioning2,
 			"from 2.0.0 Consul uses IBM version-modification-fix numbering: the planner has no rules for it yet",
 			"plan to the newest 1.x release; 2.x support needs new path rules",

@@ -135,6 +135,15 @@ var (
 
 func ruleCases() []ruleCase {
 	return []ruleCase{
+		{"an unobserved feature is reported as a warning (features-not-observed)", RuleFeaturesUnobserved, "1.12.9", "1.13.9", true, Warning,
+			func(c *Cluster, _ *Policy) {
+				c.Features.Unobserved = []FeatureGap{{Feature: "LegacyACLs", Reason: "403"}, {Feature: "Envoy", Reason: "not in the API"}}
+			}},
+		{"unobserved mesh usage alone is information (features-not-observed)", RuleFeaturesUnobserved, "1.12.9", "1.13.9", true, Info,
+			func(c *Cluster, _ *Policy) {
+				c.Features.Unobserved = []FeatureGap{{Feature: "Envoy", Reason: "not in the API"}}
+			}},
+		{"a fully observed cluster has no gap (features-not-observed)", RuleFeaturesUnobserved, "1.12.9", "1.13.9", false, "", nil},
 		// Cluster pre-checks.
 		{"a cluster without servers cannot be planned (no-servers)", PrecheckNoServers, "1.12.9", "1.13.9", true, Blocking,
 			func(c *Cluster, _ *Policy) { c.Servers = nil }},

@@ -91,6 +91,19 @@ type Features struct {
 	RaftLogStore string `json:"raft_log_store,omitempty"`
 	// TLS describes the agents' TLS settings.
 	TLS TLS `json:"tls,omitempty"`
+	// Unobserved lists the features that the observer (upgrade.Discover)
+	// could not read from the live cluster, and why; their fields above
+	// hold the default. Check reports them (RuleFeaturesUnobserved) so the
+	// operator can declare them. Empty for hand-built clusters.
+	Unobserved []FeatureGap `json:"unobserved,omitempty"`
+}
+
+// FeatureGap is a feature the observer could not read.
+type FeatureGap struct {
+	// Feature is the Features field ("LegacyACLs", "TLS.GRPCTLS", ...).
+	Feature string `json:"feature"`
+	// Reason says why it was not observed and how to supply it.
+	Reason string `json:"reason"`
 }
 
 // Usage says whether a cluster uses a feature. The zero value is Unknown,

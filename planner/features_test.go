@@ -3,6 +3,7 @@ package planner
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -85,7 +86,8 @@ func TestPathAvoidsKnownBadReleasesWhateverTheFeatures(t *testing.T) {
 }
 
 func TestUsageJSONRoundTrip(t *testing.T) {
-	in := Features{Connect: No, Envoy: Yes, AgentlessMesh: Unknown, TerminatingGateways: No}
+	in := Features{Connect: No, Envoy: Yes, AgentlessMesh: Unknown, TerminatingGateways: No,
+		Unobserved: []FeatureGap{{Feature: "LegacyACLs", Reason: "GET /v1/acl/tokens answered 403"}}}
 	b, err := json.Marshal(in)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +99,7 @@ func TestUsageJSONRoundTrip(t *testing.T) {
 	if err := json.Unmarshal(b, &out); err != nil {
 		t.Fatal(err)
 	}
-	if out != in {
+	if !reflect.DeepEqual(out, in) {
 		t.Fatalf("round trip: %+v != %+v", out, in)
 	}
 }
