@@ -151,7 +151,7 @@ func (r *runner) observe(ctx context.Context) (planner.Cluster, error) {
 	}
 	r.ownDC = own
 	if len(r.cfg.Datacenters) == 0 {
-		return c, nil
+		return c, r.applyFeatures(ctx, &c) // features.go
 	}
 	if _, ok := r.cfg.Datacenters[own]; ok {
 		return c, &ConfigError{Field: "Datacenters", Value: strconv.Quote(own),
@@ -168,7 +168,7 @@ func (r *runner) observe(ctx context.Context) (planner.Cluster, error) {
 		}
 		mergeDatacenter(&c, dc, o)
 	}
-	return c, nil
+	return c, r.applyFeatures(ctx, &c)
 }
 
 // measure takes the baseline of every observed datacenter.
