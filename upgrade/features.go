@@ -207,7 +207,8 @@ func (r *runner) applyFeatures(ctx context.Context, c *planner.Cluster) error {
 // error fails it: a feature it cannot read is listed in
 // Features.Unobserved.
 func withFeatures(ctx context.Context, c Consul, cl planner.Cluster, members []*api.AgentMember, self map[string]map[string]any) (planner.Cluster, error) {
-	return cl, observeFeatures(ctx, c, &cl, members, self)
+	err := observeFeatures(ctx, c, &cl, members, self)
+	return cl, err
 }
 
 func observeFeatures(ctx context.Context, c Consul, cl *planner.Cluster, members []*api.AgentMember, self map[string]map[string]any) error {
