@@ -151,7 +151,8 @@ func (r *runner) observe(ctx context.Context) (planner.Cluster, error) {
 	}
 	r.ownDC = own
 	if len(r.cfg.Datacenters) == 0 {
-		return c, nil
+		err = r.applyFeatures(ctx, &c) // features.go
+		return c, err
 	}
 	if _, ok := r.cfg.Datacenters[own]; ok {
 		return c, &ConfigError{Field: "Datacenters", Value: strconv.Quote(own),
@@ -168,7 +169,8 @@ func (r *runner) observe(ctx context.Context) (planner.Cluster, error) {
 		}
 		mergeDatacenter(&c, dc, o)
 	}
-	return c, nil
+	err = r.applyFeatures(ctx, &c)
+	return c, err
 }
 
 // measure takes the baseline of every observed datacenter.

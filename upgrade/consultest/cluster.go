@@ -147,6 +147,7 @@ type Cluster struct {
 	stableSince   time.Time
 	snapshot      []byte
 	acls          ACLMode
+	features      Features // WithFeatures (features.go)
 	dc, primary   string   // the datacenter and its primary
 	peers         []string // other datacenters the catalog lists
 	prefix        string   // before every node name

@@ -21,7 +21,8 @@ const (
 //
 //   - GET /v1/agent/members: every node, alive or failed, with the role,
 //     dc, port, id, build and acls tags Consul sets
-//   - GET /v1/agent/self: the agent (the first server) and its datacenter
+//   - GET /v1/agent/self: the agent (the first server), its datacenter and
+//     its configuration in the shape of its version (see Features)
 //   - GET /v1/catalog/datacenters
 //   - GET /v1/status/leader: the leader's Raft address, "" during an election
 //   - GET /v1/operator/raft/configuration (500 without a leader)
@@ -33,6 +34,8 @@ const (
 //     healthy voter
 //   - sessions (create, renew, destroy, info) and KV keys (get, put,
 //     acquire, release, delete)
+//   - GET /v1/acl/replication, /v1/acl/tokens, /v1/connect/intentions,
+//     /v1/config/<kind> and /v1/catalog/nodes, from WithFeatures
 //
 // Any other path answers 404, and every path answers 500 while SetDown(true).
 func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -50,12 +53,7 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/v1/agent/members":
 		c.serveMembers(w, now)
 	case "/v1/agent/self":
-		self := map[string]map[string]any{"Config": {"Datacenter": c.dc, "PrimaryDatacenter": c.primary}}
-		if a := c.agent(); a != nil {
-			self["Config"]["NodeName"] = a.name
-			self["Config"]["Version"] = a.version
-		}
-		writeJSON(w, http.StatusOK, self)
+		writeJSON(w, http.StatusOK, c.selfDocument()) // features.go
 	case "/v1/catalog/datacenters":
 		writeJSON(w, http.StatusOK, c.datacenters())
 	case "/v1/status/leader":
@@ -129,6 +127,9 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			c.serveKV(w, r)
 			return
 		}
+		if c.serveFeature(w, r) { // features.go
+			return
+		}
 		http.Error(w, "consultest: "+r.URL.Path+" is not simulated", http.StatusNotFound)
 	}
 }
@@ -166,6 +167,7 @@ func (c *Cluster) serveMembers(w http.ResponseWriter, now time.Time) {
 		tags := map[string]string{"role": "node", "dc": c.dc, "build": build}
 		if n.server() {
 			tags = map[string]string{"role": "consul", "dc": c.dc, "port": "8300", "id": n.raftID(), "build": build, "acls": string(c.acls)}
+			c.addFeatureTags(n, tags) // features.go
 		}
 		out = append(out, api.AgentMember{Name: n.name, Addr: n.addr, Port: 8301, Tags: tags, Status: status})
 	}
