@@ -60,9 +60,6 @@ func transferList(steps []planner.Step) string {
 // writer and the leader watch.
 func run(t *testing.T, sc scenario) figures {
 	t.Helper()
-	// These clusters run no service mesh; 1.16.0-1.16.1 are known-bad only
-	// with agentless mesh (waived until the planner reads that feature).
-	sc.policy.Waive = append(sc.policy.Waive, "known-bad-1.16.0-1.16.1")
 	cl := consulrig.Start(t, consulrig.Options{Servers: 3, Clients: 1, Version: sc.from})
 	if sc.policy.Strategy == planner.Replace {
 		if err := cl.ProvisionServers(3); err != nil {
