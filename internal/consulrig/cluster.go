@@ -64,6 +64,10 @@ type Options struct {
 	// (a 1-server cluster elects in about 1.5 s instead of 7 s) but, on a
 	// busy machine, a multi-server cluster may then hold extra elections.
 	RaftMultiplier int
+	// ServerArgsFor, when set, adds server arguments for the version a
+	// server starts on, at every start and swap (after the era's own
+	// flags): e.g. -raft-protocol=2 on 1.x while older servers remain.
+	ServerArgsFor func(version string) []string
 	// Resolver, when set, finds the binaries (to inject a broken one);
 	// by default binaries come from BinDir and are built when missing.
 	Resolver local.BinaryResolver
@@ -154,12 +158,8 @@ func Start(t testing.TB, opt Options) *Cluster {
 	for _, ip := range serverIPs {
 		join = append(join, "-retry-join="+ip)
 	}
-	serverEra, err := eraFlags(opt.Version, opt.Datacenter, true, opt.RaftMultiplier, dir)
-	if err != nil {
-		t.Fatalf("consulrig: %v", err)
-	}
-	clientEra, err := eraFlags(opt.Version, opt.Datacenter, false, 0, dir)
-	if err != nil {
+	// Refuse flags the first version cannot take before anything starts.
+	if _, err := c.argsFor(true)(opt.Version); err != nil {
 		t.Fatalf("consulrig: %v", err)
 	}
 	var agents []local.Agent
@@ -173,12 +173,13 @@ func Start(t testing.TB, opt Options) *Cluster {
 			DataDir: filepath.Join(dir, name, "data"),
 			LogPath: filepath.Join(dir, name+".log"),
 			Args:    args,
+			ArgsFor: c.argsFor(role == transport.RoleServer),
 		})
 	}
 	for i, ip := range serverIPs {
 		name := opt.NodePrefix + "s" + strconv.Itoa(i+1)
 		c.servers = append(c.servers, name)
-		args := append(slices.Clone(serverEra), "-bootstrap-expect="+strconv.Itoa(opt.Servers), "-advertise="+ip, "-log-level=debug", "-retry-interval=1s")
+		args := []string{"-bootstrap-expect=" + strconv.Itoa(opt.Servers), "-advertise=" + ip, "-log-level=debug", "-retry-interval=1s"}
 		args = append(args, join...)
 		add(name, transport.RoleServer, ip, append(args, opt.ExtraServerArgs...))
 	}
@@ -186,7 +187,7 @@ func Start(t testing.TB, opt Options) *Cluster {
 		name := opt.NodePrefix + "c" + strconv.Itoa(i)
 		ip := fmt.Sprintf("127.0.%d.%d", c.block, 20+i)
 		c.clients = append(c.clients, name)
-		args := append(slices.Clone(clientEra), "-advertise="+ip, "-log-level=debug", "-retry-interval=1s")
+		args := []string{"-advertise=" + ip, "-log-level=debug", "-retry-interval=1s"}
 		args = append(args, join...)
 		add(name, transport.RoleClient, ip, append(args, opt.ExtraClientArgs...))
 	}

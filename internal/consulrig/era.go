@@ -64,3 +64,23 @@ func eraFlags(v, datacenter string, server bool, multiplier int, dir string) ([]
 	}
 	return append(flags, fmt.Sprintf("-hcl=performance { raft_multiplier = %d }", multiplier)), nil
 }
+
+// argsFor returns the local.Agent.ArgsFor of the cluster's servers or
+// clients: the era's flags for the version being started (so a swap across
+// eras gets the new spelling) and, for servers, Options.ServerArgsFor.
+func (c *Cluster) argsFor(server bool) func(version string) ([]string, error) {
+	return func(v string) ([]string, error) {
+		mult := 0
+		if server {
+			mult = c.opt.RaftMultiplier
+		}
+		flags, err := eraFlags(v, c.opt.Datacenter, server, mult, c.dir)
+		if err != nil {
+			return nil, err
+		}
+		if server && c.opt.ServerArgsFor != nil {
+			flags = append(flags, c.opt.ServerArgsFor(v)...)
+		}
+		return flags, nil
+	}
+}

@@ -25,11 +25,7 @@ func (c *Cluster) ProvisionServers(n int) error {
 	if addr, ok := portsFree(ips); !ok {
 		return fmt.Errorf("consulrig: %s is in use; the new servers need their addresses free", addr)
 	}
-	era, err := eraFlags(c.opt.Version, c.opt.Datacenter, true, c.opt.RaftMultiplier, c.dir)
-	if err != nil {
-		return fmt.Errorf("consulrig: %w", err)
-	}
-	args := append(era, "-log-level=debug", "-retry-interval=1s")
+	args := []string{"-log-level=debug", "-retry-interval=1s"}
 	for i := 1; i < first+n; i++ {
 		args = append(args, "-retry-join="+fmt.Sprintf("127.0.%d.%d", c.block, 10+i))
 	}
@@ -39,5 +35,6 @@ func (c *Cluster) ProvisionServers(n int) error {
 		Addresses:  ips,
 		Dir:        c.dir,
 		Args:       args,
+		ArgsFor:    c.argsFor(true),
 	})
 }
