@@ -247,3 +247,13 @@ func countElections(t *testing.T, logs []string) int {
 	}
 	return n
 }
+
+// LeaderSwappedLast fails t unless the first leader seen was the last
+// server swapped in place (followers first, the leader last).
+func LeaderSwappedLast(t *testing.T, f Figures) {
+	t.Helper()
+	swaps := f.Kinds(planner.StepSwapServer)
+	if len(swaps) == 0 || len(f.Leaders) == 0 || swaps[len(swaps)-1].Node != f.Leaders[0] {
+		t.Errorf("leaders seen %v, server swaps %d: want the first leader swapped last", f.Leaders, len(swaps))
+	}
+}
