@@ -22,8 +22,17 @@ echo "== consul binaries"
 mapfile -t versions < <(grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' scripts/consul-versions)
 scripts/build-consul.sh "${versions[@]}"
 
+echo "== go mod tidy"
+go mod tidy -diff
+
 echo "== go vet"
 go vet ./...
 
 echo "== go test"
-go test -count=1 -timeout 60m "$@" ./...
+# The leadership-transfer tests assert that no write fails for a second in
+# a row; Raft's timing on 2 cores is only that good when no other cluster
+# runs beside them, so they run after the rest, alone.
+alone=github.com/seed-e5e14ead/consul-upgrade/internal/realtest/leadertransfer
+mapfile -t pkgs < <(go list ./... | grep -v -x "$alone")
+go test -count=1 -timeout 60m "$@" "${pkgs[@]}"
+go test -count=1 -timeout 20m "$@" "$alone"
