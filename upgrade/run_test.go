@@ -332,8 +332,14 @@ func TestRunRetriesATransferThatDidNotMoveLeadership(t *testing.T) {
 		if err := r.sim.SetTransferMisses("", "s2"); err != nil {
 			t.Fatal(err)
 		}
+		start := time.Now()
 		if _, h := rn.do(t.Context(), planner.Cluster{}, step); h != nil {
 			t.Fatalf("transfer-leader: %v", h)
+		}
+		// The miss that stayed waits out transferSettle; the one that
+		// landed on s2 is seen within about transferElsewhere.
+		if el := time.Since(start); el < transferSettle || el > transferSettle+transferElsewhere+2*time.Second {
+			t.Errorf("the transfer took %s, want about %s + %s: a transfer that landed elsewhere is asked again at once", el, transferSettle, transferElsewhere)
 		}
 		if got := r.sim.Transfers(); !slices.Equal(got, []string{"id-s3", "id-s3", "id-s3"}) {
 			t.Errorf("transfers %v, want three asks for id-s3 (stayed on s1, landed on s2, then s3)", got)

@@ -31,6 +31,9 @@ const (
 	transferSettle = 15 * time.Second
 	// transferPoll is how often the leader is read while waiting.
 	transferPoll = 100 * time.Millisecond
+	// transferElsewhere is how long a third server must be named leader
+	// before the transfer counts as landed elsewhere and is asked again.
+	transferElsewhere = time.Second
 )
 
 // ErrTransferNotReady is wrapped by a *TransferError whose target was never
@@ -86,7 +89,7 @@ func (r *runner) transferLeader(ctx context.Context, step planner.Step) error {
 			}
 			continue
 		}
-		got, err := waitLeader(ctx, c, step.Target, transferSettle)
+		got, err := waitLeader(ctx, c, step.Target, leader, transferSettle)
 		te.Leader = got
 		if err == nil {
 			return nil
@@ -162,21 +165,34 @@ func transferTargetID(ctx context.Context, c Consul, step planner.Step) (id, lea
 }
 
 // waitLeader polls /v1/status/leader until want is named leader, for at
-// most d. It returns the last leader seen and an error saying where
-// leadership went when want never led.
-func waitLeader(ctx context.Context, c Consul, want string, d time.Duration) (string, error) {
+// most d. It returns early when a third server (neither want nor from, the
+// leader that was asked) has been named leader for transferElsewhere: the
+// transfer landed elsewhere, and that leader can be asked again at once.
+// It returns the last leader seen and an error saying where leadership
+// went when want never led.
+func waitLeader(ctx context.Context, c Consul, want, from string, d time.Duration) (string, error) {
 	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var name string
 	var lastErr error
+	var elsewhere time.Time // since when a third server has been named
 	for {
 		addr, err := c.Leader(wctx)
 		if err == nil && addr != "" {
 			members, merr := c.Members(wctx)
 			if merr == nil {
 				name = leaderName(members, nil, addr)
-				if name == want {
+				switch {
+				case name == want:
 					return name, nil
+				case name != "" && name != from:
+					if elsewhere.IsZero() {
+						elsewhere = time.Now()
+					} else if time.Since(elsewhere) >= transferElsewhere {
+						return name, fmt.Errorf("leadership went to %s instead of %s", name, want)
+					}
+				default:
+					elsewhere = time.Time{}
 				}
 			} else {
 				lastErr = merr
