@@ -353,7 +353,7 @@ func catalogue() []builtin {
 			evalBy((*checker).checkDowngrade)),
 		def(PrecheckBadVersion, KindPrecheck, Blocking, "", "", urlInstructions,
 			"a version is not a Consul version (want X.Y.Z)",
-			"fix the version string (e.g. 1.12.9, v1.12.9 or 1.12.9+ent)",
+			"write the version as X.Y.Z, optionally -pre or +build (e.g. 1.12.9, 1.13.0-rc1, 1.12.9+ent; not v1.12.9 or 1.12.09): the finding names the fix",
 			evalBy((*checker).checkBadVersions)),
 		def(PrecheckUnknownDatacenter, KindPrecheck, Blocking, "", "", urlFederated,
 			"an agent names a datacenter that the cluster does not list",

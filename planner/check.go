@@ -21,7 +21,11 @@ import (
 // Client-scoped rules yield one finding per rule and hop for all clients it
 // concerns, naming how many and the first few, so Check stays fast on
 // clusters with 100,000 clients.
+//
+// A cluster or target on a Consul Enterprise build (+ent) is checked as
+// Enterprise whether or not pol.Enterprise is set.
 func Check(c Cluster, target string, pol Policy) Findings {
+	pol = withObservedEnterprise(&c, target, pol)
 	k := newChecker(&c, target, &pol)
 	for i := range builtins {
 		k.evaluate(&builtins[i])

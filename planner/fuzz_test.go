@@ -10,9 +10,14 @@ import (
 // the stepping stones, versions between them and a couple of odd ones.
 var fuzzVersions = []string{
 	"0.4.1", "0.5.0", "0.5.2", "0.6.4", "0.7.5", "0.8.0", "0.8.5", "0.9.4", "1.0.8", "1.2.4", "1.3.1",
-	"1.5.2", "1.6.10", "1.7.14", "1.8.19", "1.9.17", "1.10.12", "1.11.11", "1.12.9", "1.13.9",
-	"1.14.10", "1.15.2", "1.16.1", "1.17.3", "1.20.1", "v1.12.9", "1.x",
+	"1.5.2", "1.6.10", "1.7.14", "1.8.19", "1.9.17", "1.9.17+ent", "1.10.2+ent", "1.10.12", "1.11.11", "1.12.9", "1.13.9",
+	"1.13.9+ent", "1.14.10", "1.15.2", "1.16.1", "1.17.3", "1.20.1",
+	// Refused spellings (the last oddSpellings entries).
+	"v1.12.9", "1.13.09", "1.x",
 }
+
+// oddSpellings is how many entries at the end of fuzzVersions are refused.
+const oddSpellings = 3
 
 // randomPlanInput builds a random cluster, target and policy from the fuzz
 // arguments.
@@ -21,7 +26,7 @@ func randomPlanInput(seed uint64, shape, polBits uint16) (Cluster, string, Polic
 	nDC := 1 + int(shape%3)
 	nSrv := 1 + int(shape/3%7)
 	nCli := int(shape / 21 % 13)
-	base := r.IntN(len(fuzzVersions) - 2)
+	base := r.IntN(len(fuzzVersions) - oddSpellings)
 	pick := func() string {
 		// Mostly one version, sometimes a neighbour or anything.
 		switch r.IntN(10) {
@@ -139,7 +144,9 @@ func checkPlanInvariants(t *testing.T, c Cluster, target string, pol Policy, p *
 	// the path from its own version: it never skips a hop.
 	checkNoSkip := func(i int, node, from, to string) {
 		t.Helper()
-		path, err := Path(from, target, pol)
+		// p.Policy is the policy as applied: Enterprise when an agent or
+		// the target runs a +ent build.
+		path, err := Path(from, target, p.Policy)
 		if err != nil || len(path) == 0 {
 			t.Fatalf("step %d swaps %s from %s to %s, but Path(%s, %s) = %v, %v", i, node, from, to, from, target, path, err)
 		}

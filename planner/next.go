@@ -263,6 +263,7 @@ func newState(c *Cluster, target string, pol Policy) (*state, error) {
 	if len(c.Servers) == 0 {
 		return nil, errors.New("cluster: no servers (at least 1 is needed to plan an upgrade); discover the cluster again")
 	}
+	pol = withObservedEnterprise(c, target, pol)
 	st := &state{c: c, pol: pol, target: target, vs: newVersions(), pathFrom: -1, snap: c.SnapshotVersion}
 	var err error
 	if st.tgt, err = st.vs.id(target, ""); err != nil {

@@ -105,6 +105,11 @@ const maxHops = 64
 // A version that does not parse yields a *VersionError (Node ""), a target
 // older than from a *DowngradeError, a version >= 2.0.0 an
 // *UnsupportedVersionError. from == to yields an empty path.
+//
+// Either version on an Enterprise build (+ent) makes the path an Enterprise
+// one whether or not pol.Enterprise is set, and when to carries build
+// metadata every stepping stone carries the same (1.9.17+ent on the way to
+// 1.10.12+ent), so a transport fetches the same edition at every hop.
 func Path(from, to string, pol Policy) ([]Hop, error) {
 	f, err := ParseVersion(from)
 	if err != nil {
@@ -113,6 +118,9 @@ func Path(from, to string, pol Policy) ([]Hop, error) {
 	t, err := ParseVersion(to)
 	if err != nil {
 		return nil, err
+	}
+	if !pol.Enterprise && (enterpriseBuild(from) || enterpriseBuild(to)) {
+		pol.Enterprise = true
 	}
 	return pathVersions(f, t, pol)
 }
@@ -147,6 +155,16 @@ func pathVersions(f, t *version.Version, pol Policy) ([]Hop, error) {
 		if next == nil || !next.GreaterThan(cur) || next.GreaterThan(t) {
 			// Never loop or overshoot: go straight to the target.
 			next, rule, reason = t, "", "final hop to the target"
+		}
+		if next != t && next.Equal(t) {
+			// A stone equal to the target is the target, metadata and all.
+			next = t
+		} else if next != t && t.Metadata() != "" && next.Metadata() == "" {
+			// Stones are the target's edition: 1.9.17+ent on the way to
+			// 1.10.12+ent.
+			if v := mustVersion(next.Original() + "+" + t.Metadata()); v != nil {
+				next = v
+			}
 		}
 		hops = append(hops, Hop{From: cur.Original(), To: next.Original(), Rule: rule, Reason: reason})
 		cur = next

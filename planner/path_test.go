@@ -57,8 +57,16 @@ func TestPath(t *testing.T) {
 			"1.10.2", "1.11.4", Policy{Enterprise: true}, "1.10.2->1.10.12, 1.10.12->1.11.4"},
 		{"Consul CE 1.10.2 goes straight to 1.11 (enterprise-1.10.7-before-1.11 does not apply)",
 			"1.10.2", "1.11.4", Policy{}, "1.10.2->1.11.4"},
-		{"prefixes and Enterprise metadata are accepted",
-			"v1.12.9", "1.13.9+ent", Policy{}, "1.12.9->1.13.9+ent"},
+		{"Enterprise metadata is accepted on the target",
+			"1.12.9", "1.13.9+ent", Policy{}, "1.12.9->1.13.9+ent"},
+		{"an Enterprise build makes the path Enterprise, and its stones carry the target's metadata (enterprise-license-stone-1.10)",
+			"1.9.3+ent", "1.10.12+ent", Policy{}, "1.9.3+ent->1.9.17+ent, 1.9.17+ent->1.10.12+ent"},
+		{"a stone equal to the target is the target, metadata and all (dedicated-path-1.10.12)",
+			"1.9.17+ent", "1.10.12+ent", Policy{}, "1.9.17+ent->1.10.12+ent"},
+		{"stones carry the target's metadata over several hops (max-majors-per-hop)",
+			"1.10.12+ent", "1.14.8+ent", Policy{}, "1.10.12+ent->1.12.9+ent, 1.12.9+ent->1.14.8+ent"},
+		{"a server already on the target's release needs no hop, whatever its build metadata",
+			"1.10.12+ent", "1.10.12", Policy{}, ""},
 		{"the same version needs no hop",
 			"1.12.9", "1.12.9", Policy{}, ""},
 	}
@@ -229,21 +237,6 @@ func TestMajors(t *testing.T) {
 	for _, tc := range tests {
 		if got := Majors(mustVersion(tc.from), mustVersion(tc.to)); got != tc.want {
 			t.Errorf("Majors(%s, %s) = %d, want %d", tc.from, tc.to, got, tc.want)
-		}
-	}
-}
-
-func TestParseVersion(t *testing.T) {
-	for _, ok := range []string{"1.12.9", "v1.12.9", "1.12.9+ent", " 0.5.2 ", "1.13.0-rc1"} {
-		if _, err := ParseVersion(ok); err != nil {
-			t.Errorf("ParseVersion(%q): %v", ok, err)
-		}
-	}
-	for _, bad := range []string{"", "latest", "1.x", "1", "1.12", "v", "1..2", "1.2.3.4"} {
-		_, err := ParseVersion(bad)
-		var ve *VersionError
-		if !errors.As(err, &ve) || ve.Value != bad {
-			t.Errorf("ParseVersion(%q) = %v, want *VersionError", bad, err)
 		}
 	}
 }

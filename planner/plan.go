@@ -19,8 +19,10 @@ import (
 // with a plan that holds the findings and the path (and no steps), so a
 // caller can print why. Deadlines get the indexes of the first and last step
 // they cover. The simulation is bounded; exceeding the bound is an error,
-// never an endless loop. c itself is not modified.
+// never an endless loop. c itself is not modified. UpgradePlan.Policy is pol
+// as applied: Enterprise is set when c or target runs an Enterprise build.
 func Plan(c Cluster, target string, pol Policy) (*UpgradePlan, error) {
+	pol = withObservedEnterprise(&c, target, pol)
 	p := &UpgradePlan{Target: target, Policy: pol, Findings: Check(c, target, pol)}
 	if err := p.Findings.Err(); err != nil {
 		if st, serr := newState(&c, target, pol); serr == nil && st.refreshPath() == nil {

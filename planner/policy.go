@@ -84,7 +84,11 @@ type Policy struct {
 	StopMode    StopMode     `json:"stop_mode,omitempty"`
 	Clients     ClientPolicy `json:"clients,omitempty"`
 	// Enterprise is true for Consul Enterprise: LTS hops may jump three
-	// majors, and the Enterprise-only rules apply.
+	// majors, and the Enterprise-only rules apply. It need not be set for a
+	// cluster whose agents (or target) run an Enterprise build: a version
+	// with "+ent" build metadata, as Discover reads it from the serf build
+	// tag, makes Check, Next and Plan treat the cluster as Enterprise, and
+	// Plan records that in UpgradePlan.Policy.
 	Enterprise bool `json:"enterprise,omitempty"`
 	// NoTransferLeadership turns leadership transfer off. By default, when
 	// both sides of a hop support it (the old leader and the target are

@@ -3,15 +3,23 @@ package planner
 import (
 	"errors"
 	"fmt"
-	"strings"
 
 	version "github.com/hashicorp/go-version"
+
+	"github.com/seed-e5e14ead/consul-upgrade/internal/consulver"
 )
 
-// ParseVersion parses a Consul version as agents and release pages spell it:
-// "1.12.9", "v1.12.9", "1.12.9+ent", "1.13.0-rc1". It wants three numeric
-// segments (X.Y.Z) and returns a *VersionError (with Node "") for anything
-// else: "", "latest", "1.x", "1.12".
+// ParseVersion parses a Consul version in its one canonical spelling, the
+// one release pages, serf build tags and download URLs use: X.Y.Z without
+// leading zeros, optionally followed by a pre-release and build metadata
+// ("1.12.9", "1.13.0-rc1", "1.10.12+ent"). Anything else ("", "latest",
+// "1.12", "v1.12.9", "1.13.09", " 1.12.9") yields a *VersionError (with Node
+// "") whose text names the fix, e.g. "write it as 1.13.9". The upgrade
+// runner and the transports judge versions with the same parser, so a
+// version the planner accepts is never refused halfway through a run.
+//
+// Comparisons of the returned version ignore build metadata: 1.10.12+ent
+// equals 1.10.12.
 func ParseVersion(s string) (*version.Version, error) {
 	v, err := parseVersion(s)
 	if err != nil {
@@ -22,25 +30,22 @@ func ParseVersion(s string) (*version.Version, error) {
 
 // parseVersion does the work of ParseVersion with a plain error.
 func parseVersion(s string) (*version.Version, error) {
-	t := strings.TrimSpace(s)
-	if t == "" {
-		return nil, errors.New("empty version")
+	cv, err := consulver.Parse(s)
+	if err != nil {
+		return nil, err
 	}
-	t = strings.TrimPrefix(t, "v")
-	core := t
-	if i := strings.IndexAny(core, "-+"); i >= 0 {
-		core = core[:i]
-	}
-	parts := strings.Split(core, ".")
-	if len(parts) != 3 {
-		return nil, fmt.Errorf("%q has %d numeric segment(s), want 3", core, len(parts))
-	}
-	for _, p := range parts {
-		if p == "" || strings.Trim(p, "0123456789") != "" {
-			return nil, fmt.Errorf("segment %q is not a number", p)
-		}
-	}
-	return version.NewVersion(t)
+	return version.NewVersion(cv.String())
+}
+
+// SameVersion reports whether a and b both parse and name the same release,
+// ignoring build metadata: a server on 1.10.12+ent is on a 1.10.12 step.
+func SameVersion(a, b string) bool { return consulver.Same(a, b) }
+
+// IsEnterprise reports whether s parses and is a Consul Enterprise build:
+// its build metadata starts with "ent" (1.10.12+ent, 1.15.2+ent.fips1402).
+func IsEnterprise(s string) bool {
+	v, err := consulver.Parse(s)
+	return err == nil && v.Enterprise()
 }
 
 // minorIndex numbers Consul's "major" versions (the second digit) on one

@@ -6,7 +6,9 @@
 // The contract every Transport keeps (transporttest.Run checks it):
 //
 //   - Swap is idempotent: swapping a node that already runs req.To on a
-//     healthy agent succeeds without stopping it again.
+//     healthy agent succeeds without stopping it again. Versions are
+//     compared with SameVersion, which ignores build metadata: an agent
+//     reporting 1.10.12+ent runs 1.10.12.
 //   - Swap honours ctx: when ctx ends it stops waiting and returns an error
 //     that wraps ctx.Err().
 //   - Swap returns typed errors: *SwapError naming the node and the phase

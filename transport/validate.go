@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/seed-e5e14ead/consul-upgrade/internal/consulver"
 )
 
 // Limits that ValidateRequest enforces.
@@ -11,18 +13,13 @@ const (
 	// MaxNodeNameLen is the longest node name a transport accepts.
 	MaxNodeNameLen = 128
 	// MaxVersionLen is the longest version string a transport accepts.
-	MaxVersionLen = 64
+	MaxVersionLen = consulver.MaxLen
 )
 
-var (
-	// nodeNameRE: a letter or digit, then letters, digits, '.', '_' or '-'.
-	// No shell metacharacters, no whitespace, no path separators, and no
-	// leading '.' or '-' (so neither "../x" nor "-rf" gets through).
-	nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
-	// versionRE: X.Y.Z without leading zeros, optionally followed by a
-	// pre-release (-rc1) or build (+ent) suffix of safe characters.
-	versionRE = regexp.MustCompile(`^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)([-+][0-9A-Za-z][0-9A-Za-z.+-]*)?$`)
-)
+// nodeNameRE: a letter or digit, then letters, digits, '.', '_' or '-'.
+// No shell metacharacters, no whitespace, no path separators, and no
+// leading '.' or '-' (so neither "../x" nor "-rf" gets through).
+var nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 
 // invalidError lists every problem found in one request. It wraps
 // ErrInvalidRequest.
@@ -45,10 +42,13 @@ func ValidateNode(name string) error {
 	return nil
 }
 
-// ValidateVersion checks that v is a Consul release version: X.Y.Z with no
-// leading zeros and no "v" prefix, optionally followed by a pre-release
-// suffix after '-' or a build suffix after '+' (1.13.9, 1.14.0-rc1,
-// 1.15.2+ent). The error it returns wraps ErrInvalidRequest.
+// ValidateVersion checks that v is a Consul release version in its one
+// canonical spelling: X.Y.Z with no leading zeros, no "v" prefix and no
+// whitespace, optionally followed by a pre-release suffix after '-' and build
+// metadata after '+' (1.13.9, 1.14.0-rc1, 1.15.2+ent). The planner and the
+// upgrade runner judge versions with the same parser, so a version they
+// accept is never refused here. The error it returns wraps
+// ErrInvalidRequest and names the fix ("write it as 1.13.9").
 func ValidateVersion(v string) error {
 	if p := versionProblem("version", v); p != "" {
 		return &invalidError{problems: []string{p}}
@@ -124,17 +124,16 @@ func nodeProblem(name string) string {
 }
 
 func versionProblem(what, v string) string {
-	switch {
-	case v == "":
-		return fmt.Sprintf("%s is empty; name a release such as 1.13.9", what)
-	case len(v) > MaxVersionLen:
-		return fmt.Sprintf("%s %.20q... is %d bytes long (limit %d); name a release such as 1.13.9", what, v, len(v), MaxVersionLen)
-	case strings.HasPrefix(v, "v") && versionRE.MatchString(v[1:]):
-		return fmt.Sprintf("%s %q has a \"v\" prefix; write it as %s", what, v, v[1:])
-	case !versionRE.MatchString(v):
-		return fmt.Sprintf("%s %q is not a release version X.Y.Z (optionally -pre or +build, e.g. 1.13.9 or 1.14.0-rc1); name the exact release", what, v)
+	if _, err := consulver.Parse(v); err != nil {
+		return fmt.Sprintf("%s %q is not a release version: %v", what, v, err)
 	}
 	return ""
 }
+
+// SameVersion reports whether a and b both parse and name the same release,
+// ignoring build metadata: an agent reporting 1.10.12+ent runs 1.10.12. Use
+// it, not ==, when checking what an agent or a binary reports against
+// SwapRequest.To.
+func SameVersion(a, b string) bool { return consulver.Same(a, b) }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }

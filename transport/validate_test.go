@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/seed-e5e14ead/consul-upgrade/internal/consulver/consulvertest"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 )
 
@@ -36,10 +37,10 @@ func TestValidateRequest(t *testing.T) {
 		{"an empty node name is refused", func(r *transport.SwapRequest) { r.Node = "" }, "node name is empty"},
 		{"a 129-byte node name is refused", func(r *transport.SwapRequest) { r.Node = strings.Repeat("a", 129) }, "129 bytes long (limit 128)"},
 		{"a target of latest is refused", func(r *transport.SwapRequest) { r.To = "latest" }, `to version "latest" is not a release version`},
-		{"an empty target is refused", func(r *transport.SwapRequest) { r.To = "" }, "to version is empty"},
+		{"an empty target is refused", func(r *transport.SwapRequest) { r.To = "" }, `to version "" is not a release version: is empty`},
 		{"a two-part target is refused", func(r *transport.SwapRequest) { r.To = "1.2" }, `to version "1.2" is not`},
 		{"a target with a v prefix is refused with the fix", func(r *transport.SwapRequest) { r.To = "v1.13.9" }, "write it as 1.13.9"},
-		{"a target with leading zeros is refused", func(r *transport.SwapRequest) { r.To = "1.013.9" }, `"1.013.9" is not`},
+		{"a target with leading zeros is refused with the fix", func(r *transport.SwapRequest) { r.To = "1.013.9" }, `"1.013.9" is not a release version: part "013" has a leading zero; write it as 1.13.9`},
 		{"a target with a shell suffix is refused", func(r *transport.SwapRequest) { r.To = "1.13.9-rc1;reboot" }, `"1.13.9-rc1;reboot" is not`},
 		{"a malformed from version is refused", func(r *transport.SwapRequest) { r.From = "1.12" }, `from version "1.12" is not`},
 		{"a role other than server or client is refused", func(r *transport.SwapRequest) { r.Role = "leader" }, `role "leader"`},
@@ -76,6 +77,50 @@ func TestValidateRequest(t *testing.T) {
 				t.Errorf("error text %q does not contain %q", err.Error(), tc.want)
 			}
 		})
+	}
+}
+
+// TestValidateVersionSharedTable: a transport accepts and refuses exactly
+// what the planner and the upgrade runner do (the same table runs in their
+// tests), as a version on its own and as a request's To and From.
+func TestValidateVersionSharedTable(t *testing.T) {
+	for _, tc := range consulvertest.Cases {
+		t.Run(tc.Name, func(t *testing.T) {
+			to, from := good(), good()
+			to.To, from.From = tc.In, tc.In
+			for what, err := range map[string]error{
+				"ValidateVersion":        transport.ValidateVersion(tc.In),
+				"ValidateRequest (to)":   transport.ValidateRequest(to),
+				"ValidateRequest (from)": transport.ValidateRequest(from),
+			} {
+				if what == "ValidateRequest (from)" && tc.In == "" {
+					continue // an empty From means "unknown", and is accepted
+				}
+				if tc.Accepted() {
+					if err != nil {
+						t.Errorf("%s(%q) = %v, want nil", what, tc.In, err)
+					}
+					continue
+				}
+				if !errors.Is(err, transport.ErrInvalidRequest) {
+					t.Errorf("%s(%q) = %v, want ErrInvalidRequest", what, tc.In, err)
+					continue
+				}
+				if !strings.Contains(err.Error(), tc.Fix) {
+					t.Errorf("%s(%q) error %q does not name the fix %q", what, tc.In, err, tc.Fix)
+				}
+			}
+		})
+	}
+}
+
+// TestSameVersionIgnoresBuildMetadata: what a transport compares with
+// SameVersion agrees with the shared pairs.
+func TestSameVersionIgnoresBuildMetadata(t *testing.T) {
+	for _, p := range consulvertest.Pairs {
+		if got := transport.SameVersion(p.A, p.B); got != p.Same {
+			t.Errorf("SameVersion(%q, %q) = %v, want %v", p.A, p.B, got, p.Same)
+		}
 	}
 }
 

@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/hashicorp/go-version"
-
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 )
@@ -38,7 +36,10 @@ type Config struct {
 	// replace (then Consul should talk to an agent that is not retired: a
 	// client agent, or an address that follows the servers).
 	Transport transport.Transport
-	// Target is the Consul version to reach ("1.13.9").
+	// Target is the Consul version to reach, in its canonical spelling
+	// ("1.13.9", "1.14.0-rc1", "1.13.9+ent"; not "v1.13.9" or "1.13.09"):
+	// see planner.ParseVersion. A "+ent" target, or agents on "+ent" builds,
+	// make the run an Enterprise one (see planner.Policy.Enterprise).
 	Target string
 	// Policy is the operator's choice of strategy, order, waves, waivers.
 	Policy planner.Policy
@@ -95,10 +96,11 @@ func (cfg Config) Validate() error {
 	if cfg.Consul == nil {
 		add("Consul", "", "is nil; pass upgrade.NewConsul(client) for an *api.Client")
 	}
-	if cfg.Target == "" {
-		add("Target", "", "is empty; name the Consul version to reach, e.g. 1.13.9")
-	} else if _, err := version.NewVersion(cfg.Target); err != nil {
-		add("Target", fmt.Sprintf("%q", cfg.Target), "is not a Consul version (want X.Y.Z, e.g. 1.13.9)")
+	if _, err := planner.ParseVersion(cfg.Target); err != nil {
+		// The planner, this package and the transports share one parser,
+		// so a target refused anywhere is refused here, before the lock.
+		errs = append(errs, &ConfigError{Field: "Target", Value: strconv.Quote(cfg.Target),
+			Problem: versionProblem(err), Err: err})
 	}
 	if !cfg.DryRun {
 		if cfg.Transport == nil {
@@ -143,4 +145,14 @@ func (cfg Config) Validate() error {
 	}
 	errs = append(errs, cfg.Features.validate()...)
 	return errors.Join(errs...)
+}
+
+// versionProblem is the parser's reason and fix, without the value (the
+// ConfigError names it).
+func versionProblem(err error) string {
+	var ve *planner.VersionError
+	if errors.As(err, &ve) && ve.Err != nil {
+		return ve.Err.Error()
+	}
+	return err.Error()
 }

@@ -106,7 +106,10 @@ type ConfigError struct {
 	Field   string
 	Value   string
 	Problem string
+	Err     error // the underlying error, if any (a *planner.VersionError for Target)
 }
+
+func (e *ConfigError) Unwrap() error { return e.Err }
 
 func (e *ConfigError) Error() string {
 	if e.Value != "" {

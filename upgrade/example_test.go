@@ -19,7 +19,7 @@ func ExampleConfig_Validate() {
 	fmt.Println(errors.As(err, &ce), ce.Field)
 	// Output:
 	// config Consul: is nil; pass upgrade.NewConsul(client) for an *api.Client
-	// config Target = "latest": is not a Consul version (want X.Y.Z, e.g. 1.13.9)
+	// config Target = "latest": is not a version number; name the exact release as X.Y.Z, optionally -pre or +build (e.g. 1.13.9, 1.14.0-rc1, 1.10.12+ent)
 	// config Transport: is nil; a run that is not a dry run needs a transport to swap nodes
 	// config Snapshot: is nil while Policy.NoSnapshot is false; set Snapshot (e.g. upgrade.SnapshotDir(dir)) or opt out with Policy.NoSnapshot
 	// config GateTimeout = -1ns: is negative; use 0 for the default (5m0s) or a positive duration

@@ -100,7 +100,8 @@ type GateOptions struct {
 //
 //   - leader-known: /v1/status/leader names a leader (for transfer-leader:
 //     the step's Target)
-//   - version: the node's serf build tag is step.To
+//   - version: the node's serf build tag is step.To's release (build
+//     metadata ignored: 1.10.12+ent passes a 1.10.12 step)
 //   - voter: the node is a voter in the Raft configuration
 //   - autopilot-healthy: autopilot says the node is healthy
 //   - stable: it has been healthy for base.ServerStabilizationTime
@@ -356,7 +357,8 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 			case cond == planner.GateSerfAlive && m.Status != serfAlive:
 				v.detail = fmt.Sprintf("%s is %s in serf, want alive", n, serfStatus(m.Status))
 				return v
-			case step.To != "" && buildVersion(m.Tags["build"]) != step.To:
+			case step.To != "" && !planner.SameVersion(buildVersion(m.Tags["build"]), step.To):
+				// Build metadata is ignored: 1.10.12+ent is on a 1.10.12 step.
 				v.detail = fmt.Sprintf("%s reports %s in its serf build tag, want %s", n, orUnknown(buildVersion(m.Tags["build"])), step.To)
 				return v
 			}

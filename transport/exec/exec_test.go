@@ -240,3 +240,37 @@ func TestNewRefusesAConfigThatCannotRun(t *testing.T) {
 		})
 	}
 }
+
+// TestAnEnterpriseBuildSatisfiesItsRelease: the version check ignores build
+// metadata. A host whose binary reports 1.13.9+ent after a swap to 1.13.9 is
+// verified, and a swap to 1.13.9 on a host already reporting 1.13.9+ent is
+// idempotent (the swap command does not run).
+func TestAnEnterpriseBuildSatisfiesItsRelease(t *testing.T) {
+	sim := newSim(t, "node-1", "1.12.9+ent")
+	// The playbook installs the Enterprise binary of the release asked for.
+	entSwap := strings.Replace(swapScript, `printf '%s\n' "$to"`, `printf '%s+ent\n' "$to"`, 1)
+	if entSwap == swapScript {
+		t.Fatal("the swap script changed; adjust the Enterprise variant")
+	}
+	if err := os.WriteFile(filepath.Join(sim.dir, "swap.sh"), []byte(entSwap), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := exec.New(sim.config("node-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := transport.SwapRequest{Node: "node-1", Role: transport.RoleServer, From: "1.12.9+ent", To: "1.13.9", StopMode: transport.StopKill}
+	if err := tr.Swap(t.Context(), req); err != nil {
+		t.Fatalf("Swap to 1.13.9 with a binary reporting 1.13.9+ent = %v, want nil", err)
+	}
+	v, running, inc, err := sim.state("node-1")
+	if err != nil || v != "1.13.9+ent" || !running || inc != "2" {
+		t.Fatalf("host after the swap: %s running=%v incarnation=%s (%v), want 1.13.9+ent running, incarnation 2", v, running, inc, err)
+	}
+	if err := tr.Swap(t.Context(), req); err != nil {
+		t.Fatalf("second Swap = %v, want nil", err)
+	}
+	if _, _, inc, _ := sim.state("node-1"); inc != "2" {
+		t.Errorf("incarnation after the second swap = %s, want 2 (already on the release: not swapped again)", inc)
+	}
+}

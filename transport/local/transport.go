@@ -100,11 +100,11 @@ func (t *Transport) Swap(ctx context.Context, req transport.SwapRequest) error {
 	a.mu.Lock()
 	current, currentBinary := a.version, a.binary
 	a.mu.Unlock()
-	if req.From != "" && current != req.From && current != req.To {
+	if req.From != "" && !transport.SameVersion(current, req.From) && !transport.SameVersion(current, req.To) {
 		return fail(transport.PhaseValidate, fmt.Errorf("%w: node %s runs %s, the request expects %s (from); discover the cluster again and re-plan",
 			transport.ErrInvalidRequest, req.Node, current, req.From))
 	}
-	if p := a.running(); p != nil && p.version == req.To {
+	if p := a.running(); p != nil && transport.SameVersion(p.version, req.To) {
 		// Idempotent: already there. Make sure it answers, without a restart.
 		if err := t.waitReady(ctx, a, p); err != nil {
 			return fail(transport.PhaseVerify, err)
@@ -114,7 +114,7 @@ func (t *Transport) Swap(ctx context.Context, req transport.SwapRequest) error {
 	if err := t.stop(ctx, a, req.StopMode); err != nil {
 		return fail(transport.PhaseStop, err)
 	}
-	if current != req.To {
+	if !transport.SameVersion(current, req.To) {
 		a.mu.Lock()
 		a.prevVersion = current
 		a.prevBinary = currentBinary

@@ -281,17 +281,18 @@ func (t *Transport) Swap(ctx context.Context, req transport.SwapRequest) error {
 	defer c.Close()
 	v := h.vars(req)
 
-	// Idempotence: the agent already runs the target.
+	// Idempotence: the agent already runs the target (build metadata
+	// ignored: a binary reporting 1.10.12+ent runs 1.10.12).
 	installed, iErr := c.version(ctx, v)
 	running, err := c.running(ctx, v)
 	if err != nil {
 		return fail(transport.PhaseVerify, err)
 	}
-	if iErr == nil && installed == req.To && running {
+	if iErr == nil && transport.SameVersion(installed, req.To) && running {
 		return nil
 	}
 
-	if iErr != nil || installed != req.To {
+	if iErr != nil || !transport.SameVersion(installed, req.To) {
 		if err := t.stage(ctx, c, req, v); err != nil {
 			return fail(transport.PhaseStage, err)
 		}
@@ -396,7 +397,7 @@ func (t *Transport) stage(ctx context.Context, c *conn, req transport.SwapReques
 	if err != nil {
 		return fmt.Errorf("%w: the staged binary does not run on node %s: %w", transport.ErrArtifact, v.Node, err)
 	}
-	if sv, err := parseVersion(string(r.stdout)); err != nil || sv != req.To {
+	if sv, err := parseVersion(string(r.stdout)); err != nil || !transport.SameVersion(sv, req.To) {
 		return fmt.Errorf("%w: the staged binary for %s reports %q on node %s; the artifact is another version", transport.ErrArtifact, req.To, firstLine(string(r.stdout)), v.Node)
 	}
 	exists, err := c.run(ctx, "stage", []string{"test", "-e", v.BinaryPath}, nil, 0)

@@ -265,7 +265,7 @@ func (f *Fake) Swap(ctx context.Context, req transport.SwapRequest) (err error) 
 	}
 	defer f.mu.Unlock()
 
-	if n.Version == req.To && n.Running && n.Healthy && !ft.old && !ft.unhealthy {
+	if transport.SameVersion(n.Version, req.To) && n.Running && n.Healthy && !ft.old && !ft.unhealthy {
 		return nil // idempotent: already there
 	}
 	old := n.Version

@@ -323,3 +323,21 @@ func TestFakeIsSafeForConcurrentUse(t *testing.T) {
 		t.Errorf("%d stops and starts recorded, want 40 (one each per node)", got)
 	}
 }
+
+// TestSwapToTheReleaseAnEnterpriseNodeRunsIsIdempotent: a node reporting
+// 1.13.9+ent already runs 1.13.9 (build metadata is ignored), so the swap
+// neither stops nor starts it.
+func TestSwapToTheReleaseAnEnterpriseNodeRunsIsIdempotent(t *testing.T) {
+	f := transporttest.NewFake(transporttest.Server("s1", to+"+ent"))
+	if err := f.Swap(t.Context(), swapReq("s1")); err != nil {
+		t.Fatalf("Swap(s1 -> %s) = %v", to, err)
+	}
+	if n := mustNode(t, f, "s1"); n.Version != to+"+ent" || n.Incarnation != 0 {
+		t.Errorf("s1 after the swap = %+v, want untouched on %s+ent", n, to)
+	}
+	for _, c := range f.Calls() {
+		if c.Op != "swap" {
+			t.Errorf("call %s %s: an idempotent swap stops or starts nothing", c.Op, c.Node)
+		}
+	}
+}
