@@ -151,7 +151,7 @@ func transferTargetID(ctx context.Context, c Consul, step planner.Step) (id, lea
 		return "", leader, fmt.Errorf("%w: %s is a non-voter (autopilot has not promoted it yet)", ErrTransferNotReady, step.Target)
 	case m == nil || m.Status != serfAlive:
 		return "", leader, fmt.Errorf("%w: %s is not alive in serf", ErrTransferNotReady, step.Target)
-	case step.To != "" && coreVersion(buildVersion(m.Tags["build"])) != coreVersion(step.To):
+	case step.To != "" && !planner.SameVersion(buildVersion(m.Tags["build"]), step.To):
 		return "", leader, fmt.Errorf("%w: %s reports %s, want %s", ErrTransferNotReady, step.Target, orUnknown(buildVersion(m.Tags["build"])), step.To)
 	}
 	h, err := c.AutopilotHealth(ctx)
@@ -211,17 +211,6 @@ func waitLeader(ctx context.Context, c Consul, want, from string, d time.Duratio
 		return name, fmt.Errorf("%s was not named leader within %s (last error: %w)", want, d, lastErr)
 	}
 	return name, fmt.Errorf("%s was not named leader within %s; the leader is %s", want, d, orUnknown(name))
-}
-
-// coreVersion drops build metadata ("1.16.1+ent" -> "1.16.1"): a gate
-// compares releases, not build flavours.
-func coreVersion(v string) string {
-	for i := 0; i < len(v); i++ {
-		if v[i] == '+' {
-			return v[:i]
-		}
-	}
-	return v
 }
 
 // sleepCtx sleeps for d or until ctx ends; it reports whether it slept the
