@@ -115,7 +115,7 @@ func (r *runner) unlock(ctx context.Context) {
 }
 
 func (r *runner) gateOptions(onWait func(cond planner.GateCheck, node, detail string)) GateOptions {
-	return GateOptions{Timeout: r.cfg.GateTimeout, MaxInterval: r.cfg.GateMaxInterval, OnWaiting: onWait}
+	return GateOptions{Timeout: r.cfg.GateTimeout, MaxInterval: r.cfg.GateMaxInterval, OnWaiting: onWait, ServerAPI: r.cfg.ServerAPI}
 }
 
 // consul is the Consul of datacenter dc: its entry in cfg.Datacenters, else
@@ -181,6 +181,9 @@ func (r *runner) measure(ctx context.Context) error {
 				err = fmt.Errorf("datacenter %s: %w", dc, err)
 			}
 			return err
+		}
+		if r.cfg.StabilizationTime > 0 {
+			b.ServerStabilizationTime = r.cfg.StabilizationTime
 		}
 		if i == 0 {
 			r.base = b
@@ -380,9 +383,11 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		return rec, r.fail(ctx, step, err, failed)
 	}
 
+	var era Era
 	opt := r.gateOptions(func(cond planner.GateCheck, node, detail string) {
-		r.em.emit(Event{Kind: EventGateWaiting, Step: step, Condition: cond, Detail: detail})
+		r.em.emit(Event{Kind: EventGateWaiting, Step: step, Condition: cond, Era: era, Detail: detail})
 	})
+	opt.OnEra = func(e Era) { era = e }
 	opt.Since = time.Now() // the swapped agent has just started: stability counts from here
 	gerr := Gate(ctx, r.consul(step.Datacenter), step, r.baseline(step.Datacenter), opt)
 	if gerr != nil {
@@ -393,7 +398,11 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		return rec, r.fail(ctx, step, gerr, failed)
 	}
 	rec.Ended = time.Now()
-	r.em.emit(Event{Kind: EventStepDone, Step: step, Detail: fmt.Sprintf("gate passed after %s", rec.Ended.Sub(rec.Started).Round(time.Millisecond))})
+	detail := fmt.Sprintf("gate passed after %s", rec.Ended.Sub(rec.Started).Round(time.Millisecond))
+	if era != "" {
+		detail += " (" + era.Checks() + ")"
+	}
+	r.em.emit(Event{Kind: EventStepDone, Step: step, Era: era, Detail: detail})
 	return rec, nil
 }
 
