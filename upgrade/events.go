@@ -36,7 +36,7 @@ type Event struct {
 	// on a gate error).
 	Condition planner.GateCheck
 	// Era is the API era whose checks a gate applied (gate-waiting,
-	// step-done), or the era a backup was taken in (snapshot-saved).
+	// step-done).
 	Era Era
 	// Detail says what was observed, in words.
 	Detail string

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/hashicorp/go-version"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
@@ -411,13 +412,28 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string]SnapshotInfo, error) {
 	out := map[string]SnapshotInfo{}
 	multi := len(r.cfg.Datacenters) > 0
+	logical := backupKind(step) == planner.BackupLogical
 	for _, dc := range r.datacenters() {
 		open := func(version string) (io.WriteCloser, error) { return r.openSnapshot(dc, version) }
-		info, err := saveSnapshot(ctx, r.consul(dc), open, step.From)
 		where := ""
 		if multi {
 			where = "datacenter " + dc + ": "
 		}
+		if logical {
+			info, err := saveLogicalBackup(ctx, r.consul(dc), open, dc, step.From)
+			if err != nil {
+				return out, fmt.Errorf("%s%w", where, err)
+			}
+			out[dc] = info
+			reread := "verified before writing (the destination cannot be read back)"
+			if info.Reread {
+				reread = "read back and verified"
+			}
+			r.em.emit(Event{Kind: EventSnapshotSaved, Step: step, Detail: fmt.Sprintf("%slogical backup of %s (%s has no snapshot API): %d keys, %d ACL tokens at index %d, sha256 %s, %s; it cannot restore %s",
+				where, step.From, step.From, info.Keys, info.ACLTokens, info.Index, info.SHA256, reread, planner.LogicalBackupOmits)})
+			continue
+		}
+		info, err := saveSnapshot(ctx, r.consul(dc), open, step.From)
 		if err != nil {
 			return out, fmt.Errorf("%s%w", where, err)
 		}
@@ -426,6 +442,21 @@ func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string
 	}
 	return out, nil
 }
+
+// backupKind is the backup a snapshot step takes: the planner's choice, or,
+// for a step recorded before the planner named one, the snapshot API from
+// 0.7.1 and a logical backup below.
+func backupKind(step planner.Step) planner.BackupKind {
+	if step.Backup != "" {
+		return step.Backup
+	}
+	if v, err := version.NewVersion(step.From); err == nil && v.Core().LessThan(v071) {
+		return planner.BackupLogical
+	}
+	return planner.BackupSnapshot
+}
+
+var v071 = version.Must(version.NewVersion("0.7.1"))
 
 // openSnapshot opens the destination of datacenter dc's snapshot:
 // cfg.SnapshotDC when set, else cfg.Snapshot (whose SnapshotDir files are
