@@ -274,11 +274,15 @@ type reopener interface {
 	reopen() (io.ReadCloser, error)
 }
 
-// saveLogicalBackup takes a logical backup through c, verifies the archive,
-// writes it to the destination, and, when the destination can be read back
-// (SnapshotDir), re-reads and verifies what was written, comparing its
-// SHA-256 with the archive's.
-func saveLogicalBackup(ctx context.Context, c Consul, open SnapshotFunc, dc, version string) (SnapshotInfo, error) {
+// SaveLogicalBackup takes a logical backup through c (the KV tree, and the
+// ACL tokens when ACLs are on; see LogicalBackupMeta), verifies the archive,
+// writes it to the destination open returns for version, and, when the
+// destination can be read back (SnapshotDir's files), re-reads and verifies
+// what was written, comparing its SHA-256 with the archive's. It is the
+// backup Run takes before a hop away from a version below 0.7.1, which has
+// no snapshot API. dc names the datacenter in the backup and errors. Errors
+// are *BackupError.
+func SaveLogicalBackup(ctx context.Context, c Consul, open SnapshotFunc, dc, version string) (SnapshotInfo, error) {
 	fail := func(part string, err error) (SnapshotInfo, error) {
 		return SnapshotInfo{Kind: planner.BackupLogical}, &BackupError{Datacenter: dc, Version: version, Part: part, Err: err}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -46,6 +47,22 @@ type Consul interface {
 	// ACLList returns the ACL tokens through the legacy /v1/acl/list (0.4
 	// to 1.10), for the logical backup; it needs a management token.
 	ACLList(ctx context.Context) ([]*api.ACLEntry, error)
+	// StaleState makes a stale read (/v1/catalog/services?stale), which the
+	// server the agent is answers from its own state, and returns what the
+	// response headers say about that server's Raft state. Before 0.7,
+	// /v1/agent/self has no raft stats: this is the HTTP API's only view of
+	// a server's progress and contact with the leader.
+	StaleState(ctx context.Context) (StaleState, error)
+}
+
+// StaleState is what a stale read answered by one server says about it:
+// X-Consul-Index (the index of its catalog), X-Consul-LastContact (the time
+// since it last heard from the leader; 0 on the leader) and
+// X-Consul-KnownLeader. Every era sets these headers.
+type StaleState struct {
+	Index       uint64
+	LastContact time.Duration
+	KnownLeader bool
 }
 
 // Calls to an endpoint that a Consul version does not have answer 404; the
@@ -192,4 +209,13 @@ func (a *apiConsul) ACLList(ctx context.Context) ([]*api.ACLEntry, error) {
 		return nil, fmt.Errorf("list legacy ACL tokens: %w", err)
 	}
 	return acls, nil
+}
+
+func (a *apiConsul) StaleState(ctx context.Context) (StaleState, error) {
+	qo := (&api.QueryOptions{AllowStale: true}).WithContext(ctx)
+	_, meta, err := a.c.Catalog().Services(qo)
+	if err != nil {
+		return StaleState{}, fmt.Errorf("stale catalog read: %w", err)
+	}
+	return StaleState{Index: meta.LastIndex, LastContact: meta.LastContact, KnownLeader: meta.KnownLeader}, nil
 }

@@ -15,7 +15,7 @@ import (
 // decides how Discover, MeasureBaseline and Gate observe the cluster:
 //
 //	era            Raft peer set                    server health              backup
-//	pre-0.7        /v1/status/peers                 each server's agent/self   logical (KV, ACLs)
+//	pre-0.7        /v1/status/peers                 each server's stale read   logical (KV, ACLs)
 //	0.7            /v1/operator/raft/configuration  each server's agent/self   snapshot from 0.7.1
 //	0.8-raft2      /v1/operator/raft/configuration  each server's agent/self   snapshot
 //	autopilot      /v1/operator/raft/configuration  /v1/operator/autopilot     snapshot
@@ -28,8 +28,11 @@ type Era string
 
 const (
 	// EraPeers: before 0.7. No Raft configuration endpoint, no autopilot,
-	// no snapshot API. The peer set comes from /v1/status/peers and each
-	// server's Raft state from the "raft" stats of its own /v1/agent/self.
+	// no snapshot API, and no raft stats in /v1/agent/self (they came with
+	// 0.7). The peer set comes from /v1/status/peers; each server's progress
+	// and contact with the leader from the headers of a stale read it
+	// answers itself (X-Consul-Index, X-Consul-LastContact,
+	// X-Consul-KnownLeader).
 	EraPeers Era = "pre-0.7"
 	// EraRaftConfig: 0.7. The Raft configuration endpoint exists, autopilot
 	// does not.
@@ -53,7 +56,7 @@ func (e Era) Autopilot() bool { return e == EraAutopilot }
 func (e Era) Checks() string {
 	switch e {
 	case EraPeers:
-		return "pre-0.7 checks: peers from /v1/status/peers, raft stats from each server's /v1/agent/self"
+		return "pre-0.7 checks: peers from /v1/status/peers, catalog index and last contact from a stale read each server answers itself"
 	case EraRaftConfig:
 		return "0.7 checks: peers from the raft configuration, raft stats from each server's /v1/agent/self (no autopilot)"
 	case EraRaftProtocol2:
@@ -148,7 +151,8 @@ func (e *MissingEndpointError) Error() string {
 func (e *MissingEndpointError) Unwrap() error { return ErrEndpointMissing }
 
 // raftStats is a server's Raft state as its /v1/agent/self reports it in
-// Stats.raft (every era; the values are strings there).
+// Stats.raft (0.7 and later; the values are strings there), or as a stale
+// read's headers tell it before 0.7 (Stale).
 type raftStats struct {
 	State        string // "Leader", "Follower", "Candidate"
 	CommitIndex  uint64
@@ -160,6 +164,26 @@ type raftStats struct {
 	NumPeers    int
 	Leader      bool // Stats.consul.leader
 	Node        string
+	// Stale: read from a stale read's headers (before 0.7), not raft
+	// stats: CommitIndex and LastLogIndex are then the server's catalog
+	// index, an approximation of how far it has applied the log.
+	Stale bool
+}
+
+// statsFromStale builds a server's raft state from a stale read it
+// answered (Consul before 0.7, whose /v1/agent/self has no stats); leader
+// says whether it is the leader /v1/status/leader names.
+func statsFromStale(node string, ss StaleState, leader bool) raftStats {
+	rs := raftStats{Node: node, Stale: true, CommitIndex: ss.Index, LastLogIndex: ss.Index, LastContact: ss.LastContact, Leader: leader}
+	switch {
+	case leader:
+		rs.State, rs.LastContact = "Leader", 0
+	case !ss.KnownLeader:
+		rs.State, rs.Never = "Candidate", true
+	default:
+		rs.State = "Follower"
+	}
+	return rs
 }
 
 // ErrNoRaftStats is wrapped when an agent's /v1/agent/self has no raft

@@ -239,26 +239,40 @@ func TestWithoutAutopilotStabilityIsCountedFromTheGatesOwnObservations(t *testin
 }
 
 func TestWithoutAutopilotACommitIndexThatTrailsFailsTheGateNamingBothIndexes(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		s := consultest.NewCluster(3, 0, "0.4.1", consultest.WithEra(consultest.Era04))
-		mustDo(t, s.SetLastIndex("s1", 5000))
-		mustDo(t, s.SetLastIndex("s2", 4000))
-		c := inProcessConsul(t, s)
-		step := planner.Step{Kind: planner.StepSwapServer, Node: "s2", To: "0.4.1", Gate: legacyGate}
-		err := Gate(t.Context(), c, step, base3, GateOptions{ServerAPI: simServers(t, s), Timeout: time.Minute})
-		var ge *GateError
-		if !errors.As(err, &ge) || !errors.Is(err, ErrGateTimeout) {
-			t.Fatalf("err = %v, want a *GateError that timed out", err)
-		}
-		if ge.Condition != planner.GateCommitIndex || ge.Node != "s2" || ge.Era != EraPeers {
-			t.Errorf("gate error on %s / %s in era %s, want commit-index / s2 / %s", ge.Condition, ge.Node, ge.Era, EraPeers)
-		}
-		for _, want := range []string{"commit_index is 4000", "s1's 5000", "1000 behind", "at most 250", "pre-0.7 checks"} {
-			if !strings.Contains(err.Error(), want) {
-				t.Errorf("error %q lacks %q", err, want)
-			}
-		}
-	})
+	cases := []struct {
+		name    string
+		era     consultest.Era
+		version string
+		want    Era
+		says    string
+	}{
+		{"0.4 has no raft stats over HTTP: the catalog index of a stale read each server answers", consultest.Era04, "0.4.1", EraPeers, "s2's catalog index (X-Consul-Index of a stale read"},
+		{"0.7 reads commit_index from each server's agent/self", consultest.Era07, "0.7.5", EraRaftConfig, "s2's commit_index is 4000"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				s := consultest.NewCluster(3, 0, tc.version, consultest.WithEra(tc.era))
+				mustDo(t, s.SetLastIndex("s1", 5000))
+				mustDo(t, s.SetLastIndex("s2", 4000))
+				c := inProcessConsul(t, s)
+				step := planner.Step{Kind: planner.StepSwapServer, Node: "s2", To: tc.version, Gate: legacyGate}
+				err := Gate(t.Context(), c, step, base3, GateOptions{ServerAPI: simServers(t, s), Timeout: time.Minute})
+				var ge *GateError
+				if !errors.As(err, &ge) || !errors.Is(err, ErrGateTimeout) {
+					t.Fatalf("err = %v, want a *GateError that timed out", err)
+				}
+				if ge.Condition != planner.GateCommitIndex || ge.Node != "s2" || ge.Era != tc.want {
+					t.Errorf("gate error on %s / %s in era %s, want commit-index / s2 / %s", ge.Condition, ge.Node, ge.Era, tc.want)
+				}
+				for _, want := range []string{tc.says, "4000", "s1's 5000", "1000 behind", "at most 250", tc.want.Checks()} {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("error %q lacks %q", err, want)
+					}
+				}
+			})
+		})
+	}
 }
 
 func TestWithoutAutopilotAServerThatLostTheLeaderFailsLastContact(t *testing.T) {
@@ -312,9 +326,9 @@ func TestLogicalBackupOfA04ClusterHoldsTheKVTreeAndACLTokensAndIsReadBack(t *tes
 		}
 	}
 	dir := t.TempDir()
-	info, err := saveLogicalBackup(t.Context(), inProcessConsul(t, s), SnapshotDir(dir), "dc1", "0.4.1")
+	info, err := SaveLogicalBackup(t.Context(), inProcessConsul(t, s), SnapshotDir(dir), "dc1", "0.4.1")
 	if err != nil {
-		t.Fatalf("saveLogicalBackup: %v", err)
+		t.Fatalf("SaveLogicalBackup: %v", err)
 	}
 	if info.Kind != planner.BackupLogical || info.Keys != 3 || info.ACLTokens != 2 || !info.Reread || len(info.SHA256) != 64 {
 		t.Errorf("info %+v: want a logical backup of 3 keys and 2 ACL tokens, read back, with its SHA-256", info)
@@ -342,7 +356,7 @@ func TestALogicalBackupThatCannotReadTheACLsFailsTyped(t *testing.T) {
 	s := consultest.NewCluster(3, 0, "0.6.4", consultest.WithEra(consultest.Era06), consultest.WithACLs(consultest.ACLsLegacy))
 	c := &noACLs{Consul: inProcessConsul(t, s)}
 	w := &closeBuffer{}
-	_, err := saveLogicalBackup(t.Context(), c, func(string) (io.WriteCloser, error) { return w, nil }, "dc1", "0.6.4")
+	_, err := SaveLogicalBackup(t.Context(), c, func(string) (io.WriteCloser, error) { return w, nil }, "dc1", "0.6.4")
 	var be *BackupError
 	if !errors.As(err, &be) || be.Part != "read acls" {
 		t.Fatalf("err = %v, want a *BackupError in part read acls", err)

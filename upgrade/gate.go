@@ -230,7 +230,8 @@ type GateOptions struct {
 //     base.MaxTrailingLogs entries (without autopilot: last_log_index in
 //     the raft stats of both)
 //   - commit-index: its commit_index is within base.MaxTrailingLogs of the
-//     leader's (raft stats of both, from each one's /v1/agent/self)
+//     leader's (raft stats of both, from each one's /v1/agent/self; before
+//     0.7, which has none, the catalog index of a stale read each answers)
 //   - last-contact: it heard from the leader within
 //     base.LastContactThreshold (autopilot's LastContact, else its raft
 //     stats); the leader itself passes
@@ -551,10 +552,31 @@ func (o *observation) readStats(node, why string) statsAnswer {
 		a.fatal = fmt.Errorf("the HTTP API reached for %s answers as %s; check GateOptions.ServerAPI's address and port", node, got)
 		return a
 	}
-	if a.s, err = parseRaftStats(self); err != nil {
+	a.s, err = parseRaftStats(self)
+	if errors.Is(err, ErrNoRaftStats) && selfBool(self, "Server") {
+		// Before 0.7 a server's /v1/agent/self has no stats: a stale read
+		// it answers itself tells its catalog index and last contact.
+		ss, serr := c.StaleState(o.ctx)
+		if serr != nil {
+			a.err = fmt.Errorf("%s's stale read: %w", node, serr)
+			return a
+		}
+		lead, lerr := o.leaderNode()
+		if lerr != nil {
+			a.err = lerr
+			return a
+		}
+		a.s, err = statsFromStale(node, ss, lead == node), nil
+	}
+	if err != nil {
 		a.fatal = fmt.Errorf("%s: %w", node, err)
 	}
 	return a
+}
+
+func selfBool(self map[string]map[string]any, key string) bool {
+	b, _ := self["Config"][key].(bool)
+	return b
 }
 
 // leaderNode names the current leader ("" during an election).
@@ -918,8 +940,12 @@ func contactProblem(s raftStats, threshold time.Duration) string {
 	switch {
 	case s.Leader:
 		return ""
+	case s.Never && s.Stale:
+		return "knows no leader (X-Consul-KnownLeader: false in a stale read)"
 	case s.Never:
 		return "has never heard from a leader (raft last_contact: never)"
+	case s.LastContact > threshold && s.Stale:
+		return fmt.Sprintf("last heard from the leader %s ago (X-Consul-LastContact of a stale read; at most %s)", s.LastContact, threshold)
 	case s.LastContact > threshold:
 		return fmt.Sprintf("last heard from the leader %s ago (raft last_contact; at most %s)", s.LastContact, threshold)
 	}
@@ -962,6 +988,9 @@ func (o *observation) checkIndex(v verdict, n string, base Baseline, stat string
 		return apiFail(l.err)
 	}
 	li, si := index(l.s), index(a.s)
+	if a.s.Stale || l.s.Stale {
+		stat = "catalog index (X-Consul-Index of a stale read: no raft stats over HTTP before 0.7)"
+	}
 	if li > si && li-si > base.MaxTrailingLogs {
 		v.detail = fmt.Sprintf("%s's %s is %d, the leader %s's %d: %d behind (at most %d, MaxTrailingLogs)", n, stat, si, lead, li, li-si, base.MaxTrailingLogs)
 		return v

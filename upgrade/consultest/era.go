@@ -168,6 +168,11 @@ func (c *Cluster) serveSelf(w http.ResponseWriter, a *node) {
 		return
 	}
 	cfg["NodeName"], cfg["Version"], cfg["Server"] = a.name, a.version, a.server()
+	self["Member"] = api.AgentMember{Name: a.name, Addr: a.addr, Port: 8301, Tags: c.tags(a), Status: serfAlive}
+	if c.era == Era04 || c.era == Era06 {
+		writeJSON(w, http.StatusOK, self) // no Stats before 0.7
+		return
+	}
 	stats := map[string]map[string]string{"consul": {"server": strconv.FormatBool(a.server()), "known_datacenters": "1"}}
 	if a.server() {
 		voters := 0
@@ -176,13 +181,14 @@ func (c *Cluster) serveSelf(w http.ResponseWriter, a *node) {
 				voters++
 			}
 		}
-		state, contact := "Follower", "10ms"
+		last, never, _ := c.contact(a)
+		state, contact := "Follower", last.String()
 		switch {
 		case c.leader == a.name:
 			state, contact = "Leader", "0"
 		case c.leader == "":
-			state, contact = "Candidate", "3s"
-		case a.neverHealthy || a.sick:
+			state = "Candidate"
+		case never:
 			contact = "never"
 		}
 		idx := strconv.FormatUint(a.lastIndex, 10)
@@ -191,8 +197,38 @@ func (c *Cluster) serveSelf(w http.ResponseWriter, a *node) {
 		stats["consul"]["leader"] = strconv.FormatBool(c.leader == a.name)
 	}
 	self["Stats"] = stats
-	self["Member"] = api.AgentMember{Name: a.name, Addr: a.addr, Port: 8301, Tags: c.tags(a), Status: serfAlive}
 	writeJSON(w, http.StatusOK, self)
+}
+
+// contact is what server a says of its contact with the leader: the last
+// contact ("0" on the leader, "never" for a server that came back unhealthy)
+// and whether it knows a leader. Callers hold c.mu.
+func (c *Cluster) contact(a *node) (lastContact time.Duration, never, knownLeader bool) {
+	switch {
+	case c.leader == a.name:
+		return 0, false, true
+	case c.leader == "":
+		return 3 * time.Second, false, false
+	case a.neverHealthy || a.sick:
+		return time.Hour, true, true
+	}
+	return 10 * time.Millisecond, false, true
+}
+
+// serveStaleServices answers GET /v1/catalog/services as agent a answers a
+// stale read itself: X-Consul-Index is its last index, X-Consul-LastContact
+// and X-Consul-KnownLeader its contact with the leader. Callers hold c.mu.
+func (c *Cluster) serveStaleServices(w http.ResponseWriter, a *node) {
+	var index uint64
+	known, last := c.leader != "", time.Duration(0)
+	if a != nil && a.server() {
+		index = a.lastIndex
+		last, _, known = c.contact(a)
+	}
+	w.Header().Set("X-Consul-Index", strconv.FormatUint(index, 10))
+	w.Header().Set("X-Consul-LastContact", strconv.FormatInt(last.Milliseconds(), 10))
+	w.Header().Set("X-Consul-KnownLeader", strconv.FormatBool(known))
+	writeJSON(w, http.StatusOK, map[string][]string{"consul": {}})
 }
 
 // servePeers answers /v1/status/peers: the voters' Raft addresses. Callers

@@ -22,7 +22,10 @@ const (
 //   - GET /v1/agent/members: every node, alive or failed, with the role,
 //     dc, port, id, build and acls tags Consul sets
 //   - GET /v1/agent/self: the agent addressed (ClientAt; else the first
-//     server), its datacenter and, for a server, its raft stats
+//     server), its datacenter and, for a server from 0.7 on, its raft stats
+//   - GET /v1/catalog/services: no services, with the headers of a stale
+//     read the agent addressed answers itself (X-Consul-Index its last
+//     index, X-Consul-LastContact, X-Consul-KnownLeader)
 //   - GET /v1/status/peers: the voters' Raft addresses
 //   - GET /v1/acl/list: the legacy ACL tokens (401 while ACLs are off)
 //   - GET /v1/kv/<prefix>?recurse: every key under prefix
@@ -64,6 +67,8 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.servePeers(w)
 	case "/v1/acl/list":
 		c.serveACLList(w)
+	case "/v1/catalog/services":
+		c.serveStaleServices(w, c.agentFor(r))
 	case "/v1/catalog/datacenters":
 		writeJSON(w, http.StatusOK, c.datacenters())
 	case "/v1/status/leader":

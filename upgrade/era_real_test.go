@@ -1,0 +1,167 @@
+package upgrade_test
+
+// Integration tests of Discover, Gate and the logical backup on real Consul
+// agents of the old API eras (0.6.4, 0.7.5, 0.8.5 on raft protocol 2),
+// started by internal/consulrig. They never skip: a missing Consul binary
+// fails the test.
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/transport"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
+)
+
+// legacyServerGate is the planner's gate for a server bound below 0.8.
+var legacyServerGate = []planner.GateCheck{
+	planner.GateLeaderKnown, planner.GateVersion, planner.GateSerfAlive, planner.GateVoter,
+	planner.GateCommitIndex, planner.GateLastContact, planner.GateStable, planner.GateFailureTolerance,
+}
+
+var autopilotServerGate = []planner.GateCheck{
+	planner.GateLeaderKnown, planner.GateVersion, planner.GateVoter, planner.GateAutopilotHealthy,
+	planner.GateStable, planner.GateTrailingLogs, planner.GateFailureTolerance,
+}
+
+func TestRealOldErasAreDiscoveredAndGated(t *testing.T) {
+	cases := []struct {
+		version string
+		era     upgrade.Era
+		gate    []planner.GateCheck
+	}{
+		{"0.6.4", upgrade.EraPeers, legacyServerGate},
+		{"0.7.5", upgrade.EraRaftConfig, legacyServerGate},
+		{"0.8.5", upgrade.EraRaftProtocol2, autopilotServerGate}, // the planner's 0.8+ gate, answered without autopilot health
+	}
+	for _, tc := range cases {
+		t.Run(tc.version, func(t *testing.T) {
+			cl := consulrig.Start(t, consulrig.Options{Version: tc.version, Servers: 3, Clients: 1})
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+			defer cancel()
+			// Ask the client agent: Discover and Gate reach the servers'
+			// own HTTP APIs on their addresses and the default port.
+			c := upgrade.NewConsul(apiClient(t, cl, cl.Clients()[0]))
+			era, err := upgrade.ObserveEra(ctx, c)
+			if err != nil {
+				t.Fatalf("ObserveEra: %v", err)
+			}
+			if era != tc.era {
+				t.Errorf("era = %s, want %s", era, tc.era)
+			}
+			got, err := upgrade.Discover(ctx, c)
+			if err != nil {
+				t.Fatalf("Discover: %v", err)
+			}
+			leader := ""
+			for _, s := range got.Servers {
+				if !s.Voter || !s.Healthy || s.Version != tc.version {
+					t.Errorf("server %+v: want a healthy voter on %s", s, tc.version)
+				}
+				if s.Leader {
+					leader = s.Name
+				}
+			}
+			if len(got.Servers) != 3 || len(got.Clients) != 1 || leader == "" {
+				t.Fatalf("discovered %d servers, %d clients, leader %q; want 3, 1 and a leader", len(got.Servers), len(got.Clients), leader)
+			}
+			base, err := upgrade.MeasureBaseline(ctx, c)
+			if err != nil {
+				t.Fatalf("MeasureBaseline: %v", err)
+			}
+			if base.Era != tc.era || base.FailureTolerance != 1 || !base.Healthy {
+				t.Errorf("baseline %+v: want era %s, failure tolerance 1, healthy", base, tc.era)
+			}
+			base.ServerStabilizationTime = 3 * time.Second
+
+			// Restart a follower (kill -9, no leave) and gate on it.
+			follower := ""
+			for _, s := range got.Servers {
+				if !s.Leader {
+					follower = s.Name
+					break
+				}
+			}
+			step := planner.Step{Kind: planner.StepSwapServer, Node: follower, From: tc.version, To: tc.version, Gate: tc.gate}
+			began := time.Now()
+			if err := cl.Transport().Swap(ctx, transport.SwapRequest{Node: follower, Role: transport.RoleServer,
+				From: tc.version, To: tc.version, StopMode: transport.StopKill}); err != nil {
+				t.Fatalf("restart %s: %v", follower, err)
+			}
+			var eras []upgrade.Era
+			var waited []planner.GateCheck
+			err = upgrade.Gate(ctx, c, step, base, upgrade.GateOptions{
+				Timeout: 2 * time.Minute, Since: time.Now(), ServerAPI: upgrade.ServerHTTP(8500),
+				OnEra: func(e upgrade.Era) { eras = append(eras, e) },
+				OnWaiting: func(cond planner.GateCheck, node, detail string) {
+					waited = append(waited, cond)
+					t.Logf("waiting: %s %s: %s", cond, node, detail)
+				},
+			})
+			if err != nil {
+				t.Fatalf("Gate after restarting %s: %v", follower, err)
+			}
+			t.Logf("consul %s: gate on %s passed %s after the restart (eras %v, waited on %v)", tc.version, follower, time.Since(began).Round(time.Millisecond), eras, waited)
+			if !slices.Equal(eras, []upgrade.Era{tc.era}) {
+				t.Errorf("gate eras = %v, want [%s]", eras, tc.era)
+			}
+			if time.Since(began) < base.ServerStabilizationTime {
+				t.Errorf("gate passed after %s, before the stabilization time %s", time.Since(began), base.ServerStabilizationTime)
+			}
+		})
+	}
+}
+
+func TestRealLogicalBackupOf064(t *testing.T) {
+	cl := consulrig.Start(t, consulrig.Options{Version: "0.6.4", Servers: 3, Clients: -1})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	s1 := cl.Servers()[0]
+	for _, k := range []string{"app/config", "app/feature/flag", "other"} {
+		if err := cl.KVPut(ctx, s1, k, "value of "+k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := upgrade.NewConsul(apiClient(t, cl, s1))
+	// 0.6.4 has no snapshot API: typed as missing, not an outage.
+	if _, err := c.SnapshotSave(ctx); !isMissing(err) {
+		t.Errorf("SnapshotSave on 0.6.4: err = %v, want ErrEndpointMissing", err)
+	}
+	if _, err := c.RaftConfiguration(ctx); !isMissing(err) {
+		t.Errorf("RaftConfiguration on 0.6.4: err = %v, want ErrEndpointMissing", err)
+	}
+
+	dir := t.TempDir()
+	info, err := upgrade.SaveLogicalBackup(ctx, c, upgrade.SnapshotDir(dir), "dc1", "0.6.4")
+	if err != nil {
+		t.Fatalf("SaveLogicalBackup: %v", err)
+	}
+	if info.Keys != 3 || !info.Reread || info.Kind != planner.BackupLogical {
+		t.Errorf("backup %+v: want 3 keys, read back", info)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*"))
+	if len(files) != 1 {
+		t.Fatalf("backup files %v, want one", files)
+	}
+	f, err := os.Open(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	back, meta, err := upgrade.VerifyLogicalBackup(f)
+	if err != nil {
+		t.Fatalf("VerifyLogicalBackup: %v", err)
+	}
+	if back.Keys != 3 || meta.Index == 0 || meta.Version != "0.6.4" {
+		t.Errorf("read back %+v / %+v: want 3 keys at a non-zero index, version 0.6.4", back, meta)
+	}
+}
+
+func isMissing(err error) bool { return errors.Is(err, upgrade.ErrEndpointMissing) }
