@@ -56,6 +56,20 @@ func TestRealOldErasAreDiscoveredAndGated(t *testing.T) {
 			if era != tc.era {
 				t.Errorf("era = %s, want %s", era, tc.era)
 			}
+			// What each era lacks answers as missing (404), not as an
+			// outage; 0.8 on raft protocol 2 has autopilot health but it
+			// refuses to answer (500), which the era avoids asking.
+			_, rerr := c.RaftConfiguration(ctx)
+			_, herr := c.AutopilotHealth(ctx)
+			if isMissing(rerr) != !tc.era.RaftConfig() {
+				t.Errorf("raft configuration on %s: err = %v; missing = %t, want %t", tc.version, rerr, isMissing(rerr), !tc.era.RaftConfig())
+			}
+			switch {
+			case tc.era == upgrade.EraRaftProtocol2 && (herr == nil || isMissing(herr)):
+				t.Errorf("autopilot health on %s (raft protocol 2): err = %v, want a refusal that is not a missing endpoint", tc.version, herr)
+			case tc.era != upgrade.EraRaftProtocol2 && !isMissing(herr):
+				t.Errorf("autopilot health on %s: err = %v, want ErrEndpointMissing", tc.version, herr)
+			}
 			got, err := upgrade.Discover(ctx, c)
 			if err != nil {
 				t.Fatalf("Discover: %v", err)
