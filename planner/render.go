@@ -174,7 +174,7 @@ func (p *UpgradePlan) String() string {
 	var nr []string
 	for i, s := range p.Steps {
 		if s.NoReturn != "" {
-			nr = append(nr, fmt.Sprintf("  step %d: %s %s -> %s (%s): a binary downgrade of %s is unsafe from here; go back only by restoring the snapshot\n", i+1, s.Node, s.From, s.To, s.NoReturn, s.Node))
+			nr = append(nr, fmt.Sprintf("  step %d: %s %s -> %s (%s): a binary downgrade of %s is unsafe from here; go back only by restoring the backup taken before the hop\n", i+1, s.Node, s.From, s.To, s.NoReturn, s.Node))
 		}
 	}
 	if len(nr) > 0 {
