@@ -344,6 +344,9 @@ func (r *runner) discover(ctx context.Context) (planner.Cluster, error) {
 // do acts on one step and gates it; on failure it rolls back if asked to.
 func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (StepRecord, *HaltError) {
 	rec := StepRecord{Step: step, Started: time.Now()}
+	if err := r.canGate(step); err != nil {
+		return rec, &HaltError{Step: step, Err: err} // before acting: nothing is touched
+	}
 	r.em.emit(Event{Kind: EventStepStarted, Step: step, Detail: step.Reason})
 
 	var failed []string
@@ -668,4 +671,21 @@ func (r *runner) failAdd(ctx context.Context, h *HaltError) *HaltError {
 	h.RolledBackNodes = []string{node}
 	r.em.emit(Event{Kind: EventRolledBack, Step: h.Step, Detail: fmt.Sprintf("retired the new server %s again; leader known and %s out of the raft configuration", node, node)})
 	return h
+}
+
+// canGate refuses, before acting, a step whose gate could not be checked:
+// in an era without autopilot health, a server's raft state is only in its
+// own HTTP API, which needs Config.ServerAPI.
+func (r *runner) canGate(step planner.Step) error {
+	era := r.baseline(step.Datacenter).Era
+	if r.cfg.ServerAPI != nil || era == "" || era.Autopilot() {
+		return nil
+	}
+	for _, cond := range step.Gate {
+		switch cond {
+		case planner.GateCommitIndex, planner.GateLastContact, planner.GateAutopilotHealthy, planner.GateStable, planner.GateTrailingLogs:
+			return &ConfigError{Field: "ServerAPI", Problem: fmt.Sprintf("is nil, and the gate of %s checks %s, which in the %s era (%s) needs each server's own HTTP API; set Config.ServerAPI, e.g. upgrade.ServerHTTP(8500)", stepString(step), cond, era, era.Checks())}
+		}
+	}
+	return nil
 }

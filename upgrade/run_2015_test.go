@@ -1,6 +1,7 @@
 package upgrade
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -143,6 +144,25 @@ func TestRunThe2015UpgradeFollowersFirstLeaderLastLogicalBackupClientsInWaves(t 
 		}
 		if n := sim.Calls("/v1/operator/autopilot/health") + sim.Calls("/v1/operator/raft/configuration"); n != 0 {
 			t.Errorf("endpoints 0.4 does not have were asked %d times", n)
+		}
+	})
+}
+
+func TestA2015RunWithoutServerAPIIsRefusedBeforeTheFirstSwap(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim := consultest.NewCluster(3, 0, "0.4.1", consultest.WithEra(consultest.Era04))
+		tr := newFakeTransport(func(node, version string, ok bool) { mustDo(t, sim.Swap(node, version, ok)) })
+		res, err := Run(t.Context(), Config{Consul: inProcessConsul(t, sim), Transport: tr, Target: "0.5.2",
+			Policy: planner.Policy{NoSnapshot: true}})
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Field != "ServerAPI" {
+			t.Fatalf("err = %v, want a ConfigError on ServerAPI", err)
+		}
+		if n := len(tr.swapped()); n != 0 || len(res.Steps) != 0 {
+			t.Errorf("%d swaps and %d steps done; a run that cannot gate must touch nothing", n, len(res.Steps))
+		}
+		if !strings.Contains(err.Error(), "upgrade.ServerHTTP") {
+			t.Errorf("error %q does not name the fix", err)
 		}
 	})
 }
