@@ -1,6 +1,7 @@
 package planner
 
 import (
+	"fmt"
 	"strings"
 
 	version "github.com/hashicorp/go-version"
@@ -41,6 +42,9 @@ const (
 	// RuleDisableUpgradeMigration: Enterprise autopilot upgrade migration
 	// interferes with in-place rolling upgrades.
 	RuleDisableUpgradeMigration = "disable-upgrade-migration"
+	// RuleFeaturesUnobserved: features the observer could not read
+	// (Features.Unobserved) were evaluated at their defaults.
+	RuleFeaturesUnobserved = "features-not-observed"
 )
 
 // Cluster pre-check IDs: findings about the cluster as observed, before any
@@ -158,6 +162,35 @@ func knownBad(id, to, url, summary, hint string, opts ...option) builtin {
 	return def(id, KindPrecheck, Blocking, "", to, url, summary, hint, append([]option{targetValue, limit("target not " + to)}, opts...)...)
 }
 
+// knownBadWith builds a rule for a release that is bad only for clusters
+// that use a feature: blocking when use says Yes, quiet when No, and a
+// warning naming the feature and the Features field that settles it when
+// Unknown.
+func knownBadWith(id, to, url, summary, hint, feature, field string, use func(RuleContext) Usage, opts ...option) builtin {
+	base := []option{
+		when(func(rc RuleContext) bool { return use(rc) != No }),
+		sevBy(func(rc RuleContext) Severity {
+			if use(rc) == Yes {
+				return Blocking
+			}
+			return Warning
+		}),
+		msgBy(func(rc RuleContext) string {
+			if use(rc) == Yes {
+				return summary
+			}
+			return unknownUse(summary, feature, "set "+field+` to "yes" or "no"`)
+		}),
+	}
+	return knownBad(id, to, url, summary, hint, append(base, opts...)...)
+}
+
+// unknownUse is the message of a feature-bound rule whose feature's use is
+// not known; settle says how to make it known.
+func unknownUse(summary, feature, settle string) string {
+	return fmt.Sprintf("%s; blocking if you use %s; not observed here (%s)", summary, feature, settle)
+}
+
 // Context helpers; every one is safe on a zero RuleContext.
 
 func feat(rc RuleContext) Features {
@@ -179,8 +212,63 @@ func aclDeny(rc RuleContext) bool {
 	f := feat(rc)
 	return f.ACLs && strings.EqualFold(f.ACLDefaultPolicy, "deny")
 }
-func connect(rc RuleContext) bool { f := feat(rc); return f.Connect || f.Envoy }
-func envoy(rc RuleContext) bool   { return feat(rc).Envoy }
+
+// connect: the service mesh is known to be in use.
+func connect(rc RuleContext) bool { return meshUse(rc) == Yes }
+
+// envoy: Envoy proxies are known to run.
+func envoy(rc RuleContext) bool { return envoyUse(rc) == Yes }
+
+// meshUse is Features.Connect, or Yes when a mesh feature is known to be
+// used although Connect was left unknown.
+func meshUse(rc RuleContext) Usage {
+	f := feat(rc)
+	if f.Connect == Unknown && (f.Envoy == Yes || f.AgentlessMesh == Yes || f.TerminatingGateways == Yes) {
+		return Yes
+	}
+	return f.Connect
+}
+
+// meshPart is the use of a feature that only exists inside the mesh: No
+// when the mesh is known to be off, Yes/No when declared, else Unknown.
+func meshPart(rc RuleContext, u Usage) Usage {
+	if u == Unknown && feat(rc).Connect == No {
+		return No
+	}
+	return u
+}
+
+func envoyUse(rc RuleContext) Usage     { return meshPart(rc, feat(rc).Envoy) }
+func agentlessUse(rc RuleContext) Usage { return meshPart(rc, feat(rc).AgentlessMesh) }
+func termGWUse(rc RuleContext) Usage    { return meshPart(rc, feat(rc).TerminatingGateways) }
+
+// oldClientsBelow reports whether a listed client runs a version below v.
+func oldClientsBelow(rc RuleContext, v string) bool {
+	if rc.Cluster == nil {
+		return false
+	}
+	for _, c := range rc.Cluster.Clients {
+		if cv, err := parseVersion(c.Version); err == nil && !versionAtLeast(cv.Core().String(), v) {
+			return true
+		}
+	}
+	return false
+}
+
+// usageFeature reports whether a Features field is a Usage (yes/no/unknown):
+// the rules that read those warn by themselves while the use is unknown.
+func usageFeature(name string) bool {
+	switch name {
+	case "Connect", "Envoy", "AgentlessMesh", "TerminatingGateways":
+		return true
+	}
+	return false
+}
+
+// envoyTLS: Envoy is known to run and the agents serve HTTPS, so
+// consul connect envoy may reach them over TLS.
+func envoyTLS(rc RuleContext) bool { return envoyUse(rc) == Yes && feat(rc).TLS.HTTPSPort }
+
 func enterprise(rc RuleContext) bool {
 	return policy(rc).Enterprise
 }
@@ -287,6 +375,25 @@ func catalogue() []builtin {
 			"a rule in Policy.Rules has a constraint that does not parse",
 			"fix the rule's From/To (go-version syntax, e.g. \">= 1.10.0, < 1.11.0\")",
 			evalBy((*checker).checkUserRules)),
+		def(RuleFeaturesUnobserved, KindPrecheck, Warning, "", "", urlVersionSpecific,
+			"features that version rules read could not be observed, so those rules saw their defaults",
+			"declare them (upgrade.Config.Features wins over observation; Cluster.Features for a hand-built cluster), or run with a token that can read them",
+			once, when(func(rc RuleContext) bool { return len(feat(rc).Unobserved) > 0 }),
+			sevBy(func(rc RuleContext) Severity {
+				for _, g := range feat(rc).Unobserved {
+					if !usageFeature(g.Feature) {
+						return Warning
+					}
+				}
+				return Info
+			}),
+			msgBy(func(rc RuleContext) string {
+				parts := make([]string, 0, len(feat(rc).Unobserved))
+				for _, g := range feat(rc).Unobserved {
+					parts = append(parts, g.Feature+" ("+g.Reason+")")
+				}
+				return "not observed: " + strings.Join(parts, "; ")
+			})),
 		def(RuleVersionNumbering2, KindPrecheck, Blocking, "", ">= 2.0.0", urlVersioning2,
 			"from 2.0.0 Consul uses IBM version-modification-fix numbering: the planner has no rules for it yet",
 			"plan to the newest 1.x release; 2.x support needs new path rules",
@@ -354,13 +461,15 @@ func catalogue() []builtin {
 			})),
 		def(RuleTransferLeader, KindOrdering, Info, "", "", urlTransferLeader,
 			"leadership transfer moves the leader to an upgraded server before the old leader is swapped",
-			"use POST /v1/operator/raft/transfer-leader?id=<raft id>: the CLI ignored -id on early 1.15/1.16 patches",
-			when(func(rc RuleContext) bool { return policy(rc).TransferLeadership && serverCount(rc) > 1 }),
+			"nothing to do: the runner uses POST /v1/operator/raft/transfer-leader?id=<raft id> (the 1.15/1.16 CLI ignores -id) and waits until the named server leads; set no_transfer_leadership to swap the leader last instead",
+			when(func(rc RuleContext) bool {
+				return serverCount(rc) > 1 && versionAtLeast(rc.Hop.From, "1.15.0") && versionAtLeast(rc.Hop.To, "1.15.0")
+			}),
 			msgBy(func(rc RuleContext) string {
-				if !versionAtLeast(rc.Hop.From, "1.15.0") {
-					return "leadership transfer needs >= 1.15 on both sides: on this hop the leader is swapped last instead"
+				if policy(rc).NoTransferLeadership {
+					return "leadership transfer is turned off (no_transfer_leadership): the leader is swapped last and the cluster waits out an election (a few seconds without a leader)"
 				}
-				return "leadership moves to an upgraded server before the old leader is swapped (no election timeout)"
+				return "leadership moves to an upgraded voter before the old leader is swapped or retired (no election timeout)"
 			})),
 
 		// Stepping stones placed by Path, explained.
@@ -526,8 +635,9 @@ func catalogue() []builtin {
 			when(func(rc RuleContext) bool { n := smallestDatacenter(rc); return n > 0 && n < 3 })),
 		// 1.3 to 1.5.
 		knownBad("known-bad-1.3.0", "= 1.3.0", urlVersionSpecific,
-			"1.3.0 is a known-bad target: catalog tag filters are ignored while clients <= 1.2.3 remain",
-			"target 1.3.1 or later"),
+			"1.3.0 is a known-bad target while clients older than 1.3 remain: catalog tag filters are ignored",
+			"target 1.3.1 or later",
+			when(func(rc RuleContext) bool { return oldClientsBelow(rc, "1.3.0") })),
 		def("new-acls-1.4", KindACL, Warning, "< 1.4.0", ">= 1.4.0", urlVersionSpecific,
 			"1.4 brings the new ACL system: servers stay in legacy mode until every primary server runs 1.4, and a downgrade is no longer possible",
 			"snapshot every datacenter first; expect legacy-mode errors on new ACL APIs until the transition; wait until every token has an AccessorID before migrating tokens",
@@ -616,9 +726,10 @@ func catalogue() []builtin {
 			"extend the Vault policy before the hop, or target 1.12.6+",
 			targetValue, when(connect)),
 		// 1.13 and 1.14.
-		knownBad("known-bad-1.13.0", "= 1.13.0", "https://github.com/hashicorp/consul/issues/14107",
-			"1.13.0 is a known-bad target: servers fail to restore pre-1.13 state with mesh proxy registrations",
-			"target 1.13.1 or later (1.13.9 is the newest 1.13.x)"),
+		knownBadWith("known-bad-1.13.0", "= 1.13.0", urlVersionSpecific,
+			"1.13.0 is a known-bad target with the service mesh: servers fail to restore pre-1.13 state that holds mesh proxy registrations (GH-14107)",
+			"target 1.13.1 or later (1.13.9 is the newest 1.13.x)",
+			"the service mesh (proxy registrations)", "Features.Connect", meshUse),
 		def(RuleGRPCTLS113, KindSteppingStone, Blocking, "< 1.12.0", ">= 1.13.0", urlVersionSpecific,
 			"tls.defaults hold certificates without an HTTPS port: 1.13 turns on gRPC TLS and Envoy loses plaintext gRPC",
 			"target 1.12.9 first, move the certificate material into tls.https / tls.internal_rpc, then continue to 1.13+",
@@ -656,18 +767,34 @@ func catalogue() []builtin {
 			"experimental 1.13 peerings do not work with 1.14",
 			"delete 1.13 peerings before the hop"),
 		knownBad("known-bad-1.14.0-envoy", "= 1.14.0", urlVersionSpecific,
-			"1.14.0 is a known-bad target with Envoy: consul connect envoy wrongly enables gRPC TLS when HTTP uses TLS",
+			"1.14.0 is a known-bad target with Envoy and HTTPS: consul connect envoy wrongly enables gRPC TLS when HTTP uses TLS",
 			"target 1.14.1 or later (1.14.11 is the newest 1.14.x); upgrade Nomad past 1.4.3 first if it runs mesh tasks",
-			when(envoy)),
+			when(func(rc RuleContext) bool { return envoyUse(rc) != No }),
+			sevBy(func(rc RuleContext) Severity {
+				if envoyTLS(rc) {
+					return Blocking
+				}
+				return Warning
+			}),
+			msgBy(func(rc RuleContext) string {
+				const summary = "1.14.0 is a known-bad target with Envoy and HTTPS: consul connect envoy wrongly enables gRPC TLS when HTTP uses TLS"
+				switch {
+				case envoyTLS(rc):
+					return summary
+				case envoyUse(rc) == Yes:
+					return unknownUse(summary, "consul connect envoy over HTTPS with plaintext gRPC", "no HTTPS port seen; set Features.TLS.HTTPSPort when the agents serve HTTPS")
+				}
+				return unknownUse(summary, "Envoy with an HTTPS agent API", `set Features.Envoy to "yes" or "no"`)
+			})),
 		def("vault-ca-namespace-1.14.10", KindPrecheck, Warning, "", "= 1.14.10", urlVersionSpecific,
 			"1.14.10 fails to initialise a Vault Enterprise CA with namespace set but no PKI namespaces",
 			"set intermediate_pki_namespace and root_pki_namespace, or skip this release",
 			targetValue, when(connect)),
 		// 1.15 to 1.17.
-		knownBad("known-bad-1.15.0-1.15.1-mesh", ">= 1.15.0, < 1.15.2", urlVersionSpecific,
+		knownBadWith("known-bad-1.15.0-1.15.1-mesh", ">= 1.15.0, < 1.15.2", urlVersionSpecific,
 			"1.15.0-1.15.1 are known-bad targets with the service mesh: a leaf certificate race can cut instances out after 72h",
 			"target 1.15.2 or later (not 1.15.6 with a Vault Enterprise CA)",
-			when(connect)),
+			"the service mesh", "Features.Connect", meshUse),
 		def("serverless-plugin-1.15", KindConfig, Info, "< 1.15.0", ">= 1.15.0", urlVersionSpecific,
 			"1.15 removes connect.enable_serverless_plugin and deprecates the token query parameter and -join",
 			"remove the key; send tokens in X-Consul-Token; use retry_join"),
@@ -687,9 +814,10 @@ func catalogue() []builtin {
 			"Envoy path normalization is on by default for inbound mesh traffic",
 			"if path-matching intentions break, set insecure_disable_path_normalization in the mesh config entry",
 			when(connect)),
-		knownBad("known-bad-1.16.0-1.16.1", ">= 1.16.0, < 1.16.2", urlVersionSpecific,
-			"1.16.0-1.16.1 are known-bad targets: Envoy endpoints can be mis-populated after a snapshot restore",
-			"target 1.16.2 or later"),
+		knownBadWith("known-bad-1.16.0-1.16.1", ">= 1.16.0, < 1.16.2", urlVersionSpecific,
+			"1.16.0-1.16.1 are known-bad targets with agentless mesh: while servers host xDS streams, a snapshot restore can mis-populate Envoy endpoints",
+			"target 1.16.2 or later",
+			"agentless mesh (consul-dataplane proxies fed xDS by the servers)", "Features.AgentlessMesh", agentlessUse),
 		def("health-connect-403-1.16", KindACL, Info, "< 1.16.0", ">= 1.16.0", urlVersionSpecific,
 			"/v1/health/connect and /v1/health/ingress return 403 without service read (was an empty 200)",
 			"check API consumers and add Peer to upstream overrides before the hop"),
@@ -697,9 +825,10 @@ func catalogue() []builtin {
 			"1.16.2 fails to initialise a Vault Enterprise CA with namespace set but no PKI namespaces",
 			"set intermediate_pki_namespace and root_pki_namespace, or skip this release",
 			targetValue, when(connect)),
-		knownBad("known-bad-1.16.5", "= 1.16.5", urlVersionSpecific,
-			"1.16.5 is a known-bad target: over-strict SAN checks on terminating gateways",
-			"target 1.16.6 or later"),
+		knownBadWith("known-bad-1.16.5", "= 1.16.5", urlVersionSpecific,
+			"1.16.5 is a known-bad target with terminating gateways: over-strict TLS SAN checks cut connections to services outside the mesh (GH-20360)",
+			"target 1.16.6 or later",
+			"terminating gateways", "Features.TerminatingGateways", termGWUse),
 		def("templated-policies-1.17", KindACL, Info, "< 1.17.0", ">= 1.17.0", urlVersionSpecific,
 			"older servers ignore templated policies of tokens created on 1.17+",
 			"create templated-policy tokens only after every server runs 1.17+",
@@ -707,9 +836,10 @@ func catalogue() []builtin {
 		def("api-changes-1.17", KindConfig, Info, "< 1.17.0", ">= 1.17.0", urlRelease1170,
 			"RaftLeaderTransfer takes an id argument from 1.17 (and Enterprise audit log names change)",
 			"update API callers before the hop"),
-		knownBad("known-bad-1.17.2", "= 1.17.2", urlVersionSpecific,
-			"1.17.2 is a known-bad target: over-strict SAN checks on terminating gateways",
-			"target 1.17.3 or later"),
+		knownBadWith("known-bad-1.17.2", "= 1.17.2", urlVersionSpecific,
+			"1.17.2 is a known-bad target with terminating gateways: over-strict TLS SAN checks cut connections to services outside the mesh (GH-20360)",
+			"target 1.17.3 or later",
+			"terminating gateways", "Features.TerminatingGateways", termGWUse),
 		// 1.18 to 1.21.
 		def("path-normalization-1.18.5", KindConfig, Info, "< 1.18.5", ">= 1.18.5, < 1.19.0", urlVersionSpecific,
 			"Envoy path normalization is on by default for inbound mesh traffic",

@@ -101,8 +101,12 @@ func mods(fs ...func(*Cluster, *Policy)) func(*Cluster, *Policy) {
 var (
 	acls       = func(c *Cluster, _ *Policy) { c.Features.ACLs = true }
 	aclDenyMod = func(c *Cluster, _ *Policy) { c.Features.ACLs = true; c.Features.ACLDefaultPolicy = "deny" }
-	connectOn  = func(c *Cluster, _ *Policy) { c.Features.Connect = true }
-	envoyOn    = func(c *Cluster, _ *Policy) { c.Features.Envoy = true }
+	connectOn  = func(c *Cluster, _ *Policy) { c.Features.Connect = Yes }
+	meshOff    = func(c *Cluster, _ *Policy) { c.Features.Connect = No }
+	envoyOn    = func(c *Cluster, _ *Policy) { c.Features.Envoy = Yes }
+	envoyTLSOn = func(c *Cluster, _ *Policy) { c.Features.Envoy = Yes; c.Features.TLS.HTTPSPort = true }
+	agentless  = func(c *Cluster, _ *Policy) { c.Features.Connect = Yes; c.Features.AgentlessMesh = Yes }
+	termGWs    = func(c *Cluster, _ *Policy) { c.Features.TerminatingGateways = Yes }
 	legacyACLs = func(c *Cluster, _ *Policy) { c.Features.ACLs = true; c.Features.LegacyACLs = true }
 	ent        = func(_ *Cluster, p *Policy) { p.Enterprise = true }
 	asListed   = func(_ *Cluster, p *Policy) { p.ServerOrder = AsListed }
@@ -131,6 +135,15 @@ var (
 
 func ruleCases() []ruleCase {
 	return []ruleCase{
+		{"an unobserved feature is reported as a warning (features-not-observed)", RuleFeaturesUnobserved, "1.12.9", "1.13.9", true, Warning,
+			func(c *Cluster, _ *Policy) {
+				c.Features.Unobserved = []FeatureGap{{Feature: "LegacyACLs", Reason: "403"}, {Feature: "Envoy", Reason: "not in the API"}}
+			}},
+		{"unobserved mesh usage alone is information (features-not-observed)", RuleFeaturesUnobserved, "1.12.9", "1.13.9", true, Info,
+			func(c *Cluster, _ *Policy) {
+				c.Features.Unobserved = []FeatureGap{{Feature: "Envoy", Reason: "not in the API"}}
+			}},
+		{"a fully observed cluster has no gap (features-not-observed)", RuleFeaturesUnobserved, "1.12.9", "1.13.9", false, "", nil},
 		// Cluster pre-checks.
 		{"a cluster without servers cannot be planned (no-servers)", PrecheckNoServers, "1.12.9", "1.13.9", true, Blocking,
 			func(c *Cluster, _ *Policy) { c.Servers = nil }},
@@ -221,9 +234,10 @@ func ruleCases() []ruleCase {
 		{"Consul CE has no upgrade migration (disable-upgrade-migration)", RuleDisableUpgradeMigration, "1.12.9", "1.13.9", false, "", nil},
 		{"several datacenters are ordered primary first (datacenter-order)", RuleDatacenterOrder, "1.12.9", "1.13.9", true, Info, twoDCs},
 		{"one datacenter needs no order (datacenter-order)", RuleDatacenterOrder, "1.12.9", "1.13.9", false, "", nil},
-		{"leadership transfer is explained when asked for (transfer-leader-1.15)", RuleTransferLeader, "1.15.10", "1.16.6", true, Info,
-			func(_ *Cluster, p *Policy) { p.TransferLeadership = true }},
-		{"no leadership transfer unless asked for (transfer-leader-1.15)", RuleTransferLeader, "1.15.10", "1.16.6", false, "", nil},
+		{"leadership transfer is on by default from 1.15 on both sides (transfer-leader-1.15)", RuleTransferLeader, "1.15.10", "1.16.6", true, Info, nil},
+		{"turning leadership transfer off is said in the plan (transfer-leader-1.15)", RuleTransferLeader, "1.15.10", "1.16.6", true, Info,
+			func(_ *Cluster, p *Policy) { p.NoTransferLeadership = true }},
+		{"no leadership transfer when the old side is below 1.15 (transfer-leader-1.15)", RuleTransferLeader, "1.14.8", "1.15.4", false, "", nil},
 		{"the replace strategy follows the automated-upgrade sequence (automated-upgrades-replace)", "automated-upgrades-replace", "1.12.9", "1.13.9", true, Info,
 			func(_ *Cluster, p *Policy) { p.Strategy = Replace }},
 		{"in-place upgrades do not replace servers (automated-upgrades-replace)", "automated-upgrades-replace", "1.12.9", "1.13.9", false, "", nil},
@@ -311,8 +325,9 @@ func ruleCases() []ruleCase {
 		{"three servers on the 1.2.4 path are enough (three-servers-1.2.4)", "three-servers-1.2.4", "1.1.1", "1.2.4", false, "", nil},
 
 		// 1.3 to 1.7.
-		{"1.3.0 is a known-bad target (known-bad-1.3.0)", "known-bad-1.3.0", "1.2.4", "1.3.0", true, Blocking, nil},
+		{"1.3.0 is a known-bad target while 1.2 clients remain (known-bad-1.3.0)", "known-bad-1.3.0", "1.2.4", "1.3.0", true, Blocking, nil},
 		{"1.3.1 is fine (known-bad-1.3.0)", "known-bad-1.3.0", "1.2.4", "1.3.1", false, "", nil},
+		{"1.3.0 without clients ignores no tag filter (known-bad-1.3.0)", "known-bad-1.3.0", "1.2.4", "1.3.0", false, "", noClients},
 		{"ACLs crossing 1.4 move to the new ACL system (new-acls-1.4)", "new-acls-1.4", "1.3.1", "1.4.5", true, Warning, acls},
 		{"no ACLs, no ACL transition (new-acls-1.4)", "new-acls-1.4", "1.3.1", "1.4.5", false, "", nil},
 		{"1.4 renames acl_datacenter (primary-datacenter-key-1.4)", "primary-datacenter-key-1.4", "1.3.1", "1.4.5", true, Info, nil},
@@ -365,8 +380,10 @@ func ruleCases() []ruleCase {
 		{"1.12.6 needs no wider Vault policy (vault-ca-tune-1.12.5)", "vault-ca-tune-1.12.5", "1.11.11", "1.12.6", false, "", connectOn},
 
 		// 1.13 and 1.14.
-		{"1.13.0 is a known-bad target (known-bad-1.13.0)", "known-bad-1.13.0", "1.12.9", "1.13.0", true, Blocking, nil},
-		{"1.13.1 is fine (known-bad-1.13.0)", "known-bad-1.13.0", "1.12.9", "1.13.1", false, "", nil},
+		{"the mesh targeting 1.13.0 blocks (known-bad-1.13.0)", "known-bad-1.13.0", "1.12.9", "1.13.0", true, Blocking, connectOn},
+		{"1.13.0 warns when mesh use is unknown (known-bad-1.13.0)", "known-bad-1.13.0", "1.12.9", "1.13.0", true, Warning, nil},
+		{"a cluster without the mesh may target 1.13.0 (known-bad-1.13.0)", "known-bad-1.13.0", "1.12.9", "1.13.0", false, "", meshOff},
+		{"1.13.1 is fine (known-bad-1.13.0)", "known-bad-1.13.0", "1.12.9", "1.13.1", false, "", connectOn},
 		{"certificates in tls.defaults without HTTPS crossing 1.13 from 1.11 block: go via 1.12 (grpc-tls-1.13)", RuleGRPCTLS113, "1.11.11", "1.13.9", true, Blocking,
 			func(c *Cluster, _ *Policy) { c.Features.TLS.CertMaterial = true }},
 		{"certificates with an HTTPS port keep gRPC plaintext (grpc-tls-1.13)", RuleGRPCTLS113, "1.11.11", "1.13.9", false, "",
@@ -389,14 +406,19 @@ func ruleCases() []ruleCase {
 		{"agents on 1.14 have them on already (peering-connect-defaults-1.14)", "peering-connect-defaults-1.14", "1.14.0", "1.14.11", false, "", nil},
 		{"1.13 peerings do not survive 1.14 (experimental-peering-1.14)", "experimental-peering-1.14", "1.13.9", "1.14.11", true, Info, nil},
 		{"1.12 had no peerings to lose (experimental-peering-1.14)", "experimental-peering-1.14", "1.12.9", "1.14.11", false, "", nil},
-		{"Envoy targeting 1.14.0 blocks (known-bad-1.14.0-envoy)", "known-bad-1.14.0-envoy", "1.13.9", "1.14.0", true, Blocking, envoyOn},
-		{"no Envoy, 1.14.0 passes (known-bad-1.14.0-envoy)", "known-bad-1.14.0-envoy", "1.13.9", "1.14.0", false, "", nil},
+		{"Envoy with HTTPS targeting 1.14.0 blocks (known-bad-1.14.0-envoy)", "known-bad-1.14.0-envoy", "1.13.9", "1.14.0", true, Blocking, envoyTLSOn},
+		{"Envoy without an observed HTTPS port targeting 1.14.0 warns (known-bad-1.14.0-envoy)", "known-bad-1.14.0-envoy", "1.13.9", "1.14.0", true, Warning, envoyOn},
+		{"1.14.0 warns when Envoy use is unknown (known-bad-1.14.0-envoy)", "known-bad-1.14.0-envoy", "1.13.9", "1.14.0", true, Warning, nil},
+		{"no Envoy, 1.14.0 passes (known-bad-1.14.0-envoy)", "known-bad-1.14.0-envoy", "1.13.9", "1.14.0", false, "", func(c *Cluster, _ *Policy) { c.Features.Envoy = No }},
+		{"no mesh, no Envoy, 1.14.0 passes (known-bad-1.14.0-envoy)", "known-bad-1.14.0-envoy", "1.13.9", "1.14.0", false, "", meshOff},
 		{"Connect targeting 1.14.10 risks the Vault namespace bug (vault-ca-namespace-1.14.10)", "vault-ca-namespace-1.14.10", "1.13.9", "1.14.10", true, Warning, connectOn},
 		{"1.14.11 has no Vault namespace bug (vault-ca-namespace-1.14.10)", "vault-ca-namespace-1.14.10", "1.13.9", "1.14.11", false, "", connectOn},
 
 		// 1.15 to 1.21.
 		{"the mesh targeting 1.15.1 blocks (known-bad-1.15.0-1.15.1-mesh)", "known-bad-1.15.0-1.15.1-mesh", "1.14.11", "1.15.1", true, Blocking, connectOn},
 		{"the mesh targeting 1.15.2 passes (known-bad-1.15.0-1.15.1-mesh)", "known-bad-1.15.0-1.15.1-mesh", "1.14.11", "1.15.2", false, "", connectOn},
+		{"1.15.1 warns when mesh use is unknown (known-bad-1.15.0-1.15.1-mesh)", "known-bad-1.15.0-1.15.1-mesh", "1.14.11", "1.15.1", true, Warning, nil},
+		{"a cluster without the mesh may target 1.15.1 (known-bad-1.15.0-1.15.1-mesh)", "known-bad-1.15.0-1.15.1-mesh", "1.14.11", "1.15.1", false, "", meshOff},
 		{"1.15 removes the serverless plugin key (serverless-plugin-1.15)", "serverless-plugin-1.15", "1.14.11", "1.15.10", true, Info, nil},
 		{"agents on 1.15 no longer read it (serverless-plugin-1.15)", "serverless-plugin-1.15", "1.15.0", "1.15.10", false, "", nil},
 		{"ACLs crossing 1.15 lose the migration code (acl-migration-removed-1.15)", "acl-migration-removed-1.15", "1.14.11", "1.15.10", true, Warning, acls},
@@ -409,20 +431,30 @@ func ruleCases() []ruleCase {
 		{"1.15.7 has no Vault namespace bug (vault-ca-namespace-1.15.6)", "vault-ca-namespace-1.15.6", "1.15.2", "1.15.7", false, "", connectOn},
 		{"the mesh reaching 1.15.15 normalizes paths (path-normalization-1.15.15)", "path-normalization-1.15.15", "1.15.10", "1.15.15", true, Info, connectOn},
 		{"1.15.14 does not normalize yet (path-normalization-1.15.15)", "path-normalization-1.15.15", "1.15.10", "1.15.14", false, "", connectOn},
-		{"1.16.1 is a known-bad target (known-bad-1.16.0-1.16.1)", "known-bad-1.16.0-1.16.1", "1.15.10", "1.16.1", true, Blocking, nil},
-		{"1.16.2 is fine (known-bad-1.16.0-1.16.1)", "known-bad-1.16.0-1.16.1", "1.15.10", "1.16.2", false, "", nil},
+		{"agentless mesh targeting 1.16.1 blocks (known-bad-1.16.0-1.16.1)", "known-bad-1.16.0-1.16.1", "1.15.10", "1.16.1", true, Blocking, agentless},
+		{"1.16.1 warns when agentless mesh use is unknown (known-bad-1.16.0-1.16.1)", "known-bad-1.16.0-1.16.1", "1.15.10", "1.16.1", true, Warning, nil},
+		{"1.16.1 warns when the mesh is on but agentless use is unknown (known-bad-1.16.0-1.16.1)", "known-bad-1.16.0-1.16.1", "1.15.10", "1.16.1", true, Warning, connectOn},
+		{"a cluster without the mesh may target 1.16.1 (known-bad-1.16.0-1.16.1)", "known-bad-1.16.0-1.16.1", "1.15.10", "1.16.1", false, "", meshOff},
+		{"a mesh with client agents only may target 1.16.1 (known-bad-1.16.0-1.16.1)", "known-bad-1.16.0-1.16.1", "1.15.10", "1.16.1", false, "",
+			func(c *Cluster, _ *Policy) { c.Features.Connect = Yes; c.Features.AgentlessMesh = No }},
+		{"1.16.2 is fine (known-bad-1.16.0-1.16.1)", "known-bad-1.16.0-1.16.1", "1.15.10", "1.16.2", false, "", agentless},
 		{"1.16 answers 403 on health/connect without service read (health-connect-403-1.16)", "health-connect-403-1.16", "1.15.10", "1.16.6", true, Info, nil},
 		{"servers on 1.16 answer 403 already (health-connect-403-1.16)", "health-connect-403-1.16", "1.16.0", "1.16.6", false, "", nil},
 		{"Connect targeting 1.16.2 risks the Vault namespace bug (vault-ca-namespace-1.16.2)", "vault-ca-namespace-1.16.2", "1.15.10", "1.16.2", true, Warning, connectOn},
 		{"1.16.3 has no Vault namespace bug (vault-ca-namespace-1.16.2)", "vault-ca-namespace-1.16.2", "1.15.10", "1.16.3", false, "", connectOn},
-		{"1.16.5 is a known-bad target (known-bad-1.16.5)", "known-bad-1.16.5", "1.15.10", "1.16.5", true, Blocking, nil},
-		{"1.16.6 is fine (known-bad-1.16.5)", "known-bad-1.16.5", "1.15.10", "1.16.6", false, "", nil},
+		{"terminating gateways targeting 1.16.5 block (known-bad-1.16.5)", "known-bad-1.16.5", "1.15.10", "1.16.5", true, Blocking, termGWs},
+		{"1.16.5 warns when terminating gateway use is unknown (known-bad-1.16.5)", "known-bad-1.16.5", "1.15.10", "1.16.5", true, Warning, nil},
+		{"a cluster without the mesh may target 1.16.5 (known-bad-1.16.5)", "known-bad-1.16.5", "1.15.10", "1.16.5", false, "", meshOff},
+		{"1.16.6 is fine (known-bad-1.16.5)", "known-bad-1.16.5", "1.15.10", "1.16.6", false, "", termGWs},
 		{"ACLs crossing 1.17 wait with templated policies (templated-policies-1.17)", "templated-policies-1.17", "1.16.6", "1.17.3", true, Info, acls},
 		{"no ACLs, no templated policies (templated-policies-1.17)", "templated-policies-1.17", "1.16.6", "1.17.3", false, "", nil},
 		{"1.17 changes RaftLeaderTransfer (api-changes-1.17)", "api-changes-1.17", "1.16.6", "1.17.3", true, Info, nil},
 		{"agents on 1.17 have the new API (api-changes-1.17)", "api-changes-1.17", "1.17.0", "1.17.3", false, "", nil},
-		{"1.17.2 is a known-bad target (known-bad-1.17.2)", "known-bad-1.17.2", "1.16.6", "1.17.2", true, Blocking, nil},
-		{"1.17.3 is fine (known-bad-1.17.2)", "known-bad-1.17.2", "1.16.6", "1.17.3", false, "", nil},
+		{"terminating gateways targeting 1.17.2 block (known-bad-1.17.2)", "known-bad-1.17.2", "1.16.6", "1.17.2", true, Blocking, termGWs},
+		{"1.17.2 warns when terminating gateway use is unknown (known-bad-1.17.2)", "known-bad-1.17.2", "1.16.6", "1.17.2", true, Warning, nil},
+		{"a mesh without terminating gateways may target 1.17.2 (known-bad-1.17.2)", "known-bad-1.17.2", "1.16.6", "1.17.2", false, "",
+			func(c *Cluster, _ *Policy) { c.Features.Connect = Yes; c.Features.TerminatingGateways = No }},
+		{"1.17.3 is fine (known-bad-1.17.2)", "known-bad-1.17.2", "1.16.6", "1.17.3", false, "", termGWs},
 		{"the mesh reaching 1.18.5 normalizes paths (path-normalization-1.18.5)", "path-normalization-1.18.5", "1.18.2", "1.18.5", true, Info, connectOn},
 		{"1.18.4 does not normalize yet (path-normalization-1.18.5)", "path-normalization-1.18.5", "1.18.2", "1.18.4", false, "", connectOn},
 		{"crossing 1.19 with clients makes servers first mandatory (servers-before-clients-1.19)", RuleServersFirst119, "1.18.2", "1.19.2", true, Info, nil},

@@ -102,6 +102,7 @@ func TestCheckReturnsEveryFinding(t *testing.T) {
 
 func TestWaivingMarksFindingsAndClearsErr(t *testing.T) {
 	c := baseCluster("1.12.9")
+	c.Features.Connect = Yes
 	fs := Check(c, "1.13.0", Policy{})
 	if fs.Err() == nil {
 		t.Fatal("1.13.0 should be refused")
@@ -164,7 +165,7 @@ func TestCheckOrderIsStable(t *testing.T) {
 	c.Servers[0].Healthy = false
 	c.Features.ACLs = true
 	c.Features.LegacyACLs = true
-	c.Features.Connect = true
+	c.Features.Connect = Yes
 	fs := Check(c, "1.15.1", Policy{NoSnapshot: true})
 	hopIndex := map[string]int{"": -1}
 	hops, _ := Path("1.10.12", "1.15.1", Policy{})
@@ -270,7 +271,7 @@ func benchClusterDCs(n int) Cluster {
 	for i := range c.Clients {
 		c.Clients[i] = Client{Name: fmt.Sprintf("client-%06d", i), Datacenter: dcs[i%5], Version: versions[i%len(versions)]}
 	}
-	c.Features = Features{ACLs: true, Connect: true, Envoy: true}
+	c.Features = Features{ACLs: true, Connect: Yes, Envoy: Yes}
 	return c
 }
 

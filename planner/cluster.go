@@ -1,5 +1,11 @@
 package planner
 
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
 // Cluster is a snapshot of a Consul cluster as plain values: what the planner
 // needs to know, and nothing it would have to ask a live cluster for. It
 // round-trips through JSON. upgrade.Discover builds one from a live cluster;
@@ -49,7 +55,10 @@ type Client struct {
 }
 
 // Features are the cluster settings that version rules depend on. The zero
-// value means: ACLs off, nothing special in use, defaults everywhere.
+// value means: ACLs off, defaults everywhere, and the use of the mesh
+// features (Connect, Envoy, agentless mesh, terminating gateways) unknown.
+// A rule tied to a feature whose use is unknown reports a warning ("blocking
+// if you use X; not observed here") instead of refusing the plan.
 type Features struct {
 	// ACLs is true when the ACL system is enabled.
 	ACLs bool `json:"acls,omitempty"`
@@ -61,10 +70,20 @@ type Features struct {
 	// ACLReplication is true when secondary datacenters replicate ACLs from
 	// the primary.
 	ACLReplication bool `json:"acl_replication,omitempty"`
-	// Connect is true when the service mesh (Connect) is in use.
-	Connect bool `json:"connect,omitempty"`
-	// Envoy is true when Envoy sidecars or gateways run next to the agents.
-	Envoy bool `json:"envoy,omitempty"`
+	// Connect says whether the service mesh (Connect) is in use: sidecar
+	// proxies, gateways or intentions.
+	Connect Usage `json:"connect,omitempty"`
+	// Envoy says whether Envoy sidecars or gateways run next to the agents
+	// (bootstrapped with consul connect envoy).
+	Envoy Usage `json:"envoy,omitempty"`
+	// AgentlessMesh says whether the servers host xDS streams themselves:
+	// agentless workloads (consul-dataplane, Consul on Kubernetes without
+	// client agents) whose Envoy proxies talk gRPC to the servers.
+	// Connect == No implies No.
+	AgentlessMesh Usage `json:"agentless_mesh,omitempty"`
+	// TerminatingGateways says whether terminating gateways (mesh to
+	// services outside the mesh) are in use. Connect == No implies No.
+	TerminatingGateways Usage `json:"terminating_gateways,omitempty"`
 	// RaftProtocol is the configured raft_protocol (0: the version default).
 	RaftProtocol int `json:"raft_protocol,omitempty"`
 	// RaftLogStore is the Raft log store: "lmdb" (< 0.5.1), "boltdb" or
@@ -72,6 +91,92 @@ type Features struct {
 	RaftLogStore string `json:"raft_log_store,omitempty"`
 	// TLS describes the agents' TLS settings.
 	TLS TLS `json:"tls,omitempty"`
+	// Unobserved lists the features that the observer (upgrade.Discover)
+	// could not read from the live cluster, and why; their fields above
+	// hold the default. Check reports them (RuleFeaturesUnobserved) so the
+	// operator can declare them. Empty for hand-built clusters.
+	Unobserved []FeatureGap `json:"unobserved,omitempty"`
+}
+
+// FeatureGap is a feature the observer could not read.
+type FeatureGap struct {
+	// Feature is the Features field ("LegacyACLs", "TLS.GRPCTLS", ...).
+	Feature string `json:"feature"`
+	// Reason says why it was not observed and how to supply it.
+	Reason string `json:"reason"`
+}
+
+// Usage says whether a cluster uses a feature. The zero value is Unknown,
+// so a hand-built Cluster that says nothing about a feature is not taken to
+// be free of it. It marshals as "" (omitted), "no" or "yes"; it also
+// unmarshals from JSON true and false (snapshots written when the field was
+// a bool) and from "unknown".
+type Usage string
+
+const (
+	// Unknown: nobody observed or declared whether the feature is used.
+	Unknown Usage = ""
+	// No: the feature is known to be unused.
+	No Usage = "no"
+	// Yes: the feature is known to be used.
+	Yes Usage = "yes"
+)
+
+// UsageOf converts a bool observation to a Usage.
+func UsageOf(used bool) Usage {
+	if used {
+		return Yes
+	}
+	return No
+}
+
+// Known reports whether the use of the feature is known (Yes or No).
+func (u Usage) Known() bool { return u == Yes || u == No }
+
+// String is "yes", "no" or "unknown".
+func (u Usage) String() string {
+	if u == Unknown {
+		return "unknown"
+	}
+	return string(u)
+}
+
+// UsageError is a Usage value that is not "yes", "no", "unknown" or "".
+type UsageError struct {
+	Value string
+}
+
+func (e *UsageError) Error() string {
+	return fmt.Sprintf("feature usage %q is not valid (want \"yes\", \"no\", \"unknown\", true or false); omit the field when the use is unknown", e.Value)
+}
+
+// UnmarshalJSON accepts "yes", "no", "unknown", "", true, false and null.
+func (u *Usage) UnmarshalJSON(b []byte) error {
+	switch s := strings.TrimSpace(string(b)); s {
+	case "true":
+		*u = Yes
+		return nil
+	case "false":
+		*u = No
+		return nil
+	case "null":
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return &UsageError{Value: string(b)}
+	}
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "yes":
+		*u = Yes
+	case "no":
+		*u = No
+	case "", "unknown":
+		*u = Unknown
+	default:
+		return &UsageError{Value: s}
+	}
+	return nil
 }
 
 // TLS is the part of the agents' TLS configuration that upgrade rules read.

@@ -106,3 +106,18 @@ func (fs Findings) Err() error {
 	}
 	return nil
 }
+
+// ReleaseError reports a stepping stone the path needs that the policy's
+// Releases do not list.
+type ReleaseError struct {
+	// Need is the version ("1.2.4") or the minor lines ("1.14.x or
+	// 1.13.x") the path must stop at.
+	Need string
+	// Rule is the rule that places the stone, and Reason why.
+	Rule   string
+	Reason string
+}
+
+func (e *ReleaseError) Error() string {
+	return fmt.Sprintf("the path needs a stepping stone on %s (%s: %s), and the policy's releases list none; add one to releases (and make its binary available to the transport)", e.Need, e.Rule, e.Reason)
+}

@@ -76,7 +76,7 @@ func randomPlanInput(seed uint64, shape, polBits uint16) (Cluster, string, Polic
 		pol.Clients.Mode = ClientLeaveBehind
 	}
 	if polBits&32 != 0 {
-		pol.TransferLeadership = true
+		pol.NoTransferLeadership = true
 	}
 	if polBits&64 != 0 {
 		pol.NoSnapshot = true

@@ -117,8 +117,8 @@ func backupFor(low *version.Version) (BackupKind, string) {
 //     dedicated 1.2.4 and 1.6.10 hops of clusters with ACL replication,
 //     secondaries first and the primary last): the datacenter's servers one
 //     at a time (followers first, leader last, or as listed), with a
-//     leadership transfer before the leader when the policy asks for it and
-//     both versions are >= 1.15; then the datacenter's clients in waves (a
+//     leadership transfer before the leader when both versions are >= 1.15
+//     (unless the policy turns it off); then the datacenter's clients in waves (a
 //     canary, then batches), unless they are left behind;
 //  3. StepDone once every agent runs target.
 //
@@ -695,11 +695,11 @@ func (st *state) serverStep(d *dcState, h, toID int) (Step, bool) {
 }
 
 // transferTarget returns the server that should receive leadership before
-// leader is swapped, or -1 when no transfer applies: the policy must ask for
-// it, both versions must support it (>= 1.15), and an upgraded voter must
-// exist (healthy ones first, then by name).
+// leader is swapped, or -1 when no transfer applies: the policy must not
+// turn it off, both versions must support it (>= 1.15), and an upgraded
+// voter must exist (healthy ones first, then by name).
 func (st *state) transferTarget(d *dcState, leader, toID int) int {
-	if !st.pol.TransferLeadership || st.vs.vers[st.srvV[leader]].LessThan(v1_15) || st.vs.vers[toID].LessThan(v1_15) {
+	if st.pol.NoTransferLeadership || st.vs.vers[st.srvV[leader]].LessThan(v1_15) || st.vs.vers[toID].LessThan(v1_15) {
 		return -1
 	}
 	toR := st.vs.r(toID)

@@ -222,9 +222,9 @@ func TestNext(t *testing.T) {
 			want: Step{Kind: StepDone},
 		},
 		{
-			name: "the leader hands leadership to an upgraded voter first when both versions support it",
+			name: "by default the leader hands leadership to an upgraded voter first when both versions support it",
 			c:    with(threeDC("1.15.2"), chain(snapshotOn("1.15.2"), setServers("1.16.2", "a1", "a3"))), target: "1.16.2",
-			pol:  Policy{TransferLeadership: true},
+			pol:  Policy{},
 			want: Step{Kind: StepTransferLeader, Node: "a2", Target: "a1", Datacenter: "dc1"},
 		},
 		{
@@ -232,18 +232,19 @@ func TestNext(t *testing.T) {
 			c: with(threeDC("1.15.2"), chain(snapshotOn("1.15.2"), setServers("1.16.2", "a1", "a3"), func(c *Cluster) {
 				c.Servers[0].Healthy = false
 			})), target: "1.16.2",
-			pol:  Policy{TransferLeadership: true, Waive: []string{PrecheckServerUnhealthy}},
+			pol:  Policy{Waive: []string{PrecheckServerUnhealthy}},
 			want: Step{Kind: StepTransferLeader, Node: "a2", Target: "a3"},
 		},
 		{
-			name: "without a leadership transfer the leader is swapped last",
+			name: "with leadership transfer turned off the leader is swapped last",
 			c:    with(threeDC("1.15.2"), chain(snapshotOn("1.15.2"), setServers("1.16.2", "a1", "a3"))), target: "1.16.2",
+			pol:  Policy{NoTransferLeadership: true},
 			want: Step{Kind: StepSwapServer, Node: "a2"},
 		},
 		{
 			name: "leadership is not transferred below 1.15",
 			c:    with(threeDC("1.13.9"), chain(snapshotOn("1.13.9"), setServers("1.14.10", "a1", "a3"))), target: "1.14.10",
-			pol:  Policy{TransferLeadership: true},
+			pol:  Policy{},
 			want: Step{Kind: StepSwapServer, Node: "a2"},
 		},
 		{
@@ -251,7 +252,7 @@ func TestNext(t *testing.T) {
 			c: with(threeDC("1.15.2"), chain(snapshotOn("1.15.2"), setServers("1.16.2", "a1", "a3"), func(c *Cluster) {
 				c.Servers[1].Leader, c.Servers[0].Leader = false, true
 			})), target: "1.16.2",
-			pol:  Policy{TransferLeadership: true},
+			pol:  Policy{},
 			want: Step{Kind: StepSwapServer, Node: "a2"},
 		},
 		{

@@ -2,6 +2,7 @@ package planner
 
 import (
 	"fmt"
+	"strings"
 
 	version "github.com/hashicorp/go-version"
 )
@@ -128,13 +129,21 @@ func pathVersions(f, t *version.Version, pol Policy) ([]Hop, error) {
 	if t.LessThan(f) {
 		return nil, &DowngradeError{From: f.Original(), To: t.Original()}
 	}
+	for _, r := range pol.Releases {
+		if _, err := ParseVersion(r); err != nil {
+			return nil, &VersionError{Node: "policy releases", Value: r, Err: err}
+		}
+	}
 	var hops []Hop
 	cur := f
 	for !cur.Equal(t) {
 		if len(hops) == maxHops {
 			return nil, fmt.Errorf("path %s -> %s: more than %d hops (limit %d); this is a planner bug, please report it with both versions", f.Original(), t.Original(), maxHops, maxHops)
 		}
-		next, rule, reason := nextStone(cur, t, pol)
+		next, rule, reason, err := nextStone(cur, t, pol)
+		if err != nil {
+			return nil, err
+		}
 		if next == nil || !next.GreaterThan(cur) || next.GreaterThan(t) {
 			// Never loop or overshoot: go straight to the target.
 			next, rule, reason = t, "", "final hop to the target"
@@ -151,7 +160,7 @@ func between(v, lo, hi *version.Version) bool {
 }
 
 // nextStone chooses the stone after cur on the way to t.
-func nextStone(cur, t *version.Version, pol Policy) (*version.Version, string, string) {
+func nextStone(cur, t *version.Version, pol Policy) (*version.Version, string, string, error) {
 	c, tc := cur.Core(), t.Core()
 	var next *version.Version
 	var rule, reason string
@@ -195,33 +204,102 @@ func nextStone(cur, t *version.Version, pol Policy) (*version.Version, string, s
 		// except the dedicated paths, which are documented jumps.
 		dedicated := rule == RuleDedicated124 || rule == RuleDedicated1610 || rule == RuleDedicated1819 || rule == RuleDedicated11012
 		if dedicated || Majors(c, next.Core()) <= 2 {
-			return next, rule, reason
+			if !next.Equal(t) && !released(next, pol) {
+				return nil, "", "", &ReleaseError{Need: next.Original(), Rule: rule, Reason: reason}
+			}
+			return next, rule, reason, nil
 		}
 		t, tc = next, next.Core()
 	}
 	return majorsStone(cur, t, pol)
 }
 
+// lineName names minor line idx ("1.14").
+func lineName(idx int) string {
+	v := mustVersion(newestPatch[idx])
+	if v == nil {
+		return fmt.Sprintf("line %d", idx)
+	}
+	return fmt.Sprintf("%d.%d", v.Segments()[0], v.Segments()[1])
+}
+
+// released reports whether v is installable under pol.Releases (always,
+// when the policy lists none).
+func released(v *version.Version, pol Policy) bool {
+	if len(pol.Releases) == 0 {
+		return true
+	}
+	for _, r := range pol.Releases {
+		if rv, err := ParseVersion(r); err == nil && rv.Equal(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// stoneOnLine returns the stepping stone on minor line idx: the
+// catalogue's newest patch, or with pol.Releases the newest listed release
+// of that line that no known-bad rule names ("" when there is none).
+func stoneOnLine(idx int, pol Policy) string {
+	if len(pol.Releases) == 0 {
+		return newestPatch[idx]
+	}
+	var best *version.Version
+	for _, r := range pol.Releases {
+		v, err := ParseVersion(r)
+		if err != nil || minorIndex(v.Core()) != idx || knownBadRelease(v) {
+			continue
+		}
+		if best == nil || v.GreaterThan(best) {
+			best = v
+		}
+	}
+	if best == nil {
+		return ""
+	}
+	return best.Original()
+}
+
+// knownBadRelease reports whether a known-bad rule of the catalogue names
+// v as a target, whatever the cluster's features: the planner never picks
+// such a stone itself.
+func knownBadRelease(v *version.Version) bool {
+	for _, b := range builtins {
+		if strings.HasPrefix(b.ID, "known-bad-") && len(b.to) > 0 && b.to.Check(v) {
+			return true
+		}
+	}
+	return false
+}
+
 // majorsStone applies the max-majors-per-hop rule on the way to t.
-func majorsStone(cur, t *version.Version, pol Policy) (*version.Version, string, string) {
+func majorsStone(cur, t *version.Version, pol Policy) (*version.Version, string, string, error) {
 	c, tc := cur.Core(), t.Core()
 	ci, ti := minorIndex(c), minorIndex(tc)
 	if ti-ci <= 2 {
-		return t, "", fmt.Sprintf("final hop: %d major(s), within %s (at most 2)", ti-ci, RuleMaxMajors)
+		return t, "", fmt.Sprintf("final hop: %d major(s), within %s (at most 2)", ti-ci, RuleMaxMajors), nil
 	}
 	if pol.Enterprise && ltsLine(ci) && ltsLine(ci+3) {
 		if ti == ci+3 {
-			return t, RuleMaxMajors, "Enterprise LTS to LTS: up to 3 majors in one hop"
+			return t, RuleMaxMajors, "Enterprise LTS to LTS: up to 3 majors in one hop", nil
 		}
-		if s, ok := newestPatch[ci+3]; ok {
-			return mustVersion(s), RuleMaxMajors, fmt.Sprintf("Enterprise LTS to LTS: %s is the next long-term support line (3 majors)", s)
+		if s := stoneOnLine(ci+3, pol); s != "" {
+			return mustVersion(s), RuleMaxMajors, fmt.Sprintf("Enterprise LTS to LTS: %s is the next long-term support line (3 majors)", s), nil
 		}
 	}
 	for step := 2; step >= 1; step-- {
-		if s, ok := newestPatch[ci+step]; ok {
-			return mustVersion(s), RuleMaxMajors, fmt.Sprintf("%s -> %s jumps %d majors (at most 2 per hop): stop at %s, the newest %d.%d patch known to the catalogue",
-				c, tc, ti-ci, s, mustVersion(s).Segments()[0], mustVersion(s).Segments()[1])
+		if s := stoneOnLine(ci+step, pol); s != "" {
+			known := "known to the catalogue"
+			if len(pol.Releases) > 0 {
+				known = "among the policy's releases"
+			}
+			return mustVersion(s), RuleMaxMajors, fmt.Sprintf("%s -> %s jumps %d majors (at most 2 per hop): stop at %s, the newest %d.%d patch %s",
+				c, tc, ti-ci, s, mustVersion(s).Segments()[0], mustVersion(s).Segments()[1], known), nil
 		}
 	}
-	return t, "", "final hop to the target (no known stone between)"
+	if len(pol.Releases) > 0 {
+		return nil, "", "", &ReleaseError{Need: lineName(ci+2) + ".x or " + lineName(ci+1) + ".x", Rule: RuleMaxMajors,
+			Reason: fmt.Sprintf("%s -> %s jumps %d majors (at most 2 per hop)", c, tc, ti-ci)}
+	}
+	return t, "", "final hop to the target (no known stone between)", nil
 }

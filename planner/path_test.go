@@ -302,3 +302,71 @@ func TestVersionCacheParsesEachStringOnce(t *testing.T) {
 		t.Fatalf("cache holds %d entries, want 2", len(vc.m))
 	}
 }
+
+// buildable are the MPL releases the project's integration tests can run.
+var buildable = []string{"0.6.4", "0.7.5", "0.8.5", "0.9.3", "1.0.8", "1.2.4", "1.4.5", "1.6.10", "1.8.19", "1.10.12", "1.11.11", "1.12.9", "1.13.9", "1.14.8", "1.15.4", "1.16.1"}
+
+func hopTos(hops []Hop) string {
+	var out []string
+	for _, h := range hops {
+		out = append(out, h.To)
+	}
+	return strings.Join(out, " ")
+}
+
+func TestPathPicksStonesAmongTheReleases(t *testing.T) {
+	cases := []struct {
+		name     string
+		from, to string
+		releases []string
+		want     string
+	}{
+		{"the catalogue's newest patches without a list", "0.8.5", "1.16.1", nil,
+			"1.2.4 1.6.10 1.8.19 1.10.12 1.12.9 1.14.11 1.16.1"},
+		{"the newest listed patch of each line with a list", "0.8.5", "1.16.1", buildable,
+			"1.2.4 1.6.10 1.8.19 1.10.12 1.12.9 1.14.8 1.16.1"},
+		{"a known-bad listed release is never a stone (1.14.0), an older line is", "1.12.9", "1.16.1", []string{"1.13.9", "1.14.0", "1.15.4"},
+			"1.13.9 1.15.4 1.16.1"},
+		{"the target need not be listed", "1.12.9", "1.13.9", []string{"1.12.9"}, "1.13.9"},
+		{"0.6 passes through the listed 0.7.5", "0.6.4", "0.8.5", buildable, "0.7.5 0.8.5"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			hops, err := Path(tc.from, tc.to, Policy{Releases: tc.releases})
+			if err != nil {
+				t.Fatalf("Path: %v", err)
+			}
+			if got := hopTos(hops); got != tc.want {
+				t.Errorf("stones %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestPathRefusesWhenTheReleasesLackANeededStone(t *testing.T) {
+	cases := []struct {
+		name     string
+		from, to string
+		releases []string
+		need     string
+	}{
+		{"a dedicated path's fixed stone", "0.8.5", "1.4.5", []string{"1.4.5"}, "1.2.4"},
+		{"no release two or one majors ahead", "1.10.12", "1.16.1", []string{"1.10.12", "1.16.1"}, "1.12.x or 1.11.x"},
+		{"the 0.7.5 stone", "0.6.4", "0.8.5", []string{"0.7.4"}, "0.7.5"},
+	}
+	if _, err := Path("1.12.9", "1.13.9", Policy{Releases: []string{"1.12.x"}}); err == nil || !strings.Contains(err.Error(), `policy releases: version "1.12.x"`) {
+		t.Errorf("a malformed release gave %v, want a *VersionError naming it", err)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Path(tc.from, tc.to, Policy{Releases: tc.releases})
+			var re *ReleaseError
+			if !errors.As(err, &re) {
+				t.Fatalf("Path = %v, want *ReleaseError", err)
+			}
+			if re.Need != tc.need || !strings.Contains(err.Error(), "add one to releases") {
+				t.Errorf("need %q (%v), want %q and the fix", re.Need, err, tc.need)
+			}
+		})
+	}
+}

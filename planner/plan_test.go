@@ -147,7 +147,7 @@ func TestPlanIsWhatNextDoesStepByStep(t *testing.T) {
 		{"a half-upgraded cluster resumes", mixed, "0.5.2", Policy{}, 3},
 		{"three datacenters with ACL replication", threeDC("1.5.2"), "1.6.10", Policy{Clients: ClientPolicy{BatchSize: 7}}, 6},
 		{"as-listed servers", cluster2015(), "0.5.2", Policy{ServerOrder: AsListed, Clients: ClientPolicy{Mode: ClientLeaveBehind}}, 4},
-		{"leadership transfer on 1.15+", threeDC("1.15.2"), "1.16.2", Policy{TransferLeadership: true, Clients: ClientPolicy{Mode: ClientLeaveBehind}}, 6},
+		{"leadership transfer on 1.15+", threeDC("1.15.2"), "1.16.2", Policy{Clients: ClientPolicy{Mode: ClientLeaveBehind}}, 6},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -86,14 +86,27 @@ type Policy struct {
 	// Enterprise is true for Consul Enterprise: LTS hops may jump three
 	// majors, and the Enterprise-only rules apply.
 	Enterprise bool `json:"enterprise,omitempty"`
-	// TransferLeadership moves leadership to an upgraded server before the
-	// leader is swapped, when both versions support it (>= 1.15).
-	TransferLeadership bool `json:"transfer_leadership,omitempty"`
+	// NoTransferLeadership turns leadership transfer off. By default, when
+	// both sides of a hop support it (the old leader and the target are
+	// >= 1.15), leadership is handed to an upgraded voter before the old
+	// leader is swapped or retired, so the cluster never waits out an
+	// election; with this set, the leader is swapped last and the cluster
+	// elects a new one after it stops.
+	NoTransferLeadership bool `json:"no_transfer_leadership,omitempty"`
 	// ReplaceServers is the number of servers each datacenter should have
 	// while the replace strategy runs (0: derive it from the observed
 	// count: that count when it is odd, one less when it is even, because
 	// an even count means one replacement is in flight). Ignored in place.
 	ReplaceServers int `json:"replace_servers,omitempty"`
+	// Releases, when set, are the only versions the operator can install
+	// (an internal mirror, the binaries a transport can resolve). Every
+	// stepping stone is then one of them: where the path would stop at the
+	// newest patch of a minor line, it stops at the newest listed release
+	// of that line that is not known-bad; a stone a rule fixes exactly (the
+	// dedicated paths' 1.2.4, 1.6.10, 1.8.19, 1.10.12; 0.5.2; 0.7.5; 0.8.5)
+	// must be listed, or Path fails with a *ReleaseError. The target need
+	// not be listed. Empty: stones are the catalogue's newest patches.
+	Releases []string `json:"releases,omitempty"`
 	// NoSnapshot skips the snapshot step before each hop.
 	NoSnapshot bool `json:"no_snapshot,omitempty"`
 	// Waive lists rule IDs whose blocking findings the operator accepts.

@@ -286,8 +286,8 @@ func policySummary(p *Policy) string {
 		}
 		parts = append(parts, w+")")
 	}
-	if p.TransferLeadership {
-		parts = append(parts, "leadership transfer")
+	if p.NoTransferLeadership {
+		parts = append(parts, "no leadership transfer")
 	}
 	if p.NoSnapshot {
 		parts = append(parts, "no snapshots")

@@ -128,7 +128,7 @@ func TestReplaceDecisions(t *testing.T) {
 			}), replacePol, "1.13.9",
 			"retire-server s1, add-server, retire-server s3, add-server, retire-server s2"},
 		{"with leadership transfer on 1.15 and later the leader hands over to a new voter before it is retired",
-			with(replaceCluster("1.15.2"), func(c *Cluster) { c.Clients = nil }), Policy{Strategy: Replace, NoSnapshot: true, TransferLeadership: true}, "1.16.2",
+			with(replaceCluster("1.15.2"), func(c *Cluster) { c.Clients = nil }), Policy{Strategy: Replace, NoSnapshot: true}, "1.16.2",
 			"add-server, retire-server s1, add-server, retire-server s3, add-server, transfer-leader s2, retire-server s2"},
 		{"an explicit server count of five grows a three-server datacenter before retiring",
 			with(replaceCluster("1.12.9"), func(c *Cluster) { c.Clients = nil }), Policy{Strategy: Replace, NoSnapshot: true, ReplaceServers: 5}, "1.13.9",
@@ -195,7 +195,7 @@ func TestReplaceRefusals(t *testing.T) {
 }
 
 func TestReplacePlanEqualsRepeatedNext(t *testing.T) {
-	for _, pol := range []Policy{replacePol, {Strategy: Replace, TransferLeadership: true, Clients: ClientPolicy{BatchSize: 2}}} {
+	for _, pol := range []Policy{replacePol, {Strategy: Replace, Clients: ClientPolicy{BatchSize: 2}}} {
 		c := threeDC("1.15.2")
 		p, err := Plan(c, "1.16.2", pol)
 		if err != nil {

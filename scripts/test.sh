@@ -17,7 +17,10 @@ if [ -x scripts/ensure-sshd.sh ]; then
 fi
 
 echo "== consul binaries"
-scripts/build-consul.sh 1.12.9 1.13.9
+# Every version the tests run, one at a time, in the order of scripts/consul-versions
+# (cached binaries are reused; a cold build takes a few minutes each).
+mapfile -t versions < <(grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' scripts/consul-versions)
+scripts/build-consul.sh "${versions[@]}"
 
 echo "== go vet"
 go vet ./...

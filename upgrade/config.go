@@ -91,6 +91,10 @@ type Config struct {
 	// LockHolder names this run in the lock ("": "consul-upgrade on
 	// <hostname>, pid <pid>").
 	LockHolder string
+	// Features declares what the run cannot observe (or corrects what it
+	// observes): each declared field wins over observation. ZoneKey names
+	// the node-meta key of zones. See FeatureConfig.
+	Features FeatureConfig
 }
 
 // Validate reports every problem with the config, each as a *ConfigError
@@ -152,5 +156,6 @@ func (cfg Config) Validate() error {
 	if cfg.ClientConcurrency < 0 {
 		add("ClientConcurrency", fmt.Sprint(cfg.ClientConcurrency), "is negative; use 0 for the whole wave at once or a positive bound")
 	}
+	errs = append(errs, cfg.Features.validate()...)
 	return errors.Join(errs...)
 }

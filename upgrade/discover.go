@@ -138,7 +138,8 @@ func discover(ctx context.Context, c Consul) (planner.Cluster, string, error) {
 	if err != nil {
 		return cl, "", fmt.Errorf("discover: %w", err)
 	}
-	return buildCluster(members, leader, v.raft, v.health, self, dcs), selfString(self, "Datacenter"), nil
+	cl, err = withFeatures(ctx, c, buildCluster(members, leader, v.raft, v.health, self, dcs), members, self) // features.go
+	return cl, selfString(self, "Datacenter"), err
 }
 
 // buildCluster is the pure half of Discover. A nil health (an era without
@@ -278,8 +279,7 @@ func mergeDatacenter(c *planner.Cluster, name string, o planner.Cluster) {
 	c.Clients = append(c.Clients, o.Clients...)
 	sort.SliceStable(c.Servers, func(i, j int) bool { return c.Servers[i].Name < c.Servers[j].Name })
 	sort.SliceStable(c.Clients, func(i, j int) bool { return c.Clients[i].Name < c.Clients[j].Name })
-	c.Features.ACLs = c.Features.ACLs || o.Features.ACLs
-	c.Features.LegacyACLs = c.Features.LegacyACLs || o.Features.LegacyACLs
+	mergeFeatures(&c.Features, o.Features) // features.go
 	for _, d := range c.Datacenters {
 		if d.Name == name {
 			return

@@ -121,6 +121,20 @@
 // Rollback it is retired again and the run waits until it has left. A
 // retired server is never brought back.
 //
+// # Features
+//
+// Discover also observes the planner.Features that version rules read:
+// the raft protocol and gRPC ports from the servers' serf tags, the ACL,
+// TLS, connect and zone settings from /v1/agent/self (whose shape differs
+// before 1.0, from 1.0 and from 1.12), ACL replication per datacenter,
+// legacy tokens (1.4-1.10), intentions, terminating gateways and node meta
+// (through the optional FeatureReader, which NewConsul's Consul implements).
+// What the API does not show (whether Envoy runs, whether servers feed
+// agentless proxies) or the token may not read is listed in
+// Features.Unobserved, which the planner reports as the features-not-observed
+// finding; Config.Features declares such features and wins over observation,
+// and Config.Features.ZoneKey names the node-meta key of zones.
+//
 // consul/api is used only in this package, behind the small Consul interface
 // that NewConsul implements over an *api.Client.
 package upgrade

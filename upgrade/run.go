@@ -152,7 +152,8 @@ func (r *runner) observe(ctx context.Context) (planner.Cluster, error) {
 	}
 	r.ownDC = own
 	if len(r.cfg.Datacenters) == 0 {
-		return c, nil
+		err = r.applyFeatures(ctx, &c) // features.go
+		return c, err
 	}
 	if _, ok := r.cfg.Datacenters[own]; ok {
 		return c, &ConfigError{Field: "Datacenters", Value: strconv.Quote(own),
@@ -169,7 +170,8 @@ func (r *runner) observe(ctx context.Context) (planner.Cluster, error) {
 		}
 		mergeDatacenter(&c, dc, o)
 	}
-	return c, nil
+	err = r.applyFeatures(ctx, &c)
+	return c, err
 }
 
 // measure takes the baseline of every observed datacenter.
@@ -473,26 +475,6 @@ func (r *runner) openSnapshot(dc, version string) (io.WriteCloser, error) {
 		n.nameDatacenter(dc)
 	}
 	return w, err
-}
-
-func (r *runner) transferLeader(ctx context.Context, step planner.Step) error {
-	c := r.consul(step.Datacenter)
-	raft, err := c.RaftConfiguration(ctx)
-	if err != nil {
-		return err
-	}
-	members, err := c.Members(ctx)
-	if err != nil {
-		return err
-	}
-	rs := raftServerByName(raft, members, step.Target)
-	if rs == nil {
-		return fmt.Errorf("transfer leadership to %s: it is not in the raft configuration; wait until it has rejoined", step.Target)
-	}
-	if !rs.Voter {
-		return fmt.Errorf("transfer leadership to %s: it is a non-voter; wait until autopilot promotes it", step.Target)
-	}
-	return c.TransferLeader(ctx, rs.ID)
 }
 
 // swapClients swaps a wave with bounded concurrency. After the first failure

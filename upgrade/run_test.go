@@ -294,16 +294,116 @@ func TestRunStopsAtMaxSteps(t *testing.T) {
 	})
 }
 
+// transferRig is a 3-server simulated cluster on 1.15.4 whose followers s2
+// and s3 already run 1.16.1, with s1 leading: the moment before the leader's
+// swap, when leadership is handed over.
+func transferRig(t *testing.T) (*runRig, *runner, planner.Step) {
+	t.Helper()
+	r := newRunRig(t, 3, 0, consultest.WithStableSince(time.Now().Add(-time.Hour)))
+	for _, n := range []string{"s2", "s3"} {
+		if err := r.sim.Swap(n, "1.16.1", true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Minute) // restarted servers become healthy again
+	rn := &runner{cfg: r.cfg, em: emitter{on: r.cfg.OnEvent}, base: base3}
+	step := planner.Step{Kind: planner.StepTransferLeader, Node: "s1", Target: "s3", From: "1.15.4", To: "1.16.1", Gate: []planner.GateCheck{planner.GateLeaderKnown}}
+	return r, rn, step
+}
+
 func TestRunTransfersLeadershipToTheTargetsRaftID(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r := newRunRig(t, 3, 0, consultest.WithStableSince(time.Now().Add(-time.Hour)))
-		rn := &runner{cfg: r.cfg, em: emitter{on: r.cfg.OnEvent}, base: base3}
-		step := planner.Step{Kind: planner.StepTransferLeader, Node: "s1", Target: "s3", From: "1.12.9", To: "1.13.9", Gate: []planner.GateCheck{planner.GateLeaderKnown}}
+		r, rn, step := transferRig(t)
 		if _, h := rn.do(t.Context(), planner.Cluster{}, step); h != nil {
 			t.Fatalf("transfer-leader: %v", h)
 		}
 		if !slices.Equal(r.sim.Transfers(), []string{"id-s3"}) || r.sim.Leader() != "s3" {
 			t.Errorf("transfers %v, leader %s; want one transfer to id-s3 and s3 leading", r.sim.Transfers(), r.sim.Leader())
+		}
+	})
+}
+
+// Raft answers a transfer once it has told the target to campaign; the
+// target may still lose. The runner waits for the named target to lead and
+// asks again when it does not, instead of trusting the answer.
+func TestRunRetriesATransferThatDidNotMoveLeadership(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, rn, step := transferRig(t)
+		if err := r.sim.SetTransferMisses("", "s2"); err != nil {
+			t.Fatal(err)
+		}
+		if _, h := rn.do(t.Context(), planner.Cluster{}, step); h != nil {
+			t.Fatalf("transfer-leader: %v", h)
+		}
+		if got := r.sim.Transfers(); !slices.Equal(got, []string{"id-s3", "id-s3", "id-s3"}) {
+			t.Errorf("transfers %v, want three asks for id-s3 (stayed on s1, landed on s2, then s3)", got)
+		}
+		if r.sim.Leader() != "s3" {
+			t.Errorf("leader %s, want s3", r.sim.Leader())
+		}
+	})
+}
+
+// A transfer that never takes halts the run with a *TransferError naming
+// where leadership is, and the old leader is not stopped.
+func TestRunHaltsWhenLeadershipNeverMoves(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, rn, step := transferRig(t)
+		if err := r.sim.SetTransferMisses("", "", ""); err != nil {
+			t.Fatal(err)
+		}
+		_, h := rn.do(t.Context(), planner.Cluster{}, step)
+		var te *TransferError
+		if h == nil || !errors.As(h, &te) {
+			t.Fatalf("got %v, want a halt wrapping *TransferError", h)
+		}
+		if te.Attempts != 3 || te.Leader != "s1" {
+			t.Errorf("attempts %d, leader %q; want 3 and s1", te.Attempts, te.Leader)
+		}
+		if !strings.Contains(h.Error(), "the old leader was not stopped") {
+			t.Errorf("message %q does not say the old leader was left alone", h.Error())
+		}
+		if n := len(r.tr.swapped()); n != 0 {
+			t.Errorf("the transport was called %d times, want 0", n)
+		}
+		if r.sim.Leader() != "s1" {
+			t.Errorf("leader %s, want s1 still", r.sim.Leader())
+		}
+	})
+}
+
+// The target must be on the new version: a transfer to a server that still
+// runs the old one is never asked for.
+func TestRunDoesNotTransferToAServerOnTheOldVersion(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, rn, step := transferRig(t)
+		step.Target = "s2"
+		if err := r.sim.Swap("s2", "1.15.4", true); err != nil {
+			t.Fatal(err)
+		}
+		_, h := rn.do(t.Context(), planner.Cluster{}, step)
+		var te *TransferError
+		if h == nil || !errors.As(h, &te) || !errors.Is(h, ErrTransferNotReady) {
+			t.Fatalf("got %v, want *TransferError wrapping ErrTransferNotReady", h)
+		}
+		if len(r.sim.Transfers()) != 0 || te.Attempts != 0 {
+			t.Errorf("transfers %v (attempts %d), want none", r.sim.Transfers(), te.Attempts)
+		}
+	})
+}
+
+// A resumed run whose target already leads does nothing.
+func TestRunTransferIsIdempotent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, rn, step := transferRig(t)
+		if err := r.sim.SetLeader("s3"); err != nil {
+			t.Fatal(err)
+		}
+		if _, h := rn.do(t.Context(), planner.Cluster{}, step); h != nil {
+			t.Fatalf("transfer-leader: %v", h)
+		}
+		if len(r.sim.Transfers()) != 0 {
+			t.Errorf("transfers %v, want none: s3 already leads", r.sim.Transfers())
 		}
 	})
 }

@@ -21,6 +21,11 @@
 //	})
 //	err = c.WaitHealthy(ctx)                             // leader known, all alive on their versions
 //
+// Agents of every release scripts/build-consul.sh builds, 0.6.4 to 1.16.1,
+// start: the flags that differ by era are in eraFlags (era.go), and the
+// readiness checks use only /v1/status/leader, /v1/agent/members and
+// /v1/agent/self, which every era has.
+//
 // Servers run with -log-level=debug (elections can be counted in
 // LogPath(node)) and -retry-interval=1s. Options.RaftMultiplier=1 makes a
 // one-server cluster ready in about 1.5 s instead of 7 s.

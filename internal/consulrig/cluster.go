@@ -59,10 +59,15 @@ type Options struct {
 	ExtraServerArgs []string
 	ExtraClientArgs []string
 	// RaftMultiplier sets the servers' performance.raft_multiplier; 0 keeps
-	// Consul's default (5). 1 makes elections about five times faster
+	// Consul's default (5). Consul 0.6 has no such setting: Start refuses a
+	// multiplier for it (see SupportsRaftMultiplier). 1 makes elections about five times faster
 	// (a 1-server cluster elects in about 1.5 s instead of 7 s) but, on a
 	// busy machine, a multi-server cluster may then hold extra elections.
 	RaftMultiplier int
+	// ServerArgsFor, when set, adds server arguments for the version a
+	// server starts on, at every start and swap (after the era's own
+	// flags): e.g. -raft-protocol=2 on 1.x while older servers remain.
+	ServerArgsFor func(version string) []string
 	// Resolver, when set, finds the binaries (to inject a broken one);
 	// by default binaries come from BinDir and are built when missing.
 	Resolver local.BinaryResolver
@@ -153,6 +158,10 @@ func Start(t testing.TB, opt Options) *Cluster {
 	for _, ip := range serverIPs {
 		join = append(join, "-retry-join="+ip)
 	}
+	// Refuse flags the first version cannot take before anything starts.
+	if _, err := c.argsFor(true)(opt.Version); err != nil {
+		t.Fatalf("consulrig: %v", err)
+	}
 	var agents []local.Agent
 	add := func(name string, role transport.Role, ip string, args []string) {
 		c.addr[name] = ip
@@ -164,23 +173,21 @@ func Start(t testing.TB, opt Options) *Cluster {
 			DataDir: filepath.Join(dir, name, "data"),
 			LogPath: filepath.Join(dir, name+".log"),
 			Args:    args,
+			ArgsFor: c.argsFor(role == transport.RoleServer),
 		})
 	}
 	for i, ip := range serverIPs {
 		name := opt.NodePrefix + "s" + strconv.Itoa(i+1)
 		c.servers = append(c.servers, name)
-		args := []string{"-datacenter=" + opt.Datacenter, "-bootstrap-expect=" + strconv.Itoa(opt.Servers), "-advertise=" + ip, "-log-level=debug", "-retry-interval=1s"}
+		args := []string{"-bootstrap-expect=" + strconv.Itoa(opt.Servers), "-advertise=" + ip, "-log-level=debug", "-retry-interval=1s"}
 		args = append(args, join...)
-		if opt.RaftMultiplier != 0 {
-			args = append(args, fmt.Sprintf("-hcl=performance { raft_multiplier = %d }", opt.RaftMultiplier))
-		}
 		add(name, transport.RoleServer, ip, append(args, opt.ExtraServerArgs...))
 	}
 	for i := 1; i <= opt.Clients; i++ {
 		name := opt.NodePrefix + "c" + strconv.Itoa(i)
 		ip := fmt.Sprintf("127.0.%d.%d", c.block, 20+i)
 		c.clients = append(c.clients, name)
-		args := []string{"-datacenter=" + opt.Datacenter, "-advertise=" + ip, "-log-level=debug", "-retry-interval=1s"}
+		args := []string{"-advertise=" + ip, "-log-level=debug", "-retry-interval=1s"}
 		args = append(args, join...)
 		add(name, transport.RoleClient, ip, append(args, opt.ExtraClientArgs...))
 	}
@@ -376,7 +383,9 @@ func (c *Cluster) cleanup() {
 	if c.t.Failed() && c.tr != nil {
 		c.t.Logf("consulrig: block %d logs (kept in the failure output only):%s", c.block, c.logTails(30))
 	}
-	if c.dir != "" {
+	if c.dir != "" && c.t.Failed() && os.Getenv("CONSULRIG_KEEP") == "1" {
+		c.t.Logf("consulrig: CONSULRIG_KEEP=1: the failed cluster's directory %s is kept (logs, data dirs)", c.dir)
+	} else if c.dir != "" {
 		if err := os.RemoveAll(c.dir); err != nil {
 			c.t.Logf("consulrig: removing %s: %v", c.dir, err)
 		}

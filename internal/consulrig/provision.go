@@ -2,7 +2,6 @@ package consulrig
 
 import (
 	"fmt"
-	"strconv"
 
 	"github.com/seed-e5e14ead/consul-upgrade/transport/local"
 )
@@ -26,12 +25,9 @@ func (c *Cluster) ProvisionServers(n int) error {
 	if addr, ok := portsFree(ips); !ok {
 		return fmt.Errorf("consulrig: %s is in use; the new servers need their addresses free", addr)
 	}
-	args := []string{"-datacenter=" + c.opt.Datacenter, "-log-level=debug", "-retry-interval=1s"}
+	args := []string{"-log-level=debug", "-retry-interval=1s"}
 	for i := 1; i < first+n; i++ {
 		args = append(args, "-retry-join="+fmt.Sprintf("127.0.%d.%d", c.block, 10+i))
-	}
-	if c.opt.RaftMultiplier != 0 {
-		args = append(args, "-hcl=performance { raft_multiplier = "+strconv.Itoa(c.opt.RaftMultiplier)+" }")
 	}
 	args = append(args, c.opt.ExtraServerArgs...)
 	return c.tr.SetProvisioning(local.ProvisionTemplate{
@@ -39,5 +35,6 @@ func (c *Cluster) ProvisionServers(n int) error {
 		Addresses:  ips,
 		Dir:        c.dir,
 		Args:       args,
+		ArgsFor:    c.argsFor(true),
 	})
 }

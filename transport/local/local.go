@@ -77,6 +77,13 @@ type Agent struct {
 	ConfigDir string
 	// Args are extra agent arguments, appended after the ones above.
 	Args []string
+	// ArgsFor, when set, returns more arguments for the version the agent
+	// is about to start on, appended after Args at every start: flags whose
+	// spelling or meaning changed between Consul releases (-dc before 0.7,
+	// -hcl from 1.0, raft_protocol while older servers remain). Swap calls
+	// it before it stops the agent, so an error refuses the swap and the
+	// agent keeps running its old binary.
+	ArgsFor func(version string) ([]string, error)
 	// LogPath receives the agent's stdout and stderr (appended, across
 	// restarts); "" means <DataDir>/../<Name>.log.
 	LogPath string

@@ -174,6 +174,13 @@ func (t *Transport) start(ctx context.Context, a *agent, version, binary string)
 		logFrom = fi.Size()
 	}
 	args := agentArgs(spec)
+	if spec.ArgsFor != nil {
+		more, err := spec.ArgsFor(version)
+		if err != nil {
+			return fmt.Errorf("node %s: arguments for consul %s: %w", spec.Name, version, err)
+		}
+		args = append(args, more...)
+	}
 	fmt.Fprintf(logFile, "==> transport/local: %s starting %s on consul %s: %s %s\n",
 		time.Now().UTC().Format(time.RFC3339), spec.Name, version, binary, strings.Join(args, " "))
 	if fi, err := logFile.Stat(); err == nil {

@@ -29,6 +29,8 @@ type ProvisionTemplate struct {
 	// Args are the new agents' extra arguments, as Agent.Args (retry-join to
 	// the cluster, log level and the like; no bootstrap-expect).
 	Args []string
+	// ArgsFor is the new agents' Agent.ArgsFor.
+	ArgsFor func(version string) ([]string, error)
 }
 
 // SetProvisioning gives the transport the template Provision makes new
@@ -102,7 +104,7 @@ func (t *Transport) nextAgent(role transport.Role, version string) (*agent, erro
 		}
 	}
 	spec := Agent{Name: name, Role: role, Version: version, Address: addr, HTTPPort: tpl.HTTPPort,
-		DataDir: filepath.Join(tpl.Dir, name), LogPath: filepath.Join(tpl.Dir, name+".log"), Args: slices.Clone(tpl.Args)}
+		DataDir: filepath.Join(tpl.Dir, name), LogPath: filepath.Join(tpl.Dir, name+".log"), Args: slices.Clone(tpl.Args), ArgsFor: tpl.ArgsFor}
 	t.usedAddrs[addr] = true
 	a := &agent{spec: spec, version: version, sem: make(chan struct{}, 1)}
 	t.agents[name] = a

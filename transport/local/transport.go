@@ -82,6 +82,12 @@ func (t *Transport) Swap(ctx context.Context, req transport.SwapRequest) error {
 	if err != nil {
 		return fail(transport.PhaseStage, err)
 	}
+	if a.spec.ArgsFor != nil {
+		// Refuse before the agent is stopped, not after.
+		if _, err := a.spec.ArgsFor(req.To); err != nil {
+			return fail(transport.PhaseStage, fmt.Errorf("node %s: arguments for consul %s: %w", req.Node, req.To, err))
+		}
+	}
 	if err := a.lock(ctx); err != nil {
 		return fail(transport.PhaseStage, err)
 	}

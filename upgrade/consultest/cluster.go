@@ -147,6 +147,7 @@ type Cluster struct {
 	stableSince   time.Time
 	snapshot      []byte
 	acls          ACLMode
+	features      Features // WithFeatures (features.go)
 	dc, primary   string   // the datacenter and its primary
 	peers         []string // other datacenters the catalog lists
 	prefix        string   // before every node name
@@ -154,6 +155,7 @@ type Cluster struct {
 	unreachable   bool     // the client's transport refuses connections
 	calls         map[string]int
 	transfers     []string
+	transferMiss  []string // SetTransferMisses: where the next transfers land
 	sessions      map[string]*session
 	sessionSeq    int
 	kv            map[string]*kvEntry

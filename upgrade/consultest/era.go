@@ -85,7 +85,9 @@ func (c *Cluster) tags(n *node) map[string]string {
 	vsn := map[Era][3]string{Era04: {"2", "1", "2"}, Era06: {"2", "1", "3"}, Era07: {"2", "1", "3"}, Era08Raft2: {"2", "2", "3"}}
 	if c.era == EraCurrent {
 		if n.server() {
-			return map[string]string{"role": "consul", "dc": c.dc, "port": "8300", "id": n.raftID(), "build": build, "acls": string(c.acls), "raft_vsn": "3"}
+			t := map[string]string{"role": "consul", "dc": c.dc, "port": "8300", "id": n.raftID(), "build": build, "acls": string(c.acls)}
+			c.addFeatureTags(n, t) // features.go: raft_vsn, gRPC ports
+			return t
 		}
 		return map[string]string{"role": "node", "dc": c.dc, "build": build}
 	}
@@ -154,20 +156,19 @@ func (c *Cluster) ClientAt(addr string) (*api.Client, error) {
 	return api.NewClient(&api.Config{Address: addr, Scheme: "http", HttpClient: &http.Client{Transport: c.RoundTripper()}})
 }
 
-// serveSelf answers /v1/agent/self as agent a. Callers hold c.mu.
+// serveSelf answers /v1/agent/self as agent a: its configuration in the
+// shape of its version (selfDocumentOf), its serf member and, from 0.7 on,
+// its stats (raft stats on a server). Callers hold c.mu.
 func (c *Cluster) serveSelf(w http.ResponseWriter, a *node) {
-	cfg := map[string]any{"Datacenter": c.dc}
-	if c.era == EraCurrent {
-		cfg["PrimaryDatacenter"] = c.primary
-	} else if c.acls != ACLsDisabled {
-		cfg["ACLDatacenter"] = c.primary // how 0.4 to 1.3 name the ACL authority
+	doc := c.selfDocumentOf(a)
+	self := map[string]any{}
+	for k, v := range doc {
+		self[k] = v
 	}
-	self := map[string]any{"Config": cfg}
 	if a == nil {
 		writeJSON(w, http.StatusOK, self)
 		return
 	}
-	cfg["NodeName"], cfg["Version"], cfg["Server"] = a.name, a.version, a.server()
 	self["Member"] = api.AgentMember{Name: a.name, Addr: a.addr, Port: 8301, Tags: c.tags(a), Status: serfAlive}
 	if c.era == Era04 || c.era == Era06 {
 		writeJSON(w, http.StatusOK, self) // no Stats before 0.7

@@ -22,7 +22,8 @@ const (
 //   - GET /v1/agent/members: every node, alive or failed, with the role,
 //     dc, port, id, build and acls tags Consul sets
 //   - GET /v1/agent/self: the agent addressed (ClientAt; else the first
-//     server), its datacenter and, for a server from 0.7 on, its raft stats
+//     server), its datacenter, its configuration in the shape of its
+//     version (see Features) and, for a server from 0.7 on, its raft stats
 //   - GET /v1/catalog/services: no services, with the headers of a stale
 //     read the agent addressed answers itself (X-Consul-Index its last
 //     index, X-Consul-LastContact, X-Consul-KnownLeader)
@@ -40,6 +41,8 @@ const (
 //     healthy voter
 //   - sessions (create, renew, destroy, info) and KV keys (get, put,
 //     acquire, release, delete)
+//   - GET /v1/acl/replication, /v1/acl/tokens, /v1/connect/intentions,
+//     /v1/config/<kind> and /v1/catalog/nodes, from WithFeatures
 //
 // Any other path answers 404, and so does every endpoint the cluster's era
 // (WithEra) does not have; every path answers 500 while SetDown(true).
@@ -98,7 +101,7 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, out)
 	case "/v1/operator/autopilot/health":
-		if c.era == Era08Raft2 {
+		if c.era == Era08Raft2 || c.raftProtocol() < 3 {
 			http.Error(w, "all servers must have raft_protocol set to 3 or higher to use this endpoint", http.StatusInternalServerError)
 			return
 		}
@@ -127,6 +130,15 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/v1/operator/raft/transfer-leader":
 		id := r.URL.Query().Get("id")
 		c.transfers = append(c.transfers, id)
+		if len(c.transferMiss) > 0 {
+			land := c.transferMiss[0]
+			c.transferMiss = c.transferMiss[1:]
+			if land != "" {
+				c.leader, c.pinned = land, false
+			}
+			writeJSON(w, http.StatusOK, api.TransferLeaderResponse{Success: true})
+			return
+		}
 		for _, n := range c.nodes {
 			if n.server() && n.raftID() == id && n.voter && c.healthy(n, now) {
 				c.leader, c.pinned = n.name, false
@@ -146,6 +158,9 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if strings.HasPrefix(r.URL.Path, "/v1/kv/") {
 			c.serveKV(w, r)
+			return
+		}
+		if c.serveFeature(w, r) { // features.go
 			return
 		}
 		http.Error(w, "consultest: "+r.URL.Path+" is not simulated", http.StatusNotFound)

@@ -1,0 +1,103 @@
+// Package leadertransfer_test proves leadership transfer on real Consul
+// agents: 1.15.4 -> 1.16.1 with the transfer (the default) and without it,
+// 1.14.8 -> 1.15.4 where the old side cannot transfer, and a replace
+// (blue/green) run that hands leadership to a new server before the old
+// leader retires. Each run has 3 servers and 1 client on loopback and a
+// writer putting a key through the client every 20 ms (internal/realtest).
+// The tests never skip: a missing or unbuildable binary fails them.
+//
+// The figures of each run are logged on a line starting with FIGURES.
+package leadertransfer_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/internal/realtest"
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+)
+
+func transfers(f realtest.Figures) []planner.Step { return f.Kinds(planner.StepTransferLeader) }
+
+func lastNode(steps []planner.Step) string {
+	if len(steps) == 0 {
+		return ""
+	}
+	return steps[len(steps)-1].Node
+}
+
+// With the transfer (the default), the leader hands over to an upgraded
+// server before it is swapped: leadership moves exactly once, to the
+// server the step named, and no write fails for a second or more.
+func TestTransferOn_1_15_4_to_1_16_1(t *testing.T) {
+	f := realtest.Run(t, realtest.Scenario{From: "1.15.4", To: "1.16.1"})
+	trs := transfers(f)
+	if len(trs) != 1 {
+		t.Fatalf("transfer-leader steps %v, want exactly one", trs)
+	}
+	tr := trs[0]
+	if len(f.Leaders) != 2 || f.Leaders[0] != tr.Node || f.Leaders[1] != tr.Target {
+		t.Errorf("leaders seen %v, want exactly [%s %s]: one move, to the server the step named", f.Leaders, tr.Node, tr.Target)
+	}
+	if f.Elections != 1 {
+		t.Errorf("%d leader elections in the servers' logs, want 1 (the transfer)", f.Elections)
+	}
+	if last := lastNode(f.Kinds(planner.StepSwapServer)); last != tr.Node {
+		t.Errorf("the last server swapped is %s, want the old leader %s (swapped as a follower after the transfer)", last, tr.Node)
+	}
+	if f.Writes.LongestBurst >= time.Second {
+		t.Errorf("writes failed for %s in a row, want under 1s with the transfer (errors: %q)", f.Writes.LongestBurst, f.Writes.Errors)
+	}
+}
+
+// Without the transfer the leader is swapped last and the cluster elects
+// a new one: no write is lost, but writes fail while it does.
+func TestTransferOff_1_15_4_to_1_16_1(t *testing.T) {
+	f := realtest.Run(t, realtest.Scenario{From: "1.15.4", To: "1.16.1", Policy: planner.Policy{NoTransferLeadership: true}})
+	if trs := transfers(f); len(trs) != 0 {
+		t.Errorf("transfer-leader steps %v with the transfer turned off", trs)
+	}
+	if f.Elections < 1 {
+		t.Errorf("%d leader elections in the servers' logs: stopping the leader must have caused one (the restarted old leader may win it)", f.Elections)
+	}
+	if last := lastNode(f.Kinds(planner.StepSwapServer)); len(f.Leaders) == 0 || f.Leaders[0] != last {
+		t.Errorf("leaders seen %v, last server swapped %s: want the first leader swapped last", f.Leaders, last)
+	}
+}
+
+// 1.14 cannot transfer leadership: the plan swaps the leader last, and the
+// 1.15.4 servers read the raft log 1.14.8 wrote.
+func TestNoTransferPossible_1_14_8_to_1_15_4(t *testing.T) {
+	f := realtest.Run(t, realtest.Scenario{From: "1.14.8", To: "1.15.4"})
+	if trs := transfers(f); len(trs) != 0 {
+		t.Errorf("transfer-leader steps %v, but 1.14.8 cannot transfer leadership", trs)
+	}
+	if last := lastNode(f.Kinds(planner.StepSwapServer)); len(f.Leaders) == 0 || f.Leaders[0] != last {
+		t.Errorf("leaders seen %v, last server swapped %s: want the first leader swapped last", f.Leaders, last)
+	}
+}
+
+// Replace (blue/green): new 1.16.1 servers join and the old 1.15.4 ones
+// retire; before the old leader retires, leadership moves to a new server.
+func TestReplaceTransfersToANewServer_1_15_4_to_1_16_1(t *testing.T) {
+	f := realtest.Run(t, realtest.Scenario{From: "1.15.4", To: "1.16.1", Policy: planner.Policy{Strategy: planner.Replace}})
+	trs := transfers(f)
+	if len(trs) != 1 {
+		t.Fatalf("transfer-leader steps %v, want exactly one", trs)
+	}
+	tr := trs[0]
+	if !strings.HasPrefix(tr.Target, "n") {
+		t.Errorf("leadership went to %s, want a new server (n1..n3)", tr.Target)
+	}
+	retired := f.Kinds(planner.StepRetireServer)
+	if len(retired) != 3 || retired[2].Node != tr.Node {
+		t.Errorf("retired %v, want three with the old leader %s last", retired, tr.Node)
+	}
+	if len(f.Leaders) != 2 || f.Leaders[0] != tr.Node || f.Leaders[1] != tr.Target {
+		t.Errorf("leaders seen %v, want exactly [%s %s]", f.Leaders, tr.Node, tr.Target)
+	}
+	if f.Writes.LongestBurst >= time.Second {
+		t.Errorf("writes failed for %s in a row, want under 1s with the transfer (errors: %q)", f.Writes.LongestBurst, f.Writes.Errors)
+	}
+}

@@ -1,0 +1,3 @@
+module github.com/tonnerre/golang-text
+
+go 1.16

@@ -1,0 +1,222 @@
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+)
+
+// Leadership transfer, Consul >= 1.15 on both sides of a hop.
+//
+// The runner asks for the transfer through the HTTP API with the target's
+// Raft ID (POST /v1/operator/raft/transfer-leader?id=...): the 1.15 and
+// 1.16 CLI ignores its -id flag and hands leadership to any server. Raft
+// answers the call once it has told the target to campaign, so an answer is
+// not a result: the runner then watches /v1/status/leader until the target
+// itself is named. The old leader can still be named for a moment after the
+// call, and a transfer can time out inside Raft or land on another server;
+// both are retried (the current leader is asked again) a bounded number of
+// times. The old leader is never stopped by this step: the swap that follows
+// is decided again from a fresh observation, so it only happens once the
+// target leads.
+
+const (
+	// transferAttempts bounds how often the transfer is asked for.
+	transferAttempts = 3
+	// transferSettle is how long one attempt waits for the target to be
+	// named leader before asking again.
+	transferSettle = 15 * time.Second
+	// transferPoll is how often the leader is read while waiting.
+	transferPoll = 100 * time.Millisecond
+)
+
+// ErrTransferNotReady is wrapped by a *TransferError whose target was never
+// a healthy voter on the step's version, so no transfer was asked for.
+var ErrTransferNotReady = errors.New("the target is not a healthy voter on the new version")
+
+// TransferError reports a leadership transfer that did not put the step's
+// target in the lead. The old leader was not stopped.
+type TransferError struct {
+	Step planner.Step
+	// Leader is the server last seen leading ("" when none was known).
+	Leader string
+	// Attempts is how many transfers were asked for.
+	Attempts int
+	// Err is the last reason: the API's error, ErrTransferNotReady, or a
+	// description of where leadership went.
+	Err error
+}
+
+func (e *TransferError) Error() string {
+	return fmt.Sprintf("transfer leadership %s => %s: after %d attempt(s) the leader is %s: %v; the old leader was not stopped (check the target's health and /v1/operator/raft/configuration, then run again, or set the policy's no_transfer_leadership to swap the leader last)",
+		e.Step.Node, e.Step.Target, e.Attempts, orUnknown(e.Leader), e.Err)
+}
+
+func (e *TransferError) Unwrap() error { return e.Err }
+
+// transferLeader hands leadership from step.Node to step.Target and returns
+// once the target is named leader. A target that already leads is left
+// alone (a resumed run).
+func (r *runner) transferLeader(ctx context.Context, step planner.Step) error {
+	c := r.consul(step.Datacenter)
+	te := &TransferError{Step: step}
+	for {
+		id, leader, err := r.awaitTransferTarget(ctx, c, step)
+		te.Leader = leader
+		switch {
+		case err != nil:
+			te.Err = err
+			return te
+		case leader == step.Target:
+			return nil
+		case te.Attempts == transferAttempts:
+			return te
+		}
+		te.Attempts++
+		r.em.emit(Event{Kind: EventGateWaiting, Step: step, Condition: planner.GateLeaderKnown,
+			Detail: fmt.Sprintf("asking %s to hand leadership to %s (raft id %s), attempt %d of %d", orUnknown(leader), step.Target, id, te.Attempts, transferAttempts)})
+		if err := c.TransferLeader(ctx, id); err != nil {
+			te.Err = err
+			if !sleepCtx(ctx, time.Second) {
+				te.Err = errors.Join(err, ctx.Err())
+				return te
+			}
+			continue
+		}
+		got, err := waitLeader(ctx, c, step.Target, transferSettle)
+		te.Leader = got
+		if err == nil {
+			return nil
+		}
+		te.Err = err
+	}
+}
+
+// awaitTransferTarget observes the cluster until the target is a healthy
+// voter on the new version (at most the gate timeout) and returns its Raft
+// ID and the current leader's name.
+func (r *runner) awaitTransferTarget(ctx context.Context, c Consul, step planner.Step) (id, leader string, err error) {
+	timeout := r.cfg.GateTimeout
+	if timeout <= 0 {
+		timeout = DefaultGateTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		id, leader, err = transferTargetID(ctx, c, step)
+		if err == nil {
+			return id, leader, nil
+		}
+		if !time.Now().Before(deadline) {
+			return "", leader, fmt.Errorf("%w (waited %s)", err, timeout)
+		}
+		if !sleepCtx(ctx, time.Second) {
+			return "", leader, errors.Join(err, ctx.Err())
+		}
+	}
+}
+
+// transferTargetID observes the cluster once and returns the target's Raft
+// ID and the current leader's name. It fails with ErrTransferNotReady when
+// the target is not a voter, not on step.To (build metadata ignored) or not
+// healthy in autopilot's view.
+func transferTargetID(ctx context.Context, c Consul, step planner.Step) (id, leader string, err error) {
+	raft, err := c.RaftConfiguration(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	members, err := c.Members(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	for _, rs := range raft.Servers {
+		if rs != nil && rs.Leader {
+			leader = rs.Node
+			if m := findMember(members, rs.Node); m == nil {
+				leader = leaderName(members, raft, rs.Address)
+			}
+		}
+	}
+	rs := raftServerByName(raft, members, step.Target)
+	m := findMember(members, step.Target)
+	switch {
+	case rs == nil:
+		return "", leader, fmt.Errorf("%w: %s is not in the raft configuration", ErrTransferNotReady, step.Target)
+	case !rs.Voter:
+		return "", leader, fmt.Errorf("%w: %s is a non-voter (autopilot has not promoted it yet)", ErrTransferNotReady, step.Target)
+	case m == nil || m.Status != serfAlive:
+		return "", leader, fmt.Errorf("%w: %s is not alive in serf", ErrTransferNotReady, step.Target)
+	case step.To != "" && coreVersion(buildVersion(m.Tags["build"])) != coreVersion(step.To):
+		return "", leader, fmt.Errorf("%w: %s reports %s, want %s", ErrTransferNotReady, step.Target, orUnknown(buildVersion(m.Tags["build"])), step.To)
+	}
+	h, err := c.AutopilotHealth(ctx)
+	if err != nil {
+		return "", leader, err
+	}
+	if sh := healthByName(h, step.Target); sh == nil || !sh.Healthy {
+		return "", leader, fmt.Errorf("%w: autopilot does not report %s healthy", ErrTransferNotReady, step.Target)
+	}
+	return rs.ID, leader, nil
+}
+
+// waitLeader polls /v1/status/leader until want is named leader, for at
+// most d. It returns the last leader seen and an error saying where
+// leadership went when want never led.
+func waitLeader(ctx context.Context, c Consul, want string, d time.Duration) (string, error) {
+	wctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var name string
+	var lastErr error
+	for {
+		addr, err := c.Leader(wctx)
+		if err == nil && addr != "" {
+			members, merr := c.Members(wctx)
+			if merr == nil {
+				name = leaderName(members, nil, addr)
+				if name == want {
+					return name, nil
+				}
+			} else {
+				lastErr = merr
+			}
+		} else if err != nil {
+			lastErr = err
+		}
+		if !sleepCtx(wctx, transferPoll) {
+			break
+		}
+	}
+	if ctx.Err() != nil {
+		return name, ctx.Err()
+	}
+	if name == "" && lastErr != nil {
+		return name, fmt.Errorf("%s was not named leader within %s (last error: %w)", want, d, lastErr)
+	}
+	return name, fmt.Errorf("%s was not named leader within %s; the leader is %s", want, d, orUnknown(name))
+}
+
+// coreVersion drops build metadata ("1.16.1+ent" -> "1.16.1"): a gate
+// compares releases, not build flavours.
+func coreVersion(v string) string {
+	for i := 0; i < len(v); i++ {
+		if v[i] == '+' {
+			return v[:i]
+		}
+	}
+	return v
+}
+
+// sleepCtx sleeps for d or until ctx ends; it reports whether it slept the
+// whole time.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
