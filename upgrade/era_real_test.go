@@ -184,8 +184,24 @@ func isMissing(err error) bool { return errors.Is(err, upgrade.ErrEndpointMissin
 // 1 client, observed through the client) to 0.7.5 through Run: a logical
 // backup first (0.6.4 has no snapshot API), the followers, the leader last,
 // each server gated on the pre-0.7 checks, then the client.
+//
+// Every server gate uses the pre-0.7 checks: while a server still runs 0.6.4
+// the servers' tags say so, and after the last server swap the agent asked
+// (the client c1, still on 0.6.4 until its wave) answers 404 for the raft
+// configuration, which lowers the era instead of failing the gate.
 func TestRealRunAcrossErasFrom064To075(t *testing.T) {
-	cl := consulrig.Start(t, consulrig.Options{Version: "0.6.4", Servers: 3, Clients: 1})
+	runAcrossEras(t, "0.6.4", "0.7.5", planner.BackupLogical,
+		[]upgrade.Era{upgrade.EraPeers, upgrade.EraPeers, upgrade.EraPeers}, upgrade.EraRaftConfig)
+}
+
+// runAcrossEras upgrades a real cluster (3 servers, 1 client, observed
+// through the client) from one version to another through Run and checks
+// the backup kind, the order (followers, the leader last, then the client),
+// the era each server gate applied, the era after the run and that a KV key
+// written before is still there.
+func runAcrossEras(t *testing.T, from, to string, backup planner.BackupKind, gateEras []upgrade.Era, eraAfter upgrade.Era) {
+	t.Helper()
+	cl := consulrig.Start(t, consulrig.Options{Version: from, Servers: 3, Clients: 1})
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
 	s1 := cl.Servers()[0]
@@ -207,22 +223,23 @@ func TestRealRunAcrossErasFrom064To075(t *testing.T) {
 	dir := t.TempDir()
 	began := time.Now()
 	res, err := upgrade.Run(ctx, upgrade.Config{
-		Consul: c, Transport: cl.Transport(), Target: "0.7.5",
+		Consul: c, Transport: cl.Transport(), Target: to,
 		Snapshot: upgrade.SnapshotDir(dir), ServerAPI: upgrade.ServerHTTP(8500),
 		StabilizationTime: 3 * time.Second, GateTimeout: 2 * time.Minute,
 		OnEvent: func(e upgrade.Event) {
 			events = append(events, e)
-			if e.Kind != upgrade.EventGateWaiting {
-				t.Logf("%s %s [%s] %s", e.Kind, e.Step.Kind, e.Era, e.Detail)
-			}
+			t.Logf("%s %s %s [%s] %s", e.Kind, e.Step.Kind, e.Condition, e.Era, e.Detail)
 		},
 	})
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	t.Logf("0.6.4 -> 0.7.5: %d steps in %s", len(res.Steps), time.Since(began).Round(time.Millisecond))
-	if len(res.Steps) == 0 || res.Steps[0].Step.Kind != planner.StepSnapshot || res.Steps[0].Snapshot == nil || res.Steps[0].Snapshot.Kind != planner.BackupLogical || res.Steps[0].Snapshot.Keys < 1 {
-		t.Fatalf("first step %+v: want a logical backup holding the KV tree", res.Steps[0])
+	t.Logf("%s -> %s: %d steps in %s", from, to, len(res.Steps), time.Since(began).Round(time.Millisecond))
+	if len(res.Steps) == 0 || res.Steps[0].Step.Kind != planner.StepSnapshot || res.Steps[0].Step.Backup != backup || res.Steps[0].Snapshot == nil {
+		t.Fatalf("first step %+v: want a %s backup", res.Steps[0], backup)
+	}
+	if got := res.Steps[0].Snapshot.Kind; got != backup {
+		t.Errorf("backup taken: %s, want %s", got, backup)
 	}
 	var servers []string
 	for _, rec := range res.Steps {
@@ -233,36 +250,30 @@ func TestRealRunAcrossErasFrom064To075(t *testing.T) {
 	if len(servers) != 3 || servers[2] != leader {
 		t.Errorf("servers swapped %v, want three with the leader %s last", servers, leader)
 	}
-	// Every server gate used the pre-0.7 checks: while a server still ran
-	// 0.6.4 the servers' tags said so, and after the last server swap the
-	// agent asked (the client c1, still on 0.6.4 until its wave) answered
-	// 404 for the raft configuration, which lowered the era instead of
-	// failing the gate.
 	var eras []upgrade.Era
 	for _, e := range events {
 		if e.Kind == upgrade.EventStepDone && e.Step.Kind == planner.StepSwapServer {
 			eras = append(eras, e.Era)
 		}
 	}
-	if want := []upgrade.Era{upgrade.EraPeers, upgrade.EraPeers, upgrade.EraPeers}; !slices.Equal(eras, want) {
-		t.Errorf("server gates applied %v, want %v", eras, want)
+	if !slices.Equal(eras, gateEras) {
+		t.Errorf("server gates applied %v, want %v", eras, gateEras)
 	}
-	// With c1 on 0.7.5 too, the cluster reads as the 0.7 era.
-	if era, err := upgrade.ObserveEra(ctx, c); err != nil || era != upgrade.EraRaftConfig {
-		t.Errorf("era after the run = %s, %v; want %s", era, err, upgrade.EraRaftConfig)
+	if era, err := upgrade.ObserveEra(ctx, c); err != nil || era != eraAfter {
+		t.Errorf("era after the run = %s, %v; want %s", era, err, eraAfter)
 	}
 	after, err := upgrade.Discover(ctx, c)
 	if err != nil {
 		t.Fatalf("Discover after: %v", err)
 	}
 	for _, s := range after.Servers {
-		if s.Version != "0.7.5" || !s.Voter || !s.Healthy {
-			t.Errorf("server %+v after the run: want a healthy voter on 0.7.5", s)
+		if s.Version != to || !s.Voter || !s.Healthy {
+			t.Errorf("server %+v after the run: want a healthy voter on %s", s, to)
 		}
 	}
 	for _, cn := range after.Clients {
-		if cn.Version != "0.7.5" {
-			t.Errorf("client %s runs %s after the run, want 0.7.5", cn.Name, cn.Version)
+		if cn.Version != to {
+			t.Errorf("client %s runs %s after the run, want %s", cn.Name, cn.Version, to)
 		}
 	}
 	// The key written before the run is still there. Old servers may answer
