@@ -96,7 +96,11 @@ func buildLogicalBackup(ctx context.Context, c Consul, dc, ver string) ([]byte, 
 	if err != nil {
 		return fail("read members", err)
 	}
-	pairs, index, err := c.KVList(ctx)
+	er, err := eraReader(c, "logical backup")
+	if err != nil {
+		return fail("read kv", err)
+	}
+	pairs, index, err := er.KVList(ctx)
 	if err != nil {
 		return fail("read kv", err)
 	}
@@ -110,7 +114,7 @@ func buildLogicalBackup(ctx context.Context, c Consul, dc, ver string) ([]byte, 
 		return fail("encode kv", err)
 	}
 	if aclsOn(self, members) {
-		acls, err := c.ACLList(ctx)
+		acls, err := er.ACLList(ctx)
 		if err != nil {
 			return fail("read acls", fmt.Errorf("%w (ACLs are on: the backup needs a management token, e.g. CONSUL_HTTP_TOKEN)", err))
 		}

@@ -37,6 +37,15 @@ type Consul interface {
 	// TransferLeader asks the leader to hand leadership to the server with
 	// the given Raft ID (Consul >= 1.15).
 	TransferLeader(ctx context.Context, id string) error
+}
+
+// EraReader is the optional part of Consul that the eras before the Raft
+// configuration endpoint and the snapshot API (before 0.7 and 0.7.1) need:
+// Discover and Gate read the peer set and each server's progress through
+// it, and the logical backup the KV tree and ACL tokens. NewConsul
+// implements it; a Consul without it works with clusters of 0.7.1 and
+// later, and fails with ErrNoEraReader on older ones.
+type EraReader interface {
 	// Peers returns the Raft peer set ("ip:port" of every voter) from
 	// /v1/status/peers, which every era has: before 0.7 it is the only
 	// view of the peer set.
@@ -53,6 +62,18 @@ type Consul interface {
 	// /v1/agent/self has no raft stats: this is the HTTP API's only view of
 	// a server's progress and contact with the leader.
 	StaleState(ctx context.Context) (StaleState, error)
+}
+
+// ErrNoEraReader is wrapped by the error of an observation or backup that
+// needs EraReader when the Consul given does not implement it.
+var ErrNoEraReader = errors.New("the Consul given does not implement upgrade.EraReader (needed before 0.7.1; upgrade.NewConsul implements it)")
+
+// eraReader returns c's EraReader, or an error naming what needed it.
+func eraReader(c Consul, what string) (EraReader, error) {
+	if r, ok := c.(EraReader); ok {
+		return r, nil
+	}
+	return nil, fmt.Errorf("%s: %w", what, ErrNoEraReader)
 }
 
 // StaleState is what a stale read answered by one server says about it:

@@ -79,7 +79,11 @@ func observeViews(ctx context.Context, c Consul, members []*api.AgentMember) (vi
 		}
 	}
 	if !v.era.RaftConfig() {
-		peers, err := c.Peers(ctx)
+		er, err := eraReader(c, "read the peer set (before 0.7)")
+		if err != nil {
+			return v, err
+		}
+		peers, err := er.Peers(ctx)
 		if err != nil {
 			return v, err
 		}

@@ -121,8 +121,14 @@ func TestAnEndpointAnOldAgentLacksIsTypedAsMissingNotAnOutage(t *testing.T) {
 // olderAgent is a Consul whose agent is older than its servers' tags say: it
 // answers 404 for the raft configuration and autopilot.
 type olderAgent struct {
-	Consul
+	consulEra
 	raftCalls, peerCalls int
+}
+
+// consulEra is a Consul with the optional EraReader, as NewConsul returns.
+type consulEra interface {
+	Consul
+	EraReader
 }
 
 func (o *olderAgent) RaftConfiguration(ctx context.Context) (*api.RaftConfiguration, error) {
@@ -136,13 +142,13 @@ func (o *olderAgent) AutopilotHealth(ctx context.Context) (*api.OperatorHealthRe
 
 func (o *olderAgent) Peers(ctx context.Context) ([]string, error) {
 	o.peerCalls++
-	return o.Consul.Peers(ctx)
+	return o.consulEra.Peers(ctx)
 }
 
 func TestAnAgentOlderThanItsServersLowersTheEraInsteadOfFailing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := consultest.NewCluster(3, 0, "1.12.9")
-		c := &olderAgent{Consul: inProcessConsul(t, s)}
+		c := &olderAgent{consulEra: inProcessConsul(t, s).(consulEra)}
 		era, err := ObserveEra(t.Context(), c)
 		if err != nil || era != EraPeers {
 			t.Fatalf("ObserveEra = %s, %v; want %s, nil", era, err, EraPeers)
@@ -401,4 +407,23 @@ func TestATamperedLogicalBackupIsRefused(t *testing.T) {
 	if _, _, err := VerifyLogicalBackup(bytes.NewReader(makeSnapshot(t, snapshotFiles{}))); !errors.Is(err, ErrSnapshotInvalid) {
 		t.Errorf("a snapshot archive: err = %v, want ErrSnapshotInvalid", err)
 	}
+}
+
+// onlyConsul hides every optional interface of the Consul it wraps.
+type onlyConsul struct{ Consul }
+
+// A Consul without the optional EraReader still works with clusters that
+// have the Raft configuration endpoint, and says what it lacks before 0.7.
+func TestAConsulWithoutEraReaderNamesWhatItLacks(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		modern := consultest.NewCluster(3, 0, "1.12.9")
+		if _, err := Discover(t.Context(), onlyConsul{inProcessConsul(t, modern)}); err != nil {
+			t.Fatalf("Discover of 1.12.9 without EraReader: %v", err)
+		}
+		old := consultest.NewCluster(3, 0, "0.6.4", consultest.WithEra(consultest.Era06))
+		_, err := Discover(t.Context(), onlyConsul{inProcessConsul(t, old)})
+		if !errors.Is(err, ErrNoEraReader) {
+			t.Fatalf("Discover of 0.6.4 without EraReader = %v, want ErrNoEraReader", err)
+		}
+	})
 }

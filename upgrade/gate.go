@@ -485,8 +485,11 @@ func (o *observation) getPeerSet() (*api.RaftConfiguration, error) {
 	if !o.peersOK {
 		o.peersOK = true
 		var peers []string
-		if peers, o.peersErr = o.c.Peers(o.ctx); o.peersErr == nil {
-			o.peers = raftFromPeers(o.members, peers)
+		var er EraReader
+		if er, o.peersErr = eraReader(o.c, "read the peer set (before 0.7)"); o.peersErr == nil {
+			if peers, o.peersErr = er.Peers(o.ctx); o.peersErr == nil {
+				o.peers = raftFromPeers(o.members, peers)
+			}
 		}
 	}
 	return o.peers, o.peersErr
@@ -557,7 +560,11 @@ func (o *observation) readStats(node, why string) statsAnswer {
 	if errors.Is(err, ErrNoRaftStats) && selfBool(self, "Server") {
 		// Before 0.7 a server's /v1/agent/self has no stats: a stale read
 		// it answers itself tells its catalog index and last contact.
-		ss, serr := c.StaleState(o.ctx)
+		er, serr := eraReader(c, "read a pre-0.7 server's state")
+		var ss StaleState
+		if serr == nil {
+			ss, serr = er.StaleState(o.ctx)
+		}
 		if serr != nil {
 			a.err = fmt.Errorf("%s's stale read: %w", node, serr)
 			return a
