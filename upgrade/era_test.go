@@ -360,7 +360,7 @@ func TestLogicalBackupOfA04ClusterHoldsTheKVTreeAndACLTokensAndIsReadBack(t *tes
 
 func TestALogicalBackupThatCannotReadTheACLsFailsTyped(t *testing.T) {
 	s := consultest.NewCluster(3, 0, "0.6.4", consultest.WithEra(consultest.Era06), consultest.WithACLs(consultest.ACLsLegacy))
-	c := &noACLs{Consul: inProcessConsul(t, s)}
+	c := &noACLs{consulEra: inProcessConsul(t, s).(consulEra)}
 	w := &closeBuffer{}
 	_, err := SaveLogicalBackup(t.Context(), c, func(string) (io.WriteCloser, error) { return w, nil }, "dc1", "0.6.4")
 	var be *BackupError
@@ -375,7 +375,7 @@ func TestALogicalBackupThatCannotReadTheACLsFailsTyped(t *testing.T) {
 	}
 }
 
-type noACLs struct{ Consul }
+type noACLs struct{ consulEra }
 
 func (noACLs) ACLList(context.Context) ([]*api.ACLEntry, error) {
 	return nil, errors.New("Permission denied")
