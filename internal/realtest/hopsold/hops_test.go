@@ -32,18 +32,24 @@ func backupKinds(f realtest.Figures) []planner.BackupKind {
 	return out
 }
 
+// gatesApplied checks that every server gate applied the checks of era.
+func gatesApplied(t *testing.T, f realtest.Figures, era upgrade.Era, why string) {
+	t.Helper()
+	for _, e := range f.GateEras {
+		if e != era {
+			t.Errorf("server gates applied the %v checks, want %s on every server swap (%s)", f.GateEras, era, why)
+			return
+		}
+	}
+}
+
 func TestHop_0_6_4_to_0_7_5(t *testing.T) {
 	f := realtest.Run(t, realtest.Scenario{From: "0.6.4", To: "0.7.5", Configure: serverAPI})
 	realtest.LeaderSwappedLast(t, f)
 	if got := backupKinds(f); !slices.Equal(got, []planner.BackupKind{planner.BackupLogical}) {
 		t.Errorf("backups %v, want one logical backup (0.6.4 has no snapshot API)", got)
 	}
-	for _, e := range f.GateEras {
-		if e != upgrade.EraPeers {
-			t.Errorf("server gates applied the %v checks, want the pre-0.7 ones (%s) on every server swap", f.GateEras, upgrade.EraPeers)
-			break
-		}
-	}
+	gatesApplied(t, f, upgrade.EraPeers, "a 0.6.4 server remains until the last swap")
 }
 
 func TestHop_0_7_5_to_0_8_5(t *testing.T) {
@@ -79,10 +85,5 @@ func TestHop_0_8_5_to_1_2_4(t *testing.T) {
 	if got := backupKinds(f); !slices.Equal(got, []planner.BackupKind{planner.BackupSnapshot}) {
 		t.Errorf("backups %v, want one snapshot", got)
 	}
-	for _, e := range f.GateEras {
-		if e != upgrade.EraRaftProtocol2 {
-			t.Errorf("server gates applied the %v checks, want %s on every server swap (raft protocol 2 throughout)", f.GateEras, upgrade.EraRaftProtocol2)
-			break
-		}
-	}
+	gatesApplied(t, f, upgrade.EraRaftProtocol2, "raft protocol 2 throughout")
 }
