@@ -159,11 +159,14 @@ func Start(t testing.TB, opt Options) *Cluster {
 		join = append(join, "-retry-join="+ip)
 	}
 	// Refuse flags the first version cannot take before anything starts.
-	if _, err := c.argsFor("", true)(opt.Version); err != nil {
+	if _, err := c.argsFor(true)(opt.Version); err != nil {
 		t.Fatalf("consulrig: %v", err)
 	}
 	var agents []local.Agent
 	add := func(name string, role transport.Role, ip string, args []string) {
+		if err := writeNodeID(filepath.Join(dir, name, "data"), dir, name); err != nil {
+			t.Fatalf("consulrig: node ID of %s: %v", name, err)
+		}
 		c.addr[name] = ip
 		agents = append(agents, local.Agent{
 			Name:    name,
@@ -173,7 +176,7 @@ func Start(t testing.TB, opt Options) *Cluster {
 			DataDir: filepath.Join(dir, name, "data"),
 			LogPath: filepath.Join(dir, name+".log"),
 			Args:    args,
-			ArgsFor: c.argsFor(name, role == transport.RoleServer),
+			ArgsFor: c.argsFor(role == transport.RoleServer),
 		})
 	}
 	for i, ip := range serverIPs {

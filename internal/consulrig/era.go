@@ -67,18 +67,10 @@ func eraFlags(v, datacenter string, server bool, multiplier int, dir string) ([]
 	return append(flags, fmt.Sprintf("-hcl=performance { raft_multiplier = %d }", multiplier)), nil
 }
 
-// firstNodeID is the first release with node IDs (-node-id). From 0.7.3
-// to 0.8.4 an agent derives its ID from the host by default, so agents that
-// share one host share an ID, persist it in their data dirs, and 0.8.5 and
-// later then refuse each other's joins ("conflicting node ID").
-var firstNodeID = version.Must(version.NewVersion("0.7.3"))
-
 // argsFor returns the local.Agent.ArgsFor of a server or client: the era's
 // flags for the version being started (so a swap across eras gets the new
-// spelling), a node ID of the agent's own where the version has IDs (name
-// "" for provisioned servers, which get Consul's random one), and, for
-// servers, Options.ServerArgsFor.
-func (c *Cluster) argsFor(name string, server bool) func(version string) ([]string, error) {
+// spelling) and, for servers, Options.ServerArgsFor.
+func (c *Cluster) argsFor(server bool) func(version string) ([]string, error) {
 	return func(v string) ([]string, error) {
 		mult := 0
 		if server {
@@ -88,9 +80,6 @@ func (c *Cluster) argsFor(name string, server bool) func(version string) ([]stri
 		if err != nil {
 			return nil, err
 		}
-		if pv, err := version.NewVersion(v); err == nil && name != "" && !pv.LessThan(firstNodeID) {
-			flags = append(flags, "-node-id="+nodeID(c.dir, name))
-		}
 		if server && c.opt.ServerArgsFor != nil {
 			flags = append(flags, c.opt.ServerArgsFor(v)...)
 		}
@@ -98,8 +87,22 @@ func (c *Cluster) argsFor(name string, server bool) func(version string) ([]stri
 	}
 }
 
-// nodeID is a UUID of the agent's own, the same at every start: derived
-// from the cluster's directory and the agent's name.
+// writeNodeID gives an agent a node ID of its own before its first start:
+// <dataDir>/node-id, which agents from 0.7.3 on read (older ones ignore
+// it). Without it, 0.7.3 to 0.8.4 derive the ID from the host, so agents
+// sharing one host share an ID, keep it in their data dirs, and 0.8.5 and
+// later refuse each other's joins ("conflicting node ID"). A file is used
+// rather than -node-id because an ID given by flag is not persisted, and a
+// later version started without the flag would pick a new one.
+func writeNodeID(dataDir, dir, name string) error {
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dataDir, "node-id"), []byte(nodeID(dir, name)), 0o644)
+}
+
+// nodeID is a UUID of the agent's own: derived from the cluster's
+// directory and the agent's name.
 func nodeID(dir, name string) string {
 	h := sha256.Sum256([]byte(dir + "\x00" + name))
 	x := hex.EncodeToString(h[:16])
