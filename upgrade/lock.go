@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/hashicorp/consul/api"
 )
 
@@ -71,6 +72,10 @@ func (e *LockedError) Error() string {
 		e.Key, e.Holder.Holder, e.Holder.Target, since, e.Key)
 }
 
+// sessionCreateWait bounds the retries of a session creation that failed
+// with a server error.
+const sessionCreateWait = 30 * time.Second
+
 // ErrLockLost is wrapped by the error of a run whose lock was lost.
 var ErrLockLost = errors.New("upgrade lock lost")
 
@@ -86,7 +91,21 @@ func (a *apiConsul) Lock(ctx context.Context, key string, holder LockHolder) (*L
 		"Checks":    []string{}, // no serfHealth: swapping this agent must not drop the lock
 	}
 	var created struct{ ID string }
-	if _, err := a.c.Raw().Write("/v1/session/create", body, &created, wq); err != nil {
+	// A server error right after the agent (re)started is transient: no
+	// leader yet, or the agent's own node not yet in the catalog ("Missing
+	// node registration"). Those are retried for sessionCreateWait; any
+	// other error is final.
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 250*time.Millisecond, 2*time.Second, sessionCreateWait
+	err := backoff.Retry(func() error {
+		_, err := a.c.Raw().Write("/v1/session/create", body, &created, wq)
+		var se api.StatusError
+		if err != nil && !(errors.As(err, &se) && se.Code >= 500) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, backoff.WithContext(b, ctx))
+	if err != nil {
 		return nil, fmt.Errorf("upgrade lock %s: create session: %w", key, err)
 	}
 	destroy := func(ctx context.Context) error {
