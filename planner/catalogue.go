@@ -908,9 +908,13 @@ func Catalogue() []Rule {
 }
 
 // PrimaryLast reports whether, on hop h, the primary datacenter is upgraded
-// after the secondaries: on the dedicated 1.2.4 and 1.6.10 paths with ACL
-// replication (upgrading the primary first breaks replication there). On
-// every other hop the primary goes first.
+// after the secondaries: on the hops of the dedicated 1.2.4 and 1.6.10 paths
+// (0.8.5-1.2.3 landing on 1.2.x at 1.2.4 or later, 1.2.4-1.6.9 landing on
+// 1.6.x at 1.6.10 or later) with ACL replication, where upgrading the
+// primary first breaks replication. On every other hop the primary goes
+// first, 1.6.9 -> 1.8.19 included (the 1.8.19 path runs the general process
+// in every datacenter). It is the one rule of datacenter order: Next, Plan,
+// Check and DatacenterOrder all read it.
 func PrimaryLast(h Hop, f Features) bool {
 	if !f.ACLReplication {
 		return false
@@ -921,10 +925,10 @@ func PrimaryLast(h Hop, f Features) bool {
 		return false
 	}
 	from, to = from.Core(), to.Core()
-	if !from.LessThan(v085) && from.LessThan(v124) && !to.LessThan(v124) {
+	if between(from, v085, v124) && between(to, v124, v130) {
 		return true
 	}
-	return !from.LessThan(v124) && from.LessThan(v1610) && !to.LessThan(v1610)
+	return between(from, v124, v1610) && between(to, v1610, v170)
 }
 
 // versionAtLeast reports s >= min; false when s does not parse.

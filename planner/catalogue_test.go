@@ -564,6 +564,11 @@ func TestPrimaryLast(t *testing.T) {
 		{"the 1.6.10 path with ACL replication upgrades secondaries first (datacenter-order)", Hop{From: "1.3.1", To: "1.6.10"}, repl, true},
 		{"other hops go primary first (datacenter-order)", Hop{From: "1.12.9", To: "1.13.9"}, repl, false},
 		{"without ACL replication the primary goes first (datacenter-order)", Hop{From: "1.3.1", To: "1.6.10"}, Features{}, false},
+		{"1.6.9 takes the 1.8.19 path, primary first (datacenter-order)", Hop{From: "1.6.9", To: "1.8.19"}, repl, false},
+		{"1.6.9 to 1.6.10 is the 1.6.10 path (datacenter-order)", Hop{From: "1.6.9", To: "1.6.10"}, repl, true},
+		{"0.8.2 to 0.8.5 leads to the 1.2.4 path but is not on it (datacenter-order)", Hop{From: "0.8.2", To: "0.8.5"}, repl, false},
+		{"0.8.5 to 1.2.4 is the 1.2.4 path (datacenter-order)", Hop{From: "0.8.5", To: "1.2.4+ent"}, repl, true},
+		{"1.2.4 to 1.2.5 is past the 1.2.4 path (datacenter-order)", Hop{From: "1.2.4", To: "1.2.5"}, repl, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -59,10 +59,8 @@ const (
 )
 
 var (
-	v050   = version.Must(version.NewVersion("0.5.0"))
-	v1_15  = version.Must(version.NewVersion("1.15.0"))
-	v1_2_4 = version.Must(version.NewVersion("1.2.4"))
-	v1_6_x = version.Must(version.NewVersion("1.6.10"))
+	v050  = version.Must(version.NewVersion("0.5.0"))
+	v1_15 = version.Must(version.NewVersion("1.15.0"))
 )
 
 var (
@@ -270,31 +268,15 @@ func newState(c *Cluster, target string, pol Policy) (*state, error) {
 		return nil, err
 	}
 
-	// Datacenters: the listed ones, then any that only agents name.
-	dcIndex := make(map[string]int)
-	single := ""
-	if len(c.Datacenters) == 1 {
-		single = c.Datacenters[0].Name
-	}
-	dcOf := func(name string) int {
-		if name == "" {
-			name = single
-			if name == "" {
-				name = "dc1"
-			}
-		}
-		if i, ok := dcIndex[name]; ok {
-			return i
-		}
-		i := len(st.dcs)
+	// Datacenters in their base order (primary first, then by name).
+	names := datacenterNames(c)
+	dcIndex := make(map[string]int, len(names))
+	for i, name := range names {
 		dcIndex[name] = i
-		st.dcs = append(st.dcs, &dcState{name: name})
-		return i
+		st.dcs = append(st.dcs, &dcState{name: name, primary: i == 0})
 	}
-	for _, d := range c.Datacenters {
-		i := dcOf(d.Name)
-		st.dcs[i].primary = st.dcs[i].primary || d.Primary
-	}
+	agentDC := agentDatacenter(c)
+	dcOf := func(name string) int { return dcIndex[agentDC(name)] }
 
 	st.srvV = make([]int, len(c.Servers))
 	st.leader = make([]bool, len(c.Servers))
@@ -334,49 +316,6 @@ func newState(c *Cluster, target string, pol Policy) (*state, error) {
 		addCount(&d.count, id, 1)
 	}
 
-	// The primary: the one marked, else the first listed, else the first
-	// by name.
-	primary := -1
-	for i, d := range st.dcs {
-		if d.primary {
-			primary = i
-			break
-		}
-	}
-	if primary < 0 {
-		if len(c.Datacenters) > 0 {
-			primary = 0
-		} else {
-			primary = 0
-			for i, d := range st.dcs {
-				if d.name < st.dcs[primary].name {
-					primary = i
-				}
-			}
-		}
-		st.dcs[primary].primary = true
-	}
-	for i, d := range st.dcs {
-		if i != primary {
-			d.primary = false
-		}
-	}
-	slices.SortStableFunc(st.dcs, func(a, b *dcState) int {
-		switch {
-		case a.primary && !b.primary:
-			return -1
-		case b.primary && !a.primary:
-			return 1
-		}
-		return strings.Compare(a.name, b.name)
-	})
-	pos := make([]int, len(st.dcs))
-	for newPos, d := range st.dcs {
-		pos[dcIndex[d.name]] = newPos
-	}
-	for i := range st.srvDC {
-		st.srvDC[i] = pos[st.srvDC[i]]
-	}
 	for _, d := range st.dcs {
 		d.byName = slices.Clone(d.listed)
 		slices.SortStableFunc(d.byName, func(a, b int) int { return strings.Compare(c.Servers[a].Name, c.Servers[b].Name) })
@@ -552,41 +491,18 @@ func (st *state) snapshotCovers(lowSrv int) bool {
 	return st.vs.r(id) == st.vs.r(lowSrv)
 }
 
-// dcOrder is the order datacenters take on hop: primary first, then the
-// others by name; on the dedicated 1.2.4 and 1.6.10 hops of a cluster with
-// several datacenters and ACL replication, the secondaries go first and the
-// primary last.
+// dcOrder is the order datacenters take on hop: DatacenterOrder's.
 func (st *state) dcOrder(hop Hop) []*dcState {
-	if len(st.dcs) < 2 || !st.c.Features.ACLReplication || !primaryLastHop(hop) {
-		return st.dcs
+	idx := hopOrder(len(st.dcs), hop, st.c.Features)
+	out := make([]*dcState, len(idx))
+	for k, i := range idx {
+		out[k] = st.dcs[i]
 	}
-	out := make([]*dcState, 0, len(st.dcs))
-	out = append(out, st.dcs[1:]...)
-	return append(out, st.dcs[0])
-}
-
-func primaryLastHop(hop Hop) bool {
-	to, err := version.NewVersion(hop.To)
-	if err != nil {
-		return false
-	}
-	return to.Equal(v1_2_4) || to.Equal(v1_6_x)
+	return out
 }
 
 func (st *state) dcReason(d *dcState, hop Hop) string {
-	if len(st.dcs) < 2 {
-		return ""
-	}
-	if st.c.Features.ACLReplication && primaryLastHop(hop) {
-		if d.primary {
-			return fmt.Sprintf("; primary %s goes last on the %s hop (ACL replication, %s)", d.name, hop.To, RuleDatacenterOrder)
-		}
-		return fmt.Sprintf("; secondary datacenters go before the primary on the %s hop (ACL replication, %s)", hop.To, RuleDatacenterOrder)
-	}
-	if d.primary {
-		return fmt.Sprintf("; the primary datacenter goes first (%s)", RuleDatacenterOrder)
-	}
-	return fmt.Sprintf("; secondaries follow the primary, by name (%s)", RuleDatacenterOrder)
+	return datacenterOrderReason(d.name, d.primary, len(st.dcs), hop, st.c.Features)
 }
 
 // serverStep returns the next server step of datacenter d on hop h, if any.
