@@ -581,16 +581,25 @@ func (st *state) serverStep(d *dcState, h, toID int) (Step, bool) {
 		Reason:     reason + st.dcReason(d, hop),
 		NoReturn:   noReturn(st.vs.vers[st.srvV[pick]], st.vs.vers[toID]),
 	}
-	if st.pol.ServerOrder == AsListed && st.vs.vers[toID].GreaterThanOrEqual(v050) {
+	// The 0.5 tombstone window: as listed, any server may lead on 0.5
+	// while old ones remain; followers first keeps the old leader until
+	// last, unless a 0.5 server already leads (observed: a run stopped
+	// midway, a failover), and then the window runs whatever the order.
+	newLeader := leader >= 0 && !st.vs.vers[st.srvV[leader]].LessThan(v050)
+	if (st.pol.ServerOrder == AsListed || newLeader) && st.vs.vers[toID].GreaterThanOrEqual(v050) {
 		for _, i := range d.listed {
 			if st.vs.vers[st.srvV[i]].LessThan(v050) {
+				why := fmt.Sprintf("servers of %s on 0.5 and older ones may only run side by side for 15 minutes (tombstone reaping); finish every server swap of the hop within it, or order followers first", d.name)
+				if newLeader {
+					why = fmt.Sprintf("the leader %s of %s already runs %s while older servers remain: it reaps tombstones once their 15-minute TTL expires and the old servers panic on that; finish every remaining server swap of the hop within the window, which may have started before this run",
+						st.c.Servers[leader].Name, d.name, st.vs.strs[st.srvV[leader]])
+				}
 				step.Deadline = &Deadline{
 					Rule:    RuleTombstoneWindow,
 					Seconds: TombstoneWindowSeconds,
 					First:   -1,
 					Last:    -1,
-					Reason: fmt.Sprintf("servers of %s on 0.5 and older ones may only run side by side for 15 minutes (tombstone reaping); finish every server swap of the hop within it, or order followers first",
-						d.name),
+					Reason:  why,
 				}
 				break
 			}
