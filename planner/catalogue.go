@@ -362,6 +362,33 @@ func observedNewLeader(rc RuleContext, v string) (liveWindow, bool) {
 	return liveWindow{}, false
 }
 
+// leader080 reports whether an observed 0.8.0 server leads servers older
+// than 0.8.0 (0.8.1 fixed the entry they panic on).
+func leader080(rc RuleContext) bool {
+	w, ok := observedNewLeader(rc, "0.8.0")
+	return ok && versionIs(w.version, "0.8.0")
+}
+
+// leaderAtLeast reports whether an observed leader runs v or later.
+func leaderAtLeast(rc RuleContext, v string) bool {
+	if rc.Cluster == nil {
+		return false
+	}
+	for _, s := range rc.Cluster.Servers {
+		if s.Leader && versionAtLeast(s.Version, v) {
+			return true
+		}
+	}
+	return false
+}
+
+// versionIs reports whether s's core is v; false when s does not parse.
+func versionIs(s, v string) bool {
+	sv, err := parseVersion(s)
+	m := mustVersion(v)
+	return err == nil && m != nil && sv.Core().Equal(m)
+}
+
 // serversOnCore lists the observed servers whose version's core is v.
 func serversOnCore(rc RuleContext, v string) []string {
 	if rc.Cluster == nil {
@@ -545,7 +572,10 @@ func catalogue() []builtin {
 			"leadership transfer moves the leader to an upgraded server before the old leader is swapped",
 			"nothing to do: the runner uses POST /v1/operator/raft/transfer-leader?id=<raft id> (the 1.15/1.16 CLI ignores -id) and waits until the named server leads; set no_transfer_leadership to swap the leader last instead",
 			when(func(rc RuleContext) bool {
-				return serverCount(rc) > 1 && versionAtLeast(rc.Hop.From, "1.15.0") && versionAtLeast(rc.Hop.To, "1.15.0")
+				// Next transfers when the leader (not the lowest server)
+				// runs 1.15+, so an observed 1.15+ leader counts too.
+				return serverCount(rc) > 1 && versionAtLeast(rc.Hop.To, "1.15.0") &&
+					(versionAtLeast(rc.Hop.From, "1.15.0") || leaderAtLeast(rc, "1.15.0"))
 			}),
 			msgBy(func(rc RuleContext) string {
 				if policy(rc).NoTransferLeadership {
@@ -673,14 +703,24 @@ func catalogue() []builtin {
 		knownBad("known-bad-0.8.0", "= 0.8.0", urlGH2889,
 			"0.8.0 is a known-bad target: its leader writes a Raft entry older servers panic on",
 			"target 0.8.1 or later (0.8.5 is the newest 0.8.x)"),
-		def(RuleLeaderPanic080, KindOrdering, Warning, "< 0.8.0", "= 0.8.0", urlGH2889,
+		def(RuleLeaderPanic080, KindOrdering, Warning, "< 0.8.0", ">= 0.8.0", urlGH2889,
 			"a 0.8.0 leader writes an autopilot Raft entry that older servers panic on",
-			"swap followers first and the leader last, and prefer 0.8.1+ as the target",
+			"swap followers first and the leader last, and prefer 0.8.1+ as the target; once a 0.8.0 server leads older ones, swap the older servers at once",
+			once, when(func(rc RuleContext) bool {
+				return versionIs(rc.Hop.To, "0.8.0") || leader080(rc)
+			}),
 			sevBy(func(rc RuleContext) Severity {
-				if policy(rc).ServerOrder == AsListed {
+				if policy(rc).ServerOrder == AsListed && versionIs(rc.Hop.To, "0.8.0") {
 					return Blocking
 				}
 				return Warning
+			}),
+			msgBy(func(rc RuleContext) string {
+				if w, ok := observedNewLeader(rc, "0.8.0"); ok && leader080(rc) {
+					return fmt.Sprintf("leader %s of %s already runs %s while %s run(s) older versions: it writes an autopilot Raft entry they panic on (GH-2889), whatever the server order",
+						w.leader, w.dc, w.version, strings.Join(w.below, ", "))
+				}
+				return "a 0.8.0 leader writes an autopilot Raft entry that older servers panic on"
 			})),
 		def("acl-enforce-version-8-0.8", KindACL, Warning, "< 0.8.0", ">= 0.8.0", urlVersionSpecific,
 			"acl_enforce_version_8 defaults to true from 0.8",

@@ -100,3 +100,28 @@ func TestUpgradeMigrationFindingNamesTheStrategy(t *testing.T) {
 		}
 	}
 }
+
+// Check's transfer-leader finding and Next agree when the leader is newer
+// than the lowest server: an observed 1.15 leader over 1.14 followers is
+// transferred from, and the finding says so.
+func TestTransferFindingFollowsTheObservedLeader(t *testing.T) {
+	c := baseCluster("1.14.8")
+	c.Servers[2].Version = "1.15.2"
+	p, err := Plan(c, "1.16.6", Policy{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	transfers := 0
+	for _, s := range p.Steps {
+		if s.Kind == StepTransferLeader {
+			transfers++
+		}
+	}
+	fired := false
+	for _, f := range p.Findings {
+		fired = fired || f.Rule == RuleTransferLeader
+	}
+	if transfers == 0 || !fired {
+		t.Fatalf("plan has %d transfer step(s) and the %s finding fired = %v; want both", transfers, RuleTransferLeader, fired)
+	}
+}
