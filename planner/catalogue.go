@@ -462,7 +462,7 @@ func catalogue() []builtin {
 			evalBy((*checker).checkDatacenters)),
 		def(PrecheckDatacenterNotSeen, KindPrecheck, Warning, "", "", urlFederated,
 			"a listed datacenter has no servers in the snapshot, so the plan does not upgrade it",
-			"plan that datacenter from a snapshot of its own agents (upgrade.Discover through one of them); keep the datacenter order of the path (primary first, or last on the 1.2.4 and 1.6.10 paths with ACL replication)",
+			"plan that datacenter from a snapshot of its own agents (upgrade.Discover through one of them); keep the datacenter order of each hop (planner.DatacenterOrder, recorded in the plan's Hop.Datacenters: primary first, or last on the 1.2.4 and 1.6.10 path hops with ACL replication)",
 			evalBy((*checker).checkDatacenters)),
 		def(PrecheckClientNewerThanSrvs, KindPrecheck, Warning, "", "", urlCompatibility,
 			"clients run a newer version than the servers of their datacenter",
