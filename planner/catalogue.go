@@ -753,7 +753,24 @@ func catalogue() []builtin {
 			limit("no 1.0.0 server while replacing")),
 		def("raft-protocol-3-1.0", KindRaft, Info, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
 			"1.0 defaults to raft_protocol 3, which needs every server on 0.8+",
-			"nothing to do when every server is on 0.8+ (the path ensures it); the peers.json format changes too"),
+			"when the servers run raft protocol 2 (the 0.8/0.9 default), start the upgraded servers with raft_protocol = 2 until no 0.x server remains, then move every server to 3 in a separate rolling restart (before 1.9); the peers.json format changes too",
+			// Measured on real agents: 0.8.5 -> 1.2.4 with the 1.2.4 servers
+			// on their default protocol 3 beside 0.8.5 ones on 2 lost its
+			// leader for over 30 s after the leader's swap; with
+			// raft_protocol = 2 on 1.2.4 the hop had one short election
+			// (internal/realtest/hopsold).
+			sevBy(func(rc RuleContext) Severity {
+				if feat(rc).RaftProtocol == 3 {
+					return Info
+				}
+				return Warning
+			}),
+			msgBy(func(rc RuleContext) string {
+				if feat(rc).RaftProtocol == 3 {
+					return "1.0 defaults to raft_protocol 3; every server already runs it"
+				}
+				return "1.0 defaults to raft_protocol 3, and these servers run 2 (or it was not observed): an upgraded server on 3 beside 0.x servers on 2 can leave the cluster without a leader"
+			})),
 		def("single-server-raft-1.0", KindPrecheck, Warning, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
 			"a single server restarted in place on Raft protocol 3 cannot elect itself",
 			"keep raft_protocol = 2 on the single server, or prepare a peers.json with its node ID",

@@ -60,31 +60,41 @@ const (
 
 var (
 	v050  = version.Must(version.NewVersion("0.5.0"))
+	v071  = version.Must(version.NewVersion("0.7.1"))
 	v1_15 = version.Must(version.NewVersion("1.15.0"))
 )
 
 var (
 	serverGate = []GateCheck{GateLeaderKnown, GateVersion, GateVoter, GateAutopilotHealthy, GateStable, GateTrailingLogs, GateFailureTolerance}
-	// Before 0.8 there is no autopilot (no health, stability, trailing logs
-	// or failure tolerance to read), and before 0.7 no Raft configuration
-	// endpoint: the gate asks what those versions can answer.
-	serverGate07 = []GateCheck{GateLeaderKnown, GateVersion, GateSerfAlive, GateVoter}
-	serverGate05 = []GateCheck{GateLeaderKnown, GateVersion, GateSerfAlive}
-	clientGate   = []GateCheck{GateVersion, GateSerfAlive}
-	leaderGate   = []GateCheck{GateLeaderKnown}
+	// Before 0.8 there is no autopilot, and before 0.7 no Raft
+	// configuration endpoint: the gate runs the checks of Consul's own
+	// upgrade guide on what those versions answer (the peer set from
+	// /v1/status/peers or the Raft configuration, each server's raft stats
+	// from its /v1/agent/self), with stability counted from the gate's own
+	// observations. 0.4 to 0.7 share the list; the upgrade package's Gate
+	// picks the API era's means of checking each condition.
+	serverGateNoAutopilot = []GateCheck{GateLeaderKnown, GateVersion, GateSerfAlive, GateVoter, GateCommitIndex, GateLastContact, GateStable, GateFailureTolerance}
+	clientGate            = []GateCheck{GateVersion, GateSerfAlive}
+	leaderGate            = []GateCheck{GateLeaderKnown}
 )
 
 // serverGateFor returns the conditions that prove a server swapped to the
-// version to is back: the autopilot-based gate from 0.8 on, what serf and
-// the Raft configuration can tell before that.
+// version to is back: the autopilot-based gate from 0.8 on, the upgrade
+// guide's checks before that.
 func serverGateFor(to *version.Version) []GateCheck {
-	switch {
-	case to.LessThan(v070):
-		return slices.Clone(serverGate05)
-	case to.LessThan(v080):
-		return slices.Clone(serverGate07)
+	if to.LessThan(v080) {
+		return slices.Clone(serverGateNoAutopilot)
 	}
 	return slices.Clone(serverGate)
+}
+
+// backupFor is how a snapshot step saves the state of servers whose lowest
+// version is low: the snapshot API from 0.7.1, a logical backup before.
+func backupFor(low *version.Version) (BackupKind, string) {
+	if low.LessThan(v071) {
+		return BackupLogical, fmt.Sprintf("a logical backup (KV tree and ACL tokens through the HTTP API; it cannot restore sessions, catalog registrations, prepared queries or raft state), since %s has no snapshot API (0.7.1)", low)
+	}
+	return BackupSnapshot, "a snapshot through /v1/snapshot"
 }
 
 // Next returns the next step to take, decided from the observed cluster c:
@@ -455,14 +465,16 @@ func (st *state) decide() (Step, error) {
 		if st.snap != "" {
 			last = "the last one was taken on " + st.snap
 		}
+		kind, how := backupFor(st.vs.vers[lowSrv])
 		return Step{
-			Kind:  StepSnapshot,
-			Nodes: st.leaders(),
-			From:  st.vs.strs[lowSrv],
-			To:    hop.To,
-			Hop:   h,
-			Reason: fmt.Sprintf("save and verify a snapshot in every datacenter before the first server swap of hop %s -> %s; the servers run %s and %s",
-				hop.From, hop.To, st.vs.strs[lowSrv], last),
+			Kind:   StepSnapshot,
+			Nodes:  st.leaders(),
+			From:   st.vs.strs[lowSrv],
+			To:     hop.To,
+			Hop:    h,
+			Backup: kind,
+			Reason: fmt.Sprintf("save and verify a backup in every datacenter before the first server swap of hop %s -> %s: %s; the servers run %s and %s",
+				hop.From, hop.To, how, st.vs.strs[lowSrv], last),
 		}, nil
 	}
 

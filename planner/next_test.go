@@ -96,8 +96,9 @@ func TestNext(t *testing.T) {
 					t.Errorf("reason %q does not say the leader goes last", s.Reason)
 				}
 				// 0.5.2 has no autopilot and no Raft configuration endpoint:
-				// the gate asks what such a server can answer.
-				want := []GateCheck{GateLeaderKnown, GateVersion, GateSerfAlive}
+				// the gate runs the upgrade guide's checks on what such a
+				// server can answer (peers, raft stats).
+				want := []GateCheck{GateLeaderKnown, GateVersion, GateSerfAlive, GateVoter, GateCommitIndex, GateLastContact, GateStable, GateFailureTolerance}
 				if !slices.Equal(s.Gate, want) {
 					t.Errorf("server gate = %v, want %v (no autopilot before 0.8)", s.Gate, want)
 				}
@@ -427,8 +428,8 @@ func TestServerGateAsksWhatTheTargetVersionCanAnswer(t *testing.T) {
 		to   string
 		want []GateCheck
 	}{
-		{"a server bound for 0.5 is gated on leader, version and serf only (no autopilot, no raft configuration API)", "0.5.2", []GateCheck{GateLeaderKnown, GateVersion, GateSerfAlive}},
-		{"a server bound for 0.7 is also checked as a voter in the raft configuration", "0.7.5", []GateCheck{GateLeaderKnown, GateVersion, GateSerfAlive, GateVoter}},
+		{"a server bound for 0.5 gets the upgrade guide's checks: in the peer set, commit index caught up, recent contact, stable", "0.5.2", []GateCheck{GateLeaderKnown, GateVersion, GateSerfAlive, GateVoter, GateCommitIndex, GateLastContact, GateStable, GateFailureTolerance}},
+		{"a server bound for 0.7 gets the same checks (0.7 has a raft configuration but no autopilot yet)", "0.7.5", []GateCheck{GateLeaderKnown, GateVersion, GateSerfAlive, GateVoter, GateCommitIndex, GateLastContact, GateStable, GateFailureTolerance}},
 		{"a server bound for 0.8 or later is gated on autopilot health, stability, trailing logs and failure tolerance", "1.13.9", []GateCheck{GateLeaderKnown, GateVersion, GateVoter, GateAutopilotHealthy, GateStable, GateTrailingLogs, GateFailureTolerance}},
 	}
 	for _, tc := range cases {
@@ -436,6 +437,34 @@ func TestServerGateAsksWhatTheTargetVersionCanAnswer(t *testing.T) {
 			got := serverGateFor(version.Must(version.NewVersion(tc.to)))
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("gate for %s = %v, want %v", tc.to, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestSnapshotStepSaysWhichBackupItTakes(t *testing.T) {
+	cases := []struct {
+		name, from, target string
+		want               BackupKind
+	}{
+		{"servers on 0.4.1 have no snapshot API: a logical backup", "0.4.1", "0.5.2", BackupLogical},
+		{"servers on 0.7.0 still have none (it came in 0.7.1)", "0.7.0", "0.7.5", BackupLogical},
+		{"servers on 0.7.1 take a snapshot", "0.7.1", "0.7.5", BackupSnapshot},
+		{"servers on 1.12.9 take a snapshot", "1.12.9", "1.13.9", BackupSnapshot},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := with(cluster2015(), chain(allServers(tc.from), func(c *Cluster) { c.Clients = nil }))
+			s, err := Next(c, tc.target, Policy{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Kind != StepSnapshot || s.Backup != tc.want {
+				t.Fatalf("step = %s backup %q, want snapshot backup %q", s.Kind, s.Backup, tc.want)
+			}
+			says := strings.Contains(s.Reason, "logical backup") && strings.Contains(s.Reason, "cannot restore")
+			if says != (tc.want == BackupLogical) {
+				t.Errorf("reason %q: mentions a logical backup and what it cannot restore = %t, want %t", s.Reason, says, tc.want == BackupLogical)
 			}
 		})
 	}

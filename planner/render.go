@@ -103,8 +103,12 @@ func (p *UpgradePlan) String() string {
 		if s.NoReturn != "" {
 			mark = append(mark, "no-return")
 		}
+		kind := string(s.Kind)
+		if s.Kind == StepSnapshot && s.Backup == BackupLogical {
+			kind += "/logical"
+		}
 		fmt.Fprintf(tw, "  %d\t%d\t%s\t%s\t%s -> %s\t%s\t%s\t%s\t%s\n",
-			i+1, s.Hop, s.Kind, stepNodes(&s), from, s.To, dash(string(s.StopMode)), gateName(s.Gate, gates), dash(strings.Join(mark, ",")), s.Reason)
+			i+1, s.Hop, kind, stepNodes(&s), from, s.To, dash(string(s.StopMode)), gateName(s.Gate, gates), dash(strings.Join(mark, ",")), s.Reason)
 	}
 	tw.Flush()
 
@@ -122,6 +126,11 @@ func (p *UpgradePlan) String() string {
 			}
 			fmt.Fprintf(&b, "  %s = %s\n", n, strings.Join(parts, ", "))
 		}
+	}
+
+	if backupsUsed(p.Steps, BackupLogical) {
+		b.WriteString("\nBackups:\n")
+		b.WriteString("  snapshot/logical = servers below 0.7.1 have no snapshot API: the KV tree (and the ACL tokens when ACLs are on) is exported through the HTTP API with a SHA-256 checksum and read back to verify; it cannot restore " + LogicalBackupOmits + "\n")
 	}
 
 	if modes := stopModesUsed(p.Steps); len(modes) > 0 {
@@ -165,7 +174,7 @@ func (p *UpgradePlan) String() string {
 	var nr []string
 	for i, s := range p.Steps {
 		if s.NoReturn != "" {
-			nr = append(nr, fmt.Sprintf("  step %d: %s %s -> %s (%s): a binary downgrade of %s is unsafe from here; go back only by restoring the snapshot\n", i+1, s.Node, s.From, s.To, s.NoReturn, s.Node))
+			nr = append(nr, fmt.Sprintf("  step %d: %s %s -> %s (%s): a binary downgrade of %s is unsafe from here; go back only by restoring the backup taken before the hop\n", i+1, s.Node, s.From, s.To, s.NoReturn, s.Node))
 		}
 	}
 	if len(nr) > 0 {
@@ -231,6 +240,8 @@ func gateName(g []GateCheck, seen map[string][]GateCheck) string {
 	switch {
 	case slices.Equal(g, serverGate):
 		name = "server"
+	case slices.Equal(g, serverGateNoAutopilot):
+		name = "server-pre-0.8"
 	case slices.Equal(g, clientGate):
 		name = "client"
 	case slices.Equal(g, leaderGate):
@@ -311,4 +322,15 @@ func stopModesUsed(steps []Step) []StopMode {
 		}
 	}
 	return out
+}
+
+// backupsUsed reports whether a snapshot step of the plan takes a backup of
+// kind.
+func backupsUsed(steps []Step, kind BackupKind) bool {
+	for _, s := range steps {
+		if s.Kind == StepSnapshot && s.Backup == kind {
+			return true
+		}
+	}
+	return false
 }

@@ -54,7 +54,29 @@ const (
 	GateFailureTolerance GateCheck = "failure-tolerance" // FailureTolerance back to its value before the run
 	GateSerfAlive        GateCheck = "serf-alive"        // the agent is alive in serf
 	GateRemoved          GateCheck = "removed"           // the server is no longer in the raft configuration
+	// Before autopilot (and on 0.8/0.9 with raft protocol 2) Consul's own
+	// upgrade guide checks each server's raft stats from /v1/agent/self:
+	GateCommitIndex GateCheck = "commit-index" // commit_index within MaxTrailingLogs of the leader's
+	GateLastContact GateCheck = "last-contact" // last_contact with the leader within LastContactThreshold
 )
+
+// BackupKind is how a snapshot step saves the cluster's state.
+type BackupKind string
+
+const (
+	// BackupSnapshot is Consul's snapshot API (/v1/snapshot, 0.7.1 and
+	// later): the whole Raft state, restorable with "consul snapshot
+	// restore".
+	BackupSnapshot BackupKind = "snapshot"
+	// BackupLogical is a verified export through the HTTP API, for servers
+	// below 0.7.1, which have no snapshot API: the KV tree and (with ACLs
+	// on) the ACL tokens. It cannot restore what LogicalBackupOmits lists.
+	BackupLogical BackupKind = "logical"
+)
+
+// LogicalBackupOmits is what a logical backup does not hold, so cannot
+// restore.
+const LogicalBackupOmits = "sessions and locks, catalog registrations (nodes, services, checks; agents re-register their own), prepared queries, events, and the raft state itself (log, index, peer set)"
 
 // Deadline is a time bound that a stretch of steps must meet, from the
 // start of the first step it names to the end of the last.
@@ -93,6 +115,9 @@ type Step struct {
 	Reason string `json:"reason"`
 	// Deadline is set when the step belongs to a stretch with a time bound.
 	Deadline *Deadline `json:"deadline,omitempty"`
+	// Backup is how a snapshot step saves the state: the snapshot API from
+	// 0.7.1, a logical backup before it ("" for other steps).
+	Backup BackupKind `json:"backup,omitempty"`
 	// NoReturn names the rule after which a binary downgrade of this node
 	// is unsafe ("" when a downgrade stays possible).
 	NoReturn string `json:"no_return,omitempty"`

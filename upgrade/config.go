@@ -65,6 +65,18 @@ type Config struct {
 	// GateMaxInterval caps the wait between gate attempts (0:
 	// DefaultGateMaxInterval).
 	GateMaxInterval time.Duration
+	// ServerAPI reaches each server's own HTTP API, which the gates need
+	// in the eras without autopilot health (before 0.8, and 0.8+ on raft
+	// protocol 2): a server's commit index and last contact are only in
+	// its own /v1/agent/self. E.g. upgrade.ServerHTTP(8500). Nil: a gate
+	// that needs another server's raft stats fails naming this field.
+	ServerAPI ServerAPIFunc
+	// StabilizationTime, when positive, is how long a swapped server must
+	// be seen healthy before the next step, instead of autopilot's
+	// ServerStabilizationTime (or DefaultStabilizationTime in the eras
+	// without an autopilot configuration). Without autopilot it is counted
+	// from the gate's own observations.
+	StabilizationTime time.Duration
 	// MaxSteps bounds the number of steps of a run (0: DefaultMaxSteps).
 	MaxSteps int
 	// ClientConcurrency bounds the swaps in flight within a client wave
@@ -136,6 +148,9 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.GateMaxInterval < 0 {
 		add("GateMaxInterval", cfg.GateMaxInterval.String(), "is negative; use 0 for the default (2s) or a positive duration")
+	}
+	if cfg.StabilizationTime < 0 {
+		add("StabilizationTime", cfg.StabilizationTime.String(), "is negative; use 0 for autopilot's (or the default 10s) or a positive duration")
 	}
 	if cfg.MaxSteps < 0 {
 		add("MaxSteps", fmt.Sprint(cfg.MaxSteps), fmt.Sprintf("is negative; use 0 for the default (%d) or a positive bound", DefaultMaxSteps))

@@ -2,8 +2,11 @@ package upgrade
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -34,6 +37,64 @@ type Consul interface {
 	// TransferLeader asks the leader to hand leadership to the server with
 	// the given Raft ID (Consul >= 1.15).
 	TransferLeader(ctx context.Context, id string) error
+}
+
+// EraReader is the optional part of Consul that the eras before the Raft
+// configuration endpoint and the snapshot API (before 0.7 and 0.7.1) need:
+// Discover and Gate read the peer set and each server's progress through
+// it, and the logical backup the KV tree and ACL tokens. NewConsul
+// implements it; a Consul without it works with clusters of 0.7.1 and
+// later, and fails with ErrNoEraReader on older ones.
+type EraReader interface {
+	// Peers returns the Raft peer set ("ip:port" of every voter) from
+	// /v1/status/peers, which every era has: before 0.7 it is the only
+	// view of the peer set.
+	Peers(ctx context.Context) ([]string, error)
+	// KVList returns the whole KV tree (/v1/kv/?recurse), for the logical
+	// backup, with the index it was read at.
+	KVList(ctx context.Context) ([]*api.KVPair, uint64, error)
+	// ACLList returns the ACL tokens through the legacy /v1/acl/list (0.4
+	// to 1.10), for the logical backup; it needs a management token.
+	ACLList(ctx context.Context) ([]*api.ACLEntry, error)
+	// StaleState makes a stale read (/v1/catalog/services?stale), which the
+	// server the agent is answers from its own state, and returns what the
+	// response headers say about that server's Raft state. Before 0.7,
+	// /v1/agent/self has no raft stats: this is the HTTP API's only view of
+	// a server's progress and contact with the leader.
+	StaleState(ctx context.Context) (StaleState, error)
+}
+
+// ErrNoEraReader is wrapped by the error of an observation or backup that
+// needs EraReader when the Consul given does not implement it.
+var ErrNoEraReader = errors.New("the Consul given does not implement upgrade.EraReader (needed before 0.7.1; upgrade.NewConsul implements it)")
+
+// eraReader returns c's EraReader, or an error naming what needed it.
+func eraReader(c Consul, what string) (EraReader, error) {
+	if r, ok := c.(EraReader); ok {
+		return r, nil
+	}
+	return nil, fmt.Errorf("%s: %w", what, ErrNoEraReader)
+}
+
+// StaleState is what a stale read answered by one server says about it:
+// X-Consul-Index (the index of its catalog), X-Consul-LastContact (the time
+// since it last heard from the leader; 0 on the leader) and
+// X-Consul-KnownLeader. Every era sets these headers.
+type StaleState struct {
+	Index       uint64
+	LastContact time.Duration
+	KnownLeader bool
+}
+
+// Calls to an endpoint that a Consul version does not have answer 404; the
+// era-specific calls turn that into a *MissingEndpointError naming the
+// versions that have it.
+func missing(err error, path, versions string) error {
+	var se api.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusNotFound {
+		return &MissingEndpointError{Path: path, Versions: versions}
+	}
+	return err
 }
 
 // NewConsul returns a Consul backed by c. Every call carries its ctx.
@@ -71,7 +132,7 @@ func (a *apiConsul) Members(ctx context.Context) ([]*api.AgentMember, error) {
 
 func (a *apiConsul) RaftConfiguration(ctx context.Context) (*api.RaftConfiguration, error) {
 	rc, err := a.c.Operator().RaftGetConfiguration(q(ctx))
-	if err != nil {
+	if err = missing(err, "/v1/operator/raft/configuration", "0.7.0 and later"); err != nil {
 		return nil, fmt.Errorf("read raft configuration: %w", err)
 	}
 	return rc, nil
@@ -82,7 +143,7 @@ func (a *apiConsul) RaftConfiguration(ctx context.Context) (*api.RaftConfigurati
 // cases.
 func (a *apiConsul) AutopilotHealth(ctx context.Context) (*api.OperatorHealthReply, error) {
 	h, err := a.c.Operator().AutopilotServerHealth(q(ctx))
-	if err != nil {
+	if err = missing(err, "/v1/operator/autopilot/health", "0.8.0 and later"); err != nil {
 		return nil, fmt.Errorf("read autopilot health: %w", err)
 	}
 	return h, nil
@@ -90,7 +151,7 @@ func (a *apiConsul) AutopilotHealth(ctx context.Context) (*api.OperatorHealthRep
 
 func (a *apiConsul) AutopilotConfiguration(ctx context.Context) (*api.AutopilotConfiguration, error) {
 	c, err := a.c.Operator().AutopilotGetConfiguration(q(ctx))
-	if err != nil {
+	if err = missing(err, "/v1/operator/autopilot/configuration", "0.8.0 and later"); err != nil {
 		return nil, fmt.Errorf("read autopilot configuration: %w", err)
 	}
 	return c, nil
@@ -122,7 +183,7 @@ func (a *apiConsul) Datacenters(ctx context.Context) ([]string, error) {
 
 func (a *apiConsul) SnapshotSave(ctx context.Context) (io.ReadCloser, error) {
 	rc, _, err := a.c.Snapshot().Save(q(ctx))
-	if err != nil {
+	if err = missing(err, "/v1/snapshot", "0.7.1 and later"); err != nil {
 		return nil, fmt.Errorf("save snapshot: %w", err)
 	}
 	return rc, nil
@@ -130,11 +191,52 @@ func (a *apiConsul) SnapshotSave(ctx context.Context) (io.ReadCloser, error) {
 
 func (a *apiConsul) TransferLeader(ctx context.Context, id string) error {
 	r, err := a.c.Operator().RaftLeaderTransfer(id, q(ctx))
-	if err != nil {
+	if err = missing(err, "/v1/operator/raft/transfer-leader", "1.15.0 and later"); err != nil {
 		return fmt.Errorf("transfer raft leadership to %s: %w", id, err)
 	}
 	if !r.Success {
 		return fmt.Errorf("transfer raft leadership to %s: the leader answered success=false; check the target is a healthy voter", id)
 	}
 	return nil
+}
+
+func (a *apiConsul) Peers(ctx context.Context) ([]string, error) {
+	var out []string
+	if _, err := a.c.Raw().Query("/v1/status/peers", &out, q(ctx)); err != nil {
+		return nil, fmt.Errorf("read raft peers: %w", err)
+	}
+	return out, nil
+}
+
+// KVList reads the whole tree. An empty tree answers 404, which api's List
+// turns into no pairs: it is not a missing endpoint (/v1/kv exists in every
+// era).
+func (a *apiConsul) KVList(ctx context.Context) ([]*api.KVPair, uint64, error) {
+	pairs, meta, err := a.c.KV().List("", q(ctx))
+	if err != nil {
+		return nil, 0, fmt.Errorf("read the KV tree: %w", err)
+	}
+	var index uint64
+	if meta != nil {
+		index = meta.LastIndex
+	}
+	return pairs, index, nil
+}
+
+func (a *apiConsul) ACLList(ctx context.Context) ([]*api.ACLEntry, error) {
+	//lint:ignore SA1019 the legacy ACL API is the one the eras before 0.7.1 have
+	acls, _, err := a.c.ACL().List(q(ctx)) //nolint:staticcheck
+	if err = missing(err, "/v1/acl/list", "0.4.0 to 1.10.x"); err != nil {
+		return nil, fmt.Errorf("list legacy ACL tokens: %w", err)
+	}
+	return acls, nil
+}
+
+func (a *apiConsul) StaleState(ctx context.Context) (StaleState, error) {
+	qo := (&api.QueryOptions{AllowStale: true}).WithContext(ctx)
+	_, meta, err := a.c.Catalog().Services(qo)
+	if err != nil {
+		return StaleState{}, fmt.Errorf("stale catalog read: %w", err)
+	}
+	return StaleState{Index: meta.LastIndex, LastContact: meta.LastContact, KnownLeader: meta.KnownLeader}, nil
 }

@@ -2,6 +2,7 @@ package upgrade
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"sort"
@@ -23,14 +24,98 @@ const (
 // Discover observes a live cluster and returns it as a planner.Cluster:
 // servers are the serf members tagged role=consul and clients those tagged
 // role=node; versions come from the serf build tag, the leader from
-// /v1/status/leader, voters from the Raft configuration and health from
-// autopilot (and serf status alive). Members that left are omitted; failed
-// servers appear as unhealthy. Servers and clients are sorted by name.
+// /v1/status/leader. Members that left are omitted; failed servers appear as
+// unhealthy. Servers and clients are sorted by name.
+//
+// How voters and health are read depends on the cluster's API era (see
+// Era): voters from the Raft configuration (0.7 and later) or
+// /v1/status/peers (before 0.7, where every peer votes); health from
+// autopilot where it answers (0.8+ with raft protocol 3 on every server),
+// and otherwise a server is healthy when it is alive in serf, in the peer
+// set and a leader is known.
 //
 // Discover does not set Cluster.SnapshotVersion: that is the runner's record.
 func Discover(ctx context.Context, c Consul) (planner.Cluster, error) {
 	cl, _, err := discover(ctx, c)
 	return cl, err
+}
+
+// ObserveEra returns the API era of the cluster behind c: the era of its
+// oldest server's serf tags (build, raft_vsn), lowered when the agent asked
+// answers 404 for the era's endpoints (*MissingEndpointError: an agent older
+// than the servers). It never mistakes a missing endpoint for an outage;
+// any other error is returned.
+func ObserveEra(ctx context.Context, c Consul) (Era, error) {
+	members, err := c.Members(ctx)
+	if err != nil {
+		return "", fmt.Errorf("observe the API era: %w", err)
+	}
+	v, err := observeViews(ctx, c, members)
+	if err != nil {
+		return "", fmt.Errorf("observe the API era: %w", err)
+	}
+	return v.era, nil
+}
+
+// views is what one look at the cluster reads beyond members and leader,
+// per era.
+type views struct {
+	era    Era
+	raft   *api.RaftConfiguration // read (0.7+) or built from /v1/status/peers (before 0.7)
+	health *api.OperatorHealthReply
+}
+
+// observeViews reads the peer set and autopilot health as far as the era
+// has them.
+func observeViews(ctx context.Context, c Consul, members []*api.AgentMember) (views, error) {
+	v := views{era: eraOfMembers(members)}
+	var err error
+	if v.era.RaftConfig() {
+		if v.raft, err = c.RaftConfiguration(ctx); errors.Is(err, ErrEndpointMissing) {
+			v.era, err = EraPeers, nil
+		}
+		if err != nil {
+			return v, err
+		}
+	}
+	if !v.era.RaftConfig() {
+		er, err := eraReader(c, "read the peer set (before 0.7)")
+		if err != nil {
+			return v, err
+		}
+		peers, err := er.Peers(ctx)
+		if err != nil {
+			return v, err
+		}
+		v.raft = raftFromPeers(members, peers)
+	}
+	if v.era.Autopilot() {
+		if v.health, err = c.AutopilotHealth(ctx); errors.Is(err, ErrEndpointMissing) {
+			v.era, v.health, err = EraRaftConfig, nil, nil
+		}
+		if err != nil {
+			return v, err
+		}
+	}
+	return v, nil
+}
+
+// raftFromPeers builds the Raft configuration of a cluster before 0.7 from
+// /v1/status/peers: every peer is a voter, named after the serf member whose
+// Raft address it is (the address itself when no member has it), its ID
+// its address as in raft protocol 2.
+func raftFromPeers(members []*api.AgentMember, peers []string) *api.RaftConfiguration {
+	rc := &api.RaftConfiguration{}
+	for _, p := range peers {
+		rs := &api.RaftServer{ID: p, Node: p, Address: p, Voter: true}
+		for _, m := range members {
+			if m != nil && m.Tags["role"] == "consul" && raftAddr(m) == p {
+				rs.Node = m.Name
+			}
+		}
+		rc.Servers = append(rc.Servers, rs)
+	}
+	return rc
 }
 
 // discover is Discover that also returns the datacenter of the agent c talks
@@ -45,13 +130,9 @@ func discover(ctx context.Context, c Consul) (planner.Cluster, string, error) {
 	if err != nil {
 		return cl, "", fmt.Errorf("discover: %w", err)
 	}
-	raft, err := c.RaftConfiguration(ctx)
+	v, err := observeViews(ctx, c, members)
 	if err != nil {
-		return cl, "", fmt.Errorf("discover: %w", err)
-	}
-	health, err := c.AutopilotHealth(ctx)
-	if err != nil {
-		return cl, "", fmt.Errorf("discover: %w", err)
+		return cl, "", fmt.Errorf("discover: %w (reading the %s era's endpoints)", err, v.era)
 	}
 	self, err := c.AgentSelf(ctx)
 	if err != nil {
@@ -61,11 +142,13 @@ func discover(ctx context.Context, c Consul) (planner.Cluster, string, error) {
 	if err != nil {
 		return cl, "", fmt.Errorf("discover: %w", err)
 	}
-	cl, err = withFeatures(ctx, c, buildCluster(members, leader, raft, health, self, dcs), members, self) // features.go
+	cl, err = withFeatures(ctx, c, buildCluster(members, leader, v.raft, v.health, self, dcs), members, self) // features.go
 	return cl, selfString(self, "Datacenter"), err
 }
 
-// buildCluster is the pure half of Discover.
+// buildCluster is the pure half of Discover. A nil health (an era without
+// autopilot health) makes a server healthy when it is alive in serf, in the
+// Raft configuration and a leader is known.
 func buildCluster(members []*api.AgentMember, leader string, raft *api.RaftConfiguration, health *api.OperatorHealthReply, self map[string]map[string]any, dcs []string) planner.Cluster {
 	var cl planner.Cluster
 	leaderNode := leaderName(members, raft, leader)
@@ -82,10 +165,13 @@ func buildCluster(members []*api.AgentMember, leader string, raft *api.RaftConfi
 				Version:    buildVersion(m.Tags["build"]),
 				Leader:     leaderNode != "" && m.Name == leaderNode,
 			}
-			if rs := raftServer(raft, m); rs != nil {
+			rs := raftServer(raft, m)
+			if rs != nil {
 				s.Voter = rs.Voter
 			}
-			if hs := healthServer(health, m); hs != nil {
+			if health == nil {
+				s.Healthy = rs != nil && m.Status == serfAlive && leader != ""
+			} else if hs := healthServer(health, m); hs != nil {
 				s.Healthy = hs.Healthy && m.Status == serfAlive
 			}
 			switch m.Tags["acls"] {

@@ -63,6 +63,44 @@
 // per datacenter, each through an agent of that datacenter, in the order
 // planner.Plan shows for a snapshot that holds every datacenter.
 //
+// # API eras
+//
+// Consul's HTTP API grew with its versions, and Discover, MeasureBaseline,
+// Gate and the backup read each era with what it has (see Era and
+// ObserveEra; the era is that of the oldest server's serf tags):
+//
+//   - before 0.7 (EraPeers): the peer set from /v1/status/peers; no raft
+//     stats in /v1/agent/self, so each server's progress and contact with
+//     the leader come from a stale read it answers itself (X-Consul-Index,
+//     X-Consul-LastContact, X-Consul-KnownLeader);
+//   - 0.7 (EraRaftConfig): the Raft configuration, raft stats in each
+//     server's /v1/agent/self, no autopilot;
+//   - 0.8 and later with a server on raft protocol 2, the default of 0.8
+//     and 0.9 (EraRaftProtocol2): autopilot health refuses to answer, so
+//     the checks are those of 0.7;
+//   - every server on raft protocol 3 (EraAutopilot): autopilot.
+//
+// Without autopilot the gates are those of Consul's own upgrade guide: a
+// known leader, the server in the peer set, its commit index within
+// MaxTrailingLogs of the leader's, its last contact within
+// LastContactThreshold, stable for the stabilization time counted from the
+// gate's own observations (never by comparing clocks), and the failure
+// tolerance counted from the voters alive in serf. Reading a server's own
+// state needs its own HTTP API: set Config.ServerAPI (ServerHTTP(8500) when
+// every agent serves HTTP on its address); a run without it is refused
+// before the first step that would need it. The gate names the era whose
+// checks it applied (Event.Era, GateError).
+//
+// An endpoint an agent does not have answers 404 and is a
+// *MissingEndpointError (ErrEndpointMissing): it lowers the era, is never
+// taken for an outage and never retried as one.
+//
+// Before 0.7.1 there is no snapshot API: the snapshot step takes a logical
+// backup instead (SaveLogicalBackup: the KV tree, the ACL tokens when ACLs
+// are on, SHA-256 checksums, read back and verified), which cannot restore
+// sessions, catalog registrations, prepared queries or the raft state
+// (planner.LogicalBackupOmits).
+//
 // # Replace (blue/green)
 //
 // With Policy.Strategy planner.Replace the servers are not swapped but

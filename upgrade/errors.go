@@ -26,6 +26,9 @@ type GateError struct {
 	Detail string
 	// Timeout is the gate's time bound.
 	Timeout time.Duration
+	// Era is the API era whose checks the gate applied last ("" when it
+	// could not observe one).
+	Era Era
 	// Err is ErrGateTimeout (possibly joined with the last API error), the
 	// context's error, or the reason the gate could not be evaluated.
 	Err error
@@ -44,6 +47,9 @@ func (e *GateError) Error() string {
 	msg := fmt.Sprintf("gate after %s: %s %s", stepString(e.Step), e.Condition, how)
 	if e.Detail != "" {
 		msg += ": " + e.Detail
+	}
+	if e.Era != "" {
+		msg += " [" + e.Era.Checks() + "]"
 	}
 	if e.Err != nil && e.Err != ErrGateTimeout {
 		msg += " (" + e.Err.Error() + ")"

@@ -35,6 +35,9 @@ type Event struct {
 	// Condition is the gate condition concerned (gate-waiting, and halted
 	// on a gate error).
 	Condition planner.GateCheck
+	// Era is the API era whose checks a gate applied (gate-waiting,
+	// step-done).
+	Era Era
 	// Detail says what was observed, in words.
 	Detail string
 	// Err is the error (halted, and rolled-back when the rollback failed).
@@ -61,6 +64,9 @@ func (e emitter) emit(ev Event) {
 		}
 		if ev.Condition != "" {
 			attrs = append(attrs, slog.String("condition", string(ev.Condition)))
+		}
+		if ev.Era != "" {
+			attrs = append(attrs, slog.String("era", string(ev.Era)))
 		}
 		if ev.Detail != "" {
 			attrs = append(attrs, slog.String("detail", ev.Detail))

@@ -94,10 +94,9 @@ func TestRunUpgradesAWANFederationPrimaryFirst(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	client := apiClient(t, dc1, "c1")
 	dc2client := apiClient(t, dc2, "dc2-c1")
 	electionsBefore := leaderElections(t, dc1) + leaderElections(t, dc2)
-	w := startWriter(client.KV(), "fedwriter", 50*time.Millisecond)
+	w := dc1.StartWriter("c1", "fedwriter", 50*time.Millisecond)
 	writerStopped := false
 	defer func() {
 		if !writerStopped {
@@ -148,7 +147,7 @@ func TestRunUpgradesAWANFederationPrimaryFirst(t *testing.T) {
 	start := time.Now()
 	res, err := upgrade.Run(ctx, cfg)
 	wall := time.Since(start)
-	w.Stop()
+	ws := w.Stop()
 	writerStopped = true
 	if err != nil {
 		t.Fatalf("run: %v", err)
@@ -210,17 +209,18 @@ func TestRunUpgradesAWANFederationPrimaryFirst(t *testing.T) {
 	if p, _, err := apiClient(t, dc1, "s1").KV().Get(upgrade.DefaultLockKey, nil); err != nil || p != nil {
 		t.Errorf("lock key after the run: %v (err %v), want it released", p, err)
 	}
-	missing := w.verify(t, apiClient(t, dc1, "s1").KV())
+	missing, err := dc1.MissingWrites(ctx, "s1", "fedwriter", ws.Acked)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(missing) != 0 {
 		t.Errorf("%d acknowledged writes lost, e.g. %v", len(missing), missing[:min(5, len(missing))])
 	}
 	elections := leaderElections(t, dc1) + leaderElections(t, dc2) - electionsBefore
 
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	t.Logf("FIGURES federation: wall %s; steps %d (%s); writes through dc1's client acked %d, failed %d in %d burst(s), longest burst %s; lost %d; leader elections in logs %d (dc1 + dc2)",
-		wall.Round(100*time.Millisecond), len(res.Steps), strings.Join(order, "; "), len(w.acked), w.failed, w.bursts, w.longestDown.Round(time.Millisecond), len(missing), elections)
-	if len(w.acked) < 100 {
-		t.Errorf("the writer acknowledged only %d writes; it did not run through the upgrade", len(w.acked))
+		wall.Round(100*time.Millisecond), len(res.Steps), strings.Join(order, "; "), len(ws.Acked), ws.Failed, ws.Bursts, ws.LongestBurst.Round(time.Millisecond), len(missing), elections)
+	if len(ws.Acked) < 100 {
+		t.Errorf("the writer acknowledged only %d writes; it did not run through the upgrade", len(ws.Acked))
 	}
 }

@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -20,8 +24,13 @@ const (
 	// ServerStabilizationTime, used when the configuration names none.
 	DefaultStabilizationTime = 10 * time.Second
 	// DefaultMaxTrailingLogs is autopilot's default MaxTrailingLogs, used
-	// when the configuration names none.
+	// when the configuration names none. Without autopilot it also bounds
+	// how far a server's commit index may trail the leader's.
 	DefaultMaxTrailingLogs = 250
+	// DefaultLastContactThreshold is autopilot's default
+	// LastContactThreshold: a follower that has not heard from the leader
+	// for longer is unhealthy.
+	DefaultLastContactThreshold = 200 * time.Millisecond
 )
 
 // Baseline is what the cluster looked like before the run: the gates compare
@@ -37,36 +46,128 @@ type Baseline struct {
 	// a baseline that was never measured, Taken zero: Gate uses
 	// DefaultStabilizationTime; a measured 0 is kept).
 	ServerStabilizationTime time.Duration `json:"server_stabilization_time"`
-	// Healthy is autopilot's cluster-wide verdict before the run.
+	// LastContactThreshold is autopilot's LastContactThreshold (0 in a
+	// baseline never measured: Gate uses DefaultLastContactThreshold).
+	LastContactThreshold time.Duration `json:"last_contact_threshold"`
+	// Healthy is autopilot's cluster-wide verdict before the run (without
+	// autopilot: a leader was known and every voter was alive in serf).
 	Healthy bool `json:"healthy"`
+	// Era is the API era the baseline was measured in.
+	Era Era `json:"era,omitempty"`
 	// Taken is when the baseline was measured.
 	Taken time.Time `json:"taken"`
 }
 
-// MeasureBaseline reads autopilot's health and configuration.
+// MeasureBaseline reads autopilot's health and configuration. In an era
+// without autopilot health (before 0.8, or 0.8+ on raft protocol 2) the
+// failure tolerance is counted from the peer set (voters alive in serf, less
+// a quorum), the autopilot configuration is read where it exists (0.8+) and
+// otherwise autopilot's defaults stand in for it.
 func MeasureBaseline(ctx context.Context, c Consul) (Baseline, error) {
 	var b Baseline
-	h, err := c.AutopilotHealth(ctx)
+	members, err := c.Members(ctx)
 	if err != nil {
 		return b, fmt.Errorf("measure baseline: %w", err)
 	}
-	ac, err := c.AutopilotConfiguration(ctx)
+	v, err := observeViews(ctx, c, members)
 	if err != nil {
-		return b, fmt.Errorf("measure baseline: %w", err)
+		return b, fmt.Errorf("measure baseline (%s era): %w", v.era, err)
 	}
-	b.FailureTolerance = h.FailureTolerance
-	b.Healthy = h.Healthy
-	b.MaxTrailingLogs = ac.MaxTrailingLogs
-	if b.MaxTrailingLogs == 0 {
-		b.MaxTrailingLogs = DefaultMaxTrailingLogs
-	}
+	b.Era = v.era
+	b.MaxTrailingLogs = DefaultMaxTrailingLogs
 	b.ServerStabilizationTime = DefaultStabilizationTime
-	if ac.ServerStabilizationTime != nil {
-		b.ServerStabilizationTime = ac.ServerStabilizationTime.Duration()
+	b.LastContactThreshold = DefaultLastContactThreshold
+	if v.era.Autopilot() {
+		b.FailureTolerance = v.health.FailureTolerance
+		b.Healthy = v.health.Healthy
+	} else {
+		leader, err := c.Leader(ctx)
+		if err != nil {
+			return b, fmt.Errorf("measure baseline: %w", err)
+		}
+		voters, alive := peerTolerance(v.raft, members)
+		b.FailureTolerance = max(0, alive-(voters/2+1))
+		b.Healthy = leader != "" && voters > 0 && alive == voters
+	}
+	if v.era == EraAutopilot || v.era == EraRaftProtocol2 {
+		ac, err := c.AutopilotConfiguration(ctx)
+		if err != nil && !errors.Is(err, ErrEndpointMissing) {
+			return b, fmt.Errorf("measure baseline: %w", err)
+		}
+		if err == nil {
+			if ac.MaxTrailingLogs != 0 {
+				b.MaxTrailingLogs = ac.MaxTrailingLogs
+			}
+			if ac.ServerStabilizationTime != nil {
+				b.ServerStabilizationTime = ac.ServerStabilizationTime.Duration()
+			}
+			if ac.LastContactThreshold != nil && ac.LastContactThreshold.Duration() > 0 {
+				b.LastContactThreshold = ac.LastContactThreshold.Duration()
+			}
+		}
 	}
 	b.Taken = time.Now()
 	return b, nil
 }
+
+// peerTolerance counts the voters of the Raft configuration and those of
+// them alive in serf.
+func peerTolerance(raft *api.RaftConfiguration, members []*api.AgentMember) (voters, alive int) {
+	if raft == nil {
+		return 0, 0
+	}
+	for _, rs := range raft.Servers {
+		if rs == nil || !rs.Voter {
+			continue
+		}
+		voters++
+		for _, m := range members {
+			if m != nil && m.Tags["role"] == "consul" && (m.Name == rs.Node || raftAddr(m) == rs.Address) && m.Status == serfAlive {
+				alive++
+				break
+			}
+		}
+	}
+	return voters, alive
+}
+
+// ServerAPIFunc returns a Consul talking to the HTTP API of the server node
+// itself, whose serf address is addr. Gate needs it in the eras without
+// autopilot health, where a server's Raft state (commit index, last
+// contact) is only in its own /v1/agent/self.
+type ServerAPIFunc func(node, addr string) (Consul, error)
+
+// ServerHTTP returns a ServerAPIFunc that reaches each server at its serf
+// address and the given HTTP port (8500 by default in Consul), with the
+// client configured otherwise as ConnectAddr does (CONSUL_HTTP_* for token
+// and TLS; CONSUL_HTTP_SSL=true makes it https). Clients are made once per
+// address.
+func ServerHTTP(port int) ServerAPIFunc {
+	var mu sync.Mutex
+	made := map[string]Consul{}
+	return func(node, addr string) (Consul, error) {
+		if addr == "" {
+			return nil, fmt.Errorf("server %s has no serf address to reach its HTTP API at", node)
+		}
+		hp := net.JoinHostPort(addr, strconv.Itoa(port))
+		mu.Lock()
+		defer mu.Unlock()
+		if c, ok := made[hp]; ok {
+			return c, nil
+		}
+		c, err := ConnectAddr(hp)
+		if err != nil {
+			return nil, fmt.Errorf("server %s: %w", node, err)
+		}
+		made[hp] = c
+		return c, nil
+	}
+}
+
+// ErrNoServerAPI is wrapped by the gate error of a condition that needs a
+// server's own /v1/agent/self when GateOptions.ServerAPI is not set and the
+// agent asked is another one.
+var ErrNoServerAPI = errors.New("no way to reach the server's own HTTP API")
 
 // GateOptions tune Gate. The zero value uses the defaults.
 type GateOptions struct {
@@ -85,33 +186,66 @@ type GateOptions struct {
 	// condition failed or the server was unhealthy: autopilot may not have
 	// noticed a quick restart at all, and a new leader may report a
 	// StableSince from before what the gate saw. Zero Since means: count
-	// from StableSince and the gate's own observations.
+	// from StableSince and the gate's own observations. Without autopilot
+	// there is no StableSince: stability counts from the latest of Since,
+	// the start of the gate and the last attempt in which the server was
+	// not healthy.
 	Since time.Time
+	// ServerAPI reaches each server's own HTTP API. Eras without autopilot
+	// health read a server's commit index and last contact from its own
+	// /v1/agent/self (Consul answers that for the agent asked only). Nil:
+	// only the agent asked can be read, and a condition about another
+	// server fails at once with ErrNoServerAPI. See ServerHTTP.
+	ServerAPI ServerAPIFunc
+	// OnEra is called with the API era whose checks an attempt applied,
+	// first and whenever it changes (an upgrade moves a cluster to a later
+	// era).
+	OnEra func(Era)
 }
 
 // Gate waits until every condition in step.Gate holds, checking them in
 // order with exponential backoff, bound by opt.Timeout and ctx. Each attempt
 // asks Consul each question at most once. It returns nil when all hold, and
-// otherwise a *GateError naming the step, node and condition with the last
-// observed value.
+// otherwise a *GateError naming the step, node, condition and API era with
+// the last observed value.
 //
 // Conditions are about the step's node (swap-server; the new leader for
-// transfer-leader) or each node of a wave (swap-clients):
+// transfer-leader) or each node of a wave (swap-clients). Each attempt first
+// observes the cluster's API era (see Era and ObserveEra) and checks each
+// condition with that era's means:
 //
 //   - leader-known: /v1/status/leader names a leader (for transfer-leader:
 //     the step's Target)
 //   - version: the node's serf build tag is step.To's release (build
 //     metadata ignored: 1.10.12+ent passes a 1.10.12 step)
-//   - voter: the node is a voter in the Raft configuration
-//   - autopilot-healthy: autopilot says the node is healthy
+//   - voter: the node is a voter in the Raft configuration (before 0.7: in
+//     /v1/status/peers)
+//   - autopilot-healthy: autopilot says the node is healthy; without
+//     autopilot health: alive in serf, in the peer set, a leader or
+//     follower in its raft stats with its last contact within
+//     base.LastContactThreshold
 //   - stable: it has been healthy for base.ServerStabilizationTime
+//     (without autopilot: counted from the gate's own observations, never
+//     from a server's clock)
 //   - trailing-logs: it trails the current leader by at most
-//     base.MaxTrailingLogs entries
+//     base.MaxTrailingLogs entries (without autopilot: last_log_index in
+//     the raft stats of both)
+//   - commit-index: its commit_index is within base.MaxTrailingLogs of the
+//     leader's (raft stats of both, from each one's /v1/agent/self; before
+//     0.7, which has none, the catalog index of a stale read each answers)
+//   - last-contact: it heard from the leader within
+//     base.LastContactThreshold (autopilot's LastContact, else its raft
+//     stats); the leader itself passes
 //   - failure-tolerance: autopilot FailureTolerance >= base.FailureTolerance
+//     (without autopilot: voters alive in serf less a quorum)
 //   - serf-alive: the node is alive in serf (and reports step.To, if set)
-//   - removed: the node is not in the Raft configuration and not alive (or
-//     leaving) in serf: a retired server has left (for add-server and
-//     retire-server steps, step.Node is the new or the retired server)
+//   - removed: the node is not in the Raft configuration (peer set) and not
+//     alive (or leaving) in serf: a retired server has left (for add-server
+//     and retire-server steps, step.Node is the new or the retired server)
+//
+// An endpoint the agent does not have (*MissingEndpointError) lowers the
+// era for that attempt; it is never taken for an outage. Raft stats of a
+// server other than the agent asked need opt.ServerAPI.
 func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt GateOptions) error {
 	timeout := opt.Timeout
 	if timeout <= 0 {
@@ -132,10 +266,14 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 			base.ServerStabilizationTime = DefaultStabilizationTime
 		}
 	}
+	if base.LastContactThreshold <= 0 {
+		base.LastContactThreshold = DefaultLastContactThreshold
+	}
 	gctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
 	var last verdict
+	var lastEra Era
 	var reported struct {
 		cond planner.GateCheck
 		node string
@@ -146,8 +284,19 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 	// was seen unhealthy. A StableSince older than what this gate itself saw
 	// (a new leader's autopilot may report one) proves nothing.
 	floor := opt.Since
+	start := time.Now()
+	var cur *observation
+	reportEra := func() {
+		if cur != nil && cur.eraOK && cur.eraErr == nil && cur.era != lastEra {
+			lastEra = cur.era
+			if opt.OnEra != nil {
+				opt.OnEra(cur.era)
+			}
+		}
+	}
 	wait := func(v verdict) error {
 		last = v
+		reportEra() // before the waiting report, which may name the era
 		if opt.OnWaiting != nil && (!reported.set || reported.cond != v.cond || reported.node != v.node) {
 			reported.cond, reported.node, reported.set = v.cond, v.node, true
 			opt.OnWaiting(v.cond, v.node, v.detail)
@@ -155,7 +304,9 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 		return errNotYet
 	}
 	op := func() error {
-		o := &observation{ctx: gctx, c: c, since: floor}
+		o := &observation{ctx: gctx, c: c, since: floor, start: start, serverAPI: opt.ServerAPI}
+		cur = o
+		defer reportEra()
 		var young *verdict // stable failed only for want of time
 		for _, cond := range step.Gate {
 			v := o.check(step, base, cond)
@@ -184,7 +335,7 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 	if err == nil {
 		return nil
 	}
-	ge := &GateError{Step: step, Node: last.node, Condition: last.cond, Detail: last.detail, Timeout: timeout}
+	ge := &GateError{Step: step, Node: last.node, Condition: last.cond, Detail: last.detail, Timeout: timeout, Era: lastEra}
 	if ge.Node == "" && step.Kind != planner.StepSwapClients {
 		ge.Node = gateSubject(step) // a cluster-wide condition still names the step's node
 	}
@@ -219,9 +370,11 @@ type verdict struct {
 // observation memoizes one attempt's answers so that each Consul call is
 // made at most once per attempt.
 type observation struct {
-	ctx   context.Context
-	c     Consul
-	since time.Time // stability counts from no earlier than this (see Gate)
+	ctx       context.Context
+	c         Consul
+	since     time.Time // stability counts from no earlier than this (see Gate)
+	start     time.Time // the gate's start: without autopilot, stability counts from no earlier
+	serverAPI ServerAPIFunc
 
 	members    []*api.AgentMember
 	membersErr error
@@ -238,6 +391,26 @@ type observation struct {
 	health    *api.OperatorHealthReply
 	healthErr error
 	healthOK  bool
+
+	era    Era
+	eraErr error
+	eraOK  bool
+
+	peers    *api.RaftConfiguration // built from /v1/status/peers
+	peersErr error
+	peersOK  bool
+
+	self    map[string]map[string]any // the agent asked
+	selfErr error
+	selfOK  bool
+
+	stats map[string]statsAnswer // by node
+}
+
+type statsAnswer struct {
+	s     raftStats
+	err   error
+	fatal error
 }
 
 func (o *observation) getMembers() ([]*api.AgentMember, error) {
@@ -272,6 +445,162 @@ func (o *observation) getHealth() (*api.OperatorHealthReply, error) {
 	return o.health, o.healthErr
 }
 
+// getEra is the attempt's API era: the members' tags, lowered when the era's
+// endpoints answer 404.
+func (o *observation) getEra() (Era, error) {
+	if o.eraOK {
+		return o.era, o.eraErr
+	}
+	o.eraOK = true
+	members, err := o.getMembers()
+	if err != nil {
+		o.eraErr = err
+		return "", err
+	}
+	e := eraOfMembers(members)
+	if e.RaftConfig() {
+		if _, err := o.getRaft(); errors.Is(err, ErrEndpointMissing) {
+			e = EraPeers
+		}
+	}
+	if e.Autopilot() {
+		if _, err := o.getHealth(); errors.Is(err, ErrEndpointMissing) {
+			e = EraRaftConfig
+		}
+	}
+	o.era = e
+	return e, nil
+}
+
+// getPeerSet is the era's view of the Raft peer set: the Raft configuration
+// from 0.7, /v1/status/peers before.
+func (o *observation) getPeerSet() (*api.RaftConfiguration, error) {
+	era, err := o.getEra()
+	if err != nil {
+		return nil, err
+	}
+	if era.RaftConfig() {
+		return o.getRaft()
+	}
+	if !o.peersOK {
+		o.peersOK = true
+		var peers []string
+		var er EraReader
+		if er, o.peersErr = eraReader(o.c, "read the peer set (before 0.7)"); o.peersErr == nil {
+			if peers, o.peersErr = er.Peers(o.ctx); o.peersErr == nil {
+				o.peers = raftFromPeers(o.members, peers)
+			}
+		}
+	}
+	return o.peers, o.peersErr
+}
+
+func (o *observation) getSelf() (map[string]map[string]any, error) {
+	if !o.selfOK {
+		o.self, o.selfErr = o.c.AgentSelf(o.ctx)
+		o.selfOK = true
+	}
+	return o.self, o.selfErr
+}
+
+// getStats reads the raft stats of server node from its own
+// /v1/agent/self: through opt.ServerAPI, or from the agent asked when it is
+// that server. Without a way to reach it, the answer is fatal.
+func (o *observation) getStats(node, why string) statsAnswer {
+	if a, ok := o.stats[node]; ok {
+		return a
+	}
+	if o.stats == nil {
+		o.stats = map[string]statsAnswer{}
+	}
+	a := o.readStats(node, why)
+	o.stats[node] = a
+	return a
+}
+
+func (o *observation) readStats(node, why string) statsAnswer {
+	var a statsAnswer
+	var c Consul
+	if o.serverAPI != nil {
+		members, err := o.getMembers()
+		if err != nil {
+			a.err = err
+			return a
+		}
+		addr := ""
+		if m := findMember(members, node); m != nil {
+			addr = m.Addr
+		}
+		if c, a.err = o.serverAPI(node, addr); a.err != nil {
+			a.err = fmt.Errorf("reach %s's HTTP API: %w", node, a.err)
+			return a
+		}
+	} else {
+		self, err := o.getSelf()
+		if err != nil {
+			a.err = err
+			return a
+		}
+		if asked := selfString(self, "NodeName"); asked != node {
+			a.fatal = fmt.Errorf("%s needs %s's own /v1/agent/self, and the agent asked is %s: %w; set GateOptions.ServerAPI (Config.ServerAPI), e.g. upgrade.ServerHTTP(8500)", why, node, orUnknown(asked), ErrNoServerAPI)
+			return a
+		}
+		c = o.c
+	}
+	self, err := c.AgentSelf(o.ctx)
+	if err != nil {
+		a.err = fmt.Errorf("%s's /v1/agent/self: %w", node, err)
+		return a
+	}
+	if got := selfString(self, "NodeName"); got != "" && got != node {
+		a.fatal = fmt.Errorf("the HTTP API reached for %s answers as %s; check GateOptions.ServerAPI's address and port", node, got)
+		return a
+	}
+	a.s, err = parseRaftStats(self)
+	if errors.Is(err, ErrNoRaftStats) && selfBool(self, "Server") {
+		// Before 0.7 a server's /v1/agent/self has no stats: a stale read
+		// it answers itself tells its catalog index and last contact.
+		er, serr := eraReader(c, "read a pre-0.7 server's state")
+		var ss StaleState
+		if serr == nil {
+			ss, serr = er.StaleState(o.ctx)
+		}
+		if serr != nil {
+			a.err = fmt.Errorf("%s's stale read: %w", node, serr)
+			return a
+		}
+		lead, lerr := o.leaderNode()
+		if lerr != nil {
+			a.err = lerr
+			return a
+		}
+		a.s, err = statsFromStale(node, ss, lead == node), nil
+	}
+	if err != nil {
+		a.fatal = fmt.Errorf("%s: %w", node, err)
+	}
+	return a
+}
+
+func selfBool(self map[string]map[string]any, key string) bool {
+	b, _ := self["Config"][key].(bool)
+	return b
+}
+
+// leaderNode names the current leader ("" during an election).
+func (o *observation) leaderNode() (string, error) {
+	leader, err := o.getLeader()
+	if err != nil || leader == "" {
+		return "", err
+	}
+	members, err := o.getMembers()
+	if err != nil {
+		return "", err
+	}
+	raft, _ := o.getPeerSet() // optional: only a fallback for the name
+	return leaderName(members, raft, leader), nil
+}
+
 // gateSubject is the server a step's server conditions are about.
 func gateSubject(step planner.Step) string {
 	if step.Kind == planner.StepTransferLeader && step.Target != "" {
@@ -300,12 +629,23 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 	// The per-server conditions are about the step's one server.
 	var n string
 	switch cond {
-	case planner.GateVoter, planner.GateAutopilotHealthy, planner.GateStable, planner.GateTrailingLogs, planner.GateRemoved:
+	case planner.GateVoter, planner.GateAutopilotHealthy, planner.GateStable, planner.GateTrailingLogs, planner.GateRemoved,
+		planner.GateCommitIndex, planner.GateLastContact:
 		if n = gateSubject(step); n == "" {
 			v.fatal = fmt.Errorf("step names no server to check")
 			return v
 		}
 		v.node = n
+	}
+	// The server conditions depend on the era's endpoints.
+	var era Era
+	switch cond {
+	case planner.GateVersion, planner.GateSerfAlive, planner.GateLeaderKnown:
+	default:
+		var err error
+		if era, err = o.getEra(); err != nil {
+			return apiFail(n, err)
+		}
 	}
 	switch cond {
 	case planner.GateLeaderKnown:
@@ -318,12 +658,10 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 			return v
 		}
 		if step.Kind == planner.StepTransferLeader && step.Target != "" {
-			members, err := o.getMembers()
+			name, err := o.leaderNode()
 			if err != nil {
 				return apiFail("", err)
 			}
-			raft, _ := o.getRaft() // optional: only a fallback for the name
-			name := leaderName(members, raft, leader)
 			if name != step.Target {
 				v.node = step.Target
 				v.detail = fmt.Sprintf("the leader is %s (%s), want %s", orUnknown(name), leader, step.Target)
@@ -368,13 +706,15 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 		return v
 
 	case planner.GateVoter:
-		raft, err := o.getRaft()
+		raft, err := o.getPeerSet()
 		if err != nil {
 			return apiFail(n, err)
 		}
 		members, _ := o.getMembers() // optional: matches by raft ID or address too
 		rs := raftServerByName(raft, members, n)
 		switch {
+		case rs == nil && !era.RaftConfig():
+			v.detail = fmt.Sprintf("%s (%s) is not in /v1/status/peers", n, memberRaftAddr(members, n))
 		case rs == nil:
 			v.detail = fmt.Sprintf("%s is not in the raft configuration", n)
 		case !rs.Voter:
@@ -385,6 +725,9 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 		return v
 
 	case planner.GateAutopilotHealthy, planner.GateStable, planner.GateTrailingLogs:
+		if !era.Autopilot() {
+			return o.checkWithoutAutopilot(v, n, base)
+		}
 		h, err := o.getHealth()
 		if err != nil {
 			return apiFail(n, err)
@@ -433,7 +776,60 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 		v.ok = true
 		return v
 
+	case planner.GateCommitIndex:
+		return o.checkIndex(v, n, base, "commit_index", func(s raftStats) uint64 { return s.CommitIndex })
+
+	case planner.GateLastContact:
+		if era.Autopilot() {
+			h, err := o.getHealth()
+			if err != nil {
+				return apiFail(n, err)
+			}
+			s := healthByName(h, n)
+			switch {
+			case s == nil:
+				v.detail = fmt.Sprintf("%s is missing from autopilot health", n)
+				return v
+			case !s.Leader && (s.LastContact == nil || s.LastContact.Duration() > base.LastContactThreshold):
+				v.detail = fmt.Sprintf("%s last heard from the leader %s ago (LastContactThreshold: at most %s)", n, lastContact(s), base.LastContactThreshold)
+				return v
+			}
+			v.ok = true
+			return v
+		}
+		a := o.getStats(n, "last-contact of "+n)
+		if a.fatal != nil {
+			v.fatal = a.fatal
+			return v
+		}
+		if a.err != nil {
+			return apiFail(n, a.err)
+		}
+		if d := contactProblem(a.s, base.LastContactThreshold); d != "" {
+			v.detail = n + " " + d
+			return v
+		}
+		v.ok = true
+		return v
+
 	case planner.GateFailureTolerance:
+		if !era.Autopilot() {
+			raft, err := o.getPeerSet()
+			if err != nil {
+				return apiFail("", err)
+			}
+			members, err := o.getMembers()
+			if err != nil {
+				return apiFail("", err)
+			}
+			voters, alive := peerTolerance(raft, members)
+			if ft := max(0, alive-(voters/2+1)); ft < base.FailureTolerance {
+				v.detail = fmt.Sprintf("failure tolerance is %d (%d of %d voters alive in serf), was %d before the upgrade", ft, alive, voters, base.FailureTolerance)
+				return v
+			}
+			v.ok = true
+			return v
+		}
 		h, err := o.getHealth()
 		if err != nil {
 			return apiFail("", err)
@@ -446,7 +842,7 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 		return v
 
 	case planner.GateRemoved:
-		raft, err := o.getRaft()
+		raft, err := o.getPeerSet()
 		if err != nil {
 			return apiFail(n, err)
 		}
@@ -470,8 +866,153 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 		v.ok = true
 		return v
 	}
-	v.fatal = fmt.Errorf("unknown gate condition %q (known: leader-known, version, voter, autopilot-healthy, stable, trailing-logs, failure-tolerance, serf-alive, removed)", cond)
+	v.fatal = fmt.Errorf("unknown gate condition %q (known: leader-known, version, voter, autopilot-healthy, stable, trailing-logs, commit-index, last-contact, failure-tolerance, serf-alive, removed)", cond)
 	return v
+}
+
+// checkWithoutAutopilot checks autopilot-healthy, stable and trailing-logs
+// the way Consul's upgrade guide does before autopilot: from the peer set,
+// serf and the raft stats of the server (and the leader).
+func (o *observation) checkWithoutAutopilot(v verdict, n string, base Baseline) verdict {
+	if v.cond == planner.GateTrailingLogs {
+		return o.checkIndex(v, n, base, "last_log_index", func(s raftStats) uint64 { return s.LastLogIndex })
+	}
+	why := fmt.Sprintf("%s of %s", v.cond, n)
+	detail, err, fatal := o.legacyHealth(n, base, why)
+	switch {
+	case fatal != nil:
+		v.fatal = fatal
+		return v
+	case err != nil:
+		v.apiErr, v.detail = err, err.Error()
+		return v
+	case detail != "":
+		v.detail = detail
+		if v.cond == planner.GateStable {
+			v.detail = detail + ", so not stable"
+			v.unhealthy = true
+		}
+		return v
+	}
+	if v.cond == planner.GateStable {
+		from := o.start
+		if o.since.After(from) {
+			from = o.since
+		}
+		if since := time.Since(from); since < base.ServerStabilizationTime {
+			v.detail = fmt.Sprintf("%s seen healthy for %s, needs %s (counted from this gate's observations: no autopilot)", n, since.Round(time.Millisecond), base.ServerStabilizationTime)
+			return v
+		}
+	}
+	v.ok = true
+	return v
+}
+
+// legacyHealth is a server's health without autopilot: alive in serf, in
+// the peer set, leader or follower in its raft stats and in recent contact
+// with the leader. It returns what is wrong ("" when healthy).
+func (o *observation) legacyHealth(n string, base Baseline, why string) (detail string, err, fatal error) {
+	members, err := o.getMembers()
+	if err != nil {
+		return "", err, nil
+	}
+	m := findMember(members, n)
+	if m == nil {
+		return fmt.Sprintf("%s is not a serf member", n), nil, nil
+	}
+	if m.Status != serfAlive {
+		return fmt.Sprintf("%s is %s in serf", n, serfStatus(m.Status)), nil, nil
+	}
+	raft, err := o.getPeerSet()
+	if err != nil {
+		return "", err, nil
+	}
+	if raftServerByName(raft, members, n) == nil {
+		return fmt.Sprintf("%s (%s) is not in the raft peer set", n, raftAddr(m)), nil, nil
+	}
+	a := o.getStats(n, why)
+	if a.fatal != nil || a.err != nil {
+		return "", a.err, a.fatal
+	}
+	if st := a.s.State; !strings.EqualFold(st, "leader") && !strings.EqualFold(st, "follower") {
+		return fmt.Sprintf("%s is in raft state %s, want Leader or Follower", n, orUnknown(st)), nil, nil
+	}
+	if d := contactProblem(a.s, base.LastContactThreshold); d != "" {
+		return n + " " + d, nil, nil
+	}
+	return "", nil, nil
+}
+
+// contactProblem says what is wrong with a server's last contact ("" when
+// it is recent enough or the server leads).
+func contactProblem(s raftStats, threshold time.Duration) string {
+	switch {
+	case s.Leader:
+		return ""
+	case s.Never && s.Stale:
+		return "knows no leader (X-Consul-KnownLeader: false in a stale read)"
+	case s.Never:
+		return "has never heard from a leader (raft last_contact: never)"
+	case s.LastContact > threshold && s.Stale:
+		return fmt.Sprintf("last heard from the leader %s ago (X-Consul-LastContact of a stale read; at most %s)", s.LastContact, threshold)
+	case s.LastContact > threshold:
+		return fmt.Sprintf("last heard from the leader %s ago (raft last_contact; at most %s)", s.LastContact, threshold)
+	}
+	return ""
+}
+
+// checkIndex compares a raft stats index of server n with the leader's:
+// n may trail by at most base.MaxTrailingLogs.
+func (o *observation) checkIndex(v verdict, n string, base Baseline, stat string, index func(raftStats) uint64) verdict {
+	apiFail := func(err error) verdict {
+		v.apiErr, v.detail = err, err.Error()
+		return v
+	}
+	lead, err := o.leaderNode()
+	if err != nil {
+		return apiFail(err)
+	}
+	if lead == "" {
+		v.detail = fmt.Sprintf("no leader is known to compare %s's %s with", n, stat)
+		return v
+	}
+	a := o.getStats(n, fmt.Sprintf("%s of %s", v.cond, n))
+	if a.fatal != nil {
+		v.fatal = a.fatal
+		return v
+	}
+	if a.err != nil {
+		return apiFail(a.err)
+	}
+	if lead == n {
+		v.ok = true // the leader is its own reference
+		return v
+	}
+	l := o.getStats(lead, fmt.Sprintf("%s of %s (the leader's %s to compare with)", v.cond, n, stat))
+	if l.fatal != nil {
+		v.fatal = l.fatal
+		return v
+	}
+	if l.err != nil {
+		return apiFail(l.err)
+	}
+	li, si := index(l.s), index(a.s)
+	if a.s.Stale || l.s.Stale {
+		stat = "catalog index (X-Consul-Index of a stale read: no raft stats over HTTP before 0.7)"
+	}
+	if li > si && li-si > base.MaxTrailingLogs {
+		v.detail = fmt.Sprintf("%s's %s is %d, the leader %s's %d: %d behind (at most %d, MaxTrailingLogs)", n, stat, si, lead, li, li-si, base.MaxTrailingLogs)
+		return v
+	}
+	v.ok = true
+	return v
+}
+
+func memberRaftAddr(members []*api.AgentMember, name string) string {
+	if m := findMember(members, name); m != nil {
+		return raftAddr(m)
+	}
+	return "no serf member"
 }
 
 func raftServerByName(raft *api.RaftConfiguration, members []*api.AgentMember, name string) *api.RaftServer {

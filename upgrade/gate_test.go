@@ -158,7 +158,7 @@ func TestGateReportsANonVoterThatNeverBecomesAVoter(t *testing.T) {
 		if ge.Condition != planner.GateVoter || ge.Node != "s2" {
 			t.Errorf("GateError on %q / %q, want voter / s2", ge.Condition, ge.Node)
 		}
-		want := "gate after swap-server s2 -> 1.13.9: voter did not hold within 5m0s: s2 is a non-voter in the raft configuration"
+		want := "gate after swap-server s2 -> 1.13.9: voter did not hold within 5m0s: s2 is a non-voter in the raft configuration [autopilot checks: raft configuration and /v1/operator/autopilot/health]"
 		if err.Error() != want {
 			t.Errorf("message\n%q\nwant\n%q", err, want)
 		}

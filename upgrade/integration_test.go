@@ -84,103 +84,6 @@ func (c *countingTransport) swapped() []string {
 	return out
 }
 
-// writer puts a new key through a client agent every interval until stopped,
-// remembering which writes were acknowledged and when writes failed.
-type writer struct {
-	kv       *api.KV
-	prefix   string
-	mu       sync.Mutex
-	acked    []string
-	failed   int
-	firstErr time.Time
-	lastErr  time.Time
-	errs     []string
-	// bursts of consecutive failed writes: how many, and the longest (from
-	// the first failure to the next success)
-	bursts      int
-	inBurst     bool
-	burstStart  time.Time
-	longestDown time.Duration
-	stop        chan struct{}
-	done        chan struct{}
-}
-
-func startWriter(kv *api.KV, prefix string, every time.Duration) *writer {
-	w := &writer{kv: kv, prefix: prefix, stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-w.stop:
-				return
-			case <-tick.C:
-			}
-			key := fmt.Sprintf("%s/%06d", prefix, i)
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			_, err := w.kv.Put(&api.KVPair{Key: key, Value: []byte(strconv.Itoa(i))}, (&api.WriteOptions{}).WithContext(ctx))
-			cancel()
-			now := time.Now()
-			w.mu.Lock()
-			if err != nil {
-				if w.failed == 0 {
-					w.firstErr = now
-				}
-				w.failed++
-				w.lastErr = now
-				if !w.inBurst {
-					w.inBurst, w.burstStart = true, now
-					w.bursts++
-				}
-				if len(w.errs) < 5 {
-					w.errs = append(w.errs, err.Error())
-				}
-			} else {
-				w.acked = append(w.acked, key)
-				if w.inBurst {
-					w.inBurst = false
-					w.longestDown = max(w.longestDown, now.Sub(w.burstStart))
-				}
-			}
-			w.mu.Unlock()
-		}
-	}()
-	return w
-}
-
-func (w *writer) Stop() { close(w.stop); <-w.done }
-
-// verify reads every key under the prefix from a server (consistent read)
-// and returns the acknowledged keys that are missing.
-func (w *writer) verify(t *testing.T, kv *api.KV) (missing []string) {
-	t.Helper()
-	var pairs api.KVPairs
-	var err error
-	for i := 0; i < 30; i++ {
-		pairs, _, err = kv.List(w.prefix+"/", &api.QueryOptions{RequireConsistent: true})
-		if err == nil {
-			break
-		}
-		time.Sleep(time.Second)
-	}
-	if err != nil {
-		t.Fatalf("reading back %s/: %v", w.prefix, err)
-	}
-	have := make(map[string]bool, len(pairs))
-	for _, p := range pairs {
-		have[p.Key] = true
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for _, k := range w.acked {
-		if !have[k] {
-			missing = append(missing, k)
-		}
-	}
-	return missing
-}
-
 // raftTerm returns the raft term a server reports.
 func raftTerm(t *testing.T, c *api.Client) int {
 	t.Helper()
@@ -245,7 +148,7 @@ func TestRunUpgradesRealCluster(t *testing.T) {
 
 	termBefore := raftTerm(t, apiClient(t, cl, mustLeader(t, cl)))
 	electionsBefore := leaderElections(t, cl)
-	w := startWriter(client.KV(), "writer", 20*time.Millisecond)
+	w := cl.StartWriter("c1", "writer", 20*time.Millisecond)
 	writerStopped := false
 	defer func() {
 		if !writerStopped {
@@ -330,7 +233,7 @@ func TestRunUpgradesRealCluster(t *testing.T) {
 	start := time.Now()
 	res, err := upgrade.Run(ctx, cfg)
 	wall := time.Since(start)
-	w.Stop()
+	ws := w.Stop()
 	writerStopped = true
 	if err != nil {
 		t.Fatalf("run: %v", err)
@@ -360,24 +263,21 @@ func TestRunUpgradesRealCluster(t *testing.T) {
 	if got := len(memberVersions(t, client)); got != 4 {
 		t.Errorf("members = %d, want 4", got)
 	}
-	missing := w.verify(t, server.KV())
+	missing, err := cl.MissingWrites(ctx, "s1", "writer", ws.Acked)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(missing) != 0 {
 		t.Errorf("%d acknowledged writes lost, e.g. %v", len(missing), missing[:min(5, len(missing))])
 	}
 	termAfter := raftTerm(t, apiClient(t, cl, mustLeader(t, cl)))
 	electionsAfter := leaderElections(t, cl)
 
-	w.mu.Lock()
-	span := time.Duration(0)
-	if w.failed > 0 {
-		span = w.lastErr.Sub(w.firstErr)
+	t.Logf("FIGURES scenario a: wall %s; steps %d; writes acked %d, failed %d in %d burst(s), longest burst %s (e.g. %q); lost %d; raft term %d -> %d; leader elections in logs %d",
+		wall.Round(100*time.Millisecond), len(res.Steps), len(ws.Acked), ws.Failed, ws.Bursts, ws.LongestBurst.Round(time.Millisecond), ws.Errors, len(missing), termBefore, termAfter, electionsAfter-electionsBefore)
+	if len(ws.Acked) < 100 {
+		t.Errorf("the writer acknowledged only %d writes; it did not run through the upgrade", len(ws.Acked))
 	}
-	t.Logf("FIGURES scenario a: wall %s; steps %d; writes acked %d, failed %d in %d burst(s), longest burst %s, first to last failure %s (e.g. %q); lost %d; raft term %d -> %d; leader elections in logs %d",
-		wall.Round(100*time.Millisecond), len(res.Steps), len(w.acked), w.failed, w.bursts, w.longestDown.Round(time.Millisecond), span.Round(time.Millisecond), w.errs, len(missing), termBefore, termAfter, electionsAfter-electionsBefore)
-	if len(w.acked) < 100 {
-		t.Errorf("the writer acknowledged only %d writes; it did not run through the upgrade", len(w.acked))
-	}
-	w.mu.Unlock()
 }
 
 // startCluster starts a real cluster and waits until autopilot reports every

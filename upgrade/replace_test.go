@@ -1,12 +1,9 @@
 package upgrade_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"os"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,20 +16,9 @@ import (
 // (the old servers' logs stay on disk after they are retired).
 func electionsIn(t *testing.T, logs []string) int {
 	t.Helper()
-	n := 0
-	for _, path := range logs {
-		f, err := os.Open(path)
-		if err != nil {
-			t.Fatalf("open log %s: %v", path, err)
-		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "entering leader state") {
-				n++
-			}
-		}
-		f.Close()
+	n, err := consulrig.CountInLogs(logs, "entering leader state")
+	if err != nil {
+		t.Fatal(err)
 	}
 	return n
 }
@@ -61,7 +47,7 @@ func TestRunReplacesRealServers(t *testing.T) {
 	}
 	leaderBefore := mustLeader(t, cl)
 	electionsBefore := electionsIn(t, logs)
-	w := startWriter(client.KV(), "replace-writer", 20*time.Millisecond)
+	w := cl.StartWriter("c1", "replace-writer", 20*time.Millisecond)
 	writerStopped := false
 	defer func() {
 		if !writerStopped {
@@ -124,7 +110,7 @@ func TestRunReplacesRealServers(t *testing.T) {
 	start := time.Now()
 	res, err := upgrade.Run(ctx, cfg)
 	wall := time.Since(start)
-	w.Stop()
+	ws := w.Stop()
 	writerStopped = true
 	if err != nil {
 		t.Fatalf("run: %v", err)
@@ -174,18 +160,19 @@ func TestRunReplacesRealServers(t *testing.T) {
 	if samples < len(res.Steps) {
 		t.Errorf("failure tolerance sampled %d times for %d steps", samples, len(res.Steps))
 	}
-	missing := w.verify(t, client.KV())
+	missing, err := cl.MissingWrites(ctx, "c1", "replace-writer", ws.Acked)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(missing) != 0 {
 		t.Errorf("%d acknowledged writes lost, e.g. %v", len(missing), missing[:min(5, len(missing))])
 	}
 	electionsAfter := electionsIn(t, logs)
 
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	t.Logf("FIGURES replace: wall %s; steps %d; provisioned %v; retired in order %v (leader before the run %s, retired while leading %v); writes acked %d, failed %d in %d burst(s), longest burst %s (e.g. %q); lost %d; failure tolerance min %d over %d samples; leader elections in logs %d",
-		wall.Round(100*time.Millisecond), len(res.Steps), added, retiredOrder(res), leaderBefore, leaderOut, len(w.acked), w.failed, w.bursts, w.longestDown.Round(time.Millisecond), w.errs, len(missing), minFT, samples, electionsAfter-electionsBefore)
-	if len(w.acked) < 100 {
-		t.Errorf("the writer acknowledged only %d writes; it did not run through the upgrade", len(w.acked))
+		wall.Round(100*time.Millisecond), len(res.Steps), added, retiredOrder(res), leaderBefore, leaderOut, len(ws.Acked), ws.Failed, ws.Bursts, ws.LongestBurst.Round(time.Millisecond), ws.Errors, len(missing), minFT, samples, electionsAfter-electionsBefore)
+	if len(ws.Acked) < 100 {
+		t.Errorf("the writer acknowledged only %d writes; it did not run through the upgrade", len(ws.Acked))
 	}
 }
 

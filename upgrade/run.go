@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/hashicorp/go-version"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
@@ -115,7 +116,7 @@ func (r *runner) unlock(ctx context.Context) {
 }
 
 func (r *runner) gateOptions(onWait func(cond planner.GateCheck, node, detail string)) GateOptions {
-	return GateOptions{Timeout: r.cfg.GateTimeout, MaxInterval: r.cfg.GateMaxInterval, OnWaiting: onWait}
+	return GateOptions{Timeout: r.cfg.GateTimeout, MaxInterval: r.cfg.GateMaxInterval, OnWaiting: onWait, ServerAPI: r.cfg.ServerAPI}
 }
 
 // consul is the Consul of datacenter dc: its entry in cfg.Datacenters, else
@@ -183,6 +184,9 @@ func (r *runner) measure(ctx context.Context) error {
 				err = fmt.Errorf("datacenter %s: %w", dc, err)
 			}
 			return err
+		}
+		if r.cfg.StabilizationTime > 0 {
+			b.ServerStabilizationTime = r.cfg.StabilizationTime
 		}
 		if i == 0 {
 			r.base = b
@@ -342,6 +346,9 @@ func (r *runner) discover(ctx context.Context) (planner.Cluster, error) {
 // do acts on one step and gates it; on failure it rolls back if asked to.
 func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (StepRecord, *HaltError) {
 	rec := StepRecord{Step: step, Started: time.Now()}
+	if err := r.canGate(step); err != nil {
+		return rec, &HaltError{Step: step, Err: err} // before acting: nothing is touched
+	}
 	r.em.emit(Event{Kind: EventStepStarted, Step: step, Detail: step.Reason})
 
 	var failed []string
@@ -382,9 +389,11 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		return rec, r.fail(ctx, step, err, failed)
 	}
 
+	var era Era
 	opt := r.gateOptions(func(cond planner.GateCheck, node, detail string) {
-		r.em.emit(Event{Kind: EventGateWaiting, Step: step, Condition: cond, Detail: detail})
+		r.em.emit(Event{Kind: EventGateWaiting, Step: step, Condition: cond, Era: era, Detail: detail})
 	})
+	opt.OnEra = func(e Era) { era = e }
 	opt.Since = time.Now() // the swapped agent has just started: stability counts from here
 	gerr := Gate(ctx, r.consul(step.Datacenter), step, r.baseline(step.Datacenter), opt)
 	if gerr != nil {
@@ -395,7 +404,11 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		return rec, r.fail(ctx, step, gerr, failed)
 	}
 	rec.Ended = time.Now()
-	r.em.emit(Event{Kind: EventStepDone, Step: step, Detail: fmt.Sprintf("gate passed after %s", rec.Ended.Sub(rec.Started).Round(time.Millisecond))})
+	detail := fmt.Sprintf("gate passed after %s", rec.Ended.Sub(rec.Started).Round(time.Millisecond))
+	if era != "" {
+		detail += " (" + era.Checks() + ")"
+	}
+	r.em.emit(Event{Kind: EventStepDone, Step: step, Era: era, Detail: detail})
 	return rec, nil
 }
 
@@ -404,13 +417,28 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string]SnapshotInfo, error) {
 	out := map[string]SnapshotInfo{}
 	multi := len(r.cfg.Datacenters) > 0
+	logical := backupKind(step) == planner.BackupLogical
 	for _, dc := range r.datacenters() {
 		open := func(version string) (io.WriteCloser, error) { return r.openSnapshot(dc, version) }
-		info, err := saveSnapshot(ctx, r.consul(dc), open, step.From)
 		where := ""
 		if multi {
 			where = "datacenter " + dc + ": "
 		}
+		if logical {
+			info, err := SaveLogicalBackup(ctx, r.consul(dc), open, dc, step.From)
+			if err != nil {
+				return out, fmt.Errorf("%s%w", where, err)
+			}
+			out[dc] = info
+			reread := "verified before writing (the destination cannot be read back)"
+			if info.Reread {
+				reread = "read back and verified"
+			}
+			r.em.emit(Event{Kind: EventSnapshotSaved, Step: step, Detail: fmt.Sprintf("%slogical backup of %s (%s has no snapshot API): %d keys, %d ACL tokens at index %d, sha256 %s, %s; it cannot restore %s",
+				where, step.From, step.From, info.Keys, info.ACLTokens, info.Index, info.SHA256, reread, planner.LogicalBackupOmits)})
+			continue
+		}
+		info, err := saveSnapshot(ctx, r.consul(dc), open, step.From)
 		if err != nil {
 			return out, fmt.Errorf("%s%w", where, err)
 		}
@@ -419,6 +447,21 @@ func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string
 	}
 	return out, nil
 }
+
+// backupKind is the backup a snapshot step takes: the planner's choice, or,
+// for a step recorded before the planner named one, the snapshot API from
+// 0.7.1 and a logical backup below.
+func backupKind(step planner.Step) planner.BackupKind {
+	if step.Backup != "" {
+		return step.Backup
+	}
+	if v, err := version.NewVersion(step.From); err == nil && v.Core().LessThan(v071) {
+		return planner.BackupLogical
+	}
+	return planner.BackupSnapshot
+}
+
+var v071 = version.Must(version.NewVersion("0.7.1"))
 
 // openSnapshot opens the destination of datacenter dc's snapshot:
 // cfg.SnapshotDC when set, else cfg.Snapshot (whose SnapshotDir files are
@@ -610,4 +653,21 @@ func (r *runner) failAdd(ctx context.Context, h *HaltError) *HaltError {
 	h.RolledBackNodes = []string{node}
 	r.em.emit(Event{Kind: EventRolledBack, Step: h.Step, Detail: fmt.Sprintf("retired the new server %s again; leader known and %s out of the raft configuration", node, node)})
 	return h
+}
+
+// canGate refuses, before acting, a step whose gate could not be checked:
+// in an era without autopilot health, a server's raft state is only in its
+// own HTTP API, which needs Config.ServerAPI.
+func (r *runner) canGate(step planner.Step) error {
+	era := r.baseline(step.Datacenter).Era
+	if r.cfg.ServerAPI != nil || era == "" || era.Autopilot() {
+		return nil
+	}
+	for _, cond := range step.Gate {
+		switch cond {
+		case planner.GateCommitIndex, planner.GateLastContact, planner.GateAutopilotHealthy, planner.GateStable, planner.GateTrailingLogs:
+			return &ConfigError{Field: "ServerAPI", Problem: fmt.Sprintf("is nil, and the gate of %s checks %s, which in the %s era (%s) needs each server's own HTTP API; set Config.ServerAPI, e.g. upgrade.ServerHTTP(8500)", stepString(step), cond, era, era.Checks())}
+		}
+	}
+	return nil
 }

@@ -2,7 +2,6 @@ package upgrade
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -16,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
 )
 
 // ErrSnapshotInvalid is wrapped by every VerifySnapshot error about the
@@ -32,6 +33,19 @@ type SnapshotInfo struct {
 	StateSize int64 `json:"state_size"`
 	// Files maps each archived file to its verified SHA-256 (hex).
 	Files map[string]string `json:"files"`
+	// Kind is the kind of backup: planner.BackupSnapshot (Consul's
+	// snapshot API; "" in records from before logical backups existed) or
+	// planner.BackupLogical (see LogicalBackupMeta).
+	Kind planner.BackupKind `json:"kind,omitempty"`
+	// Keys and ACLTokens count what a logical backup holds.
+	Keys      int `json:"keys,omitempty"`
+	ACLTokens int `json:"acl_tokens,omitempty"`
+	// SHA256 is the SHA-256 (hex) of the whole logical backup archive as
+	// written.
+	SHA256 string `json:"sha256,omitempty"`
+	// Reread: the written logical backup was read back from its
+	// destination and verified again (SnapshotDir's files).
+	Reread bool `json:"reread,omitempty"`
 }
 
 // VerifySnapshot reads a Consul snapshot archive to the end and checks it:
@@ -39,7 +53,7 @@ type SnapshotInfo struct {
 // SHA-256 of every file listed in SHA256SUMS matching. Content errors wrap
 // ErrSnapshotInvalid.
 func VerifySnapshot(r io.Reader) (SnapshotInfo, error) {
-	var info SnapshotInfo
+	info := SnapshotInfo{Kind: planner.BackupSnapshot}
 	invalid := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrSnapshotInvalid, fmt.Sprintf(format, a...))
 	}
@@ -99,27 +113,11 @@ func VerifySnapshot(r io.Reader) (SnapshotInfo, error) {
 	if len(missing) > 0 {
 		return info, invalid("missing %s (want meta.json, state.bin and SHA256SUMS)", strings.Join(missing, ", "))
 	}
-	info.Files = map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(listed))
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" {
-			continue
-		}
-		want, name, ok := strings.Cut(line, " ")
-		name = strings.TrimLeft(strings.TrimSpace(name), "*")
-		if !ok || name == "" {
-			return info, invalid("SHA256SUMS line %q is not \"<sha256>  <file>\"", line)
-		}
-		got, present := sums[name]
-		if !present {
-			return info, invalid("SHA256SUMS lists %s, which is not in the archive", name)
-		}
-		if !strings.EqualFold(got, want) {
-			return info, invalid("%s has SHA-256 %s, SHA256SUMS says %s (corrupt archive)", name, got, want)
-		}
-		info.Files[name] = got
+	files, err := checkSums(listed, sums)
+	if err != nil {
+		return info, invalid("%v", err)
 	}
+	info.Files = files
 	for _, name := range []string{"meta.json", "state.bin"} {
 		if _, ok := info.Files[name]; !ok {
 			return info, invalid("SHA256SUMS does not list %s", name)
@@ -195,6 +193,9 @@ func (r *renameOnClose) Close() error {
 // aborter is a destination that can discard what was written instead of
 // keeping it (SnapshotDir's files).
 type aborter interface{ abort() error }
+
+// reopen reads back the closed (renamed) file.
+func (r *renameOnClose) reopen() (io.ReadCloser, error) { return os.Open(r.final) }
 
 func (r *renameOnClose) abort() error {
 	r.File.Close()

@@ -34,7 +34,7 @@ func TestDefaultRunPlansThe2015UpgradeFollowersFirstLeaderLastClientsLeftBehind(
 		t.Fatalf("exit %d, stderr %s", code, errOut)
 	}
 	rows := stepRows(t, out)
-	want := [][2]string{{"snapshot", "all datacenters (via s1)"}, {"swap-server", "s2"}, {"swap-server", "s3"}, {"swap-server", "s1"}}
+	want := [][2]string{{"snapshot/logical", "all datacenters (via s1)"}, {"swap-server", "s2"}, {"swap-server", "s3"}, {"swap-server", "s1"}}
 	if len(rows) != len(want) {
 		t.Fatalf("steps = %v, want %v", rows, want)
 	}

@@ -159,7 +159,7 @@ func Start(t testing.TB, opt Options) *Cluster {
 		join = append(join, "-retry-join="+ip)
 	}
 	// Refuse flags the first version cannot take before anything starts.
-	if _, err := c.argsFor(true)(opt.Version); err != nil {
+	if _, err := c.argsFor("", true)(opt.Version); err != nil {
 		t.Fatalf("consulrig: %v", err)
 	}
 	var agents []local.Agent
@@ -173,7 +173,7 @@ func Start(t testing.TB, opt Options) *Cluster {
 			DataDir: filepath.Join(dir, name, "data"),
 			LogPath: filepath.Join(dir, name+".log"),
 			Args:    args,
-			ArgsFor: c.argsFor(role == transport.RoleServer),
+			ArgsFor: c.argsFor(name, role == transport.RoleServer),
 		})
 	}
 	for i, ip := range serverIPs {

@@ -1,6 +1,8 @@
 package consulrig
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -65,10 +67,18 @@ func eraFlags(v, datacenter string, server bool, multiplier int, dir string) ([]
 	return append(flags, fmt.Sprintf("-hcl=performance { raft_multiplier = %d }", multiplier)), nil
 }
 
-// argsFor returns the local.Agent.ArgsFor of the cluster's servers or
-// clients: the era's flags for the version being started (so a swap across
-// eras gets the new spelling) and, for servers, Options.ServerArgsFor.
-func (c *Cluster) argsFor(server bool) func(version string) ([]string, error) {
+// firstNodeID is the first release with node IDs (-node-id). From 0.7.3
+// to 0.8.4 an agent derives its ID from the host by default, so agents that
+// share one host share an ID, persist it in their data dirs, and 0.8.5 and
+// later then refuse each other's joins ("conflicting node ID").
+var firstNodeID = version.Must(version.NewVersion("0.7.3"))
+
+// argsFor returns the local.Agent.ArgsFor of a server or client: the era's
+// flags for the version being started (so a swap across eras gets the new
+// spelling), a node ID of the agent's own where the version has IDs (name
+// "" for provisioned servers, which get Consul's random one), and, for
+// servers, Options.ServerArgsFor.
+func (c *Cluster) argsFor(name string, server bool) func(version string) ([]string, error) {
 	return func(v string) ([]string, error) {
 		mult := 0
 		if server {
@@ -78,9 +88,20 @@ func (c *Cluster) argsFor(server bool) func(version string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
+		if pv, err := version.NewVersion(v); err == nil && name != "" && !pv.LessThan(firstNodeID) {
+			flags = append(flags, "-node-id="+nodeID(c.dir, name))
+		}
 		if server && c.opt.ServerArgsFor != nil {
 			flags = append(flags, c.opt.ServerArgsFor(v)...)
 		}
 		return flags, nil
 	}
+}
+
+// nodeID is a UUID of the agent's own, the same at every start: derived
+// from the cluster's directory and the agent's name.
+func nodeID(dir, name string) string {
+	h := sha256.Sum256([]byte(dir + "\x00" + name))
+	x := hex.EncodeToString(h[:16])
+	return x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:32]
 }

@@ -35,6 +35,6 @@ func (c *Cluster) ProvisionServers(n int) error {
 		Addresses:  ips,
 		Dir:        c.dir,
 		Args:       args,
-		ArgsFor:    c.argsFor(true),
+		ArgsFor:    c.argsFor("", true),
 	})
 }

@@ -46,6 +46,9 @@ type Figures struct {
 	Steps     []planner.Step
 	// Gates are the gate checks of the server steps, by hop target.
 	Gates map[string][]planner.GateCheck
+	// GateEras are the API eras whose checks the server steps' gates
+	// applied, in order.
+	GateEras []upgrade.Era
 	// Backups are the details of the backup events (snapshot or logical).
 	Backups  []string
 	Versions map[string]string // alive members at the end
@@ -76,9 +79,9 @@ func (f Figures) String() string {
 			gates = append(gates, fmt.Sprintf("%s: %v", to, g))
 		}
 	}
-	return fmt.Sprintf("wall %s; steps %d over hops %v; writes acked %d, failed %d in %d run(s), longest run of failures %s; lost %d; leaders seen %v (%d changes, %d polls without a leader); elections in logs %d; server gates {%s}",
+	return fmt.Sprintf("wall %s; steps %d over hops %v; writes acked %d, failed %d in %d run(s), longest run of failures %s; lost %d; leaders seen %v (%d changes, %d polls without a leader); elections in logs %d; server gates {%s} applied with the checks of eras %v",
 		f.Wall.Round(100*time.Millisecond), len(f.Steps), hops, len(f.Writes.Acked), f.Writes.Failed, f.Writes.Bursts, f.Writes.LongestBurst.Round(time.Millisecond),
-		len(f.Lost), f.Leaders, max(len(f.Leaders)-1, 0), f.Gaps, f.Elections, strings.Join(gates, "; "))
+		len(f.Lost), f.Leaders, max(len(f.Leaders)-1, 0), f.Gaps, f.Elections, strings.Join(gates, "; "), f.GateEras)
 }
 
 // Run starts the scenario's cluster, upgrades it and checks the common
@@ -126,6 +129,10 @@ func Run(t *testing.T, sc Scenario) Figures {
 				f.Steps = append(f.Steps, e.Step)
 				if e.Step.Kind == planner.StepSwapServer || e.Step.Kind == planner.StepAddServer {
 					f.Gates[e.Step.To] = e.Step.Gate
+				}
+			case upgrade.EventStepDone:
+				if e.Step.Kind == planner.StepSwapServer || e.Step.Kind == planner.StepAddServer {
+					f.GateEras = append(f.GateEras, e.Era)
 				}
 			case upgrade.EventSnapshotSaved:
 				f.Backups = append(f.Backups, e.Detail)

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -18,7 +19,7 @@ const Address = "consul.test:8500"
 // socket, no goroutine, so it works inside a testing/synctest bubble.
 type handlerTransport struct {
 	h           http.Handler
-	unreachable func() bool
+	unreachable func(*http.Request) bool
 }
 
 // HandlerTransport returns an http.RoundTripper that serves every request by
@@ -35,7 +36,7 @@ func (rt handlerTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	if err := req.Context().Err(); err != nil {
 		return nil, err
 	}
-	if rt.unreachable != nil && rt.unreachable() {
+	if rt.unreachable != nil && rt.unreachable(req) {
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
 	}
 	rec := httptest.NewRecorder()
@@ -63,12 +64,13 @@ func newClient(rt http.RoundTripper) (*api.Client, error) {
 
 // RoundTripper returns an http.RoundTripper that serves requests with the
 // cluster in-process (see HandlerTransport) and refuses them while
-// SetUnreachable(true). Use it to build an api.Config of your own.
+// SetUnreachable(true), and refuses those addressed to a node whose agent
+// is down (see ClientAt). Use it to build an api.Config of your own.
 func (c *Cluster) RoundTripper() http.RoundTripper {
-	return handlerTransport{h: c, unreachable: func() bool {
+	return handlerTransport{h: c, unreachable: func(req *http.Request) bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return c.unreachable
+		return c.unreachable || c.downAgent(req, time.Now())
 	}}
 }
 

@@ -162,6 +162,7 @@ type Cluster struct {
 	kvIndex       uint64
 	added         int      // servers AddServer added
 	removed       []string // servers RemoveServer took out
+	era           Era      // the API generation the agents answer with
 }
 
 // NewCluster returns a healthy cluster of servers s1..sN (s1 leads, every

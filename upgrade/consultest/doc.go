@@ -26,6 +26,18 @@
 // corrupt or missing snapshot). Calls, Transfers, Node, Leader, Sessions,
 // LockHolder and HeldLocks let a test check what happened.
 //
+// WithEra makes the agents answer as those of an older API era would:
+// Era04 (0.4/0.5) and Era06 (0.6) have no raft configuration, autopilot or
+// snapshot API (404), no raft stats in /v1/agent/self, and the serf tags of
+// their time (no id, raft_vsn or acls); Era07 adds the raft configuration
+// (IDs are addresses), raft stats and snapshots; Era08Raft2 adds autopilot,
+// whose health endpoint refuses to answer on raft protocol 2. Every era
+// answers /v1/status/peers and stale reads with X-Consul-Index,
+// X-Consul-LastContact and X-Consul-KnownLeader. ClientAt returns a client
+// addressed to one agent (its /v1/agent/self and stale reads answer as that
+// agent; refused while it is down), which is how a gate reaches each
+// server's own state.
+//
 // Snapshot builds a valid snapshot archive (gzip-compressed tar with
 // meta.json, state.bin and SHA256SUMS); SnapshotFiles, SnapshotSums and
 // Archive build broken ones.

@@ -21,8 +21,15 @@ const (
 //
 //   - GET /v1/agent/members: every node, alive or failed, with the role,
 //     dc, port, id, build and acls tags Consul sets
-//   - GET /v1/agent/self: the agent (the first server), its datacenter and
-//     its configuration in the shape of its version (see Features)
+//   - GET /v1/agent/self: the agent addressed (ClientAt; else the first
+//     server), its datacenter, its configuration in the shape of its
+//     version (see Features) and, for a server from 0.7 on, its raft stats
+//   - GET /v1/catalog/services: no services, with the headers of a stale
+//     read the agent addressed answers itself (X-Consul-Index its last
+//     index, X-Consul-LastContact, X-Consul-KnownLeader)
+//   - GET /v1/status/peers: the voters' Raft addresses
+//   - GET /v1/acl/list: the legacy ACL tokens (401 while ACLs are off)
+//   - GET /v1/kv/<prefix>?recurse: every key under prefix
 //   - GET /v1/catalog/datacenters
 //   - GET /v1/status/leader: the leader's Raft address, "" during an election
 //   - GET /v1/operator/raft/configuration (500 without a leader)
@@ -37,7 +44,8 @@ const (
 //   - GET /v1/acl/replication, /v1/acl/tokens, /v1/connect/intentions,
 //     /v1/config/<kind> and /v1/catalog/nodes, from WithFeatures
 //
-// Any other path answers 404, and every path answers 500 while SetDown(true).
+// Any other path answers 404, and so does every endpoint the cluster's era
+// (WithEra) does not have; every path answers 500 while SetDown(true).
 func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -49,11 +57,21 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	c.expireSessions(now)
 	c.elect(now, "")
+	if !c.era.has(r.URL.Path) {
+		notInEra(w, c.era, r.URL.Path)
+		return
+	}
 	switch r.URL.Path {
 	case "/v1/agent/members":
 		c.serveMembers(w, now)
 	case "/v1/agent/self":
-		writeJSON(w, http.StatusOK, c.selfDocument()) // features.go
+		c.serveSelf(w, c.agentFor(r))
+	case "/v1/status/peers":
+		c.servePeers(w)
+	case "/v1/acl/list":
+		c.serveACLList(w)
+	case "/v1/catalog/services":
+		c.serveStaleServices(w, c.agentFor(r))
 	case "/v1/catalog/datacenters":
 		writeJSON(w, http.StatusOK, c.datacenters())
 	case "/v1/status/leader":
@@ -70,12 +88,23 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		out := api.RaftConfiguration{Index: 10}
 		for _, n := range c.nodes {
 			if n.server() {
-				out.Servers = append(out.Servers, &api.RaftServer{ID: n.raftID(), Node: n.name, Address: n.addr + ":8300",
-					Leader: n.name == c.leader, Voter: n.voter, ProtocolVersion: "3"})
+				rs := &api.RaftServer{ID: c.raftIDIn(n), Node: n.name, Address: n.raftAddr(),
+					Leader: n.name == c.leader, Voter: n.voter, ProtocolVersion: "3"}
+				switch c.era {
+				case Era07:
+					rs.ProtocolVersion = "" // 0.7 reports none
+				case Era08Raft2:
+					rs.ProtocolVersion = "2"
+				}
+				out.Servers = append(out.Servers, rs)
 			}
 		}
 		writeJSON(w, http.StatusOK, out)
 	case "/v1/operator/autopilot/health":
+		if c.era == Era08Raft2 || c.raftProtocol() < 3 {
+			http.Error(w, "all servers must have raft_protocol set to 3 or higher to use this endpoint", http.StatusInternalServerError)
+			return
+		}
 		c.serveHealth(w, now)
 	case "/v1/operator/autopilot/configuration":
 		ac := api.NewAutopilotConfiguration()
@@ -123,6 +152,10 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			c.serveSession(w, r, now)
 			return
 		}
+		if strings.HasPrefix(r.URL.Path, "/v1/kv/") && r.Method == http.MethodGet && r.URL.Query().Has("recurse") {
+			c.serveKVRecurse(w, strings.TrimPrefix(r.URL.Path, "/v1/kv/"))
+			return
+		}
 		if strings.HasPrefix(r.URL.Path, "/v1/kv/") {
 			c.serveKV(w, r)
 			return
@@ -163,13 +196,7 @@ func (c *Cluster) serveMembers(w http.ResponseWriter, now time.Time) {
 		if !n.up(now) {
 			status = serfFailed
 		}
-		build := n.version + ":deadbeef"
-		tags := map[string]string{"role": "node", "dc": c.dc, "build": build}
-		if n.server() {
-			tags = map[string]string{"role": "consul", "dc": c.dc, "port": "8300", "id": n.raftID(), "build": build, "acls": string(c.acls)}
-			c.addFeatureTags(n, tags) // features.go
-		}
-		out = append(out, api.AgentMember{Name: n.name, Addr: n.addr, Port: 8301, Tags: tags, Status: status})
+		out = append(out, api.AgentMember{Name: n.name, Addr: n.addr, Port: 8301, Tags: c.tags(n), Status: status})
 	}
 	writeJSON(w, http.StatusOK, out)
 }
