@@ -318,9 +318,8 @@ func smallestDatacenter(rc RuleContext) int {
 }
 
 // liveWindow describes the observed servers of one datacenter where a
-// server on or above the new version already leads while others still run
-// below it ("" when no datacenter is in that state): the leader, its
-// version and the servers below.
+// server on or above a new version already leads while others still run
+// below it: the datacenter, the leader, its version and the servers below.
 type liveWindow struct {
 	dc, leader, version string
 	below               []string
