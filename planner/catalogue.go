@@ -42,6 +42,15 @@ const (
 	// RuleDisableUpgradeMigration: Enterprise autopilot upgrade migration
 	// interferes with in-place rolling upgrades.
 	RuleDisableUpgradeMigration = "disable-upgrade-migration"
+	// RuleEnterprise1107Clients: Enterprise clients left behind on
+	// 1.10.0-1.10.6 while servers go to 1.11+.
+	RuleEnterprise1107Clients = "enterprise-1.10.7-left-behind-clients"
+	// RuleReplaceAutopilot100: the replace strategy on servers running
+	// 1.0.0, whose autopilot promotes new servers only in pairs.
+	RuleReplaceAutopilot100 = "replace-autopilot-pairs-1.0.0"
+	// RuleLegacyACLs16: legacy ACL tokens must be migrated before leaving
+	// 1.6.x (the 1.6.x upgrade guide).
+	RuleLegacyACLs16 = "legacy-acls-before-leaving-1.6"
 	// RuleFeaturesUnobserved: features the observer could not read
 	// (Features.Unobserved) were evaluated at their defaults.
 	RuleFeaturesUnobserved = "features-not-observed"
@@ -84,6 +93,7 @@ const (
 	urlPath110         = "https://github.com/hashicorp/consul/blob/3a56024ab505dc17d7be872dea915b05a0c49907/website/content/docs/upgrade/instructions/upgrade-to-1-10-x.mdx"
 	urlGH2889          = "https://github.com/hashicorp/consul/issues/2889"
 	urlGH8118          = "https://github.com/hashicorp/consul/issues/8118"
+	urlGH9699          = "https://github.com/hashicorp/consul/issues/9699"
 	urlPR17758         = "https://github.com/hashicorp/consul/pull/17758"
 	urlBuilder         = "https://github.com/hashicorp/consul/blob/main/agent/config/builder.go"
 	urlRelease1110     = "https://github.com/hashicorp/consul/releases/tag/v1.11.0"
@@ -307,6 +317,92 @@ func smallestDatacenter(rc RuleContext) int {
 	return least
 }
 
+// liveWindow describes the observed servers of one datacenter where a
+// server on or above a new version already leads while others still run
+// below it: the datacenter, the leader, its version and the servers below.
+type liveWindow struct {
+	dc, leader, version string
+	below               []string
+}
+
+// observedNewLeader finds, in the observed cluster, a datacenter whose
+// leader runs at or above v while some of its servers run below v: from then
+// on the leader replicates what the old servers cannot apply, whatever order
+// the policy chose (the 0.5 tombstone reap, the 0.8.0 autopilot entry).
+func observedNewLeader(rc RuleContext, v string) (liveWindow, bool) {
+	if rc.Cluster == nil {
+		return liveWindow{}, false
+	}
+	def := defaultDatacenter(rc.Cluster)
+	dcOf := func(s *Server) string {
+		if s.Datacenter == "" {
+			return def
+		}
+		return s.Datacenter
+	}
+	for i := range rc.Cluster.Servers {
+		l := &rc.Cluster.Servers[i]
+		if !l.Leader || !versionAtLeast(l.Version, v) {
+			continue
+		}
+		w := liveWindow{dc: dcOf(l), leader: l.Name, version: l.Version}
+		for j := range rc.Cluster.Servers {
+			s := &rc.Cluster.Servers[j]
+			if dcOf(s) == w.dc && !versionAtLeast(s.Version, v) {
+				if _, err := parseVersion(s.Version); err == nil {
+					w.below = append(w.below, s.Name)
+				}
+			}
+		}
+		if len(w.below) > 0 {
+			return w, true
+		}
+	}
+	return liveWindow{}, false
+}
+
+// leader080 reports whether an observed 0.8.0 server leads servers older
+// than 0.8.0 (0.8.1 fixed the entry they panic on).
+func leader080(rc RuleContext) bool {
+	w, ok := observedNewLeader(rc, "0.8.0")
+	return ok && versionIs(w.version, "0.8.0")
+}
+
+// leaderAtLeast reports whether an observed leader runs v or later.
+func leaderAtLeast(rc RuleContext, v string) bool {
+	if rc.Cluster == nil {
+		return false
+	}
+	for _, s := range rc.Cluster.Servers {
+		if s.Leader && versionAtLeast(s.Version, v) {
+			return true
+		}
+	}
+	return false
+}
+
+// versionIs reports whether s's core is v; false when s does not parse.
+func versionIs(s, v string) bool {
+	sv, err := parseVersion(s)
+	m := mustVersion(v)
+	return err == nil && m != nil && sv.Core().Equal(m)
+}
+
+// serversOnCore lists the observed servers whose version's core is v.
+func serversOnCore(rc RuleContext, v string) []string {
+	if rc.Cluster == nil {
+		return nil
+	}
+	m := mustVersion(v)
+	var out []string
+	for _, s := range rc.Cluster.Servers {
+		if sv, err := parseVersion(s.Version); err == nil && m != nil && sv.Core().Equal(m) {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
 // catalogue is the built-in rule set, in the order Catalogue returns it.
 func catalogue() []builtin {
 	return []builtin{
@@ -365,7 +461,7 @@ func catalogue() []builtin {
 			evalBy((*checker).checkDatacenters)),
 		def(PrecheckDatacenterNotSeen, KindPrecheck, Warning, "", "", urlFederated,
 			"a listed datacenter has no servers in the snapshot, so the plan does not upgrade it",
-			"plan that datacenter from a snapshot of its own agents (upgrade.Discover through one of them); keep the datacenter order of the path (primary first, or last on the 1.2.4 and 1.6.10 paths with ACL replication)",
+			"plan that datacenter from a snapshot of its own agents (upgrade.Discover through one of them); keep the datacenter order of each hop (planner.DatacenterOrder, recorded in the plan's Hop.Datacenters: primary first, or last on the 1.2.4 and 1.6.10 path hops with ACL replication)",
 			evalBy((*checker).checkDatacenters)),
 		def(PrecheckClientNewerThanSrvs, KindPrecheck, Warning, "", "", urlCompatibility,
 			"clients run a newer version than the servers of their datacenter",
@@ -443,12 +539,24 @@ func catalogue() []builtin {
 			limit("servers < 0.7.0 stop with kill")),
 		def(RuleSnapshot, KindPrecheck, Warning, "", "", urlGeneral,
 			"the hop runs without a snapshot (NoSnapshot): a failed hop cannot be rolled back",
-			"drop NoSnapshot: a verified consul snapshot before each hop is the only rollback (a snapshot restores only on the version that took it)",
-			when(func(rc RuleContext) bool { return policy(rc).NoSnapshot })),
+			"drop NoSnapshot: a verified backup before each hop is the only rollback (a snapshot restores only on the version that took it; below 0.7.1 the backup is a logical export of KV and ACL tokens, since those versions have no snapshot API)",
+			when(func(rc RuleContext) bool { return policy(rc).NoSnapshot }),
+			msgBy(func(rc RuleContext) string {
+				if rc.Hop.From != "" && !versionAtLeast(rc.Hop.From, "0.7.1") {
+					return "the hop runs without a backup (NoSnapshot): servers below 0.7.1 have no snapshot API, and the logical backup of KV and ACL tokens that replaces it is skipped too"
+				}
+				return "the hop runs without a snapshot (NoSnapshot): a failed hop cannot be rolled back"
+			})),
 		def(RuleDisableUpgradeMigration, KindConfig, Warning, ">= 0.8.0", "", urlGeneral,
 			"Enterprise autopilot upgrade migration can elect an upgraded leader early or stall in-place upgrades",
-			"run consul operator autopilot set-config -disable-upgrade-migration=true before an in-place upgrade",
-			once, when(func(rc RuleContext) bool { return enterprise(rc) && inPlace(rc) })),
+			"run consul operator autopilot set-config -disable-upgrade-migration=true before the upgrade: in place, autopilot may otherwise elect an upgraded server before the old leader's turn; with the replace strategy, it keeps each new server a non-voter until as many new servers as voters exist, so the plan's one-at-a-time additions never pass their voter gate (GH-9699)",
+			once, when(enterprise),
+			msgBy(func(rc RuleContext) string {
+				if !inPlace(rc) {
+					return "replace strategy on Enterprise: with upgrade migration on, autopilot keeps new-version servers non-voters until their count matches the voters, so adding and retiring servers one at a time stalls (" + urlGH9699 + ")"
+				}
+				return "Enterprise autopilot upgrade migration can elect an upgraded leader early or stall in-place upgrades"
+			})),
 		def(RuleDatacenterOrder, KindOrdering, Info, "", "", urlFederated,
 			"several datacenters: the primary goes first, then each secondary",
 			"nothing to do: the plan orders datacenters per hop",
@@ -463,7 +571,10 @@ func catalogue() []builtin {
 			"leadership transfer moves the leader to an upgraded server before the old leader is swapped",
 			"nothing to do: the runner uses POST /v1/operator/raft/transfer-leader?id=<raft id> (the 1.15/1.16 CLI ignores -id) and waits until the named server leads; set no_transfer_leadership to swap the leader last instead",
 			when(func(rc RuleContext) bool {
-				return serverCount(rc) > 1 && versionAtLeast(rc.Hop.From, "1.15.0") && versionAtLeast(rc.Hop.To, "1.15.0")
+				// Next transfers when the leader (not the lowest server)
+				// runs 1.15+, so an observed 1.15+ leader counts too.
+				return serverCount(rc) > 1 && versionAtLeast(rc.Hop.To, "1.15.0") &&
+					(versionAtLeast(rc.Hop.From, "1.15.0") || leaderAtLeast(rc, "1.15.0"))
 			}),
 			msgBy(func(rc RuleContext) string {
 				if policy(rc).NoTransferLeadership {
@@ -505,6 +616,10 @@ func catalogue() []builtin {
 			"Consul Enterprise 1.10.0-1.10.6 agents deregister their own services once servers run 1.11+",
 			"nothing to do: the path brings servers and clients to 1.10.12 before 1.11",
 			asStone),
+		def(RuleEnterprise1107Clients, KindOrdering, Blocking, ">= 1.10.0, < 1.10.7", ">= 1.11.0", urlVersionSpecific,
+			"Consul Enterprise clients left behind on 1.10.0-1.10.6 deregister their own services and checks once servers run 1.11+",
+			"bring these clients to 1.10.7 or later (1.10.12) before any server goes to 1.11: plan with client waves, or run a plan to 1.10.12 first and leave them behind only after it",
+			scope(ScopeClients), when(enterprise), limit("clients on 1.10.7+ before servers run 1.11")),
 
 		// 0.4 and 0.5.
 		def("acl-mixed-servers-0.4", KindACL, Warning, "< 0.4.0", ">= 0.4.0", urlChangelog040,
@@ -530,21 +645,25 @@ func catalogue() []builtin {
 			limit("service write granted before 0.5")),
 		def(RuleTombstoneWindow, KindWindow, Warning, "< 0.5.0", ">= 0.5.0", urlChangelog050,
 			"0.5 servers replicate a tombstone-reap Raft command that older servers panic on",
-			"keep followers-first (no deadline), or finish every server swap within 15 minutes (the default tombstone TTL); an old server that panics is upgraded and restarted without data loss",
+			"keep followers-first while the leader is still old (no deadline), or finish every server swap within 15 minutes (the default tombstone TTL); once a 0.5 server leads, swap the remaining old servers at once; an old server that panics is upgraded and restarted without data loss",
 			when(func(rc RuleContext) bool { return serverCount(rc) > 0 }),
 			sevBy(func(rc RuleContext) Severity {
-				if policy(rc).ServerOrder == AsListed && inPlace(rc) {
+				if _, live := observedNewLeader(rc, "0.5.0"); live || (policy(rc).ServerOrder == AsListed && inPlace(rc)) {
 					return Warning
 				}
 				return Info
 			}),
 			msgBy(func(rc RuleContext) string {
+				if w, live := observedNewLeader(rc, "0.5.0"); live {
+					return fmt.Sprintf("leader %s of %s already runs %s while %s still run(s) below 0.5: the 15-minute window is running whatever the server order, and the old servers panic once the leader reaps tombstones; finish their swaps within it",
+						w.leader, w.dc, w.version, strings.Join(w.below, ", "))
+				}
 				if policy(rc).ServerOrder == AsListed && inPlace(rc) {
 					return "servers swapped as listed across 0.5.0: all server swaps must finish within 15 minutes, before old servers panic on tombstone reaping"
 				}
-				return "followers first, leader last across 0.5.0: old followers never receive the reap command from a 0.5 leader, so no deadline applies"
+				return "followers first, leader last across 0.5.0: old followers never receive the reap command while the leader is still old, so no deadline applies"
 			}),
-			limit("900s over all server swaps unless followers-first")),
+			limit("900s over all server swaps unless followers-first with an old leader")),
 		def(RuleRaftBoltDB, KindRaft, Info, "< 0.5.1", ">= 0.5.1", urlUpgrade2015,
 			"the Raft log store moves from LMDB to BoltDB on first start of 0.5.1/0.5.2",
 			"boot each server once on 0.5.1/0.5.2 and look for \"Successfully migrated raft data\" in its log before going further (0.6 refuses the old layout)",
@@ -583,14 +702,24 @@ func catalogue() []builtin {
 		knownBad("known-bad-0.8.0", "= 0.8.0", urlGH2889,
 			"0.8.0 is a known-bad target: its leader writes a Raft entry older servers panic on",
 			"target 0.8.1 or later (0.8.5 is the newest 0.8.x)"),
-		def(RuleLeaderPanic080, KindOrdering, Warning, "< 0.8.0", "= 0.8.0", urlGH2889,
+		def(RuleLeaderPanic080, KindOrdering, Warning, "< 0.8.0", ">= 0.8.0", urlGH2889,
 			"a 0.8.0 leader writes an autopilot Raft entry that older servers panic on",
-			"swap followers first and the leader last, and prefer 0.8.1+ as the target",
+			"swap followers first and the leader last, and prefer 0.8.1+ as the target; once a 0.8.0 server leads older ones, swap the older servers at once",
+			once, when(func(rc RuleContext) bool {
+				return versionIs(rc.Hop.To, "0.8.0") || leader080(rc)
+			}),
 			sevBy(func(rc RuleContext) Severity {
-				if policy(rc).ServerOrder == AsListed {
+				if policy(rc).ServerOrder == AsListed && versionIs(rc.Hop.To, "0.8.0") {
 					return Blocking
 				}
 				return Warning
+			}),
+			msgBy(func(rc RuleContext) string {
+				if w, ok := observedNewLeader(rc, "0.8.0"); ok && leader080(rc) {
+					return fmt.Sprintf("leader %s of %s already runs %s while %s run(s) older versions: it writes an autopilot Raft entry they panic on (GH-2889), whatever the server order",
+						w.leader, w.dc, w.version, strings.Join(w.below, ", "))
+				}
+				return "a 0.8.0 leader writes an autopilot Raft entry that older servers panic on"
 			})),
 		def("acl-enforce-version-8-0.8", KindACL, Warning, "< 0.8.0", ">= 0.8.0", urlVersionSpecific,
 			"acl_enforce_version_8 defaults to true from 0.8",
@@ -610,6 +739,17 @@ func catalogue() []builtin {
 		knownBad("known-bad-1.0.0", "= 1.0.0", urlVersionSpecific,
 			"1.0.0 is a known-bad target: autopilot promoted new servers in pairs and could strand rolling upgrades without quorum",
 			"target 1.0.1 or later (1.0.8 is the newest 1.0.x)"),
+		def(RuleReplaceAutopilot100, KindOrdering, Blocking, "", ">= 1.0.1", urlVersionSpecific,
+			"replace strategy while servers run 1.0.0: its autopilot promotes new servers only in pairs, so a one-at-a-time replacement can stall or lose quorum (GH-3611)",
+			"take the hop out of 1.0.0 in place (strategy in-place, or raft_protocol = 2, under which new servers join as voters), then replace on 1.0.1+; after a replacement that ran on 1.0.0, consul force-leave the stale old servers",
+			once, when(func(rc RuleContext) bool {
+				return !inPlace(rc) && feat(rc).RaftProtocol != 2 && len(serversOnCore(rc, "1.0.0")) > 0
+			}),
+			msgBy(func(rc RuleContext) string {
+				return fmt.Sprintf("replace strategy while server(s) %s run 1.0.0: 1.0.0 autopilot promotes new servers only in pairs (1.0.1 promotes each once stable), so the plan's single new server is never promoted and stale old servers need force-leave (GH-3611)",
+					strings.Join(serversOnCore(rc, "1.0.0"), ", "))
+			}),
+			limit("no 1.0.0 server while replacing")),
 		def("raft-protocol-3-1.0", KindRaft, Info, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
 			"1.0 defaults to raft_protocol 3, which needs every server on 0.8+",
 			"when the servers run raft protocol 2 (the 0.8/0.9 default), start the upgraded servers with raft_protocol = 2 until no 0.x server remains, then move every server to 3 in a separate rolling restart (before 1.9); the peers.json format changes too",
@@ -667,6 +807,10 @@ func catalogue() []builtin {
 			"upgrade datacenters in any order; CA federation follows the last server",
 			when(func(rc RuleContext) bool { return enterprise(rc) && connect(rc) })),
 		// 1.6 and 1.7.
+		def(RuleLegacyACLs16, KindACL, Blocking, ">= 1.4.0, < 1.7.0", ">= 1.7.0", urlPath16,
+			"legacy ACL tokens are still in use: the 1.6.x upgrade guide requires migrating them before upgrading past 1.6.x",
+			"stop on 1.6.10 (the path does), wait until every token has an AccessorID, migrate each legacy token (consul acl token update -id <id> -upgrade-legacy) and confirm none is left (Features.LegacyACLs false) before the next hop",
+			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs }), limit("no legacy tokens past 1.6.x")),
 		def("managed-proxies-removed-1.6", KindPrecheck, Warning, "< 1.6.0", ">= 1.6.0", urlVersionSpecific,
 			"managed proxies are removed in 1.6",
 			"move managed proxies to sidecar service registrations before the hop",
@@ -925,9 +1069,13 @@ func Catalogue() []Rule {
 }
 
 // PrimaryLast reports whether, on hop h, the primary datacenter is upgraded
-// after the secondaries: on the dedicated 1.2.4 and 1.6.10 paths with ACL
-// replication (upgrading the primary first breaks replication there). On
-// every other hop the primary goes first.
+// after the secondaries: on the hops of the dedicated 1.2.4 and 1.6.10 paths
+// (0.8.5-1.2.3 landing on 1.2.x at 1.2.4 or later, 1.2.4-1.6.9 landing on
+// 1.6.x at 1.6.10 or later) with ACL replication, where upgrading the
+// primary first breaks replication. On every other hop the primary goes
+// first, 1.6.9 -> 1.8.19 included (the 1.8.19 path runs the general process
+// in every datacenter). It is the one rule of datacenter order: Next, Plan,
+// Check and DatacenterOrder all read it.
 func PrimaryLast(h Hop, f Features) bool {
 	if !f.ACLReplication {
 		return false
@@ -938,10 +1086,10 @@ func PrimaryLast(h Hop, f Features) bool {
 		return false
 	}
 	from, to = from.Core(), to.Core()
-	if !from.LessThan(v085) && from.LessThan(v124) && !to.LessThan(v124) {
+	if between(from, v085, v124) && between(to, v124, v130) {
 		return true
 	}
-	return !from.LessThan(v124) && from.LessThan(v1610) && !to.LessThan(v1610)
+	return between(from, v124, v1610) && between(to, v1610, v170)
 }
 
 // versionAtLeast reports s >= min; false when s does not parse.

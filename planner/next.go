@@ -59,11 +59,9 @@ const (
 )
 
 var (
-	v050   = version.Must(version.NewVersion("0.5.0"))
-	v071   = version.Must(version.NewVersion("0.7.1"))
-	v1_15  = version.Must(version.NewVersion("1.15.0"))
-	v1_2_4 = version.Must(version.NewVersion("1.2.4"))
-	v1_6_x = version.Must(version.NewVersion("1.6.10"))
+	v050  = version.Must(version.NewVersion("0.5.0"))
+	v071  = version.Must(version.NewVersion("0.7.1"))
+	v1_15 = version.Must(version.NewVersion("1.15.0"))
 )
 
 var (
@@ -280,31 +278,15 @@ func newState(c *Cluster, target string, pol Policy) (*state, error) {
 		return nil, err
 	}
 
-	// Datacenters: the listed ones, then any that only agents name.
-	dcIndex := make(map[string]int)
-	single := ""
-	if len(c.Datacenters) == 1 {
-		single = c.Datacenters[0].Name
-	}
-	dcOf := func(name string) int {
-		if name == "" {
-			name = single
-			if name == "" {
-				name = "dc1"
-			}
-		}
-		if i, ok := dcIndex[name]; ok {
-			return i
-		}
-		i := len(st.dcs)
+	// Datacenters in their base order (primary first, then by name).
+	names := datacenterNames(c)
+	dcIndex := make(map[string]int, len(names))
+	for i, name := range names {
 		dcIndex[name] = i
-		st.dcs = append(st.dcs, &dcState{name: name})
-		return i
+		st.dcs = append(st.dcs, &dcState{name: name, primary: i == 0})
 	}
-	for _, d := range c.Datacenters {
-		i := dcOf(d.Name)
-		st.dcs[i].primary = st.dcs[i].primary || d.Primary
-	}
+	agentDC := agentDatacenter(c)
+	dcOf := func(name string) int { return dcIndex[agentDC(name)] }
 
 	st.srvV = make([]int, len(c.Servers))
 	st.leader = make([]bool, len(c.Servers))
@@ -344,49 +326,6 @@ func newState(c *Cluster, target string, pol Policy) (*state, error) {
 		addCount(&d.count, id, 1)
 	}
 
-	// The primary: the one marked, else the first listed, else the first
-	// by name.
-	primary := -1
-	for i, d := range st.dcs {
-		if d.primary {
-			primary = i
-			break
-		}
-	}
-	if primary < 0 {
-		if len(c.Datacenters) > 0 {
-			primary = 0
-		} else {
-			primary = 0
-			for i, d := range st.dcs {
-				if d.name < st.dcs[primary].name {
-					primary = i
-				}
-			}
-		}
-		st.dcs[primary].primary = true
-	}
-	for i, d := range st.dcs {
-		if i != primary {
-			d.primary = false
-		}
-	}
-	slices.SortStableFunc(st.dcs, func(a, b *dcState) int {
-		switch {
-		case a.primary && !b.primary:
-			return -1
-		case b.primary && !a.primary:
-			return 1
-		}
-		return strings.Compare(a.name, b.name)
-	})
-	pos := make([]int, len(st.dcs))
-	for newPos, d := range st.dcs {
-		pos[dcIndex[d.name]] = newPos
-	}
-	for i := range st.srvDC {
-		st.srvDC[i] = pos[st.srvDC[i]]
-	}
 	for _, d := range st.dcs {
 		d.byName = slices.Clone(d.listed)
 		slices.SortStableFunc(d.byName, func(a, b int) int { return strings.Compare(c.Servers[a].Name, c.Servers[b].Name) })
@@ -564,41 +503,18 @@ func (st *state) snapshotCovers(lowSrv int) bool {
 	return st.vs.r(id) == st.vs.r(lowSrv)
 }
 
-// dcOrder is the order datacenters take on hop: primary first, then the
-// others by name; on the dedicated 1.2.4 and 1.6.10 hops of a cluster with
-// several datacenters and ACL replication, the secondaries go first and the
-// primary last.
+// dcOrder is the order datacenters take on hop: DatacenterOrder's.
 func (st *state) dcOrder(hop Hop) []*dcState {
-	if len(st.dcs) < 2 || !st.c.Features.ACLReplication || !primaryLastHop(hop) {
-		return st.dcs
+	idx := hopOrder(len(st.dcs), hop, st.c.Features)
+	out := make([]*dcState, len(idx))
+	for k, i := range idx {
+		out[k] = st.dcs[i]
 	}
-	out := make([]*dcState, 0, len(st.dcs))
-	out = append(out, st.dcs[1:]...)
-	return append(out, st.dcs[0])
-}
-
-func primaryLastHop(hop Hop) bool {
-	to, err := version.NewVersion(hop.To)
-	if err != nil {
-		return false
-	}
-	return to.Equal(v1_2_4) || to.Equal(v1_6_x)
+	return out
 }
 
 func (st *state) dcReason(d *dcState, hop Hop) string {
-	if len(st.dcs) < 2 {
-		return ""
-	}
-	if st.c.Features.ACLReplication && primaryLastHop(hop) {
-		if d.primary {
-			return fmt.Sprintf("; primary %s goes last on the %s hop (ACL replication, %s)", d.name, hop.To, RuleDatacenterOrder)
-		}
-		return fmt.Sprintf("; secondary datacenters go before the primary on the %s hop (ACL replication, %s)", hop.To, RuleDatacenterOrder)
-	}
-	if d.primary {
-		return fmt.Sprintf("; the primary datacenter goes first (%s)", RuleDatacenterOrder)
-	}
-	return fmt.Sprintf("; secondaries follow the primary, by name (%s)", RuleDatacenterOrder)
+	return datacenterOrderReason(d.name, d.primary, len(st.dcs), hop, st.c.Features)
 }
 
 // serverStep returns the next server step of datacenter d on hop h, if any.
@@ -677,16 +593,25 @@ func (st *state) serverStep(d *dcState, h, toID int) (Step, bool) {
 		Reason:     reason + st.dcReason(d, hop),
 		NoReturn:   noReturn(st.vs.vers[st.srvV[pick]], st.vs.vers[toID]),
 	}
-	if st.pol.ServerOrder == AsListed && st.vs.vers[toID].GreaterThanOrEqual(v050) {
+	// The 0.5 tombstone window: as listed, any server may lead on 0.5
+	// while old ones remain; followers first keeps the old leader until
+	// last, unless a 0.5 server already leads (observed: a run stopped
+	// midway, a failover), and then the window runs whatever the order.
+	newLeader := leader >= 0 && !st.vs.vers[st.srvV[leader]].LessThan(v050)
+	if (st.pol.ServerOrder == AsListed || newLeader) && st.vs.vers[toID].GreaterThanOrEqual(v050) {
 		for _, i := range d.listed {
 			if st.vs.vers[st.srvV[i]].LessThan(v050) {
+				why := fmt.Sprintf("servers of %s on 0.5 and older ones may only run side by side for 15 minutes (tombstone reaping); finish every server swap of the hop within it, or order followers first", d.name)
+				if newLeader {
+					why = fmt.Sprintf("the leader %s of %s already runs %s while older servers remain: it reaps tombstones once their 15-minute TTL expires and the old servers panic on that; finish every remaining server swap of the hop within the window, which may have started before this run",
+						st.c.Servers[leader].Name, d.name, st.vs.strs[st.srvV[leader]])
+				}
 				step.Deadline = &Deadline{
 					Rule:    RuleTombstoneWindow,
 					Seconds: TombstoneWindowSeconds,
 					First:   -1,
 					Last:    -1,
-					Reason: fmt.Sprintf("servers of %s on 0.5 and older ones may only run side by side for 15 minutes (tombstone reaping); finish every server swap of the hop within it, or order followers first",
-						d.name),
+					Reason:  why,
 				}
 				break
 			}

@@ -27,6 +27,7 @@ func Plan(c Cluster, target string, pol Policy) (*UpgradePlan, error) {
 	if err := p.Findings.Err(); err != nil {
 		if st, serr := newState(&c, target, pol); serr == nil && st.refreshPath() == nil {
 			p.Path = st.path
+			p.fillDatacenters(&c)
 		}
 		return p, err
 	}
@@ -67,7 +68,24 @@ func Plan(c Cluster, target string, pol Policy) (*UpgradePlan, error) {
 		p.Steps = append(p.Steps, step)
 	}
 	p.fillDeadlines()
+	p.fillDatacenters(&c)
 	return p, nil
+}
+
+// fillDatacenters records in every hop of the path the order its
+// datacenters take (the order the steps follow), when c has several.
+func (p *UpgradePlan) fillDatacenters(c *Cluster) {
+	names := datacenterNames(c)
+	if len(names) < 2 {
+		return
+	}
+	for i := range p.Path {
+		h := &p.Path[i]
+		h.Datacenters = make([]string, 0, len(names))
+		for _, k := range hopOrder(len(names), *h, c.Features) {
+			h.Datacenters = append(h.Datacenters, names[k])
+		}
+	}
 }
 
 // locate returns the index in p.Path where path (recomputed from a later

@@ -10,6 +10,10 @@ type Hop struct {
 	Rule string `json:"rule,omitempty"`
 	// Reason says why the path stops here.
 	Reason string `json:"reason,omitempty"`
+	// Datacenters is the order in which the datacenters take this hop
+	// (DatacenterOrder: each one's servers, then its clients). Plan fills
+	// it for clusters with several datacenters; Path leaves it empty.
+	Datacenters []string `json:"datacenters,omitempty"`
 }
 
 // StepKind is what a step does.
