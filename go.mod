@@ -3,6 +3,7 @@ module github.com/seed-e5e14ead/consul-upgrade
 go 1.26.7
 
 require (
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/cenkalti/backoff/v4 v4.3.0
 	github.com/hashicorp/consul/api v1.34.5
 	github.com/hashicorp/go-version v1.9.0

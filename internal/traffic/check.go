@@ -1,0 +1,164 @@
+package traffic
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+)
+
+// DefaultCheckTimeout bounds Porcupine's search in Require.
+const DefaultCheckTimeout = 5 * time.Minute
+
+// Report is what checking a history found.
+type Report struct {
+	Ops           int // operations recorded
+	Indeterminate int // of which indeterminate
+	NotSent       int // of which never sent (not checked)
+	Acked         int // writes Consul acknowledged (put true, cas true)
+	// Result is Porcupine's verdict: Ok, Illegal (not linearizable) or
+	// Unknown (the search timed out).
+	Result porcupine.CheckResult
+	// Lost are the acknowledged writes the final reads prove lost: the
+	// key's final value was written by a write that had returned before
+	// they were called (or the key is absent, or holds a value no write
+	// wrote).
+	Lost      []Op
+	CheckTime time.Duration
+	// Files are the history (JSON) and Porcupine's visualization (HTML),
+	// written when the result is not Ok.
+	Files []string
+}
+
+func (r Report) String() string {
+	return fmt.Sprintf("%d ops (%d indeterminate, %d not sent), %d acknowledged writes, %d lost; linearizability %s in %s",
+		r.Ops, r.Indeterminate, r.NotSent, r.Acked, len(r.Lost), r.Result, r.CheckTime.Round(time.Millisecond))
+}
+
+// Check checks h for linearizability against Model (timeout 0: no limit)
+// and counts the acknowledged writes the final reads prove lost. When the
+// result is not Ok it writes history.json and linearizability.html into
+// dir. The error is only about writing those files.
+func Check(h History, dir string, timeout time.Duration) (Report, error) {
+	r := Report{Ops: len(h), Indeterminate: h.Count(Indeterminate), NotSent: h.Count(NotSent)}
+	for _, op := range h {
+		if op.IsWrite() && op.Outcome == Done && op.OK {
+			r.Acked++
+		}
+	}
+	r.Lost = LostWrites(h)
+	start := time.Now()
+	res, info := porcupine.CheckOperationsVerbose(Model, operations(h), timeout)
+	r.CheckTime = time.Since(start)
+	r.Result = res
+	if res == porcupine.Ok {
+		return r, nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return r, err
+	}
+	hist := filepath.Join(dir, "history.json")
+	data, err := json.MarshalIndent(h, "", " ")
+	if err != nil {
+		return r, err
+	}
+	if err := os.WriteFile(hist, data, 0o644); err != nil {
+		return r, err
+	}
+	r.Files = append(r.Files, hist)
+	html := filepath.Join(dir, "linearizability.html")
+	if err := porcupine.VisualizePath(Model, info, html); err != nil {
+		return r, fmt.Errorf("porcupine visualization: %w", err)
+	}
+	r.Files = append(r.Files, html)
+	return r, nil
+}
+
+// LostWrites returns the acknowledged writes that the final reads (ops
+// with Final set) prove lost. For each key with a successful final read
+// returning the value of write W, an acknowledged write called after W
+// returned should have replaced W's value: it is lost. When the key is
+// absent, or its value was written by no write, every acknowledged write
+// of the key is lost. (Writes lost in between, overwritten later, are the
+// linearizability check's business.)
+func LostWrites(h History) []Op {
+	final := map[string]Op{}
+	writes := map[string]Op{} // by value
+	for _, op := range h {
+		if op.Final && op.Kind == Read && op.Outcome == Done {
+			final[op.Key] = op
+		}
+		if op.IsWrite() {
+			writes[op.Value] = op
+		}
+	}
+	var lost []Op
+	for _, op := range h {
+		if !op.IsWrite() || op.Outcome != Done || !op.OK {
+			continue
+		}
+		f, ok := final[op.Key]
+		if !ok {
+			continue // no final read of the key: nothing proven
+		}
+		w, known := writes[f.Got]
+		switch {
+		case !f.Found, !known, w.Key != op.Key:
+			lost = append(lost, op)
+		case w.Outcome != Indeterminate && op.Call > w.Return:
+			lost = append(lost, op)
+		}
+	}
+	return lost
+}
+
+// Require checks h (DefaultCheckTimeout) and fails t when the history is
+// not proven linearizable or an acknowledged write is lost, naming the
+// files it wrote. The files go to t.ArtifactDir() when the test runs with
+// -artifacts (kept under -outputdir); otherwise to a new directory under
+// os.TempDir() that is kept for the failure to be looked at.
+func Require(t testing.TB, h History) Report {
+	t.Helper()
+	dir := keptDir(t)
+	r, err := Check(h, dir, DefaultCheckTimeout)
+	if err != nil {
+		t.Errorf("traffic: writing the failed check's files: %v", err)
+	}
+	switch r.Result {
+	case porcupine.Ok:
+	case porcupine.Illegal:
+		t.Errorf("traffic: the history is NOT linearizable (%s); history and Porcupine's visualization: %s", r, strings.Join(r.Files, ", "))
+	default:
+		t.Errorf("traffic: linearizability not decided within %s (%s); history and visualization: %s", DefaultCheckTimeout, r, strings.Join(r.Files, ", "))
+	}
+	if len(r.Lost) > 0 {
+		var ex []string
+		for _, op := range r.Lost[:min(5, len(r.Lost))] {
+			ex = append(ex, op.String())
+		}
+		t.Errorf("traffic: %d acknowledged writes lost, e.g.\n  %s", len(r.Lost), strings.Join(ex, "\n  "))
+	}
+	return r
+}
+
+// keptDir is where a failed check's files go: t.ArtifactDir() under
+// -artifacts, else a new directory that outlives the test. It is created
+// only when a check fails.
+func keptDir(t testing.TB) string {
+	if f := flag.Lookup("test.artifacts"); f != nil && f.Value.String() == "true" {
+		return t.ArtifactDir()
+	}
+	name := strings.Map(func(r rune) rune {
+		if r == '/' || r == ' ' || r == os.PathSeparator {
+			return '_'
+		}
+		return r
+	}, t.Name())
+	return filepath.Join(os.TempDir(), fmt.Sprintf("traffic-%s-%d", name, time.Now().UnixNano()))
+}
