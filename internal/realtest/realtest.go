@@ -33,6 +33,10 @@ type Scenario struct {
 	Configure func(*upgrade.Config, *consulrig.Cluster)
 	// Timeout bounds the run (default 10 minutes).
 	Timeout time.Duration
+	// During, when set, starts more load on the ready cluster just before
+	// the run (e.g. Traffic.During); the function it returns is called
+	// when the run has returned, before the run's error is looked at.
+	During func(t *testing.T, cl *consulrig.Cluster) (stop func())
 }
 
 // Figures are what one run measured.
@@ -149,9 +153,14 @@ func Run(t *testing.T, sc Scenario) Figures {
 
 	w := cl.StartWriter(client, "writer", 20*time.Millisecond)
 	lw := cl.WatchLeader(client, 25*time.Millisecond)
+	stopDuring := func() {}
+	if sc.During != nil {
+		stopDuring = sc.During(t, cl)
+	}
 	start := time.Now()
 	f.Result, err = upgrade.Run(ctx, cfg)
 	f.Wall = time.Since(start)
+	stopDuring()
 	f.Writes = w.Stop()
 	f.Leaders, f.Gaps = lw.Stop()
 	if err != nil {

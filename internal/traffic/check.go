@@ -22,6 +22,9 @@ type Report struct {
 	Indeterminate int // of which indeterminate
 	NotSent       int // of which never sent (not checked)
 	Acked         int // writes Consul acknowledged (put true, cas true)
+	// Answered operations by kind: reads, puts, and CAS that wrote (true)
+	// or found another index (false).
+	Reads, Puts, CASTrue, CASFalse int
 	// Result is Porcupine's verdict: Ok, Illegal (not linearizable) or
 	// Unknown (the search timed out).
 	Result porcupine.CheckResult
@@ -37,8 +40,8 @@ type Report struct {
 }
 
 func (r Report) String() string {
-	return fmt.Sprintf("%d ops (%d indeterminate, %d not sent), %d acknowledged writes, %d lost; linearizability %s in %s",
-		r.Ops, r.Indeterminate, r.NotSent, r.Acked, len(r.Lost), r.Result, r.CheckTime.Round(time.Millisecond))
+	return fmt.Sprintf("%d ops (%d indeterminate, %d not sent; answered: %d reads, %d puts, cas %d true / %d false), %d acknowledged writes, %d lost; linearizability %s in %s",
+		r.Ops, r.Indeterminate, r.NotSent, r.Reads, r.Puts, r.CASTrue, r.CASFalse, r.Acked, len(r.Lost), r.Result, r.CheckTime.Round(time.Millisecond))
 }
 
 // Check checks h for linearizability against Model (timeout 0: no limit)
@@ -50,6 +53,19 @@ func Check(h History, dir string, timeout time.Duration) (Report, error) {
 	for _, op := range h {
 		if op.IsWrite() && op.Outcome == Done && op.OK {
 			r.Acked++
+		}
+		if op.Outcome != Done {
+			continue
+		}
+		switch {
+		case op.Kind == Read:
+			r.Reads++
+		case op.Kind == Put:
+			r.Puts++
+		case op.OK:
+			r.CASTrue++
+		default:
+			r.CASFalse++
 		}
 	}
 	r.Lost = LostWrites(h)

@@ -24,6 +24,7 @@ package traffic
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
 )
 
@@ -137,3 +138,32 @@ func (h History) Count(o Outcome) int {
 // it may be linearized at any point after its call (at the very end, where
 // nothing observes it, is the same as never).
 const never = math.MaxInt64
+
+// ByNode summarises the history per agent, in the order agents first
+// appear: "c1 812 (3 indeterminate, 0 not sent), s1 ...".
+func (h History) ByNode() string {
+	type counts struct{ all, indet, unsent int }
+	var order []string
+	by := map[string]*counts{}
+	for _, op := range h {
+		c, ok := by[op.Node]
+		if !ok {
+			c = &counts{}
+			by[op.Node] = c
+			order = append(order, op.Node)
+		}
+		c.all++
+		switch op.Outcome {
+		case Indeterminate:
+			c.indet++
+		case NotSent:
+			c.unsent++
+		}
+	}
+	parts := make([]string, 0, len(order))
+	for _, n := range order {
+		c := by[n]
+		parts = append(parts, fmt.Sprintf("%s %d (%d indeterminate, %d not sent)", n, c.all, c.indet, c.unsent))
+	}
+	return strings.Join(parts, ", ")
+}
