@@ -37,6 +37,9 @@ type Scenario struct {
 	// the run (e.g. Traffic.During); the function it returns is called
 	// when the run has returned, before the run's error is looked at.
 	During func(t *testing.T, cl *consulrig.Cluster) (stop func())
+	// Halted, when set, means the run is expected to halt (see halt.go):
+	// Run hands it the run's error and checks only the writer.
+	Halted func(t *testing.T, err error)
 }
 
 // Figures are what one run measured.
@@ -163,6 +166,9 @@ func Run(t *testing.T, sc Scenario) Figures {
 	stopDuring()
 	f.Writes = w.Stop()
 	f.Leaders, f.Gaps = lw.Stop()
+	if sc.Halted != nil {
+		return halted(t, ctx, sc, cl, f, err)
+	}
 	if err != nil {
 		t.Fatalf("run %s -> %s: %v", sc.From, sc.To, err)
 	}
