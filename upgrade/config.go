@@ -55,7 +55,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Rollback puts a node whose swap or gate failed back on its old binary
 	// (through transport.Rollbacker) and waits until the cluster is healthy
-	// again before Run returns.
+	// again before Run returns. A server whose rollback would stop it while
+	// the other voters up make no quorum is left running
+	// (*RollbackRefusedError in HaltError.RollbackErr).
 	Rollback bool
 	// DryRun returns the plan of the discovered cluster in Result.Plan and
 	// touches nothing.

@@ -57,7 +57,9 @@ type Result struct {
 // touched. A failed act or gate halts the run with a *HaltError; nothing
 // after the failed step is touched (halt, never cascade). With cfg.Rollback,
 // the failed node is rolled back through the transport first and Run waits
-// until the cluster is healthy again. A step chosen again right after it
+// until the cluster is healthy again; a server is not rolled back when
+// stopping it would leave the other voters without a quorum
+// (*RollbackRefusedError). A step chosen again right after it
 // succeeded halts with a *StuckError, and MaxSteps bounds the run
 // (*StepLimitError).
 func Run(ctx context.Context, cfg Config) (*Result, error) {
@@ -543,6 +545,13 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 		return h
 	}
 	for _, node := range failed {
+		if step.Kind == planner.StepSwapServer {
+			if qerr := quorumWithout(ctx, r.consul(step.Datacenter), node); qerr != nil {
+				h.RollbackErr = qerr
+				r.em.emit(Event{Kind: EventRolledBack, Step: step, Detail: "rollback of " + node + " refused", Err: qerr})
+				return h
+			}
+		}
 		if rerr := rb.Rollback(ctx, node); rerr != nil {
 			h.RollbackErr = fmt.Errorf("roll back %s: %w", node, rerr)
 			r.em.emit(Event{Kind: EventRolledBack, Step: step, Detail: "rollback of " + node + " failed", Err: h.RollbackErr})
