@@ -75,9 +75,12 @@ type HaltError struct {
 func (e *HaltError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "upgrade halted at %s: %v", stepString(e.Step), e.Err)
+	var refused *RollbackRefusedError
 	switch {
 	case e.RolledBack:
 		fmt.Fprintf(&b, "; rolled back %s to the previous binary and the cluster is healthy again", strings.Join(e.RolledBackNodes, ", "))
+	case errors.As(e.RollbackErr, &refused):
+		fmt.Fprintf(&b, "; not rolled back: %v", e.RollbackErr)
 	case e.RollbackErr != nil:
 		fmt.Fprintf(&b, "; rollback failed: %v; inspect the node by hand before resuming", e.RollbackErr)
 	}

@@ -56,10 +56,13 @@ func TestRunDoesNotRollBackAServerWhenTheOthersWouldLoseTheirQuorum(t *testing.T
 		if swaps := len(r.tr.swapped()); swaps != 1 {
 			t.Errorf("%d server swaps, want only the gated one", swaps)
 		}
-		for _, want := range []string{"rollback of server " + swapped + " refused", "1 of 3 voters up", "quorum of 2"} {
+		for _, want := range []string{"not rolled back: rollback of server " + swapped + " refused", "1 of 3 voters up", "quorum of 2", "bring the down servers back first"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("message %q does not say %q", err, want)
 			}
+		}
+		if strings.Contains(err.Error(), "rollback failed") {
+			t.Errorf("message %q calls the refusal a failed rollback", err)
 		}
 		if n, _ := r.sim.Node(swapped); !n.Up || n.Version != "1.13.9" {
 			t.Errorf("%s is %+v, want it left running on 1.13.9", swapped, n)

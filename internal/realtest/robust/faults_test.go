@@ -193,9 +193,10 @@ func TestAServerKilledWhileAFollowersSwapIsGatedMakesTheRunWait(t *testing.T) {
 // TestAServerKilledWhileAFollowersSwapIsGatedHaltsTheRun: as above, but
 // the killed server stays down, the gate timeout is 45 s and rollback is
 // on. The run halts with a *upgrade.HaltError wrapping a
-// *upgrade.GateError on failure-tolerance; it does not roll the swapped
-// server back (that would stop a second server), and it stops nothing
-// else. The traffic through the surviving agents stays linearizable.
+// *upgrade.GateError on failure-tolerance; it refuses to roll the swapped
+// server back (*upgrade.RollbackRefusedError: that would stop a second
+// server, and before the refusal existed it did, for a few seconds without
+// a quorum), and it stops nothing else. The traffic through the surviving agents stays linearizable.
 func TestAServerKilledWhileAFollowersSwapIsGatedHaltsTheRun(t *testing.T) {
 	f := &fault{}
 	tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
@@ -220,6 +221,10 @@ func TestAServerKilledWhileAFollowersSwapIsGatedHaltsTheRun(t *testing.T) {
 			}
 			if halt.RolledBack || len(halt.RolledBackNodes) > 0 {
 				t.Errorf("the run rolled back %v while a second server was down", halt.RolledBackNodes)
+			}
+			var refused *upgrade.RollbackRefusedError
+			if !errors.As(halt.RollbackErr, &refused) {
+				t.Errorf("rollback error %v, want a *upgrade.RollbackRefusedError", halt.RollbackErr)
 			}
 		},
 	})
