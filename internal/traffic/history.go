@@ -32,7 +32,7 @@ import (
 type Kind string
 
 const (
-	// Read is GET /v1/kv/<key>?consistent.
+	// Read is GET /v1/kv/<key>?consistent (?stale with ReadStale).
 	Read Kind = "read"
 	// Put is PUT /v1/kv/<key> with a value no other write uses.
 	Put Kind = "put"

@@ -47,7 +47,23 @@ type Config struct {
 	MaxOps      int
 	// Seed makes the choice of operations repeatable (default 1).
 	Seed uint64
+	// Reads is the consistency mode of the reads (default ReadConsistent).
+	// ReadStale exists to show that the checker catches what a
+	// non-linearizable read returns, on a real cluster.
+	Reads ReadMode
 }
+
+// ReadMode is a Consul read consistency mode.
+type ReadMode string
+
+const (
+	// ReadConsistent: ?consistent, the leader confirms it still leads
+	// before it answers (linearizable).
+	ReadConsistent ReadMode = "consistent"
+	// ReadStale: ?stale, any server answers from its own state (may be
+	// behind the leader; not linearizable).
+	ReadStale ReadMode = "stale"
+)
 
 // Limits on the configuration.
 const (
@@ -81,6 +97,9 @@ func (c Config) withDefaults() Config {
 	if c.Seed == 0 {
 		c.Seed = 1
 	}
+	if c.Reads == "" {
+		c.Reads = ReadConsistent
+	}
 	return c
 }
 
@@ -108,6 +127,9 @@ func (c Config) Validate() error {
 	}
 	if c.OpTimeout < 0 || c.MaxDuration < 0 || c.MaxOps < 0 {
 		errs = append(errs, fmt.Errorf("traffic: negative OpTimeout %s, MaxDuration %s or MaxOps %d", c.OpTimeout, c.MaxDuration, c.MaxOps))
+	}
+	if c.Reads != ReadConsistent && c.Reads != ReadStale {
+		errs = append(errs, fmt.Errorf("traffic: Config.Reads is %q; use %q or %q", c.Reads, ReadConsistent, ReadStale))
 	}
 	if strings.Trim(c.Prefix, "/") != c.Prefix {
 		errs = append(errs, fmt.Errorf("traffic: Config.Prefix %q must not start or end with /", c.Prefix))
@@ -225,7 +247,7 @@ func (r *Recorder) do(ctx context.Context, ep Endpoint, op Op) Op {
 	var err error
 	switch op.Kind {
 	case Read:
-		req, err = http.NewRequestWithContext(ctx, http.MethodGet, url+"?consistent", nil)
+		req, err = http.NewRequestWithContext(ctx, http.MethodGet, url+"?"+string(r.cfg.Reads), nil)
 	case Put:
 		req, err = http.NewRequestWithContext(ctx, http.MethodPut, url, strings.NewReader(op.Value))
 	case CAS:
@@ -291,7 +313,7 @@ func trim(b []byte) string {
 }
 
 // Stop stops the workers, waits for their requests to end, then reads
-// every key once more (consistent reads, marked Final, trying each
+// every key once more (reads in the configured mode, marked Final, trying each
 // endpoint in turn for up to 30 s while the cluster settles) and returns
 // the history. The error names the keys whose final read never succeeded.
 func (r *Recorder) Stop(ctx context.Context) (History, error) {

@@ -189,6 +189,7 @@ func TestConfigValidate(t *testing.T) {
 		{Config{Endpoints: []Endpoint{{"c1", "127.0.0.1:8500"}}, Workers: 100}, "Workers is 100; use 1..64"},
 		{Config{Endpoints: []Endpoint{{"c1", "127.0.0.1:8500"}}, Rate: -1}, "Rate is -1 ops/s"},
 		{Config{Endpoints: []Endpoint{{"c1", "127.0.0.1:8500"}}, Prefix: "/x"}, `Prefix "/x"`},
+		{Config{Endpoints: []Endpoint{{"c1", "127.0.0.1:8500"}}, Reads: "default"}, `Reads is "default"`},
 	}
 	for _, c := range cases {
 		_, err := Start(c.cfg)
