@@ -91,22 +91,27 @@ func (f *fakeKV) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func record(t *testing.T, kv *fakeKV, extra ...Endpoint) History {
+// record runs 700 ms of traffic (6 workers, 3 keys, 1000 ops/s) against
+// kv through two endpoints and the extra ones.
+func record(t *testing.T, kv *fakeKV, opTimeout time.Duration, extra ...Endpoint) History {
 	t.Helper()
 	srv := httptest.NewServer(kv)
 	defer srv.Close()
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	eps := append([]Endpoint{{Name: "a1", Addr: addr}, {Name: "a2", Addr: addr}}, extra...)
-	rec, err := Start(Config{Endpoints: eps, Keys: 3, Workers: 6, Rate: 1000, OpTimeout: 100 * time.Millisecond, MaxDuration: 700 * time.Millisecond})
+	const maxDuration = 700 * time.Millisecond
+	rec, err := Start(Config{Endpoints: eps, Keys: 3, Workers: 6, Rate: 1000, OpTimeout: opTimeout, MaxDuration: maxDuration})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The recorder stops by itself after MaxDuration.
-	time.Sleep(time.Second)
-	ops := rec.recorded()
-	time.Sleep(100 * time.Millisecond)
-	if n := rec.recorded(); n != ops {
-		t.Errorf("the recorder still ran after MaxDuration: %d ops, then %d", ops, n)
+	// The recorder stops by itself after MaxDuration (and the requests
+	// in flight then).
+	stopped := make(chan struct{})
+	go func() { rec.wg.Wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(maxDuration + opTimeout + 5*time.Second):
+		t.Fatalf("the recorder still runs %s after its MaxDuration of %s", opTimeout+5*time.Second, maxDuration)
 	}
 	h, err := rec.Stop(context.Background())
 	if err != nil {
@@ -119,7 +124,7 @@ func record(t *testing.T, kv *fakeKV, extra ...Endpoint) History {
 }
 
 func TestRecorderOnACorrectStore(t *testing.T) {
-	h := record(t, &fakeKV{})
+	h := record(t, &fakeKV{}, 2*time.Second)
 	r := check(t, h)
 	t.Logf("%s", r)
 	if r.Result != porcupine.Ok || len(r.Lost) != 0 {
@@ -146,7 +151,7 @@ func TestRecorderOnACorrectStore(t *testing.T) {
 }
 
 func TestRecorderCatchesStaleReads(t *testing.T) {
-	h := record(t, &fakeKV{stale: true})
+	h := record(t, &fakeKV{stale: true}, 2*time.Second)
 	r := check(t, h)
 	t.Logf("%s", r)
 	if r.Result != porcupine.Illegal {
@@ -162,7 +167,7 @@ func TestRecorderWritesThatAnswerTooLateAreIndeterminate(t *testing.T) {
 	}
 	down := l.Addr().String()
 	l.Close()
-	h := record(t, &fakeKV{slowEvery: 7, slowDelay: 300 * time.Millisecond}, Endpoint{Name: "down", Addr: down})
+	h := record(t, &fakeKV{slowEvery: 7, slowDelay: 300 * time.Millisecond}, 100*time.Millisecond, Endpoint{Name: "down", Addr: down})
 	r := check(t, h)
 	t.Logf("%s", r)
 	if r.Result != porcupine.Ok || len(r.Lost) != 0 {
@@ -197,10 +202,4 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("Start(%+v) = %v, want an error containing %q", c.cfg, err, c.want)
 		}
 	}
-}
-
-func (r *Recorder) recorded() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.history)
 }
