@@ -75,7 +75,11 @@ var (
 	// picks the API era's means of checking each condition.
 	serverGateNoAutopilot = []GateCheck{GateLeaderKnown, GateVersion, GateSerfAlive, GateVoter, GateCommitIndex, GateLastContact, GateStable, GateFailureTolerance}
 	clientGate            = []GateCheck{GateVersion, GateSerfAlive}
-	leaderGate            = []GateCheck{GateLeaderKnown}
+	// After a leadership transfer: the target leads, and the new leader's
+	// autopilot sees it healthy with the failure tolerance back (a new
+	// leader rebuilds its view of server health, and until it has, every
+	// server reads as unhealthy).
+	leaderGate = []GateCheck{GateLeaderKnown, GateAutopilotHealthy, GateFailureTolerance}
 )
 
 // serverGateFor returns the conditions that prove a server swapped to the

@@ -257,15 +257,9 @@ func (r *runner) run(ctx context.Context) error {
 	var prev *planner.Step
 	for first := true; ; first = false {
 		if !first {
-			c, err = r.discover(ctx)
+			c, step, err = r.decideAfter(ctx, *prev)
 			if err != nil {
-				return r.halt(&HaltError{Step: *prev, Err: fmt.Errorf("observe the cluster after the step: %w", err)})
-			}
-			c.SnapshotVersion = r.snapshot
-			r.res.Cluster = c
-			step, err = planner.Next(c, r.cfg.Target, r.cfg.Policy)
-			if err != nil {
-				return r.halt(&HaltError{Step: *prev, Err: fmt.Errorf("decide the step after: %w", err)})
+				return r.halt(&HaltError{Step: *prev, Err: err})
 			}
 		}
 		if step.Kind == planner.StepDone {
@@ -311,6 +305,39 @@ func gateCondition(err error) planner.GateCheck {
 // discover retries observe for a while: right after a server swap the API
 // may answer "no cluster leader" for a moment. A config error is not
 // retried.
+// refusalSettle bounds how long a plan refused right after a step whose
+// gate passed is observed again before the run halts.
+const refusalSettle = 30 * time.Second
+
+// decideAfter observes the cluster after prev and decides the next step. A
+// plan refused right after a gate passed is usually a moment's churn (a
+// new leader's autopilot rebuilding its view of server health reports
+// every server unhealthy for a moment): the cluster is observed again for
+// up to refusalSettle, and only a refusal that persists halts the run.
+func (r *runner) decideAfter(ctx context.Context, prev planner.Step) (planner.Cluster, planner.Step, error) {
+	deadline := time.Now().Add(refusalSettle)
+	for {
+		c, err := r.discover(ctx)
+		if err != nil {
+			return c, planner.Step{}, fmt.Errorf("observe the cluster after the step: %w", err)
+		}
+		c.SnapshotVersion = r.snapshot
+		r.res.Cluster = c
+		step, err := planner.Next(c, r.cfg.Target, r.cfg.Policy)
+		var refused *planner.RefusedError
+		if err == nil || !errors.As(err, &refused) || !time.Now().Before(deadline) {
+			if err != nil {
+				return c, step, fmt.Errorf("decide the step after: %w", err)
+			}
+			return c, step, nil
+		}
+		r.em.emit(Event{Kind: EventGateWaiting, Step: prev, Detail: fmt.Sprintf("the plan is refused right after the step; observing again for up to %s: %v", refusalSettle, err)})
+		if !sleepCtx(ctx, 2*time.Second) {
+			return c, step, fmt.Errorf("decide the step after: %w", errors.Join(err, ctx.Err()))
+		}
+	}
+}
+
 func (r *runner) discover(ctx context.Context) (planner.Cluster, error) {
 	timeout := r.cfg.GateTimeout
 	if timeout <= 0 {

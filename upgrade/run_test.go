@@ -498,3 +498,42 @@ func TestRunLogsEveryEventThroughTheLogger(t *testing.T) {
 		}
 	})
 }
+
+// Right after a step whose gate passed, a server can read as unhealthy for
+// a moment (a new leader's autopilot rebuilds its view). The run observes
+// again instead of halting on the refused plan, and goes on once it is
+// healthy; a refusal that lasts still halts it.
+func TestRunObservesAgainWhenThePlanIsRefusedForAMomentAfterAStep(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		blip    time.Duration
+		wantErr bool
+	}{
+		{"a moment", 5 * time.Second, false},
+		{"for good", time.Hour, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r := newRunRig(t, 3, 0)
+				hit := false
+				r.cfg.OnEvent = func(e Event) {
+					if e.Kind == EventStepDone && e.Step.Kind == planner.StepSwapServer && !hit {
+						hit = true
+						mustDo(t, r.sim.SetNeverHealthy("s3", true))
+						time.AfterFunc(tc.blip, func() { mustDo(t, r.sim.SetNeverHealthy("s3", false)) })
+					}
+				}
+				_, err := Run(t.Context(), r.cfg)
+				if !hit {
+					t.Fatal("no server swap completed")
+				}
+				if gotErr := err != nil; gotErr != tc.wantErr {
+					t.Fatalf("Run = %v, want error %v", err, tc.wantErr)
+				}
+				if tc.wantErr && !strings.Contains(err.Error(), "decide the step after") {
+					t.Errorf("Run = %v, want the refused plan named", err)
+				}
+			})
+		})
+	}
+}
