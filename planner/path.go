@@ -229,7 +229,7 @@ func nextStone(cur, t *version.Version, pol Policy) (*version.Version, string, s
 			}
 			return next, rule, reason, nil
 		}
-		t, tc = next, next.Core()
+		t = next
 	}
 	return majorsStone(cur, t, pol)
 }

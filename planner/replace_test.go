@@ -236,7 +236,7 @@ func TestGoldenReplacePlan(t *testing.T) {
 // randomReplaceInput is randomPlanInput with the replace strategy, versions
 // of 0.8 and later and odd server counts per datacenter.
 func randomReplaceInput(seed uint64, shape, polBits uint16) (Cluster, string, Policy) {
-	c, target, pol := randomPlanInput(seed, shape, polBits)
+	c, _, pol := randomPlanInput(seed, shape, polBits)
 	r := rand.New(rand.NewPCG(seed^0x5eed, uint64(shape)))
 	modern := fuzzVersions[6:19] // 0.8.5 .. 1.13.9
 	base := r.IntN(len(modern) - 1)
@@ -249,7 +249,7 @@ func randomReplaceInput(seed uint64, shape, polBits uint16) (Cluster, string, Po
 	for i := range c.Clients {
 		c.Clients[i].Version = modern[base]
 	}
-	target = modern[min(base+1+r.IntN(4), len(modern)-1)]
+	target := modern[min(base+1+r.IntN(4), len(modern)-1)]
 	pol.Strategy = Replace
 	pol.ServerOrder = ""
 	c.SnapshotVersion = ""

@@ -28,6 +28,9 @@ go mod tidy -diff
 echo "== go vet"
 go vet ./...
 
+echo "== staticcheck (honnef.co/go/tools, pinned)"
+go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
 echo "== go test"
 # The leadership-transfer tests assert that no write fails for a second in
 # a row; Raft's timing on 2 cores is only that good when no other cluster

@@ -65,26 +65,6 @@ func (e Era) Checks() string {
 	return "autopilot checks: raft configuration and /v1/operator/autopilot/health"
 }
 
-// lower returns the older of two eras.
-func (e Era) lower(o Era) Era {
-	if eraRank(o) < eraRank(e) {
-		return o
-	}
-	return e
-}
-
-func eraRank(e Era) int {
-	switch e {
-	case EraPeers:
-		return 0
-	case EraRaftConfig:
-		return 1
-	case EraRaftProtocol2:
-		return 2
-	}
-	return 3
-}
-
 var (
 	v07 = version.Must(version.NewVersion("0.7.0"))
 	v08 = version.Must(version.NewVersion("0.8.0"))

@@ -58,12 +58,6 @@ func port(p int) int {
 	return p
 }
 
-// selfDocument is /v1/agent/self of the answering agent, in the shape of
-// its version: before 1.0 "Config" is the whole configuration; from 1.0 a
-// summary plus the sanitized "DebugConfig"; the TLS stanza from 1.12, the
-// ACL resolver settings from 1.11. Callers hold c.mu.
-func (c *Cluster) selfDocument() map[string]map[string]any { return c.selfDocumentOf(c.agent()) }
-
 // selfDocumentOf is /v1/agent/self as agent a answers it (without the
 // Member and Stats that serveSelf adds). Callers hold c.mu.
 func (c *Cluster) selfDocumentOf(a *node) map[string]map[string]any {
