@@ -41,8 +41,12 @@ func (cf connectFlags) address() string {
 }
 
 func (cf connectFlags) connect() (upgrade.Consul, error) {
-	return upgrade.ConnectAddr(*cf.addr)
+	return dial(*cf.addr)
 }
+
+// dial connects to a Consul agent; tests replace it with a simulated
+// cluster.
+var dial = upgrade.ConnectAddr
 
 // policyFlags are the flags that shape the policy; each set flag overrides
 // the policy file.
