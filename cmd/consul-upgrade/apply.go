@@ -124,7 +124,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			rep.finished(plan.Target)
 			return exitOK
 		}
-		want := plan.Steps[pr.Done]
+		want := pr.Next
 		rep.index = pr.Done
 		if interactive {
 			fmt.Fprintf(stderr, "Step %d of %d: %s\n  why: %s\nCarry it out? [y/N] ", pr.Done+1, len(plan.Steps), stepText(want), want.Reason)

@@ -36,9 +36,6 @@ type divergedError struct {
 
 func (e *divergedError) Error() string {
 	want := e.want
-	if want == "" {
-		want = "nothing (the plan is finished)"
-	}
 	return fmt.Sprintf("the cluster has diverged from the plan %s: the planner now chooses %s, which is not the plan's next step (the plan expects %s); nothing was touched; plan again (consul-upgrade plan -out %s), review, and apply the new plan",
 		e.planFile, e.got, want, e.planFile)
 }
@@ -146,9 +143,12 @@ func lowestServerVersion(c planner.Cluster) string {
 	return low
 }
 
-// locate discovers the live cluster and places it on plan: the step the
-// planner chooses now must be one of the plan's steps, at or after the
-// steps already behind the cluster. A cluster at the target is at the end.
+// locate discovers the live cluster and places it on plan. The planner's
+// whole plan for the live cluster must be the saved plan's tail: the same
+// server steps (kind, node, versions, leadership target) in the same order,
+// and client waves covering the same clients (a wave that halted halfway
+// may be regrouped). Anything else is a divergence. A cluster at the target
+// is at the end.
 func locate(ctx context.Context, consul upgrade.Consul, plan *planner.UpgradePlan, planFile, snapDir string, planTime int64) (progress, error) {
 	c, err := upgrade.Discover(ctx, consul)
 	if err != nil {
@@ -157,24 +157,68 @@ func locate(ctx context.Context, consul upgrade.Consul, plan *planner.UpgradePla
 	pr := progress{Cluster: c}
 	pr.SnapshotVersion = snapshotCovering(snapDir, lowestServerVersion(c), planTime)
 	pr.Cluster.SnapshotVersion = pr.SnapshotVersion
-	next, err := planner.Next(pr.Cluster, plan.Target, plan.Policy)
+	live, err := planner.Plan(pr.Cluster, plan.Target, plan.Policy)
 	if err != nil {
 		var refused *planner.RefusedError
 		if errors.As(err, &refused) {
-			return pr, fmt.Errorf("the live cluster is refused by the plan's policy now: %w", err)
+			return pr, fmt.Errorf("the live cluster is refused under the plan's policy now: %w", err)
 		}
 		return pr, err
 	}
-	pr.Next = next
-	if next.Kind == planner.StepDone {
+	if len(live.Steps) == 0 {
+		pr.Next = planner.Step{Kind: planner.StepDone}
 		pr.Done = len(plan.Steps)
 		return pr, nil
 	}
-	for i, s := range plan.Steps {
-		if sameStep(s, next) {
-			pr.Done = i
-			return pr, nil
+	pr.Next = live.Steps[0]
+	pr.Done = len(plan.Steps) - len(live.Steps)
+	if pr.Done < 0 {
+		return pr, &divergedError{planFile: planFile, want: fmt.Sprintf("at most %d step(s)", len(plan.Steps)),
+			got: fmt.Sprintf("%d step(s), starting with %s", len(live.Steps), stepText(live.Steps[0]))}
+	}
+	// Find where the live plan's server steps and clients part from the tail.
+	tail := plan.Steps[pr.Done:]
+	if !sameStep(tail[0], live.Steps[0]) && !(tail[0].Kind == planner.StepSwapClients && live.Steps[0].Kind == planner.StepSwapClients) {
+		return pr, &divergedError{planFile: planFile, want: stepText(tail[0]), got: stepText(live.Steps[0])}
+	}
+	ws, wc := serverSteps(tail), clientSet(tail)
+	gs, gc := serverSteps(live.Steps), clientSet(live.Steps)
+	for i := range max(len(ws), len(gs)) {
+		switch {
+		case i >= len(ws):
+			return pr, &divergedError{planFile: planFile, want: "no more server steps", got: "later " + stepText(gs[i])}
+		case i >= len(gs):
+			return pr, &divergedError{planFile: planFile, want: "later " + stepText(ws[i]), got: "no more server steps"}
+		case !sameStep(ws[i], gs[i]):
+			return pr, &divergedError{planFile: planFile, want: "later " + stepText(ws[i]), got: "later " + stepText(gs[i])}
 		}
 	}
-	return pr, &divergedError{planFile: planFile, want: "one of its steps", got: stepText(next)}
+	if !slices.Equal(wc, gc) {
+		return pr, &divergedError{planFile: planFile, want: fmt.Sprintf("client waves over %d client(s)", len(wc)), got: fmt.Sprintf("client waves over %d client(s) (%s)", len(gc), preview(gc, 3))}
+	}
+	return pr, nil
+}
+
+func serverSteps(steps []planner.Step) []planner.Step {
+	var out []planner.Step
+	for _, s := range steps {
+		if s.Kind != planner.StepSwapClients {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// clientSet lists, sorted, the hop and name of every client in the waves.
+func clientSet(steps []planner.Step) []string {
+	var out []string
+	for _, s := range steps {
+		if s.Kind == planner.StepSwapClients {
+			for _, n := range s.Nodes {
+				out = append(out, s.To+" "+n)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
