@@ -21,10 +21,7 @@ import (
 var (
 	testTransport   transport.Transport
 	stdin           io.Reader = os.Stdin
-	stdinIsTerminal           = func() bool {
-		fi, err := os.Stdin.Stat()
-		return err == nil && fi.Mode()&os.ModeCharDevice != 0
-	}
+	stdinIsTerminal           = func() bool { return isTerminal(os.Stdin) }
 )
 
 const applyHelp = `Carries out a saved plan (consul-upgrade plan -out FILE), one step at a time.
@@ -158,8 +155,16 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			cfg.Policy.NoSnapshot = true
 		}
 		res, err := upgrade.Run(ctx, cfg)
+		// A one-step run stops at its step limit once its step is done. A run
+		// that halts after its step, before acting on the next one (a lost
+		// lock, say), also did the step asked for: the next pass observes
+		// and locks again before it acts.
 		var limit *upgrade.StepLimitError
-		stepped := err != nil && errors.As(err, &limit) && len(res.Steps) == 1
+		var he *upgrade.HaltError
+		stepped := err != nil && len(res.Steps) == 1 && errors.As(err, &he) && !sameStep(he.Step, res.Steps[0].Step)
+		if stepped && !errors.As(err, &limit) {
+			rep.line("    note: after the step: %v", err)
+		}
 		if err != nil && !stepped {
 			rep.halted(err)
 			return fail(stderr, "apply", err)
@@ -176,7 +181,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		if *step {
 			if pr.Done+1 < len(plan.Steps) {
-				rep.line("Stepped: %d of %d step(s) done. Next: %s (consul-upgrade apply -plan %s -step)", pr.Done+1, len(plan.Steps), stepText(plan.Steps[pr.Done+1]), *planFile)
+				rep.line("Stepped: %d of %d step(s) done. Next: %s (run apply -step again)", pr.Done+1, len(plan.Steps), stepText(plan.Steps[pr.Done+1]))
 			}
 			return exitOK
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/transporttest"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
@@ -345,6 +346,40 @@ func TestStatusShowsTheLockHolder(t *testing.T) {
 		var rep statusReport
 		if code != exitOK || json.Unmarshal([]byte(out), &rep) != nil || rep.Lock == nil || rep.Lock.Holder != "ops on bastion" {
 			t.Errorf("status -output json: exit %d, %q", code, out)
+		}
+	})
+}
+
+// A lock lost during a step (an election can invalidate its session) halts
+// the run before the next step; apply -yes observes, locks again and goes
+// on, and says so.
+func TestApplyGoesOnWithANewLockWhenTheLockIsLostAfterAStep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim := newSim(3, 0)
+		fake := withSim(t, sim)
+		mirror := fake.OnSwap
+		fake.OnSwap = func(req transport.SwapRequest) {
+			mirror(req)
+			if req.Node == "s3" {
+				for _, id := range sim.Sessions() {
+					sim.InvalidateSession(id)
+				}
+			}
+		}
+		dir := t.TempDir()
+		planFile := filepath.Join(dir, "plan.json")
+		if code, _, stderr := cli(t, "plan", "-to", "1.13.9", "-no-snapshot", "-out", planFile); code != exitOK {
+			t.Fatalf("plan: exit %d: %s", code, stderr)
+		}
+		code, out, stderr := cli(t, "apply", "-plan", planFile, "-yes")
+		if code != exitOK {
+			t.Fatalf("exit %d\n%s\n%s", code, out, stderr)
+		}
+		if !strings.Contains(out, "note: after the step") || !strings.Contains(out, "upgrade lock lost") {
+			t.Errorf("the lost lock is not reported:\n%s", out)
+		}
+		if s := swaps(fake); strings.Join(s, ",") != "s2,s3,s1" {
+			t.Errorf("swaps %v, want s2,s3,s1", s)
 		}
 	})
 }
