@@ -20,6 +20,8 @@ const (
 	EventProvisioned   EventKind = "provisioned"    // a new server was provisioned (add-server); Step.Node names it
 	EventRolledBack    EventKind = "rolled-back"    // a failed node was rolled back and the cluster is healthy again
 	EventHalted        EventKind = "halted"         // the run stopped on an error
+	EventBackupRecord  EventKind = "backup-record"  // a backup record was found, written or could not be (Err); see BackupRecord
+	EventStopped       EventKind = "stopped"        // the run ended cleanly before a step (BeforeStep said skip, or MaxSteps)
 	EventDone          EventKind = "done"           // the cluster reached the target
 	EventLocked        EventKind = "locked"         // the run took the cluster-wide upgrade lock
 	EventUnlocked      EventKind = "unlocked"       // the run gave the lock back (Err set if it could not)
@@ -32,6 +34,9 @@ type Event struct {
 	Time time.Time
 	// Step is the step concerned (zero for run-started and done).
 	Step planner.Step
+	// Index and Total place Step in the run (see StepInfo); Total is 0
+	// when the event is not about a step.
+	Index, Total int
 	// Condition is the gate condition concerned (gate-waiting, and halted
 	// on a gate error).
 	Condition planner.GateCheck
@@ -50,7 +55,7 @@ type emitter struct {
 	log *slog.Logger
 }
 
-func (e emitter) emit(ev Event) {
+func (e emitter) emit(ctx context.Context, ev Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
@@ -76,6 +81,6 @@ func (e emitter) emit(ev Event) {
 			attrs = append(attrs, slog.String("err", ev.Err.Error()))
 			level = slog.LevelError
 		}
-		e.log.LogAttrs(context.Background(), level, "consul upgrade", attrs...)
+		e.log.LogAttrs(ctx, level, "consul upgrade", attrs...)
 	}
 }
