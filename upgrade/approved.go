@@ -1,7 +1,6 @@
 package upgrade
 
 import (
-	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -328,12 +327,4 @@ func atLeast(v, want string) bool {
 // after reports whether version v is later than from.
 func after(v, from string) bool {
 	return atLeast(v, from) && !planner.SameVersion(v, from)
-}
-
-// beforeStep asks Config.BeforeStep about step (Approve when unset).
-func (r *runner) beforeStep(ctx context.Context, info StepInfo) (StepDecision, error) {
-	if r.cfg.BeforeStep == nil {
-		return Approve, nil
-	}
-	return r.cfg.BeforeStep(ctx, info)
 }
