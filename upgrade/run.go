@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -84,6 +85,92 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	cfg = cfg.withPlan()
 	r := &runner{cfg: cfg, em: emitter{on: cfg.OnEvent, log: cfg.Logger}, res: res}
 	return res, r.run(ctx)
+}
+
+// ExecuteStep carries out one step the way Run does, for embedders that
+// drive planner.Next themselves (another orchestrator's loop): it observes
+// the cluster, takes the upgrade lock (unless cfg.NoLock) for the step's
+// duration, measures the baseline, acts (a verified backup, recorded as
+// Run records it; a server swap with the stop mode the step names; a
+// client wave with cfg.ClientConcurrency; a leadership transfer; an added
+// or retired server), and waits for the step's gate. A failed act or gate
+// returns a *HaltError, after a rollback when cfg.Rollback is set, exactly
+// as in Run.
+//
+// cfg is validated as for Run; Target may be "" (the step's To is used).
+// cfg.Plan, BeforeStep and MaxSteps do not apply: the caller chose the
+// step. A step naming a server that is not in the cluster is refused
+// before anything is touched. To decide steps the way Run does, set the
+// observed cluster's SnapshotVersion from ReadBackupRecord before calling
+// planner.Next, so a backup is not taken twice.
+func ExecuteStep(ctx context.Context, cfg Config, step planner.Step) (StepRecord, error) {
+	rec := StepRecord{Step: step}
+	if cfg.Target == "" && cfg.Plan == nil {
+		cfg.Target = step.To
+	}
+	if err := cfg.Validate(); err != nil {
+		return rec, err
+	}
+	cfg = cfg.withPlan()
+	cfg.Plan, cfg.BeforeStep = nil, nil
+	r := &runner{cfg: cfg, em: emitter{on: cfg.OnEvent, log: cfg.Logger}, res: &Result{}}
+	switch step.Kind {
+	case planner.StepSnapshot, planner.StepSwapServer, planner.StepTransferLeader, planner.StepSwapClients, planner.StepAddServer, planner.StepRetireServer:
+	default:
+		return rec, &HaltError{Step: step, Err: fmt.Errorf("step kind %q is not one that can be carried out (known: snapshot, swap-server, transfer-leader, swap-clients, add-server, retire-server)", step.Kind)}
+	}
+	c, err := r.observe(ctx)
+	if err != nil {
+		return rec, err
+	}
+	if err := stepNodesKnown(c, step); err != nil {
+		return rec, &HaltError{Step: step, Err: err}
+	}
+	if lk, ok := cfg.Consul.(Locker); ok && !cfg.NoLock {
+		lock, err := r.takeLock(ctx, lk)
+		if err != nil {
+			return rec, err
+		}
+		r.lock, r.lost = lock, lock.Lost
+		defer r.unlock(ctx)
+	}
+	if err := r.measure(ctx); err != nil {
+		return rec, err
+	}
+	rec, herr := r.do(ctx, c, step)
+	if herr != nil {
+		return rec, herr
+	}
+	return rec, nil
+}
+
+// stepNodesKnown refuses a step that names a server the cluster does not
+// have.
+func stepNodesKnown(c planner.Cluster, step planner.Step) error {
+	has := func(name string) bool {
+		return slices.ContainsFunc(c.Servers, func(s planner.Server) bool { return s.Name == name })
+	}
+	var names []string
+	switch step.Kind {
+	case planner.StepSwapServer, planner.StepRetireServer:
+		names = []string{step.Node}
+	case planner.StepTransferLeader:
+		names = []string{step.Node, step.Target}
+	}
+	for _, n := range names {
+		if !has(n) {
+			return fmt.Errorf("server %q of %s is not in the cluster (servers: %s); decide the step again from the cluster as it is (planner.Next)", n, step, serverNames(c))
+		}
+	}
+	return nil
+}
+
+func serverNames(c planner.Cluster) string {
+	var out []string
+	for _, s := range c.Servers {
+		out = append(out, s.Name)
+	}
+	return strings.Join(out, ", ")
 }
 
 type runner struct {
