@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
@@ -153,6 +154,9 @@ func (cfg Config) Validate() error {
 		// so a target refused anywhere is refused here, before the lock.
 		errs = append(errs, &ConfigError{Field: "Target", Value: strconv.Quote(cfg.Target),
 			Problem: versionProblem(err), Err: err})
+	}
+	if err := planner.CheckWaivers(cfg.Policy); err != nil {
+		errs = append(errs, &ConfigError{Field: "Policy.Waive", Value: strconv.Quote(strings.Join(cfg.Policy.Waive, ",")), Problem: err.Error(), Err: err})
 	}
 	if !cfg.DryRun {
 		if cfg.Transport == nil {

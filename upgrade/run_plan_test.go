@@ -285,3 +285,13 @@ func TestBeforeStepThatTakesAWhileIsAskedAgainWhenTheClusterMoved(t *testing.T) 
 		}
 	})
 }
+
+func TestConfigRefusesAnUnknownWaiver(t *testing.T) {
+	cfg := Config{Consul: NewConsul(nil), Target: "1.13.9", DryRun: true, Policy: planner.Policy{Waive: []string{"server-unhealty"}}}
+	err := cfg.Validate()
+	var ce *ConfigError
+	var we *planner.WaiverError
+	if !errors.As(err, &ce) || ce.Field != "Policy.Waive" || !errors.As(err, &we) || we.Suggest["server-unhealty"] != planner.PrecheckServerUnhealthy {
+		t.Fatalf("err = %v, want a ConfigError on Policy.Waive wrapping a *planner.WaiverError that suggests %s", err, planner.PrecheckServerUnhealthy)
+	}
+}
