@@ -19,6 +19,10 @@ import (
 // real plan needs, small enough to stop a runaway loop.
 const DefaultMaxSteps = 10000
 
+// DefaultClientConcurrencyPercent is the share of a client wave swapped at
+// once when Config.ClientConcurrency is 0.
+const DefaultClientConcurrencyPercent = 10
+
 // Config is what Run needs. Consul and Target (or Plan) are always
 // required; Transport and (unless Policy.NoSnapshot) Snapshot or
 // SnapshotDC are required unless DryRun.
@@ -112,7 +116,9 @@ type Config struct {
 	// and each run resumes where the last one stopped.
 	MaxSteps int
 	// ClientConcurrency bounds the swaps in flight within a client wave
-	// (0: the whole wave at once).
+	// (0: DefaultClientConcurrencyPercent of the wave, rounded up, at
+	// least 1: 20 at a time in a wave of 200). The wave's size itself is
+	// the policy's (planner.ClientPolicy).
 	ClientConcurrency int
 	// NoLock runs without the cluster-wide upgrade lock. By default a run
 	// whose Consul implements Locker (NewConsul's does) takes the lock
@@ -203,7 +209,7 @@ func (cfg Config) Validate() error {
 		add("MaxSteps", fmt.Sprint(cfg.MaxSteps), fmt.Sprintf("is negative; use 0 for the default (%d) or a positive bound", DefaultMaxSteps))
 	}
 	if cfg.ClientConcurrency < 0 {
-		add("ClientConcurrency", fmt.Sprint(cfg.ClientConcurrency), "is negative; use 0 for the whole wave at once or a positive bound")
+		add("ClientConcurrency", fmt.Sprint(cfg.ClientConcurrency), "is negative; use 0 for the default (10% of each wave, at least 1) or a positive bound")
 	}
 	errs = append(errs, cfg.Features.validate()...)
 	return errors.Join(errs...)

@@ -679,7 +679,7 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 
 	var era Era
 	opt := r.gateOptions(func(cond planner.GateCheck, node, detail string) {
-		r.emit(ctx, Event{Kind: EventGateWaiting, Step: step, Condition: cond, Era: era, Detail: detail})
+		r.emit(ctx, Event{Kind: EventGateWaiting, Step: step, Node: node, Condition: cond, Era: era, Detail: detail})
 	})
 	opt.OnEra = func(e Era) { era = e }
 	opt.Since = time.Now() // the swapped agent has just started: stability counts from here
@@ -765,13 +765,22 @@ func (r *runner) openSnapshot(dc, version string) (io.WriteCloser, error) {
 	return w, err
 }
 
-// swapClients swaps a wave with bounded concurrency. After the first failure
-// no new swap is started; swaps in flight are let finish.
-func (r *runner) swapClients(ctx context.Context, c planner.Cluster, step planner.Step) ([]string, error) {
-	n := r.cfg.ClientConcurrency
-	if n <= 0 || n > len(step.Nodes) {
-		n = len(step.Nodes)
+// clientConcurrency is the bound of swaps in flight in a wave of size
+// wave: Config.ClientConcurrency, else DefaultClientConcurrencyPercent of
+// the wave (rounded up, at least 1).
+func clientConcurrency(cfg int, wave int) int {
+	n := cfg
+	if n <= 0 {
+		n = (wave*DefaultClientConcurrencyPercent + 99) / 100
 	}
+	return max(min(n, wave), 1)
+}
+
+// swapClients swaps a wave with bounded concurrency, reporting each
+// client's swap (node-swapped). After the first failure no new swap is
+// started; swaps in flight are let finish.
+func (r *runner) swapClients(ctx context.Context, c planner.Cluster, step planner.Step) ([]string, error) {
+	n := clientConcurrency(r.cfg.ClientConcurrency, len(step.Nodes))
 	from := map[string]string{}
 	for _, cl := range c.Clients {
 		from[cl.Name] = cl.Version
@@ -782,7 +791,8 @@ func (r *runner) swapClients(ctx context.Context, c planner.Cluster, step planne
 		errs   []error
 		wg     sync.WaitGroup
 	)
-	sem := make(chan struct{}, max(n, 1))
+	sem := make(chan struct{}, n)
+	swapped := 0
 	for _, node := range step.Nodes {
 		sem <- struct{}{}
 		mu.Lock()
@@ -804,12 +814,16 @@ func (r *runner) swapClients(ctx context.Context, c planner.Cluster, step planne
 				Node: node, Role: transport.RoleClient, From: v, To: step.To,
 				StopMode: transport.StopMode(step.StopMode),
 			})
+			mu.Lock()
+			defer mu.Unlock()
 			if err != nil {
-				mu.Lock()
 				failed = append(failed, node)
 				errs = append(errs, err)
-				mu.Unlock()
+				r.emit(ctx, Event{Kind: EventNodeSwapped, Step: step, Node: node, Err: err, Detail: fmt.Sprintf("client %s: swap %s -> %s failed; no new swap of the wave is started", node, orUnknown(v), step.To)})
+				return
 			}
+			swapped++
+			r.emit(ctx, Event{Kind: EventNodeSwapped, Step: step, Node: node, Detail: fmt.Sprintf("client %s swapped %s -> %s (%d of %d in the wave)", node, orUnknown(v), step.To, swapped, len(step.Nodes))})
 		}()
 	}
 	wg.Wait()
@@ -855,7 +869,7 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 		check.Gate = []planner.GateCheck{planner.GateSerfAlive}
 	}
 	if gerr := Gate(ctx, r.consul(step.Datacenter), check, r.baseline(step.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
-		r.emit(ctx, Event{Kind: EventGateWaiting, Step: check, Condition: cond, Detail: "after rollback: " + detail})
+		r.emit(ctx, Event{Kind: EventGateWaiting, Step: check, Node: node, Condition: cond, Detail: "after rollback: " + detail})
 	})); gerr != nil {
 		h.RollbackErr = fmt.Errorf("rolled back %v but the cluster did not become healthy: %w", failed, gerr)
 		r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: "cluster not healthy after rollback", Err: h.RollbackErr})
@@ -938,7 +952,7 @@ func (r *runner) failAdd(ctx context.Context, h *HaltError) *HaltError {
 	check := h.Step
 	check.Gate = []planner.GateCheck{planner.GateLeaderKnown, planner.GateRemoved}
 	if gerr := Gate(ctx, r.consul(check.Datacenter), check, r.baseline(check.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
-		r.emit(ctx, Event{Kind: EventGateWaiting, Step: check, Condition: cond, Detail: "after retiring the new server: " + detail})
+		r.emit(ctx, Event{Kind: EventGateWaiting, Step: check, Node: node, Condition: cond, Detail: "after retiring the new server: " + detail})
 	})); gerr != nil {
 		h.RollbackErr = fmt.Errorf("retired the new server %s but the cluster did not settle: %w", node, gerr)
 		r.emit(ctx, Event{Kind: EventRolledBack, Step: h.Step, Detail: "cluster not settled after retiring the new server", Err: h.RollbackErr})
