@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
@@ -26,15 +25,17 @@ var (
 
 const applyHelp = `Carries out a saved plan (consul-upgrade plan -out FILE), one step at a time.
 
-Before each step the live cluster is observed again and the step the planner
-chooses for it must be the plan's next step; otherwise apply stops with exit
-code 3 and touches nothing. On a terminal, apply asks before each step
+Before each step the live cluster is observed again and the step it needs
+must be the plan's next step not yet done; otherwise apply stops with exit
+code 3 before touching that step. On a terminal, apply asks before each step
 (y: carry it out, n: stop here) unless -yes. Without a terminal, pass -yes
 (every step) or -step (one step: running the command is the approval).
 -step carries out exactly one step and exits 0; run it again for the next.
 
-Snapshots are saved in -snapshot-dir; a verified snapshot there, saved after
-the plan file, covers its hop, so a stepped run does not take it again.
+Snapshots are saved in -snapshot-dir; the run records each verified backup in
+the KV store next to the upgrade lock, so a stepped or restarted apply does not
+take the hop's backup again. The lock is held from the first step to the end
+of the command.
 `
 
 func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -82,11 +83,6 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		return fail(stderr, "apply", err)
 	}
-	fi, err := os.Stat(*planFile)
-	if err != nil {
-		return fail(stderr, "apply", usagef("-plan: %v", err))
-	}
-	planTime := fi.ModTime().UnixNano()
 	tr := testTransport
 	if tr == nil {
 		if tr, err = loadTransport(*invFile, *kind, splitList(*knownHosts), *sshKey, *sshAgent); err != nil {
@@ -106,89 +102,65 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if interactive {
 		answers = bufio.NewReader(stdin)
 	}
-	for {
-		pr, err := locate(ctx, consul, plan, *planFile, *snapDir, planTime)
-		if err != nil {
-			var de *divergedError
-			if errors.As(err, &de) {
-				rep.diverged(err)
-				fmt.Fprintf(stderr, "consul-upgrade apply: %v\n", err)
-				return exitDiverged
+	declined := false
+	cfg := upgrade.Config{
+		Consul:            consul,
+		Transport:         tr,
+		Target:            plan.Target,
+		Policy:            plan.Policy,
+		Plan:              plan,
+		Snapshot:          upgrade.SnapshotDir(*snapDir),
+		OnEvent:           rep.event,
+		Rollback:          *rollback,
+		GateTimeout:       *gateTimeout,
+		StabilizationTime: *stab,
+		ClientConcurrency: *conc,
+		LockKey:           *lockKey,
+		LockHolder:        lockHolder(),
+		BeforeStep: func(ctx context.Context, s upgrade.StepInfo) (upgrade.StepDecision, error) {
+			rep.setIndex(s.Index)
+			if !interactive {
+				return upgrade.Approve, nil
 			}
-			return fail(stderr, "apply", err)
-		}
-		if pr.Next.Kind == planner.StepDone {
-			rep.finished(plan.Target)
-			return exitOK
-		}
-		want := pr.Next
-		rep.index = pr.Done
-		if interactive {
-			fmt.Fprintf(stderr, "Step %d of %d: %s\n  why: %s\nCarry it out? [y/N] ", pr.Done+1, len(plan.Steps), stepText(want), want.Reason)
-			line, _ := answers.ReadString('\n')
-			if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
-				fmt.Fprintf(stderr, "Stopped before step %d of %d; nothing more was touched. Run apply again to go on.\n", pr.Done+1, len(plan.Steps))
-				return exitUsage
+			fmt.Fprintf(stderr, "Step %d of %d: %s\n  why: %s\nCarry it out? [y/N] ", s.Index+1, s.Total, stepText(s.Step), s.Step.Reason)
+			line, err := answers.ReadString('\n')
+			if a := strings.ToLower(strings.TrimSpace(line)); a == "y" || a == "yes" {
+				return upgrade.Approve, nil
 			}
-		}
-		cfg := upgrade.Config{
-			Consul:            consul,
-			Transport:         tr,
-			Target:            plan.Target,
-			Policy:            plan.Policy,
-			Snapshot:          upgrade.SnapshotDir(*snapDir),
-			OnEvent:           rep.event,
-			Rollback:          *rollback,
-			GateTimeout:       *gateTimeout,
-			StabilizationTime: *stab,
-			MaxSteps:          1,
-			ClientConcurrency: *conc,
-			LockKey:           *lockKey,
-			LockHolder:        lockHolder(),
-		}
-		if *serverPort > 0 {
-			cfg.ServerAPI = upgrade.ServerHTTP(*serverPort)
-		}
-		if pr.SnapshotVersion != "" && want.Kind != planner.StepSnapshot {
-			// This hop's snapshot is saved and verified in snapDir: the
-			// runner (which cannot be told) must not take it again.
-			cfg.Policy.NoSnapshot = true
-		}
-		res, err := upgrade.Run(ctx, cfg)
-		// A one-step run stops at its step limit once its step is done. A run
-		// that halts after its step, before acting on the next one (a lost
-		// lock, say), also did the step asked for: the next pass observes
-		// and locks again before it acts.
-		var limit *upgrade.StepLimitError
-		var he *upgrade.HaltError
-		stepped := err != nil && len(res.Steps) == 1 && errors.As(err, &he) && !sameStep(he.Step, res.Steps[0].Step)
-		if stepped && !errors.As(err, &limit) {
-			rep.line("    note: after the step: %v", err)
-		}
-		if err != nil && !stepped {
-			rep.halted(err)
-			return fail(stderr, "apply", err)
-		}
-		if len(res.Steps) > 0 && !sameStep(res.Steps[0].Step, want) {
-			err := &divergedError{planFile: *planFile, want: stepText(want), got: stepText(res.Steps[0].Step)}
-			fmt.Fprintf(stderr, "consul-upgrade apply: after the fact: %v\n", err)
-			return exitDiverged
-		}
-		if !stepped {
-			// Run reached the target.
-			rep.finished(plan.Target)
-			return exitOK
-		}
-		if *step {
-			if pr.Done+1 < len(plan.Steps) {
-				rep.line("Stepped: %d of %d step(s) done. Next: %s (run apply -step again)", pr.Done+1, len(plan.Steps), stepText(plan.Steps[pr.Done+1]))
+			if err != nil && line == "" {
+				fmt.Fprintln(stderr)
 			}
-			return exitOK
-		}
-		if ctx.Err() != nil {
-			return fail(stderr, "apply", ctx.Err())
-		}
+			declined = true
+			return upgrade.Skip, nil
+		},
 	}
+	if *step {
+		cfg.MaxSteps = 1
+	}
+	if *serverPort > 0 {
+		cfg.ServerAPI = upgrade.ServerHTTP(*serverPort)
+	}
+	res, err := upgrade.Run(ctx, cfg)
+	var de *upgrade.PlanDivergedError
+	switch {
+	case errors.As(err, &de):
+		rep.diverged(err)
+		fmt.Fprintf(stderr, "consul-upgrade apply: %v\nPlan again (consul-upgrade plan -out %s), review, and apply the new plan.\n", err, *planFile)
+		return exitDiverged
+	case err != nil:
+		rep.halted(err)
+		return fail(stderr, "apply", err)
+	case declined:
+		fmt.Fprintf(stderr, "Stopped before step %d of %d as you answered; nothing of it was touched. Run apply again to go on.\n", len(plan.Steps)-len(res.Remaining)+1, len(plan.Steps))
+		return exitUsage
+	case res.Stopped:
+		if len(res.Remaining) > 0 {
+			rep.line("Stepped: %d of %d step(s) done. Next: %s (run apply -step again)", len(plan.Steps)-len(res.Remaining), len(plan.Steps), stepText(res.Remaining[0]))
+		}
+		return exitOK
+	}
+	rep.finished(plan.Target)
+	return exitOK
 }
 
 func lockHolder() string {

@@ -213,11 +213,11 @@ func TestPlanApplyStepStatusApplyAgainstASimulatedCluster(t *testing.T) {
 			}
 		}
 
-		code, out, stderr = cli(t, "status", "-plan", planFile, "-snapshot-dir", snaps)
+		code, out, stderr = cli(t, "status", "-plan", planFile)
 		if code != exitOK {
 			t.Fatalf("status: exit %d: %s", code, stderr)
 		}
-		for _, want := range []string{"Lock: free", "2 of 6 step(s) done", "Next: step 3 of 6: swap-server s3", "s2           1.13.9"} {
+		for _, want := range []string{"Lock: free", "Backup: taken on 1.12.9", "2 of 6 step(s) done", "Next: step 3 of 6: swap-server s3", "s2           1.13.9"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("status lacks %q:\n%s", want, out)
 			}
@@ -234,7 +234,7 @@ func TestPlanApplyStepStatusApplyAgainstASimulatedCluster(t *testing.T) {
 			if err := json.Unmarshal([]byte(line), &last); err != nil {
 				t.Fatalf("-output json line %q: %v", line, err)
 			}
-			if last["event"] == "node-done" {
+			if last["event"] == "node-swapped" {
 				nodeDone++
 			}
 		}
@@ -267,7 +267,7 @@ func TestApplyRefusesACLusterThatDivergedFromThePlan(t *testing.T) {
 			t.Fatal(err)
 		}
 		code, _, stderr := cli(t, "apply", "-plan", planFile, "-yes", "-snapshot-dir", filepath.Join(dir, "s"))
-		if code != exitDiverged || !strings.Contains(stderr, "diverged from the plan") {
+		if code != exitDiverged || !strings.Contains(stderr, "diverged from the approved plan") {
 			t.Errorf("exit %d, stderr %q; want 3 and the divergence", code, stderr)
 		}
 		if s := swaps(fake); len(s) != 0 {
@@ -351,9 +351,9 @@ func TestStatusShowsTheLockHolder(t *testing.T) {
 }
 
 // A lock lost during a step (an election can invalidate its session) halts
-// the run before the next step; apply -yes observes, locks again and goes
-// on, and says so.
-func TestApplyGoesOnWithANewLockWhenTheLockIsLostAfterAStep(t *testing.T) {
+// the run before the next step with exit 1; the next apply locks again and
+// resumes where the plan stands.
+func TestApplyHaltsOnALostLockAndTheNextApplyResumes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sim := newSim(3, 0)
 		fake := withSim(t, sim)
@@ -372,11 +372,16 @@ func TestApplyGoesOnWithANewLockWhenTheLockIsLostAfterAStep(t *testing.T) {
 			t.Fatalf("plan: exit %d: %s", code, stderr)
 		}
 		code, out, stderr := cli(t, "apply", "-plan", planFile, "-yes")
-		if code != exitOK {
-			t.Fatalf("exit %d\n%s\n%s", code, out, stderr)
+		if code != exitHalted || !strings.Contains(stderr, "upgrade lock lost") || !strings.Contains(out, "Halted at step 3 of 3") {
+			t.Fatalf("exit %d\n%s\n%s\nwant 1 and the lost lock before step 3", code, out, stderr)
 		}
-		if !strings.Contains(out, "note: after the step") || !strings.Contains(out, "upgrade lock lost") {
-			t.Errorf("the lost lock is not reported:\n%s", out)
+		if s := swaps(fake); strings.Join(s, ",") != "s2,s3" {
+			t.Errorf("swaps %v after the lost lock, want s2,s3", s)
+		}
+		fake.OnSwap = mirror
+		code, out, stderr = cli(t, "apply", "-plan", planFile, "-yes")
+		if code != exitOK || !strings.Contains(out, "step 3 of 3: swap-server s1") {
+			t.Fatalf("resume: exit %d\n%s\n%s", code, out, stderr)
 		}
 		if s := swaps(fake); strings.Join(s, ",") != "s2,s3,s1" {
 			t.Errorf("swaps %v, want s2,s3,s1", s)
