@@ -123,7 +123,11 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 				return upgrade.Approve, nil
 			}
 			fmt.Fprintf(stderr, "Step %d of %d: %s\n  why: %s\nCarry it out? [y/N] ", s.Index+1, s.Total, stepText(s.Step), s.Step.Reason)
-			line, err := answers.ReadString('\n')
+			line, err := readAnswer(ctx, answers)
+			if ctx.Err() != nil {
+				fmt.Fprintln(stderr)
+				return upgrade.Abort, ctx.Err()
+			}
 			if a := strings.ToLower(strings.TrimSpace(line)); a == "y" || a == "yes" {
 				return upgrade.Approve, nil
 			}
@@ -161,6 +165,26 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	rep.finished(plan.Target)
 	return exitOK
+}
+
+// readAnswer reads one line, or gives up when ctx ends (Ctrl-C at the
+// prompt: signal.NotifyContext keeps the signal from killing the process).
+func readAnswer(ctx context.Context, r *bufio.Reader) (string, error) {
+	type answer struct {
+		line string
+		err  error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		line, err := r.ReadString('\n')
+		ch <- answer{line, err}
+	}()
+	select {
+	case a := <-ch:
+		return a.line, a.err
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
 }
 
 func lockHolder() string {
