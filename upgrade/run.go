@@ -441,7 +441,7 @@ func (r *runner) decideFirst(c planner.Cluster) (planner.Step, error) {
 	}
 	step, err := planner.Next(c, r.cfg.Target, r.cfg.Policy)
 	if err != nil || r.cfg.Plan == nil || step.Kind == planner.StepDone {
-		return step, nil
+		return step, err
 	}
 	_, err = matchPlan(r.cfg.Plan, 0, c, step)
 	return step, err
