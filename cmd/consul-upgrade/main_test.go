@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -385,6 +386,37 @@ func TestApplyHaltsOnALostLockAndTheNextApplyResumes(t *testing.T) {
 		}
 		if s := swaps(fake); strings.Join(s, ",") != "s2,s3,s1" {
 			t.Errorf("swaps %v, want s2,s3,s1", s)
+		}
+	})
+}
+
+func TestCtrlCAtThePromptEndsApplyWithoutTouchingAnything(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim := newSim(3, 0)
+		fake := withSim(t, sim)
+		stdinIsTerminal = func() bool { return true }
+		pr, pw := io.Pipe()
+		oldIn := stdin
+		stdin = pr
+		defer func() { stdin = oldIn }()
+		dir := t.TempDir()
+		planFile := filepath.Join(dir, "plan.json")
+		if code, _, stderr := cli(t, "plan", "-to", "1.13.9", "-no-snapshot", "-out", planFile); code != exitOK {
+			t.Fatalf("plan: exit %d: %s", code, stderr)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		time.AfterFunc(time.Minute, cancel) // the operator presses Ctrl-C at the prompt
+		var out, errb bytes.Buffer
+		code := run(ctx, []string{"apply", "-plan", planFile}, &out, &errb)
+		pw.Close()
+		if code != exitHalted || !strings.Contains(errb.String(), "Carry it out?") {
+			t.Errorf("exit %d, stderr %q; want 1 after the prompt", code, errb.String())
+		}
+		if s := swaps(fake); len(s) != 0 {
+			t.Errorf("swaps %v after Ctrl-C at the first prompt", s)
+		}
+		if held := sim.HeldLocks(); len(held) != 0 {
+			t.Errorf("locks still held: %v", held)
 		}
 	})
 }
