@@ -34,7 +34,7 @@ code 3 before touching that step. On a terminal, apply asks before each step
 
 Snapshots are saved in -snapshot-dir; the run records each verified backup in
 the KV store next to the upgrade lock, so a stepped or restarted apply does not
-take the hop's backup again. The lock is held from the first step to the end
+take the hop's backup again. The lock is held from before the first step to the end
 of the command.
 `
 
@@ -55,7 +55,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	rollback := fs.Bool("rollback", false, "put a node whose swap or gate failed back on its old binary (the transport must support it)")
 	gateTimeout := fs.Duration("gate-timeout", 0, "bound on each gate (default 5m)")
 	stab := fs.Duration("stabilization", 0, "how long a swapped server must be seen healthy (default: autopilot's ServerStabilizationTime)")
-	conc := fs.Int("client-concurrency", 0, "swaps in flight within a client wave (default: the whole wave)")
+	conc := fs.Int("client-concurrency", 0, "swaps in flight within a client wave (default: 10% of the wave, at least 1)")
 	serverPort := fs.Int("server-http-port", 8500, "HTTP `PORT` of every server, for the gates of eras without autopilot health (0: none)")
 	lockKey := fs.String("lock-key", "", "KV `KEY` of the upgrade lock (default "+upgrade.DefaultLockKey+")")
 	fs.Usage = func() {
