@@ -9,9 +9,11 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/transport/transporttest"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
 )
@@ -129,4 +131,52 @@ func BenchmarkRunClients(b *testing.B) {
 			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MB")
 		})
 	}
+}
+
+// TestRunOfAThousandClientsListsMembersPerStepNotPerClient runs the
+// benchmark's upgrade at a smaller scale in virtual time, so the plain test
+// run guards what the benchmark measures: every agent reaches the target,
+// each client is swapped once, and the member list is read a bounded
+// number of times per step, never once per client.
+func TestRunOfAThousandClientsListsMembersPerStepNotPerClient(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const clients = 1_000
+		sim := consultest.NewCluster(3, clients, "1.12.9")
+		fake := sim.NewFake()
+		client, err := sim.Client()
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := upgrade.Run(t.Context(), upgrade.Config{
+			Consul:            upgrade.NewConsul(client),
+			Transport:         fake,
+			Target:            "1.13.9",
+			Snapshot:          func(string) (io.WriteCloser, error) { return discard{io.Discard}, nil },
+			ClientConcurrency: 64,
+		})
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		swaps := map[string]int{}
+		for _, c := range fake.Calls() {
+			if c.Op == transporttest.OpSwap {
+				swaps[c.Node]++
+			}
+		}
+		for _, n := range sim.Nodes() {
+			if n.Version != "1.13.9" || !n.Up {
+				t.Fatalf("%s runs %s (up %v) after the run, want 1.13.9", n.Name, n.Version, n.Up)
+			}
+			if swaps[n.Name] != 1 {
+				t.Fatalf("%s was swapped %d times, want once", n.Name, swaps[n.Name])
+			}
+		}
+		// Each step observes once and its gate reads the list a few times
+		// while agents restart; per client it would be thousands.
+		got, limit := sim.Calls("/v1/agent/members"), 10*len(res.Steps)
+		if got > limit {
+			t.Errorf("%d member listings for %d steps, want at most %d", got, len(res.Steps), limit)
+		}
+		t.Logf("%d clients: %d steps, %d member listings", clients, len(res.Steps), got)
+	})
 }

@@ -242,8 +242,9 @@ func TestBytesSentPerSwapStagingVersusFetching(t *testing.T) {
 	resolve := func(ctx context.Context, version string) (io.ReadCloser, string, error) {
 		return io.NopCloser(bytes.NewReader(bin)), binSum, nil
 	}
-	measure := func(name string, opt ssh.Option) int64 {
-		fh := newFakeHost(t, fromVersion)
+	// swapThrough swaps c1 of fh once through a fresh counting proxy and
+	// returns the bytes the orchestrator sent.
+	swapThrough := func(name string, fh *fakeHost, opt ssh.Option) int64 {
 		p := newCountingProxy(t, s.Addr)
 		kh := filepath.Join(t.TempDir(), "known_hosts")
 		line := knownhosts.Line([]string{knownhosts.Normalize(p.ln.Addr().String())}, s.HostKey) + "\n"
@@ -262,8 +263,8 @@ func TestBytesSentPerSwapStagingVersusFetching(t *testing.T) {
 		if got, _ := os.ReadFile(fh.bin); !bytes.Equal(got, bin) {
 			t.Fatalf("%s swap installed another binary", name)
 		}
-		// The connection is closed when Swap returns; wait for the proxy
-		// to have counted it.
+		// The proxy counts a connection when it closes, once Swap has
+		// returned: wait for the count to settle.
 		deadline := time.Now().Add(10 * time.Second)
 		var last int64 = -1
 		for time.Now().Before(deadline) {
@@ -276,9 +277,19 @@ func TestBytesSentPerSwapStagingVersusFetching(t *testing.T) {
 		}
 		return p.sent.Load()
 	}
+	measure := func(name string, opt ssh.Option) int64 {
+		return swapThrough(name, newFakeHost(t, fromVersion), opt)
+	}
 	staged := measure("staging", ssh.WithResolver(resolve))
-	fetched := measure("fetching", ssh.WithFetch(mir))
-	t.Logf("bytes sent by the orchestrator for one client swap of a %d-byte binary: staging %d, fetching %d (%.0fx less)", size, staged, fetched, float64(staged)/float64(fetched))
+	fh := newFakeHost(t, fromVersion)
+	fetched := swapThrough("fetching", fh, ssh.WithFetch(mir))
+	// The same node again: already on the target, the swap only connects
+	// and checks (what every swap costs before it stages anything).
+	idle := swapThrough("idempotent", fh, ssh.WithFetch(mir))
+	t.Logf("bytes sent by the orchestrator for one client swap of a %d-byte binary: staging %d, fetching %d (%.0fx less); a swap that finds the node on the target already: %d", size, staged, fetched, float64(staged)/float64(fetched), idle)
+	if idle >= fetched {
+		t.Errorf("an idempotent swap sent %d bytes, a fetching one %d: the count misses the fetch", idle, fetched)
+	}
 	if staged < size {
 		t.Errorf("staging sent %d bytes, less than the %d-byte binary: the count misses traffic", staged, size)
 	}
