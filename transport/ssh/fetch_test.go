@@ -300,3 +300,25 @@ func TestBytesSentPerSwapStagingVersusFetching(t *testing.T) {
 		t.Errorf("the mirror served %d downloads, want 1 (the fetching swap)", m.gets.Load())
 	}
 }
+
+func TestARequestNamingAnArtifactIsStagedEvenWithFetch(t *testing.T) {
+	t.Parallel()
+	s := sshrig.Start(t)
+	fh := newFakeHost(t, fromVersion)
+	local := filepath.Join(t.TempDir(), "consul-"+toVersion)
+	if err := os.WriteFile(local, fakeConsul(toVersion), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	asked := 0
+	mir := func(ctx context.Context, version string) (transport.Fetch, error) {
+		asked++
+		return transport.Fetch{}, errors.New("the mirror must not be asked")
+	}
+	tr := newTransport(t, s, map[string]ssh.Host{"c1": fh.host(*s)}, ssh.WithFetch(mir))
+	if err := tr.Swap(t.Context(), transport.SwapRequest{Node: "c1", Role: transport.RoleClient, From: fromVersion, To: toVersion, StopMode: transport.StopKill, Artifact: local}); err != nil {
+		t.Fatalf("Swap with an Artifact: %v", err)
+	}
+	if got, _ := os.ReadFile(fh.bin); !bytes.Equal(got, fakeConsul(toVersion)) || asked != 0 {
+		t.Errorf("installed the artifact: %v, mirror asked %d times; want the artifact staged and the mirror never asked", bytes.Equal(got, fakeConsul(toVersion)), asked)
+	}
+}
