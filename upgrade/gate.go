@@ -685,8 +685,19 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 		if err != nil {
 			return apiFail(nodes[0], err)
 		}
+		// A client wave names thousands of nodes: index the members once
+		// (the first of a name, as findMember) instead of a scan per node.
+		byName := make(map[string]*api.AgentMember, len(members))
+		for _, m := range members {
+			if m == nil {
+				continue
+			}
+			if _, seen := byName[m.Name]; !seen {
+				byName[m.Name] = m
+			}
+		}
 		for _, n := range nodes {
-			m := findMember(members, n)
+			m := byName[n]
 			v.node = n
 			switch {
 			case m == nil:

@@ -61,6 +61,22 @@ type Config struct {
 	// Optional; with it Swap skips a node that already runs the target and
 	// checks the version after the swap, and RunningVersion works.
 	Version []string
+	// Mirror, if set, tells where each version's binary can be fetched
+	// from: its URL and SHA-256 reach every template as {{.URL}} and
+	// {{.SHA256}} and the commands' environment as CONSUL_UPGRADE_URL and
+	// CONSUL_UPGRADE_SHA256, so a playbook can have each host download the
+	// binary itself instead of copying it from here.
+	Mirror transport.Mirror
+	// Fetch, if set, runs before Swap and has the node's host fetch and
+	// verify the binary: transport.FetchCommand("{{.URL}}", "{{.SHA256}}",
+	// DEST) where the command runs on the host itself, or the same argv
+	// behind the tool that reaches the host (quoted for the remote shell if
+	// that tool joins its arguments into one command line, as ssh does).
+	// The Swap command then installs DEST. When it exits
+	// with one of FetchScript's statuses the swap fails with a
+	// *transport.FetchError (no downloader, failed download, checksum
+	// mismatch) and the Swap command is not run. Needs Mirror.
+	Fetch []string
 	// Nodes, if not nil, lists the nodes this transport may touch; any
 	// other node is refused with transport.ErrUnknownNode.
 	Nodes []string
@@ -84,6 +100,8 @@ type Vars struct {
 	To       string
 	StopMode transport.StopMode
 	Artifact string
+	URL      string // from Config.Mirror ("" without one)
+	SHA256   string // from Config.Mirror ("" without one)
 }
 
 // CommandError reports a command that failed, timed out or was cut by the
@@ -96,6 +114,8 @@ type CommandError struct {
 	Exit   int      // -1 when the command did not exit by itself
 	Output string   // the last OutputLimit bytes of stdout and stderr
 	Err    error
+
+	stdout string // stdout alone, for the fetch step
 }
 
 func (e *CommandError) Error() string {
@@ -119,9 +139,9 @@ func (e *CommandError) Unwrap() error { return e.Err }
 // transport.Transport, transport.Rollbacker and transport.VersionReporter,
 // and is safe for concurrent use.
 type Transport struct {
-	cfg                       Config
-	swap, rollback, versionTp argv.Command
-	nodes                     map[string]bool
+	cfg                              Config
+	swap, rollback, versionTp, fetch argv.Command
+	nodes                            map[string]bool
 }
 
 var (
@@ -150,6 +170,10 @@ func New(cfg Config) (*Transport, error) {
 	t.swap = parse("Swap", cfg.Swap, true)
 	t.rollback = parse("Rollback", cfg.Rollback, false)
 	t.versionTp = parse("Version", cfg.Version, false)
+	t.fetch = parse("Fetch", cfg.Fetch, false)
+	if t.fetch != nil && cfg.Mirror == nil {
+		add("Fetch is set but Mirror is nil; give Mirror (e.g. transport.Mirrors(table)) so the command knows {{.URL}} and {{.SHA256}}")
+	}
 	if cfg.Timeout < 0 {
 		add("Timeout is %v; give a positive duration or 0 for %v", cfg.Timeout, DefaultTimeout)
 	}
@@ -171,8 +195,8 @@ func New(cfg Config) (*Transport, error) {
 		}
 	}
 	if len(problems) == 0 {
-		sample := Vars{Node: "node-1", Role: transport.RoleServer, From: "1.0.0", To: "1.0.1", StopMode: transport.StopKill}
-		for _, cmd := range []argv.Command{t.swap, t.rollback, t.versionTp} {
+		sample := Vars{Node: "node-1", Role: transport.RoleServer, From: "1.0.0", To: "1.0.1", StopMode: transport.StopKill, URL: "https://mirror.example/consul", SHA256: strings.Repeat("0", 64)}
+		for _, cmd := range []argv.Command{t.swap, t.rollback, t.versionTp, t.fetch} {
 			if _, err := cmd.Render(sample); err != nil {
 				add("%v", err)
 			}
@@ -214,6 +238,32 @@ func (t *Transport) Swap(ctx context.Context, req transport.SwapRequest) error {
 			return nil
 		} else if ctx.Err() != nil {
 			return fail(transport.PhaseVerify, ctx.Err())
+		}
+	}
+	var fetch transport.Fetch
+	if t.cfg.Mirror != nil {
+		f, err := t.cfg.Mirror(ctx, req.To)
+		if err != nil {
+			return fail(transport.PhaseStage, fmt.Errorf("%w: mirror for consul %s: %w", transport.ErrArtifact, req.To, err))
+		}
+		if err := f.Validate(); err != nil {
+			return fail(transport.PhaseStage, fmt.Errorf("the mirror's entry for consul %s: %w", req.To, err))
+		}
+		fetch, v.URL, v.SHA256 = f, f.URL, f.SHA256
+	}
+	if t.fetch != nil {
+		argv, err := t.fetch.Render(v)
+		if err != nil {
+			return fail(transport.PhaseStage, err)
+		}
+		if _, err := t.run(ctx, "fetch", v, argv); err != nil {
+			var ce *CommandError
+			if errors.As(err, &ce) && ce.Exit > 0 {
+				if known, ferr := transport.FetchResult(req.Node, req.To, fetch, ce.Exit, ce.stdout, ce.Output); known {
+					return fail(transport.PhaseStage, ferr)
+				}
+			}
+			return fail(transport.PhaseStage, err)
 		}
 	}
 	argv, err := t.swap.Render(v)
@@ -327,10 +377,11 @@ func (t *Transport) run(ctx context.Context, step string, v Vars, argv []string)
 	cmd.Env = append(cmd.Env,
 		"CONSUL_UPGRADE_NODE="+v.Node, "CONSUL_UPGRADE_ROLE="+string(v.Role),
 		"CONSUL_UPGRADE_FROM="+v.From, "CONSUL_UPGRADE_TO="+v.To,
-		"CONSUL_UPGRADE_STOP_MODE="+string(v.StopMode), "CONSUL_UPGRADE_ARTIFACT="+v.Artifact)
+		"CONSUL_UPGRADE_STOP_MODE="+string(v.StopMode), "CONSUL_UPGRADE_ARTIFACT="+v.Artifact,
+		"CONSUL_UPGRADE_URL="+v.URL, "CONSUL_UPGRADE_SHA256="+v.SHA256)
 	stdout := &tail{limit: t.cfg.OutputLimit}
 	combined := &tail{limit: t.cfg.OutputLimit}
-	if step == "version" {
+	if step == "version" || step == "fetch" {
 		// Parsed: stdout alone (two pipes, so the interleaving in
 		// combined is approximate; it only serves the error text).
 		cmd.Stdout = multi{stdout, combined}
@@ -352,7 +403,7 @@ func (t *Transport) run(ctx context.Context, step string, v Vars, argv []string)
 	if err != nil {
 		var ee *osexec.ExitError
 		if errors.As(err, &ee) && ee.ExitCode() >= 0 {
-			return "", cerr(ee.ExitCode(), combined.String(), err)
+			return "", &CommandError{Node: v.Node, Step: step, Argv: argv, Exit: ee.ExitCode(), Output: combined.String(), Err: err, stdout: stdout.String()}
 		}
 		return "", cerr(-1, combined.String(), err)
 	}

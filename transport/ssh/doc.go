@@ -19,7 +19,13 @@
 //     make it executable, keep the current binary as <BinaryPath>.prev (a
 //     hard link) and rename the new one over BinaryPath. The running agent
 //     keeps its old inode. A wrong checksum installs nothing and stops
-//     nothing (*ChecksumError, wrapping transport.ErrArtifact);
+//     nothing (*ChecksumError, wrapping transport.ErrArtifact).
+//     With WithFetch the host downloads the binary itself from the mirror
+//     (transport.FetchScript: curl or wget, then sha256sum) into that
+//     temporary file instead, so the orchestrator sends a few kilobytes of
+//     commands per swap rather than the binary; a mismatch, a failed
+//     download or a host with neither curl nor wget is a
+//     *transport.FetchError and, again, installs and stops nothing;
 //  4. stop the agent with Host.StopCmd (default: systemctl kill -s SIGKILL
 //     consul for stop mode kill, SIGTERM for terminate, SIGINT for leave)
 //     and wait until Host.CheckCmd says it is down;
@@ -34,5 +40,5 @@
 // `timeout -s KILL` and a local deadline (Host.CommandTimeout), so a hung
 // command is cut on both sides. The remote login shell must be a POSIX
 // shell, and the host needs coreutils (or busybox): timeout, mktemp, dd,
-// sha256sum, chmod, ln, mv, rm, test.
+// sha256sum, chmod, ln, mv, rm, test (and curl or wget for WithFetch).
 package ssh

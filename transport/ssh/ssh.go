@@ -86,6 +86,7 @@ type config struct {
 	knownHosts []string
 	insecure   bool
 	resolver   Resolver
+	mirror     transport.Mirror
 }
 
 // WithKeyFile authenticates with the unencrypted private key (PEM or
@@ -165,6 +166,24 @@ func WithResolver(r Resolver) Option {
 	return func(c *config) error { c.resolver = r; return nil }
 }
 
+// WithFetch makes each host fetch the binary itself from the mirror (with
+// curl, or wget when there is no curl) instead of the orchestrator streaming
+// it over SSH: the orchestrator then sends only commands, a few kilobytes
+// per swap whatever the binary's size. The host downloads into a temporary
+// file next to Host.BinaryPath and checks its SHA-256 against the mirror's;
+// a mismatch, a failed download or a host with neither curl nor wget is a
+// *transport.FetchError, and nothing is installed or stopped. A request
+// that names an Artifact (a local file) is still staged from here.
+func WithFetch(m transport.Mirror) Option {
+	return func(c *config) error {
+		if m == nil {
+			return errors.New("WithFetch: mirror is nil; give transport.Mirrors(table) or your own transport.Mirror")
+		}
+		c.mirror = m
+		return nil
+	}
+}
+
 // Transport swaps Consul agents on remote hosts over SSH. It implements
 // transport.Transport, transport.Rollbacker and transport.VersionReporter.
 // It is safe for concurrent use; each call opens its own connection.
@@ -175,6 +194,7 @@ type Transport struct {
 	insecure  bool
 	hostKeys  *hostKeys
 	resolver  Resolver
+	mirror    transport.Mirror
 }
 
 var (
@@ -196,7 +216,7 @@ func New(hosts map[string]Host, opts ...Option) (*Transport, error) {
 	if len(c.signers) == 0 && !c.useAgent {
 		return nil, errors.New("ssh transport: no authentication method; give WithKeyFile, WithKey, WithSigner or WithAgent")
 	}
-	t := &Transport{hosts: map[string]*host{}, signers: c.signers, agentSock: c.agentSock, insecure: c.insecure, resolver: c.resolver}
+	t := &Transport{hosts: map[string]*host{}, signers: c.signers, agentSock: c.agentSock, insecure: c.insecure, resolver: c.resolver, mirror: c.mirror}
 	if !c.insecure {
 		files := c.knownHosts
 		if len(files) == 0 {
@@ -343,18 +363,37 @@ func (t *Transport) restart(ctx context.Context, c *conn, v Vars, want string, r
 	return nil
 }
 
-// stage streams the binary for req.To to the host and installs it
-// atomically, keeping the old one as .prev. Nothing is installed unless the
-// checksum and the binary's own version check out.
+// stage puts the binary for req.To on the host and installs it atomically,
+// keeping the old one as .prev. The binary is either streamed from here
+// (upload) or fetched by the host from the mirror (WithFetch). Nothing is
+// installed unless the checksum and the binary's own version check out.
 func (t *Transport) stage(ctx context.Context, c *conn, req transport.SwapRequest, v Vars) error {
-	body, want, err := t.artifact(ctx, req)
-	if err != nil {
-		return fmt.Errorf("%w: %w", transport.ErrArtifact, err)
-	}
-	defer body.Close()
-	want = strings.ToLower(strings.TrimSpace(want))
-	if want != "" && !sha256RE.MatchString(want) {
-		return fmt.Errorf("%w: checksum %q for consul %s is not 64 hex digits; fix the resolver", transport.ErrArtifact, want, req.To)
+	var (
+		fetch transport.Fetch
+		body  io.ReadCloser
+		want  string
+	)
+	fetching := t.mirror != nil && req.Artifact == ""
+	if fetching {
+		f, err := t.mirror(ctx, req.To)
+		if err != nil {
+			return fmt.Errorf("%w: mirror for consul %s: %w", transport.ErrArtifact, req.To, err)
+		}
+		if err := f.Validate(); err != nil {
+			return fmt.Errorf("node %s: the mirror's entry for consul %s: %w", v.Node, req.To, err)
+		}
+		fetch = f
+	} else {
+		var err error
+		body, want, err = t.artifact(ctx, req)
+		if err != nil {
+			return fmt.Errorf("%w: %w", transport.ErrArtifact, err)
+		}
+		defer body.Close()
+		want = strings.ToLower(strings.TrimSpace(want))
+		if want != "" && !sha256RE.MatchString(want) {
+			return fmt.Errorf("%w: checksum %q for consul %s is not 64 hex digits; fix the resolver", transport.ErrArtifact, want, req.To)
+		}
 	}
 	dir, base := path.Split(v.BinaryPath)
 	r, err := c.must(ctx, "stage", []string{"mktemp", dir + "." + base + ".upgrade.XXXXXXXX"}, nil)
@@ -374,21 +413,12 @@ func (t *Transport) stage(ctx context.Context, c *conn, req transport.SwapReques
 			_, _ = c.run(cctx, "cleanup", []string{"rm", "-f", "--", tmp}, nil, 10*time.Second)
 		}
 	}()
-	local := sha256.New()
-	if _, err := c.must(ctx, "upload", []string{"dd", "of=" + tmp, "bs=65536", "status=none"}, io.TeeReader(body, local)); err != nil {
+	if fetching {
+		if err := c.fetch(ctx, req.To, fetch, tmp); err != nil {
+			return err
+		}
+	} else if err := c.upload(ctx, req.To, body, want, tmp); err != nil {
 		return err
-	}
-	localSum := hex.EncodeToString(local.Sum(nil))
-	if want == "" {
-		want = localSum
-	}
-	r, err = c.must(ctx, "checksum", []string{"sha256sum", "--", tmp}, nil)
-	if err != nil {
-		return err
-	}
-	got, _, _ := strings.Cut(strings.TrimSpace(string(r.stdout)), " ")
-	if got != want {
-		return &ChecksumError{Node: v.Node, Version: req.To, Want: want, Got: got}
 	}
 	if _, err := c.must(ctx, "stage", []string{"chmod", "0755", "--", tmp}, nil); err != nil {
 		return err
@@ -414,6 +444,44 @@ func (t *Transport) stage(ctx context.Context, c *conn, req transport.SwapReques
 	}
 	installed = true
 	return nil
+}
+
+// upload streams body into tmp on the host and checks there that its
+// SHA-256 is want ("" checks it against what was sent: guards the transfer
+// only).
+func (c *conn) upload(ctx context.Context, version string, body io.Reader, want, tmp string) error {
+	local := sha256.New()
+	if _, err := c.must(ctx, "upload", []string{"dd", "of=" + tmp, "bs=65536", "status=none"}, io.TeeReader(body, local)); err != nil {
+		return err
+	}
+	localSum := hex.EncodeToString(local.Sum(nil))
+	if want == "" {
+		want = localSum
+	}
+	r, err := c.must(ctx, "checksum", []string{"sha256sum", "--", tmp}, nil)
+	if err != nil {
+		return err
+	}
+	got, _, _ := strings.Cut(strings.TrimSpace(string(r.stdout)), " ")
+	if got != want {
+		return &ChecksumError{Node: c.h.node, Version: version, Want: want, Got: got}
+	}
+	return nil
+}
+
+// fetch has the host download f.URL into tmp and verify its SHA-256
+// (transport.FetchScript). A refusal is a *transport.FetchError.
+func (c *conn) fetch(ctx context.Context, version string, f transport.Fetch, tmp string) error {
+	argv := transport.FetchCommand(f.URL, f.SHA256, tmp)
+	r, err := c.run(ctx, "fetch", argv, nil, 0)
+	if err != nil {
+		return err
+	}
+	known, ferr := transport.FetchResult(c.h.node, version, f, r.exit, string(r.stdout), r.output)
+	if !known {
+		return &CommandError{Node: c.h.node, Step: "fetch", Command: "sh -c FETCHSCRIPT consul-fetch " + Quote(f.URL) + " " + f.SHA256 + " " + Quote(tmp), Exit: r.exit, Output: r.output, Err: fmt.Errorf("exit status %d", r.exit)}
+	}
+	return ferr
 }
 
 var sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)

@@ -140,8 +140,9 @@ func WithNodePrefix(prefix string) Option {
 type Cluster struct {
 	mu            sync.Mutex
 	nodes         []*node
-	leader        string // node name, "" during an election
-	pinned        bool   // SetLeader("") holds the election open
+	byName        map[string]*node // the nodes by name: find is O(1) in a fleet of 10,000
+	leader        string           // node name, "" during an election
+	pinned        bool             // SetLeader("") holds the election open
 	restartDelay  time.Duration
 	stabilization time.Duration
 	stableSince   time.Time
@@ -197,6 +198,10 @@ func NewCluster(servers, clients int, version string, opts ...Option) *Cluster {
 		c.nodes = append(c.nodes, &node{name: fmt.Sprintf("%sc%d", c.prefix, i), addr: address(1, i), version: version,
 			role: transport.RoleClient})
 	}
+	c.byName = make(map[string]*node, len(c.nodes))
+	for _, n := range c.nodes {
+		c.byName[n.name] = n
+	}
 	if servers > 0 {
 		c.leader = c.prefix + "s1"
 	}
@@ -212,12 +217,7 @@ func address(group, i int) string {
 
 // find returns the named node or nil. Callers hold c.mu.
 func (c *Cluster) find(name string) *node {
-	for _, n := range c.nodes {
-		if n.name == name {
-			return n
-		}
-	}
-	return nil
+	return c.byName[name]
 }
 
 // lookup is find with an error naming the nodes there are. Callers hold c.mu.

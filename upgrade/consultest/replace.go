@@ -29,6 +29,7 @@ func (c *Cluster) AddServer(name, version string) error {
 	n := &node{name: name, addr: addr, version: version, role: transport.RoleServer, voter: true,
 		upAt: time.Now().Add(c.restartDelay), lastIndex: DefaultLastIndex}
 	c.nodes = slices.Insert(c.nodes, servers, n)
+	c.byName[name] = n
 	return nil
 }
 
@@ -47,6 +48,7 @@ func (c *Cluster) RemoveServer(name string) error {
 		return fmt.Errorf("consultest: node %q is a client; RemoveServer removes servers", name)
 	}
 	c.nodes = slices.DeleteFunc(c.nodes, func(o *node) bool { return o == n })
+	delete(c.byName, name)
 	c.agentFailed(name)
 	if c.leader == name {
 		c.leader, c.pinned = "", false
