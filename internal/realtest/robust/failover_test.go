@@ -2,6 +2,7 @@ package robust_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -121,4 +122,87 @@ func TestTheRunFailsOverWhenItsAgentDiesMidGate_1_12_9_to_1_13_9(t *testing.T) {
 
 func TestTheRunFailsOverWhenItsAgentDiesMidGate_1_15_4_to_1_16_1(t *testing.T) {
 	failoverScenario(t, "1.15.4", "1.16.1")
+}
+
+// haltScenario: as failoverScenario, but the run is given c1 alone and c1
+// stays dead. The gate of the first server swap gets no answer until its
+// 45 s timeout and the run halts with a *upgrade.HaltError wrapping a
+// *upgrade.GateError wrapping an *upgrade.AgentUnreachableError that names
+// c1; no other node is swapped. c1 is then started again and the cluster
+// must be healthy.
+func haltScenario(t *testing.T, from, to string) {
+	var cl *consulrig.Cluster
+	var g *guard
+	var killed time.Time
+	var killErr error
+	tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
+	fig := realtest.Run(t, realtest.Scenario{From: from, To: to, During: tr.During,
+		Configure: func(cfg *upgrade.Config, c *consulrig.Cluster) {
+			cl = c
+			fc, err := upgrade.ConnectAddrs(nil, cl.HTTPAddr(cl.Clients()[0]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Consul = fc
+			cfg.GateTimeout = 45 * time.Second
+			g = &guard{Transport: cl.Transport(), cl: cl}
+			cfg.Transport = g
+			prev := cfg.OnEvent
+			cfg.OnEvent = func(e upgrade.Event) {
+				prev(e)
+				if killed.IsZero() && killErr == nil && e.Kind == upgrade.EventGateWaiting && e.Step.Kind == planner.StepSwapServer {
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+					defer cancel()
+					if killErr = cl.Transport().Stop(ctx, cl.Clients()[0], transport.StopKill); killErr == nil {
+						killed = time.Now()
+						t.Logf("FAULT killed c1, the only agent the run may talk to, while the gate of %s waits for %s", e.Step.Node, e.Condition)
+					}
+				}
+			}
+		},
+		Halted: func(t *testing.T, err error) {
+			var halt *upgrade.HaltError
+			var ge *upgrade.GateError
+			var ue *upgrade.AgentUnreachableError
+			if !errors.As(err, &halt) || !errors.As(err, &ge) || !errors.As(err, &ue) {
+				t.Errorf("run error %T %v, want a *upgrade.HaltError wrapping a *upgrade.GateError wrapping an *upgrade.AgentUnreachableError", err, err)
+			} else if len(ue.Tried) != 1 || ue.Tried[0] != cl.HTTPAddr(cl.Clients()[0]) {
+				t.Errorf("addresses tried %v, want c1's %s", ue.Tried, cl.HTTPAddr(cl.Clients()[0]))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			if err := cl.Transport().Start(ctx, cl.Clients()[0]); err != nil {
+				t.Fatalf("start c1 again: %v", err)
+			}
+			c1, err := upgrade.ConnectAddr(cl.HTTPAddr(cl.Clients()[0]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			realtest.WaitReady(t, ctx, upgrade.Config{Consul: c1}, 3)
+		},
+	})
+	if killErr != nil {
+		t.Fatalf("the fault could not be injected: %v", killErr)
+	}
+	if killed.IsZero() {
+		t.Fatal("no server gate waited: c1 was never killed")
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, v := range g.violations {
+		t.Errorf("the run stopped a second server: %s", v)
+	}
+	if len(g.acts) != 1 {
+		t.Errorf("server swaps asked: %v, want only the one whose gate got no answer", g.acts)
+	}
+	t.Logf("FIGURES agent-dies-mid-gate, no other agent, %s -> %s: run wall %s (halted); server swaps %v; traffic %s; writer lost %d of %d",
+		from, to, fig.Wall.Round(100*time.Millisecond), g.acts, tr.Report, len(fig.Lost), len(fig.Writes.Acked))
+}
+
+func TestTheRunHaltsWhenItsOnlyAgentDiesMidGate_1_12_9_to_1_13_9(t *testing.T) {
+	haltScenario(t, "1.12.9", "1.13.9")
+}
+
+func TestTheRunHaltsWhenItsOnlyAgentDiesMidGate_1_15_4_to_1_16_1(t *testing.T) {
+	haltScenario(t, "1.15.4", "1.16.1")
 }
