@@ -59,6 +59,19 @@
 // refused with a *LockedError naming the holder, and touches nothing. A run
 // whose lock is lost halts before its next step (ErrLockLost). The lock is
 // given back when the run ends, however it ends; Config.NoLock opts out.
+// A run that dies (its process killed) leaves the lock to expire with its
+// session: Consul invalidates a session not renewed within twice its TTL
+// (about a minute) and deletes the key; a second run retried until then
+// takes the lock and continues from what it observes.
+//
+// # The agent the run talks to
+//
+// Config.Consul may be a FailoverConsul (Failover, ConnectAddrs): when the
+// agent in use gives no answer (it died, or is being swapped), each call
+// goes to the next configured agent of the same datacenter; when none
+// answers, the call fails with an *AgentUnreachableError naming every
+// address tried, and the gate or observation waiting on it halts the run
+// at its timeout. Nothing is acted on without an answer.
 //
 // # Datacenters
 //

@@ -181,15 +181,16 @@ type GateOptions struct {
 	// cluster-wide conditions) and what was observed.
 	OnWaiting func(cond planner.GateCheck, node, detail string)
 	// Since is when the step's act finished (the swapped agent started).
-	// The stable condition counts from the latest of autopilot's
-	// StableSince, Since, and the last attempt of this gate in which another
-	// condition failed or the server was unhealthy: autopilot may not have
-	// noticed a quick restart at all, and a new leader may report a
-	// StableSince from before what the gate saw. Zero Since means: count
-	// from StableSince and the gate's own observations. Without autopilot
-	// there is no StableSince: stability counts from the latest of Since,
-	// the start of the gate and the last attempt in which the server was
-	// not healthy.
+	// The stable condition is counted on this host's monotonic clock from
+	// observations, never by comparing this host's clock with a server's:
+	// from the first attempt of this gate that saw the server healthy
+	// (every earlier condition holding) since it last saw otherwise, and
+	// no earlier than Since. Autopilot's StableSince (a time on the
+	// servers' clocks) only restarts the count when it changes between
+	// two attempts (the server was unhealthy in between, unseen by the
+	// gate). So a gate always waits at least the stabilization time, and
+	// a clock ahead of or behind the servers' changes nothing. Zero Since:
+	// count from the gate's observations alone.
 	Since time.Time
 	// ServerAPI reaches each server's own HTTP API. Eras without autopilot
 	// health read a server's commit index and last contact from its own
@@ -224,9 +225,9 @@ type GateOptions struct {
 //     autopilot health: alive in serf, in the peer set, a leader or
 //     follower in its raft stats with its last contact within
 //     base.LastContactThreshold
-//   - stable: it has been healthy for base.ServerStabilizationTime
-//     (without autopilot: counted from the gate's own observations, never
-//     from a server's clock)
+//   - stable: it has been healthy for base.ServerStabilizationTime,
+//     counted from the gate's own observations on this host's monotonic
+//     clock, never from a server's clock (see GateOptions.Since)
 //   - trailing-logs: it trails the current leader by at most
 //     base.MaxTrailingLogs entries (without autopilot: last_log_index in
 //     the raft stats of both)
@@ -285,6 +286,7 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 	// (a new leader's autopilot may report one) proves nothing.
 	floor := opt.Since
 	start := time.Now()
+	var stab stability // reset whenever an attempt fails for another reason
 	var cur *observation
 	reportEra := func() {
 		if cur != nil && cur.eraOK && cur.eraErr == nil && cur.era != lastEra {
@@ -304,7 +306,7 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 		return errNotYet
 	}
 	op := func() error {
-		o := &observation{ctx: gctx, c: c, since: floor, start: start, serverAPI: opt.ServerAPI}
+		o := &observation{ctx: gctx, c: c, since: floor, start: start, serverAPI: opt.ServerAPI, stab: &stab}
 		cur = o
 		defer reportEra()
 		var young *verdict // stable failed only for want of time
@@ -319,6 +321,7 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 				young = &v // look on: a later failing condition is the real cause
 			default:
 				floor = time.Now()
+				stab = stability{}
 				return wait(v)
 			}
 		}
@@ -375,6 +378,7 @@ type observation struct {
 	since     time.Time // stability counts from no earlier than this (see Gate)
 	start     time.Time // the gate's start: without autopilot, stability counts from no earlier
 	serverAPI ServerAPIFunc
+	stab      *stability // the gate's count of the server's stability, across attempts
 
 	members    []*api.AgentMember
 	membersErr error
@@ -760,10 +764,7 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 				v.unhealthy = true
 				return v
 			}
-			from := s.StableSince
-			if o.since.After(from) {
-				from = o.since
-			}
+			from := o.stableFrom(s.StableSince)
 			if since := time.Since(from); since < base.ServerStabilizationTime {
 				v.detail = fmt.Sprintf("%s healthy for %s, needs %s (ServerStabilizationTime)", n, since.Round(time.Millisecond), base.ServerStabilizationTime)
 				return v
@@ -881,6 +882,43 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 	return v
 }
 
+// stability is a gate's own count of how long the server has been seen
+// healthy, on this host's monotonic clock.
+type stability struct {
+	// first is when an attempt of this gate first saw the server healthy
+	// (with every earlier condition holding) since it last saw otherwise;
+	// zero: not yet.
+	first time.Time
+	// autopilotSince is autopilot's StableSince at that attempt (zero
+	// without autopilot). It is compared only with later values of
+	// itself: a change means autopilot saw the server unhealthy between
+	// two attempts, and the count starts again.
+	autopilotSince time.Time
+}
+
+// stableFrom returns when the server's stability counts from: the first
+// attempt of this gate that saw it healthy with the current autopilot
+// StableSince, and no earlier than the gate's floor (the swap, the last
+// attempt in which something failed). Autopilot's StableSince is a time on
+// the servers' clocks: it is never compared with this host's clock, which
+// may be ahead of or behind theirs by any amount, so the count can be
+// neither cut short nor stretched by a skew. Counting from an attempt that
+// saw the server healthy (never from one before it) errs on the long side.
+func (o *observation) stableFrom(autopilotSince time.Time) time.Time {
+	st := o.stab
+	if st == nil {
+		st = &stability{}
+		o.stab = st
+	}
+	if st.first.IsZero() || !st.autopilotSince.Equal(autopilotSince) {
+		st.first, st.autopilotSince = time.Now(), autopilotSince
+	}
+	if o.since.After(st.first) {
+		return o.since
+	}
+	return st.first
+}
+
 // checkWithoutAutopilot checks autopilot-healthy, stable and trailing-logs
 // the way Consul's upgrade guide does before autopilot: from the peer set,
 // serf and the raft stats of the server (and the leader).
@@ -906,9 +944,9 @@ func (o *observation) checkWithoutAutopilot(v verdict, n string, base Baseline) 
 		return v
 	}
 	if v.cond == planner.GateStable {
-		from := o.start
-		if o.since.After(from) {
-			from = o.since
+		from := o.stableFrom(time.Time{})
+		if from.Before(o.start) {
+			from = o.start
 		}
 		if since := time.Since(from); since < base.ServerStabilizationTime {
 			v.detail = fmt.Sprintf("%s seen healthy for %s, needs %s (counted from this gate's observations: no autopilot)", n, since.Round(time.Millisecond), base.ServerStabilizationTime)

@@ -168,7 +168,12 @@ func TestGateReportsANonVoterThatNeverBecomesAVoter(t *testing.T) {
 func TestGateAsksEachQuestionOncePerAttempt(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := consultest.NewCluster(3, 0, "1.13.9", consultest.WithStableSince(time.Now().Add(-time.Minute)))
-		if err := Gate(t.Context(), inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{}); err != nil {
+		// Stability counts from the gate's own first sight of the server
+		// healthy, so only a zero stabilization time lets the first
+		// attempt pass.
+		base := base3
+		base.Taken, base.ServerStabilizationTime = time.Now(), 0
+		if err := Gate(t.Context(), inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base, GateOptions{}); err != nil {
 			t.Fatalf("Gate on a healthy cluster: %v", err)
 		}
 		for _, p := range []string{"/v1/status/leader", "/v1/agent/members", "/v1/operator/raft/configuration", "/v1/operator/autopilot/health"} {

@@ -82,7 +82,60 @@ var ErrLockLost = errors.New("upgrade lock lost")
 // Lock implements Locker with a session (TTL, no checks, delete on
 // invalidation) and a KV acquire.
 func (a *apiConsul) Lock(ctx context.Context, key string, holder LockHolder) (*Lock, error) {
-	wq := (&api.WriteOptions{}).WithContext(ctx)
+	return lockWith(ctx, a, key, holder)
+}
+
+// sessionAPI is the handful of session and KV calls the lock makes, so that
+// a Consul that fails over between agents (Failover) holds the lock through
+// whichever agent answers.
+type sessionAPI interface {
+	createSession(ctx context.Context, body map[string]any) (id string, err error)
+	acquire(ctx context.Context, key string, value []byte, session string) (bool, error)
+	// holderValue returns the key's value (nil when the key does not exist).
+	holderValue(ctx context.Context, key string) ([]byte, error)
+	// renewSession returns false (and no error) when Consul answered that
+	// the session no longer exists.
+	renewSession(ctx context.Context, id string) (bool, error)
+	destroySession(ctx context.Context, id string) error
+	releaseKey(ctx context.Context, key, session string) error
+}
+
+func (a *apiConsul) createSession(ctx context.Context, body map[string]any) (string, error) {
+	var created struct{ ID string }
+	_, err := a.c.Raw().Write("/v1/session/create", body, &created, (&api.WriteOptions{}).WithContext(ctx))
+	return created.ID, err
+}
+
+func (a *apiConsul) acquire(ctx context.Context, key string, value []byte, session string) (bool, error) {
+	ok, _, err := a.c.KV().Acquire(&api.KVPair{Key: key, Value: value, Session: session}, (&api.WriteOptions{}).WithContext(ctx))
+	return ok, err
+}
+
+func (a *apiConsul) holderValue(ctx context.Context, key string) ([]byte, error) {
+	p, _, err := a.c.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil || p == nil {
+		return nil, err
+	}
+	return p.Value, nil
+}
+
+func (a *apiConsul) renewSession(ctx context.Context, id string) (bool, error) {
+	entry, _, err := a.c.Session().Renew(id, (&api.WriteOptions{}).WithContext(ctx))
+	return entry != nil, err
+}
+
+func (a *apiConsul) destroySession(ctx context.Context, id string) error {
+	_, err := a.c.Session().Destroy(id, (&api.WriteOptions{}).WithContext(ctx))
+	return err
+}
+
+func (a *apiConsul) releaseKey(ctx context.Context, key, session string) error {
+	_, _, err := a.c.KV().Release(&api.KVPair{Key: key, Session: session}, (&api.WriteOptions{}).WithContext(ctx))
+	return err
+}
+
+// lockWith takes the lock through s.
+func lockWith(ctx context.Context, s sessionAPI, key string, holder LockHolder) (*Lock, error) {
 	body := map[string]any{
 		"Name":      "consul-upgrade",
 		"TTL":       lockTTL.String(),
@@ -90,7 +143,7 @@ func (a *apiConsul) Lock(ctx context.Context, key string, holder LockHolder) (*L
 		"LockDelay": "0s",
 		"Checks":    []string{}, // no serfHealth: swapping this agent must not drop the lock
 	}
-	var created struct{ ID string }
+	var id string
 	// A server error right after the agent (re)started is transient: no
 	// leader yet, or the agent's own node not yet in the catalog ("Missing
 	// node registration"). Those are retried for sessionCreateWait; any
@@ -98,7 +151,8 @@ func (a *apiConsul) Lock(ctx context.Context, key string, holder LockHolder) (*L
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 250*time.Millisecond, 2*time.Second, sessionCreateWait
 	err := backoff.Retry(func() error {
-		_, err := a.c.Raw().Write("/v1/session/create", body, &created, wq)
+		var err error
+		id, err = s.createSession(ctx, body)
 		var se api.StatusError
 		if err != nil && !(errors.As(err, &se) && se.Code >= 500) {
 			return backoff.Permanent(err)
@@ -108,23 +162,19 @@ func (a *apiConsul) Lock(ctx context.Context, key string, holder LockHolder) (*L
 	if err != nil {
 		return nil, fmt.Errorf("upgrade lock %s: create session: %w", key, err)
 	}
-	destroy := func(ctx context.Context) error {
-		_, err := a.c.Session().Destroy(created.ID, (&api.WriteOptions{}).WithContext(ctx))
-		return err
-	}
 	value, err := json.Marshal(holder)
 	if err != nil {
 		return nil, err
 	}
-	ok, _, err := a.c.KV().Acquire(&api.KVPair{Key: key, Value: value, Session: created.ID}, wq)
+	ok, err := s.acquire(ctx, key, value, id)
 	if err != nil || !ok {
-		_ = destroy(context.WithoutCancel(ctx))
+		_ = s.destroySession(context.WithoutCancel(ctx), id)
 		if err != nil {
 			return nil, fmt.Errorf("upgrade lock %s: acquire: %w", key, err)
 		}
 		le := &LockedError{Key: key}
-		if p, _, gerr := a.c.KV().Get(key, (&api.QueryOptions{}).WithContext(ctx)); gerr == nil && p != nil {
-			_ = json.Unmarshal(p.Value, &le.Holder)
+		if v, gerr := s.holderValue(ctx, key); gerr == nil && v != nil {
+			_ = json.Unmarshal(v, &le.Holder)
 		}
 		return nil, le
 	}
@@ -134,7 +184,7 @@ func (a *apiConsul) Lock(ctx context.Context, key string, holder LockHolder) (*L
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		a.renew(created.ID, stop, lost)
+		renew(s, id, stop, lost)
 	}()
 	return &Lock{
 		Key:  key,
@@ -144,11 +194,11 @@ func (a *apiConsul) Lock(ctx context.Context, key string, holder LockHolder) (*L
 			<-done
 			// Destroying the session deletes the key it holds (behavior
 			// "delete"), so a finished run leaves no trace in the KV store.
-			derr := destroy(ctx)
+			derr := s.destroySession(ctx, id)
 			if derr == nil {
 				return nil
 			}
-			if _, _, rerr := a.c.KV().Release(&api.KVPair{Key: key, Session: created.ID}, (&api.WriteOptions{}).WithContext(ctx)); rerr != nil {
+			if rerr := s.releaseKey(ctx, key, id); rerr != nil {
 				return fmt.Errorf("upgrade lock %s: destroy session: %v; release: %w", key, derr, rerr)
 			}
 			return nil
@@ -156,11 +206,11 @@ func (a *apiConsul) Lock(ctx context.Context, key string, holder LockHolder) (*L
 	}, nil
 }
 
-// renew renews the session every TTL/3 until stop is closed. Errors (an
+// renew renews the session every TTL/6 until stop is closed. Errors (an
 // election in progress, the agent restarting) are retried; the lock is lost
 // only when Consul says the session no longer exists, or when no renewal
 // has succeeded for a whole TTL.
-func (a *apiConsul) renew(id string, stop <-chan struct{}, lost chan<- struct{}) {
+func renew(s sessionAPI, id string, stop <-chan struct{}, lost chan<- struct{}) {
 	tick := time.NewTicker(lockTTL / 6)
 	defer tick.Stop()
 	last := time.Now()
@@ -171,10 +221,10 @@ func (a *apiConsul) renew(id string, stop <-chan struct{}, lost chan<- struct{})
 		case <-tick.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), lockTTL/6)
-		entry, _, err := a.c.Session().Renew(id, (&api.WriteOptions{}).WithContext(ctx))
+		exists, err := s.renewSession(ctx, id)
 		cancel()
 		switch {
-		case err == nil && entry == nil:
+		case err == nil && !exists:
 			close(lost) // Consul answered: the session is gone
 			return
 		case err == nil:
