@@ -160,3 +160,29 @@ func (r *runner) forgetBackup(ctx context.Context) {
 		r.emit(ctx, Event{Kind: EventBackupRecord, Err: fmt.Errorf("delete the backup record %s: %w", key, err), Detail: "delete it by hand (consul kv delete " + key + ")"})
 	}
 }
+
+// ReadLockHolder reads who holds the upgrade lock at key ("":
+// DefaultLockKey) through c, which must implement KVStore (NewConsul's
+// does). It returns nil and no error when nobody holds it (a finished run
+// leaves no key).
+func ReadLockHolder(ctx context.Context, c Consul, key string) (*LockHolder, error) {
+	if key == "" {
+		key = DefaultLockKey
+	}
+	kv, ok := c.(KVStore)
+	if !ok {
+		return nil, fmt.Errorf("read the upgrade lock %s: the Consul given (%T) does not implement upgrade.KVStore; pass upgrade.NewConsul(client)", key, c)
+	}
+	b, found, err := kv.KVGet(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("read the upgrade lock %s: %w", key, err)
+	}
+	if !found {
+		return nil, nil
+	}
+	var h LockHolder
+	if err := json.Unmarshal(b, &h); err != nil {
+		return nil, fmt.Errorf("read the upgrade lock %s: its value is not a lock holder (%v); if no run is going on, delete the key (consul kv delete %s)", key, err, key)
+	}
+	return &h, nil
+}

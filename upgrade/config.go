@@ -61,7 +61,7 @@ type Config struct {
 	// before the step touches anything, with a *PlanDivergedError; so
 	// does, at the start, an agent on a version the plan's path does not
 	// contain. Target may be "" (the plan's is used) or must be the
-	// plan's.
+	// plan's. A dry run takes only the plan's target and policy from it.
 	Plan *planner.UpgradePlan
 	// BeforeStep, when set, is asked before each step (after the step was
 	// decided and checked against Plan, before anything of it is touched):

@@ -14,7 +14,7 @@ type EventKind string
 const (
 	EventRunStarted    EventKind = "run-started"    // Run validated its config and starts
 	EventStepStarted   EventKind = "step-started"   // a step is about to act
-	EventGateWaiting   EventKind = "gate-waiting"   // a gate condition does not hold yet (once per change of reason)
+	EventGateWaiting   EventKind = "gate-waiting"   // a gate condition does not hold yet (on each change of reason, and every GateWaitingRepeat while it lasts)
 	EventStepDone      EventKind = "step-done"      // a step acted and its gate passed
 	EventSnapshotSaved EventKind = "snapshot-saved" // a snapshot was saved and verified
 	EventNodeSwapped   EventKind = "node-swapped"   // one client of a wave was swapped (Err set if its swap failed); Node names it
@@ -47,6 +47,8 @@ type Event struct {
 	// Era is the API era whose checks a gate applied (gate-waiting,
 	// step-done).
 	Era Era
+	// Waited is how long the step's gate has waited so far (gate-waiting).
+	Waited time.Duration
 	// Detail says what was observed, in words.
 	Detail string
 	// Err is the error (halted, and rolled-back when the rollback failed).
@@ -100,6 +102,9 @@ func (e emitter) emit(ctx context.Context, ev Event) {
 	}
 	if ev.Era != "" {
 		attrs = append(attrs, slog.String("era", string(ev.Era)))
+	}
+	if ev.Waited > 0 {
+		attrs = append(attrs, slog.Duration("waited", ev.Waited))
 	}
 	if ev.Err != nil {
 		attrs = append(attrs, slog.Any("err", ev.Err))

@@ -180,6 +180,10 @@ type GateOptions struct {
 	// condition that does not hold, the node it is about ("" for
 	// cluster-wide conditions) and what was observed.
 	OnWaiting func(cond planner.GateCheck, node, detail string)
+	// RepeatWaiting, when positive, has OnWaiting called again for an
+	// unchanged reason once RepeatWaiting has passed since the last call,
+	// so a progress display sees a long wait go on.
+	RepeatWaiting time.Duration
 	// Since is when the step's act finished (the swapped agent started).
 	// The stable condition is counted on this host's monotonic clock from
 	// observations, never by comparing this host's clock with a server's:
@@ -279,6 +283,7 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 		cond planner.GateCheck
 		node string
 		set  bool
+		at   time.Time
 	}
 	// floor is the earliest moment stability may count from: the swap, and
 	// then every attempt in which another condition failed or the server
@@ -299,8 +304,10 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 	wait := func(v verdict) error {
 		last = v
 		reportEra() // before the waiting report, which may name the era
-		if opt.OnWaiting != nil && (!reported.set || reported.cond != v.cond || reported.node != v.node) {
-			reported.cond, reported.node, reported.set = v.cond, v.node, true
+		changed := !reported.set || reported.cond != v.cond || reported.node != v.node
+		again := opt.RepeatWaiting > 0 && time.Since(reported.at) >= opt.RepeatWaiting
+		if opt.OnWaiting != nil && (changed || again) {
+			reported.cond, reported.node, reported.set, reported.at = v.cond, v.node, true, time.Now()
 			opt.OnWaiting(v.cond, v.node, v.detail)
 		}
 		return errNotYet

@@ -157,3 +157,40 @@ func TestSnapshotDirCreatesItsDirectory(t *testing.T) {
 		t.Errorf("files %v, want one snapshot", files)
 	}
 }
+
+// A gate that waits long for one reason is reported again while it lasts,
+// with how long it has waited, so a progress display sees it go on.
+func TestALongGateWaitIsReportedAgainWithTheTimeWaited(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		onEvent := r.cfg.OnEvent
+		r.cfg.OnEvent = func(e Event) {
+			onEvent(e)
+			if e.Kind == EventStepStarted && e.Step.Node == "s2" {
+				mustDo(t, r.sim.SetNeverHealthy("s2", true))
+			}
+		}
+		_, err := Run(t.Context(), r.cfg)
+		var ge *GateError
+		if !errors.As(err, &ge) || ge.Node != "s2" {
+			t.Fatalf("err = %v, want s2's gate to time out", err)
+		}
+		var waits []time.Duration
+		for _, e := range r.events {
+			if e.Kind == EventGateWaiting && e.Step.Node == "s2" && e.Condition == ge.Condition {
+				waits = append(waits, e.Waited)
+			}
+		}
+		// One minute of gate timeout, a report every 15s (plus at most
+		// two jittered attempt intervals): 4 or more, each later than the
+		// one before.
+		if len(waits) < 4 {
+			t.Fatalf("%d reports of the wait on %s over a 1m gate: %v", len(waits), ge.Condition, waits)
+		}
+		for i := 1; i < len(waits); i++ {
+			if waits[i] <= waits[i-1] || waits[i]-waits[i-1] > GateWaitingRepeat+2*DefaultGateMaxInterval {
+				t.Errorf("waited %v after %v: want reports about every %s", waits[i], waits[i-1], GateWaitingRepeat)
+			}
+		}
+	})
+}

@@ -472,6 +472,10 @@ func (r *runner) position(c planner.Cluster, step planner.Step) error {
 	return nil
 }
 
+// GateWaitingRepeat is how often Run reports again a gate that waits for
+// an unchanged reason (EventGateWaiting, with Event.Waited).
+const GateWaitingRepeat = 15 * time.Second
+
 // approvalReobserve is how long an approval may take before the cluster is
 // observed again and the step decided anew.
 const approvalReobserve = 10 * time.Second
@@ -678,11 +682,13 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 	}
 
 	var era Era
+	gateStart := time.Now()
 	opt := r.gateOptions(func(cond planner.GateCheck, node, detail string) {
-		r.emit(ctx, Event{Kind: EventGateWaiting, Step: step, Node: node, Condition: cond, Era: era, Detail: detail})
+		r.emit(ctx, Event{Kind: EventGateWaiting, Step: step, Node: node, Condition: cond, Era: era, Detail: detail, Waited: time.Since(gateStart)})
 	})
 	opt.OnEra = func(e Era) { era = e }
-	opt.Since = time.Now() // the swapped agent has just started: stability counts from here
+	opt.RepeatWaiting = GateWaitingRepeat
+	opt.Since = gateStart // the swapped agent has just started: stability counts from here
 	gerr := Gate(ctx, r.consul(step.Datacenter), step, r.baseline(step.Datacenter), opt)
 	if gerr != nil {
 		var ge *GateError

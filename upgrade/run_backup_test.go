@@ -1,6 +1,7 @@
 package upgrade
 
 import (
+	"context"
 	"encoding/json"
 	"testing"
 	"testing/synctest"
@@ -93,6 +94,31 @@ func TestARecentlyRecordedBackupSparesTheSnapshotAndShowsInTheDryRunPlan(t *test
 		r.sim.PutKV("consul-upgrade/backup", other)
 		if res, err = Run(t.Context(), cfg); err != nil || res.Plan.Steps[0].Kind != planner.StepSnapshot {
 			t.Errorf("with a record on 1.11.1 the plan starts with %v (err %v), want a snapshot", res.Plan.Steps[0], err)
+		}
+	})
+}
+
+func TestReadLockHolderSaysWhoHoldsTheLockDuringARun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		r.cfg.LockHolder = "alice on ops-1"
+		var during *LockHolder
+		r.cfg.BeforeStep = func(ctx context.Context, s StepInfo) (StepDecision, error) {
+			h, err := ReadLockHolder(ctx, r.cfg.Consul, "")
+			if err != nil {
+				t.Error(err)
+			}
+			during = h
+			return Skip, nil
+		}
+		if _, err := Run(t.Context(), r.cfg); err != nil {
+			t.Fatal(err)
+		}
+		if during == nil || during.Holder != "alice on ops-1" || during.Target != "1.13.9" {
+			t.Errorf("holder during the run = %+v, want alice's, for 1.13.9", during)
+		}
+		if h, err := ReadLockHolder(t.Context(), r.cfg.Consul, ""); err != nil || h != nil {
+			t.Errorf("after the run: holder %+v, err %v; want none", h, err)
 		}
 	})
 }
