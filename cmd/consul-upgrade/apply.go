@@ -1,0 +1,204 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/transport"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
+)
+
+// Test hooks: the transport to use instead of the inventory's, and the
+// operator's terminal.
+var (
+	testTransport   transport.Transport
+	stdin           io.Reader = os.Stdin
+	stdinIsTerminal           = func() bool {
+		fi, err := os.Stdin.Stat()
+		return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	}
+)
+
+const applyHelp = `Carries out a saved plan (consul-upgrade plan -out FILE), one step at a time.
+
+Before each step the live cluster is observed again and the step the planner
+chooses for it must be the plan's next step; otherwise apply stops with exit
+code 3 and touches nothing. On a terminal, apply asks before each step
+(y: carry it out, n: stop here) unless -yes. Without a terminal, pass -yes
+(every step) or -step (one step: running the command is the approval).
+-step carries out exactly one step and exits 0; run it again for the next.
+
+Snapshots are saved in -snapshot-dir; a verified snapshot there, saved after
+the plan file, covers its hop, so a stepped run does not take it again.
+`
+
+func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("apply", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	planFile := fs.String("plan", "", "`FILE` saved by consul-upgrade plan -out (required)")
+	conn := addConnectFlags(fs)
+	invFile := fs.String("inventory", "", "`FILE` (JSON) naming the transport (ssh or exec) and its hosts or commands")
+	kind := fs.String("transport", "", "override the inventory's transport: `ssh` or exec")
+	knownHosts := fs.String("known-hosts", "", "comma-separated known_hosts `FILES` for ssh (added to the inventory's)")
+	sshKey := fs.String("ssh-key", "", "private key `FILE` for ssh (instead of the inventory's)")
+	sshAgent := fs.Bool("ssh-agent", false, "authenticate ssh through $SSH_AUTH_SOCK")
+	yes := fs.Bool("yes", false, "do not ask before each step")
+	step := fs.Bool("step", false, "carry out exactly one step, then exit 0")
+	output := addOutputFlag(fs)
+	snapDir := fs.String("snapshot-dir", "snapshots", "`DIR` for the verified snapshot before each hop (created if missing)")
+	rollback := fs.Bool("rollback", false, "put a node whose swap or gate failed back on its old binary (the transport must support it)")
+	gateTimeout := fs.Duration("gate-timeout", 0, "bound on each gate (default 5m)")
+	stab := fs.Duration("stabilization", 0, "how long a swapped server must be seen healthy (default: autopilot's ServerStabilizationTime)")
+	conc := fs.Int("client-concurrency", 0, "swaps in flight within a client wave (default: the whole wave)")
+	serverPort := fs.Int("server-http-port", 8500, "HTTP `PORT` of every server, for the gates of eras without autopilot health (0: none)")
+	lockKey := fs.String("lock-key", "", "KV `KEY` of the upgrade lock (default "+upgrade.DefaultLockKey+")")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: consul-upgrade apply -plan FILE -inventory FILE [-http-addr ADDRESS] [-yes | -step] [-output text|json] [flags]\n\n%s\nFlags:\n", applyHelp)
+		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\n%s", exitCodesHelp)
+	}
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if err := checkOutput(*output); err != nil {
+		return fail(stderr, "apply", err)
+	}
+	if *planFile == "" {
+		return fail(stderr, "apply", usagef("-plan is required: the file saved by consul-upgrade plan -out FILE"))
+	}
+	if *conc < 0 || *serverPort < 0 || *serverPort > 65535 {
+		return fail(stderr, "apply", usagef("-client-concurrency and -server-http-port must not be negative (-server-http-port at most 65535)"))
+	}
+	interactive := !*yes && stdinIsTerminal()
+	if !*yes && !*step && !interactive {
+		return fail(stderr, "apply", usagef("stdin is not a terminal, so apply cannot ask before each step; pass -yes to apply every step, or -step to apply one"))
+	}
+	plan, err := readPlan(*planFile)
+	if err != nil {
+		return fail(stderr, "apply", err)
+	}
+	fi, err := os.Stat(*planFile)
+	if err != nil {
+		return fail(stderr, "apply", usagef("-plan: %v", err))
+	}
+	planTime := fi.ModTime().UnixNano()
+	tr := testTransport
+	if tr == nil {
+		if tr, err = loadTransport(*invFile, *kind, splitList(*knownHosts), *sshKey, *sshAgent); err != nil {
+			return fail(stderr, "apply", err)
+		}
+	}
+	consul, err := conn.connect()
+	if err != nil {
+		return fail(stderr, "apply", usagef("-http-addr: %v", err))
+	}
+	if err := os.MkdirAll(*snapDir, 0o755); err != nil {
+		return fail(stderr, "apply", usagef("-snapshot-dir: %v", err))
+	}
+
+	rep := newReporter(stdout, *output == "json", len(plan.Steps))
+	var answers *bufio.Reader
+	if interactive {
+		answers = bufio.NewReader(stdin)
+	}
+	for {
+		pr, err := locate(ctx, consul, plan, *planFile, *snapDir, planTime)
+		if err != nil {
+			var de *divergedError
+			if errors.As(err, &de) {
+				rep.diverged(err)
+				fmt.Fprintf(stderr, "consul-upgrade apply: %v\n", err)
+				return exitDiverged
+			}
+			return fail(stderr, "apply", err)
+		}
+		if pr.Next.Kind == planner.StepDone {
+			rep.finished(plan.Target)
+			return exitOK
+		}
+		want := pr.Next
+		rep.index = pr.Done
+		if interactive {
+			fmt.Fprintf(stderr, "Step %d of %d: %s\n  why: %s\nCarry it out? [y/N] ", pr.Done+1, len(plan.Steps), stepText(want), want.Reason)
+			line, _ := answers.ReadString('\n')
+			if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
+				fmt.Fprintf(stderr, "Stopped before step %d of %d; nothing more was touched. Run apply again to go on.\n", pr.Done+1, len(plan.Steps))
+				return exitUsage
+			}
+		}
+		cfg := upgrade.Config{
+			Consul:            consul,
+			Transport:         tr,
+			Target:            plan.Target,
+			Policy:            plan.Policy,
+			Snapshot:          upgrade.SnapshotDir(*snapDir),
+			OnEvent:           rep.event,
+			Rollback:          *rollback,
+			GateTimeout:       *gateTimeout,
+			StabilizationTime: *stab,
+			MaxSteps:          1,
+			ClientConcurrency: *conc,
+			LockKey:           *lockKey,
+			LockHolder:        lockHolder(),
+		}
+		if *serverPort > 0 {
+			cfg.ServerAPI = upgrade.ServerHTTP(*serverPort)
+		}
+		if pr.SnapshotVersion != "" && want.Kind != planner.StepSnapshot {
+			// This hop's snapshot is saved and verified in snapDir: the
+			// runner (which cannot be told) must not take it again.
+			cfg.Policy.NoSnapshot = true
+		}
+		res, err := upgrade.Run(ctx, cfg)
+		var limit *upgrade.StepLimitError
+		stepped := err != nil && errors.As(err, &limit) && len(res.Steps) == 1
+		if err != nil && !stepped {
+			rep.halted(err)
+			return fail(stderr, "apply", err)
+		}
+		if len(res.Steps) > 0 && !sameStep(res.Steps[0].Step, want) {
+			err := &divergedError{planFile: *planFile, want: stepText(want), got: stepText(res.Steps[0].Step)}
+			fmt.Fprintf(stderr, "consul-upgrade apply: after the fact: %v\n", err)
+			return exitDiverged
+		}
+		if !stepped {
+			// Run reached the target.
+			rep.finished(plan.Target)
+			return exitOK
+		}
+		if *step {
+			if pr.Done+1 < len(plan.Steps) {
+				rep.line("Stepped: %d of %d step(s) done. Next: %s (consul-upgrade apply -plan %s -step)", pr.Done+1, len(plan.Steps), stepText(plan.Steps[pr.Done+1]), *planFile)
+			}
+			return exitOK
+		}
+		if ctx.Err() != nil {
+			return fail(stderr, "apply", ctx.Err())
+		}
+	}
+}
+
+func lockHolder() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("consul-upgrade apply on %s, pid %d", host, os.Getpid())
+}
+
+// durationText rounds for people.
+func durationText(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	default:
+		return d.Round(time.Second).String()
+	}
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/transport"
+	"github.com/seed-e5e14ead/consul-upgrade/transport/exec"
+	"github.com/seed-e5e14ead/consul-upgrade/transport/ssh"
+)
+
+// inventory is the file -inventory reads: which transport swaps the nodes,
+// and its settings.
+//
+//	{"transport": "ssh", "ssh": {"known_hosts": ["/home/op/.ssh/known_hosts"], "key_file": "/home/op/.ssh/id_ed25519",
+//	  "binaries": {"1.13.9": {"Path": "/srv/consul/consul-1.13.9", "SHA256": "..."}},
+//	  "hosts": {"s1": {"Addr": "10.0.0.1", "User": "ops", "BinaryPath": "/usr/local/bin/consul", "SupervisorRestarts": true}}}}
+//
+//	{"transport": "exec", "exec": {"swap": ["/usr/local/bin/swap-consul", "{{.Node}}", "{{.To}}", "{{.StopMode}}"],
+//	  "version": ["/usr/local/bin/consul-version", "{{.Node}}"], "timeout": "10m"}}
+type inventory struct {
+	Transport string        `json:"transport"`
+	SSH       *sshInventory `json:"ssh,omitempty"`
+	Exec      *execInv      `json:"exec,omitempty"`
+}
+
+type sshInventory struct {
+	KnownHosts []string            `json:"known_hosts"`
+	KeyFile    string              `json:"key_file,omitempty"`
+	Agent      bool                `json:"agent,omitempty"`
+	Binaries   map[string]ssh.File `json:"binaries"`
+	Hosts      map[string]ssh.Host `json:"hosts"`
+}
+
+type execInv struct {
+	Swap     []string `json:"swap"`
+	Rollback []string `json:"rollback,omitempty"`
+	Version  []string `json:"version,omitempty"`
+	Nodes    []string `json:"nodes,omitempty"`
+	Env      []string `json:"env,omitempty"`
+	Dir      string   `json:"dir,omitempty"`
+	Timeout  string   `json:"timeout,omitempty"`
+}
+
+// loadTransport builds the transport of the inventory file, with the flags
+// that override it (kind "": the file's; knownHosts, keyFile: added).
+func loadTransport(path, kind string, knownHosts []string, keyFile string, useAgent bool) (transport.Transport, error) {
+	if path == "" {
+		return nil, usagef("-inventory is required: a JSON file naming the transport (ssh or exec) and its hosts or commands; see consul-upgrade apply -h")
+	}
+	var inv inventory
+	if err := readJSON(path, &inv); err != nil {
+		return nil, usagef("-inventory %s: %v", path, err)
+	}
+	if kind != "" {
+		inv.Transport = kind
+	}
+	switch inv.Transport {
+	case "ssh":
+		s := inv.SSH
+		if s == nil {
+			return nil, usagef("-inventory %s: transport ssh needs an \"ssh\" section with hosts, binaries and known_hosts", path)
+		}
+		kh := append(append([]string{}, s.KnownHosts...), knownHosts...)
+		if len(kh) == 0 {
+			return nil, usagef("-inventory %s: transport ssh needs known_hosts (or -known-hosts FILE): host keys are always checked", path)
+		}
+		opts := []ssh.Option{ssh.WithKnownHosts(kh...), ssh.WithResolver(ssh.Files(s.Binaries))}
+		if keyFile == "" {
+			keyFile = s.KeyFile
+		}
+		if keyFile != "" {
+			opts = append(opts, ssh.WithKeyFile(keyFile))
+		}
+		if useAgent || s.Agent {
+			opts = append(opts, ssh.WithAgent())
+		}
+		t, err := ssh.New(s.Hosts, opts...)
+		if err != nil {
+			return nil, usagef("-inventory %s: %v", path, err)
+		}
+		return t, nil
+	case "exec":
+		e := inv.Exec
+		if e == nil {
+			return nil, usagef("-inventory %s: transport exec needs an \"exec\" section with at least a swap command", path)
+		}
+		cfg := exec.Config{Swap: e.Swap, Rollback: e.Rollback, Version: e.Version, Nodes: e.Nodes, Env: e.Env, Dir: e.Dir}
+		if e.Timeout != "" {
+			d, err := time.ParseDuration(e.Timeout)
+			if err != nil || d <= 0 {
+				return nil, usagef("-inventory %s: exec timeout %q is not a positive duration (e.g. \"10m\")", path, e.Timeout)
+			}
+			cfg.Timeout = d
+		}
+		t, err := exec.New(cfg)
+		if err != nil {
+			return nil, usagef("-inventory %s: %v", path, err)
+		}
+		return t, nil
+	case "":
+		return nil, usagef("-inventory %s: no transport named; set \"transport\" to ssh or exec (or pass -transport)", path)
+	default:
+		return nil, usagef("-inventory %s: transport %q is not one of ssh, exec", path, inv.Transport)
+	}
+}

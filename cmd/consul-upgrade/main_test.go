@@ -1,0 +1,350 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/transport/transporttest"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
+)
+
+// cli runs the program in-process and returns its exit code and outputs.
+func cli(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(t.Context(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// withSim points the commands at a simulated cluster (and its fake
+// transport) for the rest of the test.
+func withSim(t *testing.T, sim *consultest.Cluster) *transporttest.Fake {
+	t.Helper()
+	client, err := sim.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake := sim.NewFake()
+	oldDial, oldTr, oldTerm := dial, testTransport, stdinIsTerminal
+	dial = func(string) (upgrade.Consul, error) { return upgrade.NewConsul(client), nil }
+	testTransport = fake
+	stdinIsTerminal = func() bool { return false }
+	t.Cleanup(func() { dial, testTransport, stdinIsTerminal = oldDial, oldTr, oldTerm })
+	return fake
+}
+
+func newSim(servers, clients int) *consultest.Cluster {
+	return consultest.NewCluster(servers, clients, "1.12.9",
+		consultest.WithRestartDelay(2*time.Second),
+		consultest.WithStabilizationTime(10*time.Second),
+		consultest.WithStableSince(time.Now().Add(-time.Hour)))
+}
+
+func swaps(f *transporttest.Fake) []string {
+	var out []string
+	for _, c := range f.Calls() {
+		if c.Op == transporttest.OpSwap {
+			out = append(out, c.Node)
+		}
+	}
+	return out
+}
+
+func TestHelpListsEveryCommandAndTheExitCodes(t *testing.T) {
+	code, out, _ := cli(t, "help")
+	if code != exitOK {
+		t.Fatalf("help: exit %d", code)
+	}
+	for _, want := range []string{"plan", "apply", "status", "Exit codes:", "3  diverged"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("help lacks %q:\n%s", want, out)
+		}
+	}
+	if code, _, errs := cli(t, "frobnicate"); code != exitUsage || !strings.Contains(errs, `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: exit %d, stderr %q; want 2 naming it", code, errs)
+	}
+	if code, _, _ := cli(t); code != exitUsage {
+		t.Errorf("no command: exit %d, want 2", code)
+	}
+}
+
+func TestPlanFromAFilePrintsTheTableAndSavesTheReviewedPlan(t *testing.T) {
+	dir := t.TempDir()
+	cluster := filepath.Join(dir, "cluster.json")
+	os.WriteFile(cluster, []byte(`{"servers": [
+		{"name": "s1", "version": "1.12.9", "leader": true, "voter": true, "healthy": true},
+		{"name": "s2", "version": "1.12.9", "voter": true, "healthy": true},
+		{"name": "s3", "version": "1.12.9", "voter": true, "healthy": true}],
+		"clients": [{"name": "c1", "version": "1.12.9"}]}`), 0o644)
+	out := filepath.Join(dir, "plan.json")
+	code, stdout, stderr := cli(t, "plan", "-cluster", cluster, "-to", "1.13.9", "-out", out)
+	if code != exitOK {
+		t.Fatalf("exit %d, stderr %s", code, stderr)
+	}
+	if !strings.Contains(stdout, "Upgrade plan to 1.13.9") || !strings.Contains(stdout, "swap-server") {
+		t.Errorf("stdout is not the plan's table:\n%s", stdout)
+	}
+	p, err := readPlan(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// snapshot, s2, s3, s1 (the leader last), then the client.
+	if len(p.Steps) != 5 || p.Steps[3].Node != "s1" || p.Steps[4].Kind != planner.StepSwapClients {
+		t.Errorf("saved steps %+v, want snapshot, three servers with s1 last, one wave", p.Steps)
+	}
+
+	code, stdout, _ = cli(t, "plan", "-cluster", cluster, "-to", "1.13.9", "-output", "json", "-no-snapshot", "-clients", "leave-behind")
+	var q planner.UpgradePlan
+	if code != exitOK || json.Unmarshal([]byte(stdout), &q) != nil {
+		t.Fatalf("-output json: exit %d, output %q", code, stdout)
+	}
+	if !q.Policy.NoSnapshot || q.Policy.Clients.Mode != planner.ClientLeaveBehind || len(q.Steps) != 3 {
+		t.Errorf("policy flags not applied: policy %+v, %d steps", q.Policy, len(q.Steps))
+	}
+}
+
+func TestPlanRefusesAndWritesNothingForABlockedCluster(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "plan.json")
+	code, stdout, stderr := cli(t, "plan", "-cluster", "../../examples/plan/testdata/no-leader.json", "-to", "1.13.9", "-out", out)
+	if code != exitUsage {
+		t.Errorf("exit %d, want 2", code)
+	}
+	if !strings.Contains(stdout, "no-leader") || !strings.Contains(stderr, "not written") {
+		t.Errorf("stdout %q / stderr %q do not show the finding and the unwritten file", stdout, stderr)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("%s was written for a refused plan (stat: %v)", out, err)
+	}
+}
+
+func TestBadFlagsExitWith2(t *testing.T) {
+	cases := map[string][]string{
+		"plan without -to":            {"plan", "-cluster", "x.json"},
+		"plan with a bad version":     {"plan", "-to", "latest"},
+		"plan with a bad strategy":    {"plan", "-to", "1.13.9", "-strategy", "yolo"},
+		"plan with a stray argument":  {"plan", "-to", "1.13.9", "extra"},
+		"plan with a bad output":      {"plan", "-to", "1.13.9", "-output", "xml"},
+		"apply without -plan":         {"apply", "-yes"},
+		"apply with a missing plan":   {"apply", "-yes", "-plan", "/nonexistent/plan.json"},
+		"apply without a terminal":    {"apply", "-plan", "plan.json"},
+		"status with a bad plan file": {"status", "-plan", "/nonexistent/plan.json"},
+	}
+	for name, args := range cases {
+		t.Run(name, func(t *testing.T) {
+			stdinIsTerminal = func() bool { return false }
+			if code, _, stderr := cli(t, args...); code != exitUsage || stderr == "" {
+				t.Errorf("exit %d (stderr %q), want 2 and a message", code, stderr)
+			}
+		})
+	}
+}
+
+func TestApplyInventoryIsRequiredAndChecked(t *testing.T) {
+	dir := t.TempDir()
+	planFile := filepath.Join(dir, "plan.json")
+	os.WriteFile(planFile, []byte(`{"target": "1.13.9", "policy": {}, "findings": [], "path": [], "steps": []}`), 0o644)
+	for name, inv := range map[string]string{
+		"no transport":            `{}`,
+		"an unknown transport":    `{"transport": "carrier-pigeon"}`,
+		"ssh without a section":   `{"transport": "ssh"}`,
+		"ssh without known_hosts": `{"transport": "ssh", "ssh": {"key_file": "k", "hosts": {}}}`,
+		"exec with a bad timeout": `{"transport": "exec", "exec": {"swap": ["true"], "timeout": "soon"}}`,
+		"a misspelt key":          `{"transprot": "exec"}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := filepath.Join(dir, "inv.json")
+			os.WriteFile(f, []byte(inv), 0o644)
+			code, _, stderr := cli(t, "apply", "-yes", "-plan", planFile, "-inventory", f)
+			if code != exitUsage || !strings.Contains(stderr, "-inventory") {
+				t.Errorf("exit %d, stderr %q; want 2 naming -inventory", code, stderr)
+			}
+		})
+	}
+}
+
+// The operator's workflow on a simulated cluster: plan live and save, apply
+// one step twice, status, then apply to the end.
+func TestPlanApplyStepStatusApplyAgainstASimulatedCluster(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim := newSim(3, 2)
+		fake := withSim(t, sim)
+		dir := t.TempDir()
+		planFile, snaps := filepath.Join(dir, "plan.json"), filepath.Join(dir, "snaps")
+
+		if code, _, stderr := cli(t, "plan", "-to", "1.13.9", "-out", planFile); code != exitOK {
+			t.Fatalf("plan: exit %d: %s", code, stderr)
+		}
+		p, err := readPlan(planFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Steps) != 6 {
+			t.Fatalf("plan has %d steps, want snapshot, 3 servers, 2 waves", len(p.Steps))
+		}
+
+		code, out, stderr := cli(t, "apply", "-plan", planFile, "-step", "-snapshot-dir", snaps)
+		if code != exitOK || !strings.Contains(out, "step 1 of 6: snapshot") {
+			t.Fatalf("apply -step #1: exit %d\n%s\n%s", code, out, stderr)
+		}
+		if s := swaps(fake); len(s) != 0 {
+			t.Errorf("the snapshot step swapped %v", s)
+		}
+		code, out, stderr = cli(t, "apply", "-plan", planFile, "-step", "-snapshot-dir", snaps)
+		if code != exitOK || !strings.Contains(out, "step 2 of 6: swap-server s2 in dc1 1.12.9 -> 1.13.9") {
+			t.Fatalf("apply -step #2: exit %d\n%s\n%s", code, out, stderr)
+		}
+		if s := swaps(fake); len(s) != 1 || s[0] != "s2" {
+			t.Errorf("after two -step runs the swaps are %v, want [s2]", s)
+		}
+		for _, want := range []string{"gate: ", "done in ", "left for 4 step(s)"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("progress lacks %q:\n%s", want, out)
+			}
+		}
+
+		code, out, stderr = cli(t, "status", "-plan", planFile, "-snapshot-dir", snaps)
+		if code != exitOK {
+			t.Fatalf("status: exit %d: %s", code, stderr)
+		}
+		for _, want := range []string{"Lock: free", "2 of 6 step(s) done", "Next: step 3 of 6: swap-server s3", "s2           1.13.9"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("status lacks %q:\n%s", want, out)
+			}
+		}
+
+		code, out, stderr = cli(t, "apply", "-plan", planFile, "-yes", "-snapshot-dir", snaps, "-output", "json")
+		if code != exitOK {
+			t.Fatalf("apply -yes: exit %d\n%s\n%s", code, out, stderr)
+		}
+		var last map[string]any
+		var nodeDone int
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			last = nil
+			if err := json.Unmarshal([]byte(line), &last); err != nil {
+				t.Fatalf("-output json line %q: %v", line, err)
+			}
+			if last["event"] == "node-done" {
+				nodeDone++
+			}
+		}
+		if last["event"] != "done" || nodeDone != 2 {
+			t.Errorf("last event %v, %d node-done events; want done and one per client", last, nodeDone)
+		}
+		if s := swaps(fake); strings.Join(s, ",") != "s2,s3,s1,c1,c2" {
+			t.Errorf("swaps %v, want s2,s3,s1,c1,c2 (each once)", s)
+		}
+		if held := sim.HeldLocks(); len(held) != 0 {
+			t.Errorf("locks still held: %v", held)
+		}
+		if code, out, _ := cli(t, "apply", "-plan", planFile, "-yes", "-snapshot-dir", snaps); code != exitOK || !strings.Contains(out, "Done: every agent runs 1.13.9") {
+			t.Errorf("apply on a finished cluster: exit %d, %q", code, out)
+		}
+	})
+}
+
+func TestApplyRefusesACLusterThatDivergedFromThePlan(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim := newSim(3, 0)
+		fake := withSim(t, sim)
+		dir := t.TempDir()
+		planFile := filepath.Join(dir, "plan.json")
+		if code, _, stderr := cli(t, "plan", "-to", "1.13.9", "-no-snapshot", "-out", planFile); code != exitOK {
+			t.Fatalf("plan: exit %d: %s", code, stderr)
+		}
+		// Leadership moved after the review: the leader, swapped last, is now s2.
+		if err := sim.SetLeader("s2"); err != nil {
+			t.Fatal(err)
+		}
+		code, _, stderr := cli(t, "apply", "-plan", planFile, "-yes", "-snapshot-dir", filepath.Join(dir, "s"))
+		if code != exitDiverged || !strings.Contains(stderr, "diverged from the plan") {
+			t.Errorf("exit %d, stderr %q; want 3 and the divergence", code, stderr)
+		}
+		if s := swaps(fake); len(s) != 0 {
+			t.Errorf("a diverged apply swapped %v", s)
+		}
+		code, out, _ := cli(t, "status", "-plan", planFile)
+		if code != exitDiverged || !strings.Contains(out, "Diverged:") {
+			t.Errorf("status: exit %d, %q; want 3 and the divergence", code, out)
+		}
+	})
+}
+
+func TestApplyAsksOnATerminalAndStopsOnNo(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim := newSim(3, 0)
+		fake := withSim(t, sim)
+		stdinIsTerminal = func() bool { return true }
+		oldIn := stdin
+		stdin = strings.NewReader("y\nn\n")
+		t.Cleanup(func() { stdin = oldIn })
+		dir := t.TempDir()
+		planFile := filepath.Join(dir, "plan.json")
+		if code, _, stderr := cli(t, "plan", "-to", "1.13.9", "-no-snapshot", "-out", planFile); code != exitOK {
+			t.Fatalf("plan: exit %d: %s", code, stderr)
+		}
+		code, _, stderr := cli(t, "apply", "-plan", planFile, "-snapshot-dir", filepath.Join(dir, "s"))
+		if code != exitUsage || !strings.Contains(stderr, "Carry it out? [y/N]") || !strings.Contains(stderr, "Stopped before step 2 of 3") {
+			t.Errorf("exit %d, stderr %q; want 2 after one approved step", code, stderr)
+		}
+		if s := swaps(fake); len(s) != 1 || s[0] != "s2" {
+			t.Errorf("swaps %v, want only the approved s2", s)
+		}
+	})
+}
+
+func TestApplyHaltsWith1WhenAGateFails(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim := newSim(3, 0)
+		fake := withSim(t, sim)
+		fake.ComeBackOld("s2")
+		dir := t.TempDir()
+		planFile := filepath.Join(dir, "plan.json")
+		if code, _, stderr := cli(t, "plan", "-to", "1.13.9", "-no-snapshot", "-out", planFile); code != exitOK {
+			t.Fatalf("plan: exit %d: %s", code, stderr)
+		}
+		code, out, stderr := cli(t, "apply", "-plan", planFile, "-yes", "-gate-timeout", "1m")
+		if code != exitHalted || !strings.Contains(stderr, "halted") || !strings.Contains(out, "Halted at step 1 of 3") {
+			t.Errorf("exit %d\n%s\n%s\nwant 1 and the halt", code, out, stderr)
+		}
+		if s := swaps(fake); len(s) != 1 {
+			t.Errorf("swaps %v after a halt on the first, want only it", s)
+		}
+	})
+}
+
+func TestStatusShowsTheLockHolder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim := newSim(3, 1)
+		withSim(t, sim)
+		consul, _ := dial("")
+		lock, err := consul.(upgrade.Locker).Lock(t.Context(), upgrade.DefaultLockKey, upgrade.LockHolder{Holder: "ops on bastion", Target: "1.13.9", Since: time.Now().Add(-time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lock.Release(context.WithoutCancel(t.Context()))
+		code, out, stderr := cli(t, "status")
+		if code != exitOK {
+			t.Fatalf("status: exit %d: %s", code, stderr)
+		}
+		for _, want := range []string{`Lock: held by "ops on bastion", target 1.13.9, for 1m0s`, "s1           1.12.9     leader", "Clients: 1 on 1.12.9;"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("status lacks %q:\n%s", want, out)
+			}
+		}
+		code, out, _ = cli(t, "status", "-output", "json")
+		var rep statusReport
+		if code != exitOK || json.Unmarshal([]byte(out), &rep) != nil || rep.Lock == nil || rep.Lock.Holder != "ops on bastion" {
+			t.Errorf("status -output json: exit %d, %q", code, out)
+		}
+	})
+}

@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
+)
+
+// TestCLIUpgradesARealCluster drives the commands, as an operator would,
+// against real Consul: 3 servers and 1 client on 1.12.9 (internal/consulrig,
+// local transport), plan -out to 1.13.9, apply -step twice, status, then
+// apply -yes to the end. With CONSUL_UPGRADE_TRANSCRIPT=FILE it writes the
+// commands and their output to FILE (the README's session).
+func TestCLIUpgradesARealCluster(t *testing.T) {
+	cl := consulrig.Start(t, consulrig.Options{Servers: 3, Clients: 1, Version: "1.12.9"})
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	addr := cl.HTTPAddr("c1")
+	waitHealthy(t, ctx, addr)
+
+	oldTr, oldTerm := testTransport, stdinIsTerminal
+	testTransport = cl.Transport()
+	stdinIsTerminal = func() bool { return false }
+	t.Cleanup(func() { testTransport, stdinIsTerminal = oldTr, oldTerm })
+
+	dir := t.TempDir()
+	planFile, snaps := filepath.Join(dir, "plan.json"), filepath.Join(dir, "snapshots")
+	var transcript bytes.Buffer
+	sh := func(want int, args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		start := time.Now()
+		code := run(ctx, args, &out, &errb)
+		shown := strings.ReplaceAll(strings.Join(args, " "), dir+"/", "")
+		fmt.Fprintf(&transcript, "$ consul-upgrade %s\n%s%s[exit %d, %s]\n\n", shown, out.String(), errb.String(), code, time.Since(start).Round(100*time.Millisecond))
+		if code != want {
+			t.Fatalf("consul-upgrade %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", shown, code, want, out.String(), errb.String())
+		}
+		return out.String()
+	}
+	defer func() {
+		t.Logf("session:\n%s", transcript.String())
+		if f := os.Getenv("CONSUL_UPGRADE_TRANSCRIPT"); f != "" {
+			os.WriteFile(f, transcript.Bytes(), 0o644)
+		}
+	}()
+
+	out := sh(exitOK, "plan", "-http-addr", addr, "-to", "1.13.9", "-out", planFile)
+	if !strings.Contains(out, "Upgrade plan to 1.13.9") {
+		t.Errorf("plan printed no plan:\n%s", out)
+	}
+	p, err := readPlan(planFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Steps) != 5 {
+		t.Fatalf("plan has %d steps, want snapshot, 3 servers, 1 client wave", len(p.Steps))
+	}
+	leader := p.Steps[3].Node
+
+	out = sh(exitOK, "apply", "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-step")
+	if !strings.Contains(out, "step 1 of 5: snapshot") {
+		t.Errorf("first -step did not take the snapshot:\n%s", out)
+	}
+	if m, _ := filepath.Glob(filepath.Join(snaps, "consul-1.12.9-*.snap")); len(m) != 1 {
+		t.Errorf("snapshots after the first step: %v, want one of 1.12.9", m)
+	}
+	out = sh(exitOK, "apply", "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-step")
+	if !strings.Contains(out, "step 2 of 5: swap-server") {
+		t.Errorf("second -step did not swap a server:\n%s", out)
+	}
+	if m, _ := filepath.Glob(filepath.Join(snaps, "*.snap")); len(m) != 1 {
+		t.Errorf("the second step took another snapshot: %v", m)
+	}
+
+	out = sh(exitOK, "status", "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps)
+	for _, want := range []string{"Lock: free", "2 of 5 step(s) done", "Next: step 3 of 5: swap-server"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+
+	out = sh(exitOK, "apply", "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-yes")
+	for _, want := range []string{"step 4 of 5: swap-server " + leader, "step 5 of 5: swap-clients", "Done: every agent runs 1.13.9"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("apply -yes lacks %q:\n%s", want, out)
+		}
+	}
+	consul, err := upgrade.ConnectAddr(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := upgrade.Discover(ctx, consul)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range c.Servers {
+		if s.Version != "1.13.9" {
+			t.Errorf("server %s runs %s after apply", s.Name, s.Version)
+		}
+	}
+	for _, cc := range c.Clients {
+		if cc.Version != "1.13.9" {
+			t.Errorf("client %s runs %s after apply", cc.Name, cc.Version)
+		}
+	}
+	sh(exitOK, "status", "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps)
+}
+
+// waitHealthy waits until the plan of the new cluster is not refused: a
+// leader, every server a healthy voter in autopilot's eyes.
+func waitHealthy(t *testing.T, ctx context.Context, addr string) {
+	t.Helper()
+	consul, err := upgrade.ConnectAddr(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	var last error
+	for time.Now().Before(deadline) {
+		c, err := upgrade.Discover(ctx, consul)
+		if err == nil {
+			healthy := len(c.Servers) == 3
+			for _, s := range c.Servers {
+				healthy = healthy && s.Healthy && s.Voter
+			}
+			if healthy {
+				return
+			}
+			err = fmt.Errorf("servers %+v", c.Servers)
+		}
+		last = err
+		time.Sleep(time.Second)
+	}
+	t.Fatalf("the cluster never became healthy: %v", last)
+}

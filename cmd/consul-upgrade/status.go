@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
+)
+
+// statusReport is what status prints (-output json marshals it).
+type statusReport struct {
+	Lock     *upgrade.LockHolder `json:"lock"` // nil: free
+	LockKey  string              `json:"lock_key"`
+	Servers  []planner.Server    `json:"servers"`
+	Clients  map[string]int      `json:"clients_by_version,omitempty"`
+	Target   string              `json:"target,omitempty"`
+	Steps    int                 `json:"steps,omitempty"`
+	Done     int                 `json:"done"`
+	Next     *planner.Step       `json:"next,omitempty"`
+	Diverged string              `json:"diverged,omitempty"`
+}
+
+// readLock reads the holder of the upgrade lock through the KV tree (the
+// only KV read the public upgrade.Consul offers is EraReader's KVList).
+func readLock(ctx context.Context, c upgrade.Consul, key string) (*upgrade.LockHolder, error) {
+	er, ok := c.(upgrade.EraReader)
+	if !ok {
+		return nil, errors.New("this Consul cannot read the KV store")
+	}
+	pairs, _, err := er.KVList(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range pairs {
+		if p.Key == key {
+			var h upgrade.LockHolder
+			if err := json.Unmarshal(p.Value, &h); err != nil {
+				return nil, fmt.Errorf("the lock %s holds %q, which is not a lock holder: %w", key, p.Value, err)
+			}
+			return &h, nil
+		}
+	}
+	return nil, nil
+}
+
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	conn := addConnectFlags(fs)
+	planFile := fs.String("plan", "", "`FILE` saved by consul-upgrade plan -out: show how far the cluster is along it")
+	snapDir := fs.String("snapshot-dir", "snapshots", "`DIR` that apply saves snapshots in (a snapshot there covers its hop)")
+	lockKey := fs.String("lock-key", upgrade.DefaultLockKey, "KV `KEY` of the upgrade lock")
+	output := addOutputFlag(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: consul-upgrade status [-http-addr ADDRESS] [-plan FILE] [-output text|json]\n\nShows who holds the upgrade lock, the versions the agents run, and with -plan\nhow many of the plan's steps are done and which comes next. Touches nothing.\n\nFlags:\n")
+		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "\n%s", exitCodesHelp)
+	}
+	if code, done := parseFlags(fs, args); done {
+		return code
+	}
+	if err := checkOutput(*output); err != nil {
+		return fail(stderr, "status", err)
+	}
+	var plan *planner.UpgradePlan
+	var planTime int64
+	if *planFile != "" {
+		var err error
+		if plan, err = readPlan(*planFile); err != nil {
+			return fail(stderr, "status", err)
+		}
+		if fi, err := os.Stat(*planFile); err == nil {
+			planTime = fi.ModTime().UnixNano()
+		}
+	}
+	consul, err := conn.connect()
+	if err != nil {
+		return fail(stderr, "status", usagef("-http-addr: %v", err))
+	}
+	rep := statusReport{LockKey: *lockKey}
+	if rep.Lock, err = readLock(ctx, consul, *lockKey); err != nil {
+		return fail(stderr, "status", fmt.Errorf("read the upgrade lock %s through %s: %w", *lockKey, conn.address(), err))
+	}
+	code := exitOK
+	if plan != nil {
+		rep.Target, rep.Steps = plan.Target, len(plan.Steps)
+		pr, err := locate(ctx, consul, plan, *planFile, *snapDir, planTime)
+		var de *divergedError
+		switch {
+		case errors.As(err, &de):
+			rep.Diverged = err.Error()
+			code = exitDiverged
+		case err != nil:
+			return fail(stderr, "status", err)
+		}
+		rep.Done = pr.Done
+		if pr.Next.Kind != planner.StepDone && rep.Diverged == "" {
+			s := plan.Steps[pr.Done]
+			rep.Next = &s
+		}
+		rep.Servers, rep.Clients = pr.Cluster.Servers, clientVersions(pr.Cluster)
+	} else {
+		c, err := upgrade.Discover(ctx, consul)
+		if err != nil {
+			return fail(stderr, "status", fmt.Errorf("discover the cluster through %s: %w", conn.address(), err))
+		}
+		rep.Servers, rep.Clients = c.Servers, clientVersions(c)
+	}
+	if *output == "json" {
+		data, _ := json.MarshalIndent(rep, "", "  ")
+		stdout.Write(append(data, '\n'))
+		return code
+	}
+	if rep.Lock == nil {
+		fmt.Fprintf(stdout, "Lock: free (%s)\n", rep.LockKey)
+	} else {
+		fmt.Fprintf(stdout, "Lock: held by %q, target %s, for %s (%s)\n", rep.Lock.Holder, rep.Lock.Target, durationText(time.Since(rep.Lock.Since)), rep.LockKey)
+	}
+	fmt.Fprintf(stdout, "Servers:\n")
+	for _, s := range rep.Servers {
+		role := "follower"
+		if s.Leader {
+			role = "leader"
+		}
+		health := "healthy"
+		if !s.Healthy {
+			health = "unhealthy"
+		}
+		fmt.Fprintf(stdout, "  %-12s %-10s %-8s %s\n", s.Name, s.Version, role, health)
+	}
+	if len(rep.Clients) > 0 {
+		fmt.Fprintf(stdout, "Clients:")
+		for _, v := range sortedKeys(rep.Clients) {
+			fmt.Fprintf(stdout, " %d on %s;", rep.Clients[v], v)
+		}
+		fmt.Fprintln(stdout)
+	}
+	if plan != nil {
+		fmt.Fprintf(stdout, "Plan %s: to %s, %d of %d step(s) done\n", *planFile, plan.Target, rep.Done, rep.Steps)
+		switch {
+		case rep.Diverged != "":
+			fmt.Fprintf(stdout, "Diverged: %s\n", rep.Diverged)
+		case rep.Next != nil:
+			fmt.Fprintf(stdout, "Next: step %d of %d: %s\n  why: %s\n", rep.Done+1, rep.Steps, stepText(*rep.Next), rep.Next.Reason)
+		default:
+			fmt.Fprintf(stdout, "Next: nothing; every agent runs %s\n", plan.Target)
+		}
+	}
+	return code
+}
+
+func clientVersions(c planner.Cluster) map[string]int {
+	if len(c.Clients) == 0 {
+		return nil
+	}
+	m := map[string]int{}
+	for _, cl := range c.Clients {
+		m[cl.Version]++
+	}
+	return m
+}
+
+func sortedKeys(m map[string]int) []string {
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	for i := 1; i < len(ks); i++ {
+		for j := i; j > 0 && ks[j] < ks[j-1]; j-- {
+			ks[j], ks[j-1] = ks[j-1], ks[j]
+		}
+	}
+	return ks
+}
