@@ -167,7 +167,7 @@ func checkRehearsal(t *testing.T, rep *Report, err error, out string) {
 		t.Errorf("timeline.svg has %d traffic lines, want 1", n)
 	}
 	if !rep.Done || !rep.Linearizable() {
-		t.Errorf("done %v, verdict %s: want a done run with a linearizable history", rep.Done, rep.verdict())
+		t.Errorf("done %v, verdict %s: want a done run with a linearizable history", rep.Done, rep.Verdict())
 	}
 	if len(rep.Traffic.Lost) != 0 {
 		t.Errorf("%d acknowledged writes lost: %v", len(rep.Traffic.Lost), rep.Traffic.Lost)
@@ -177,7 +177,7 @@ func checkRehearsal(t *testing.T, rep *Report, err error, out string) {
 	}
 	t.Logf("FIGURES %s -> %s: wall %s, %d steps, ops %d (acked writes %d), indeterminate %d, not sent %d, lost %d, elections %d (%d to another server), no leader %s, stabilization sum %s, linearizability %s in %s",
 		rep.from(), rep.Target, dur(rep.Wall), len(rep.Steps), rep.Traffic.Ops, rep.Traffic.Acked, rep.Traffic.Indeterminate, rep.Traffic.NotSent,
-		len(rep.Traffic.Lost), rep.Elections(), rep.LeaderChanges(), dur(rep.leaderless(rep.Recorded)), dur(time.Duration(rep.ServerGates())*rep.Stabilization), rep.verdict(), dur(rep.Traffic.CheckTime))
+		len(rep.Traffic.Lost), rep.Elections(), rep.LeaderChanges(), dur(rep.leaderless(rep.Recorded)), dur(time.Duration(rep.ServerGates())*rep.Stabilization), rep.Verdict(), dur(rep.Traffic.CheckTime))
 }
 
 // keep copies the output folder to $REHEARSAL_KEEP, when set, to look at

@@ -184,7 +184,9 @@ func (r *Report) from() string {
 	return "?"
 }
 
-func (r *Report) verdict() string {
+// Verdict is the linearizability check's verdict in words: "linearizable",
+// "NOT linearizable" or "not decided (the check timed out)".
+func (r *Report) Verdict() string {
 	switch r.Traffic.Result {
 	case porcupine.Ok:
 		return "linearizable"
@@ -252,7 +254,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	p("| | |\n|---|---|\n")
 	p("| run | %s |\n", status)
-	p("| linearizability | %s (Porcupine, %d operations, checked in %s) |\n", r.verdict(), r.Traffic.Ops, dur(r.Traffic.CheckTime))
+	p("| linearizability | %s (Porcupine, %d operations, checked in %s) |\n", r.Verdict(), r.Traffic.Ops, dur(r.Traffic.CheckTime))
 	p("| lost acknowledged writes | %d of %d |\n", len(r.Traffic.Lost), r.Traffic.Acked)
 	p("| failed operations | %d indeterminate, %d not sent (of %d) |\n", r.Traffic.Indeterminate, r.Traffic.NotSent, r.Traffic.Ops)
 	p("| elections | %d (%d to another server) |\n", r.Elections(), r.LeaderChanges())

@@ -108,7 +108,7 @@ func (r *Report) WriteSVG(w io.Writer) error {
 		status = "NOT done"
 	}
 	sub := fmt.Sprintf("run %s in %s · %d ops, %d indeterminate, %d not sent · %d lost · %d election(s) · %s",
-		status, dur(r.Wall), r.Traffic.Ops, r.Traffic.Indeterminate, r.Traffic.NotSent, len(r.Traffic.Lost), r.Elections(), r.verdict())
+		status, dur(r.Wall), r.Traffic.Ops, r.Traffic.Indeterminate, r.Traffic.NotSent, len(r.Traffic.Lost), r.Elections(), r.Verdict())
 	p(`<text x="%d" y="42" fill="%s">%s</text>`+"\n", plotLeft, colText, html.EscapeString(sub))
 
 	// Step bands, labelled above the plot (number, and a name where it
