@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/anishathalye/porcupine"
+
 	"github.com/seed-e5e14ead/consul-upgrade/internal/traffic"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
@@ -198,6 +200,11 @@ func rehearse(ctx context.Context, r *resolved, rp *replica, rep *Report) error 
 	rep.Traffic, err = traffic.Check(h, r.OutDir, checkWait)
 	if err != nil {
 		return errors.Join(runErr, err)
+	}
+	if rep.Traffic.Result == porcupine.Illegal {
+		if rep.Defect, err = rep.explain(h, r.OutDir, checkWait); err != nil {
+			return errors.Join(runErr, err)
+		}
 	}
 	if runErr != nil {
 		return runErr

@@ -132,9 +132,11 @@ func alive(pids []int) []int {
 }
 
 // checkRehearsal holds what every real rehearsal must: both report files
-// well-formed, a linearizable history, no acknowledged write lost, the run
-// done, and no agent process left.
-func checkRehearsal(t *testing.T, rep *Report, err error, out string) {
+// well-formed, a linearizable history (or, where the versions have one, a
+// history whose every violation a known Consul defect explains: old is
+// true), no acknowledged write lost, the run done, and no agent process
+// left.
+func checkRehearsal(t *testing.T, rep *Report, err error, out string, old bool) {
 	t.Helper()
 	defer keep(t, out)
 	if rep == nil {
@@ -153,7 +155,12 @@ func checkRehearsal(t *testing.T, rep *Report, err error, out string) {
 	if rerr != nil {
 		t.Fatal(rerr)
 	}
-	for _, want := range []string{"# Rehearsal: Consul ", "| run | done |", "| linearizability | linearizable ", "## Steps", "## Leaders", "![timeline](timeline.svg)"} {
+	verdict := "| linearizability | linearizable "
+	if old && rep.Defect != nil {
+		verdict = "| linearizability | NOT linearizable, explained by " + rep.Defect.ID
+		t.Logf("KNOWN DEFECT %s: %s", rep.Defect.ID, rep.Defect.Summary)
+	}
+	for _, want := range []string{"# Rehearsal: Consul ", "| run | done |", verdict, "## Steps", "## Leaders", "![timeline](timeline.svg)"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report.md lacks %q", want)
 		}
@@ -166,7 +173,7 @@ func checkRehearsal(t *testing.T, rep *Report, err error, out string) {
 	if n := len(root.all(func(n svgNode) bool { return n.XMLName.Local == "polyline" })); n != 1 {
 		t.Errorf("timeline.svg has %d traffic lines, want 1", n)
 	}
-	if !rep.Done || !rep.Linearizable() {
+	if !rep.Done || !(rep.Linearizable() || old && rep.Explained()) {
 		t.Errorf("done %v, verdict %s: want a done run with a linearizable history", rep.Done, rep.Verdict())
 	}
 	if len(rep.Traffic.Lost) != 0 {
@@ -204,7 +211,11 @@ func TestRehearseThe2015UpgradeScaledDown(t *testing.T) {
 		Policy:  planner.Policy{StopMode: planner.StopKill, Clients: planner.ClientPolicy{Mode: planner.ClientLeaveBehind}},
 		Clients: 3, OutDir: out, Logf: t.Logf,
 	})
-	checkRehearsal(t, rep, err, out)
+	// 0.6.4 and 0.7.5 have consul#2644: when the killed leader comes back
+	// and wins the election again, it may answer a consistent read before
+	// it has replayed its log (seen in 2 of 5 runs here). That and only
+	// that is accepted.
+	checkRehearsal(t, rep, err, out, true)
 	if len(rep.Clients) != 3 || rep.RealClients != 700 || len(rep.Servers) != 3 {
 		t.Errorf("replica of %d servers and %d clients (of %d): want 3 and 3 (of 700)", len(rep.Servers), len(rep.Clients), rep.RealClients)
 	}
@@ -234,7 +245,7 @@ func TestRehearseAModernHop(t *testing.T) {
 	rep, err := Run(t.Context(), Options{
 		Cluster: cluster("1.15.4", 3, 50), Target: "1.16.1", Clients: 2, OutDir: out, Logf: t.Logf,
 	})
-	checkRehearsal(t, rep, err, out)
+	checkRehearsal(t, rep, err, out, false)
 	kinds := map[planner.StepKind]int{}
 	for _, s := range rep.Steps {
 		kinds[s.Step.Kind]++

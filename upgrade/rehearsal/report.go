@@ -53,6 +53,10 @@ type Report struct {
 	// Failed are its indeterminate and not-sent operations.
 	Traffic traffic.Report `json:"traffic"`
 	Failed  []traffic.Op   `json:"failed,omitempty"`
+	// Defect, when the history is not linearizable, is the known defect
+	// of the versions rehearsed that explains every violation (nil when
+	// none does).
+	Defect *KnownDefect `json:"defect,omitempty"`
 	// Stabilization is the servers' stabilization time (autopilot's
 	// ServerStabilizationTime, or the gate's default in the eras without
 	// it); every server gate waits at least that long.
@@ -118,6 +122,11 @@ type Second struct {
 
 // Linearizable reports Porcupine's verdict: the history is linearizable.
 func (r *Report) Linearizable() bool { return r.Traffic.Result == porcupine.Ok }
+
+// Explained reports whether the history is linearizable, or every
+// violation is explained by a known defect of the versions rehearsed
+// (Defect).
+func (r *Report) Explained() bool { return r.Linearizable() || r.Defect != nil }
 
 // Elections counts the elections the servers logged during the traffic.
 func (r *Report) Elections() int {
@@ -191,6 +200,9 @@ func (r *Report) Verdict() string {
 	case porcupine.Ok:
 		return "linearizable"
 	case porcupine.Illegal:
+		if r.Defect != nil {
+			return "NOT linearizable, explained by " + r.Defect.ID
+		}
 		return "NOT linearizable"
 	default:
 		return "not decided (the check timed out)"
@@ -255,6 +267,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	p("| | |\n|---|---|\n")
 	p("| run | %s |\n", status)
 	p("| linearizability | %s (Porcupine, %d operations, checked in %s) |\n", r.Verdict(), r.Traffic.Ops, dur(r.Traffic.CheckTime))
+	if r.Defect != nil {
+		p("| explained by | [%s](%s) (fixed in %s): %s |\n", r.Defect.ID, r.Defect.URL, r.Defect.FixedIn, mdEscape(r.Defect.Summary))
+	}
 	p("| lost acknowledged writes | %d of %d |\n", len(r.Traffic.Lost), r.Traffic.Acked)
 	p("| failed operations | %d indeterminate, %d not sent (of %d) |\n", r.Traffic.Indeterminate, r.Traffic.NotSent, r.Traffic.Ops)
 	p("| elections | %d (%d to another server) |\n", r.Elections(), r.LeaderChanges())

@@ -267,3 +267,62 @@ func TestElectionTimeStampsOfEveryEra(t *testing.T) {
 		t.Error("a line without a time stamp was given one")
 	}
 }
+
+// staleAfterElection is a history with one stale read: k0 is written, then
+// read back absent just after s1 wins an election, then read again.
+func staleAfterElection() traffic.History {
+	return traffic.History{
+		{Worker: 0, Key: "k0", Kind: traffic.Put, Value: "a", Outcome: traffic.Done, OK: true, Call: sec(0.1), Return: sec(0.2)},
+		{Worker: 1, Key: "k0", Kind: traffic.Read, Outcome: traffic.Done, Found: true, Got: "a", Index: 10, Call: sec(1), Return: sec(1.1)},
+		{Worker: 1, Key: "k0", Kind: traffic.Read, Outcome: traffic.Done, Found: false, Call: sec(5.1), Return: sec(5.2)},
+		{Worker: 1, Key: "k0", Kind: traffic.Read, Outcome: traffic.Done, Found: true, Got: "a", Index: 10, Call: sec(9), Return: sec(9.1)},
+		{Worker: 1, Key: "k0", Kind: traffic.Read, Outcome: traffic.Done, Found: true, Got: "a", Index: 10, Call: sec(10), Return: sec(10.1), Final: true},
+	}
+}
+
+func TestAStaleReadRightAfterAnOldLeadersElectionIsConsul2644(t *testing.T) {
+	h := staleAfterElection()
+	r := &Report{
+		Servers: []Agent{{"s1", "0.6.4", ""}, {"s2", "0.6.4", ""}},
+		Steps:   []StepFigures{{Step: planner.Step{Kind: planner.StepSwapServer, Node: "s1", From: "0.6.4", To: "0.7.5"}, Start: sec(4), End: sec(8)}},
+		Leaders: []LeaderSeen{{0, "s1", false}, {sec(5), "s1", true}},
+	}
+	var err error
+	if r.Traffic, err = traffic.Check(h, t.TempDir(), time.Minute); err != nil || r.Traffic.Result != porcupine.Illegal {
+		t.Fatalf("the history with a stale read checks %s (%v); want Illegal", r.Traffic.Result, err)
+	}
+	d, err := r.explain(h, t.TempDir(), time.Minute)
+	if err != nil || d == nil {
+		t.Fatalf("explain = %v, %v; want consul#2644", d, err)
+	}
+	r.Defect = d
+	if d.ID != "consul#2644" || d.Excluded != 1 || d.FixedIn != "0.9.0" || !r.Explained() || r.Linearizable() {
+		t.Errorf("defect %+v: want consul#2644 with the one read in the window left out", d)
+	}
+	var b strings.Builder
+	r.WriteMarkdown(&b)
+	if !strings.Contains(b.String(), "| linearizability | NOT linearizable, explained by consul#2644") ||
+		!strings.Contains(b.String(), "| explained by | [consul#2644](https://github.com/hashicorp/consul/issues/2644) (fixed in 0.9.0)") {
+		t.Errorf("report.md does not name the defect:\n%s", b.String())
+	}
+
+	// The same history on a leader of 0.9.0 or later is not explained.
+	r.Steps[0].Step.To = "1.16.1"
+	r.Defect = nil
+	if d, err := r.explain(h, t.TempDir(), time.Minute); err != nil || d != nil {
+		t.Errorf("explain on a 1.16.1 leader = %+v, %v; want no defect", d, err)
+	}
+	// A read called before the election, held while no leader was known
+	// and answered by the new leader, is in the window too.
+	r.Steps[0].Step.To = "0.7.5"
+	h[2].Call = sec(3)
+	if d, err := r.explain(h, t.TempDir(), time.Minute); err != nil || d == nil || d.Excluded != 1 {
+		t.Errorf("explain with the stale read called before the election = %+v, %v; want consul#2644", d, err)
+	}
+	h[2].Call = sec(5.1)
+	// Nor is a stale read far from the election.
+	r.Leaders[1].At = sec(1.5)
+	if d, err := r.explain(h, t.TempDir(), time.Minute); err != nil || d != nil {
+		t.Errorf("explain with the stale read 3.6 s after the election = %+v, %v; want no defect", d, err)
+	}
+}

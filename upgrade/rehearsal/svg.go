@@ -55,6 +55,9 @@ func stepLabel(s planner.Step) string {
 	return string(s.Kind)
 }
 
+// textWidth estimates the width of an 11-unit label.
+func textWidth(s string) float64 { return float64(len([]rune(s)))*6.6 + 6 }
+
 // niceStep returns a round tick interval giving at most about n ticks
 // over span.
 func niceStep(span float64, n int) float64 {
@@ -114,6 +117,7 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	// Step bands, labelled above the plot (number, and a name where it
 	// fits).
 	p(`<text x="%d" y="%d" font-size="11" fill="#555555">steps:</text>`+"\n", 8, plotTop-24)
+	var rowEnd [2]float64 // where the last label of each row ends
 	for i, s := range r.Steps {
 		x0, x1 := x(s.Start), x(s.End)
 		fill := colBandA
@@ -127,13 +131,18 @@ func (r *Report) WriteSVG(w io.Writer) error {
 		}
 		p(`<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="#9fb4c8" stroke-width="1"/>`+"\n", x0, plotTop-30, x0, plotBottom)
 		// A band wide enough gets its number and name on the first row;
-		// a narrow one its number alone on the second, so that the two
-		// never overlap.
-		label, row := fmt.Sprintf("%d", i+1), plotTop-10
-		if full := fmt.Sprintf("%d %s", i+1, stepLabel(s.Step)); float64(len([]rune(full)))*6.6+6 < x1-x0 {
-			label, row = full, plotTop-24
+		// a narrow one its number alone, on the second row unless the
+		// previous label there is in the way.
+		label, rows := fmt.Sprintf("%d", i+1), []int{1, 0}
+		if full := fmt.Sprintf("%d %s", i+1, stepLabel(s.Step)); textWidth(full) < x1-x0 {
+			label, rows = full, []int{0, 1}
 		}
-		p(`<text x="%.1f" y="%d" font-size="11" fill="%s">%s</text>`+"\n", x0+3, row, colText, html.EscapeString(label))
+		row := rows[0]
+		if rowEnd[row] > x0+3 && rowEnd[rows[1]] <= x0+3 {
+			row = rows[1]
+		}
+		rowEnd[row] = x0 + 3 + textWidth(label)
+		p(`<text x="%.1f" y="%d" font-size="11" fill="%s">%s</text>`+"\n", x0+3, plotTop-24+14*row, colText, html.EscapeString(label))
 	}
 
 	// Leaderless stretches: a strip under the plot.
