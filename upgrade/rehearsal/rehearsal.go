@@ -247,8 +247,8 @@ func series(h traffic.History, recorded time.Duration) ([]Second, []traffic.Op) 
 }
 
 // leaderWatch polls the leader through the replica's agents every 200 ms
-// and records the stretches when the agent that answered knew no leader
-// (the elections themselves come from the servers' logs).
+// and records the stretches when no agent could name a leader (the
+// elections themselves come from the servers' logs).
 type leaderWatch struct {
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -283,17 +283,17 @@ func watchLeader(rp *replica, origin time.Time) *leaderWatch {
 		tick := time.NewTicker(200 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			leader, ok := pollLeader(client, addrs, byIP)
-			if ok {
-				if leader != "" {
-					leader = "known"
-				}
-				w.mu.Lock()
-				if len(w.seen) == 0 || w.seen[len(w.seen)-1].Leader != leader {
-					w.seen = append(w.seen, LeaderSeen{At: time.Since(origin), Leader: leader})
-				}
-				w.mu.Unlock()
+			// No agent answering counts as no leader known: an agent
+			// that cannot reach a leader answers with an error.
+			leader, _ := pollLeader(client, addrs, byIP)
+			if leader != "" {
+				leader = "known"
 			}
+			w.mu.Lock()
+			if len(w.seen) == 0 || w.seen[len(w.seen)-1].Leader != leader {
+				w.seen = append(w.seen, LeaderSeen{At: time.Since(origin), Leader: leader})
+			}
+			w.mu.Unlock()
 			select {
 			case <-w.done:
 				return
@@ -305,7 +305,7 @@ func watchLeader(rp *replica, origin time.Time) *leaderWatch {
 }
 
 // pollLeader asks the agents in turn for /v1/status/leader; the first
-// answer counts ("" when the agent knows no leader).
+// leader named counts ("" when none names one).
 func pollLeader(client *http.Client, addrs []string, byIP map[string]string) (string, bool) {
 	for _, a := range addrs {
 		resp, err := client.Get("http://" + a + "/v1/status/leader")
@@ -322,7 +322,7 @@ func pollLeader(client *http.Client, addrs []string, byIP map[string]string) (st
 			continue
 		}
 		if addr == "" {
-			return "", true
+			continue
 		}
 		ip, _, _ := strings.Cut(addr, ":")
 		if n, ok := byIP[ip]; ok {

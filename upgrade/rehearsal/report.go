@@ -43,9 +43,9 @@ type Report struct {
 	// then every election a server logged, in time order. A server that
 	// loses and wins leadership again is a new entry.
 	Leaders []LeaderSeen `json:"leaders"`
-	// NoLeader are the moments, seen by polling /v1/status/leader every
-	// 200 ms, when the agent asked knew no leader (Leader "") and when it
-	// knew one again (Leader "known").
+	// NoLeader are the moments, seen by polling /v1/status/leader on every
+	// agent in turn every 200 ms, when no agent named a leader (Leader "")
+	// and when one did again (Leader "known").
 	NoLeader []LeaderSeen `json:"no_leader,omitempty"`
 	// Series is the traffic per second of the recording.
 	Series []Second `json:"series"`
