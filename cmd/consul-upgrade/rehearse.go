@@ -24,7 +24,7 @@ func init() {
 func runRehearse(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("rehearse", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	planFile := fs.String("plan", "", "`FILE` with a plan saved by consul-upgrade plan -out: its target, policy and cluster shape are rehearsed")
+	planFile := fs.String("plan", "", "`FILE` with a plan saved by consul-upgrade plan -out: its target and policy are rehearsed, on the shape its steps show (or -cluster's, which also holds the clients a plan leaves behind)")
 	clusterFile := fs.String("cluster", "", "`FILE` with a planner.Cluster as JSON (with -to); without -plan or -cluster the cluster is discovered live through -http-addr")
 	conn := addConnectFlags(fs)
 	to := fs.String("to", "", "target `VERSION` (with -cluster or -http-addr)")
@@ -35,7 +35,7 @@ func runRehearse(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	rate := fs.Float64("rate", rehearsal.DefaultRate, "recorded KV traffic, operations per second")
 	timeout := fs.Duration("timeout", rehearsal.DefaultTimeout, "bound on the whole rehearsal")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: consul-upgrade rehearse (-plan FILE | -cluster FILE -to VERSION | -http-addr ADDRESS -to VERSION) -out DIR [-clients N] [-policy FILE] [-bin-dir DIR]\n\n")
+		fmt.Fprintf(stderr, "usage: consul-upgrade rehearse (-plan FILE [-cluster FILE] | -cluster FILE -to VERSION | -http-addr ADDRESS -to VERSION) -out DIR [-clients N] [-policy FILE] [-bin-dir DIR]\n\n")
 		fmt.Fprintf(stderr, "Starts a replica of one datacenter on loopback addresses (the same servers on the same\nversions, a few clients), runs the upgrade with the same target and policy under recorded\nKV traffic, checks the history for linearizability and writes report.md and timeline.svg\ninto DIR. Every agent it starts is stopped when it ends, Ctrl-C included. Touches nothing\nin the real cluster (with -http-addr it only reads the cluster's shape).\n\nExit codes: 0 the upgrade completed with a linearizable history and no lost write; 1 it\nhalted, or the report shows lost writes or a history that is not linearizable; 2 bad\nflags, a refused plan or a missing binary (the message names the build command).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
@@ -54,14 +54,24 @@ func runRehearse(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	switch {
 	case *planFile != "":
-		if *clusterFile != "" || *to != "" || *policyFile != "" || *conn.addr != "" {
-			return fail(stderr, "rehearse", usagef("-plan carries its target, policy and cluster; leave out -cluster, -to, -policy and -http-addr"))
+		if *to != "" || *policyFile != "" || *conn.addr != "" {
+			return fail(stderr, "rehearse", usagef("-plan carries its target and policy; leave out -to, -policy and -http-addr"))
 		}
 		p, err := readPlan(*planFile)
 		if err != nil {
 			return fail(stderr, "rehearse", err)
 		}
 		opt.Plan = p
+		if *clusterFile != "" {
+			// The plan's steps name only the clients it upgrades; the
+			// cluster file gives the whole shape (clients left behind
+			// included).
+			var c planner.Cluster
+			if err := readJSON(*clusterFile, &c); err != nil {
+				return fail(stderr, "rehearse", usagef("-cluster %s: %v", *clusterFile, err))
+			}
+			opt.Cluster = &c
+		}
 	default:
 		if *to == "" {
 			return fail(stderr, "rehearse", usagef("-to is required with -cluster or -http-addr (or give -plan FILE)"))

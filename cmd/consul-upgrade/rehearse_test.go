@@ -54,7 +54,7 @@ func TestRehearseRefusesBadFlagsBeforeStartingAnything(t *testing.T) {
 		{"no output folder", []string{"-cluster", cluster, "-to", "1.16.1"}, "-out is required"},
 		{"no target", []string{"-cluster", cluster, "-out", out}, "-to is required"},
 		{"a target that is not a version", []string{"-cluster", cluster, "-to", "v1.16.1", "-out", out}, "-to"},
-		{"a plan and a cluster", []string{"-plan", cluster, "-cluster", cluster, "-out", out}, "-plan carries its target"},
+		{"a plan and a target", []string{"-plan", cluster, "-to", "1.16.1", "-out", out}, "-plan carries its target"},
 		{"a negative client count", []string{"-cluster", cluster, "-to", "1.16.1", "-out", out, "-clients", "-1"}, "-clients -1 is negative"},
 		{"too many clients", []string{"-cluster", cluster, "-to", "1.16.1", "-out", out, "-clients", "99"}, "Options.Clients 99"},
 		{"a cluster file that is not one", []string{"-cluster", writeFile(t, "bad.json", `{"servers": 3}`), "-to", "1.16.1", "-out", out}, "-cluster"},

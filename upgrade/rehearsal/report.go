@@ -273,7 +273,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	p("| lost acknowledged writes | %d of %d |\n", len(r.Traffic.Lost), r.Traffic.Acked)
 	p("| failed operations | %d indeterminate, %d not sent (of %d) |\n", r.Traffic.Indeterminate, r.Traffic.NotSent, r.Traffic.Ops)
 	p("| elections | %d (%d to another server) |\n", r.Elections(), r.LeaderChanges())
-	p("| no leader known | %s in all (polled every 200 ms) |\n", dur(r.leaderless(r.Recorded)))
+	p("| no leader named | %s in all (every agent asked every 200 ms; a follower still naming a dead leader counts as naming one) |\n", dur(r.leaderless(r.Recorded)))
 	stab := time.Duration(r.ServerGates()) * r.Stabilization
 	p("| wall time of the run | %s |\n", dur(r.Wall))
 	p("| sum of stabilization waits | %s (%d server gate(s) × %s) |\n", dur(stab), r.ServerGates(), dur(r.Stabilization))

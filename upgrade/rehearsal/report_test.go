@@ -76,7 +76,7 @@ func TestReportMarkdownStatesTheFiguresOfTheRun(t *testing.T) {
 		"| lost acknowledged writes | 0 of 850 |",
 		"| failed operations | 7 indeterminate, 31 not sent (of 3480) |",
 		"| elections | 2 (1 to another server) |",
-		"| no leader known | 2.5s in all",
+		"| no leader named | 2.5s in all",
 		"| wall time of the run | 1m10s |",
 		"| sum of stabilization waits | 30s (3 server gate(s) × 10s) |",
 		"| wall / stabilization | 2.3× |",

@@ -242,7 +242,7 @@ func (r *Report) WriteSVG(w io.Writer) error {
 	item("dash", colLeader, "election")
 	item("box", colBandA, "step (act)")
 	item("box", colGate, "gate wait")
-	item("strip", colNoLeader, "no leader known")
+	item("strip", colNoLeader, "no leader named")
 	p("</svg>\n")
 	_, err := io.WriteString(w, b.String())
 	return err
