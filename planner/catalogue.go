@@ -77,6 +77,82 @@ const (
 	PrecheckBadRule             = "bad-rule"
 )
 
+// IDs of the other built-in version rules, in catalogue order. Like the
+// IDs above, they are stable: operators waive blocking findings by them.
+const (
+	RuleACLMixedServers04         = "acl-mixed-servers-0.4"
+	RuleMemoryStateStore06        = "memory-state-store-0.6"
+	RuleACLServiceRead06          = "acl-service-read-0.6"
+	RuleBindAddress06             = "bind-address-0.6"
+	RulePreparedQueryACL064       = "prepared-query-acl-0.6.4"
+	RuleGossipProtocol07          = "gossip-protocol-0.7"
+	RuleRaftMultiplier07          = "raft-multiplier-0.7"
+	RulePeersJSON07               = "peers-json-0.7"
+	RuleReapRemoved071            = "reap-removed-0.7.1"
+	RuleKnownBad080               = "known-bad-0.8.0"
+	RuleACLEnforceVersion808      = "acl-enforce-version-8-0.8"
+	RuleRPCRemoved08              = "rpc-removed-0.8"
+	RuleAutopilotRaftProtocol3    = "autopilot-raft-protocol-3"
+	RuleScriptChecks09            = "script-checks-0.9"
+	RuleKnownBad100               = "known-bad-1.0.0"
+	RuleRaftProtocol310           = "raft-protocol-3-1.0"
+	RuleSingleServerRaft10        = "single-server-raft-1.0"
+	RuleConfigRewrite10           = "config-rewrite-1.0"
+	RuleStrictChecks10            = "strict-checks-1.0"
+	RuleConsulIndex107            = "consul-index-1.0.7"
+	RuleConfigRemovals11          = "config-removals-1.1"
+	RuleThreeServers124           = "three-servers-1.2.4"
+	RuleKnownBad130               = "known-bad-1.3.0"
+	RuleNewACLs14                 = "new-acls-1.4"
+	RulePrimaryDatacenterKey14    = "primary-datacenter-key-1.4"
+	RuleConnectCAFederation14     = "connect-ca-federation-1.4"
+	RuleManagedProxiesRemoved16   = "managed-proxies-removed-1.6"
+	RuleKVSnapshot16              = "kv-snapshot-1.6"
+	RuleStrictJSON162             = "strict-json-1.6.2"
+	RuleHTTPMaxConns163           = "http-max-conns-1.6.3"
+	RuleSessionRenew170           = "session-renew-1.7.0"
+	RuleAPIStrict17               = "api-strict-1.7"
+	RuleACLEnforceRemoved18       = "acl-enforce-removed-1.8"
+	RuleLegacyACLsPanic19         = "legacy-acls-panic-1.9"
+	RuleCentralConfig19           = "central-config-1.9"
+	RuleIntentionsMigration19     = "intentions-migration-1.9"
+	RuleEnterpriseLicense110      = "enterprise-license-1.10"
+	RuleEnvoyXDSV3110             = "envoy-xds-v3-1.10"
+	RuleACLTokenRenames111        = "acl-token-renames-1.11"
+	RuleBbolt111                  = "bbolt-1.11"
+	RuleVaultCATune1119           = "vault-ca-tune-1.11.9"
+	RuleTLSStanza112              = "tls-stanza-1.12"
+	RuleKnownBad1120Nomad         = "known-bad-1.12.0-nomad"
+	RuleVaultCATune1125           = "vault-ca-tune-1.12.5"
+	RuleKnownBad1130              = "known-bad-1.13.0"
+	RuleAutoEncryptGRPC113        = "auto-encrypt-grpc-1.13"
+	RuleDisableCompat19113        = "disable-compat-19-1.13"
+	RuleVaultCATune1132           = "vault-ca-tune-1.13.2"
+	RuleNomadDetection1138        = "nomad-detection-1.13.8"
+	RulePeeringConnectDefaults114 = "peering-connect-defaults-1.14"
+	RuleExperimentalPeering114    = "experimental-peering-1.14"
+	RuleKnownBad1140Envoy         = "known-bad-1.14.0-envoy"
+	RuleVaultCANamespace11410     = "vault-ca-namespace-1.14.10"
+	RuleKnownBad11501151Mesh      = "known-bad-1.15.0-1.15.1-mesh"
+	RuleServerlessPlugin115       = "serverless-plugin-1.15"
+	RuleACLMigrationRemoved115    = "acl-migration-removed-1.15"
+	RuleRaftLogstore115           = "raft-logstore-1.15"
+	RuleVaultCANamespace1156      = "vault-ca-namespace-1.15.6"
+	RulePathNormalization11515    = "path-normalization-1.15.15"
+	RuleKnownBad11601161          = "known-bad-1.16.0-1.16.1"
+	RuleHealthConnect403116       = "health-connect-403-1.16"
+	RuleVaultCANamespace1162      = "vault-ca-namespace-1.16.2"
+	RuleKnownBad1165              = "known-bad-1.16.5"
+	RuleTemplatedPolicies117      = "templated-policies-1.17"
+	RuleAPIChanges117             = "api-changes-1.17"
+	RuleKnownBad1172              = "known-bad-1.17.2"
+	RulePathNormalization1185     = "path-normalization-1.18.5"
+	RuleMetrics119                = "metrics-1.19"
+	RulePathNormalization1193     = "path-normalization-1.19.3"
+	RulePathNormalization1201     = "path-normalization-1.20.1"
+	RuleEnterpriseLicense1217     = "enterprise-license-1.21.7"
+)
+
 // Public sources of the rules.
 const (
 	urlVersionSpecific = "https://github.com/hashicorp/consul/blob/07b1c3d227b3c2f094c7593b1ccf85f528ac0e6d/website/content/docs/upgrade/version-specific.mdx"
@@ -413,7 +489,7 @@ func catalogue() []builtin {
 			evalBy((*checker).checkNoServers)),
 		def(PrecheckNoLeader, KindPrecheck, Blocking, "", "", urlGeneral,
 			"a datacenter has no known Raft leader",
-			"restore a leader before upgrading (consul operator raft list-peers must show one); never start an upgrade on a cluster without quorum",
+			"restore a leader before upgrading (consul operator raft list-peers must show one); never start an upgrade on a cluster without quorum; in a hand-built cluster description, mark the leader (Server.Leader, JSON \"leader\": true) or set Cluster.LeaderUnknown",
 			evalBy((*checker).checkLeaders)),
 		def(PrecheckSeveralLeaders, KindPrecheck, Blocking, "", "", urlGeneral,
 			"a datacenter reports more than one Raft leader",
@@ -421,11 +497,11 @@ func catalogue() []builtin {
 			evalBy((*checker).checkLeaders)),
 		def(PrecheckServerUnhealthy, KindPrecheck, Blocking, "", "", urlAutopilotAPI,
 			"a server is not healthy before the upgrade starts",
-			"fix the server until /v1/operator/autopilot/health reports it healthy; swapping another server now could lose quorum",
+			"on a live cluster, fix the server until /v1/operator/autopilot/health reports it healthy (swapping another server now could lose quorum); in a hand-built cluster description, the server was given no health: set Server.Healthy (JSON \"healthy\": true, the default when absent) or build it with planner.NewServer",
 			scope(ScopeServers), evalBy((*checker).checkServerHealth)),
 		def(PrecheckServerNotVoter, KindPrecheck, Blocking, "", "", urlGH8118,
 			"a server is not a Raft voter",
-			"wait until autopilot promotes it (ServerStabilizationTime) or find out why it stays a non-voter; restarting servers while one is not a voter can lose quorum",
+			"on a live cluster, wait until autopilot promotes it (ServerStabilizationTime) or find out why it stays a non-voter (restarting servers while one is not a voter can lose quorum); in a hand-built cluster description, set Server.Voter (JSON \"voter\": true, the default when absent) or build it with planner.NewServer",
 			scope(ScopeServers), evalBy((*checker).checkServerHealth)),
 		def(PrecheckEvenVoters, KindPrecheck, Warning, "", "", urlAutopilotAPI,
 			"a datacenter has an even number of voters: the last voter adds no fault tolerance",
@@ -622,7 +698,7 @@ func catalogue() []builtin {
 			scope(ScopeClients), when(enterprise), limit("clients on 1.10.7+ before servers run 1.11")),
 
 		// 0.4 and 0.5.
-		def("acl-mixed-servers-0.4", KindACL, Warning, "< 0.4.0", ">= 0.4.0", urlChangelog040,
+		def(RuleACLMixedServers04, KindACL, Warning, "< 0.4.0", ">= 0.4.0", urlChangelog040,
 			"ACLs enabled while servers cross 0.4.0: mixed-version servers with ACLs can panic",
 			"enable ACLs only after every server runs 0.4 or later",
 			when(aclsOn)),
@@ -669,37 +745,37 @@ func catalogue() []builtin {
 			"boot each server once on 0.5.1/0.5.2 and look for \"Successfully migrated raft data\" in its log before going further (0.6 refuses the old layout)",
 			scope(ScopeServers)),
 		// 0.6.
-		def("memory-state-store-0.6", KindPrecheck, Info, "< 0.6.0", ">= 0.6.0", urlVersionSpecific,
+		def(RuleMemoryStateStore06, KindPrecheck, Info, "< 0.6.0", ">= 0.6.0", urlVersionSpecific,
 			"0.6 keeps the state store in memory: servers need about twice the data set in RAM",
 			"check server memory against 2x the state size before the hop",
 			scope(ScopeServers)),
-		def("acl-service-read-0.6", KindACL, Blocking, "< 0.6.0", ">= 0.6.0", urlVersionSpecific,
+		def(RuleACLServiceRead06, KindACL, Blocking, "< 0.6.0", ">= 0.6.0", urlVersionSpecific,
 			"ACLs with default deny: from 0.6 service discovery (HTTP and DNS) needs service read",
 			"before the hop add service \"\" { policy = \"read\" } to the tokens used for discovery and to the agents' acl_token (DNS); add event and keyring rules only after the hop",
 			when(aclDeny)),
-		def("bind-address-0.6", KindConfig, Info, "< 0.6.0", ">= 0.6.0", urlVersionSpecific,
+		def(RuleBindAddress06, KindConfig, Info, "< 0.6.0", ">= 0.6.0", urlVersionSpecific,
 			"0.6 refuses to start on hosts with several private IPs unless bind_addr/advertise_addr is set",
 			"set bind_addr (and advertise_addr) on such hosts before the hop"),
-		def("prepared-query-acl-0.6.4", KindACL, Info, "< 0.6.4", ">= 0.6.4", urlVersionSpecific,
+		def(RulePreparedQueryACL064, KindACL, Info, "< 0.6.4", ">= 0.6.4", urlVersionSpecific,
 			"prepared-query ACLs change: named queries are governed by the new query policy",
 			"add query rules after the hop",
 			when(aclsOn)),
 		// 0.7.
-		def("gossip-protocol-0.7", KindSteppingStone, Blocking, "< 0.4.0", ">= 0.7.0", urlCompatibility,
+		def(RuleGossipProtocol07, KindSteppingStone, Blocking, "< 0.4.0", ">= 0.7.0", urlCompatibility,
 			"agents below 0.4 speak only gossip protocol 1, which 0.7+ dropped",
 			"upgrade these agents to 0.4-0.6 before any 0.7+ node joins (do not leave them behind)",
 			scope(ScopeClients)),
-		def("raft-multiplier-0.7", KindConfig, Info, "< 0.7.0", ">= 0.7.0", urlVersionSpecific,
+		def(RuleRaftMultiplier07, KindConfig, Info, "< 0.7.0", ">= 0.7.0", urlVersionSpecific,
 			"0.7 defaults to slower Raft timing (performance.raft_multiplier)",
 			"set performance { raft_multiplier = 1 } on servers to keep the old timing"),
-		def("peers-json-0.7", KindRaft, Info, "< 0.7.0", ">= 0.7.0", urlVersionSpecific,
+		def(RulePeersJSON07, KindRaft, Info, "< 0.7.0", ">= 0.7.0", urlVersionSpecific,
 			"peers.json is removed on first start of 0.7 (raft/peers.info replaces it)",
 			"update outage-recovery runbooks; do not rely on peers.json during the hop"),
-		def("reap-removed-0.7.1", KindConfig, Info, "< 0.7.1", ">= 0.7.1", urlVersionSpecific,
+		def(RuleReapRemoved071, KindConfig, Info, "< 0.7.1", ">= 0.7.1", urlVersionSpecific,
 			"the reap option is gone and dns max_stale defaults to about 10 years",
 			"remove reap from configs (use a PID-1 wrapper in containers) and review dns_config.max_stale"),
 		// 0.8 and 0.9.
-		knownBad("known-bad-0.8.0", "= 0.8.0", urlGH2889,
+		knownBad(RuleKnownBad080, "= 0.8.0", urlGH2889,
 			"0.8.0 is a known-bad target: its leader writes a Raft entry older servers panic on",
 			"target 0.8.1 or later (0.8.5 is the newest 0.8.x)"),
 		def(RuleLeaderPanic080, KindOrdering, Warning, "< 0.8.0", ">= 0.8.0", urlGH2889,
@@ -721,22 +797,22 @@ func catalogue() []builtin {
 				}
 				return "a 0.8.0 leader writes an autopilot Raft entry that older servers panic on"
 			})),
-		def("acl-enforce-version-8-0.8", KindACL, Warning, "< 0.8.0", ">= 0.8.0", urlVersionSpecific,
+		def(RuleACLEnforceVersion808, KindACL, Warning, "< 0.8.0", ">= 0.8.0", urlVersionSpecific,
 			"acl_enforce_version_8 defaults to true from 0.8",
 			"set acl_enforce_version_8 = false on servers and clients during the upgrade and acl_datacenter on every agent",
 			when(aclsOn)),
-		def("rpc-removed-0.8", KindConfig, Info, "< 0.8.0", ">= 0.8.0", urlVersionSpecific,
+		def(RuleRPCRemoved08, KindConfig, Info, "< 0.8.0", ">= 0.8.0", urlVersionSpecific,
 			"the CLI RPC interface is gone (ports.rpc, addresses.rpc, -rpc-addr) and remote exec is off by default",
 			"remove the rpc keys; set disable_remote_exec = false if consul exec is used"),
-		def("autopilot-raft-protocol-3", KindRaft, Info, "", ">= 0.8.0, < 1.0.0", urlAutopilotGuide,
+		def(RuleAutopilotRaftProtocol3, KindRaft, Info, "", ">= 0.8.0, < 1.0.0", urlAutopilotGuide,
 			"0.8/0.9 default to raft_protocol 2: autopilot health (the gate's voter and stability checks) needs 3 on every server",
 			"expect gates to fall back to leader and serf checks, or set raft_protocol = 3 in a separate rolling restart once every server runs 0.8+",
 			when(func(rc RuleContext) bool { return feat(rc).RaftProtocol != 3 })),
-		def("script-checks-0.9", KindConfig, Info, "< 0.9.0", ">= 0.9.0", urlVersionSpecific,
+		def(RuleScriptChecks09, KindConfig, Info, "< 0.9.0", ">= 0.9.0", urlVersionSpecific,
 			"script checks become opt-in in 0.9",
 			"set enable_script_checks (or enable_local_script_checks from 0.9.4) on agents that run script checks"),
 		// 1.0 and 1.1.
-		knownBad("known-bad-1.0.0", "= 1.0.0", urlVersionSpecific,
+		knownBad(RuleKnownBad100, "= 1.0.0", urlVersionSpecific,
 			"1.0.0 is a known-bad target: autopilot promoted new servers in pairs and could strand rolling upgrades without quorum",
 			"target 1.0.1 or later (1.0.8 is the newest 1.0.x)"),
 		def(RuleReplaceAutopilot100, KindOrdering, Blocking, "", ">= 1.0.1", urlVersionSpecific,
@@ -750,7 +826,7 @@ func catalogue() []builtin {
 					strings.Join(serversOnCore(rc, "1.0.0"), ", "))
 			}),
 			limit("no 1.0.0 server while replacing")),
-		def("raft-protocol-3-1.0", KindRaft, Info, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
+		def(RuleRaftProtocol310, KindRaft, Info, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
 			"1.0 defaults to raft_protocol 3, which needs every server on 0.8+",
 			"when the servers run raft protocol 2 (the 0.8/0.9 default), start the upgraded servers with raft_protocol = 2 until no 0.x server remains, then move every server to 3 in a separate rolling restart (before 1.9); the peers.json format changes too",
 			// Measured on real agents: 0.8.5 -> 1.2.4 with the 1.2.4 servers
@@ -770,39 +846,39 @@ func catalogue() []builtin {
 				}
 				return "1.0 defaults to raft_protocol 3, and these servers run 2 (or it was not observed): an upgraded server on 3 beside 0.x servers on 2 can leave the cluster without a leader"
 			})),
-		def("single-server-raft-1.0", KindPrecheck, Warning, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
+		def(RuleSingleServerRaft10, KindPrecheck, Warning, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
 			"a single server restarted in place on Raft protocol 3 cannot elect itself",
 			"keep raft_protocol = 2 on the single server, or prepare a peers.json with its node ID",
 			when(func(rc RuleContext) bool { return smallestDatacenter(rc) == 1 && feat(rc).RaftProtocol != 2 })),
-		def("config-rewrite-1.0", KindConfig, Info, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
+		def(RuleConfigRewrite10, KindConfig, Info, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
 			"1.0 drops deprecated flags and keys and wants .hcl/.json config files",
 			"rewrite the configs and run consul validate with the 1.0 binary before the hop"),
-		def("strict-checks-1.0", KindPrecheck, Info, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
+		def(RuleStrictChecks10, KindPrecheck, Info, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
 			"1.0 agents refuse invalid check definitions and unauthorized KV reads return 403",
 			"validate check definitions and API clients before the hop"),
-		def("consul-index-1.0.7", KindPrecheck, Info, "< 1.0.7", ">= 1.0.7", urlVersionSpecific,
+		def(RuleConsulIndex107, KindPrecheck, Info, "< 1.0.7", ">= 1.0.7", urlVersionSpecific,
 			"X-Consul-Index of service endpoints becomes per service and can go backwards during the hop",
 			"test blocking-query consumers; restart tools that assume the index only grows"),
-		def("config-removals-1.1", KindConfig, Info, "< 1.1.0", ">= 1.1.0", urlVersionSpecific,
+		def(RuleConfigRemovals11, KindConfig, Info, "< 1.1.0", ">= 1.1.0", urlVersionSpecific,
 			"1.1 removes CheckID, check script, enableTagOverride and the consul.consul.* metrics",
 			"rewrite configs (id, args, enable_tag_override) before the hop"),
-		def("three-servers-1.2.4", KindPrecheck, Warning, "< 1.2.4", ">= 1.2.4", urlPath12,
+		def(RuleThreeServers124, KindPrecheck, Warning, "< 1.2.4", ">= 1.2.4", urlPath12,
 			"the 1.2.4 path needs at least 3 servers: a single server loops on \"No cluster leader\"",
 			"add servers to reach 3 before the hop, or prepare a peers.json recovery",
 			when(func(rc RuleContext) bool { n := smallestDatacenter(rc); return n > 0 && n < 3 })),
 		// 1.3 to 1.5.
-		knownBad("known-bad-1.3.0", "= 1.3.0", urlVersionSpecific,
+		knownBad(RuleKnownBad130, "= 1.3.0", urlVersionSpecific,
 			"1.3.0 is a known-bad target while clients older than 1.3 remain: catalog tag filters are ignored",
 			"target 1.3.1 or later",
 			when(func(rc RuleContext) bool { return oldClientsBelow(rc, "1.3.0") })),
-		def("new-acls-1.4", KindACL, Warning, "< 1.4.0", ">= 1.4.0", urlVersionSpecific,
+		def(RuleNewACLs14, KindACL, Warning, "< 1.4.0", ">= 1.4.0", urlVersionSpecific,
 			"1.4 brings the new ACL system: servers stay in legacy mode until every primary server runs 1.4, and a downgrade is no longer possible",
 			"snapshot every datacenter first; expect legacy-mode errors on new ACL APIs until the transition; wait until every token has an AccessorID before migrating tokens",
 			when(aclsOn)),
-		def("primary-datacenter-key-1.4", KindConfig, Info, "< 1.4.0", ">= 1.4.0", urlVersionSpecific,
+		def(RulePrimaryDatacenterKey14, KindConfig, Info, "< 1.4.0", ">= 1.4.0", urlVersionSpecific,
 			"acl_datacenter becomes primary_datacenter and acl_* keys move into the acl block",
 			"rename the keys soon after the hop"),
-		def("connect-ca-federation-1.4", KindOrdering, Info, "< 1.4.0", ">= 1.4.0", urlVersionSpecific,
+		def(RuleConnectCAFederation14, KindOrdering, Info, "< 1.4.0", ">= 1.4.0", urlVersionSpecific,
 			"secondary datacenters federate the Connect CA only once all servers of both sides run 1.4+",
 			"upgrade datacenters in any order; CA federation follows the last server",
 			when(func(rc RuleContext) bool { return enterprise(rc) && connect(rc) })),
@@ -811,28 +887,28 @@ func catalogue() []builtin {
 			"legacy ACL tokens are still in use: the 1.6.x upgrade guide requires migrating them before upgrading past 1.6.x",
 			"stop on 1.6.10 (the path does), wait until every token has an AccessorID, migrate each legacy token (consul acl token update -id <id> -upgrade-legacy) and confirm none is left (Features.LegacyACLs false) before the next hop",
 			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs }), limit("no legacy tokens past 1.6.x")),
-		def("managed-proxies-removed-1.6", KindPrecheck, Warning, "< 1.6.0", ">= 1.6.0", urlVersionSpecific,
+		def(RuleManagedProxiesRemoved16, KindPrecheck, Warning, "< 1.6.0", ">= 1.6.0", urlVersionSpecific,
 			"managed proxies are removed in 1.6",
 			"move managed proxies to sidecar service registrations before the hop",
 			when(connect)),
-		def("kv-snapshot-1.6", KindPrecheck, Warning, "< 1.6.0", ">= 1.6.0", "https://github.com/hashicorp/consul/issues/9329",
+		def(RuleKVSnapshot16, KindPrecheck, Warning, "< 1.6.0", ">= 1.6.0", "https://github.com/hashicorp/consul/issues/9329",
 			"restoring snapshots written by <= 1.5.3 on >= 1.6.0 has reverted KV values",
 			"take a fresh snapshot right after the hop and compare KV checksums before and after"),
-		def("strict-json-1.6.2", KindConfig, Info, "< 1.6.2", ">= 1.6.2", urlPath16,
+		def(RuleStrictJSON162, KindConfig, Info, "< 1.6.2", ">= 1.6.2", urlPath16,
 			"1.6.2 decodes JSON strictly (e.g. Connect: null in service definitions fails)",
 			"validate service definitions before the hop"),
-		def("http-max-conns-1.6.3", KindConfig, Info, "< 1.6.3", ">= 1.6.3, <= 1.7.0", urlVersionSpecific,
+		def(RuleHTTPMaxConns163, KindConfig, Info, "< 1.6.3", ">= 1.6.3, <= 1.7.0", urlVersionSpecific,
 			"1.6.3-1.7.0 limit HTTP connections per client to 100; Vault can open up to 128",
 			"if Vault uses this cluster, set limits.http_max_conns_per_client = 200"),
-		def("session-renew-1.7.0", KindPrecheck, Blocking, "<= 1.6.4", ">= 1.7.0, < 1.7.2", "https://github.com/hashicorp/consul/issues/7395",
+		def(RuleSessionRenew170, KindPrecheck, Blocking, "<= 1.6.4", ">= 1.7.0, < 1.7.2", "https://github.com/hashicorp/consul/issues/7395",
 			"1.7.0/1.7.1 servers reject session renewals from clients <= 1.6.4 (breaks Vault, locks, snapshot agents)",
 			"target 1.7.2 or later directly",
 			scope(ScopeClients), limit("clients > 1.6.4 or target >= 1.7.2")),
-		def("api-strict-1.7", KindConfig, Info, "< 1.7.0", ">= 1.7.0", urlVersionSpecific,
+		def(RuleAPIStrict17, KindConfig, Info, "< 1.7.0", ">= 1.7.0", urlVersionSpecific,
 			"1.7 rejects unknown JSON fields in the HTTP API and adds the datacenter to DNS PTR answers",
 			"check API clients and DNS consumers before the hop"),
 		// 1.8 to 1.10.
-		def("acl-enforce-removed-1.8", KindConfig, Info, "< 1.8.0", ">= 1.8.0", urlVersionSpecific,
+		def(RuleACLEnforceRemoved18, KindConfig, Info, "< 1.8.0", ">= 1.8.0", urlVersionSpecific,
 			"acl_enforce_version_8 is removed in 1.8",
 			"remove acl_enforce_version_8 from configs"),
 		def(RuleRaftProtocol3v19, KindRaft, Blocking, "< 1.9.0", ">= 1.9.0", urlBuilder,
@@ -840,22 +916,22 @@ func catalogue() []builtin {
 			"on the current version, set raft_protocol = 3 on every server in a separate rolling restart first, then upgrade",
 			when(func(rc RuleContext) bool { p := feat(rc).RaftProtocol; return p != 0 && p != 3 }),
 			limit("raft_protocol 3")),
-		def("legacy-acls-panic-1.9", KindACL, Warning, "< 1.9.0", ">= 1.9.0", "https://github.com/hashicorp/consul/issues/9566",
+		def(RuleLegacyACLsPanic19, KindACL, Warning, "< 1.9.0", ">= 1.9.0", "https://github.com/hashicorp/consul/issues/9566",
 			"servers panicked on 1.9.x with legacy ACL tokens still in use",
 			"migrate legacy tokens before 1.9 and rehearse the hop on a snapshot copy",
 			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs })),
-		def("central-config-1.9", KindConfig, Info, "< 1.9.0", ">= 1.9.0", urlVersionSpecific,
+		def(RuleCentralConfig19, KindConfig, Info, "< 1.9.0", ">= 1.9.0", urlVersionSpecific,
 			"enable_central_service_config defaults to true from 1.9",
 			"set it to false explicitly if the old behaviour is needed"),
-		def("intentions-migration-1.9", KindOrdering, Info, "< 1.9.0", ">= 1.9.0", urlVersionSpecific,
+		def(RuleIntentionsMigration19, KindOrdering, Info, "< 1.9.0", ">= 1.9.0", urlVersionSpecific,
 			"intentions migrate to config entries once every primary server runs 1.9; intention writes are blocked until then",
 			"avoid intention writes during the hop and confirm the migration finished before resuming automation",
 			when(connect)),
-		def("enterprise-license-1.10", KindConfig, Warning, "< 1.10.0", ">= 1.10.0", urlPath110,
+		def(RuleEnterpriseLicense110, KindConfig, Warning, "< 1.10.0", ">= 1.10.0", urlPath110,
 			"Consul Enterprise 1.10 servers need the license in config or environment before they start",
 			"set license_path (or CONSUL_LICENSE_PATH / CONSUL_LICENSE) on servers, and on clients and snapshot agents when ACLs are off",
 			when(enterprise)),
-		def("envoy-xds-v3-1.10", KindOrdering, Warning, "< 1.10.0", ">= 1.10.0", urlVersionSpecific,
+		def(RuleEnvoyXDSV3110, KindOrdering, Warning, "< 1.10.0", ">= 1.10.0", urlVersionSpecific,
 			"1.10 moves Envoy to xDS v3 and 1.11 drops v2",
 			"upgrade Envoy to a version both Consul versions support, convert escape hatches to v3, upgrade Consul, then re-bootstrap Envoy with the 1.10+ CLI before 1.11",
 			when(envoy)),
@@ -864,30 +940,30 @@ func catalogue() []builtin {
 			"legacy ACL tokens are still in use and 1.11 removes the legacy ACL system",
 			"migrate every legacy token to the new ACL system on 1.6.x-1.10.x (consul acl token update -upgrade-legacy) and stop using legacy endpoints before the hop",
 			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs }), limit("no legacy tokens")),
-		def("acl-token-renames-1.11", KindConfig, Info, "< 1.11.0", ">= 1.11.0", urlVersionSpecific,
+		def(RuleACLTokenRenames111, KindConfig, Info, "< 1.11.0", ">= 1.11.0", urlVersionSpecific,
 			"acl.tokens master/agent_master are renamed initial_management/agent_recovery",
 			"rename the keys and scripts (the old names still work for now)"),
-		def("bbolt-1.11", KindRaft, Info, "< 1.11.0", ">= 1.11.0", urlVersionSpecific,
+		def(RuleBbolt111, KindRaft, Info, "< 1.11.0", ">= 1.11.0", urlVersionSpecific,
 			"1.11 moves the Raft store to bbolt: going back needs a snapshot restore",
 			"take a snapshot before the hop; treat it as a point of no return for the binary"),
-		def("vault-ca-tune-1.11.9", KindPrecheck, Warning, "", ">= 1.11.9, < 1.11.11", urlVersionSpecific,
+		def(RuleVaultCATune1119, KindPrecheck, Warning, "", ">= 1.11.9, < 1.11.11", urlVersionSpecific,
 			"1.11.9-1.11.10 need update on sys/mounts/<intermediate>/tune in the Vault CA policy",
 			"extend the Vault policy before the hop, or target 1.11.11+",
 			targetValue, when(connect)),
-		def("tls-stanza-1.12", KindConfig, Info, "< 1.12.0", ">= 1.12.0", urlVersionSpecific,
+		def(RuleTLSStanza112, KindConfig, Info, "< 1.12.0", ">= 1.12.0", urlVersionSpecific,
 			"top-level TLS keys are deprecated in favour of the tls stanza",
 			"move TLS settings into tls { defaults / https / internal_rpc / grpc }",
 			when(func(rc RuleContext) bool { return feat(rc).TLS.CertMaterial })),
-		def("known-bad-1.12.0-nomad", KindPrecheck, Warning, "", "= 1.12.0", urlVersionSpecific,
+		def(RuleKnownBad1120Nomad, KindPrecheck, Warning, "", "= 1.12.0", urlVersionSpecific,
 			"Consul Enterprise 1.12.0 keeps Nomad Enterprise from removing services in non-default namespaces",
 			"target 1.12.1 or later",
 			targetValue, when(enterprise)),
-		def("vault-ca-tune-1.12.5", KindPrecheck, Warning, "", "= 1.12.5", urlVersionSpecific,
+		def(RuleVaultCATune1125, KindPrecheck, Warning, "", "= 1.12.5", urlVersionSpecific,
 			"1.12.5 needs update on sys/mounts/<intermediate>/tune in the Vault CA policy",
 			"extend the Vault policy before the hop, or target 1.12.6+",
 			targetValue, when(connect)),
 		// 1.13 and 1.14.
-		knownBadWith("known-bad-1.13.0", "= 1.13.0", urlVersionSpecific,
+		knownBadWith(RuleKnownBad1130, "= 1.13.0", urlVersionSpecific,
 			"1.13.0 is a known-bad target with the service mesh: servers fail to restore pre-1.13 state that holds mesh proxy registrations (GH-14107)",
 			"target 1.13.1 or later (1.13.9 is the newest 1.13.x)",
 			"the service mesh (proxy registrations)", "Features.Connect", meshUse),
@@ -896,7 +972,7 @@ func catalogue() []builtin {
 			"target 1.12.9 first, move the certificate material into tls.https / tls.internal_rpc, then continue to 1.13+",
 			when(func(rc RuleContext) bool { t := feat(rc).TLS; return t.CertMaterial && !t.HTTPSPort }),
 			limit("via 1.12.x with interface-specific TLS")),
-		def("auto-encrypt-grpc-1.13", KindConfig, Blocking, "< 1.13.0", ">= 1.13.0", urlVersionSpecific,
+		def(RuleAutoEncryptGRPC113, KindConfig, Blocking, "< 1.13.0", ">= 1.13.0", urlVersionSpecific,
 			"with auto-encrypt/auto-config, 1.13.0-1.13.1 force TLS on gRPC and 1.13.2+ need tls.grpc.use_auto_cert",
 			"target 1.13.2+ and set tls.grpc.use_auto_cert = true when Envoy relies on auto-encrypt certificates",
 			when(func(rc RuleContext) bool { return feat(rc).TLS.AutoEncrypt }),
@@ -906,14 +982,14 @@ func catalogue() []builtin {
 				}
 				return Blocking
 			})),
-		def("disable-compat-19-1.13", KindConfig, Info, "< 1.13.0", ">= 1.13.0", urlVersionSpecific,
+		def(RuleDisableCompat19113, KindConfig, Info, "< 1.13.0", ">= 1.13.0", urlVersionSpecific,
 			"telemetry.disable_compat_19 is removed in 1.13",
 			"remove disable_compat_19 before the hop"),
-		def("vault-ca-tune-1.13.2", KindPrecheck, Warning, "", "= 1.13.2", urlVersionSpecific,
+		def(RuleVaultCATune1132, KindPrecheck, Warning, "", "= 1.13.2", urlVersionSpecific,
 			"1.13.2 needs update on sys/mounts/<intermediate>/tune in the Vault CA policy",
 			"extend the Vault policy before the hop, or target 1.13.3+",
 			targetValue, when(connect)),
-		def("nomad-detection-1.13.8", KindPrecheck, Warning, "", "= 1.13.8", urlVersionSpecific,
+		def(RuleNomadDetection1138, KindPrecheck, Warning, "", "= 1.13.8", urlVersionSpecific,
 			"1.13.8 breaks Nomad's Consul version detection",
 			"if Nomad uses this cluster, skip 1.13.8 (1.13.9 is fine)",
 			targetValue),
@@ -921,13 +997,13 @@ func catalogue() []builtin {
 			"gRPC is served over TLS: from 1.14 ports.grpc is plaintext only and TLS moves to ports.grpc_tls",
 			"configure ports.grpc_tls (default 8503 on servers) and re-bootstrap Envoy with -grpc-ca-file before the hop",
 			when(func(rc RuleContext) bool { return feat(rc).TLS.GRPCTLS }), limit("ports.grpc_tls configured")),
-		def("peering-connect-defaults-1.14", KindConfig, Info, "< 1.14.0", ">= 1.14.0", urlVersionSpecific,
+		def(RulePeeringConnectDefaults114, KindConfig, Info, "< 1.14.0", ">= 1.14.0", urlVersionSpecific,
 			"1.14 enables cluster peering and Connect by default",
 			"set peering.enabled / connect.enabled = false to keep the old behaviour"),
-		def("experimental-peering-1.14", KindPrecheck, Info, ">= 1.13.0, < 1.14.0", ">= 1.14.0", urlVersionSpecific,
+		def(RuleExperimentalPeering114, KindPrecheck, Info, ">= 1.13.0, < 1.14.0", ">= 1.14.0", urlVersionSpecific,
 			"experimental 1.13 peerings do not work with 1.14",
 			"delete 1.13 peerings before the hop"),
-		knownBad("known-bad-1.14.0-envoy", "= 1.14.0", urlVersionSpecific,
+		knownBad(RuleKnownBad1140Envoy, "= 1.14.0", urlVersionSpecific,
 			"1.14.0 is a known-bad target with Envoy and HTTPS: consul connect envoy wrongly enables gRPC TLS when HTTP uses TLS",
 			"target 1.14.1 or later (1.14.11 is the newest 1.14.x); upgrade Nomad past 1.4.3 first if it runs mesh tasks",
 			when(func(rc RuleContext) bool { return envoyUse(rc) != No }),
@@ -947,62 +1023,62 @@ func catalogue() []builtin {
 				}
 				return unknownUse(summary, "Envoy with an HTTPS agent API", `set Features.Envoy to "yes" or "no"`)
 			})),
-		def("vault-ca-namespace-1.14.10", KindPrecheck, Warning, "", "= 1.14.10", urlVersionSpecific,
+		def(RuleVaultCANamespace11410, KindPrecheck, Warning, "", "= 1.14.10", urlVersionSpecific,
 			"1.14.10 fails to initialise a Vault Enterprise CA with namespace set but no PKI namespaces",
 			"set intermediate_pki_namespace and root_pki_namespace, or skip this release",
 			targetValue, when(connect)),
 		// 1.15 to 1.17.
-		knownBadWith("known-bad-1.15.0-1.15.1-mesh", ">= 1.15.0, < 1.15.2", urlVersionSpecific,
+		knownBadWith(RuleKnownBad11501151Mesh, ">= 1.15.0, < 1.15.2", urlVersionSpecific,
 			"1.15.0-1.15.1 are known-bad targets with the service mesh: a leaf certificate race can cut instances out after 72h",
 			"target 1.15.2 or later (not 1.15.6 with a Vault Enterprise CA)",
 			"the service mesh", "Features.Connect", meshUse),
-		def("serverless-plugin-1.15", KindConfig, Info, "< 1.15.0", ">= 1.15.0", urlVersionSpecific,
+		def(RuleServerlessPlugin115, KindConfig, Info, "< 1.15.0", ">= 1.15.0", urlVersionSpecific,
 			"1.15 removes connect.enable_serverless_plugin and deprecates the token query parameter and -join",
 			"remove the key; send tokens in X-Consul-Token; use retry_join"),
-		def("acl-migration-removed-1.15", KindACL, Warning, "< 1.15.0", ">= 1.15.0", urlChangelog1150,
+		def(RuleACLMigrationRemoved115, KindACL, Warning, "< 1.15.0", ">= 1.15.0", urlChangelog1150,
 			"1.15 removes the ACL migration code: tokens without an AccessorID can break snapshot restore",
 			"confirm every token has an AccessorID and no legacy token or policy remains before the hop",
 			when(aclsOn)),
-		def("raft-logstore-1.15", KindRaft, Warning, "< 1.15.0", ">= 1.15.0", urlRaftWAL,
+		def(RuleRaftLogstore115, KindRaft, Warning, "< 1.15.0", ">= 1.15.0", urlRaftWAL,
 			"the WAL Raft log store exists only from 1.15, and switching backends needs a resync",
 			"finish the version hop on BoltDB, then switch one server at a time to wal in a separate step",
 			when(func(rc RuleContext) bool { return strings.EqualFold(feat(rc).RaftLogStore, "wal") })),
-		def("vault-ca-namespace-1.15.6", KindPrecheck, Warning, "", "= 1.15.6", urlVersionSpecific,
+		def(RuleVaultCANamespace1156, KindPrecheck, Warning, "", "= 1.15.6", urlVersionSpecific,
 			"1.15.6 fails to initialise a Vault Enterprise CA with namespace set but no PKI namespaces",
 			"set intermediate_pki_namespace and root_pki_namespace, or skip this release",
 			targetValue, when(connect)),
-		def("path-normalization-1.15.15", KindConfig, Info, "< 1.15.15", ">= 1.15.15, < 1.16.0", urlVersionSpecific,
+		def(RulePathNormalization11515, KindConfig, Info, "< 1.15.15", ">= 1.15.15, < 1.16.0", urlVersionSpecific,
 			"Envoy path normalization is on by default for inbound mesh traffic",
 			"if path-matching intentions break, set insecure_disable_path_normalization in the mesh config entry",
 			when(connect)),
-		knownBadWith("known-bad-1.16.0-1.16.1", ">= 1.16.0, < 1.16.2", urlVersionSpecific,
+		knownBadWith(RuleKnownBad11601161, ">= 1.16.0, < 1.16.2", urlVersionSpecific,
 			"1.16.0-1.16.1 are known-bad targets with agentless mesh: while servers host xDS streams, a snapshot restore can mis-populate Envoy endpoints",
 			"target 1.16.2 or later",
 			"agentless mesh (consul-dataplane proxies fed xDS by the servers)", "Features.AgentlessMesh", agentlessUse),
-		def("health-connect-403-1.16", KindACL, Info, "< 1.16.0", ">= 1.16.0", urlVersionSpecific,
+		def(RuleHealthConnect403116, KindACL, Info, "< 1.16.0", ">= 1.16.0", urlVersionSpecific,
 			"/v1/health/connect and /v1/health/ingress return 403 without service read (was an empty 200)",
 			"check API consumers and add Peer to upstream overrides before the hop"),
-		def("vault-ca-namespace-1.16.2", KindPrecheck, Warning, "", "= 1.16.2", urlVersionSpecific,
+		def(RuleVaultCANamespace1162, KindPrecheck, Warning, "", "= 1.16.2", urlVersionSpecific,
 			"1.16.2 fails to initialise a Vault Enterprise CA with namespace set but no PKI namespaces",
 			"set intermediate_pki_namespace and root_pki_namespace, or skip this release",
 			targetValue, when(connect)),
-		knownBadWith("known-bad-1.16.5", "= 1.16.5", urlVersionSpecific,
+		knownBadWith(RuleKnownBad1165, "= 1.16.5", urlVersionSpecific,
 			"1.16.5 is a known-bad target with terminating gateways: over-strict TLS SAN checks cut connections to services outside the mesh (GH-20360)",
 			"target 1.16.6 or later",
 			"terminating gateways", "Features.TerminatingGateways", termGWUse),
-		def("templated-policies-1.17", KindACL, Info, "< 1.17.0", ">= 1.17.0", urlVersionSpecific,
+		def(RuleTemplatedPolicies117, KindACL, Info, "< 1.17.0", ">= 1.17.0", urlVersionSpecific,
 			"older servers ignore templated policies of tokens created on 1.17+",
 			"create templated-policy tokens only after every server runs 1.17+",
 			when(aclsOn)),
-		def("api-changes-1.17", KindConfig, Info, "< 1.17.0", ">= 1.17.0", urlRelease1170,
+		def(RuleAPIChanges117, KindConfig, Info, "< 1.17.0", ">= 1.17.0", urlRelease1170,
 			"RaftLeaderTransfer takes an id argument from 1.17 (and Enterprise audit log names change)",
 			"update API callers before the hop"),
-		knownBadWith("known-bad-1.17.2", "= 1.17.2", urlVersionSpecific,
+		knownBadWith(RuleKnownBad1172, "= 1.17.2", urlVersionSpecific,
 			"1.17.2 is a known-bad target with terminating gateways: over-strict TLS SAN checks cut connections to services outside the mesh (GH-20360)",
 			"target 1.17.3 or later",
 			"terminating gateways", "Features.TerminatingGateways", termGWUse),
 		// 1.18 to 1.21.
-		def("path-normalization-1.18.5", KindConfig, Info, "< 1.18.5", ">= 1.18.5, < 1.19.0", urlVersionSpecific,
+		def(RulePathNormalization1185, KindConfig, Info, "< 1.18.5", ">= 1.18.5, < 1.19.0", urlVersionSpecific,
 			"Envoy path normalization is on by default for inbound mesh traffic",
 			"if path-matching intentions break, set insecure_disable_path_normalization in the mesh config entry",
 			when(connect)),
@@ -1010,22 +1086,22 @@ func catalogue() []builtin {
 			"from 1.19 health filtering runs on the servers: every server must be upgraded before any client",
 			"nothing to do: the plan upgrades all servers of a datacenter before its clients; do not upgrade clients by hand first",
 			when(hasClients)),
-		def("metrics-1.19", KindConfig, Info, "< 1.19.0", ">= 1.19.0", urlVersionSpecific,
+		def(RuleMetrics119, KindConfig, Info, "< 1.19.0", ">= 1.19.0", urlVersionSpecific,
 			"duplicate consul.consul.* state-store metrics are gone in 1.19",
 			"update dashboards and alerts before the hop"),
-		def("path-normalization-1.19.3", KindConfig, Info, "< 1.19.3", ">= 1.19.3, < 1.20.0", urlVersionSpecific,
+		def(RulePathNormalization1193, KindConfig, Info, "< 1.19.3", ">= 1.19.3, < 1.20.0", urlVersionSpecific,
 			"Envoy path normalization is on by default for inbound mesh traffic",
 			"if path-matching intentions break, set insecure_disable_path_normalization in the mesh config entry",
 			when(connect)),
-		def("path-normalization-1.20.1", KindConfig, Info, "< 1.20.1", ">= 1.20.1", urlVersionSpecific,
+		def(RulePathNormalization1201, KindConfig, Info, "< 1.20.1", ">= 1.20.1", urlVersionSpecific,
 			"Envoy path normalization is on by default for inbound mesh traffic",
 			"if path-matching intentions break, set insecure_disable_path_normalization in the mesh config entry",
 			when(connect)),
-		def("enterprise-license-1.21.7", KindOrdering, Info, "< 1.21.7", ">= 1.21.7", urlVersionSpec122,
+		def(RuleEnterpriseLicense1217, KindOrdering, Info, "< 1.21.7", ">= 1.21.7", urlVersionSpec122,
 			"Consul Enterprise 1.21.7+ takes the new IBM license in a second phase",
 			"upgrade servers then clients with the current license, then install the new license and restart servers one at a time, then clients",
 			when(enterprise)),
-		def("automated-upgrades-replace", KindOrdering, Info, ">= 0.8.0", "", urlAutomated,
+		def(RuleAutomatedReplace, KindOrdering, Info, ">= 0.8.0", "", urlAutomated,
 			"replace strategy: new servers join as non-voters and old ones are retired once the new ones are stable voters",
 			"keep min_quorum at the intended server count and retire old servers only when the new ones are voters",
 			once, when(func(rc RuleContext) bool { return policy(rc).Strategy == Replace })),

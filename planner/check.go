@@ -497,7 +497,7 @@ func (k *checker) checkLeaders(r *compiled) {
 			}
 		}
 		switch {
-		case r.ID == PrecheckNoLeader && len(leaders) == 0:
+		case r.ID == PrecheckNoLeader && len(leaders) == 0 && !k.c.LeaderUnknown:
 			k.precheck(r, "", "0 leaders", fmt.Sprintf("datacenter %s: none of its %d server(s) is the known leader", dcName(dc), len(by[dc])))
 		case r.ID == PrecheckSeveralLeaders && len(leaders) > 1:
 			k.precheck(r, strings.Join(leaders, ", "), strconv.Itoa(len(leaders))+" leaders",

@@ -19,6 +19,14 @@ type Cluster struct {
 	Clients     []Client     `json:"clients,omitempty"`
 	Features    Features     `json:"features"`
 
+	// LeaderUnknown says that the cluster's description does not know
+	// which server leads (a hand-built inventory). The no-leader pre-check
+	// then does not block; Next and Plan order the servers as if none
+	// led, so a live run, which observes its leader and swaps it last,
+	// may order them differently (an approved plan then diverges and is
+	// made again from the live cluster). upgrade.Discover never sets it.
+	LeaderUnknown bool `json:"leader_unknown,omitempty"`
+
 	// SnapshotVersion is the Consul version the servers ran when the last
 	// verified snapshot was saved in this run ("" when none was). Next asks
 	// for a snapshot before the first server swap of a hop whenever the
@@ -33,7 +41,11 @@ type Datacenter struct {
 	Primary bool `json:"primary,omitempty"`
 }
 
-// Server is a Consul server agent.
+// Server is a Consul server agent. Voter and Healthy are what the
+// observer saw; a Server built by hand should say them: use NewServer, or
+// set both. In JSON, an absent "voter" or "healthy" reads as true, so a
+// hand-written inventory need not repeat them (upgrade.Discover always
+// writes both).
 type Server struct {
 	Name       string `json:"name"`
 	Address    string `json:"address,omitempty"`
@@ -43,6 +55,23 @@ type Server struct {
 	Leader     bool   `json:"leader,omitempty"`
 	Voter      bool   `json:"voter"`
 	Healthy    bool   `json:"healthy"`
+}
+
+// NewServer returns a server on version that is a healthy voter (not the
+// leader): a hand-built inventory's server as the pre-checks expect it.
+func NewServer(name, version string) Server {
+	return Server{Name: name, Version: version, Voter: true, Healthy: true}
+}
+
+// UnmarshalJSON reads a server; an absent "voter" or "healthy" is true.
+func (s *Server) UnmarshalJSON(b []byte) error {
+	type plain Server
+	v := plain{Voter: true, Healthy: true}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*s = Server(v)
+	return nil
 }
 
 // Client is a Consul client agent.

@@ -39,8 +39,56 @@ func (e *DowngradeError) Error() string {
 
 // RefusedError is returned by Next and Plan when Check found blocking
 // findings that the policy did not waive. Nothing should be touched.
+// errors.As reaches a *DowngradeError through it for each agent (or group
+// of clients) that runs a version newer than the target.
 type RefusedError struct {
 	Findings Findings // the unwaived blocking findings
+
+	downgrades []error
+}
+
+// Unwrap returns a *DowngradeError for each unwaived downgrade finding.
+func (e *RefusedError) Unwrap() []error { return e.downgrades }
+
+// refusal is fs.Err() with the downgrades of the target made reachable.
+func refusal(fs Findings, target string) error {
+	err := fs.Err()
+	re, ok := err.(*RefusedError)
+	if !ok {
+		return err
+	}
+	for _, f := range re.Findings {
+		if f.Rule == PrecheckDowngrade {
+			re.downgrades = append(re.downgrades, &DowngradeError{Node: f.Node, From: f.Value, To: target})
+		}
+	}
+	return re
+}
+
+// WaiverError reports waived rule IDs that name no rule, built-in or the
+// policy's own: a misspelt waiver would otherwise waive nothing, silently.
+type WaiverError struct {
+	// IDs are the unknown IDs, in the policy's order.
+	IDs []string
+	// Suggest maps an unknown ID to a known one it resembles, when there
+	// is one.
+	Suggest map[string]string
+}
+
+func (e *WaiverError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "policy waive: %d unknown rule ID(s):", len(e.IDs))
+	for i, id := range e.IDs {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, " %q", id)
+		if s := e.Suggest[id]; s != "" {
+			fmt.Fprintf(&b, " (did you mean %q?)", s)
+		}
+	}
+	b.WriteString("; waive the rule IDs that findings name (planner.Catalogue lists the built-in ones; a policy rule's own ID counts too)")
+	return b.String()
 }
 
 func (e *RefusedError) Error() string {

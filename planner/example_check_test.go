@@ -62,5 +62,5 @@ func ExampleFinding_String() {
 		fmt.Println(f)
 	}
 	// Output:
-	// s2: server s2 (1.12.9) is not healthy (server-unhealthy: value healthy=false); fix the server until /v1/operator/autopilot/health reports it healthy; swapping another server now could lose quorum
+	// s2: server s2 (1.12.9) is not healthy (server-unhealthy: value healthy=false); on a live cluster, fix the server until /v1/operator/autopilot/health reports it healthy (swapping another server now could lose quorum); in a hand-built cluster description, the server was given no health: set Server.Healthy (JSON "healthy": true, the default when absent) or build it with planner.NewServer
 }

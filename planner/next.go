@@ -135,7 +135,10 @@ func backupFor(low *version.Version) (BackupKind, string) {
 // wrapping ErrNotSupported. A policy field with an unknown value gives a
 // *PolicyError, a version that does not parse a *VersionError.
 func Next(c Cluster, target string, pol Policy) (Step, error) {
-	if err := Check(c, target, pol).Err(); err != nil {
+	if err := CheckWaivers(pol); err != nil {
+		return Step{}, err
+	}
+	if err := refusal(Check(c, target, pol), target); err != nil {
 		return Step{}, err
 	}
 	return next(&c, target, pol)

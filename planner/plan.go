@@ -22,9 +22,12 @@ import (
 // never an endless loop. c itself is not modified. UpgradePlan.Policy is pol
 // as applied: Enterprise is set when c or target runs an Enterprise build.
 func Plan(c Cluster, target string, pol Policy) (*UpgradePlan, error) {
+	if err := CheckWaivers(pol); err != nil {
+		return &UpgradePlan{Target: target, Policy: pol}, err
+	}
 	pol = withObservedEnterprise(&c, target, pol)
 	p := &UpgradePlan{Target: target, Policy: pol, Findings: Check(c, target, pol)}
-	if err := p.Findings.Err(); err != nil {
+	if err := refusal(p.Findings, target); err != nil {
 		if st, serr := newState(&c, target, pol); serr == nil && st.refreshPath() == nil {
 			p.Path = st.path
 			p.fillDatacenters(&c)

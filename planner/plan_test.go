@@ -189,7 +189,7 @@ func TestPlanMarshalsToJSONAndBackToAnEqualValue(t *testing.T) {
 	c := cluster2015()
 	for _, pol := range []Policy{
 		{},
-		{ServerOrder: AsListed, Clients: ClientPolicy{Mode: ClientLeaveBehind}, Waive: []string{"x"}},
+		{ServerOrder: AsListed, Clients: ClientPolicy{Mode: ClientLeaveBehind}, Waive: []string{RuleTombstoneWindow}},
 		{Clients: ClientPolicy{Canary: 2, BatchPercent: 25, MaxUnavailable: 3}, StopMode: StopKill},
 	} {
 		p, err := Plan(c, "0.5.2", pol)

@@ -1,5 +1,7 @@
 package planner
 
+import "strings"
+
 // Strategy is how servers are moved to a new version.
 type Strategy string
 
@@ -117,4 +119,80 @@ type Policy struct {
 	Waive []string `json:"waive,omitempty"`
 	// Rules are the operator's own rules, checked after the built-in ones.
 	Rules []Rule `json:"rules,omitempty"`
+}
+
+// CheckWaivers returns a *WaiverError when pol.Waive lists an ID that is
+// neither a built-in rule's (Catalogue) nor one of pol.Rules', else nil.
+// Next and Plan call it first.
+func CheckWaivers(pol Policy) error {
+	var unknown []string
+	for _, id := range pol.Waive {
+		if knownRuleID(id, pol) {
+			continue
+		}
+		unknown = append(unknown, id)
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	e := &WaiverError{IDs: unknown, Suggest: map[string]string{}}
+	for _, id := range unknown {
+		if s := suggestRuleID(id, pol); s != "" {
+			e.Suggest[id] = s
+		}
+	}
+	return e
+}
+
+func knownRuleID(id string, pol Policy) bool {
+	for i := range builtins {
+		if builtins[i].ID == id {
+			return true
+		}
+	}
+	for _, r := range pol.Rules {
+		if r.ID == id {
+			return true
+		}
+	}
+	return false
+}
+
+// suggestRuleID is the known rule ID closest to id (at most a third of its
+// length in edits away), or "".
+func suggestRuleID(id string, pol Policy) string {
+	best, bestD := "", len(id)/3+1
+	try := func(k string) {
+		if d := editDistance(strings.ToLower(id), k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	for i := range builtins {
+		try(builtins[i].ID)
+	}
+	for _, r := range pol.Rules {
+		try(r.ID)
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance of a and b (bytes).
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

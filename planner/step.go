@@ -1,5 +1,10 @@
 package planner
 
+import (
+	"fmt"
+	"strings"
+)
+
 // Hop is one stretch of an upgrade path: every server (and, unless left
 // behind, every client) reaches To before any server starts the next hop.
 type Hop struct {
@@ -131,4 +136,41 @@ type UpgradePlan struct {
 	Findings Findings `json:"findings"`
 	Path     []Hop    `json:"path"`
 	Steps    []Step   `json:"steps"`
+}
+
+// String renders the step on one line: "swap-server s2 -> 1.13.9",
+// "swap-clients dc1 wave 0 (2 clients) [c1, c2] -> 1.13.9",
+// "transfer-leader s1 => s2". The same text names steps in errors and
+// events.
+func (s Step) String() string {
+	var b strings.Builder
+	b.WriteString(string(s.Kind))
+	switch s.Kind {
+	case StepSwapClients:
+		fmt.Fprintf(&b, " %s wave %d (%d clients)", s.Datacenter, s.Wave, len(s.Nodes))
+		if len(s.Nodes) > 0 && len(s.Nodes) <= 3 {
+			fmt.Fprintf(&b, " [%s]", strings.Join(s.Nodes, ", "))
+		}
+	case StepTransferLeader:
+		fmt.Fprintf(&b, " %s => %s", s.Node, s.Target)
+		return b.String()
+	default:
+		if s.Node != "" {
+			b.WriteString(" " + s.Node)
+		}
+	}
+	if s.To != "" {
+		b.WriteString(" -> " + s.To)
+	}
+	return b.String()
+}
+
+// String renders the hop: "1.10.12 -> 1.12.9", with the rule that placed
+// the stepping stone when there is one: "0.5.0 -> 0.5.2 (<rule ID>)".
+func (h Hop) String() string {
+	s := h.From + " -> " + h.To
+	if h.Rule != "" {
+		s += " (" + h.Rule + ")"
+	}
+	return s
 }

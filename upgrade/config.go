@@ -1,12 +1,14 @@
 package upgrade
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
@@ -17,9 +19,13 @@ import (
 // real plan needs, small enough to stop a runaway loop.
 const DefaultMaxSteps = 10000
 
-// Config is what Run needs. Consul and Target are always required; Transport
-// and (unless Policy.NoSnapshot) Snapshot or SnapshotDC are required unless
-// DryRun.
+// DefaultClientConcurrencyPercent is the share of a client wave swapped at
+// once when Config.ClientConcurrency is 0.
+const DefaultClientConcurrencyPercent = 10
+
+// Config is what Run needs. Consul and Target (or Plan) are always
+// required; Transport and (unless Policy.NoSnapshot) Snapshot or
+// SnapshotDC are required unless DryRun.
 type Config struct {
 	// Consul answers the API calls (NewConsul over an *api.Client): an
 	// agent of the run's own datacenter, which also holds the lock.
@@ -42,13 +48,38 @@ type Config struct {
 	// make the run an Enterprise one (see planner.Policy.Enterprise).
 	Target string
 	// Policy is the operator's choice of strategy, order, waves, waivers.
+	// With Plan set, the plan's policy is used instead (Policy.Rules
+	// excepted: when set, they replace the plan's, whose When functions
+	// JSON cannot carry).
 	Policy planner.Policy
+	// Plan, when set, is the approved plan (planner.Plan's, as reviewed,
+	// e.g. read back from its JSON) and the run carries out only its
+	// steps: before each step, the step decided from the cluster observed
+	// just then must be the plan's next step that is not yet done in the
+	// cluster (steps done already, by an earlier run or by hand, are
+	// passed over, so a stopped run resumes). Anything else halts the run
+	// before the step touches anything, with a *PlanDivergedError; so
+	// does, at the start, an agent on a version the plan's path does not
+	// contain. Target may be "" (the plan's is used) or must be the
+	// plan's.
+	Plan *planner.UpgradePlan
+	// BeforeStep, when set, is asked before each step (after the step was
+	// decided and checked against Plan, before anything of it is touched):
+	// Approve carries it out, Skip ends the run cleanly before it
+	// (Result.Stopped), Abort or an error ends the run with an
+	// *AbortedError. The cluster is observed again after an approval that
+	// took a while, and a step that changed meanwhile is asked about again.
+	BeforeStep func(ctx context.Context, s StepInfo) (StepDecision, error)
 	// Snapshot opens the destination of each pre-hop snapshot (see
 	// SnapshotDir). Required unless Policy.NoSnapshot or DryRun.
 	Snapshot SnapshotFunc
 	// SnapshotDC, when set, is used instead of Snapshot: it opens the
 	// destination of each datacenter's pre-hop snapshot.
 	SnapshotDC SnapshotDCFunc
+	// BackupMaxAge is how old a backup recorded by an earlier run (see
+	// BackupRecord) may be and still count for the hop it was taken
+	// before (0: DefaultBackupMaxAge, 24h).
+	BackupMaxAge time.Duration
 	// OnEvent receives every event synchronously, in order.
 	OnEvent func(Event)
 	// Logger, if set, logs every event.
@@ -80,9 +111,14 @@ type Config struct {
 	// from the gate's own observations.
 	StabilizationTime time.Duration
 	// MaxSteps bounds the number of steps of a run (0: DefaultMaxSteps).
+	// A run that reaches it ends cleanly, as BeforeStep's Skip does
+	// (Result.Stopped, a nil error): MaxSteps 1 does one step at a time,
+	// and each run resumes where the last one stopped.
 	MaxSteps int
 	// ClientConcurrency bounds the swaps in flight within a client wave
-	// (0: the whole wave at once).
+	// (0: DefaultClientConcurrencyPercent of the wave, rounded up, at
+	// least 1: 20 at a time in a wave of 200). The wave's size itself is
+	// the policy's (planner.ClientPolicy).
 	ClientConcurrency int
 	// NoLock runs without the cluster-wide upgrade lock. By default a run
 	// whose Consul implements Locker (NewConsul's does) takes the lock
@@ -110,11 +146,23 @@ func (cfg Config) Validate() error {
 	if cfg.Consul == nil {
 		add("Consul", "", "is nil; pass upgrade.NewConsul(client) for an *api.Client")
 	}
+	if cfg.Plan != nil {
+		if err := cfg.Plan.Findings.Err(); err != nil {
+			add("Plan", "", fmt.Sprintf("was refused when it was made (%v); fix the findings and plan again", err))
+		}
+		if cfg.Target != "" && !planner.SameVersion(cfg.Target, cfg.Plan.Target) {
+			add("Target", strconv.Quote(cfg.Target), fmt.Sprintf("differs from the plan's target %s; leave Target empty or set it to the plan's", cfg.Plan.Target))
+		}
+	}
+	cfg = cfg.withPlan()
 	if _, err := planner.ParseVersion(cfg.Target); err != nil {
 		// The planner, this package and the transports share one parser,
 		// so a target refused anywhere is refused here, before the lock.
 		errs = append(errs, &ConfigError{Field: "Target", Value: strconv.Quote(cfg.Target),
 			Problem: versionProblem(err), Err: err})
+	}
+	if err := planner.CheckWaivers(cfg.Policy); err != nil {
+		errs = append(errs, &ConfigError{Field: "Policy.Waive", Value: strconv.Quote(strings.Join(cfg.Policy.Waive, ",")), Problem: err.Error(), Err: err})
 	}
 	if !cfg.DryRun {
 		if cfg.Transport == nil {
@@ -154,14 +202,34 @@ func (cfg Config) Validate() error {
 	if cfg.StabilizationTime < 0 {
 		add("StabilizationTime", cfg.StabilizationTime.String(), "is negative; use 0 for autopilot's (or the default 10s) or a positive duration")
 	}
+	if cfg.BackupMaxAge < 0 {
+		add("BackupMaxAge", cfg.BackupMaxAge.String(), "is negative; use 0 for the default (24h0m0s) or a positive duration")
+	}
 	if cfg.MaxSteps < 0 {
 		add("MaxSteps", fmt.Sprint(cfg.MaxSteps), fmt.Sprintf("is negative; use 0 for the default (%d) or a positive bound", DefaultMaxSteps))
 	}
 	if cfg.ClientConcurrency < 0 {
-		add("ClientConcurrency", fmt.Sprint(cfg.ClientConcurrency), "is negative; use 0 for the whole wave at once or a positive bound")
+		add("ClientConcurrency", fmt.Sprint(cfg.ClientConcurrency), "is negative; use 0 for the default (10% of each wave, at least 1) or a positive bound")
 	}
 	errs = append(errs, cfg.Features.validate()...)
 	return errors.Join(errs...)
+}
+
+// withPlan returns cfg with the approved plan's target (when Target is
+// empty) and policy (Rules excepted when cfg.Policy has some).
+func (cfg Config) withPlan() Config {
+	if cfg.Plan == nil {
+		return cfg
+	}
+	if cfg.Target == "" {
+		cfg.Target = cfg.Plan.Target
+	}
+	rules := cfg.Policy.Rules
+	cfg.Policy = cfg.Plan.Policy
+	if len(rules) > 0 {
+		cfg.Policy.Rules = rules
+	}
+	return cfg
 }
 
 // versionProblem is the parser's reason and fix, without the value (the

@@ -18,6 +18,39 @@
 //  5. On any failure, halt: never cascade. Optionally roll the failed node
 //     back and wait until the cluster is healthy again.
 //
+// # Approved plans, step by step
+//
+// Config.Plan ties a run to a reviewed plan (planner.Plan's UpgradePlan,
+// e.g. read back from the JSON that was reviewed; a dry run's Result.Plan
+// is the plan of the live cluster): before each step, the step decided from
+// the cluster observed just then must be the plan's next step that is not
+// yet done in the cluster, or the run halts before touching anything with a
+// *PlanDivergedError naming the step, the node, what the plan says and
+// what the cluster needs; the fix is to plan again and review. Steps already
+// done (by an earlier run, or by hand) are passed over, so a stopped run
+// resumes. Config.BeforeStep is asked before each step with its StepInfo
+// (index and total) and approves, skips (the run ends cleanly:
+// Result.Stopped and Result.Remaining, a nil error) or aborts
+// (*AbortedError). Config.MaxSteps ends a run cleanly the same way:
+// MaxSteps 1 goes one step per run.
+//
+// The backup taken before a hop is recorded in the KV store next to the
+// lock (BackupRecord at BackupKey, through the optional KVStore that
+// NewConsul's Consul implements), so a stepped or restarted run does not
+// take it again for the same hop (within Config.BackupMaxAge); a run that
+// reaches the target deletes the record.
+//
+// Embedders that run their own loop (Discover, planner.Next) carry out one
+// step with ExecuteStep: the same backup, swap, gate and rollback as Run.
+//
+// # Progress
+//
+// Every event about a step carries its Index and Total; a client wave
+// reports each client's swap (EventNodeSwapped, Event.Node). With
+// Config.Logger every event is also an slog record logged with the
+// caller's context, its detail as message and the attributes event, step,
+// step_index, step_total, node, condition, era and err.
+//
 // # One run at a time
 //
 // Before its first action a run takes the cluster-wide upgrade lock (the KV

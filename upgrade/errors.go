@@ -100,16 +100,6 @@ func (e *StuckError) Error() string {
 	return fmt.Sprintf("%s was chosen again after it succeeded: the observed cluster did not change (check that the transport really installs %s and that the agent reports it in its serf build tag)", stepString(e.Step), e.Step.To)
 }
 
-// StepLimitError reports a run that reached Config.MaxSteps without
-// finishing.
-type StepLimitError struct {
-	Max int
-}
-
-func (e *StepLimitError) Error() string {
-	return fmt.Sprintf("run took %d steps without reaching the target (max-steps: at most %d); raise Config.MaxSteps if the cluster is that large", e.Max, e.Max)
-}
-
 // ConfigError is one problem Config.Validate found.
 type ConfigError struct {
 	Field   string
@@ -127,26 +117,6 @@ func (e *ConfigError) Error() string {
 	return fmt.Sprintf("config %s: %s", e.Field, e.Problem)
 }
 
-// stepString renders a step for messages: "swap-server s2 -> 1.13.9".
-func stepString(s planner.Step) string {
-	var b strings.Builder
-	b.WriteString(string(s.Kind))
-	switch s.Kind {
-	case planner.StepSwapClients:
-		fmt.Fprintf(&b, " %s wave %d (%d clients)", s.Datacenter, s.Wave, len(s.Nodes))
-		if len(s.Nodes) > 0 && len(s.Nodes) <= 3 {
-			fmt.Fprintf(&b, " [%s]", strings.Join(s.Nodes, ", "))
-		}
-	case planner.StepTransferLeader:
-		fmt.Fprintf(&b, " %s => %s", s.Node, s.Target)
-		return b.String()
-	default:
-		if s.Node != "" {
-			b.WriteString(" " + s.Node)
-		}
-	}
-	if s.To != "" {
-		b.WriteString(" -> " + s.To)
-	}
-	return b.String()
-}
+// stepString renders a step for messages: "swap-server s2 -> 1.13.9" (see
+// planner.Step.String).
+func stepString(s planner.Step) string { return s.String() }

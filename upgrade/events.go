@@ -17,9 +17,12 @@ const (
 	EventGateWaiting   EventKind = "gate-waiting"   // a gate condition does not hold yet (once per change of reason)
 	EventStepDone      EventKind = "step-done"      // a step acted and its gate passed
 	EventSnapshotSaved EventKind = "snapshot-saved" // a snapshot was saved and verified
+	EventNodeSwapped   EventKind = "node-swapped"   // one client of a wave was swapped (Err set if its swap failed); Node names it
 	EventProvisioned   EventKind = "provisioned"    // a new server was provisioned (add-server); Step.Node names it
 	EventRolledBack    EventKind = "rolled-back"    // a failed node was rolled back and the cluster is healthy again
 	EventHalted        EventKind = "halted"         // the run stopped on an error
+	EventBackupRecord  EventKind = "backup-record"  // a backup record was found, written or could not be (Err); see BackupRecord
+	EventStopped       EventKind = "stopped"        // the run ended cleanly before a step (BeforeStep said skip, or MaxSteps)
 	EventDone          EventKind = "done"           // the cluster reached the target
 	EventLocked        EventKind = "locked"         // the run took the cluster-wide upgrade lock
 	EventUnlocked      EventKind = "unlocked"       // the run gave the lock back (Err set if it could not)
@@ -32,6 +35,12 @@ type Event struct {
 	Time time.Time
 	// Step is the step concerned (zero for run-started and done).
 	Step planner.Step
+	// Index and Total place Step in the run (see StepInfo); Total is 0
+	// when the event is not about a step.
+	Index, Total int
+	// Node is the node concerned when it is not the step's own: a client
+	// of a wave (node-swapped), or the node a gate waits on.
+	Node string
 	// Condition is the gate condition concerned (gate-waiting, and halted
 	// on a gate error).
 	Condition planner.GateCheck
@@ -50,32 +59,54 @@ type emitter struct {
 	log *slog.Logger
 }
 
-func (e emitter) emit(ev Event) {
+// emit delivers ev to the callback, then logs it with the caller's ctx:
+// the message is the event kind and its detail; the attributes are event,
+// step (the step's one-line form), step_index and step_total (1-based
+// index, when the event is about a step), node, condition, era and err
+// (the error value itself, at level error).
+func (e emitter) emit(ctx context.Context, ev Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
 	if e.on != nil {
 		e.on(ev)
 	}
-	if e.log != nil {
-		attrs := []slog.Attr{slog.String("event", string(ev.Kind))}
-		if ev.Step.Kind != "" {
-			attrs = append(attrs, slog.String("step", stepString(ev.Step)))
-		}
-		if ev.Condition != "" {
-			attrs = append(attrs, slog.String("condition", string(ev.Condition)))
-		}
-		if ev.Era != "" {
-			attrs = append(attrs, slog.String("era", string(ev.Era)))
-		}
-		if ev.Detail != "" {
-			attrs = append(attrs, slog.String("detail", ev.Detail))
-		}
-		level := slog.LevelInfo
-		if ev.Err != nil {
-			attrs = append(attrs, slog.String("err", ev.Err.Error()))
-			level = slog.LevelError
-		}
-		e.log.LogAttrs(context.Background(), level, "consul upgrade", attrs...)
+	if e.log == nil {
+		return
 	}
+	level := slog.LevelInfo
+	if ev.Err != nil {
+		level = slog.LevelError
+	}
+	if !e.log.Enabled(ctx, level) {
+		return
+	}
+	attrs := []slog.Attr{slog.String("event", string(ev.Kind))}
+	if ev.Step.Kind != "" {
+		attrs = append(attrs, slog.String("step", ev.Step.String()))
+	}
+	if ev.Total > 0 {
+		attrs = append(attrs, slog.Int("step_index", ev.Index+1), slog.Int("step_total", ev.Total))
+	}
+	node := ev.Node
+	if node == "" {
+		node = ev.Step.Node
+	}
+	if node != "" {
+		attrs = append(attrs, slog.String("node", node))
+	}
+	if ev.Condition != "" {
+		attrs = append(attrs, slog.String("condition", string(ev.Condition)))
+	}
+	if ev.Era != "" {
+		attrs = append(attrs, slog.String("era", string(ev.Era)))
+	}
+	if ev.Err != nil {
+		attrs = append(attrs, slog.Any("err", ev.Err))
+	}
+	msg := string(ev.Kind)
+	if ev.Detail != "" {
+		msg += ": " + ev.Detail
+	}
+	e.log.LogAttrs(ctx, level, msg, attrs...)
 }

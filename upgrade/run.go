@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,6 +49,14 @@ type Result struct {
 	Cluster planner.Cluster `json:"cluster"`
 	// Plan is the preview of a dry run (nil otherwise).
 	Plan *planner.UpgradePlan `json:"plan,omitempty"`
+	// Stopped is true when the run ended cleanly before reaching the
+	// target: Config.BeforeStep said Skip, or Config.MaxSteps steps were
+	// done. Run's error is then nil and nothing of the next step was
+	// touched; a new run resumes there.
+	Stopped bool `json:"stopped,omitempty"`
+	// Remaining are the steps left when Stopped: the approved plan's from
+	// the step not taken, else the plan of the cluster as last observed.
+	Remaining []planner.Step `json:"remaining,omitempty"`
 }
 
 // Run upgrades the cluster behind cfg.Consul to cfg.Target, one step at a
@@ -60,15 +69,108 @@ type Result struct {
 // until the cluster is healthy again; a server is not rolled back when
 // stopping it would leave the other voters without a quorum
 // (*RollbackRefusedError). A step chosen again right after it
-// succeeded halts with a *StuckError, and MaxSteps bounds the run
-// (*StepLimitError).
+// succeeded halts with a *StuckError.
+//
+// With cfg.Plan, only the approved plan's steps are carried out; a cluster
+// that diverged from it halts the run before the step with a
+// *PlanDivergedError. cfg.BeforeStep is asked before each step. A run that
+// reaches cfg.MaxSteps, or whose BeforeStep says Skip, ends cleanly: a nil
+// error and Result.Stopped, with the steps left in Result.Remaining; the
+// next run resumes there. Abort ends it with an *AbortedError.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res := &Result{}
 	if err := cfg.Validate(); err != nil {
 		return res, err
 	}
+	cfg = cfg.withPlan()
 	r := &runner{cfg: cfg, em: emitter{on: cfg.OnEvent, log: cfg.Logger}, res: res}
 	return res, r.run(ctx)
+}
+
+// ExecuteStep carries out one step the way Run does, for embedders that
+// drive planner.Next themselves (another orchestrator's loop): it observes
+// the cluster, takes the upgrade lock (unless cfg.NoLock) for the step's
+// duration, measures the baseline, acts (a verified backup, recorded as
+// Run records it; a server swap with the stop mode the step names; a
+// client wave with cfg.ClientConcurrency; a leadership transfer; an added
+// or retired server), and waits for the step's gate. A failed act or gate
+// returns a *HaltError, after a rollback when cfg.Rollback is set, exactly
+// as in Run.
+//
+// cfg is validated as for Run; Target may be "" (the step's To is used).
+// cfg.Plan, BeforeStep and MaxSteps do not apply: the caller chose the
+// step. A step naming a server that is not in the cluster is refused
+// before anything is touched. To decide steps the way Run does, set the
+// observed cluster's SnapshotVersion from ReadBackupRecord before calling
+// planner.Next, so a backup is not taken twice.
+func ExecuteStep(ctx context.Context, cfg Config, step planner.Step) (StepRecord, error) {
+	rec := StepRecord{Step: step}
+	if cfg.Target == "" && cfg.Plan == nil {
+		cfg.Target = step.To
+	}
+	if err := cfg.Validate(); err != nil {
+		return rec, err
+	}
+	cfg = cfg.withPlan()
+	cfg.Plan, cfg.BeforeStep = nil, nil
+	r := &runner{cfg: cfg, em: emitter{on: cfg.OnEvent, log: cfg.Logger}, res: &Result{}}
+	switch step.Kind {
+	case planner.StepSnapshot, planner.StepSwapServer, planner.StepTransferLeader, planner.StepSwapClients, planner.StepAddServer, planner.StepRetireServer:
+	default:
+		return rec, &HaltError{Step: step, Err: fmt.Errorf("step kind %q is not one that can be carried out (known: snapshot, swap-server, transfer-leader, swap-clients, add-server, retire-server)", step.Kind)}
+	}
+	c, err := r.observe(ctx)
+	if err != nil {
+		return rec, err
+	}
+	if err := stepNodesKnown(c, step); err != nil {
+		return rec, &HaltError{Step: step, Err: err}
+	}
+	if lk, ok := cfg.Consul.(Locker); ok && !cfg.NoLock {
+		lock, err := r.takeLock(ctx, lk)
+		if err != nil {
+			return rec, err
+		}
+		r.lock, r.lost = lock, lock.Lost
+		defer r.unlock(ctx)
+	}
+	if err := r.measure(ctx); err != nil {
+		return rec, err
+	}
+	rec, herr := r.do(ctx, c, step)
+	if herr != nil {
+		return rec, herr
+	}
+	return rec, nil
+}
+
+// stepNodesKnown refuses a step that names a server the cluster does not
+// have.
+func stepNodesKnown(c planner.Cluster, step planner.Step) error {
+	has := func(name string) bool {
+		return slices.ContainsFunc(c.Servers, func(s planner.Server) bool { return s.Name == name })
+	}
+	var names []string
+	switch step.Kind {
+	case planner.StepSwapServer, planner.StepRetireServer:
+		names = []string{step.Node}
+	case planner.StepTransferLeader:
+		names = []string{step.Node, step.Target}
+	}
+	for _, n := range names {
+		if !has(n) {
+			return fmt.Errorf("server %q of %s is not in the cluster (servers: %s); decide the step again from the cluster as it is (planner.Next)", n, step, serverNames(c))
+		}
+	}
+	return nil
+}
+
+func serverNames(c planner.Cluster) string {
+	var out []string
+	for _, s := range c.Servers {
+		out = append(out, s.Name)
+	}
+	return strings.Join(out, ", ")
 }
 
 type runner struct {
@@ -81,6 +183,19 @@ type runner struct {
 	snapshot string              // the version the last verified snapshot of this run was taken on
 	lock     *Lock               // held from the first action until the run ends
 	lost     <-chan struct{}
+	planAt   int // with Config.Plan: the index of the plan's first step not yet done by this run
+	idx      int // the current step's index (StepInfo.Index)
+	total    int // the current step's total (StepInfo.Total)
+	estimate int // without Config.Plan: the steps the plan at the start counted
+}
+
+// emit delivers ev, with the current step's index and total when it is
+// about a step.
+func (r *runner) emit(ctx context.Context, ev Event) {
+	if ev.Step.Kind != "" && ev.Step.Kind != planner.StepDone && ev.Total == 0 {
+		ev.Index, ev.Total = r.idx, r.total
+	}
+	r.em.emit(ctx, ev)
 }
 
 func (r *runner) takeLock(ctx context.Context, lk Locker) (*Lock, error) {
@@ -88,17 +203,23 @@ func (r *runner) takeLock(ctx context.Context, lk Locker) (*Lock, error) {
 	if key == "" {
 		key = DefaultLockKey
 	}
-	holder := r.cfg.LockHolder
-	if holder == "" {
-		host, _ := os.Hostname()
-		holder = fmt.Sprintf("consul-upgrade on %s, pid %d", host, os.Getpid())
-	}
+	holder := r.holder()
 	lock, err := lk.Lock(ctx, key, LockHolder{Holder: holder, Target: r.cfg.Target, Since: time.Now().UTC()})
 	if err != nil {
 		return nil, err
 	}
-	r.em.emit(Event{Kind: EventLocked, Detail: fmt.Sprintf("upgrade lock %s taken by %q", key, holder)})
+	r.emit(ctx, Event{Kind: EventLocked, Detail: fmt.Sprintf("upgrade lock %s taken by %q", key, holder)})
 	return lock, nil
+}
+
+// holder names the run: Config.LockHolder, or "consul-upgrade on <host>,
+// pid <pid>".
+func (r *runner) holder() string {
+	if r.cfg.LockHolder != "" {
+		return r.cfg.LockHolder
+	}
+	host, _ := os.Hostname()
+	return fmt.Sprintf("consul-upgrade on %s, pid %d", host, os.Getpid())
 }
 
 // unlock gives the lock back (once), even when ctx has ended.
@@ -111,10 +232,10 @@ func (r *runner) unlock(ctx context.Context) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := l.Release(rctx); err != nil {
-		r.em.emit(Event{Kind: EventUnlocked, Err: err, Detail: "the lock could not be given back; it expires with its session"})
+		r.emit(ctx, Event{Kind: EventUnlocked, Err: err, Detail: "the lock could not be given back; it expires with its session"})
 		return
 	}
-	r.em.emit(Event{Kind: EventUnlocked, Detail: "upgrade lock " + l.Key + " released"})
+	r.emit(ctx, Event{Kind: EventUnlocked, Detail: "upgrade lock " + l.Key + " released"})
 }
 
 func (r *runner) gateOptions(onWait func(cond planner.GateCheck, node, detail string)) GateOptions {
@@ -200,36 +321,38 @@ func (r *runner) measure(ctx context.Context) error {
 }
 
 func (r *runner) run(ctx context.Context) error {
-	r.em.emit(Event{Kind: EventRunStarted, Detail: "target " + r.cfg.Target})
+	r.emit(ctx, Event{Kind: EventRunStarted, Detail: "target " + r.cfg.Target})
 	c, err := r.observe(ctx)
 	if err != nil {
-		r.em.emit(Event{Kind: EventHalted, Err: err})
+		r.emit(ctx, Event{Kind: EventHalted, Err: err})
 		return err
 	}
 	r.res.Cluster = c
+	r.loadBackup(ctx)
 
 	if r.cfg.DryRun {
-		plan, err := planner.Plan(c, r.cfg.Target, r.cfg.Policy)
+		plan, err := planner.Plan(r.withSnapshot(c), r.cfg.Target, r.cfg.Policy)
 		r.res.Plan = plan
 		if err != nil {
-			r.em.emit(Event{Kind: EventHalted, Err: err})
+			r.emit(ctx, Event{Kind: EventHalted, Err: err})
 			return err
 		}
-		r.em.emit(Event{Kind: EventDone, Detail: fmt.Sprintf("dry run: %d step(s) planned, nothing touched", len(plan.Steps))})
+		r.emit(ctx, Event{Kind: EventDone, Detail: fmt.Sprintf("dry run: %d step(s) planned, nothing touched", len(plan.Steps))})
 		return nil
 	}
 
-	// Decide once before measuring anything, so that a refused plan returns
-	// having only read.
-	step, err := planner.Next(c, r.cfg.Target, r.cfg.Policy)
+	// Decide once before measuring anything, so that a refused plan (or a
+	// cluster that diverged from the approved one) returns having only
+	// read.
+	step, err := r.decideFirst(c)
 	if err != nil {
-		r.em.emit(Event{Kind: EventHalted, Err: err})
+		r.emit(ctx, Event{Kind: EventHalted, Step: step, Err: err})
 		return err
 	}
 	if lk, ok := r.cfg.Consul.(Locker); ok && !r.cfg.NoLock {
 		lock, err := r.takeLock(ctx, lk)
 		if err != nil {
-			r.em.emit(Event{Kind: EventHalted, Err: err})
+			r.emit(ctx, Event{Kind: EventHalted, Err: err})
 			return err
 		}
 		r.lock, r.lost = lock, lock.Lost
@@ -237,17 +360,24 @@ func (r *runner) run(ctx context.Context) error {
 		// Another run may have acted between the first look and the lock:
 		// look again, holding it.
 		if c, err = r.observe(ctx); err == nil {
-			step, err = planner.Next(c, r.cfg.Target, r.cfg.Policy)
+			r.res.Cluster = c
+			r.loadBackup(ctx)
+			step, err = r.decideFirst(c)
 		}
 		if err != nil {
-			r.em.emit(Event{Kind: EventHalted, Err: err})
+			r.unlock(ctx)
+			r.emit(ctx, Event{Kind: EventHalted, Step: step, Err: err})
 			return err
 		}
-		r.res.Cluster = c
 	}
 	if err = r.measure(ctx); err != nil {
-		r.em.emit(Event{Kind: EventHalted, Err: err})
+		r.emit(ctx, Event{Kind: EventHalted, Err: err})
 		return err
+	}
+	if r.cfg.Plan == nil {
+		if p, perr := planner.Plan(r.withSnapshot(c), r.cfg.Target, r.cfg.Policy); perr == nil {
+			r.estimate = len(p.Steps)
+		}
 	}
 
 	maxSteps := r.cfg.MaxSteps
@@ -259,38 +389,166 @@ func (r *runner) run(ctx context.Context) error {
 		if !first {
 			c, step, err = r.decideAfter(ctx, *prev)
 			if err != nil {
-				return r.halt(&HaltError{Step: *prev, Err: err})
+				return r.halt(ctx, &HaltError{Step: *prev, Err: err})
 			}
 		}
 		if step.Kind == planner.StepDone {
+			r.forgetBackup(ctx)
 			r.unlock(ctx)
-			r.em.emit(Event{Kind: EventDone, Step: step, Detail: fmt.Sprintf("%d step(s) done; every agent runs %s", len(r.res.Steps), r.cfg.Target)})
+			r.emit(ctx, Event{Kind: EventDone, Step: step, Detail: fmt.Sprintf("%d step(s) done; every agent runs %s", len(r.res.Steps), r.cfg.Target)})
 			return nil
 		}
 		if prev != nil && sameStep(*prev, step) {
-			return r.halt(&HaltError{Step: step, Err: &StuckError{Step: step}})
+			return r.halt(ctx, &HaltError{Step: step, Err: &StuckError{Step: step}})
+		}
+		if err := r.position(c, step); err != nil {
+			return r.halt(ctx, &HaltError{Step: step, Err: err})
 		}
 		select {
 		case <-r.lost:
-			return r.halt(&HaltError{Step: step, Err: fmt.Errorf("%w: its session was invalidated, so another run could now act on this cluster; nothing more is touched", ErrLockLost)})
+			return r.halt(ctx, &HaltError{Step: step, Err: fmt.Errorf("%w: its session was invalidated, so another run could now act on this cluster; nothing more is touched", ErrLockLost)})
 		default:
 		}
 		if len(r.res.Steps) >= maxSteps {
-			return r.halt(&HaltError{Step: step, Err: &StepLimitError{Max: maxSteps}})
+			return r.stop(ctx, c, step, fmt.Sprintf("stopped after %d step(s) (Config.MaxSteps); the next run resumes at step %d of %d: %s", len(r.res.Steps), r.idx+1, r.total, step))
+		}
+		if r.cfg.BeforeStep != nil {
+			var stop bool
+			c, step, stop, err = r.ask(ctx, c, step)
+			if stop || err != nil {
+				return err
+			}
 		}
 		rec, herr := r.do(ctx, c, step)
 		if herr != nil {
-			return r.halt(herr)
+			return r.halt(ctx, herr)
 		}
 		r.res.Steps = append(r.res.Steps, rec)
+		r.planAt = r.idx + 1
 		s := step
 		prev = &s
 	}
 }
 
-func (r *runner) halt(h *HaltError) error {
-	r.unlock(context.Background())
-	r.em.emit(Event{Kind: EventHalted, Step: h.Step, Condition: gateCondition(h.Err), Err: h})
+// decideFirst decides the first step of a run from c and, with an
+// approved plan, checks c and the step against it.
+func (r *runner) decideFirst(c planner.Cluster) (planner.Step, error) {
+	c = r.withSnapshot(c)
+	if r.cfg.Plan != nil {
+		if err := checkPlanStart(r.cfg.Plan, c, r.cfg.Target); err != nil {
+			return planner.Step{}, err
+		}
+	}
+	step, err := planner.Next(c, r.cfg.Target, r.cfg.Policy)
+	if err != nil || r.cfg.Plan == nil || step.Kind == planner.StepDone {
+		return step, err
+	}
+	_, err = matchPlan(r.cfg.Plan, 0, c, step)
+	return step, err
+}
+
+// withSnapshot is c with the version of the run's last verified backup.
+func (r *runner) withSnapshot(c planner.Cluster) planner.Cluster {
+	if r.snapshot != "" {
+		c.SnapshotVersion = r.snapshot
+	}
+	return c
+}
+
+// position sets r.idx and r.total for step: its index in the approved plan
+// (checking that it is the plan's next step not yet done), else the number
+// of steps this run has done.
+func (r *runner) position(c planner.Cluster, step planner.Step) error {
+	if p := r.cfg.Plan; p != nil {
+		i, err := matchPlan(p, r.planAt, r.withSnapshot(c), step)
+		if err != nil {
+			return err
+		}
+		r.idx, r.total = i, len(p.Steps)
+		return nil
+	}
+	r.idx = len(r.res.Steps)
+	r.total = max(r.estimate, r.idx+1)
+	return nil
+}
+
+// approvalReobserve is how long an approval may take before the cluster is
+// observed again and the step decided anew.
+const approvalReobserve = 10 * time.Second
+
+// ask asks Config.BeforeStep about step. It returns the cluster and the step
+// to carry out, or stop with the run's error (nil for a clean stop).
+func (r *runner) ask(ctx context.Context, c planner.Cluster, step planner.Step) (planner.Cluster, planner.Step, bool, error) {
+	for {
+		asked := time.Now()
+		info := StepInfo{Index: r.idx, Total: r.total, Step: step}
+		dec, err := r.cfg.BeforeStep(ctx, info)
+		switch {
+		case err == nil && dec == Skip:
+			return c, step, true, r.stop(ctx, c, step, fmt.Sprintf("stopped before step %d of %d (BeforeStep said skip): %s", r.idx+1, r.total, step))
+		case err == nil && dec == Approve:
+		case err == nil && dec == Abort:
+			return c, step, true, r.abort(ctx, &AbortedError{Index: r.idx, Total: r.total, Step: step})
+		case err == nil:
+			return c, step, true, r.abort(ctx, &AbortedError{Index: r.idx, Total: r.total, Step: step, Err: fmt.Errorf("BeforeStep returned %v, which is not Approve, Skip or Abort", dec)})
+		default:
+			return c, step, true, r.abort(ctx, &AbortedError{Index: r.idx, Total: r.total, Step: step, Err: err})
+		}
+		if time.Since(asked) < approvalReobserve {
+			return c, step, false, nil
+		}
+		// The approval took a while: the cluster may have moved.
+		c2, err := r.discover(ctx)
+		if err != nil {
+			return c, step, true, r.halt(ctx, &HaltError{Step: step, Err: fmt.Errorf("observe the cluster after the approval: %w", err)})
+		}
+		r.res.Cluster = c2
+		step2, err := planner.Next(r.withSnapshot(c2), r.cfg.Target, r.cfg.Policy)
+		if err != nil {
+			return c2, step, true, r.halt(ctx, &HaltError{Step: step, Err: fmt.Errorf("decide the step after the approval: %w", err)})
+		}
+		if sameStep(step, step2) {
+			return c2, step2, false, nil
+		}
+		if step2.Kind == planner.StepDone {
+			return c2, step2, true, r.stop(ctx, c2, step2, "the cluster reached the target while the step was being approved")
+		}
+		if err := r.position(c2, step2); err != nil {
+			return c2, step2, true, r.halt(ctx, &HaltError{Step: step2, Err: err})
+		}
+		c, step = c2, step2 // ask again about the new step
+	}
+}
+
+// stop ends the run cleanly before step: Result.Stopped, the steps left in
+// Result.Remaining, the lock given back, a stopped event.
+func (r *runner) stop(ctx context.Context, c planner.Cluster, step planner.Step, why string) error {
+	r.res.Stopped = true
+	switch {
+	case step.Kind == planner.StepDone:
+	case r.cfg.Plan != nil:
+		r.res.Remaining = slices.Clone(r.cfg.Plan.Steps[r.idx:])
+	default:
+		if p, err := planner.Plan(r.withSnapshot(c), r.cfg.Target, r.cfg.Policy); err == nil {
+			r.res.Remaining = p.Steps
+		} else {
+			r.res.Remaining = []planner.Step{step}
+		}
+	}
+	r.unlock(ctx)
+	r.emit(ctx, Event{Kind: EventStopped, Step: step, Detail: why})
+	return nil
+}
+
+func (r *runner) abort(ctx context.Context, e *AbortedError) error {
+	r.unlock(ctx)
+	r.emit(ctx, Event{Kind: EventHalted, Step: e.Step, Err: e})
+	return e
+}
+
+func (r *runner) halt(ctx context.Context, h *HaltError) error {
+	r.unlock(ctx)
+	r.emit(ctx, Event{Kind: EventHalted, Step: h.Step, Condition: gateCondition(h.Err), Err: h})
 	return h
 }
 
@@ -331,7 +589,7 @@ func (r *runner) decideAfter(ctx context.Context, prev planner.Step) (planner.Cl
 			}
 			return c, step, nil
 		}
-		r.em.emit(Event{Kind: EventGateWaiting, Step: prev, Detail: fmt.Sprintf("the plan is refused right after the step; observing again for up to %s: %v", refusalSettle, err)})
+		r.emit(ctx, Event{Kind: EventGateWaiting, Step: prev, Detail: fmt.Sprintf("the plan is refused right after the step; observing again for up to %s: %v", refusalSettle, err)})
 		if !sleepCtx(ctx, 2*time.Second) {
 			return c, step, fmt.Errorf("decide the step after: %w", errors.Join(err, ctx.Err()))
 		}
@@ -378,7 +636,7 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 	if err := r.canGate(step); err != nil {
 		return rec, &HaltError{Step: step, Err: err} // before acting: nothing is touched
 	}
-	r.em.emit(Event{Kind: EventStepStarted, Step: step, Detail: step.Reason})
+	r.emit(ctx, Event{Kind: EventStepStarted, Step: step, Detail: step.Reason})
 
 	var failed []string
 	var err error
@@ -389,6 +647,7 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 			own := rec.Snapshots[r.ownDC]
 			rec.Snapshot = &own
 			r.snapshot = step.From
+			r.recordBackup(ctx, rec)
 		}
 	case planner.StepSwapServer:
 		err = r.cfg.Transport.Swap(ctx, transport.SwapRequest{
@@ -403,7 +662,7 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		node, err = r.provision(ctx, step)
 		if node != "" {
 			step.Node, rec.Step.Node = node, node // the gate and the record name the new server
-			r.em.emit(Event{Kind: EventProvisioned, Step: step, Detail: fmt.Sprintf("new server %s provisioned on %s", node, step.To)})
+			r.emit(ctx, Event{Kind: EventProvisioned, Step: step, Detail: fmt.Sprintf("new server %s provisioned on %s", node, step.To)})
 		}
 	case planner.StepRetireServer:
 		err = r.retire(ctx, step)
@@ -420,7 +679,7 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 
 	var era Era
 	opt := r.gateOptions(func(cond planner.GateCheck, node, detail string) {
-		r.em.emit(Event{Kind: EventGateWaiting, Step: step, Condition: cond, Era: era, Detail: detail})
+		r.emit(ctx, Event{Kind: EventGateWaiting, Step: step, Node: node, Condition: cond, Era: era, Detail: detail})
 	})
 	opt.OnEra = func(e Era) { era = e }
 	opt.Since = time.Now() // the swapped agent has just started: stability counts from here
@@ -437,7 +696,7 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 	if era != "" {
 		detail += " (" + era.Checks() + ")"
 	}
-	r.em.emit(Event{Kind: EventStepDone, Step: step, Era: era, Detail: detail})
+	r.emit(ctx, Event{Kind: EventStepDone, Step: step, Era: era, Detail: detail})
 	return rec, nil
 }
 
@@ -463,7 +722,7 @@ func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string
 			if info.Reread {
 				reread = "read back and verified"
 			}
-			r.em.emit(Event{Kind: EventSnapshotSaved, Step: step, Detail: fmt.Sprintf("%slogical backup of %s (%s has no snapshot API): %d keys, %d ACL tokens at index %d, sha256 %s, %s; it cannot restore %s",
+			r.emit(ctx, Event{Kind: EventSnapshotSaved, Step: step, Detail: fmt.Sprintf("%slogical backup of %s (%s has no snapshot API): %d keys, %d ACL tokens at index %d, sha256 %s, %s; it cannot restore %s",
 				where, step.From, step.From, info.Keys, info.ACLTokens, info.Index, info.SHA256, reread, planner.LogicalBackupOmits)})
 			continue
 		}
@@ -472,7 +731,7 @@ func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string
 			return out, fmt.Errorf("%s%w", where, err)
 		}
 		out[dc] = info
-		r.em.emit(Event{Kind: EventSnapshotSaved, Step: step, Detail: fmt.Sprintf("%ssnapshot of %s verified: raft index %d, term %d, state.bin %d bytes", where, step.From, info.Index, info.Term, info.StateSize)})
+		r.emit(ctx, Event{Kind: EventSnapshotSaved, Step: step, Detail: fmt.Sprintf("%ssnapshot of %s verified: raft index %d, term %d, state.bin %d bytes", where, step.From, info.Index, info.Term, info.StateSize)})
 	}
 	return out, nil
 }
@@ -506,13 +765,22 @@ func (r *runner) openSnapshot(dc, version string) (io.WriteCloser, error) {
 	return w, err
 }
 
-// swapClients swaps a wave with bounded concurrency. After the first failure
-// no new swap is started; swaps in flight are let finish.
-func (r *runner) swapClients(ctx context.Context, c planner.Cluster, step planner.Step) ([]string, error) {
-	n := r.cfg.ClientConcurrency
-	if n <= 0 || n > len(step.Nodes) {
-		n = len(step.Nodes)
+// clientConcurrency is the bound of swaps in flight in a wave of size
+// wave: Config.ClientConcurrency, else DefaultClientConcurrencyPercent of
+// the wave (rounded up, at least 1).
+func clientConcurrency(cfg int, wave int) int {
+	n := cfg
+	if n <= 0 {
+		n = (wave*DefaultClientConcurrencyPercent + 99) / 100
 	}
+	return max(min(n, wave), 1)
+}
+
+// swapClients swaps a wave with bounded concurrency, reporting each
+// client's swap (node-swapped). After the first failure no new swap is
+// started; swaps in flight are let finish.
+func (r *runner) swapClients(ctx context.Context, c planner.Cluster, step planner.Step) ([]string, error) {
+	n := clientConcurrency(r.cfg.ClientConcurrency, len(step.Nodes))
 	from := map[string]string{}
 	for _, cl := range c.Clients {
 		from[cl.Name] = cl.Version
@@ -523,7 +791,8 @@ func (r *runner) swapClients(ctx context.Context, c planner.Cluster, step planne
 		errs   []error
 		wg     sync.WaitGroup
 	)
-	sem := make(chan struct{}, max(n, 1))
+	sem := make(chan struct{}, n)
+	swapped := 0
 	for _, node := range step.Nodes {
 		sem <- struct{}{}
 		mu.Lock()
@@ -545,12 +814,16 @@ func (r *runner) swapClients(ctx context.Context, c planner.Cluster, step planne
 				Node: node, Role: transport.RoleClient, From: v, To: step.To,
 				StopMode: transport.StopMode(step.StopMode),
 			})
+			mu.Lock()
+			defer mu.Unlock()
 			if err != nil {
-				mu.Lock()
 				failed = append(failed, node)
 				errs = append(errs, err)
-				mu.Unlock()
+				r.emit(ctx, Event{Kind: EventNodeSwapped, Step: step, Node: node, Err: err, Detail: fmt.Sprintf("client %s: swap %s -> %s failed; no new swap of the wave is started", node, orUnknown(v), step.To)})
+				return
 			}
+			swapped++
+			r.emit(ctx, Event{Kind: EventNodeSwapped, Step: step, Node: node, Detail: fmt.Sprintf("client %s swapped %s -> %s (%d of %d in the wave)", node, orUnknown(v), step.To, swapped, len(step.Nodes))})
 		}()
 	}
 	wg.Wait()
@@ -575,13 +848,13 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 		if step.Kind == planner.StepSwapServer {
 			if qerr := quorumWithout(ctx, r.consul(step.Datacenter), node); qerr != nil {
 				h.RollbackErr = qerr
-				r.em.emit(Event{Kind: EventRolledBack, Step: step, Detail: "rollback of " + node + " refused", Err: qerr})
+				r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: "rollback of " + node + " refused", Err: qerr})
 				return h
 			}
 		}
 		if rerr := rb.Rollback(ctx, node); rerr != nil {
 			h.RollbackErr = fmt.Errorf("roll back %s: %w", node, rerr)
-			r.em.emit(Event{Kind: EventRolledBack, Step: step, Detail: "rollback of " + node + " failed", Err: h.RollbackErr})
+			r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: "rollback of " + node + " failed", Err: h.RollbackErr})
 			return h
 		}
 	}
@@ -596,15 +869,15 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 		check.Gate = []planner.GateCheck{planner.GateSerfAlive}
 	}
 	if gerr := Gate(ctx, r.consul(step.Datacenter), check, r.baseline(step.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
-		r.em.emit(Event{Kind: EventGateWaiting, Step: check, Condition: cond, Detail: "after rollback: " + detail})
+		r.emit(ctx, Event{Kind: EventGateWaiting, Step: check, Node: node, Condition: cond, Detail: "after rollback: " + detail})
 	})); gerr != nil {
 		h.RollbackErr = fmt.Errorf("rolled back %v but the cluster did not become healthy: %w", failed, gerr)
-		r.em.emit(Event{Kind: EventRolledBack, Step: step, Detail: "cluster not healthy after rollback", Err: h.RollbackErr})
+		r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: "cluster not healthy after rollback", Err: h.RollbackErr})
 		return h
 	}
 	h.RolledBack = true
 	h.RolledBackNodes = failed
-	r.em.emit(Event{Kind: EventRolledBack, Step: step, Detail: fmt.Sprintf("rolled back %v; leader known and the node(s) healthy again", failed)})
+	r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: fmt.Sprintf("rolled back %v; leader known and the node(s) healthy again", failed)})
 	return h
 }
 
@@ -673,21 +946,21 @@ func (r *runner) failAdd(ctx context.Context, h *HaltError) *HaltError {
 	}
 	if err := p.Retire(ctx, node); err != nil {
 		h.RollbackErr = fmt.Errorf("retire the new server %s again: %w", node, err)
-		r.em.emit(Event{Kind: EventRolledBack, Step: h.Step, Detail: "retiring the new server " + node + " failed", Err: h.RollbackErr})
+		r.emit(ctx, Event{Kind: EventRolledBack, Step: h.Step, Detail: "retiring the new server " + node + " failed", Err: h.RollbackErr})
 		return h
 	}
 	check := h.Step
 	check.Gate = []planner.GateCheck{planner.GateLeaderKnown, planner.GateRemoved}
 	if gerr := Gate(ctx, r.consul(check.Datacenter), check, r.baseline(check.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
-		r.em.emit(Event{Kind: EventGateWaiting, Step: check, Condition: cond, Detail: "after retiring the new server: " + detail})
+		r.emit(ctx, Event{Kind: EventGateWaiting, Step: check, Node: node, Condition: cond, Detail: "after retiring the new server: " + detail})
 	})); gerr != nil {
 		h.RollbackErr = fmt.Errorf("retired the new server %s but the cluster did not settle: %w", node, gerr)
-		r.em.emit(Event{Kind: EventRolledBack, Step: h.Step, Detail: "cluster not settled after retiring the new server", Err: h.RollbackErr})
+		r.emit(ctx, Event{Kind: EventRolledBack, Step: h.Step, Detail: "cluster not settled after retiring the new server", Err: h.RollbackErr})
 		return h
 	}
 	h.RolledBack = true
 	h.RolledBackNodes = []string{node}
-	r.em.emit(Event{Kind: EventRolledBack, Step: h.Step, Detail: fmt.Sprintf("retired the new server %s again; leader known and %s out of the raft configuration", node, node)})
+	r.emit(ctx, Event{Kind: EventRolledBack, Step: h.Step, Detail: fmt.Sprintf("retired the new server %s again; leader known and %s out of the raft configuration", node, node)})
 	return h
 }
 

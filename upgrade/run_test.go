@@ -116,7 +116,8 @@ func TestRunReportsEventsInOrder(t *testing.T) {
 		if len(k) < 4 || k[0] != EventRunStarted || k[1] != EventLocked || k[len(k)-2] != EventUnlocked || k[len(k)-1] != EventDone {
 			t.Fatalf("events %v should start with run-started, locked and end with unlocked, done", k)
 		}
-		// Between them: step-started, [snapshot-saved], step-done, per step.
+		// Between them: step-started, [snapshot-saved, backup-record],
+		// step-done, per step.
 		steps := 0
 		for i := 2; i < len(k)-2; {
 			if k[i] != EventStepStarted {
@@ -124,6 +125,10 @@ func TestRunReportsEventsInOrder(t *testing.T) {
 			}
 			i++
 			if k[i] == EventSnapshotSaved {
+				i++
+				if k[i] != EventBackupRecord {
+					t.Fatalf("event %d is %s, want backup-record after the snapshot (events %v)", i, k[i], k)
+				}
 				i++
 			}
 			if k[i] != EventStepDone {
@@ -279,17 +284,26 @@ func TestRunDryRunReturnsThePlanAndTouchesNothing(t *testing.T) {
 	})
 }
 
-func TestRunStopsAtMaxSteps(t *testing.T) {
+func TestRunEndsCleanlyAtMaxSteps(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRunRig(t, 3, 0)
 		r.cfg.MaxSteps = 2
 		res, err := Run(t.Context(), r.cfg)
-		var le *StepLimitError
-		if !errors.As(err, &le) || le.Max != 2 {
-			t.Fatalf("err = %v, want *StepLimitError{Max: 2}", err)
+		if err != nil {
+			t.Fatalf("err = %v, want nil: reaching MaxSteps ends a run cleanly", err)
 		}
-		if len(res.Steps) != 2 {
-			t.Errorf("%d steps done, want 2", len(res.Steps))
+		if len(res.Steps) != 2 || !res.Stopped {
+			t.Errorf("%d steps done, stopped %v; want 2 and stopped", len(res.Steps), res.Stopped)
+		}
+		// snapshot, s2, s3, s1: two done, two left.
+		if len(res.Remaining) != 2 || res.Remaining[1].Node != "s1" {
+			t.Errorf("remaining %v, want the two server swaps left, the leader s1 last", res.Remaining)
+		}
+		if n := len(r.tr.swapped()); n != 1 {
+			t.Errorf("%d swaps, want 1 (the snapshot and one server)", n)
+		}
+		if k := r.kinds(); k[len(k)-1] != EventStopped || k[len(k)-2] != EventUnlocked {
+			t.Errorf("events %v should end with unlocked, stopped", k)
 		}
 	})
 }

@@ -148,7 +148,8 @@ type SnapshotDCFunc func(datacenter, version string) (io.WriteCloser, error)
 // SnapshotDir returns a SnapshotFunc that writes each snapshot to a new file
 // in dir, named consul-<version>-<UTC time>.snap. The file is written under a
 // .part name and renamed on Close, so a file with the final name is complete;
-// an archive that fails verification is removed.
+// an archive that fails verification is removed. dir (and its parents) is
+// created, with mode 0700, when it does not exist.
 //
 // In a run that observes several datacenters (Config.Datacenters), Run saves
 // one snapshot per datacenter and names each file with its datacenter:
@@ -157,6 +158,9 @@ func SnapshotDir(dir string) SnapshotFunc {
 	return func(version string) (io.WriteCloser, error) {
 		rest := fmt.Sprintf("%s-%s.snap", safeName(version), time.Now().UTC().Format("20060102T150405.000Z"))
 		final := filepath.Join(dir, "consul-"+rest)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("snapshot dir %s: %w", dir, err)
+		}
 		f, err := os.OpenFile(final+".part", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot dir %s: %w", dir, err)

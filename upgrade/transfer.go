@@ -79,7 +79,7 @@ func (r *runner) transferLeader(ctx context.Context, step planner.Step) error {
 			return te
 		}
 		te.Attempts++
-		r.em.emit(Event{Kind: EventGateWaiting, Step: step, Condition: planner.GateLeaderKnown,
+		r.emit(ctx, Event{Kind: EventGateWaiting, Step: step, Condition: planner.GateLeaderKnown,
 			Detail: fmt.Sprintf("asking %s to hand leadership to %s (raft id %s), attempt %d of %d", orUnknown(leader), step.Target, id, te.Attempts, transferAttempts)})
 		if err := c.TransferLeader(ctx, id); err != nil {
 			te.Err = err

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
@@ -21,23 +20,22 @@ import (
 var (
 	testTransport   transport.Transport
 	stdin           io.Reader = os.Stdin
-	stdinIsTerminal           = func() bool {
-		fi, err := os.Stdin.Stat()
-		return err == nil && fi.Mode()&os.ModeCharDevice != 0
-	}
+	stdinIsTerminal           = func() bool { return isTerminal(os.Stdin) }
 )
 
 const applyHelp = `Carries out a saved plan (consul-upgrade plan -out FILE), one step at a time.
 
-Before each step the live cluster is observed again and the step the planner
-chooses for it must be the plan's next step; otherwise apply stops with exit
-code 3 and touches nothing. On a terminal, apply asks before each step
+Before each step the live cluster is observed again and the step it needs
+must be the plan's next step not yet done; otherwise apply stops with exit
+code 3 before touching that step. On a terminal, apply asks before each step
 (y: carry it out, n: stop here) unless -yes. Without a terminal, pass -yes
 (every step) or -step (one step: running the command is the approval).
 -step carries out exactly one step and exits 0; run it again for the next.
 
-Snapshots are saved in -snapshot-dir; a verified snapshot there, saved after
-the plan file, covers its hop, so a stepped run does not take it again.
+Snapshots are saved in -snapshot-dir; the run records each verified backup in
+the KV store next to the upgrade lock, so a stepped or restarted apply does not
+take the hop's backup again. The lock is held from before the first step to the end
+of the command.
 `
 
 func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -57,7 +55,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	rollback := fs.Bool("rollback", false, "put a node whose swap or gate failed back on its old binary (the transport must support it)")
 	gateTimeout := fs.Duration("gate-timeout", 0, "bound on each gate (default 5m)")
 	stab := fs.Duration("stabilization", 0, "how long a swapped server must be seen healthy (default: autopilot's ServerStabilizationTime)")
-	conc := fs.Int("client-concurrency", 0, "swaps in flight within a client wave (default: the whole wave)")
+	conc := fs.Int("client-concurrency", 0, "swaps in flight within a client wave (default: 10% of the wave, at least 1)")
 	serverPort := fs.Int("server-http-port", 8500, "HTTP `PORT` of every server, for the gates of eras without autopilot health (0: none)")
 	lockKey := fs.String("lock-key", "", "KV `KEY` of the upgrade lock (default "+upgrade.DefaultLockKey+")")
 	fs.Usage = func() {
@@ -85,11 +83,6 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		return fail(stderr, "apply", err)
 	}
-	fi, err := os.Stat(*planFile)
-	if err != nil {
-		return fail(stderr, "apply", usagef("-plan: %v", err))
-	}
-	planTime := fi.ModTime().UnixNano()
 	tr := testTransport
 	if tr == nil {
 		if tr, err = loadTransport(*invFile, *kind, splitList(*knownHosts), *sshKey, *sshAgent); err != nil {
@@ -109,80 +102,88 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if interactive {
 		answers = bufio.NewReader(stdin)
 	}
-	for {
-		pr, err := locate(ctx, consul, plan, *planFile, *snapDir, planTime)
-		if err != nil {
-			var de *divergedError
-			if errors.As(err, &de) {
-				rep.diverged(err)
-				fmt.Fprintf(stderr, "consul-upgrade apply: %v\n", err)
-				return exitDiverged
+	declined := false
+	cfg := upgrade.Config{
+		Consul:            consul,
+		Transport:         tr,
+		Target:            plan.Target,
+		Policy:            plan.Policy,
+		Plan:              plan,
+		Snapshot:          upgrade.SnapshotDir(*snapDir),
+		OnEvent:           rep.event,
+		Rollback:          *rollback,
+		GateTimeout:       *gateTimeout,
+		StabilizationTime: *stab,
+		ClientConcurrency: *conc,
+		LockKey:           *lockKey,
+		LockHolder:        lockHolder(),
+		BeforeStep: func(ctx context.Context, s upgrade.StepInfo) (upgrade.StepDecision, error) {
+			rep.setIndex(s.Index)
+			if !interactive {
+				return upgrade.Approve, nil
 			}
-			return fail(stderr, "apply", err)
-		}
-		if pr.Next.Kind == planner.StepDone {
-			rep.finished(plan.Target)
-			return exitOK
-		}
-		want := pr.Next
-		rep.index = pr.Done
-		if interactive {
-			fmt.Fprintf(stderr, "Step %d of %d: %s\n  why: %s\nCarry it out? [y/N] ", pr.Done+1, len(plan.Steps), stepText(want), want.Reason)
-			line, _ := answers.ReadString('\n')
-			if a := strings.ToLower(strings.TrimSpace(line)); a != "y" && a != "yes" {
-				fmt.Fprintf(stderr, "Stopped before step %d of %d; nothing more was touched. Run apply again to go on.\n", pr.Done+1, len(plan.Steps))
-				return exitUsage
+			fmt.Fprintf(stderr, "Step %d of %d: %s\n  why: %s\nCarry it out? [y/N] ", s.Index+1, s.Total, stepText(s.Step), s.Step.Reason)
+			line, err := readAnswer(ctx, answers)
+			if ctx.Err() != nil {
+				fmt.Fprintln(stderr)
+				return upgrade.Abort, ctx.Err()
 			}
-		}
-		cfg := upgrade.Config{
-			Consul:            consul,
-			Transport:         tr,
-			Target:            plan.Target,
-			Policy:            plan.Policy,
-			Snapshot:          upgrade.SnapshotDir(*snapDir),
-			OnEvent:           rep.event,
-			Rollback:          *rollback,
-			GateTimeout:       *gateTimeout,
-			StabilizationTime: *stab,
-			MaxSteps:          1,
-			ClientConcurrency: *conc,
-			LockKey:           *lockKey,
-			LockHolder:        lockHolder(),
-		}
-		if *serverPort > 0 {
-			cfg.ServerAPI = upgrade.ServerHTTP(*serverPort)
-		}
-		if pr.SnapshotVersion != "" && want.Kind != planner.StepSnapshot {
-			// This hop's snapshot is saved and verified in snapDir: the
-			// runner (which cannot be told) must not take it again.
-			cfg.Policy.NoSnapshot = true
-		}
-		res, err := upgrade.Run(ctx, cfg)
-		var limit *upgrade.StepLimitError
-		stepped := err != nil && errors.As(err, &limit) && len(res.Steps) == 1
-		if err != nil && !stepped {
-			rep.halted(err)
-			return fail(stderr, "apply", err)
-		}
-		if len(res.Steps) > 0 && !sameStep(res.Steps[0].Step, want) {
-			err := &divergedError{planFile: *planFile, want: stepText(want), got: stepText(res.Steps[0].Step)}
-			fmt.Fprintf(stderr, "consul-upgrade apply: after the fact: %v\n", err)
-			return exitDiverged
-		}
-		if !stepped {
-			// Run reached the target.
-			rep.finished(plan.Target)
-			return exitOK
-		}
-		if *step {
-			if pr.Done+1 < len(plan.Steps) {
-				rep.line("Stepped: %d of %d step(s) done. Next: %s (consul-upgrade apply -plan %s -step)", pr.Done+1, len(plan.Steps), stepText(plan.Steps[pr.Done+1]), *planFile)
+			if a := strings.ToLower(strings.TrimSpace(line)); a == "y" || a == "yes" {
+				return upgrade.Approve, nil
 			}
-			return exitOK
+			if err != nil && line == "" {
+				fmt.Fprintln(stderr)
+			}
+			declined = true
+			return upgrade.Skip, nil
+		},
+	}
+	if *step {
+		cfg.MaxSteps = 1
+	}
+	if *serverPort > 0 {
+		cfg.ServerAPI = upgrade.ServerHTTP(*serverPort)
+	}
+	res, err := upgrade.Run(ctx, cfg)
+	var de *upgrade.PlanDivergedError
+	switch {
+	case errors.As(err, &de):
+		rep.diverged(err)
+		fmt.Fprintf(stderr, "consul-upgrade apply: %v\nPlan again (consul-upgrade plan -out %s), review, and apply the new plan.\n", err, *planFile)
+		return exitDiverged
+	case err != nil:
+		rep.halted(err)
+		return fail(stderr, "apply", err)
+	case declined:
+		fmt.Fprintf(stderr, "Stopped before step %d of %d as you answered; nothing of it was touched. Run apply again to go on.\n", len(plan.Steps)-len(res.Remaining)+1, len(plan.Steps))
+		return exitUsage
+	case res.Stopped:
+		if len(res.Remaining) > 0 {
+			rep.line("Stepped: %d of %d step(s) done. Next: %s (run apply -step again)", len(plan.Steps)-len(res.Remaining), len(plan.Steps), stepText(res.Remaining[0]))
 		}
-		if ctx.Err() != nil {
-			return fail(stderr, "apply", ctx.Err())
-		}
+		return exitOK
+	}
+	rep.finished(plan.Target)
+	return exitOK
+}
+
+// readAnswer reads one line, or gives up when ctx ends (Ctrl-C at the
+// prompt: signal.NotifyContext keeps the signal from killing the process).
+func readAnswer(ctx context.Context, r *bufio.Reader) (string, error) {
+	type answer struct {
+		line string
+		err  error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		line, err := r.ReadString('\n')
+		ch <- answer{line, err}
+	}()
+	select {
+	case a := <-ch:
+		return a.line, a.err
+	case <-ctx.Done():
+		return "", ctx.Err()
 	}
 }
 

@@ -31,7 +31,8 @@ const exitCodesHelp = `Exit codes:
   0  done: the plan was printed, the step(s) asked for were carried out, or
      the cluster already runs the target
   1  halted: a step or its gate failed (the run stopped; nothing after the
-     failed step was touched), Consul could not be reached, or Ctrl-C
+     failed step was touched), the upgrade lock was lost, Consul could not
+     be reached, or Ctrl-C
   2  usage or refused: bad flags or files, a plan refused by its findings,
      the upgrade lock held by another run, or the operator answered no;
      nothing in the cluster was touched

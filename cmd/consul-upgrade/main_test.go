@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/transporttest"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
@@ -212,11 +214,11 @@ func TestPlanApplyStepStatusApplyAgainstASimulatedCluster(t *testing.T) {
 			}
 		}
 
-		code, out, stderr = cli(t, "status", "-plan", planFile, "-snapshot-dir", snaps)
+		code, out, stderr = cli(t, "status", "-plan", planFile)
 		if code != exitOK {
 			t.Fatalf("status: exit %d: %s", code, stderr)
 		}
-		for _, want := range []string{"Lock: free", "2 of 6 step(s) done", "Next: step 3 of 6: swap-server s3", "s2           1.13.9"} {
+		for _, want := range []string{"Lock: free", "Backup: taken on 1.12.9", "2 of 6 step(s) done", "Next: step 3 of 6: swap-server s3", "s2           1.13.9"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("status lacks %q:\n%s", want, out)
 			}
@@ -233,7 +235,7 @@ func TestPlanApplyStepStatusApplyAgainstASimulatedCluster(t *testing.T) {
 			if err := json.Unmarshal([]byte(line), &last); err != nil {
 				t.Fatalf("-output json line %q: %v", line, err)
 			}
-			if last["event"] == "node-done" {
+			if last["event"] == "node-swapped" {
 				nodeDone++
 			}
 		}
@@ -266,7 +268,7 @@ func TestApplyRefusesACLusterThatDivergedFromThePlan(t *testing.T) {
 			t.Fatal(err)
 		}
 		code, _, stderr := cli(t, "apply", "-plan", planFile, "-yes", "-snapshot-dir", filepath.Join(dir, "s"))
-		if code != exitDiverged || !strings.Contains(stderr, "diverged from the plan") {
+		if code != exitDiverged || !strings.Contains(stderr, "diverged from the approved plan") {
 			t.Errorf("exit %d, stderr %q; want 3 and the divergence", code, stderr)
 		}
 		if s := swaps(fake); len(s) != 0 {
@@ -345,6 +347,76 @@ func TestStatusShowsTheLockHolder(t *testing.T) {
 		var rep statusReport
 		if code != exitOK || json.Unmarshal([]byte(out), &rep) != nil || rep.Lock == nil || rep.Lock.Holder != "ops on bastion" {
 			t.Errorf("status -output json: exit %d, %q", code, out)
+		}
+	})
+}
+
+// A lock lost during a step (an election can invalidate its session) halts
+// the run before the next step with exit 1; the next apply locks again and
+// resumes where the plan stands.
+func TestApplyHaltsOnALostLockAndTheNextApplyResumes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim := newSim(3, 0)
+		fake := withSim(t, sim)
+		mirror := fake.OnSwap
+		fake.OnSwap = func(req transport.SwapRequest) {
+			mirror(req)
+			if req.Node == "s3" {
+				for _, id := range sim.Sessions() {
+					sim.InvalidateSession(id)
+				}
+			}
+		}
+		dir := t.TempDir()
+		planFile := filepath.Join(dir, "plan.json")
+		if code, _, stderr := cli(t, "plan", "-to", "1.13.9", "-no-snapshot", "-out", planFile); code != exitOK {
+			t.Fatalf("plan: exit %d: %s", code, stderr)
+		}
+		code, out, stderr := cli(t, "apply", "-plan", planFile, "-yes")
+		if code != exitHalted || !strings.Contains(stderr, "upgrade lock lost") || !strings.Contains(out, "Halted at step 3 of 3") {
+			t.Fatalf("exit %d\n%s\n%s\nwant 1 and the lost lock before step 3", code, out, stderr)
+		}
+		if s := swaps(fake); strings.Join(s, ",") != "s2,s3" {
+			t.Errorf("swaps %v after the lost lock, want s2,s3", s)
+		}
+		fake.OnSwap = mirror
+		code, out, stderr = cli(t, "apply", "-plan", planFile, "-yes")
+		if code != exitOK || !strings.Contains(out, "step 3 of 3: swap-server s1") {
+			t.Fatalf("resume: exit %d\n%s\n%s", code, out, stderr)
+		}
+		if s := swaps(fake); strings.Join(s, ",") != "s2,s3,s1" {
+			t.Errorf("swaps %v, want s2,s3,s1", s)
+		}
+	})
+}
+
+func TestCtrlCAtThePromptEndsApplyWithoutTouchingAnything(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim := newSim(3, 0)
+		fake := withSim(t, sim)
+		stdinIsTerminal = func() bool { return true }
+		pr, pw := io.Pipe()
+		oldIn := stdin
+		stdin = pr
+		defer func() { stdin = oldIn }()
+		dir := t.TempDir()
+		planFile := filepath.Join(dir, "plan.json")
+		if code, _, stderr := cli(t, "plan", "-to", "1.13.9", "-no-snapshot", "-out", planFile); code != exitOK {
+			t.Fatalf("plan: exit %d: %s", code, stderr)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		time.AfterFunc(time.Minute, cancel) // the operator presses Ctrl-C at the prompt
+		var out, errb bytes.Buffer
+		code := run(ctx, []string{"apply", "-plan", planFile}, &out, &errb)
+		pw.Close()
+		if code != exitHalted || !strings.Contains(errb.String(), "Carry it out?") {
+			t.Errorf("exit %d, stderr %q; want 1 after the prompt", code, errb.String())
+		}
+		if s := swaps(fake); len(s) != 0 {
+			t.Errorf("swaps %v after Ctrl-C at the first prompt", s)
+		}
+		if held := sim.HeldLocks(); len(held) != 0 {
+			t.Errorf("locks still held: %v", held)
 		}
 	})
 }

@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
@@ -20,8 +19,8 @@ type progress struct {
 	Done int
 	// Next is the step the planner chooses now for the live cluster.
 	Next planner.Step
-	// SnapshotVersion is the servers' version that a snapshot saved for this
-	// plan covers ("" when none was found).
+	// SnapshotVersion is the servers' version that the backup recorded next
+	// to the lock covers ("" when none does).
 	SnapshotVersion string
 	// Cluster is the live cluster, with SnapshotVersion filled in.
 	Cluster planner.Cluster
@@ -36,7 +35,7 @@ type divergedError struct {
 
 func (e *divergedError) Error() string {
 	want := e.want
-	return fmt.Sprintf("the cluster has diverged from the plan %s: the planner now chooses %s, which is not the plan's next step (the plan expects %s); nothing was touched; plan again (consul-upgrade plan -out %s), review, and apply the new plan",
+	return fmt.Sprintf("the cluster has diverged from the plan %s: the planner now chooses %s, which is not the plan's next step (the plan expects %s); plan again (consul-upgrade plan -out %s), review, and apply the new plan",
 		e.planFile, e.got, want, e.planFile)
 }
 
@@ -106,22 +105,17 @@ func sameStep(a, b planner.Step) bool {
 	return slices.Equal(an, bn)
 }
 
-// snapshotCovering returns the version of the servers that a verified
-// snapshot file in dir covers, saved after since (the plan file's time):
-// upgrade.SnapshotDir names each consul-<version>-<time>.snap and gives it
-// that name only once it is complete and verified. It returns "" when there
-// is none for version.
-func snapshotCovering(dir, version string, since int64) string {
-	if dir == "" || version == "" {
-		return ""
+// backupCovering returns the servers' version that the backup recorded next
+// to the lock covers (upgrade.BackupRecord, as Run reads it), or "".
+func backupCovering(ctx context.Context, consul upgrade.Consul, lockKey, version string) (string, error) {
+	rec, err := upgrade.ReadBackupRecord(ctx, consul, lockKey)
+	if err != nil || rec == nil {
+		return "", err
 	}
-	matches, _ := filepath.Glob(filepath.Join(dir, "consul-"+version+"-*.snap"))
-	for _, m := range matches {
-		if fi, err := os.Stat(m); err == nil && fi.ModTime().UnixNano() >= since {
-			return version
-		}
+	if rec.Version != version || time.Since(rec.Taken) > upgrade.DefaultBackupMaxAge {
+		return "", nil
 	}
-	return ""
+	return rec.Version, nil
 }
 
 // lowestServerVersion is the lowest version among the servers.
@@ -149,13 +143,15 @@ func lowestServerVersion(c planner.Cluster) string {
 // and client waves covering the same clients (a wave that halted halfway
 // may be regrouped). Anything else is a divergence. A cluster at the target
 // is at the end.
-func locate(ctx context.Context, consul upgrade.Consul, plan *planner.UpgradePlan, planFile, snapDir string, planTime int64) (progress, error) {
+func locate(ctx context.Context, consul upgrade.Consul, plan *planner.UpgradePlan, planFile, lockKey string) (progress, error) {
 	c, err := upgrade.Discover(ctx, consul)
 	if err != nil {
 		return progress{}, fmt.Errorf("discover the cluster: %w", err)
 	}
 	pr := progress{Cluster: c}
-	pr.SnapshotVersion = snapshotCovering(snapDir, lowestServerVersion(c), planTime)
+	if pr.SnapshotVersion, err = backupCovering(ctx, consul, lockKey, lowestServerVersion(c)); err != nil {
+		return pr, fmt.Errorf("read the backup record next to the lock %s: %w", lockKey, err)
+	}
 	pr.Cluster.SnapshotVersion = pr.SnapshotVersion
 	live, err := planner.Plan(pr.Cluster, plan.Target, plan.Policy)
 	if err != nil {

@@ -81,8 +81,8 @@ func TestCLIUpgradesARealCluster(t *testing.T) {
 		t.Errorf("the second step took another snapshot: %v", m)
 	}
 
-	out = sh(exitOK, "status", "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps)
-	for _, want := range []string{"Lock: free", "2 of 5 step(s) done", "Next: step 3 of 5: swap-server"} {
+	out = sh(exitOK, "status", "-http-addr", addr, "-plan", planFile)
+	for _, want := range []string{"Lock: free", "Backup: taken on 1.12.9", "2 of 5 step(s) done", "Next: step 3 of 5: swap-server"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status lacks %q:\n%s", want, out)
 		}
@@ -112,7 +112,7 @@ func TestCLIUpgradesARealCluster(t *testing.T) {
 			t.Errorf("client %s runs %s after apply", cc.Name, cc.Version)
 		}
 	}
-	sh(exitOK, "status", "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps)
+	sh(exitOK, "status", "-http-addr", addr, "-plan", planFile)
 }
 
 // waitHealthy waits until the plan of the new cluster is not refused: a

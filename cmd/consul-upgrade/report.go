@@ -83,9 +83,18 @@ func (r *reporter) estimate() time.Duration {
 	return sum / time.Duration(len(r.stepTimes)) * time.Duration(r.total-r.index-1)
 }
 
+func (r *reporter) setIndex(i int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.index = i
+}
+
 func (r *reporter) event(ev upgrade.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if ev.Total > 0 {
+		r.index, r.total = ev.Index, ev.Total
+	}
 	now := ev.Time
 	if now.IsZero() {
 		now = time.Now()
@@ -113,7 +122,21 @@ func (r *reporter) event(ev upgrade.Event) {
 			return
 		}
 		fmt.Fprintf(r.w, "    waiting on %s for %s (%s into the step): %s\n", ev.Condition, gateNode(step), durationText(waited), ev.Detail)
-	case upgrade.EventSnapshotSaved, upgrade.EventProvisioned, upgrade.EventRolledBack, upgrade.EventLocked, upgrade.EventUnlocked:
+	case upgrade.EventNodeSwapped:
+		if r.json {
+			jev := jsonEvent{Time: now, Event: string(ev.Kind), Index: i, Node: ev.Node, Result: "swapped to " + step.To, Detail: ev.Detail}
+			if ev.Err != nil {
+				jev.Result, jev.Error = "failed", ev.Err.Error()
+			}
+			r.emit(jev)
+			return
+		}
+		if ev.Err != nil {
+			fmt.Fprintf(r.w, "    %-20s FAILED: %v\n", ev.Node, ev.Err)
+		} else {
+			fmt.Fprintf(r.w, "    %-20s swapped to %s (%s into the wave)\n", ev.Node, step.To, durationText(now.Sub(r.stepStart)))
+		}
+	case upgrade.EventSnapshotSaved, upgrade.EventProvisioned, upgrade.EventRolledBack, upgrade.EventLocked, upgrade.EventUnlocked, upgrade.EventBackupRecord:
 		if r.json {
 			jev := jsonEvent{Time: now, Event: string(ev.Kind), Index: i, Detail: ev.Detail}
 			if ev.Err != nil {
@@ -122,8 +145,8 @@ func (r *reporter) event(ev upgrade.Event) {
 			r.emit(jev)
 			return
 		}
-		if ev.Kind == upgrade.EventLocked || (ev.Kind == upgrade.EventUnlocked && ev.Err == nil) {
-			return // every step takes and gives back the lock; only trouble is news
+		if ev.Kind == upgrade.EventUnlocked && ev.Err == nil {
+			return // the end of the run says it
 		}
 		fmt.Fprintf(r.w, "    %s: %s", ev.Kind, ev.Detail)
 		if ev.Err != nil {
@@ -134,16 +157,6 @@ func (r *reporter) event(ev upgrade.Event) {
 		took := now.Sub(r.stepStart)
 		r.stepTimes = append(r.stepTimes, took)
 		left := r.estimate()
-		if step.Kind == planner.StepSwapClients {
-			// The gate of a wave passed for every node in it.
-			for _, n := range step.Nodes {
-				if r.json {
-					r.emit(jsonEvent{Time: now, Event: "node-done", Index: i, Node: n, Result: "upgraded to " + step.To})
-				} else {
-					fmt.Fprintf(r.w, "    %-20s ok, %s\n", n, step.To)
-				}
-			}
-		}
 		if r.json {
 			r.emit(jsonEvent{Time: now, Event: string(ev.Kind), Index: i, Step: &step, Node: step.Node, WaitedS: took.Seconds(), Detail: ev.Detail, EstLeftS: left.Seconds()})
 			return
@@ -153,9 +166,12 @@ func (r *reporter) event(ev upgrade.Event) {
 			est = fmt.Sprintf("; about %s left for %d step(s)", durationText(left), r.total-r.index-1)
 		}
 		fmt.Fprintf(r.w, "    done in %s (elapsed %s%s)\n", durationText(took), durationText(time.Since(r.start)), est)
+	case upgrade.EventStopped:
+		if r.json {
+			r.emit(jsonEvent{Time: now, Event: string(ev.Kind), Index: i, Detail: ev.Detail})
+		}
 	case upgrade.EventDone, upgrade.EventRunStarted, upgrade.EventHalted:
-		// apply reports the end of its own loop (finished, halted); a
-		// one-step run's halt at the step limit is not news.
+		// apply reports how the run ended (finished, halted, diverged).
 	}
 }
 
@@ -201,17 +217,6 @@ func (r *reporter) halted(err error) {
 		}
 		r.emit(jev)
 		return
-	}
-	if errors.As(err, &he) && he.Step.Kind == planner.StepSwapClients {
-		for _, n := range he.Step.Nodes {
-			res := "not confirmed (the wave halted)"
-			for _, rb := range he.RolledBackNodes {
-				if rb == n {
-					res = "rolled back"
-				}
-			}
-			fmt.Fprintf(r.w, "    %-20s %s\n", n, res)
-		}
 	}
 	fmt.Fprintf(r.w, "Halted at step %d of %d (elapsed %s).\n", r.index+1, r.total, durationText(time.Since(r.start)))
 }

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
@@ -16,38 +15,33 @@ import (
 
 // statusReport is what status prints (-output json marshals it).
 type statusReport struct {
-	Lock     *upgrade.LockHolder `json:"lock"` // nil: free
-	LockKey  string              `json:"lock_key"`
-	Servers  []planner.Server    `json:"servers"`
-	Clients  map[string]int      `json:"clients_by_version,omitempty"`
-	Target   string              `json:"target,omitempty"`
-	Steps    int                 `json:"steps,omitempty"`
-	Done     int                 `json:"done"`
-	Next     *planner.Step       `json:"next,omitempty"`
-	Diverged string              `json:"diverged,omitempty"`
+	Lock     *upgrade.LockHolder   `json:"lock"` // nil: free
+	LockKey  string                `json:"lock_key"`
+	Servers  []planner.Server      `json:"servers"`
+	Clients  map[string]int        `json:"clients_by_version,omitempty"`
+	Target   string                `json:"target,omitempty"`
+	Steps    int                   `json:"steps,omitempty"`
+	Done     int                   `json:"done"`
+	Next     *planner.Step         `json:"next,omitempty"`
+	Diverged string                `json:"diverged,omitempty"`
+	Backup   *upgrade.BackupRecord `json:"backup,omitempty"`
 }
 
-// readLock reads the holder of the upgrade lock through the KV tree (the
-// only KV read the public upgrade.Consul offers is EraReader's KVList).
+// readLock reads the holder of the upgrade lock (nil: free).
 func readLock(ctx context.Context, c upgrade.Consul, key string) (*upgrade.LockHolder, error) {
-	er, ok := c.(upgrade.EraReader)
+	kv, ok := c.(upgrade.KVStore)
 	if !ok {
-		return nil, errors.New("this Consul cannot read the KV store")
+		return nil, errors.New("this Consul cannot read the KV store (upgrade.KVStore)")
 	}
-	pairs, _, err := er.KVList(ctx)
-	if err != nil {
+	value, found, err := kv.KVGet(ctx, key)
+	if err != nil || !found {
 		return nil, err
 	}
-	for _, p := range pairs {
-		if p.Key == key {
-			var h upgrade.LockHolder
-			if err := json.Unmarshal(p.Value, &h); err != nil {
-				return nil, fmt.Errorf("the lock %s holds %q, which is not a lock holder: %w", key, p.Value, err)
-			}
-			return &h, nil
-		}
+	var h upgrade.LockHolder
+	if err := json.Unmarshal(value, &h); err != nil {
+		return nil, fmt.Errorf("the lock %s holds %q, which is not a lock holder: %w", key, value, err)
 	}
-	return nil, nil
+	return &h, nil
 }
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -55,7 +49,6 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.SetOutput(stderr)
 	conn := addConnectFlags(fs)
 	planFile := fs.String("plan", "", "`FILE` saved by consul-upgrade plan -out: show how far the cluster is along it")
-	snapDir := fs.String("snapshot-dir", "snapshots", "`DIR` that apply saves snapshots in (a snapshot there covers its hop)")
 	lockKey := fs.String("lock-key", upgrade.DefaultLockKey, "KV `KEY` of the upgrade lock")
 	output := addOutputFlag(fs)
 	fs.Usage = func() {
@@ -70,14 +63,10 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return fail(stderr, "status", err)
 	}
 	var plan *planner.UpgradePlan
-	var planTime int64
 	if *planFile != "" {
 		var err error
 		if plan, err = readPlan(*planFile); err != nil {
 			return fail(stderr, "status", err)
-		}
-		if fi, err := os.Stat(*planFile); err == nil {
-			planTime = fi.ModTime().UnixNano()
 		}
 	}
 	consul, err := conn.connect()
@@ -88,10 +77,13 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if rep.Lock, err = readLock(ctx, consul, *lockKey); err != nil {
 		return fail(stderr, "status", fmt.Errorf("read the upgrade lock %s through %s: %w", *lockKey, conn.address(), err))
 	}
+	if rep.Backup, err = upgrade.ReadBackupRecord(ctx, consul, *lockKey); err != nil {
+		return fail(stderr, "status", fmt.Errorf("read the backup record next to the lock %s: %w", *lockKey, err))
+	}
 	code := exitOK
 	if plan != nil {
 		rep.Target, rep.Steps = plan.Target, len(plan.Steps)
-		pr, err := locate(ctx, consul, plan, *planFile, *snapDir, planTime)
+		pr, err := locate(ctx, consul, plan, *planFile, *lockKey)
 		var de *divergedError
 		switch {
 		case errors.As(err, &de):
@@ -122,6 +114,13 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		fmt.Fprintf(stdout, "Lock: free (%s)\n", rep.LockKey)
 	} else {
 		fmt.Fprintf(stdout, "Lock: held by %q, target %s, for %s (%s)\n", rep.Lock.Holder, rep.Lock.Target, durationText(time.Since(rep.Lock.Since)), rep.LockKey)
+	}
+	if b := rep.Backup; b != nil {
+		fmt.Fprintf(stdout, "Backup: taken on %s (target %s) %s ago", b.Version, b.Target, durationText(time.Since(b.Taken)))
+		if b.Holder != "" {
+			fmt.Fprintf(stdout, " by %q", b.Holder)
+		}
+		fmt.Fprintln(stdout)
 	}
 	fmt.Fprintf(stdout, "Servers:\n")
 	for _, s := range rep.Servers {

@@ -111,6 +111,25 @@ func (c *Cluster) LockHolder(key string) (value []byte, held bool) {
 	return slices.Clone(e.value), e.session != ""
 }
 
+// KV returns the value of a KV key and whether it exists.
+func (c *Cluster) KV(key string) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expireSessions(time.Now())
+	e, ok := c.kv[key]
+	if !ok {
+		return nil, false
+	}
+	return slices.Clone(e.value), true
+}
+
+// PutKV sets a KV key, as a plain PUT /v1/kv/<key> does.
+func (c *Cluster) PutKV(key string, value []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.put(key, c.kv[key], slices.Clone(value))
+}
+
 // HeldLocks returns the KV keys whose lock a session holds, sorted.
 func (c *Cluster) HeldLocks() []string {
 	c.mu.Lock()
