@@ -51,8 +51,8 @@ type Report struct {
 	Series []Second `json:"series"`
 	// Traffic is the linearizability check of the recorded history;
 	// Failed are its indeterminate and not-sent operations.
-	Traffic traffic.Report `json:"traffic"`
-	Failed  []traffic.Op   `json:"failed,omitempty"`
+	Traffic TrafficReport `json:"traffic"`
+	Failed  []Op          `json:"failed,omitempty"`
 	// Defect, when the history is not linearizable, is the known defect
 	// of the versions rehearsed that explains every violation (nil when
 	// none does).
@@ -70,6 +70,13 @@ type Report struct {
 	// Files are the report's files in the output folder.
 	Files []string `json:"files"`
 }
+
+// TrafficReport is what checking the recorded history found (the
+// recorder's own type, named here for callers outside this module).
+type TrafficReport = traffic.Report
+
+// Op is one recorded operation.
+type Op = traffic.Op
 
 // Agent is an agent of the replica.
 type Agent struct {
