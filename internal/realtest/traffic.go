@@ -7,12 +7,13 @@ import (
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
 	"github.com/seed-e5e14ead/consul-upgrade/internal/traffic"
+	"github.com/seed-e5e14ead/consul-upgrade/internal/traffic/traffictest"
 )
 
 // Traffic records KV traffic (internal/traffic: puts, check-and-sets and
 // consistent reads on a few keys) through the cluster's agents while a
 // scenario runs, then checks the history for linearizability and lost
-// acknowledged writes (traffic.Require: a failure fails the test and keeps
+// acknowledged writes (traffictest.Require: a failure fails the test and keeps
 // the history and Porcupine's visualization). Use it as
 // Scenario{During: tr.During}; its fields hold the results afterwards.
 type Traffic struct {
@@ -51,7 +52,7 @@ func (tr *Traffic) During(t *testing.T, cl *consulrig.Cluster) func() {
 		if err != nil {
 			t.Error(err)
 		}
-		tr.Report = traffic.Require(t, h)
+		tr.Report = traffictest.Require(t, h)
 		t.Logf("TRAFFIC %s; recorded for %s; by agent: %s", tr.Report, tr.Recorded.Round(100*time.Millisecond), h.ByNode())
 	}
 }

@@ -1,7 +1,6 @@
 package traffic
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -272,38 +271,3 @@ func TestLostWrites(t *testing.T) {
 	})
 }
 
-func TestRequireFailsTheTestAndNamesTheFiles(t *testing.T) {
-	h := History{
-		put(0, "k", "v1", 0, 1, true),
-		put(0, "k", "v2", 2, 3, true),
-		read(1, "k", "v1", 5, 10, 11),
-	}
-	ft := &fakeT{TB: t}
-	r := Require(ft, h)
-	if !ft.failed || r.Result != porcupine.Illegal {
-		t.Fatalf("Require on a stale read: failed %v, result %s", ft.failed, r.Result)
-	}
-	for _, f := range r.Files {
-		if !strings.Contains(ft.msg, f) {
-			t.Errorf("the failure does not name %s: %s", f, ft.msg)
-		}
-		if _, err := os.Stat(f); err != nil {
-			t.Error(err)
-		}
-	}
-	os.RemoveAll(filepath.Dir(r.Files[0]))
-}
-
-// fakeT records Errorf instead of failing the real test.
-type fakeT struct {
-	testing.TB
-	failed bool
-	msg    string
-}
-
-func (f *fakeT) Errorf(format string, args ...any) {
-	f.failed = true
-	f.msg += " " + fmt.Sprintf(format, args...)
-}
-
-func (f *fakeT) Helper() {}
