@@ -36,51 +36,58 @@ type badTarget struct {
 	halted func(t *testing.T, h hop, err error)
 }
 
-// crashLoop: the target's binary is a wrapper that plays an agent under a
-// supervisor that restarts it: the real target agent runs for 4 s (long
-// enough for the transport to see it answer on the target version, so the
-// swap itself succeeds), is killed, and starts again a second later,
-// forever. The swapped server's gate can never see it stable; the run
-// halts on the gate's timeout.
-var crashLoop = badTarget{
-	name: "crash-loop",
-	binary: func(t *testing.T, h hop, dir string) string {
-		real := consulrig.Binary(t, h.To)
-		path := filepath.Join(dir, "consul-"+h.To+"-crashloop")
-		script := fmt.Sprintf(`#!/bin/sh
-# a consul %s agent that crashes 4 s after every start; a supervisor
-# starts it again a second later
+// crashing returns the bad target whose binary is a wrapper that runs the
+// real target agent for 5 s (long enough for the transport to see it
+// answer on the target version, so the swap itself succeeds) and kills it.
+// With loop, a supervisor starts it again a second later, forever (a crash
+// loop); without, it stays down (a crash after the swap). Either way the
+// swapped server's gate can never see it stable for ServerStabilizationTime
+// (10 s), and the run must halt on the gate's timeout.
+func crashing(loop bool) badTarget {
+	name, again := "crash-after-swap", "exit 1"
+	if loop {
+		name, again = "crash-loop", "sleep 1"
+	}
+	return badTarget{
+		name: name,
+		binary: func(t *testing.T, h hop, dir string) string {
+			real := consulrig.Binary(t, h.To)
+			path := filepath.Join(dir, "consul-"+h.To+"-"+name)
+			script := fmt.Sprintf(`#!/bin/sh
+# %s: a consul %s agent killed 5 s after its start (setpriv: the agent
+# also dies with this script)
 while :; do
-	%q "$@" &
+	setpriv --pdeathsig KILL %q "$@" &
 	pid=$!
-	sleep 4
+	sleep 5
 	kill -9 $pid
 	wait $pid
-	sleep 1
+	%s
 done
-`, h.To, real)
-		if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	},
-	configure: func(cfg *upgrade.Config, cl *consulrig.Cluster) {
-		cfg.GateTimeout = 45 * time.Second
-	},
-	halted: func(t *testing.T, h hop, err error) {
-		var ge *upgrade.GateError
-		if !errors.As(err, &ge) || !errors.Is(err, upgrade.ErrGateTimeout) {
-			t.Fatalf("run error %T %v, want a *upgrade.HaltError wrapping a *upgrade.GateError that timed out", err, err)
-		}
-		t.Logf("the crash-looping server's gate failed on %s: %s", ge.Condition, ge.Detail)
-	},
+`, name, h.To, real, again)
+			if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			return path
+		},
+		configure: func(cfg *upgrade.Config, cl *consulrig.Cluster) {
+			cfg.GateTimeout = 45 * time.Second
+		},
+		halted: func(t *testing.T, h hop, err error) {
+			var ge *upgrade.GateError
+			if !errors.As(err, &ge) || !errors.Is(err, upgrade.ErrGateTimeout) {
+				t.Fatalf("run error %T %v, want a *upgrade.HaltError wrapping a *upgrade.GateError that timed out", err, err)
+			}
+			t.Logf("the %s server's gate failed on %s: %s", name, ge.Condition, ge.Detail)
+		},
+	}
 }
 
 // wrongVersion: the path the target version resolves to holds the old
 // version's binary (a mislabelled artifact). The swapped agent starts and
 // answers, but with the old version; transport/local refuses it
-// (*local.StartError: it never answered with the target) and the run
-// halts on the swap.
+// (*local.StartError: it never answered with the target within the start
+// timeout) and the run halts on the swap.
 var wrongVersion = badTarget{
 	name: "wrong-version",
 	binary: func(t *testing.T, h hop, dir string) string {
@@ -100,16 +107,17 @@ var wrongVersion = badTarget{
 		if !errors.As(err, &swe) || swe.Phase != transport.PhaseStart || !errors.As(err, &se) || !errors.Is(err, transport.ErrNotRunning) {
 			t.Fatalf("run error %T %v, want a *upgrade.HaltError wrapping a *transport.SwapError in phase start wrapping a *local.StartError", err, err)
 		}
-		if want := fmt.Sprintf("%q, want %q", h.From, h.To); !strings.Contains(se.LastAnswer, want) {
-			t.Errorf("the start error's last answer %q does not say the agent reported %s", se.LastAnswer, want)
+		if se.Version != h.To || !strings.HasSuffix(se.Binary, "-holding-"+h.From) || se.Exited {
+			t.Errorf("start error about consul %s from %s (exited %v), want the mislabelled binary still running on %s", se.Version, se.Binary, se.Exited, h.From)
 		}
+		t.Logf("the start error's last answer: %s", se.LastAnswer)
 	},
 }
 
-// TestASwappedServerThatCrashLoopsHaltsAndRollsBack: on each hop.
-func TestASwappedServerThatCrashLoopsHaltsAndRollsBack(t *testing.T) {
+// TestASwappedServerThatCrashesAfterItsSwapHaltsAndRollsBack: on each hop.
+func TestASwappedServerThatCrashesAfterItsSwapHaltsAndRollsBack(t *testing.T) {
 	for _, h := range hops {
-		t.Run(h.String(), func(t *testing.T) { badTargetRun(t, h, crashLoop) })
+		t.Run(h.String(), func(t *testing.T) { badTargetRun(t, h, crashing(false)) })
 	}
 }
 
@@ -162,6 +170,12 @@ func badTargetRun(t *testing.T, h hop, bt badTarget) {
 		Halted: func(t *testing.T, err error) {
 			if !errors.As(err, &halt) {
 				t.Fatalf("run error %T %v, want a *upgrade.HaltError", err, err)
+			}
+			if halt.Step.Node != swapped {
+				g.mu.Lock()
+				acts := g.acts
+				g.mu.Unlock()
+				t.Fatalf("the run went past the broken %s (asked the transport for %v) and halted at %s %s: %v", swapped, acts, halt.Step.Kind, halt.Step.Node, err)
 			}
 			bt.halted(t, h, err)
 		},
