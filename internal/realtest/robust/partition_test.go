@@ -53,13 +53,18 @@ type partition struct {
 	healAt time.Time
 }
 
-// newPartition prepares (does not cut) a partition of node from every
-// other agent of cl. It fails t when iptables is missing.
-func newPartition(t *testing.T, cl *consulrig.Cluster, node string) *partition {
+// needIPTables fails t when iptables is missing.
+func needIPTables(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("iptables"); err != nil {
 		t.Fatalf("iptables is not installed (%v): the partition tests cut a server off with firewall rules on loopback; run scripts/ensure-iptables.sh (Debian's iptables package) as root", err)
 	}
+}
+
+// newPartition prepares (does not cut) a partition of node from every
+// other agent of cl; t.Cleanup removes its rules. It may be called from
+// any goroutine (it does not fail t).
+func newPartition(t *testing.T, cl *consulrig.Cluster, node string) (*partition, error) {
 	p := &partition{t: t, tag: fmt.Sprintf("consul-upgrade-partition-block-%d", cl.Block()), node: node, ip: cl.Address(node)}
 	for _, n := range cl.Nodes() {
 		if n != node {
@@ -76,14 +81,14 @@ func newPartition(t *testing.T, cl *consulrig.Cluster, node string) *partition {
 	}
 	drop("-d", p.ip, "-p", "tcp", "--dport", "8300:8302")
 	if err := p.removeTagged(); err != nil {
-		t.Fatalf("removing stale partition rules of an earlier run: %v", err)
+		return nil, fmt.Errorf("removing stale partition rules of an earlier run: %w", err)
 	}
 	t.Cleanup(func() {
 		if err := p.removeTagged(); err != nil {
 			t.Errorf("partition rules left in place: %v; remove them with iptables -S INPUT | grep %s", err, p.tag)
 		}
 	})
-	return p
+	return p, nil
 }
 
 func iptables(args ...string) error {
@@ -212,7 +217,11 @@ func TestThePartitionCutsTheServerOff(t *testing.T) {
 	cl := consulrig.Start(t, consulrig.Options{Version: "1.12.9"})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	p := newPartition(t, cl, "s3")
+	needIPTables(t)
+	p, err := newPartition(t, cl, "s3")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, path := range p.paths() {
 		if err := reachable(path[0], path[1]); err != nil {
 			t.Fatalf("before the partition, %s cannot connect to %s:8301: %v", path[0], path[1], err)
@@ -283,7 +292,12 @@ func (pt *partitioner) Swap(ctx context.Context, req transport.SwapRequest) erro
 	if req.Role != transport.RoleServer || pt.p != nil {
 		return nil
 	}
-	pt.p = newPartition(pt.t, pt.cl, req.Node)
+	p, err := newPartition(pt.t, pt.cl, req.Node)
+	if err != nil {
+		pt.err = err
+		return nil
+	}
+	pt.p = p
 	pt.guard.isolated = pt.p.isolated
 	if err := pt.p.cut(); err != nil {
 		pt.err = err
@@ -328,6 +342,7 @@ func partitionedAfterRestart(t *testing.T, h hop, hold time.Duration, report *tr
 	fig := realtest.Run(t, realtest.Scenario{
 		From: h.From, To: h.To, During: tr.During,
 		Configure: func(cfg *upgrade.Config, c *consulrig.Cluster) {
+			needIPTables(t)
 			cl = c
 			pt = &partitioner{guard: &guard{Transport: c.Transport(), cl: c}, t: t, hold: hold}
 			cfg.Transport = pt
