@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test.sh — the project's whole test run, on a fresh machine: installs or
-# builds what the tests need (Debian's openssh-server, the MPL-2.0 Consul
+# builds what the tests need (Debian's openssh-server and iptables, the MPL-2.0 Consul
 # binaries from the Go module proxy, cached outside the repository), then
 # vets and runs every test, the real-Consul and real-sshd integration tests
 # included. Extra arguments go to `go test` (e.g. -run, -v).
@@ -14,6 +14,11 @@ if [ -n "$unformatted" ]; then echo "gofmt would change:"; echo "$unformatted"; 
 if [ -x scripts/ensure-sshd.sh ]; then
   echo "== sshd"
   scripts/ensure-sshd.sh
+fi
+
+if [ -x scripts/ensure-iptables.sh ]; then
+  echo "== iptables"
+  scripts/ensure-iptables.sh
 fi
 
 echo "== consul binaries"

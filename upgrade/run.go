@@ -654,6 +654,9 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 			r.recordBackup(ctx, rec)
 		}
 	case planner.StepSwapServer:
+		if err = r.toleranceBeforeStop(ctx, step); err != nil {
+			break // nothing touched: no rollback
+		}
 		err = r.cfg.Transport.Swap(ctx, transport.SwapRequest{
 			Node: step.Node, Role: transport.RoleServer, From: step.From, To: step.To,
 			StopMode: transport.StopMode(step.StopMode),
@@ -704,6 +707,26 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 	}
 	r.emit(ctx, Event{Kind: EventStepDone, Step: step, Era: era, Detail: detail})
 	return rec, nil
+}
+
+// toleranceBeforeStop waits (up to the gate timeout) until the failure
+// tolerance is back to its value before the run, before a server is
+// stopped to be swapped. The gate of the previous step checked it, but a
+// server can die after its gate passed (autopilot can report a dead server
+// healthy for several seconds), and autopilot's dead-server cleanup then
+// removes it from the Raft configuration: the next plan sees fewer voters,
+// all healthy, and stopping one of them would leave no quorum. The error
+// wraps the *GateError of the failure-tolerance condition.
+func (r *runner) toleranceBeforeStop(ctx context.Context, step planner.Step) error {
+	check := step
+	check.Gate = []planner.GateCheck{planner.GateFailureTolerance}
+	err := Gate(ctx, r.consul(step.Datacenter), check, r.baseline(step.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
+		r.emit(ctx, Event{Kind: EventGateWaiting, Step: step, Condition: cond, Detail: "before stopping " + step.Node + ": " + detail})
+	}))
+	if err != nil {
+		return fmt.Errorf("%s not stopped: the failure tolerance is below its value before the run: %w", step.Node, err)
+	}
+	return nil
 }
 
 // snapshotAll saves and verifies a snapshot of every observed datacenter,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +25,9 @@ import (
 type guard struct {
 	*local.Transport
 	cl *consulrig.Cluster
+	// isolated, when set, names the servers cut off from the others at
+	// the moment (partition_test.go): they count as down.
+	isolated func() []string
 
 	mu         sync.Mutex
 	acts       []string
@@ -35,6 +39,13 @@ func (g *guard) check(what, node string) {
 	for _, s := range g.cl.Servers() {
 		if s != node && g.Transport.PID(s) == 0 {
 			down = append(down, s)
+		}
+	}
+	if g.isolated != nil {
+		for _, s := range g.isolated() {
+			if s != node && !slices.Contains(down, s) {
+				down = append(down, s+" (partitioned)")
+			}
 		}
 	}
 	g.mu.Lock()
@@ -68,6 +79,7 @@ func (g *guard) Rollback(ctx context.Context, node string) error {
 type fault struct {
 	restartAfter time.Duration
 	g            *guard
+	cl           *consulrig.Cluster
 
 	mu        sync.Mutex
 	swapped   string // the server whose gate was waiting
@@ -82,6 +94,7 @@ type fault struct {
 func (f *fault) configure(t *testing.T) func(*upgrade.Config, *consulrig.Cluster) {
 	return func(cfg *upgrade.Config, cl *consulrig.Cluster) {
 		f.g = &guard{Transport: cl.Transport(), cl: cl}
+		f.cl = cl
 		cfg.Transport = f.g
 		prev := cfg.OnEvent
 		cfg.OnEvent = func(e upgrade.Event) {
@@ -168,16 +181,26 @@ func (f *fault) check(t *testing.T) {
 	}
 }
 
-// TestAServerKilledWhileAFollowersSwapIsGatedMakesTheRunWait: 1.12.9 ->
-// 1.13.9 under recorded traffic; while the first swapped follower's gate
-// waits, another follower is killed and started again 30 s later. The
-// run waits (failure tolerance is 0 meanwhile: no server is stopped), the
-// gate passes only once the killed server is back, and the run completes
-// with a linearizable history and no acknowledged write lost.
+// TestAServerKilledWhileAFollowersSwapIsGatedMakesTheRunWait: on each hop
+// (1.12.9 -> 1.13.9, 1.15.4 -> 1.16.1) under recorded traffic; while the
+// first swapped follower's gate waits, another follower is killed and
+// started again 30 s later. The run waits (failure tolerance is 0
+// meanwhile: no server is stopped), the gate passes only once the killed
+// server is back, and the run completes with a linearizable history and no
+// acknowledged write lost.
 func TestAServerKilledWhileAFollowersSwapIsGatedMakesTheRunWait(t *testing.T) {
+	for _, h := range hops {
+		t.Run(h.String(), func(t *testing.T) { killWhileGatedWaits(t, h, new(traffic.Report)) })
+	}
+}
+
+// killWhileGatedWaits runs the scenario on h; the report is the traffic's
+// (filled in once the run has returned, also when t fails).
+func killWhileGatedWaits(t *testing.T, h hop, report *traffic.Report) {
 	f := &fault{restartAfter: 30 * time.Second}
 	tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
-	fig := realtest.Run(t, realtest.Scenario{From: "1.12.9", To: "1.13.9", During: tr.During, Configure: f.configure(t)})
+	defer func() { *report = tr.Report }()
+	fig := realtest.Run(t, realtest.Scenario{From: h.From, To: h.To, During: tr.During, Configure: f.configure(t)})
 	f.check(t)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -185,8 +208,8 @@ func TestAServerKilledWhileAFollowersSwapIsGatedMakesTheRunWait(t *testing.T) {
 		t.Errorf("the gate of %s passed at %s, the killed %s came back at %s: want the gate to wait for it",
 			f.swapped, f.gateDone.Format(time.StampMilli), f.victim, f.restarted.Format(time.StampMilli))
 	}
-	t.Logf("FIGURES kill-during-gate, wait: run wall %s; killed %s for %s, the gate of %s passed %s after the restart; traffic %s; writer lost %d of %d",
-		fig.Wall.Round(100*time.Millisecond), f.victim, f.restarted.Sub(f.killedAt).Round(100*time.Millisecond), f.swapped,
+	t.Logf("FIGURES kill-during-gate, wait, %s: run wall %s; killed %s for %s, the gate of %s passed %s after the restart; traffic %s; writer lost %d of %d",
+		h, fig.Wall.Round(100*time.Millisecond), f.victim, f.restarted.Sub(f.killedAt).Round(100*time.Millisecond), f.swapped,
 		f.gateDone.Sub(f.restarted).Round(100*time.Millisecond), tr.Report, len(fig.Lost), len(fig.Writes.Acked))
 }
 
@@ -196,15 +219,23 @@ func TestAServerKilledWhileAFollowersSwapIsGatedMakesTheRunWait(t *testing.T) {
 // *upgrade.GateError on failure-tolerance; it refuses to roll the swapped
 // server back (*upgrade.RollbackRefusedError: that would stop a second
 // server, and before the refusal existed it did, for a few seconds without
-// a quorum), and it stops nothing else. The traffic through the surviving agents stays linearizable.
+// a quorum), and it stops nothing else. The traffic through the surviving
+// agents stays linearizable. On each hop (1.12.9 -> 1.13.9, 1.15.4 ->
+// 1.16.1).
 func TestAServerKilledWhileAFollowersSwapIsGatedHaltsTheRun(t *testing.T) {
+	for _, h := range hops {
+		t.Run(h.String(), func(t *testing.T) { killWhileGatedHalts(t, h) })
+	}
+}
+
+func killWhileGatedHalts(t *testing.T, h hop) {
 	f := &fault{}
 	tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
 	var halt *upgrade.HaltError
 	var haltAt time.Time
 	configure := f.configure(t)
 	fig := realtest.Run(t, realtest.Scenario{
-		From: "1.12.9", To: "1.13.9", During: tr.During,
+		From: h.From, To: h.To, During: tr.During,
 		Configure: func(cfg *upgrade.Config, cl *consulrig.Cluster) {
 			configure(cfg, cl)
 			cfg.GateTimeout = 45 * time.Second
@@ -234,6 +265,12 @@ func TestAServerKilledWhileAFollowersSwapIsGatedHaltsTheRun(t *testing.T) {
 	if halt != nil && halt.Step.Node != f.swapped {
 		t.Errorf("halted at %s, want the gate of %s, the swap during which %s was killed", halt.Step.Node, f.swapped, f.victim)
 	}
-	t.Logf("FIGURES kill-during-gate, halt: run wall %s; killed %s %s before the run halted; halt: %v; traffic %s; writer lost %d of %d",
-		fig.Wall.Round(100*time.Millisecond), f.victim, haltAt.Sub(f.killedAt).Round(100*time.Millisecond), halt, tr.Report, len(fig.Lost), len(fig.Writes.Acked))
+	// The operator brings the killed server back: the cluster the halt
+	// left is healthy again (the swapped server on the target, the others
+	// on the old version).
+	healthyAfter(t, f.cl, "starting the killed "+f.victim+" again", func(ctx context.Context) error {
+		return f.cl.Transport().Start(ctx, f.victim)
+	})
+	t.Logf("FIGURES kill-during-gate, halt, %s: run wall %s; killed %s %s before the run halted; halt: %v; traffic %s; writer lost %d of %d",
+		h, fig.Wall.Round(100*time.Millisecond), f.victim, haltAt.Sub(f.killedAt).Round(100*time.Millisecond), halt, tr.Report, len(fig.Lost), len(fig.Writes.Acked))
 }
