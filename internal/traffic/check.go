@@ -130,4 +130,3 @@ func LostWrites(h History) []Op {
 	}
 	return lost
 }
-

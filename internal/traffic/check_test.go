@@ -270,4 +270,3 @@ func TestLostWrites(t *testing.T) {
 		}
 	})
 }
-
