@@ -103,6 +103,10 @@ type Config struct {
 	// protocol 2): a server's commit index and last contact are only in
 	// its own /v1/agent/self. E.g. upgrade.ServerHTTP(8500). Nil: a gate
 	// that needs another server's raft stats fails naming this field.
+	// With it, a swapped server's gate also polls that server's own API
+	// every AliveInterval and counts stability again from each refused
+	// connection, which is how a server that a supervisor restarts in a
+	// crash loop is seen: autopilot keeps calling it healthy.
 	ServerAPI ServerAPIFunc
 	// StabilizationTime, when positive, is how long a swapped server must
 	// be seen healthy before the next step, instead of autopilot's

@@ -293,6 +293,10 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 	start := time.Now()
 	var stab stability // reset whenever an attempt fails for another reason
 	var cur *observation
+	var alive *aliveWatch
+	if watchesAlive(step, opt) {
+		alive = watchAlive(gctx, c, step.Node, opt.ServerAPI, AliveInterval)
+	}
 	reportEra := func() {
 		if cur != nil && cur.eraOK && cur.eraErr == nil && cur.era != lastEra {
 			lastEra = cur.era
@@ -313,6 +317,11 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 		return errNotYet
 	}
 	op := func() error {
+		out, outWhy := alive.last()
+		if out.After(floor) { // the server's agent was down since: count again
+			floor = out
+			stab = stability{}
+		}
 		o := &observation{ctx: gctx, c: c, since: floor, start: start, serverAPI: opt.ServerAPI, stab: &stab}
 		cur = o
 		defer reportEra()
@@ -333,6 +342,9 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 			}
 		}
 		if young != nil {
+			if !out.IsZero() {
+				young.detail += outageDetail(step.Node, out, outWhy)
+			}
 			return wait(*young) // every other condition holds: the server needs time
 		}
 		return nil

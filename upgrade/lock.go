@@ -121,7 +121,21 @@ func (a *apiConsul) holderValue(ctx context.Context, key string) ([]byte, error)
 
 func (a *apiConsul) renewSession(ctx context.Context, id string) (bool, error) {
 	entry, _, err := a.c.Session().Renew(id, (&api.WriteOptions{}).WithContext(ctx))
-	return entry != nil, err
+	if err != nil || entry != nil {
+		return entry != nil, err
+	}
+	// A renewal answers 404 from the leader's state store without waiting
+	// for it to be ready: a server that has just won an election (the old
+	// leader, restarted on its new version, often wins again) may not have
+	// replayed its log yet and not know a session made since its last
+	// snapshot. Seen on real 1.12.9 -> 1.13.9 runs right after the leader's
+	// swap. A consistent read waits for the leader to be ready (Consul
+	// 0.9.0 and later), so the session is gone only when that read says so.
+	info, _, err := a.c.Session().Info(id, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return false, fmt.Errorf("renewal found no session %s; confirming it: %w", id, err)
+	}
+	return info != nil, nil
 }
 
 func (a *apiConsul) destroySession(ctx context.Context, id string) error {

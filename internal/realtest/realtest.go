@@ -129,6 +129,9 @@ func Run(t *testing.T, sc Scenario) Figures {
 		Policy:      sc.Policy,
 		Snapshot:    upgrade.SnapshotDir(t.TempDir()),
 		GateTimeout: 3 * time.Minute,
+		// Every server of the rig answers HTTP on its own address: the
+		// gates poll a swapped server's own API (crash loops, old eras).
+		ServerAPI: upgrade.ServerHTTP(8500),
 		OnEvent: func(e upgrade.Event) {
 			t.Logf("event %-14s %-15s %s %s %s", e.Kind, e.Step.Kind, e.Step.Node, e.Condition, e.Detail)
 			switch e.Kind {
