@@ -28,6 +28,26 @@ func (e *RollbackRefusedError) Error() string {
 		e.Node, len(e.Up), e.Voters, up, e.Quorum, e.Node)
 }
 
+// StopRefusedError reports a server swap that was not started: stopping
+// the server would leave the other voters that are up below a quorum. It
+// happens when a server died, or autopilot removed a dead one, after the
+// previous step's gate passed. Nothing was touched.
+type StopRefusedError struct {
+	Node   string
+	Voters int      // voters in the Raft configuration
+	Up     []string // the other voters that are up
+	Quorum int
+}
+
+func (e *StopRefusedError) Error() string {
+	up := "none"
+	if len(e.Up) > 0 {
+		up = strings.Join(e.Up, ", ")
+	}
+	return fmt.Sprintf("server %s not stopped to be swapped: stopping it would leave %d of %d voters up (%s), below the quorum of %d; a server died or was removed from the Raft configuration since the previous step's gate passed: bring it back (or replace it), then run again",
+		e.Node, len(e.Up), e.Voters, up, e.Quorum)
+}
+
 // quorumWithout checks, before server node is stopped to be rolled back,
 // that the other voters that are up still make a quorum: a voter is up
 // when it is alive in serf and, in the eras with autopilot health, healthy

@@ -654,7 +654,7 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 			r.recordBackup(ctx, rec)
 		}
 	case planner.StepSwapServer:
-		if err = r.toleranceBeforeStop(ctx, step); err != nil {
+		if err = r.quorumBeforeStop(ctx, step); err != nil {
 			break // nothing touched: no rollback
 		}
 		err = r.cfg.Transport.Swap(ctx, transport.SwapRequest{
@@ -709,22 +709,22 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 	return rec, nil
 }
 
-// toleranceBeforeStop waits (up to the gate timeout) until the failure
-// tolerance is back to its value before the run, before a server is
-// stopped to be swapped. The gate of the previous step checked it, but a
-// server can die after its gate passed (autopilot can report a dead server
-// healthy for several seconds), and autopilot's dead-server cleanup then
-// removes it from the Raft configuration: the next plan sees fewer voters,
-// all healthy, and stopping one of them would leave no quorum. The error
-// wraps the *GateError of the failure-tolerance condition.
-func (r *runner) toleranceBeforeStop(ctx context.Context, step planner.Step) error {
-	check := step
-	check.Gate = []planner.GateCheck{planner.GateFailureTolerance}
-	err := Gate(ctx, r.consul(step.Datacenter), check, r.baseline(step.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
-		r.emit(ctx, Event{Kind: EventGateWaiting, Step: step, Condition: cond, Detail: "before stopping " + step.Node + ": " + detail})
-	}))
+// quorumBeforeStop checks, before a server is stopped to be swapped, that
+// the other voters that are up still make a quorum without it (the check
+// a rollback makes, see quorumWithout). The gate of the previous step saw
+// the failure tolerance back, but a server can die after its gate passed
+// (autopilot can report a dead server healthy for several seconds), and
+// autopilot's dead-server cleanup then removes it from the Raft
+// configuration: the next plan sees fewer voters, all healthy, and stopping
+// one of them would leave no quorum. A refusal is a *StopRefusedError.
+func (r *runner) quorumBeforeStop(ctx context.Context, step planner.Step) error {
+	err := quorumWithout(ctx, r.consul(step.Datacenter), step.Node)
+	var refused *RollbackRefusedError
+	if errors.As(err, &refused) {
+		return &StopRefusedError{Node: refused.Node, Voters: refused.Voters, Up: refused.Up, Quorum: refused.Quorum}
+	}
 	if err != nil {
-		return fmt.Errorf("%s not stopped: the failure tolerance is below its value before the run: %w", step.Node, err)
+		return fmt.Errorf("%s not stopped: %w", step.Node, err)
 	}
 	return nil
 }

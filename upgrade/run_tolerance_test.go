@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 	"testing/synctest"
-	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 )
@@ -15,13 +14,11 @@ import (
 // autopilot reported the dead server healthy for several seconds, long
 // enough for its gate to pass). The next plan sees two healthy voters, one
 // of them a follower still on the old version; stopping it would leave the
-// leader alone without a quorum. The run must wait for the failure
-// tolerance to come back before it stops a server, and halt when it does
-// not, with nothing stopped.
-func TestRunDoesNotStopAServerWhileTheFailureToleranceIsBelowItsStart(t *testing.T) {
+// leader alone without a quorum. The run must halt before it stops it,
+// with a *StopRefusedError, nothing stopped.
+func TestRunDoesNotStopAServerWhoseStopWouldLoseTheQuorum(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRunRig(t, 3, 0)
-		r.cfg.GateTimeout = 30 * time.Second
 		var dead string
 		r.cfg.OnEvent = func(e Event) {
 			r.events = append(r.events, e)
@@ -35,9 +32,12 @@ func TestRunDoesNotStopAServerWhileTheFailureToleranceIsBelowItsStart(t *testing
 			t.Fatal("no server swap passed its gate: the fault was never injected")
 		}
 		var h *HaltError
-		var ge *GateError
-		if !errors.As(err, &h) || !errors.As(err, &ge) || ge.Condition != planner.GateFailureTolerance || !errors.Is(err, ErrGateTimeout) {
-			t.Fatalf("err = %v, want a *HaltError wrapping a *GateError on failure-tolerance that timed out", err)
+		var refused *StopRefusedError
+		if !errors.As(err, &h) || !errors.As(err, &refused) {
+			t.Fatalf("err = %v, want a *HaltError wrapping a *StopRefusedError", err)
+		}
+		if refused.Node != h.Step.Node || refused.Voters != 2 || refused.Quorum != 2 || len(refused.Up) != 1 || refused.Up[0] != r.sim.Leader() {
+			t.Errorf("refusal %+v, want %s refused with only the leader %s up of 2 voters (quorum 2)", refused, h.Step.Node, r.sim.Leader())
 		}
 		if h.Step.Kind != planner.StepSwapServer || h.Step.Node == dead {
 			t.Errorf("halted at %s %s, want the swap of a server after %s", h.Step.Kind, h.Step.Node, dead)
@@ -45,7 +45,7 @@ func TestRunDoesNotStopAServerWhileTheFailureToleranceIsBelowItsStart(t *testing
 		if swaps := r.tr.swapped(); len(swaps) != 1 || swaps[0].Node != dead {
 			t.Errorf("server swaps %v, want only %s's: no server stopped while the tolerance was 0", swaps, dead)
 		}
-		if want := h.Step.Node + " not stopped"; !strings.Contains(err.Error(), want) {
+		if want := "server " + h.Step.Node + " not stopped to be swapped"; !strings.Contains(err.Error(), want) {
 			t.Errorf("message %q does not say %q", err, want)
 		}
 	})

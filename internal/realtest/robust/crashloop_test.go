@@ -38,8 +38,7 @@ type badTarget struct {
 	// diesAfterGate: the broken agent may die after its gate passed
 	// (autopilot can report a dead server healthy for several seconds).
 	// The run may then go on to the next server, but must halt before it
-	// stops it: the failure tolerance is not back (see
-	// upgrade's toleranceBeforeStop).
+	// stops it when that would lose the quorum (*upgrade.StopRefusedError).
 	diesAfterGate bool
 }
 
@@ -184,9 +183,8 @@ func badTargetRun(t *testing.T, h hop, bt badTarget) {
 				g.mu.Lock()
 				acts := g.acts
 				g.mu.Unlock()
-				var ge *upgrade.GateError
-				if !bt.diesAfterGate || !errors.As(err, &ge) || ge.Condition != planner.GateFailureTolerance ||
-					!strings.Contains(err.Error(), halt.Step.Node+" not stopped") || len(acts) != 1 {
+				var refused *upgrade.StopRefusedError
+				if !bt.diesAfterGate || !errors.As(err, &refused) || refused.Node != halt.Step.Node || len(acts) != 1 {
 					t.Fatalf("the run went past the broken %s (asked the transport for %v) and halted at %s %s: %v", swapped, acts, halt.Step.Kind, halt.Step.Node, err)
 				}
 				lateHalt = true
