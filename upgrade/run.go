@@ -717,7 +717,12 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 // autopilot's dead-server cleanup then removes it from the Raft
 // configuration: the next plan sees fewer voters, all healthy, and stopping
 // one of them would leave no quorum. A refusal is a *StopRefusedError.
+// A datacenter whose failure tolerance was 0 before the run (one server)
+// loses its quorum at every swap by design: it is not checked.
 func (r *runner) quorumBeforeStop(ctx context.Context, step planner.Step) error {
+	if r.baseline(step.Datacenter).FailureTolerance < 1 {
+		return nil
+	}
 	err := quorumWithout(ctx, r.consul(step.Datacenter), step.Node)
 	var refused *RollbackRefusedError
 	if errors.As(err, &refused) {
