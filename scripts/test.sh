@@ -42,5 +42,8 @@ echo "== go test"
 # runs beside them, so they run after the rest, alone.
 alone=github.com/seed-e5e14ead/consul-upgrade/internal/realtest/leadertransfer
 mapfile -t pkgs < <(go list ./... | grep -v -x "$alone")
-go test -count=1 -timeout 60m "$@" "${pkgs[@]}"
+# The fault scenarios of internal/realtest/robust (t.Parallel) run up to
+# four at a time: a real cluster mostly waits (stabilization times, gate
+# timeouts, a lock's TTL), and one after another they take about 25 min.
+go test -count=1 -timeout 60m -parallel 4 "$@" "${pkgs[@]}"
 go test -count=1 -timeout 20m "$@" "$alone"

@@ -339,10 +339,17 @@ func TestRunTransfersLeadershipToTheTargetsRaftID(t *testing.T) {
 
 // Raft answers a transfer once it has told the target to campaign; the
 // target may still lose. The runner waits for the named target to lead and
-// asks again when it does not, instead of trusting the answer.
+// asks again when it does not, instead of trusting the answer. Here s2
+// still runs the old version, so leadership landing on s2 does not do.
 func TestRunRetriesATransferThatDidNotMoveLeadership(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r, rn, step := transferRig(t)
+		r := newRunRig(t, 3, 0, consultest.WithStableSince(time.Now().Add(-time.Hour)))
+		if err := r.sim.Swap("s3", "1.16.1", true); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		rn := &runner{cfg: r.cfg, em: emitter{on: r.cfg.OnEvent}, base: base3}
+		step := planner.Step{Kind: planner.StepTransferLeader, Node: "s1", Target: "s3", From: "1.15.4", To: "1.16.1", Gate: []planner.GateCheck{planner.GateLeaderKnown}}
 		if err := r.sim.SetTransferMisses("", "s2"); err != nil {
 			t.Fatal(err)
 		}
@@ -356,10 +363,36 @@ func TestRunRetriesATransferThatDidNotMoveLeadership(t *testing.T) {
 			t.Errorf("the transfer took %s, want about %s + %s: a transfer that landed elsewhere is asked again at once", el, transferSettle, transferElsewhere)
 		}
 		if got := r.sim.Transfers(); !slices.Equal(got, []string{"id-s3", "id-s3", "id-s3"}) {
-			t.Errorf("transfers %v, want three asks for id-s3 (stayed on s1, landed on s2, then s3)", got)
+			t.Errorf("transfers %v, want three asks for id-s3 (stayed on s1, landed on the old s2, then s3)", got)
 		}
 		if r.sim.Leader() != "s3" {
 			t.Errorf("leader %s, want s3", r.sim.Leader())
+		}
+	})
+}
+
+// Leadership that lands on another server already on the new version
+// serves the transfer: the old leader will be swapped as a follower, and
+// asking again would only move leadership once more (seen on loaded real
+// 1.15.4 -> 1.16.1 runs, which halted after three asks).
+func TestRunAcceptsATransferThatLandedOnAnotherUpgradedServer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, rn, step := transferRig(t)
+		if err := r.sim.SetTransferMisses("s2"); err != nil {
+			t.Fatal(err)
+		}
+		if _, h := rn.do(t.Context(), planner.Cluster{}, step); h != nil {
+			t.Fatalf("transfer-leader: %v", h)
+		}
+		if got := r.sim.Transfers(); !slices.Equal(got, []string{"id-s3"}) || r.sim.Leader() != "s2" {
+			t.Errorf("transfers %v, leader %s; want one ask and s2 (on 1.16.1) leading", got, r.sim.Leader())
+		}
+		var said bool
+		for _, e := range r.events {
+			said = said || strings.Contains(e.Detail, "leadership went to s2 instead of s3; s2 also runs 1.16.1")
+		}
+		if !said {
+			t.Error("no event says the transfer landed on s2, also on the new version")
 		}
 	})
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 )
 
@@ -75,6 +77,8 @@ func (r *runner) transferLeader(ctx context.Context, step planner.Step) error {
 			return te
 		case leader == step.Target:
 			return nil
+		case r.landedOnUpgraded(ctx, c, step, leader):
+			return nil
 		case te.Attempts == transferAttempts:
 			return te
 		}
@@ -91,11 +95,43 @@ func (r *runner) transferLeader(ctx context.Context, step planner.Step) error {
 		}
 		got, err := waitLeader(ctx, c, step.Target, leader, transferSettle)
 		te.Leader = got
-		if err == nil {
+		if err == nil || r.landedOnUpgraded(ctx, c, step, got) {
 			return nil
 		}
 		te.Err = err
 	}
+}
+
+// landedOnUpgraded reports whether leadership is with a server other than
+// the old leader that already runs the step's version: the transfer's
+// purpose (the old leader swapped as a follower, no election timeout) is
+// met, and asking again would only move leadership once more. Raft may
+// hand leadership to another upgraded voter than the one asked for (seen
+// on loaded 1.15.4 -> 1.16.1 runs); the step's gate accepts the same.
+func (r *runner) landedOnUpgraded(ctx context.Context, c Consul, step planner.Step, leader string) bool {
+	if leader == "" || leader == step.Node || leader == step.Target {
+		return false
+	}
+	members, err := c.Members(ctx)
+	if err != nil {
+		return false
+	}
+	if !upgradedLeader(members, step, leader) {
+		return false
+	}
+	r.emit(ctx, Event{Kind: EventGateWaiting, Step: step, Condition: planner.GateLeaderKnown,
+		Detail: fmt.Sprintf("leadership went to %s instead of %s; %s also runs %s, so %s will be swapped as a follower: the transfer is done", leader, step.Target, leader, step.To, step.Node)})
+	return true
+}
+
+// upgradedLeader reports whether leader (a node name) is alive in serf on
+// step.To (build metadata ignored) and is not the step's old leader.
+func upgradedLeader(members []*api.AgentMember, step planner.Step, leader string) bool {
+	if leader == "" || leader == step.Node {
+		return false
+	}
+	m := findMember(members, leader)
+	return m != nil && m.Status == serfAlive && step.To != "" && planner.SameVersion(buildVersion(m.Tags["build"]), step.To)
 }
 
 // awaitTransferTarget observes the cluster until the target is a healthy

@@ -133,6 +133,7 @@ func clockScenario(t *testing.T, from, to string, skew time.Duration) {
 // hour behind theirs): autopilot's StableSince is in the orchestrator's
 // future. Comparing clocks would wait an hour (the gate would time out).
 func TestStabilityWithTheOrchestratorsClockBehind_1_12_9_to_1_13_9(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	clockScenario(t, "1.12.9", "1.13.9", time.Hour)
 }
 
@@ -145,13 +146,16 @@ func TestStabilityWithTheOrchestratorsClockBehind_1_12_9_to_1_13_9(t *testing.T)
 // TestGateStabilityRestartsWhenAutopilotsStableSinceMoves covers the
 // unseen restart.
 func TestStabilityWithTheOrchestratorsClockAhead_1_12_9_to_1_13_9(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	clockScenario(t, "1.12.9", "1.13.9", -time.Hour)
 }
 
 func TestStabilityWithTheOrchestratorsClockBehind_1_15_4_to_1_16_1(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	clockScenario(t, "1.15.4", "1.16.1", time.Hour)
 }
 
 func TestStabilityWithTheOrchestratorsClockAhead_1_15_4_to_1_16_1(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	clockScenario(t, "1.15.4", "1.16.1", -time.Hour)
 }

@@ -16,6 +16,7 @@ import "testing"
 // server's own HTTP API every upgrade.AliveInterval and counts stability
 // again from every refused connection, so it halts on stable.
 func TestASwappedServerThatCrashLoopsHaltsAndRollsBack(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	for _, h := range hops {
 		t.Run(h.String(), func(t *testing.T) { badTargetRun(t, h, crashing(true)) })
 	}

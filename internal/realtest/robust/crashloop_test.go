@@ -123,6 +123,7 @@ var wrongVersion = badTarget{
 
 // TestASwappedServerThatCrashesAfterItsSwapHaltsAndRollsBack: on each hop.
 func TestASwappedServerThatCrashesAfterItsSwapHaltsAndRollsBack(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	for _, h := range hops {
 		t.Run(h.String(), func(t *testing.T) { badTargetRun(t, h, crashing(false)) })
 	}
@@ -130,6 +131,7 @@ func TestASwappedServerThatCrashesAfterItsSwapHaltsAndRollsBack(t *testing.T) {
 
 // TestASwappedServerOnTheWrongVersionHaltsAndRollsBack: on each hop.
 func TestASwappedServerOnTheWrongVersionHaltsAndRollsBack(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	for _, h := range hops {
 		t.Run(h.String(), func(t *testing.T) { badTargetRun(t, h, wrongVersion) })
 	}

@@ -117,10 +117,12 @@ func failoverScenario(t *testing.T, from, to string) {
 }
 
 func TestTheRunFailsOverWhenItsAgentDiesMidGate_1_12_9_to_1_13_9(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	failoverScenario(t, "1.12.9", "1.13.9")
 }
 
 func TestTheRunFailsOverWhenItsAgentDiesMidGate_1_15_4_to_1_16_1(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	failoverScenario(t, "1.15.4", "1.16.1")
 }
 
@@ -200,9 +202,11 @@ func haltScenario(t *testing.T, from, to string) {
 }
 
 func TestTheRunHaltsWhenItsOnlyAgentDiesMidGate_1_12_9_to_1_13_9(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	haltScenario(t, "1.12.9", "1.13.9")
 }
 
 func TestTheRunHaltsWhenItsOnlyAgentDiesMidGate_1_15_4_to_1_16_1(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	haltScenario(t, "1.15.4", "1.16.1")
 }

@@ -189,6 +189,7 @@ func (f *fault) check(t *testing.T) {
 // server is back, and the run completes with a linearizable history and no
 // acknowledged write lost.
 func TestAServerKilledWhileAFollowersSwapIsGatedMakesTheRunWait(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	for _, h := range hops {
 		t.Run(h.String(), func(t *testing.T) { killWhileGatedWaits(t, h, new(traffic.Report)) })
 	}
@@ -223,6 +224,7 @@ func killWhileGatedWaits(t *testing.T, h hop, report *traffic.Report) {
 // agents stays linearizable. On each hop (1.12.9 -> 1.13.9, 1.15.4 ->
 // 1.16.1).
 func TestAServerKilledWhileAFollowersSwapIsGatedHaltsTheRun(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	for _, h := range hops {
 		t.Run(h.String(), func(t *testing.T) { killWhileGatedHalts(t, h) })
 	}

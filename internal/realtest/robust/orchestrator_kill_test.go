@@ -336,9 +336,11 @@ func orchestratorKill(t *testing.T, from, to string) {
 }
 
 func TestASecondRunFinishesAfterTheOrchestratorIsKilledMidSwap_1_12_9_to_1_13_9(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	orchestratorKill(t, "1.12.9", "1.13.9")
 }
 
 func TestASecondRunFinishesAfterTheOrchestratorIsKilledMidSwap_1_15_4_to_1_16_1(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	orchestratorKill(t, "1.15.4", "1.16.1")
 }

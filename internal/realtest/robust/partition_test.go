@@ -214,6 +214,7 @@ func (p *partition) isolated() []string {
 // peer connects to the partitioned server and, after a few seconds, the
 // other servers see it failed in serf; once healed, it is alive again.
 func TestThePartitionCutsTheServerOff(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	cl := consulrig.Start(t, consulrig.Options{Version: "1.12.9"})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -265,6 +266,7 @@ func TestThePartitionCutsTheServerOff(t *testing.T) {
 // run completes on a healthy cluster with a linearizable history and no
 // acknowledged write lost.
 func TestASwappedServerPartitionedRightAfterItsRestartHoldsItsGate(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	for _, h := range hops {
 		t.Run(h.String(), func(t *testing.T) { partitionedAfterRestart(t, h, 25*time.Second, new(traffic.Report)) })
 	}
@@ -335,7 +337,7 @@ func (pt *partitioner) onEvent(e upgrade.Event) {
 // partitionedAfterRestart runs the scenario on h; the report is the
 // traffic's (filled in once the run has returned, also when t fails).
 func partitionedAfterRestart(t *testing.T, h hop, hold time.Duration, report *traffic.Report) {
-	tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
+	tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 8}}
 	defer func() { *report = tr.Report }()
 	var pt *partitioner
 	var cl *consulrig.Cluster

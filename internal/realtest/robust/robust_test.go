@@ -20,6 +20,7 @@ import (
 // ops/s in all on 4 keys, 2 workers per agent (c1, s1, s2, s3), besides
 // realtest's writer through c1.
 func TestUpgradeUnderRecordedTraffic(t *testing.T) {
+	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
 	f := realtest.Run(t, realtest.Scenario{From: "1.12.9", To: "1.13.9", During: tr.During})
 	r := tr.Report
