@@ -19,7 +19,9 @@ import (
 // agent's process (a refused connection) is seen, and the stable
 // condition counts again from it: a server that crash-loops faster than
 // the stabilization time never passes its gate, and the run halts on it
-// (and rolls it back when Config.Rollback is set).
+// (and rolls it back when Config.Rollback is set). Outages count only after
+// the server's API has answered once in the gate, so a ServerAPI that
+// cannot reach the servers from here changes nothing.
 const AliveInterval = 500 * time.Millisecond
 
 // aliveWatch polls one server's own /v1/agent/self in the background and
@@ -32,13 +34,16 @@ type aliveWatch struct {
 
 // watchAlive starts polling node's own HTTP API every interval until ctx
 // ends. A poll that times out proves nothing (a loaded host) and is not
-// counted; a refused or reset connection is.
+// counted; a refused or reset connection is, once the API has answered in
+// this gate: an API that never answers (not reachable from here at the
+// address ServerAPI builds) leaves the gate as it was without the watch.
 func watchAlive(ctx context.Context, c Consul, node string, serverAPI ServerAPIFunc, interval time.Duration) *aliveWatch {
 	w := &aliveWatch{}
 	go func() {
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		var sc Consul
+		answered := false // outages count only once the API has answered
 		for {
 			if sc == nil {
 				if members, err := c.Members(ctx); err == nil {
@@ -52,7 +57,10 @@ func watchAlive(ctx context.Context, c Consul, node string, serverAPI ServerAPIF
 				_, err := sc.AgentSelf(pctx)
 				timedOut := pctx.Err() != nil
 				cancel()
-				if err != nil && !timedOut && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+				if err == nil {
+					answered = true
+				}
+				if err != nil && answered && !timedOut && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
 					w.mu.Lock()
 					w.outage, w.why = time.Now(), err
 					w.mu.Unlock()

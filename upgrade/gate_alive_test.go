@@ -69,10 +69,35 @@ func TestGateSeesAServerThatCrashLoopsUnderAutopilotsNose(t *testing.T) {
 				if !errors.As(err, &ge) || ge.Condition != planner.GateStable || ge.Node != "s2" {
 					t.Fatalf("a crash-looping server's gate: %v, want a *GateError on stable for s2", err)
 				}
-				if !strings.Contains(ge.Detail, "did not answer") || !strings.Contains(last, "s2's own HTTP API") {
-					t.Errorf("the halt does not name the outage: detail %q, last report %q", ge.Detail, last)
+				if !strings.Contains(ge.Detail, "s2's own HTTP API did not answer") {
+					t.Errorf("the halt does not name the outage: detail %q (last report %q)", ge.Detail, last)
 				}
 			})
 		})
 	}
+}
+
+// unreachableAPI is a server's own HTTP API that never answers from here
+// (bound to another interface, a firewall).
+type unreachableAPI struct{ Consul }
+
+func (unreachableAPI) AgentSelf(context.Context) (map[string]map[string]any, error) {
+	return nil, syscall.ECONNREFUSED
+}
+
+// A ServerAPI that cannot reach the servers at all does not hold the gate:
+// outages count only after the API has answered once. (The command's tests
+// on the simulator, whose servers answer at no address, hung without this.)
+func TestGateWithAServerAPIThatNeverAnswersStillPasses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := consultest.NewCluster(3, 0, "1.12.9", consultest.WithStabilizationTime(10*time.Second),
+			consultest.WithRestartDelay(3*time.Second))
+		c := inProcessConsul(t, s)
+		mustDo(t, s.Swap("s2", "1.13.9", true))
+		servers := func(node, addr string) (Consul, error) { return unreachableAPI{}, nil }
+		opt := GateOptions{Timeout: 90 * time.Second, Since: time.Now(), MaxInterval: 2 * time.Second, ServerAPI: servers}
+		if err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, opt); err != nil {
+			t.Fatalf("gate with an unreachable ServerAPI: %v", err)
+		}
+	})
 }
