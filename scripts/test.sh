@@ -41,9 +41,13 @@ echo "== go test"
 # a row; Raft's timing on 2 cores is only that good when no other cluster
 # runs beside them, so they run after the rest, alone.
 alone=github.com/seed-e5e14ead/consul-upgrade/internal/realtest/leadertransfer
-mapfile -t pkgs < <(go list ./... | grep -v -x "$alone")
-# The fault scenarios of internal/realtest/robust (t.Parallel) run up to
-# four at a time: a real cluster mostly waits (stabilization times, gate
-# timeouts, a lock's TTL), and one after another they take about 25 min.
-go test -count=1 -timeout 60m -parallel 4 "$@" "${pkgs[@]}"
+# The fault scenarios of internal/realtest/robust (t.Parallel) run after the
+# rest, up to four at a time and with nothing else beside them: a real
+# cluster mostly waits (stabilization times, gate timeouts, a lock's TTL),
+# one after another they take about 25 min, and the tests with second-scale
+# command timeouts (transport/ssh) must not run under that load.
+faults=github.com/seed-e5e14ead/consul-upgrade/internal/realtest/robust
+mapfile -t pkgs < <(go list ./... | grep -v -x -e "$alone" -e "$faults")
+go test -count=1 -timeout 60m "$@" "${pkgs[@]}"
+go test -count=1 -timeout 30m -parallel 4 "$@" "$faults"
 go test -count=1 -timeout 20m "$@" "$alone"

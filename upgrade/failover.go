@@ -457,3 +457,13 @@ func (s failoverSessions) releaseKey(ctx context.Context, key, session string) e
 	})
 	return err
 }
+
+func (s failoverSessions) sessionInfo(ctx context.Context, id string) (bool, error) {
+	return call(ctx, s.f, func(c Consul) (bool, error) {
+		a, err := sessions(c)
+		if err != nil {
+			return false, err
+		}
+		return sessionExistsCtx(ctx, a, id)
+	})
+}

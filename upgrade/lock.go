@@ -119,6 +119,29 @@ func (a *apiConsul) holderValue(ctx context.Context, key string) ([]byte, error)
 	return p.Value, nil
 }
 
+// sessionExists asks whether session id still exists (a consistent read)
+// when s can tell; otherwise it reports an error.
+func sessionExists(s sessionAPI, id string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), lockTTL/6)
+	defer cancel()
+	return sessionExistsCtx(ctx, s, id)
+}
+
+func sessionExistsCtx(ctx context.Context, s sessionAPI, id string) (bool, error) {
+	in, ok := s.(interface {
+		sessionInfo(ctx context.Context, id string) (bool, error)
+	})
+	if !ok {
+		return false, errors.New("cannot read sessions")
+	}
+	return in.sessionInfo(ctx, id)
+}
+
+func (a *apiConsul) sessionInfo(ctx context.Context, id string) (bool, error) {
+	info, _, err := a.c.Session().Info(id, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	return info != nil, err
+}
+
 func (a *apiConsul) renewSession(ctx context.Context, id string) (bool, error) {
 	entry, _, err := a.c.Session().Renew(id, (&api.WriteOptions{}).WithContext(ctx))
 	if err != nil || entry != nil {
@@ -244,6 +267,13 @@ func renew(s sessionAPI, id string, stop <-chan struct{}, lost chan<- struct{}) 
 		case err == nil:
 			last = time.Now()
 		case time.Since(last) > lockTTL:
+			// No renewal for a whole TTL. Consul keeps a session for up
+			// to twice its TTL: the lock is still held while a read says
+			// the session exists, and lost once it does not or once
+			// nothing has confirmed it for that long.
+			if held, ierr := sessionExists(s, id); ierr == nil && held && time.Since(last) < 2*lockTTL {
+				continue
+			}
 			close(lost)
 			return
 		}
