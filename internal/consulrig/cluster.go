@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seed-e5e14ead/consul-upgrade/internal/proc"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/local"
 )
@@ -326,35 +327,12 @@ func killStale(t testing.TB, n int) {
 			t.Logf("consulrig: SIGKILL to stale pid %d: %v", pid, err)
 			continue
 		}
-		waitGone(pid, 5*time.Second)
+		proc.WaitGone(pid, 5*time.Second)
 	}
 }
 
 // ProcessAlive reports whether pid exists and is not a zombie.
-func ProcessAlive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The state follows the command name, which is in parentheses.
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) {
-		return false
-	}
-	return s[i+2] != 'Z' && s[i+2] != 'X'
-}
-
-func waitGone(pid int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if !ProcessAlive(pid) {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return !ProcessAlive(pid)
-}
+func ProcessAlive(pid int) bool { return proc.Alive(pid) }
 
 // Stop kills every agent of the cluster (SIGKILL by pid) and waits until
 // they are gone. The cluster's files stay until the test ends. Stop is safe
@@ -368,7 +346,7 @@ func (c *Cluster) Stop() {
 		pids := slices.Clone(c.pids)
 		c.mu.Unlock()
 		for _, pid := range pids {
-			if !waitGone(pid, 5*time.Second) {
+			if !proc.WaitGone(pid, 5*time.Second) {
 				c.stopErr = errors.Join(c.stopErr, fmt.Errorf("agent pid %d still runs after SIGKILL", pid))
 			}
 		}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/internal/proc"
 )
 
 func TestStartElectsLeaderAndEveryMemberIsAlive(t *testing.T) {
@@ -209,7 +211,7 @@ func TestAgentsDieWithAKilledTestBinary(t *testing.T) {
 	cmd.Process.Kill()
 	cmd.Wait()
 	for _, pid := range pids {
-		if !waitGone(pid, 5*time.Second) {
+		if !proc.WaitGone(pid, 5*time.Second) {
 			t.Errorf("agent pid %d outlived its killed parent", pid)
 			syscall.Kill(pid, syscall.SIGKILL)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/seed-e5e14ead/consul-upgrade/internal/proc"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
@@ -124,7 +125,7 @@ func TestTheShapeOfAPlanIsItsServersAndASampleOfItsClients(t *testing.T) {
 func alive(pids []int) []int {
 	var out []int
 	for _, p := range pids {
-		if processAlive(p) {
+		if proc.Alive(p) {
 			out = append(out, p)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 
 	version "github.com/hashicorp/go-version"
 
+	"github.com/seed-e5e14ead/consul-upgrade/internal/proc"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/local"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
@@ -251,7 +252,7 @@ func (rp *replica) close() error {
 		}
 	}
 	for _, pid := range rp.PIDs() {
-		if !waitGone(pid, 10*time.Second) {
+		if !proc.WaitGone(pid, 10*time.Second) {
 			errs = append(errs, fmt.Errorf("agent pid %d still runs after SIGKILL", pid))
 		}
 	}
@@ -349,33 +350,8 @@ func killStale(n int) {
 			continue
 		}
 		syscall.Kill(pid, syscall.SIGKILL)
-		waitGone(pid, 5*time.Second)
+		proc.WaitGone(pid, 5*time.Second)
 	}
-}
-
-// processAlive reports whether pid exists and is not a zombie.
-func processAlive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) {
-		return false
-	}
-	return s[i+2] != 'Z' && s[i+2] != 'X'
-}
-
-func waitGone(pid int, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if !processAlive(pid) {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return !processAlive(pid)
 }
 
 // writeNodeID gives an agent its own node ID before its first start
