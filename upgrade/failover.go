@@ -467,3 +467,34 @@ func (s failoverSessions) sessionInfo(ctx context.Context, id string) (bool, err
 		return sessionExistsCtx(ctx, a, id)
 	})
 }
+
+// agent implements lockMover.
+func (s failoverSessions) agent() string { return s.f.Current() }
+
+func movers(c Consul) (txnMover, error) {
+	if m, ok := c.(txnMover); ok {
+		return m, nil
+	}
+	return nil, fmt.Errorf("%w: its Consul is not upgrade.NewConsul's", errNoTxn)
+}
+
+func (s failoverSessions) moveLock(ctx context.Context, key string, value []byte, from, to string) error {
+	_, err := call(ctx, s.f, func(c Consul) (struct{}, error) {
+		m, err := movers(c)
+		if err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, m.moveLock(ctx, key, value, from, to)
+	})
+	return err
+}
+
+func (s failoverSessions) keySession(ctx context.Context, key string) (string, error) {
+	return call(ctx, s.f, func(c Consul) (string, error) {
+		m, err := movers(c)
+		if err != nil {
+			return "", err
+		}
+		return m.keySession(ctx, key)
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"time"
 
@@ -23,8 +24,13 @@ const lockTTL = 30 * time.Second
 // Locker is an optional interface of a Consul: it takes the cluster-wide
 // upgrade lock, so that two operators (or two orchestrators) never upgrade
 // one cluster at once. The Consul that NewConsul returns implements it with
-// a KV key held by a TTL session that has no health checks, so swapping the
-// agent it talks to does not drop the lock.
+// a KV key held by a TTL session that asks for no health checks, so
+// swapping the agent it talks to does not drop the lock. Consul before 1.0
+// ignores that and binds the session to the agent's serfHealth (0.6.4 to
+// 0.9.3, measured): there the lock is lost if the agent the lock was taken
+// through is down long enough for serf to find it failed, and the run then
+// halts with ErrLockLost. A failover Consul (Failover, ConnectAddrs) moves
+// the lock to the agent it fails over to (Consul 0.7.0 and later).
 type Locker interface {
 	// Lock takes the lock at key for holder. It returns a *LockedError when
 	// another holder has it. While held, the lock is renewed in the
@@ -178,7 +184,7 @@ func lockWith(ctx context.Context, s sessionAPI, key string, holder LockHolder) 
 		"TTL":       lockTTL.String(),
 		"Behavior":  "delete",
 		"LockDelay": "0s",
-		"Checks":    []string{}, // no serfHealth: swapping this agent must not drop the lock
+		"Checks":    []string{}, // no serfHealth (from 1.0; see Locker): swapping this agent must not drop the lock
 	}
 	var id string
 	// A server error right after the agent (re)started is transient: no
@@ -219,23 +225,32 @@ func lockWith(ctx context.Context, s sessionAPI, key string, holder LockHolder) 
 	lost := make(chan struct{})
 	stop := make(chan struct{})
 	done := make(chan struct{})
+	st := &heldLock{key: key, value: value, body: body, id: id}
+	if m, ok := s.(lockMover); ok {
+		st.home = m.agent()
+	}
 	go func() {
 		defer close(done)
-		renew(s, id, stop, lost)
+		st.renew(s, stop, lost)
 	}()
 	return &Lock{
 		Key:  key,
 		Lost: lost,
 		release: func(ctx context.Context) error {
 			close(stop)
-			<-done
+			<-done // st is no longer the renewer's
+			// A move left undecided (see heldLock.pending) may have
+			// handed the key to the pending session.
+			if st.pending != "" {
+				_ = s.destroySession(ctx, st.pending)
+			}
 			// Destroying the session deletes the key it holds (behavior
 			// "delete"), so a finished run leaves no trace in the KV store.
-			derr := s.destroySession(ctx, id)
+			derr := s.destroySession(ctx, st.id)
 			if derr == nil {
 				return nil
 			}
-			if rerr := s.releaseKey(ctx, key, id); rerr != nil {
+			if rerr := s.releaseKey(ctx, key, st.id); rerr != nil {
 				return fmt.Errorf("upgrade lock %s: destroy session: %v; release: %w", key, derr, rerr)
 			}
 			return nil
@@ -243,14 +258,32 @@ func lockWith(ctx context.Context, s sessionAPI, key string, holder LockHolder) 
 	}, nil
 }
 
+// heldLock is the state of a held lock, owned by its renewer.
+type heldLock struct {
+	key   string
+	value []byte
+	body  map[string]any // how its sessions are made
+	id    string         // the session holding the key
+	// home is the agent id was made through (for a lockMover).
+	home string
+	// pending is a session that a move made and may have handed the key
+	// to: the move got no answer, or was rolled back, and the key is read
+	// at the next renewal to decide. Both sessions are renewed meanwhile.
+	pending string
+	// noMove: the agent in use cannot move the lock (no transactions).
+	noMove bool
+}
+
 // renew renews the session every TTL/6 until stop is closed. Errors (an
 // election in progress, the agent restarting) are retried; the lock is lost
 // only when Consul says the session no longer exists, or when no renewal
-// has succeeded for a whole TTL.
-func renew(s sessionAPI, id string, stop <-chan struct{}, lost chan<- struct{}) {
+// has succeeded for a whole TTL. Through a lockMover, the lock then follows
+// the run to the agent it has failed over to.
+func (st *heldLock) renew(s sessionAPI, stop <-chan struct{}, lost chan<- struct{}) {
 	tick := time.NewTicker(lockTTL / 6)
 	defer tick.Stop()
 	last := time.Now()
+	m, _ := s.(lockMover)
 	for {
 		select {
 		case <-stop:
@@ -258,7 +291,10 @@ func renew(s sessionAPI, id string, stop <-chan struct{}, lost chan<- struct{}) 
 		case <-tick.C:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), lockTTL/6)
-		exists, err := s.renewSession(ctx, id)
+		if st.pending != "" {
+			_, _ = s.renewSession(ctx, st.pending)
+		}
+		exists, err := s.renewSession(ctx, st.id)
 		cancel()
 		switch {
 		case err == nil && !exists:
@@ -266,16 +302,122 @@ func renew(s sessionAPI, id string, stop <-chan struct{}, lost chan<- struct{}) 
 			return
 		case err == nil:
 			last = time.Now()
+			if m != nil && (st.pending != "" || (!st.noMove && m.agent() != st.home)) && !st.move(s, m) {
+				close(lost)
+				return
+			}
 		case time.Since(last) > lockTTL:
 			// No renewal for a whole TTL. Consul keeps a session for up
 			// to twice its TTL: the lock is still held while a read says
 			// the session exists, and lost once it does not or once
 			// nothing has confirmed it for that long.
-			if held, ierr := sessionExists(s, id); ierr == nil && held && time.Since(last) < 2*lockTTL {
+			if held, ierr := sessionExists(s, st.id); ierr == nil && held && time.Since(last) < 2*lockTTL {
 				continue
 			}
 			close(lost)
 			return
 		}
 	}
+}
+
+// lockMover is a sessionAPI that talks through whichever of several agents
+// answers (failoverSessions). A session belongs to the node of the agent it
+// was made through, and Consul destroys it, so the lock is lost, when that
+// node leaves the catalog. A dead agent's node does: a server restarted
+// while the agent is dead never hears of it, and once it leads it
+// deregisters the node as reaped (real 1.12.9 -> 1.13.9 with the run's
+// first agent killed mid-gate: the lock went at the leader's swap). So once
+// the run has failed over, the lock moves to a session made through the
+// agent now in use, in one transaction that only commits while the old
+// session still holds the key.
+type lockMover interface {
+	// agent names the agent calls go through now.
+	agent() string
+	// moveLock hands key, with value, from session from to session to:
+	// check-session, unlock and lock in one transaction (/v1/txn, Consul
+	// 0.7.0 and later). It returns an error wrapping errNoTxn when the
+	// agent has no transactions.
+	moveLock(ctx context.Context, key string, value []byte, from, to string) error
+	// keySession returns the session holding key, "" when none holds it
+	// or there is no key, read consistently.
+	keySession(ctx context.Context, key string) (string, error)
+}
+
+// errNoTxn is wrapped by a move that cannot be made with this agent.
+var errNoTxn = errors.New("the upgrade lock cannot move through this agent")
+
+// move moves the lock to a session made through the agent in use, or
+// decides a pending move. It reports false when the lock is lost: the key
+// is held by neither session. Any other failure leaves the lock where it
+// is, to be moved at a later renewal.
+func (st *heldLock) move(s sessionAPI, m lockMover) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), lockTTL/3)
+	defer cancel()
+	if st.pending == "" {
+		home := m.agent()
+		id, err := s.createSession(ctx, st.body)
+		if err != nil {
+			return true
+		}
+		err = m.moveLock(ctx, st.key, st.value, st.id, id)
+		switch {
+		case err == nil:
+			_ = s.destroySession(ctx, st.id) // it holds nothing now
+			st.id, st.home = id, home
+			return true
+		case errors.Is(err, errNoTxn):
+			st.noMove = true
+			_ = s.destroySession(ctx, id)
+			return true
+		}
+		// Rolled back, or no answer: the key tells. A failover may have
+		// sent the transaction to a second agent after the first one
+		// committed it, and that second one was rolled back.
+		st.pending, st.home = id, home
+	}
+	holder, err := m.keySession(ctx, st.key)
+	switch {
+	case err != nil:
+		return true // still pending
+	case holder == st.pending:
+		_ = s.destroySession(ctx, st.id)
+		st.id, st.pending = holder, ""
+		return true
+	case holder == st.id:
+		_ = s.destroySession(ctx, st.pending)
+		st.pending, st.home = "", "" // not moved: try again
+		return true
+	default:
+		_ = s.destroySession(ctx, st.pending)
+		st.pending = ""
+		return false
+	}
+}
+
+// txnMover is how one agent moves the lock (see lockMover).
+type txnMover interface {
+	moveLock(ctx context.Context, key string, value []byte, from, to string) error
+	keySession(ctx context.Context, key string) (string, error)
+}
+
+func (a *apiConsul) moveLock(ctx context.Context, key string, value []byte, from, to string) error {
+	ops := api.TxnOps{
+		{KV: &api.KVTxnOp{Verb: api.KVCheckSession, Key: key, Session: from}},
+		{KV: &api.KVTxnOp{Verb: api.KVUnlock, Key: key, Value: value, Session: from}},
+		{KV: &api.KVTxnOp{Verb: api.KVLock, Key: key, Value: value, Session: to}},
+	}
+	_, err := a.c.Raw().Write("/v1/txn", ops, nil, (&api.WriteOptions{}).WithContext(ctx))
+	var se api.StatusError
+	if errors.As(err, &se) && (se.Code == http.StatusNotFound || se.Code == http.StatusMethodNotAllowed) {
+		return fmt.Errorf("%w: it has no /v1/txn (Consul before 0.7.0): %v", errNoTxn, err)
+	}
+	return err
+}
+
+func (a *apiConsul) keySession(ctx context.Context, key string) (string, error) {
+	p, _, err := a.c.KV().Get(key, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil || p == nil {
+		return "", err
+	}
+	return p.Session, nil
 }

@@ -11,6 +11,7 @@ package realtest
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -50,7 +51,9 @@ type Figures struct {
 	Leaders   []string // distinct consecutive leaders seen through the client
 	Gaps      int      // leader polls that saw no leader
 	Elections int      // "entering leader state" lines added to the servers' logs
-	Steps     []planner.Step
+	// ServerLogs are the servers' log files (gone once the test ends).
+	ServerLogs []string
+	Steps      []planner.Step
 	// Gates are the gate checks of the server steps, by hop target.
 	Gates map[string][]planner.GateCheck
 	// GateEras are the API eras whose checks the server steps' gates
@@ -179,7 +182,8 @@ func Run(t *testing.T, sc Scenario) Figures {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Elections = countElections(t, serverLogs(cl, logs)) - before
+	f.ServerLogs = serverLogs(cl, logs)
+	f.Elections = countElections(t, f.ServerLogs) - before
 	members, err := cl.Members(ctx, client)
 	if err != nil {
 		t.Fatal(err)
@@ -281,4 +285,22 @@ func LeaderSwappedLast(t *testing.T, f Figures) {
 	if len(swaps) == 0 || len(f.Leaders) == 0 || swaps[len(swaps)-1].Node != f.Leaders[0] {
 		t.Errorf("leaders seen %v, server swaps %d: want the first leader swapped last", f.Leaders, len(swaps))
 	}
+}
+
+// Reaped reports whether a server's log says a leader deregistered node
+// because serf no longer knew it ("deregistering member ... reason=reaped"),
+// which destroys the sessions made through that node's agent.
+func (f Figures) Reaped(node string) bool {
+	for _, p := range f.ServerLogs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.Contains(line, "deregistering member: member="+node+" ") && strings.Contains(line, "reason=reaped") {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -3,6 +3,8 @@ package robust_test
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,19 +17,20 @@ import (
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
 
-// agentDeath kills the client agent c1, the first agent of the run's
-// failover Consul (upgrade.ConnectAddrs: c1, then c2), when the gate of the
+// agentDeath kills the client agent c2, the first agent of the run's
+// failover Consul (upgrade.ConnectAddrs: c2, then c1), when the gate of the
 // first server swap first waits, and starts it again (on its old version)
-// restartAfter later, as a supervisor would.
+// when the client waves begin, as a supervisor would: c2 stays dead through
+// every server swap, the leader's included. (The test's own writer goes
+// through c1.)
 type agentDeath struct {
-	restartAfter time.Duration
-	g            *guard
+	g *guard
 
 	mu        sync.Mutex
 	killed    time.Time
 	restarted time.Time
 	switches  []string
-	// gatedAfterKill: steps whose gate passed while c1 was down.
+	// gatedAfterKill: steps whose gate passed while c2 was down.
 	gatedAfterKill []string
 	err            error
 }
@@ -40,7 +43,7 @@ func (d *agentDeath) configure(t *testing.T) func(*upgrade.Config, *consulrig.Cl
 			defer d.mu.Unlock()
 			d.switches = append(d.switches, from+" -> "+to)
 			t.Logf("FAILOVER %s -> %s: %v", from, to, cause)
-		}, cl.HTTPAddr(c1), cl.HTTPAddr(c2))
+		}, cl.HTTPAddr(c2), cl.HTTPAddr(c1))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -50,46 +53,48 @@ func (d *agentDeath) configure(t *testing.T) func(*upgrade.Config, *consulrig.Cl
 		prev := cfg.OnEvent
 		cfg.OnEvent = func(e upgrade.Event) {
 			prev(e)
-			d.onEvent(t, cl, c1, e)
+			d.onEvent(t, cl, c2, e)
 		}
 	}
 }
 
-func (d *agentDeath) onEvent(t *testing.T, cl *consulrig.Cluster, c1 string, e upgrade.Event) {
+func (d *agentDeath) onEvent(t *testing.T, cl *consulrig.Cluster, victim string, e upgrade.Event) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	switch {
 	case d.killed.IsZero() && d.err == nil && e.Kind == upgrade.EventGateWaiting && e.Step.Kind == planner.StepSwapServer:
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		if d.err = cl.Transport().Stop(ctx, c1, transport.StopKill); d.err != nil {
+		if d.err = cl.Transport().Stop(ctx, victim, transport.StopKill); d.err != nil {
 			return
 		}
 		d.killed = time.Now()
-		t.Logf("FAULT killed %s, the agent the run talks to, while the gate of %s waits for %s", c1, e.Step.Node, e.Condition)
-		time.AfterFunc(d.restartAfter, func() {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			err := cl.Transport().Start(ctx, c1)
-			d.mu.Lock()
-			defer d.mu.Unlock()
-			d.restarted = time.Now()
-			if err != nil {
-				d.err = err
-			}
-			t.Logf("FAULT restarted %s after %s", c1, d.restarted.Sub(d.killed).Round(100*time.Millisecond))
-		})
+		t.Logf("FAULT killed %s, the agent the run talks to, while the gate of %s waits for %s", victim, e.Step.Node, e.Condition)
+	case !d.killed.IsZero() && d.restarted.IsZero() && e.Kind == upgrade.EventStepStarted && e.Step.Kind == planner.StepSwapClients:
+		// The run waits for this callback: the supervisor's restart is
+		// done before the first client wave.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if d.err = cl.Transport().Start(ctx, victim); d.err != nil {
+			return
+		}
+		d.restarted = time.Now()
+		t.Logf("FAULT restarted %s after %s", victim, d.restarted.Sub(d.killed).Round(100*time.Millisecond))
 	case !d.killed.IsZero() && d.restarted.IsZero() && e.Kind == upgrade.EventStepDone:
 		d.gatedAfterKill = append(d.gatedAfterKill, e.Step.Node)
 	}
 }
 
 // failoverScenario: 3 servers and 2 clients under recorded traffic; the run
-// talks to c1 and may fail over to c2. c1 is killed while the first server
-// swap's gate waits and comes back 40 s later. The run must go on through
-// c2 (the gate passes while c1 is still dead) and complete.
+// talks to c2 and may fail over to c1. c2 is killed while the first server
+// swap's gate waits and comes back only when the client waves begin. The
+// run must go on through c1 (every server's gate passes while c2 is dead)
+// and complete. Its lock must survive: it was taken through c2, so its
+// session was c2's, and a leader elected after a server restarted while c2
+// was dead deregisters c2's node (reaped), which destroys the sessions on
+// it; the lock moves to a session made through c1 once the run fails over.
 func failoverScenario(t *testing.T, from, to string) {
-	d := &agentDeath{restartAfter: 40 * time.Second}
+	d := &agentDeath{}
 	tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
 	fig := realtest.Run(t, realtest.Scenario{From: from, To: to, Clients: 2, During: tr.During, Configure: d.configure(t)})
 	d.mu.Lock()
@@ -98,22 +103,27 @@ func failoverScenario(t *testing.T, from, to string) {
 		t.Fatalf("the fault could not be injected: %v", d.err)
 	}
 	if d.killed.IsZero() {
-		t.Fatal("no server gate waited: c1 was never killed")
+		t.Fatal("no server gate waited: c2 was never killed")
 	}
 	if len(d.switches) == 0 {
-		t.Error("the run never failed over from c1")
+		t.Error("the run never failed over from c2")
 	}
-	if len(d.gatedAfterKill) == 0 {
-		t.Errorf("no gate passed while c1 was dead (it came back %s after the kill): the run waited for c1 instead of failing over",
-			d.restarted.Sub(d.killed).Round(100*time.Millisecond))
+	var servers []string // distinct: a transfer's step names its server too
+	for _, n := range d.gatedAfterKill {
+		if strings.HasPrefix(n, "s") && !slices.Contains(servers, n) {
+			servers = append(servers, n)
+		}
+	}
+	if len(servers) != 3 {
+		t.Errorf("server gates passed while c2 was dead: %v, want all 3: the run waited for c2 instead of failing over", servers)
 	}
 	d.g.mu.Lock()
 	defer d.g.mu.Unlock()
 	for _, v := range d.g.violations {
 		t.Errorf("the run stopped a second server: %s", v)
 	}
-	t.Logf("FIGURES agent-dies-mid-gate %s -> %s: run wall %s; failovers %v; gates passed while c1 was dead: %v; traffic %s; writer lost %d of %d",
-		from, to, fig.Wall.Round(100*time.Millisecond), d.switches, d.gatedAfterKill, tr.Report, len(fig.Lost), len(fig.Writes.Acked))
+	t.Logf("FIGURES agent-dies-mid-gate %s -> %s: run wall %s; failovers %v; c2 dead for %s; gates passed while c2 was dead: %v; c2 reaped: %v; traffic %s; writer lost %d of %d",
+		from, to, fig.Wall.Round(100*time.Millisecond), d.switches, d.restarted.Sub(d.killed).Round(100*time.Millisecond), d.gatedAfterKill, fig.Reaped("c2"), tr.Report, len(fig.Lost), len(fig.Writes.Acked))
 }
 
 func TestTheRunFailsOverWhenItsAgentDiesMidGate_1_12_9_to_1_13_9(t *testing.T) {
