@@ -94,6 +94,9 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		return fail(stderr, "apply", err)
 	}
+	if err := cluster.checkPlan(ctx, plan, *planFile); err != nil {
+		return fail(stderr, "apply", err)
+	}
 	if err := os.MkdirAll(*snapDir, 0o755); err != nil {
 		return fail(stderr, "apply", usagef("-snapshot-dir: %v", err))
 	}

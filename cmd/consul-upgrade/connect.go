@@ -108,6 +108,38 @@ func (l live) discover(ctx context.Context) (planner.Cluster, error) {
 	return upgrade.DiscoverDatacenters(ctx, l.consul, l.others)
 }
 
+// checkPlan refuses a saved plan with steps in a datacenter this command
+// does not observe (a federation's plan without its -dc flags): a run
+// observes only those, so it would find nothing to do there and end as if
+// done, and status would misplace the cluster on the plan.
+func (l live) checkPlan(ctx context.Context, plan *planner.UpgradePlan, planFile string) error {
+	var named []string
+	for _, s := range plan.Steps {
+		if s.Datacenter != "" && !slices.Contains(named, s.Datacenter) {
+			named = append(named, s.Datacenter)
+		}
+	}
+	if len(named) == 0 {
+		return nil
+	}
+	self, err := l.consul.AgentSelf(ctx)
+	if err != nil {
+		return fmt.Errorf("read the datacenter of the -http-addr agent (to check the plan's datacenters): %w", err)
+	}
+	own, _ := self["Config"]["Datacenter"].(string)
+	var missing []string
+	for _, dc := range named {
+		if _, ok := l.others[dc]; !ok && dc != own {
+			missing = append(missing, dc)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	slices.Sort(missing)
+	return usagef("-plan %s has steps in datacenter(s) %s, which this command does not observe (the -http-addr agent is in %s); give -dc %s=ADDRESS[,ADDRESS...] for each, as when the plan was made", planFile, strings.Join(missing, ", "), own, missing[0])
+}
+
 // connect checks -http-addr and -dc and connects. Several addresses make a
 // failover Consul whose switches are told to onSwitch (nil: not told). With
 // -dc, each name must be a datacenter the federation lists, other than

@@ -377,6 +377,17 @@ func TestDCUpgradesAFederationFromTheCLI(t *testing.T) {
 			}
 		}
 
+		// The federation's plan without -dc: refused before anything.
+		for _, cmd := range [][]string{{"apply", "-plan", planFile, "-yes", "-snapshot-dir", snaps}, {"status", "-plan", planFile}} {
+			code, _, stderr := cli(t, append(cmd, "-http-addr", "dc1.example:8500")...)
+			if want := "-plan " + planFile + " has steps in datacenter(s) dc2, which this command does not observe (the -http-addr agent is in dc1); give -dc dc2=ADDRESS"; code != exitUsage || !strings.Contains(stderr, want) {
+				t.Errorf("%s without -dc: exit %d, stderr %q; want 2 saying %q", cmd[0], code, stderr, want)
+			}
+		}
+		if len(tr.order) != 0 {
+			t.Fatalf("apply without -dc swapped %v", tr.order)
+		}
+
 		code, out, stderr = cli(t, append([]string{"apply", "-plan", planFile, "-yes", "-snapshot-dir", snaps}, fed...)...)
 		if code != exitOK || !strings.Contains(out, "Done: every agent runs 1.13.9") {
 			t.Fatalf("apply: exit %d\n%s\n%s", code, out, stderr)

@@ -74,6 +74,11 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return fail(stderr, "status", err)
 	}
 	consul := cluster.consul
+	if plan != nil {
+		if err := cluster.checkPlan(ctx, plan, *planFile); err != nil {
+			return fail(stderr, "status", err)
+		}
+	}
 	rep := statusReport{LockKey: *lockKey}
 	if rep.Lock, err = readLock(ctx, consul, *lockKey); err != nil {
 		return fail(stderr, "status", fmt.Errorf("read the upgrade lock %s through %s: %w", *lockKey, conn.address(), err))
