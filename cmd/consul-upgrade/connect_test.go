@@ -240,11 +240,12 @@ func TestApplyReportsASwitchAsAJSONEvent(t *testing.T) {
 		withAgents(t, map[string]upgrade.Consul{a2: c2, a3: c3})
 		testTransport = sim.NewFake()
 		defer func() { testTransport = nil }()
-		planFile := filepath.Join(t.TempDir(), "plan.json")
+		dir := t.TempDir()
+		planFile := filepath.Join(dir, "plan.json")
 		if code, _, stderr := cli(t, "plan", "-to", "1.13.9", "-no-snapshot", "-http-addr", a2, "-out", planFile); code != exitOK {
 			t.Fatalf("plan: exit %d: %s", code, stderr)
 		}
-		code, out, stderr := cli(t, "apply", "-plan", planFile, "-yes", "-output", "json", "-http-addr", a2+","+a3)
+		code, out, stderr := cli(t, "apply", "-plan", planFile, "-yes", "-output", "json", "-snapshot-dir", filepath.Join(dir, "snaps"), "-http-addr", a2+","+a3)
 		if code != exitOK {
 			t.Fatalf("apply: exit %d\n%s\n%s", code, out, stderr)
 		}
