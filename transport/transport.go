@@ -18,12 +18,17 @@
 //   - Swap returns once the agent process on the new version has been
 //     started; it does not wait for cluster health (that is the caller's
 //     gate).
+//
+// The package imports only the standard library and planner, which is pure
+// (no IO), for the one type they share: StopMode.
 package transport
 
 import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
 )
 
 // Role is a node's role in the cluster.
@@ -34,14 +39,17 @@ const (
 	RoleClient Role = "client"
 )
 
-// StopMode is how the old agent is stopped. The values match
-// planner.StopMode.
-type StopMode string
+// StopMode is how the old agent is stopped: the planner's type itself, so
+// a planned step's StopMode goes into a SwapRequest as it is. A request
+// must name a mode (ValidateRequest refuses planner.StopDefault, ""): the
+// planner resolves the default per role and version before the swap.
+type StopMode = planner.StopMode
 
+// The stop modes a SwapRequest may carry (planner.StopKill and so on).
 const (
-	StopKill      StopMode = "kill"      // SIGKILL: the agent does not leave
-	StopTerminate StopMode = "terminate" // SIGTERM: servers >= 0.7 do not leave
-	StopLeave     StopMode = "leave"     // graceful leave, then stop
+	StopKill      = planner.StopKill      // SIGKILL: the agent does not leave
+	StopTerminate = planner.StopTerminate // SIGTERM: servers >= 0.7 do not leave
+	StopLeave     = planner.StopLeave     // graceful leave, then stop
 )
 
 // SwapRequest asks for one node to be moved to another Consul version.

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
@@ -38,6 +41,37 @@ const (
 func Discover(ctx context.Context, c Consul) (planner.Cluster, error) {
 	cl, _, err := discover(ctx, c)
 	return cl, err
+}
+
+// DiscoverDatacenters observes a WAN federation as Run does with
+// Config.Datacenters: the datacenter of c's agent and each datacenter of
+// others (keyed by its name, a Consul talking to an agent of it), merged
+// into one planner.Cluster (see the package doc's Datacenters section). So
+// a plan made from it is the plan a Run with the same Consul and
+// Datacenters carries out. With no others it is Discover.
+//
+// A key that is empty, maps to a nil Consul, names c's own datacenter or
+// maps to an agent of another datacenter is refused with a *ConfigError,
+// as Run refuses it.
+func DiscoverDatacenters(ctx context.Context, c Consul, others map[string]Consul) (planner.Cluster, error) {
+	cfg := Config{Consul: c, Datacenters: others}
+	var errs []error
+	if c == nil {
+		errs = append(errs, &ConfigError{Field: "Consul", Problem: "is nil; pass upgrade.NewConsul(client) for an agent of the run's own datacenter"})
+	}
+	for _, dc := range slices.Sorted(maps.Keys(others)) {
+		switch {
+		case dc == "":
+			errs = append(errs, &ConfigError{Field: "Datacenters", Value: `""`, Problem: "has an empty datacenter name; key each Consul by the name of its datacenter"})
+		case others[dc] == nil:
+			errs = append(errs, &ConfigError{Field: "Datacenters", Value: strconv.Quote(dc), Problem: "maps to a nil Consul; pass upgrade.NewConsul(client) for an agent of that datacenter"})
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return planner.Cluster{}, err
+	}
+	r := &runner{cfg: cfg, res: &Result{}}
+	return r.observe(ctx)
 }
 
 // ObserveEra returns the API era of the cluster behind c: the era of its

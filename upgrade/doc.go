@@ -105,6 +105,10 @@
 //     per datacenter); run every federated upgrade through an agent of the
 //     same datacenter, ideally the primary, so two runs meet at one lock.
 //
+// DiscoverDatacenters makes the same observation without a run, so the plan
+// a person reviews (planner.Plan of it) is the one a Run with the same
+// Datacenters carries out.
+//
 // Without Config.Datacenters, a federation can still be upgraded with one Run
 // per datacenter, each through an agent of that datacenter, in the order
 // planner.Plan shows for a snapshot that holds every datacenter.

@@ -135,7 +135,7 @@ func ExampleGate() {
 	// Act (any transport would do), then gate.
 	fake := sim.NewFake()
 	sim.SetNeverHealthy(step.Node, true) // the fault: autopilot never calls it healthy
-	if err := fake.Swap(ctx, transport.SwapRequest{Node: step.Node, Role: transport.RoleServer, From: step.From, To: step.To, StopMode: transport.StopMode(step.StopMode)}); err != nil {
+	if err := fake.Swap(ctx, transport.SwapRequest{Node: step.Node, Role: transport.RoleServer, From: step.From, To: step.To, StopMode: step.StopMode}); err != nil {
 		fmt.Println(err)
 		return
 	}

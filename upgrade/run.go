@@ -659,7 +659,7 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		}
 		err = r.cfg.Transport.Swap(ctx, transport.SwapRequest{
 			Node: step.Node, Role: transport.RoleServer, From: step.From, To: step.To,
-			StopMode: transport.StopMode(step.StopMode),
+			StopMode: step.StopMode,
 		})
 		if err != nil {
 			failed = []string{step.Node}
@@ -846,7 +846,7 @@ func (r *runner) swapClients(ctx context.Context, c planner.Cluster, step planne
 			}
 			err := r.cfg.Transport.Swap(ctx, transport.SwapRequest{
 				Node: node, Role: transport.RoleClient, From: v, To: step.To,
-				StopMode: transport.StopMode(step.StopMode),
+				StopMode: step.StopMode,
 			})
 			mu.Lock()
 			defer mu.Unlock()

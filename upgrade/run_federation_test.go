@@ -276,3 +276,71 @@ func TestSnapshotDirNamesEachDatacentersFileInAFederatedRun(t *testing.T) {
 		}
 	})
 }
+
+// DiscoverDatacenters observes what Run observes with Config.Datacenters:
+// the plan made from it is the dry run's, every datacenter's agents
+// included.
+func TestDiscoverDatacentersSeesTheFederationAsRunDoes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newFedRig(t)
+		c, err := DiscoverDatacenters(t.Context(), r.cfg.Consul, r.cfg.Datacenters)
+		if err != nil {
+			t.Fatalf("DiscoverDatacenters: %v", err)
+		}
+		var names []string
+		for _, s := range c.Servers {
+			names = append(names, s.Datacenter+"/"+s.Name)
+		}
+		if want := []string{"dc2/dc2-s1", "dc2/dc2-s2", "dc2/dc2-s3", "dc1/s1", "dc1/s2", "dc1/s3"}; !slices.Equal(names, want) {
+			t.Errorf("servers %v, want %v", names, want)
+		}
+		if len(c.Clients) != 3 || len(c.Datacenters) != 2 || !c.Datacenters[0].Primary || c.Datacenters[1].Name != "dc2" {
+			t.Errorf("clients %+v, datacenters %+v; want 3 clients, dc1 (primary) and dc2", c.Clients, c.Datacenters)
+		}
+		p, err := planner.Plan(c, "1.13.9", planner.Policy{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dry := r.cfg
+		dry.DryRun = true
+		res, err := Run(t.Context(), dry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Steps) != len(res.Plan.Steps) {
+			t.Fatalf("plan of DiscoverDatacenters has %d steps, the dry run's %d", len(p.Steps), len(res.Plan.Steps))
+		}
+		for i := range p.Steps {
+			if a, b := p.Steps[i].String(), res.Plan.Steps[i].String(); a != b {
+				t.Errorf("step %d: %s, the dry run's %s", i+1, a, b)
+			}
+		}
+
+		one, err := DiscoverDatacenters(t.Context(), r.cfg.Consul, nil)
+		alone, derr := Discover(t.Context(), r.cfg.Consul)
+		if err != nil || derr != nil || len(one.Servers) != 3 || len(one.Servers) != len(alone.Servers) {
+			t.Errorf("without others: %d servers (%v), Discover %d (%v); want dc1's 3 from both", len(one.Servers), err, len(alone.Servers), derr)
+		}
+	})
+}
+
+func TestDiscoverDatacentersRefusesAMapThatDoesNotNameEachAgentsDatacenter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newFedRig(t)
+		for name, tc := range map[string]struct {
+			others map[string]Consul
+			want   string
+		}{
+			"the own datacenter":             {map[string]Consul{"dc1": r.cfg.Datacenters["dc2"]}, `Datacenters = "dc1": names the datacenter of Config.Consul itself`},
+			"an agent of another datacenter": {map[string]Consul{"dc3": r.cfg.Datacenters["dc2"]}, `Datacenters = "dc3": maps to an agent of datacenter dc2`},
+			"an empty name":                  {map[string]Consul{"": r.cfg.Datacenters["dc2"]}, `has an empty datacenter name`},
+			"a nil Consul":                   {map[string]Consul{"dc2": nil}, `Datacenters = "dc2": maps to a nil Consul`},
+		} {
+			_, err := DiscoverDatacenters(t.Context(), r.cfg.Consul, tc.others)
+			var ce *ConfigError
+			if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s: %v; want a *ConfigError saying %q", name, err, tc.want)
+			}
+		}
+	})
+}

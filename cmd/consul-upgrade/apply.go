@@ -42,7 +42,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("apply", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	planFile := fs.String("plan", "", "`FILE` saved by consul-upgrade plan -out (required)")
-	conn := addConnectFlags(fs)
+	conn := addConnectFlags(fs, true)
 	invFile := fs.String("inventory", "", "`FILE` (JSON) naming the transport (ssh or exec) and its hosts or commands")
 	kind := fs.String("transport", "", "override the inventory's transport: `ssh` or exec")
 	knownHosts := fs.String("known-hosts", "", "comma-separated known_hosts `FILES` for ssh (added to the inventory's)")
@@ -59,7 +59,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	serverPort := fs.Int("server-http-port", 8500, "HTTP `PORT` of every server, for the gates of eras without autopilot health (0: none)")
 	lockKey := fs.String("lock-key", "", "KV `KEY` of the upgrade lock (default "+upgrade.DefaultLockKey+")")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: consul-upgrade apply -plan FILE -inventory FILE [-http-addr ADDRESS] [-yes | -step] [-output text|json] [flags]\n\n%s\nFlags:\n", applyHelp)
+		fmt.Fprintf(stderr, "usage: consul-upgrade apply -plan FILE -inventory FILE [-http-addr ADDRESS[,ADDRESS...]] [-dc NAME=ADDRESS[,ADDRESS...]]... [-yes | -step] [-output text|json] [flags]\n\n%s\nFlags:\n", applyHelp)
 		fs.PrintDefaults()
 		fmt.Fprintf(stderr, "\n%s", exitCodesHelp)
 	}
@@ -89,22 +89,26 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return fail(stderr, "apply", err)
 		}
 	}
-	consul, err := conn.connect()
+	rep := newReporter(stdout, *output == "json", len(plan.Steps))
+	cluster, err := conn.connect(ctx, rep.switched)
 	if err != nil {
-		return fail(stderr, "apply", usagef("-http-addr: %v", err))
+		return fail(stderr, "apply", err)
+	}
+	if err := cluster.checkPlan(ctx, plan, *planFile); err != nil {
+		return fail(stderr, "apply", err)
 	}
 	if err := os.MkdirAll(*snapDir, 0o755); err != nil {
 		return fail(stderr, "apply", usagef("-snapshot-dir: %v", err))
 	}
 
-	rep := newReporter(stdout, *output == "json", len(plan.Steps))
 	var answers *bufio.Reader
 	if interactive {
 		answers = bufio.NewReader(stdin)
 	}
 	declined := false
 	cfg := upgrade.Config{
-		Consul:            consul,
+		Consul:            cluster.consul,
+		Datacenters:       cluster.others,
 		Transport:         tr,
 		Target:            plan.Target,
 		Policy:            plan.Policy,

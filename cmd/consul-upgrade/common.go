@@ -14,40 +14,6 @@ import (
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
 
-// connectFlags are the flags that reach a live cluster. Anything left unset
-// comes from the CONSUL_HTTP_* environment variables, as the consul CLI
-// reads them (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE,
-// CONSUL_HTTP_SSL, CONSUL_HTTP_SSL_VERIFY, CONSUL_CACERT, CONSUL_CAPATH,
-// CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME).
-type connectFlags struct {
-	addr *string
-}
-
-func addConnectFlags(fs *flag.FlagSet) connectFlags {
-	return connectFlags{
-		addr: fs.String("http-addr", "", "`ADDRESS` of a Consul agent's HTTP API, e.g. 127.0.0.1:8500 or https://consul.example:8501 (default: $CONSUL_HTTP_ADDR, else 127.0.0.1:8500); token and TLS come from the CONSUL_HTTP_* variables"),
-	}
-}
-
-// address is the address that will be used, for messages.
-func (cf connectFlags) address() string {
-	if *cf.addr != "" {
-		return *cf.addr
-	}
-	if a := os.Getenv("CONSUL_HTTP_ADDR"); a != "" {
-		return a
-	}
-	return "127.0.0.1:8500"
-}
-
-func (cf connectFlags) connect() (upgrade.Consul, error) {
-	return dial(*cf.addr)
-}
-
-// dial connects to a Consul agent; tests replace it with a simulated
-// cluster.
-var dial = upgrade.ConnectAddr
-
 // policyFlags are the flags that shape the policy; each set flag overrides
 // the policy file.
 type policyFlags struct {

@@ -56,11 +56,11 @@ func withSim(t *testing.T, sim *consultest.Cluster) *transporttest.Fake {
 	return fake
 }
 
-func newSim(servers, clients int) *consultest.Cluster {
-	return consultest.NewCluster(servers, clients, "1.12.9",
-		consultest.WithRestartDelay(2*time.Second),
-		consultest.WithStabilizationTime(10*time.Second),
-		consultest.WithStableSince(time.Now().Add(-time.Hour)))
+func newSim(servers, clients int, opts ...consultest.Option) *consultest.Cluster {
+	return consultest.NewCluster(servers, clients, "1.12.9", append([]consultest.Option{
+		consultest.WithRestartDelay(2 * time.Second),
+		consultest.WithStabilizationTime(10 * time.Second),
+		consultest.WithStableSince(time.Now().Add(-time.Hour))}, opts...)...)
 }
 
 func swaps(f *transporttest.Fake) []string {

@@ -9,20 +9,19 @@ import (
 	"os"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
-	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
 
 func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("plan", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	clusterFile := fs.String("cluster", "", "`FILE` with a planner.Cluster as JSON (as examples/plan reads); without it the cluster is discovered live through -http-addr")
-	conn := addConnectFlags(fs)
+	conn := addConnectFlags(fs, true)
 	to := fs.String("to", "", "target `VERSION`, e.g. 1.13.9 (required)")
 	pf := addPolicyFlags(fs)
 	output := addOutputFlag(fs)
 	out := fs.String("out", "", "save the plan to `FILE` (JSON), for consul-upgrade apply -plan FILE")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: consul-upgrade plan -to VERSION [-cluster FILE | -http-addr ADDRESS] [policy flags] [-output text|json] [-out FILE]\n\n")
+		fmt.Fprintf(stderr, "usage: consul-upgrade plan -to VERSION [-cluster FILE | -http-addr ADDRESS[,ADDRESS...] [-dc NAME=ADDRESS[,ADDRESS...]]...] [policy flags] [-output text|json] [-out FILE]\n\n")
 		fmt.Fprintf(stderr, "Prints the findings and the upgrade plan; touches nothing. With -out, saves the plan\nfor review and for consul-upgrade apply.\n\nFlags:\n")
 		fs.PrintDefaults()
 		fmt.Fprintf(stderr, "\n%s", exitCodesHelp)
@@ -46,18 +45,18 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 	var c planner.Cluster
 	if *clusterFile != "" {
-		if *conn.addr != "" {
-			return fail(stderr, "plan", usagef("-cluster and -http-addr both given; plan from a file or from a live cluster, not both"))
+		if *conn.addr != "" || conn.given() {
+			return fail(stderr, "plan", usagef("-cluster and -http-addr or -dc both given; plan from a file (which holds every datacenter it lists) or from a live cluster, not both"))
 		}
 		if err := readJSON(*clusterFile, &c); err != nil {
 			return fail(stderr, "plan", usagef("-cluster %s: %v", *clusterFile, err))
 		}
 	} else {
-		consul, err := conn.connect()
+		cluster, err := conn.connect(ctx, noteSwitch(stderr, "plan"))
 		if err != nil {
-			return fail(stderr, "plan", usagef("-http-addr: %v", err))
+			return fail(stderr, "plan", err)
 		}
-		if c, err = upgrade.Discover(ctx, consul); err != nil {
+		if c, err = cluster.discover(ctx); err != nil {
 			return fail(stderr, "plan", fmt.Errorf("discover the cluster through %s: %w", conn.address(), err))
 		}
 	}

@@ -143,8 +143,9 @@ func lowestServerVersion(c planner.Cluster) string {
 // and client waves covering the same clients (a wave that halted halfway
 // may be regrouped). Anything else is a divergence. A cluster at the target
 // is at the end.
-func locate(ctx context.Context, consul upgrade.Consul, plan *planner.UpgradePlan, planFile, lockKey string) (progress, error) {
-	c, err := upgrade.Discover(ctx, consul)
+func locate(ctx context.Context, cluster live, plan *planner.UpgradePlan, planFile, lockKey string) (progress, error) {
+	consul := cluster.consul
+	c, err := cluster.discover(ctx)
 	if err != nil {
 		return progress{}, fmt.Errorf("discover the cluster: %w", err)
 	}

@@ -17,8 +17,10 @@ import (
 // TestCLIUpgradesARealCluster drives the commands, as an operator would,
 // against real Consul: 3 servers and 1 client on 1.12.9 (internal/consulrig,
 // local transport), plan -out to 1.13.9, apply -step twice, status, then
-// apply -yes to the end. With CONSUL_UPGRADE_TRANSCRIPT=FILE it writes the
-// commands and their output to FILE (the README's session).
+// apply -yes to the end; plan and the last status are given a closed port
+// before the agent's address, and fail over to it. With
+// CONSUL_UPGRADE_TRANSCRIPT=FILE it writes the commands and their output to
+// FILE (the README's session).
 func TestCLIUpgradesARealCluster(t *testing.T) {
 	cl := consulrig.Start(t, consulrig.Options{Servers: 3, Clients: 1, Version: "1.12.9"})
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
@@ -34,6 +36,7 @@ func TestCLIUpgradesARealCluster(t *testing.T) {
 	dir := t.TempDir()
 	planFile, snaps := filepath.Join(dir, "plan.json"), filepath.Join(dir, "snapshots")
 	var transcript bytes.Buffer
+	var lastErr string // the stderr of the last command
 	sh := func(want int, args ...string) string {
 		t.Helper()
 		var out, errb bytes.Buffer
@@ -41,6 +44,7 @@ func TestCLIUpgradesARealCluster(t *testing.T) {
 		code := run(ctx, args, &out, &errb)
 		shown := strings.ReplaceAll(strings.Join(args, " "), dir+"/", "")
 		fmt.Fprintf(&transcript, "$ consul-upgrade %s\n%s%s[exit %d, %s]\n\n", shown, out.String(), errb.String(), code, time.Since(start).Round(100*time.Millisecond))
+		lastErr = errb.String()
 		if code != want {
 			t.Fatalf("consul-upgrade %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", shown, code, want, out.String(), errb.String())
 		}
@@ -53,9 +57,15 @@ func TestCLIUpgradesARealCluster(t *testing.T) {
 		}
 	}()
 
-	out := sh(exitOK, "plan", "-http-addr", addr, "-to", "1.13.9", "-out", planFile)
+	// plan is given a closed port first: it fails over to the live agent
+	// and says so.
+	const closed = "127.0.0.1:1"
+	out := sh(exitOK, "plan", "-http-addr", closed+","+addr, "-to", "1.13.9", "-out", planFile)
 	if !strings.Contains(out, "Upgrade plan to 1.13.9") {
 		t.Errorf("plan printed no plan:\n%s", out)
+	}
+	if want := fmt.Sprintf("consul-upgrade plan: -http-addr: consul agent %s is in use now, in place of %s (%s gave no answer)", addr, closed, closed); !strings.Contains(lastErr, want) {
+		t.Errorf("plan's stderr lacks %q:\n%s", want, lastErr)
 	}
 	p, err := readPlan(planFile)
 	if err != nil {
@@ -112,7 +122,10 @@ func TestCLIUpgradesARealCluster(t *testing.T) {
 			t.Errorf("client %s runs %s after apply", cc.Name, cc.Version)
 		}
 	}
-	sh(exitOK, "status", "-http-addr", addr, "-plan", planFile)
+	out = sh(exitOK, "status", "-http-addr", closed+","+addr, "-plan", planFile)
+	if !strings.Contains(out, "5 of 5 step(s) done") || !strings.Contains(lastErr, "consul agent "+addr+" is in use now") {
+		t.Errorf("status through %s,%s: stdout\n%s\nstderr\n%s", closed, addr, out, lastErr)
+	}
 }
 
 // waitHealthy waits until the plan of the new cluster is not refused: a

@@ -26,7 +26,7 @@ func runRehearse(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.SetOutput(stderr)
 	planFile := fs.String("plan", "", "`FILE` with a plan saved by consul-upgrade plan -out: its target and policy are rehearsed, on the shape its steps show (or -cluster's, which also holds the clients a plan leaves behind)")
 	clusterFile := fs.String("cluster", "", "`FILE` with a planner.Cluster as JSON (with -to); without -plan or -cluster the cluster is discovered live through -http-addr")
-	conn := addConnectFlags(fs)
+	conn := addConnectFlags(fs, false)
 	to := fs.String("to", "", "target `VERSION` (with -cluster or -http-addr)")
 	policyFile := fs.String("policy", "", "`FILE` with a planner.Policy as JSON (with -cluster or -http-addr; a plan carries its own)")
 	clients := fs.Int("clients", rehearsal.DefaultClients, fmt.Sprintf("number of client agents in the replica, at most %d and never more than the cluster has (0: none)", rehearsal.MaxClients))
@@ -35,7 +35,7 @@ func runRehearse(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	rate := fs.Float64("rate", rehearsal.DefaultRate, "recorded KV traffic, operations per second")
 	timeout := fs.Duration("timeout", rehearsal.DefaultTimeout, "bound on the whole rehearsal")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: consul-upgrade rehearse (-plan FILE [-cluster FILE] | -cluster FILE -to VERSION | -http-addr ADDRESS -to VERSION) -out DIR [-clients N] [-policy FILE] [-bin-dir DIR]\n\n")
+		fmt.Fprintf(stderr, "usage: consul-upgrade rehearse (-plan FILE [-cluster FILE] | -cluster FILE -to VERSION | -http-addr ADDRESS[,ADDRESS...] -to VERSION) -out DIR [-clients N] [-policy FILE] [-bin-dir DIR]\n\n")
 		fmt.Fprintf(stderr, "Starts a replica of one datacenter on loopback addresses (the same servers on the same\nversions, a few clients), runs the upgrade with the same target and policy under recorded\nKV traffic, checks the history for linearizability and writes report.md and timeline.svg\ninto DIR. Every agent it starts is stopped when it ends, Ctrl-C included. Touches nothing\nin the real cluster (with -http-addr it only reads the cluster's shape).\n\nExit codes: 0 the upgrade completed with a linearizable history and no lost write; 1 it\nhalted, or the report shows lost writes or a history that is not linearizable; 2 bad\nflags, a refused plan or a missing binary (the message names the build command).\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
@@ -88,11 +88,11 @@ func runRehearse(ctx context.Context, args []string, stdout, stderr io.Writer) i
 				return fail(stderr, "rehearse", usagef("-cluster %s: %v", *clusterFile, err))
 			}
 		} else {
-			consul, err := conn.connect()
+			cluster, err := conn.connect(ctx, func(s agentSwitch) { fmt.Fprintln(stdout, s.text()) })
 			if err != nil {
-				return fail(stderr, "rehearse", usagef("-http-addr: %v", err))
+				return fail(stderr, "rehearse", err)
 			}
-			if c, err = upgrade.Discover(ctx, consul); err != nil {
+			if c, err = cluster.discover(ctx); err != nil {
 				return fail(stderr, "rehearse", fmt.Errorf("discover the cluster through %s: %w", conn.address(), err))
 			}
 		}

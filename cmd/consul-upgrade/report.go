@@ -46,6 +46,9 @@ type jsonEvent struct {
 	WaitedS   float64       `json:"waited_s,omitempty"`
 	Detail    string        `json:"detail,omitempty"`
 	Error     string        `json:"error,omitempty"`
+	From      string        `json:"from,omitempty"`       // agent-switched: the agent given up
+	To        string        `json:"to,omitempty"`         // agent-switched: the agent in use now
+	DC        string        `json:"datacenter,omitempty"` // agent-switched: the -dc datacenter ("" for -http-addr's)
 	ElapsedS  float64       `json:"elapsed_s"`
 	EstLeftS  float64       `json:"estimate_left_s,omitempty"`
 }
@@ -81,6 +84,18 @@ func (r *reporter) estimate() time.Duration {
 		sum += d
 	}
 	return sum / time.Duration(len(r.stepTimes)) * time.Duration(r.total-r.index-1)
+}
+
+// switched reports that a failover Consul moved to another agent (several
+// addresses in -http-addr or -dc).
+func (r *reporter) switched(s agentSwitch) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.json {
+		r.emit(jsonEvent{Event: "agent-switched", From: s.From, To: s.To, DC: s.DC, Detail: s.text()})
+		return
+	}
+	fmt.Fprintf(r.w, "    agent-switched: %s\n", s.text())
 }
 
 func (r *reporter) setIndex(i int) {

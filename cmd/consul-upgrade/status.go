@@ -47,12 +47,12 @@ func readLock(ctx context.Context, c upgrade.Consul, key string) (*upgrade.LockH
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	conn := addConnectFlags(fs)
+	conn := addConnectFlags(fs, true)
 	planFile := fs.String("plan", "", "`FILE` saved by consul-upgrade plan -out: show how far the cluster is along it")
 	lockKey := fs.String("lock-key", upgrade.DefaultLockKey, "KV `KEY` of the upgrade lock")
 	output := addOutputFlag(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: consul-upgrade status [-http-addr ADDRESS] [-plan FILE] [-output text|json]\n\nShows who holds the upgrade lock, the versions the agents run, and with -plan\nhow many of the plan's steps are done and which comes next. Touches nothing.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "usage: consul-upgrade status [-http-addr ADDRESS[,ADDRESS...]] [-dc NAME=ADDRESS[,ADDRESS...]]... [-plan FILE] [-output text|json]\n\nShows who holds the upgrade lock, the versions the agents run, and with -plan\nhow many of the plan's steps are done and which comes next. Touches nothing.\n\nFlags:\n")
 		fs.PrintDefaults()
 		fmt.Fprintf(stderr, "\n%s", exitCodesHelp)
 	}
@@ -69,9 +69,15 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return fail(stderr, "status", err)
 		}
 	}
-	consul, err := conn.connect()
+	cluster, err := conn.connect(ctx, noteSwitch(stderr, "status"))
 	if err != nil {
-		return fail(stderr, "status", usagef("-http-addr: %v", err))
+		return fail(stderr, "status", err)
+	}
+	consul := cluster.consul
+	if plan != nil {
+		if err := cluster.checkPlan(ctx, plan, *planFile); err != nil {
+			return fail(stderr, "status", err)
+		}
 	}
 	rep := statusReport{LockKey: *lockKey}
 	if rep.Lock, err = readLock(ctx, consul, *lockKey); err != nil {
@@ -83,7 +89,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	code := exitOK
 	if plan != nil {
 		rep.Target, rep.Steps = plan.Target, len(plan.Steps)
-		pr, err := locate(ctx, consul, plan, *planFile, *lockKey)
+		pr, err := locate(ctx, cluster, plan, *planFile, *lockKey)
 		var de *divergedError
 		switch {
 		case errors.As(err, &de):
@@ -99,7 +105,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		rep.Servers, rep.Clients = pr.Cluster.Servers, clientVersions(pr.Cluster)
 	} else {
-		c, err := upgrade.Discover(ctx, consul)
+		c, err := cluster.discover(ctx)
 		if err != nil {
 			return fail(stderr, "status", fmt.Errorf("discover the cluster through %s: %w", conn.address(), err))
 		}
