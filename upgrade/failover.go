@@ -498,3 +498,52 @@ func (s failoverSessions) keySession(ctx context.Context, key string) (string, e
 		return m.keySession(ctx, key)
 	})
 }
+
+// KVGet implements KVStore through whichever agent answers, when every
+// endpoint's Consul has a KV store (NewConsul's has).
+func (f *FailoverConsul) KVGet(ctx context.Context, key string) ([]byte, bool, error) {
+	type got struct {
+		v  []byte
+		ok bool
+	}
+	g, err := call(ctx, f, func(c Consul) (got, error) {
+		s, err := kvStore(c)
+		if err != nil {
+			return got{}, err
+		}
+		v, ok, err := s.KVGet(ctx, key)
+		return got{v, ok}, err
+	})
+	return g.v, g.ok, err
+}
+
+// KVPut implements KVStore (see KVGet).
+func (f *FailoverConsul) KVPut(ctx context.Context, key string, value []byte) error {
+	_, err := call(ctx, f, func(c Consul) (struct{}, error) {
+		s, err := kvStore(c)
+		if err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, s.KVPut(ctx, key, value)
+	})
+	return err
+}
+
+// KVDelete implements KVStore (see KVGet).
+func (f *FailoverConsul) KVDelete(ctx context.Context, key string) error {
+	_, err := call(ctx, f, func(c Consul) (struct{}, error) {
+		s, err := kvStore(c)
+		if err != nil {
+			return struct{}{}, err
+		}
+		return struct{}{}, s.KVDelete(ctx, key)
+	})
+	return err
+}
+
+func kvStore(c Consul) (KVStore, error) {
+	if s, ok := c.(KVStore); ok {
+		return s, nil
+	}
+	return nil, errors.New("the Consul of this failover endpoint has no KV store (upgrade.NewConsul's has)")
+}

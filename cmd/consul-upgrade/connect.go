@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"net"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -215,16 +214,12 @@ func dialAll(ctx context.Context, dc string, addrs []string, onSwitch func(agent
 		return c, nil
 	}
 	eps := make([]upgrade.Endpoint, len(addrs))
-	stores := map[string]upgrade.KVStore{}
 	for i, a := range addrs {
 		c, err := dial(a)
 		if err != nil {
 			return nil, usagef("%s: %v", flagName, err)
 		}
 		eps[i] = upgrade.Endpoint{Addr: a, Consul: c}
-		if kv, ok := c.(upgrade.KVStore); ok {
-			stores[a] = kv
-		}
 	}
 	f, err := upgrade.Failover(eps, func(from, to string, cause error) {
 		if onSwitch != nil {
@@ -241,10 +236,7 @@ func dialAll(ctx context.Context, dc string, addrs []string, onSwitch func(agent
 		i := slices.Index(addrs, f.Current())
 		onSwitch(agentSwitch{DC: dc, From: addrs[0], To: f.Current(), Cause: strings.Join(addrs[:i], ", ") + " gave no answer"})
 	}
-	if len(stores) < len(addrs) {
-		return f, nil
-	}
-	return kvFailover{FailoverConsul: f, stores: stores}, nil
+	return f, nil
 }
 
 // causeText lists each address a failover tried and why it was passed over.
@@ -261,75 +253,6 @@ func causeText(cause error) string {
 		parts[i] = fmt.Sprintf("%s: %v", a, ue.Errs[i])
 	}
 	return strings.Join(parts, "; ")
-}
-
-// kvFailover gives a failover Consul the KV store (upgrade.KVStore), which
-// upgrade.FailoverConsul does not implement: status reads the upgrade lock
-// and the backup record through it, and apply's run keeps the backup record
-// there, so a stepped apply does not back up the same hop twice. Each KV
-// call goes to the agent the failover uses; when that agent gives no
-// answer, one call through the failover moves it on, and the KV call is
-// made again there.
-type kvFailover struct {
-	*upgrade.FailoverConsul
-	stores map[string]upgrade.KVStore // by address
-}
-
-var _ upgrade.KVStore = kvFailover{}
-
-func (k kvFailover) KVGet(ctx context.Context, key string) ([]byte, bool, error) {
-	type got struct {
-		v  []byte
-		ok bool
-	}
-	g, err := kvCall(ctx, k, func(s upgrade.KVStore) (got, error) {
-		v, ok, err := s.KVGet(ctx, key)
-		return got{v, ok}, err
-	})
-	return g.v, g.ok, err
-}
-
-func (k kvFailover) KVPut(ctx context.Context, key string, value []byte) error {
-	_, err := kvCall(ctx, k, func(s upgrade.KVStore) (struct{}, error) { return struct{}{}, s.KVPut(ctx, key, value) })
-	return err
-}
-
-func (k kvFailover) KVDelete(ctx context.Context, key string) error {
-	_, err := kvCall(ctx, k, func(s upgrade.KVStore) (struct{}, error) { return struct{}{}, s.KVDelete(ctx, key) })
-	return err
-}
-
-func kvCall[T any](ctx context.Context, k kvFailover, fn func(upgrade.KVStore) (T, error)) (T, error) {
-	var zero T
-	if k.Current() == "" {
-		if _, err := k.AgentSelf(ctx); err != nil {
-			return zero, err
-		}
-	}
-	s := k.stores[k.Current()]
-	out, err := fn(s)
-	if !gaveNoAnswer(ctx, err) {
-		return out, err
-	}
-	if _, ferr := k.AgentSelf(ctx); ferr != nil {
-		return zero, ferr
-	}
-	if next := k.stores[k.Current()]; next != s {
-		return fn(next)
-	}
-	return out, err
-}
-
-// gaveNoAnswer reports whether err says the agent did not answer at all
-// (the classification upgrade.Failover makes: a *url.Error or net.Error,
-// while ctx has not ended), rather than answering with an error.
-func gaveNoAnswer(ctx context.Context, err error) bool {
-	if err == nil || ctx.Err() != nil {
-		return false
-	}
-	var ue *url.Error
-	var ne net.Error
-	return errors.As(err, &ue) || errors.As(err, &ne)
 }
 
 // parseAddrs splits a comma-separated list of agent addresses and checks

@@ -265,7 +265,7 @@ func TestApplyReportsASwitchAsAJSONEvent(t *testing.T) {
 	})
 }
 
-// The KV calls kvFailover adds follow the failover: a key written through
+// The KV calls of a failover Consul follow the failover: a key written through
 // one agent is read through the next when the first stops answering.
 func TestTheKVStoreFollowsTheFailover(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
