@@ -136,6 +136,20 @@ func checkPlanStart(p *planner.UpgradePlan, c planner.Cluster, target string) er
 		}
 		return slices.ContainsFunc(on, func(s string) bool { return planner.SameVersion(s, v) })
 	}
+	// A step in a datacenter the run does not observe would never be
+	// asked for: the run would end "done" with it untouched.
+	for i, st := range p.Steps {
+		if st.Datacenter == "" || slices.ContainsFunc(c.Datacenters, func(d planner.Datacenter) bool { return d.Name == st.Datacenter }) {
+			continue
+		}
+		observed := make([]string, len(c.Datacenters))
+		for j, d := range c.Datacenters {
+			observed[j] = d.Name
+		}
+		return &PlanDivergedError{Index: -1, Total: len(p.Steps), Node: st.Node, Want: st,
+			Reason: fmt.Sprintf("step %d of the plan (%s) is in datacenter %s, which this run does not observe (it observes %s); add that datacenter's agent to Config.Datacenters (the CLI's -dc %s=ADDRESS)",
+				i+1, st, st.Datacenter, strings.Join(observed, ", "), st.Datacenter)}
+	}
 	path := pathString(p.Path)
 	for _, s := range c.Servers {
 		if !onPlan(s.Version) {

@@ -123,6 +123,30 @@ func TestRunWithAnApprovedPlanRefusesAtTheStartAnAgentOnAVersionThePlanDoesNotCo
 	})
 }
 
+// A plan with steps in a datacenter the run does not observe is refused at
+// the start: the run would otherwise end done with those steps untouched.
+func TestRunWithAnApprovedPlanRefusesAStepInADatacenterItDoesNotObserve(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		p := approvedPlan(t, r)
+		extra := p.Steps[len(p.Steps)-1]
+		extra.Datacenter, extra.Node = "dc9", "dc9-s1"
+		p.Steps = append(p.Steps, extra)
+		r.cfg.Plan = p
+		_, err := Run(t.Context(), r.cfg)
+		var pd *PlanDivergedError
+		if !errors.As(err, &pd) || pd.Index != -1 || pd.Node != "dc9-s1" {
+			t.Fatalf("err = %v, want a *PlanDivergedError at the start naming dc9-s1", err)
+		}
+		if !strings.Contains(err.Error(), "in datacenter dc9, which this run does not observe (it observes dc1)") || !strings.Contains(err.Error(), "-dc dc9=ADDRESS") {
+			t.Errorf("error %q should name dc9, the observed datacenters and the fix", err)
+		}
+		if len(r.tr.swapped()) != 0 || len(r.snapshots) != 0 || len(r.sim.Sessions()) != 0 {
+			t.Errorf("a refused run touched the cluster: swaps %v, snapshots %v, sessions %v", r.tr.swapped(), r.snapshots, r.sim.Sessions())
+		}
+	})
+}
+
 func TestConfigRefusesATargetThatIsNotThePlans(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRunRig(t, 3, 0)
