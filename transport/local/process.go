@@ -304,17 +304,19 @@ func (t *Transport) waitReady(ctx context.Context, a *agent, p *proc) error {
 			return nil
 		case err == nil:
 			last = fmt.Sprintf("agent at %s reports version %q, want %q", addr, v, p.version)
-		default:
+		case ctx.Err() == nil || last == "":
+			// A poll cut short by the start timeout is no answer: it
+			// must not hide what the agent said before.
 			last = err.Error()
 		}
 		select {
 		case <-p.done:
-			return fail(true, nil, "")
+			return fail(true, nil, last)
 		case <-ctx.Done():
 			// A process that died just now is reported as exited.
 			select {
 			case <-p.done:
-				return fail(true, nil, "")
+				return fail(true, nil, last)
 			default:
 			}
 			return fail(false, context.Cause(ctx), last)

@@ -117,7 +117,9 @@ var wrongVersion = badTarget{
 		if se.Version != h.To || !strings.HasSuffix(se.Binary, "-holding-"+h.From) || se.Exited {
 			t.Errorf("start error about consul %s from %s (exited %v), want the mislabelled binary still running on %s", se.Version, se.Binary, se.Exited, h.From)
 		}
-		t.Logf("the start error's last answer: %s", se.LastAnswer)
+		if want := fmt.Sprintf("reports version %q, want %q", h.From, h.To); !strings.Contains(se.LastAnswer, want) {
+			t.Errorf("the start error's last answer is %q, want the agent's wrong version (%s)", se.LastAnswer, want)
+		}
 	},
 }
 
