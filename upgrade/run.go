@@ -344,10 +344,20 @@ func (r *runner) run(ctx context.Context) error {
 	// Decide once before measuring anything, so that a refused plan (or a
 	// cluster that diverged from the approved one) returns having only
 	// read.
-	step, err := r.decideFirst(c)
+	// A swap record (swaprecord.go) is a server swap a run that died left
+	// half done: the planner would refuse the cluster (a server down), so
+	// the run takes the lock first and finishes that swap before it plans.
+	pending, err := r.peekSwap(ctx)
 	if err != nil {
-		r.emit(ctx, Event{Kind: EventHalted, Step: step, Err: err})
+		r.emit(ctx, Event{Kind: EventHalted, Err: err})
 		return err
+	}
+	var step planner.Step
+	if !pending {
+		if step, err = r.decideFirst(c); err != nil {
+			r.emit(ctx, Event{Kind: EventHalted, Step: step, Err: err})
+			return err
+		}
 	}
 	if lk, ok := r.cfg.Consul.(Locker); ok && !r.cfg.NoLock {
 		lock, err := r.takeLock(ctx, lk)
@@ -359,14 +369,28 @@ func (r *runner) run(ctx context.Context) error {
 		defer r.unlock(ctx) // on every path; halt and done unlock first, so their event is the last
 		// Another run may have acted between the first look and the lock:
 		// look again, holding it.
+		var resumed *StepRecord
 		if c, err = r.observe(ctx); err == nil {
 			r.res.Cluster = c
+			resumed, err = r.resumeSwap(ctx, c)
+		}
+		if err == nil && resumed != nil {
+			r.res.Steps = append(r.res.Steps, *resumed)
+			c, err = r.discover(ctx)
+			r.res.Cluster = c
+		}
+		if err == nil {
 			r.loadBackup(ctx)
 			step, err = r.decideFirst(c)
 		}
 		if err != nil {
 			r.unlock(ctx)
-			r.emit(ctx, Event{Kind: EventHalted, Step: step, Err: err})
+			var h *HaltError
+			if errors.As(err, &h) {
+				r.emit(ctx, Event{Kind: EventHalted, Step: h.Step, Condition: gateCondition(h.Err), Err: err})
+			} else {
+				r.emit(ctx, Event{Kind: EventHalted, Step: step, Err: err})
+			}
 			return err
 		}
 	}
@@ -657,6 +681,9 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		if err = r.quorumBeforeStop(ctx, step); err != nil {
 			break // nothing touched: no rollback
 		}
+		if err = r.recordSwap(ctx, step); err != nil {
+			break // nothing touched: no rollback
+		}
 		err = r.cfg.Transport.Swap(ctx, transport.SwapRequest{
 			Node: step.Node, Role: transport.RoleServer, From: step.From, To: step.To,
 			StopMode: step.StopMode,
@@ -683,7 +710,12 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 	if err != nil {
 		return rec, r.fail(ctx, step, err, failed)
 	}
+	return r.gate(ctx, step, rec, failed)
+}
 
+// gate waits for step's gate after its act; on failure it rolls back if
+// asked to. The swap record of a server swap is deleted once it passed.
+func (r *runner) gate(ctx context.Context, step planner.Step, rec StepRecord, failed []string) (StepRecord, *HaltError) {
 	var era Era
 	gateStart := time.Now()
 	opt := r.gateOptions(func(cond planner.GateCheck, node, detail string) {
@@ -701,6 +733,9 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		return rec, r.fail(ctx, step, gerr, failed)
 	}
 	rec.Ended = time.Now()
+	if step.Kind == planner.StepSwapServer {
+		r.forgetSwap(ctx, step)
+	}
 	detail := fmt.Sprintf("gate passed after %s", rec.Ended.Sub(rec.Started).Round(time.Millisecond))
 	if era != "" {
 		detail += " (" + era.Checks() + ")"
@@ -911,6 +946,9 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 	}
 	h.RolledBack = true
 	h.RolledBackNodes = failed
+	if step.Kind == planner.StepSwapServer {
+		r.forgetSwap(ctx, step)
+	}
 	r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: fmt.Sprintf("rolled back %v; leader known and the node(s) healthy again", failed)})
 	return h
 }
