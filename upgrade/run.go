@@ -77,6 +77,13 @@ type Result struct {
 // reaches cfg.MaxSteps, or whose BeforeStep says Skip, ends cleanly: a nil
 // error and Result.Stopped, with the steps left in Result.Remaining; the
 // next run resumes there. Abort ends it with an *AbortedError.
+//
+// Holding the lock, a run keeps a SwapRecord while it swaps a server. A
+// run that finds one (a run died or halted during that swap) finishes that
+// swap first, before it plans and without asking BeforeStep (see
+// SwapRecord); a record it must not act on is refused with a
+// *SwapRecordError, touching nothing. A resumed swap counts as a step done
+// (Result.Steps, MaxSteps).
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res := &Result{}
 	if err := cfg.Validate(); err != nil {
@@ -331,6 +338,7 @@ func (r *runner) run(ctx context.Context) error {
 	r.loadBackup(ctx)
 
 	if r.cfg.DryRun {
+		r.noteSwap(ctx)
 		plan, err := planner.Plan(r.withSnapshot(c), r.cfg.Target, r.cfg.Policy)
 		r.res.Plan = plan
 		if err != nil {
@@ -343,17 +351,13 @@ func (r *runner) run(ctx context.Context) error {
 
 	// Decide once before measuring anything, so that a refused plan (or a
 	// cluster that diverged from the approved one) returns having only
-	// read.
-	// A swap record (swaprecord.go) is a server swap a run that died left
-	// half done: the planner would refuse the cluster (a server down), so
-	// the run takes the lock first and finishes that swap before it plans.
-	pending, err := r.peekSwap(ctx)
-	if err != nil {
-		r.emit(ctx, Event{Kind: EventHalted, Err: err})
-		return err
-	}
+	// read. But a swap record (swaprecord.go) is a server swap that a run
+	// which died left half done, and the planner would refuse the cluster
+	// it left (a server down): the run then takes the lock first and
+	// finishes that swap before it plans.
 	var step planner.Step
-	if !pending {
+	var prev *planner.Step // the step done last (the resumed swap, then each step of the loop)
+	if !r.peekSwap(ctx) {
 		if step, err = r.decideFirst(c); err != nil {
 			r.emit(ctx, Event{Kind: EventHalted, Step: step, Err: err})
 			return err
@@ -374,14 +378,15 @@ func (r *runner) run(ctx context.Context) error {
 			r.res.Cluster = c
 			resumed, err = r.resumeSwap(ctx, c)
 		}
-		if err == nil && resumed != nil {
-			r.res.Steps = append(r.res.Steps, *resumed)
-			c, err = r.discover(ctx)
-			r.res.Cluster = c
-		}
 		if err == nil {
 			r.loadBackup(ctx)
-			step, err = r.decideFirst(c)
+			if resumed != nil {
+				r.res.Steps = append(r.res.Steps, *resumed)
+				prev = &resumed.Step
+				c, step, err = r.decideAfter(ctx, resumed.Step)
+			} else {
+				step, err = r.decideFirst(c)
+			}
 		}
 		if err != nil {
 			r.unlock(ctx)
@@ -408,7 +413,6 @@ func (r *runner) run(ctx context.Context) error {
 	if maxSteps == 0 {
 		maxSteps = DefaultMaxSteps
 	}
-	var prev *planner.Step
 	for first := true; ; first = false {
 		if !first {
 			c, step, err = r.decideAfter(ctx, *prev)

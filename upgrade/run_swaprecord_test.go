@@ -1,6 +1,7 @@
 package upgrade
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -287,6 +288,75 @@ func TestANoLockRunNeitherWritesNorReadsTheSwapRecord(t *testing.T) {
 		}
 		if _, found := r2.sim.KV(swapKey); !found {
 			t.Error("a NoLock run deleted the swap record")
+		}
+	})
+}
+
+// swapPutFails is the rig's Consul whose KV store refuses the swap record.
+type swapPutFails struct{ *apiConsul }
+
+func (s swapPutFails) KVPut(ctx context.Context, key string, value []byte) error {
+	if key == swapKey {
+		return errors.New("permission denied")
+	}
+	return s.apiConsul.KVPut(ctx, key, value)
+}
+
+// A swap record that cannot be written halts the run before the server is
+// stopped: without it a run that died during the swap would leave a server
+// no later run finishes.
+func TestARunHaltsBeforeTheStopWhenTheSwapRecordCannotBeWritten(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		r.cfg.Consul = swapPutFails{r.cfg.Consul.(*apiConsul)}
+		res, err := Run(t.Context(), r.cfg)
+		var h *HaltError
+		if !errors.As(err, &h) || h.Step.Kind != planner.StepSwapServer || !strings.Contains(err.Error(), "not stopped: record the swap in "+swapKey) {
+			t.Fatalf("err = %v, want a halt at the first server swap naming the record", err)
+		}
+		if len(r.tr.swapped()) != 0 || h.RolledBack {
+			t.Errorf("swaps %v (rolled back %v), want none: the server must not be touched", r.tr.swapped(), h.RolledBack)
+		}
+		if len(res.Steps) != 1 || res.Steps[0].Step.Kind != planner.StepSnapshot {
+			t.Errorf("steps %v, want only the snapshot", res.Steps)
+		}
+	})
+}
+
+// A dry run says that a swap record waits: the run proper finishes it
+// first.
+func TestADryRunReportsAWaitingSwapRecord(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		putSwapRecord(t, r, "s2", "1.13.9")
+		cfg := r.cfg
+		cfg.DryRun = true
+		if _, err := Run(t.Context(), cfg); err != nil {
+			t.Fatal(err)
+		}
+		if ev := swapRecordEvents(r); len(ev) != 1 || !strings.Contains(ev[0], "holds the swap of s2 to 1.13.9") {
+			t.Errorf("swap-record events %q, want one naming the swap of s2", ev)
+		}
+		if _, ok := r.sim.KV(swapKey); !ok || len(r.tr.swapped()) != 0 {
+			t.Error("a dry run acted on the swap record")
+		}
+	})
+}
+
+// A server swap that failed and was rolled back leaves no swap record: the
+// server is back on its old version and healthy.
+func TestARolledBackServerSwapLeavesNoSwapRecord(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		r.cfg.Rollback = true
+		r.tr.failNext["*"] = errors.New("the new binary does not start")
+		_, err := Run(t.Context(), r.cfg)
+		var h *HaltError
+		if !errors.As(err, &h) || !h.RolledBack {
+			t.Fatalf("err = %v, want a halt with the server rolled back", err)
+		}
+		if rec := readSwapRecord(t, r); rec != nil {
+			t.Errorf("after a completed rollback the swap record %+v is still there", rec)
 		}
 	})
 }

@@ -169,18 +169,47 @@ func (r *runner) forgetSwap(ctx context.Context, step planner.Step) {
 
 // peekSwap reads the swap record without the lock: a record (even an
 // unreadable one) makes the run take the lock before it plans, since the
-// planner refuses the cluster a dead run's swap left behind. Only a failed
-// read is an error.
-func (r *runner) peekSwap(ctx context.Context) (bool, error) {
+// planner refuses the cluster a dead run's swap left behind. A record that
+// cannot be read (the KV store does not answer) is reported and the run
+// plans as if there were none: the planner refuses a cluster with a server
+// down, so nothing unsafe follows.
+func (r *runner) peekSwap(ctx context.Context) bool {
 	if _, ok := r.swapRecords(); !ok {
-		return false, nil
+		return false
 	}
 	rec, err := ReadSwapRecord(ctx, r.cfg.Consul, r.cfg.LockKey)
 	var se *SwapRecordError
-	if errors.As(err, &se) {
-		return true, nil // judged once the lock is held
+	switch {
+	case errors.As(err, &se):
+		return true // judged once the lock is held
+	case err != nil:
+		r.emit(ctx, Event{Kind: EventSwapRecord, Err: err, Detail: "the swap record could not be read; the run plans without it"})
+		return false
 	}
-	return rec != nil, err
+	return rec != nil
+}
+
+// noteSwap tells a dry run of a swap record: the run proper finishes that
+// swap before it plans, so the preview may differ (a refused plan, or the
+// swap first).
+func (r *runner) noteSwap(ctx context.Context) {
+	if r.cfg.NoLock {
+		return
+	}
+	if _, ok := r.cfg.Consul.(Locker); !ok {
+		return
+	}
+	if _, ok := r.cfg.Consul.(KVStore); !ok {
+		return
+	}
+	rec, err := ReadSwapRecord(ctx, r.cfg.Consul, r.cfg.LockKey)
+	switch {
+	case err != nil:
+		r.emit(ctx, Event{Kind: EventSwapRecord, Err: err, Detail: "a run refuses this record, touching nothing"})
+	case rec != nil:
+		r.emit(ctx, Event{Kind: EventSwapRecord, Step: rec.Step, Detail: fmt.Sprintf("%s holds the swap of %s to %s started by %q at %s and not finished; a run (not a dry run) finishes it before it plans",
+			SwapKey(r.cfg.LockKey), rec.Node, rec.To, rec.Holder, rec.Started.Format(time.RFC3339))})
+	}
 }
 
 // swapResumeSettle bounds how long a recorded server that is alive in serf
@@ -196,8 +225,15 @@ func (r *runner) resumeSwap(ctx context.Context, c planner.Cluster) (*StepRecord
 		return nil, nil
 	}
 	rec, err := ReadSwapRecord(ctx, r.cfg.Consul, r.cfg.LockKey)
-	if err != nil || rec == nil {
+	var se *SwapRecordError
+	switch {
+	case errors.As(err, &se):
 		return nil, err
+	case err != nil:
+		r.emit(ctx, Event{Kind: EventSwapRecord, Err: err, Detail: "the swap record could not be read; the run plans without it"})
+		return nil, nil
+	case rec == nil:
+		return nil, nil
 	}
 	key := SwapKey(r.cfg.LockKey)
 	step := rec.Step
