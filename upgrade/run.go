@@ -405,7 +405,7 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	if r.cfg.Plan == nil {
 		if p, perr := planner.Plan(r.withSnapshot(c), r.cfg.Target, r.cfg.Policy); perr == nil {
-			r.estimate = len(p.Steps)
+			r.estimate = len(r.res.Steps) + len(p.Steps) // a resumed swap is done already
 		}
 	}
 

@@ -129,7 +129,7 @@ func TestARunResumesTheSwapOfAServerADeadRunLeftStopped(t *testing.T) {
 			}
 		}
 		ev := swapRecordEvents(r)
-		if len(ev) != 1 || !strings.HasPrefix(ev[0], "resuming the swap of "+*victim+" to 1.13.9 interrupted by a run that died") {
+		if len(ev) != 1 || !strings.HasPrefix(ev[0], "resuming the swap of "+*victim+" to 1.13.9 that an earlier run left unfinished") {
 			t.Errorf("swap-record events %q, want one saying the swap of %s is resumed", ev, *victim)
 		}
 		if readSwapRecord(t, r) != nil {

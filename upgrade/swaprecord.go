@@ -252,6 +252,11 @@ func (r *runner) resumeSwap(ctx context.Context, c planner.Cluster) (*StepRecord
 	r.base = rec.Baseline
 	defer func() { r.bases, r.base = nil, Baseline{} }() // measured anew once the swap is over
 	r.idx, r.total = 0, 1
+	if p := r.cfg.Plan; p != nil {
+		if i := slices.IndexFunc(p.Steps, func(s planner.Step) bool { return sameStep(s, step) }); i >= 0 {
+			r.idx, r.total = i, len(p.Steps)
+		}
+	}
 
 	deadline := time.Now().Add(swapResumeSettle)
 	for {
@@ -283,7 +288,7 @@ func (r *runner) resumeSwap(ctx context.Context, c planner.Cluster) (*StepRecord
 			return nil, nil
 		case m.Status != serfAlive:
 			// (c) The server is down: the run that stopped it died.
-			r.emit(ctx, Event{Kind: EventSwapRecord, Step: step, Detail: fmt.Sprintf("resuming the swap of %s to %s interrupted by a run that died: %q started it at %s and %s is %s in serf (build %s); it is swapped again and gated before the run plans",
+			r.emit(ctx, Event{Kind: EventSwapRecord, Step: step, Detail: fmt.Sprintf("resuming the swap of %s to %s that an earlier run left unfinished (it died or halted): %q started it at %s and %s is %s in serf (build %s); it is swapped again and gated before the run plans",
 				step.Node, step.To, rec.Holder, rec.Started.Format(time.RFC3339), step.Node, serfStatus(m.Status), orUnknown(running))})
 			done, herr := r.do(ctx, c, step)
 			if herr != nil {
