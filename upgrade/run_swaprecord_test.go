@@ -221,10 +221,14 @@ func TestARecordedSwapThatNeverHappenedIsForgotten(t *testing.T) {
 // key and the fix.
 func TestASwapRecordNamingAnUnknownNodeOrVersionIsRefused(t *testing.T) {
 	for name, put := range map[string]func(*testing.T, *runRig){
-		"unknown node":    func(t *testing.T, r *runRig) { putSwapRecord(t, r, "s9", "1.13.9") },
-		"client node":     func(t *testing.T, r *runRig) { putSwapRecord(t, r, "c1", "1.13.9") },
-		"other version":   func(t *testing.T, r *runRig) { putSwapRecord(t, r, "s2", "1.15.4") },
-		"not a record":    func(t *testing.T, r *runRig) { r.sim.PutKV(swapKey, []byte("junk")) },
+		"unknown node":  func(t *testing.T, r *runRig) { putSwapRecord(t, r, "s9", "1.13.9") },
+		"client node":   func(t *testing.T, r *runRig) { putSwapRecord(t, r, "c1", "1.13.9") },
+		"other version": func(t *testing.T, r *runRig) { putSwapRecord(t, r, "s2", "1.15.4") },
+		"not a record":  func(t *testing.T, r *runRig) { r.sim.PutKV(swapKey, []byte("junk")) },
+		"down on a third version": func(t *testing.T, r *runRig) {
+			putSwapRecord(t, r, "s2", "1.13.9")
+			mustDo(t, r.sim.Swap("s2", "1.12.8", true)) // then stopped below, on 1.12.8
+		},
 		"not a swap step": func(t *testing.T, r *runRig) { r.sim.PutKV(swapKey, []byte(`{"step":{"kind":"snapshot"}}`)) },
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -357,6 +361,32 @@ func TestARolledBackServerSwapLeavesNoSwapRecord(t *testing.T) {
 		}
 		if rec := readSwapRecord(t, r); rec != nil {
 			t.Errorf("after a completed rollback the swap record %+v is still there", rec)
+		}
+	})
+}
+
+// A recorded server alive in serf on its old version but not healthy is
+// neither a done swap nor one that never started: it is observed again for
+// swapResumeSettle, then refused, touching nothing.
+func TestARecordedServerAliveButUnhealthyIsRefusedAfterTheSettleTime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		putSwapRecord(t, r, "s2", "1.13.9")
+		mustDo(t, r.sim.SetNeverHealthy("s2", true))
+		start := time.Now()
+		_, err := Run(t.Context(), r.cfg)
+		var se *SwapRecordError
+		if !errors.As(err, &se) || se.Node != "s2" || !strings.Contains(err.Error(), "alive in serf on 1.12.9 but not healthy") {
+			t.Fatalf("err = %v, want a *SwapRecordError for s2 alive but not healthy", err)
+		}
+		if waited := time.Since(start); waited < swapResumeSettle {
+			t.Errorf("refused after %s, want at least %s of observing again", waited, swapResumeSettle)
+		}
+		if len(r.tr.swapped()) != 0 {
+			t.Errorf("swaps %v, want none", r.tr.swapped())
+		}
+		if _, ok := r.sim.KV(swapKey); !ok {
+			t.Error("the refused run deleted the record")
 		}
 	})
 }

@@ -23,11 +23,17 @@ import (
 //
 //   - the server is alive in serf on To: the swap was done; its gate is
 //     checked and the record deleted;
-//   - the server is alive on From and healthy: the swap never started; the
-//     record is deleted;
-//   - the server is not alive in serf (stopped, failed or left): the swap
-//     is carried out again (the same SwapRequest; a transport starts a
-//     stopped agent), gated, and the record deleted.
+//   - the server is alive on another version (From) and healthy: the swap
+//     never started; the record is deleted;
+//   - the server is not alive in serf (stopped, failed or left) and its
+//     last build is From or To: the swap is carried out again (the same
+//     SwapRequest; a transport starts a stopped agent), gated, and the
+//     record deleted.
+//
+// Anything else (a server alive but not healthy off To for
+// swapResumeSettle, down on a third version, not a server, a To that is
+// not the run's target or a hop to it) is refused with a *SwapRecordError,
+// touching nothing.
 //
 // Only the recorded server is ever acted on this way.
 type SwapRecord struct {
@@ -280,12 +286,15 @@ func (r *runner) resumeSwap(ctx context.Context, c planner.Cluster) (*StepRecord
 				return nil, herr
 			}
 			return nil, nil // the gate deleted the record
-		case m.Status == serfAlive && transport.SameVersion(running, step.From) && healthy:
-			// (b) The swap never stopped the server.
-			r.emit(ctx, Event{Kind: EventSwapRecord, Step: step, Detail: fmt.Sprintf("%s, whose swap to %s was started by %q at %s, still runs %s and is healthy: the swap never happened; the record is deleted and the run plans as usual",
+		case m.Status == serfAlive && healthy:
+			// (b) The swap never stopped the server (or someone finished
+			// it otherwise): nothing is half done.
+			r.emit(ctx, Event{Kind: EventSwapRecord, Step: step, Detail: fmt.Sprintf("%s, whose swap to %s was started by %q at %s, runs %s and is healthy: the swap never happened; the record is deleted and the run plans as usual",
 				step.Node, step.To, rec.Holder, rec.Started.Format(time.RFC3339), running)})
 			r.forgetSwap(ctx, step)
 			return nil, nil
+		case m.Status != serfAlive && running != "" && !transport.SameVersion(running, step.From) && !transport.SameVersion(running, step.To):
+			return nil, refuse(fmt.Sprintf("%s is %s in serf on %s, neither the swap's from (%s) nor its to: the record is not about the node as it is", step.Node, serfStatus(m.Status), running, orUnknown(step.From)))
 		case m.Status != serfAlive:
 			// (c) The server is down: the run that stopped it died.
 			r.emit(ctx, Event{Kind: EventSwapRecord, Step: step, Detail: fmt.Sprintf("resuming the swap of %s to %s that an earlier run left unfinished (it died or halted): %q started it at %s and %s is %s in serf (build %s); it is swapped again and gated before the run plans",
