@@ -38,7 +38,11 @@
 // lock (BackupRecord at BackupKey, through the optional KVStore that
 // NewConsul's Consul implements), so a stepped or restarted run does not
 // take it again for the same hop (within Config.BackupMaxAge); a run that
-// reaches the target deletes the record.
+// reaches the target deletes the record. Each server swap is recorded
+// there too while it lasts (SwapRecord at SwapKey): a run that died
+// between stopping a server and starting it leaves the record, and the
+// next run, holding the lock, finishes that swap before it plans
+// (EventSwapRecord) instead of refusing a cluster with a server down.
 //
 // Embedders that run their own loop (Discover, planner.Next) carry out one
 // step with ExecuteStep: the same backup, swap, gate and rollback as Run.

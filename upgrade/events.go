@@ -22,6 +22,7 @@ const (
 	EventRolledBack    EventKind = "rolled-back"    // a failed node was rolled back and the cluster is healthy again
 	EventHalted        EventKind = "halted"         // the run stopped on an error
 	EventBackupRecord  EventKind = "backup-record"  // a backup record was found, written or could not be (Err); see BackupRecord
+	EventSwapRecord    EventKind = "swap-record"    // a run found the swap record of a run that died and finished that swap (see SwapRecord), or could not delete one (Err)
 	EventStopped       EventKind = "stopped"        // the run ended cleanly before a step (BeforeStep said skip, or MaxSteps)
 	EventDone          EventKind = "done"           // the cluster reached the target
 	EventLocked        EventKind = "locked"         // the run took the cluster-wide upgrade lock

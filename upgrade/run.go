@@ -77,6 +77,13 @@ type Result struct {
 // reaches cfg.MaxSteps, or whose BeforeStep says Skip, ends cleanly: a nil
 // error and Result.Stopped, with the steps left in Result.Remaining; the
 // next run resumes there. Abort ends it with an *AbortedError.
+//
+// Holding the lock, a run keeps a SwapRecord while it swaps a server. A
+// run that finds one (a run died or halted during that swap) finishes that
+// swap first, before it plans and without asking BeforeStep (see
+// SwapRecord); a record it must not act on is refused with a
+// *SwapRecordError, touching nothing. A resumed swap counts as a step done
+// (Result.Steps, MaxSteps).
 func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res := &Result{}
 	if err := cfg.Validate(); err != nil {
@@ -331,6 +338,7 @@ func (r *runner) run(ctx context.Context) error {
 	r.loadBackup(ctx)
 
 	if r.cfg.DryRun {
+		r.noteSwap(ctx)
 		plan, err := planner.Plan(r.withSnapshot(c), r.cfg.Target, r.cfg.Policy)
 		r.res.Plan = plan
 		if err != nil {
@@ -343,11 +351,17 @@ func (r *runner) run(ctx context.Context) error {
 
 	// Decide once before measuring anything, so that a refused plan (or a
 	// cluster that diverged from the approved one) returns having only
-	// read.
-	step, err := r.decideFirst(c)
-	if err != nil {
-		r.emit(ctx, Event{Kind: EventHalted, Step: step, Err: err})
-		return err
+	// read. But a swap record (swaprecord.go) is a server swap that a run
+	// which died left half done, and the planner would refuse the cluster
+	// it left (a server down): the run then takes the lock first and
+	// finishes that swap before it plans.
+	var step planner.Step
+	var prev *planner.Step // the step done last (the resumed swap, then each step of the loop)
+	if !r.peekSwap(ctx) {
+		if step, err = r.decideFirst(c); err != nil {
+			r.emit(ctx, Event{Kind: EventHalted, Step: step, Err: err})
+			return err
+		}
 	}
 	if lk, ok := r.cfg.Consul.(Locker); ok && !r.cfg.NoLock {
 		lock, err := r.takeLock(ctx, lk)
@@ -359,14 +373,29 @@ func (r *runner) run(ctx context.Context) error {
 		defer r.unlock(ctx) // on every path; halt and done unlock first, so their event is the last
 		// Another run may have acted between the first look and the lock:
 		// look again, holding it.
+		var resumed *StepRecord
 		if c, err = r.observe(ctx); err == nil {
 			r.res.Cluster = c
+			resumed, err = r.resumeSwap(ctx, c)
+		}
+		if err == nil {
 			r.loadBackup(ctx)
-			step, err = r.decideFirst(c)
+			if resumed != nil {
+				r.res.Steps = append(r.res.Steps, *resumed)
+				prev = &resumed.Step
+				c, step, err = r.decideAfter(ctx, resumed.Step)
+			} else {
+				step, err = r.decideFirst(c)
+			}
 		}
 		if err != nil {
 			r.unlock(ctx)
-			r.emit(ctx, Event{Kind: EventHalted, Step: step, Err: err})
+			var h *HaltError
+			if errors.As(err, &h) {
+				r.emit(ctx, Event{Kind: EventHalted, Step: h.Step, Condition: gateCondition(h.Err), Err: err})
+			} else {
+				r.emit(ctx, Event{Kind: EventHalted, Step: step, Err: err})
+			}
 			return err
 		}
 	}
@@ -376,7 +405,7 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	if r.cfg.Plan == nil {
 		if p, perr := planner.Plan(r.withSnapshot(c), r.cfg.Target, r.cfg.Policy); perr == nil {
-			r.estimate = len(p.Steps)
+			r.estimate = len(r.res.Steps) + len(p.Steps) // a resumed swap is done already
 		}
 	}
 
@@ -384,7 +413,6 @@ func (r *runner) run(ctx context.Context) error {
 	if maxSteps == 0 {
 		maxSteps = DefaultMaxSteps
 	}
-	var prev *planner.Step
 	for first := true; ; first = false {
 		if !first {
 			c, step, err = r.decideAfter(ctx, *prev)
@@ -657,6 +685,9 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		if err = r.quorumBeforeStop(ctx, step); err != nil {
 			break // nothing touched: no rollback
 		}
+		if err = r.recordSwap(ctx, step); err != nil {
+			break // nothing touched: no rollback
+		}
 		err = r.cfg.Transport.Swap(ctx, transport.SwapRequest{
 			Node: step.Node, Role: transport.RoleServer, From: step.From, To: step.To,
 			StopMode: step.StopMode,
@@ -683,7 +714,12 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 	if err != nil {
 		return rec, r.fail(ctx, step, err, failed)
 	}
+	return r.gate(ctx, step, rec, failed)
+}
 
+// gate waits for step's gate after its act; on failure it rolls back if
+// asked to. The swap record of a server swap is deleted once it passed.
+func (r *runner) gate(ctx context.Context, step planner.Step, rec StepRecord, failed []string) (StepRecord, *HaltError) {
 	var era Era
 	gateStart := time.Now()
 	opt := r.gateOptions(func(cond planner.GateCheck, node, detail string) {
@@ -701,6 +737,9 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		return rec, r.fail(ctx, step, gerr, failed)
 	}
 	rec.Ended = time.Now()
+	if step.Kind == planner.StepSwapServer {
+		r.forgetSwap(ctx, step)
+	}
 	detail := fmt.Sprintf("gate passed after %s", rec.Ended.Sub(rec.Started).Round(time.Millisecond))
 	if era != "" {
 		detail += " (" + era.Checks() + ")"
@@ -911,6 +950,9 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 	}
 	h.RolledBack = true
 	h.RolledBackNodes = failed
+	if step.Kind == planner.StepSwapServer {
+		r.forgetSwap(ctx, step)
+	}
 	r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: fmt.Sprintf("rolled back %v; leader known and the node(s) healthy again", failed)})
 	return h
 }

@@ -432,3 +432,39 @@ func TestCtrlCAtThePromptEndsApplyWithoutTouchingAnything(t *testing.T) {
 		}
 	})
 }
+
+// A run that left a server stopped in the middle of its swap (here: the
+// new binary did not start, and no -rollback) leaves its swap record; the
+// next apply of the same plan prints that it resumes that swap, swaps the
+// server once and completes.
+func TestTheNextApplyResumesASwapThatLeftAServerDown(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim := newSim(3, 0)
+		first := withSim(t, sim)
+		first.Broken("1.13.9")
+		dir := t.TempDir()
+		planFile := filepath.Join(dir, "plan.json")
+		if code, _, stderr := cli(t, "plan", "-to", "1.13.9", "-no-snapshot", "-out", planFile); code != exitOK {
+			t.Fatalf("plan: exit %d: %s", code, stderr)
+		}
+		code, out, stderr := cli(t, "apply", "-plan", planFile, "-yes")
+		s := swaps(first)
+		if code != exitHalted || len(s) != 1 {
+			t.Fatalf("exit %d, swaps %v\n%s\n%s\nwant 1 and a halt at the first server swap", code, s, out, stderr)
+		}
+		down := s[0]
+		second := sim.NewFake() // a fixed binary: the fleet as it is now, down included
+		testTransport = second
+		code, out, stderr = cli(t, "apply", "-plan", planFile, "-yes")
+		if code != exitOK || !strings.Contains(out, "swap-record: resuming the swap of "+down+" to 1.13.9") || !strings.Contains(out, "step 1 of 3: swap-server "+down) {
+			t.Fatalf("resume: exit %d\n%s\n%s\nwant 0 and the resumed swap of %s", code, out, stderr, down)
+		}
+		count := map[string]int{}
+		for _, n := range swaps(second) {
+			count[n]++
+		}
+		if len(count) != 3 || count["s1"] != 1 || count["s2"] != 1 || count["s3"] != 1 {
+			t.Errorf("swaps %v, want each server once", swaps(second))
+		}
+	})
+}
