@@ -27,6 +27,7 @@ const (
 	EventDone          EventKind = "done"           // the cluster reached the target
 	EventLocked        EventKind = "locked"         // the run took the cluster-wide upgrade lock
 	EventUnlocked      EventKind = "unlocked"       // the run gave the lock back (Err set if it could not)
+	EventLockMoved     EventKind = "lock-moved"     // the lock moved to a session on Node before a step stopped its node (Err set if it could not)
 )
 
 // Event is one thing the runner reports, delivered synchronously through

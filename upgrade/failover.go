@@ -489,6 +489,21 @@ func (s failoverSessions) moveLock(ctx context.Context, key string, value []byte
 	return err
 }
 
+func (s failoverSessions) sessionNode(ctx context.Context, id string) (string, error) {
+	return call(ctx, s.f, func(c Consul) (string, error) {
+		m, err := movers(c)
+		if err != nil {
+			return "", err
+		}
+		return m.sessionNode(ctx, id)
+	})
+}
+
+var (
+	_ lockMover = failoverSessions{}
+	_ txnMover  = (*apiConsul)(nil)
+)
+
 func (s failoverSessions) keySession(ctx context.Context, key string) (string, error) {
 	return call(ctx, s.f, func(c Consul) (string, error) {
 		m, err := movers(c)

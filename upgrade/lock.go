@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,10 +28,14 @@ const lockTTL = 30 * time.Second
 // a KV key held by a TTL session that asks for no health checks, so
 // swapping the agent it talks to does not drop the lock. Consul before 1.0
 // ignores that and binds the session to the agent's serfHealth (0.6.4 to
-// 0.9.3, measured): there the lock is lost if the agent the lock was taken
-// through is down long enough for serf to find it failed, and the run then
-// halts with ErrLockLost. A failover Consul (Failover, ConnectAddrs) moves
-// the lock to the agent it fails over to (Consul 0.7.0 and later).
+// 0.9.3, measured), and at any version a node that leaves, or stays dead
+// through an election, takes its sessions with it. So, from 0.7.0 (which
+// has /v1/txn), Run moves the lock to a session on a server that stays up
+// before it stops the node the lock's session is on, and a failover Consul
+// (Failover, ConnectAddrs) moves it to the agent it fails over to. On 0.6
+// the lock stays where it was taken: if that agent is down long enough for
+// serf to find it failed, the lock is lost and the run halts with
+// ErrLockLost.
 type Locker interface {
 	// Lock takes the lock at key for holder. It returns a *LockedError when
 	// another holder has it. While held, the lock is renewed in the
@@ -53,8 +58,23 @@ type Lock struct {
 	Lost <-chan struct{}
 
 	release func(context.Context) error
+	keep    func(ctx context.Context, nodes []string, to string) (moved string, err error)
 	once    sync.Once
 	err     error
+}
+
+// keepOff moves the lock to a session on node to when the session holding
+// it belongs to one of nodes, which the run is about to stop: before 1.0
+// Consul binds the lock's session to its node's serfHealth (see Locker),
+// and a node that leaves, or stays dead through an election, takes its
+// sessions with it. It returns the node the session was moved from ("" when
+// no move was needed). The move is one transaction (Consul 0.7.0 and
+// later); when it cannot be made the lock stays where it is.
+func (l *Lock) keepOff(ctx context.Context, nodes []string, to string) (string, error) {
+	if l.keep == nil {
+		return "", nil
+	}
+	return l.keep(ctx, nodes, to)
 }
 
 // Release gives the lock back. It is safe to call more than once.
@@ -225,20 +245,27 @@ func lockWith(ctx context.Context, s sessionAPI, key string, holder LockHolder) 
 	lost := make(chan struct{})
 	stop := make(chan struct{})
 	done := make(chan struct{})
-	st := &heldLock{key: key, value: value, body: body, id: id}
+	st := &heldLock{key: key, value: value, body: body, id: id, lost: lost}
 	if m, ok := s.(lockMover); ok {
 		st.home = m.agent()
 	}
 	go func() {
 		defer close(done)
-		st.renew(s, stop, lost)
+		st.renew(s, stop)
 	}()
 	return &Lock{
 		Key:  key,
 		Lost: lost,
+		keep: func(ctx context.Context, nodes []string, to string) (string, error) {
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			return st.keepOff(ctx, s, nodes, to)
+		},
 		release: func(ctx context.Context) error {
 			close(stop)
-			<-done // st is no longer the renewer's
+			<-done // the renewer is gone
+			st.mu.Lock()
+			defer st.mu.Unlock()
 			// A move left undecided (see heldLock.pending) may have
 			// handed the key to the pending session.
 			if st.pending != "" {
@@ -258,8 +285,12 @@ func lockWith(ctx context.Context, s sessionAPI, key string, holder LockHolder) 
 	}, nil
 }
 
-// heldLock is the state of a held lock, owned by its renewer.
+// heldLock is the state of a held lock. mu is held by the renewer for each
+// renewal and by keepOff.
 type heldLock struct {
+	mu    sync.Mutex
+	lost  chan struct{}
+	gone  sync.Once // closes lost
 	key   string
 	value []byte
 	body  map[string]any // how its sessions are made
@@ -279,17 +310,34 @@ type heldLock struct {
 // only when Consul says the session no longer exists, or when no renewal
 // has succeeded for a whole TTL. Through a lockMover, the lock then follows
 // the run to the agent it has failed over to.
-func (st *heldLock) renew(s sessionAPI, stop <-chan struct{}, lost chan<- struct{}) {
+func (st *heldLock) renew(s sessionAPI, stop <-chan struct{}) {
 	tick := time.NewTicker(lockTTL / 6)
 	defer tick.Stop()
-	last := time.Now()
-	m, _ := s.(lockMover)
-	for {
+	for last := time.Now(); ; {
 		select {
 		case <-stop:
 			return
 		case <-tick.C:
 		}
+		st.mu.Lock()
+		var gone bool
+		last, gone = st.renewOnce(s, last)
+		st.mu.Unlock()
+		if gone {
+			st.lose()
+			return
+		}
+	}
+}
+
+// lose closes lost, once.
+func (st *heldLock) lose() { st.gone.Do(func() { close(st.lost) }) }
+
+// renewOnce makes one renewal; last is when one last succeeded. It reports
+// true when the lock is lost. Callers hold st.mu.
+func (st *heldLock) renewOnce(s sessionAPI, last time.Time) (time.Time, bool) {
+	m, _ := s.(lockMover)
+	{
 		ctx, cancel := context.WithTimeout(context.Background(), lockTTL/6)
 		if st.pending != "" {
 			_, _ = s.renewSession(ctx, st.pending)
@@ -298,13 +346,11 @@ func (st *heldLock) renew(s sessionAPI, stop <-chan struct{}, lost chan<- struct
 		cancel()
 		switch {
 		case err == nil && !exists:
-			close(lost) // Consul answered: the session is gone
-			return
+			return last, true // Consul answered: the session is gone
 		case err == nil:
 			last = time.Now()
-			if m != nil && (st.pending != "" || (!st.noMove && m.agent() != st.home)) && !st.move(s, m) {
-				close(lost)
-				return
+			if m != nil && (st.pending != "" || (!st.noMove && m.agent() != st.home)) {
+				return last, !st.move(s, m, st.body, m.agent())
 			}
 		case time.Since(last) > lockTTL:
 			// No renewal for a whole TTL. Consul keeps a session for up
@@ -312,12 +358,61 @@ func (st *heldLock) renew(s sessionAPI, stop <-chan struct{}, lost chan<- struct
 			// the session exists, and lost once it does not or once
 			// nothing has confirmed it for that long.
 			if held, ierr := sessionExists(s, st.id); ierr == nil && held && time.Since(last) < 2*lockTTL {
-				continue
+				return last, false
 			}
-			close(lost)
-			return
+			return last, true
 		}
 	}
+	return last, false
+}
+
+// keepOff: see Lock.keepOff. Callers hold st.mu.
+func (st *heldLock) keepOff(ctx context.Context, s sessionAPI, nodes []string, to string) (string, error) {
+	m, ok := s.(txnMover)
+	if !ok || st.noMove || to == "" || slices.Contains(nodes, to) {
+		return "", nil
+	}
+	select {
+	case <-st.lost:
+		return "", nil // the run sees Lost
+	default:
+	}
+	if st.pending != "" && !st.move(s, m, st.body, st.home) {
+		st.lose()
+		return "", nil
+	}
+	if st.pending != "" {
+		return "", errors.New("a move of the lock is still undecided (no answer from Consul)")
+	}
+	node, err := m.sessionNode(ctx, st.id)
+	if err != nil {
+		return "", fmt.Errorf("read the node of the lock's session: %w", err)
+	}
+	if !slices.Contains(nodes, node) {
+		return "", nil
+	}
+	body := map[string]any{"Node": to}
+	for k, v := range st.body {
+		if k != "Node" {
+			body[k] = v
+		}
+	}
+	home := st.home
+	if lm, ok := s.(lockMover); ok {
+		home = lm.agent()
+	}
+	id := st.id
+	if !st.move(s, m, body, home) {
+		st.lose()
+		return "", nil
+	}
+	switch {
+	case st.noMove:
+		return "", fmt.Errorf("the lock's session stays on %s: %w", node, errNoTxn)
+	case st.id == id:
+		return "", fmt.Errorf("the lock's session stays on %s: the move to %s did not commit or got no answer; it is tried again before the next stop", node, to)
+	}
+	return node, nil
 }
 
 // lockMover is a sessionAPI that talks through whichever of several agents
@@ -333,14 +428,7 @@ func (st *heldLock) renew(s sessionAPI, stop <-chan struct{}, lost chan<- struct
 type lockMover interface {
 	// agent names the agent calls go through now.
 	agent() string
-	// moveLock hands key, with value, from session from to session to:
-	// check-session, unlock and lock in one transaction (/v1/txn, Consul
-	// 0.7.0 and later). It returns an error wrapping errNoTxn when the
-	// agent has no transactions.
-	moveLock(ctx context.Context, key string, value []byte, from, to string) error
-	// keySession returns the session holding key, "" when none holds it
-	// or there is no key, read consistently.
-	keySession(ctx context.Context, key string) (string, error)
+	txnMover
 }
 
 // errNoTxn is wrapped by a move that cannot be made with this agent.
@@ -350,12 +438,11 @@ var errNoTxn = errors.New("the upgrade lock cannot move through this agent")
 // decides a pending move. It reports false when the lock is lost: the key
 // is held by neither session. Any other failure leaves the lock where it
 // is, to be moved at a later renewal.
-func (st *heldLock) move(s sessionAPI, m lockMover) bool {
+func (st *heldLock) move(s sessionAPI, m txnMover, body map[string]any, home string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), lockTTL/3)
 	defer cancel()
 	if st.pending == "" {
-		home := m.agent()
-		id, err := s.createSession(ctx, st.body)
+		id, err := s.createSession(ctx, body)
 		if err != nil {
 			return true
 		}
@@ -394,10 +481,26 @@ func (st *heldLock) move(s sessionAPI, m lockMover) bool {
 	}
 }
 
-// txnMover is how one agent moves the lock (see lockMover).
+// txnMover moves the lock between sessions.
 type txnMover interface {
+	// moveLock hands key, with value, from session from to session to:
+	// check-session, unlock and lock in one transaction (/v1/txn, Consul
+	// 0.7.0 and later). It returns an error wrapping errNoTxn when the
+	// agent has no transactions.
 	moveLock(ctx context.Context, key string, value []byte, from, to string) error
+	// keySession returns the session holding key, "" when none holds it
+	// or there is no key, read consistently.
 	keySession(ctx context.Context, key string) (string, error)
+	// sessionNode returns the node of session id, read consistently.
+	sessionNode(ctx context.Context, id string) (string, error)
+}
+
+func (a *apiConsul) sessionNode(ctx context.Context, id string) (string, error) {
+	info, _, err := a.c.Session().Info(id, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil || info == nil {
+		return "", err
+	}
+	return info.Node, nil
 }
 
 func (a *apiConsul) moveLock(ctx context.Context, key string, value []byte, from, to string) error {

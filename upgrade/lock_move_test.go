@@ -5,7 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
+	"testing/synctest"
+
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
 )
 
 // moveFake is a lockMover over an in-memory key: sessions are made through
@@ -24,9 +29,19 @@ type moveFake struct {
 
 func (f *moveFake) agent() string { return f.current }
 
-func (f *moveFake) createSession(context.Context, map[string]any) (string, error) {
+func (f *moveFake) createSession(_ context.Context, body map[string]any) (string, error) {
 	f.seq++
-	return fmt.Sprintf("%s-%d", f.current, f.seq), nil
+	node := f.current
+	if n, ok := body["Node"].(string); ok {
+		node = n
+	}
+	return fmt.Sprintf("%s-%d", node, f.seq), nil
+}
+
+// sessionNode: a session's ID starts with its node's name.
+func (f *moveFake) sessionNode(_ context.Context, id string) (string, error) {
+	node, _, _ := strings.Cut(id, "-")
+	return node, f.readErr
 }
 
 func (f *moveFake) acquire(context.Context, string, []byte, string) (bool, error) { return true, nil }
@@ -88,7 +103,7 @@ func TestTheLockMovesToTheAgentTheRunFailedOverTo(t *testing.T) {
 				f.holder = "other-run"
 			}
 			st := &heldLock{key: DefaultLockKey, id: "c1-0", home: "c1"}
-			if kept := st.move(&f, &f); kept == tc.lost {
+			if kept := st.move(&f, &f, nil, f.current); kept == tc.lost {
 				t.Fatalf("move reported the lock kept=%v, want kept=%v", kept, !tc.lost)
 			}
 			if st.id != tc.want || st.pending != tc.pending || st.noMove != tc.noMove {
@@ -113,14 +128,110 @@ func TestAPendingMoveIsDecidedOnceTheKeyCanBeRead(t *testing.T) {
 	noAnswer := errors.New("context deadline exceeded")
 	f := &moveFake{current: "c2", holder: "c1-0", commit: true, answer: noAnswer, readErr: noAnswer}
 	st := &heldLock{key: DefaultLockKey, id: "c1-0", home: "c1"}
-	if !st.move(f, f) || st.pending != "c2-1" || st.id != "c1-0" {
+	if !st.move(f, f, nil, f.current) || st.pending != "c2-1" || st.id != "c1-0" {
 		t.Fatalf("after an unanswered move: id %q pending %q, want id c1-0 pending c2-1", st.id, st.pending)
 	}
 	f.readErr = nil
-	if !st.move(f, f) {
+	if !st.move(f, f, nil, f.current) {
 		t.Fatal("the lock was reported lost, but the pending session holds the key")
 	}
 	if st.id != "c2-1" || st.pending != "" || !slices.Equal(f.destroyed, []string{"c1-0"}) || f.holder != "c2-1" {
 		t.Errorf("id %q pending %q destroyed %v holder %q, want the lock on c2-1 and c1-0 destroyed", st.id, st.pending, f.destroyed, f.holder)
 	}
+}
+
+// Before the run stops the node its lock's session belongs to, the lock
+// moves to a session on another node (before 1.0 the session dies with its
+// node's serfHealth); a session on any other node stays where it is.
+func TestTheLockMovesOffANodeTheRunIsAboutToStop(t *testing.T) {
+	f := &moveFake{current: "c1", holder: "c1-0", commit: true}
+	st := &heldLock{key: DefaultLockKey, id: "c1-0", home: "c1", lost: make(chan struct{})}
+	from, err := st.keepOff(t.Context(), f, []string{"s2"}, "s1")
+	if err != nil || from != "" || st.id != "c1-0" || f.seq != 0 {
+		t.Fatalf("keepOff of a node the session is not on: moved from %q, err %v, lock on %s, sessions made %d; want nothing done", from, err, st.id, f.seq)
+	}
+	from, err = st.keepOff(t.Context(), f, []string{"c1"}, "s1")
+	if err != nil || from != "c1" {
+		t.Fatalf("keepOff of the session's node: moved from %q, err %v; want moved from c1", from, err)
+	}
+	if st.id != "s1-1" || f.holder != "s1-1" || !slices.Equal(f.destroyed, []string{"c1-0"}) {
+		t.Errorf("lock on %s, key held by %s, destroyed %v; want both on s1-1 and c1-0 destroyed", st.id, f.holder, f.destroyed)
+	}
+	// A move that does not commit leaves the lock where it is, and says so.
+	f2 := &moveFake{current: "c1", holder: "c1-0", answer: errors.New("Unexpected response code: 500")}
+	st2 := &heldLock{key: DefaultLockKey, id: "c1-0", home: "c1", lost: make(chan struct{})}
+	if _, err := st2.keepOff(t.Context(), f2, []string{"c1"}, "s1"); err == nil || !strings.Contains(err.Error(), "stays on c1") {
+		t.Errorf("keepOff after a failed move: err %v, want one saying the session stays on c1", err)
+	}
+	if st2.id != "c1-0" || f2.holder != "c1-0" {
+		t.Errorf("after a failed move the lock is on %s and the key held by %s, want c1-0", st2.id, f2.holder)
+	}
+	// A key held by neither session: lost.
+	f3 := &moveFake{current: "c1", holder: "other-run", answer: errors.New("Unexpected response code: 409")}
+	st3 := &heldLock{key: DefaultLockKey, id: "c1-0", home: "c1", lost: make(chan struct{})}
+	if _, err := st3.keepOff(t.Context(), f3, []string{"c1"}, "s1"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-st3.lost:
+	default:
+		t.Error("the key is held by another session, but the lock is not lost")
+	}
+}
+
+// A run moves its lock off each server it is about to swap when the lock's
+// session is on it (the simulated agent makes sessions on s1), to the
+// leader or another server that stays up; the lock is never lost, and the
+// run gives it back at the end.
+func TestRunMovesItsLockOffEachNodeItStops(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 1)
+		if _, err := Run(t.Context(), r.cfg); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		var moves []Event
+		stopped := map[string]int{} // node -> index of its step-started event
+		for i, e := range r.events {
+			switch {
+			case e.Kind == EventLockMoved:
+				moves = append(moves, e)
+				if e.Err != nil {
+					t.Errorf("lock move failed: %v", e.Err)
+				}
+			case e.Kind == EventStepStarted && e.Step.Kind == planner.StepSwapServer:
+				stopped[e.Step.Node] = i
+			}
+		}
+		if len(moves) != 1 {
+			t.Fatalf("lock moves %v, want one: off s1 before its swap", moves)
+		}
+		m := moves[0]
+		if m.Step.Node != "s1" || m.Node == "s1" || m.Node == "" || !strings.Contains(m.Detail, "its session was on s1") {
+			t.Errorf("lock move %+v, want one off s1 to another server", m)
+		}
+		if got := r.sim.Sessions(); len(got) != 0 {
+			t.Errorf("sessions left after the run: %v", got)
+		}
+	})
+}
+
+// Before 0.7 there is no /v1/txn: the move is refused with errNoTxn and
+// the lock stays held where it was (the run reports it and goes on).
+func TestALockThatCannotMoveStaysHeld(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim := consultest.NewCluster(3, 0, "0.6.4", consultest.WithEra(consultest.Era06))
+		lk, err := inProcessConsul(t, sim).(Locker).Lock(t.Context(), DefaultLockKey, LockHolder{Holder: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lk.Release(t.Context())
+		before := sim.Sessions()
+		from, err := lk.keepOff(t.Context(), []string{"s1"}, "s2")
+		if from != "" || !errors.Is(err, errNoTxn) || !strings.Contains(err.Error(), "stays on s1") {
+			t.Fatalf("keepOff on 0.6 = %q, %v; want errNoTxn saying the session stays on s1", from, err)
+		}
+		if _, held := sim.LockHolder(DefaultLockKey); !held || !slices.Equal(sim.Sessions(), before) {
+			t.Errorf("after the refused move: held %v, sessions %v (before %v); want the same session holding the lock", held, sim.Sessions(), before)
+		}
+	})
 }

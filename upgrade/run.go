@@ -434,7 +434,7 @@ func (r *runner) run(ctx context.Context) error {
 		}
 		select {
 		case <-r.lost:
-			return r.halt(ctx, &HaltError{Step: step, Err: fmt.Errorf("%w: its session was invalidated, so another run could now act on this cluster; nothing more is touched", ErrLockLost)})
+			return r.halt(ctx, &HaltError{Step: step, Err: errLockLost()})
 		default:
 		}
 		if len(r.res.Steps) >= maxSteps {
@@ -670,6 +670,9 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 	}
 	r.emit(ctx, Event{Kind: EventStepStarted, Step: step, Detail: step.Reason})
 
+	if herr := r.keepLockOff(ctx, c, step); herr != nil {
+		return rec, herr
+	}
 	var failed []string
 	var err error
 	switch step.Kind {
@@ -746,6 +749,53 @@ func (r *runner) gate(ctx context.Context, step planner.Step, rec StepRecord, fa
 	}
 	r.emit(ctx, Event{Kind: EventStepDone, Step: step, Era: era, Detail: detail})
 	return rec, nil
+}
+
+// errLockLost is the error of a run that finds its lock lost.
+func errLockLost() error {
+	return fmt.Errorf("%w: its session was invalidated, so another run could now act on this cluster; nothing more is touched", ErrLockLost)
+}
+
+// keepLockOff moves the run's lock off the nodes step is about to stop
+// (see Lock.keepOff) to a server of the lock's datacenter that stays up,
+// the leader when it can. A move that cannot be made is reported and the
+// step goes on, as it would have without the move; a lock found lost halts
+// the run before the step acts.
+func (r *runner) keepLockOff(ctx context.Context, c planner.Cluster, step planner.Step) *HaltError {
+	if r.lock == nil || (step.Datacenter != "" && step.Datacenter != r.ownDC) {
+		return nil
+	}
+	var nodes []string
+	switch step.Kind {
+	case planner.StepSwapServer, planner.StepRetireServer:
+		nodes = []string{step.Node}
+	case planner.StepSwapClients:
+		nodes = step.Nodes
+	default:
+		return nil
+	}
+	to := ""
+	for _, s := range c.Servers {
+		if (s.Datacenter != "" && s.Datacenter != r.ownDC) || !s.Healthy || slices.Contains(nodes, s.Name) {
+			continue
+		}
+		if to == "" || s.Leader {
+			to = s.Name
+		}
+	}
+	from, err := r.lock.keepOff(ctx, nodes, to)
+	switch {
+	case err != nil:
+		r.emit(ctx, Event{Kind: EventLockMoved, Step: step, Err: err, Detail: "the upgrade lock could not be moved off the nodes this step stops; before Consul 1.0 it is lost if its node is down long enough for serf to call it failed, and the run then halts"})
+	case from != "":
+		r.emit(ctx, Event{Kind: EventLockMoved, Step: step, Node: to, Detail: fmt.Sprintf("the upgrade lock moved to a session on %s: its session was on %s, which this step stops", to, from)})
+	}
+	select {
+	case <-r.lost:
+		return &HaltError{Step: step, Err: errLockLost()}
+	default:
+	}
+	return nil
 }
 
 // quorumBeforeStop checks, before a server is stopped to be swapped, that

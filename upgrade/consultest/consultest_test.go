@@ -470,3 +470,38 @@ func TestHandlerTransportHonoursAnEndedContext(t *testing.T) {
 		t.Errorf("err = %v, want context.Canceled", err)
 	}
 }
+
+// A transaction hands a lock from one session to another only while the
+// first holds it; a failed check rolls the whole transaction back (409).
+func TestATransactionMovesALockAtomically(t *testing.T) {
+	sim := consultest.NewCluster(3, 0, "1.12.9")
+	c := client(t, sim)
+	a, b := lockSession(t, c, nil), lockSession(t, c, nil)
+	if ok, _, err := c.KV().Acquire(&api.KVPair{Key: "lock", Value: []byte("v"), Session: a}, nil); err != nil || !ok {
+		t.Fatalf("acquire by %s: %v %v", a, ok, err)
+	}
+	move := func(from, to string) (bool, *api.TxnResponse) {
+		t.Helper()
+		ok, resp, _, err := c.Txn().Txn(api.TxnOps{
+			{KV: &api.KVTxnOp{Verb: api.KVCheckSession, Key: "lock", Session: from}},
+			{KV: &api.KVTxnOp{Verb: api.KVUnlock, Key: "lock", Value: []byte("v"), Session: from}},
+			{KV: &api.KVTxnOp{Verb: api.KVLock, Key: "lock", Value: []byte("v"), Session: to}},
+		}, nil)
+		if err != nil {
+			t.Fatalf("txn: %v", err)
+		}
+		return ok, resp
+	}
+	if ok, resp := move(b, a); ok || len(resp.Errors) != 1 || resp.Errors[0].OpIndex != 0 {
+		t.Fatalf("a move from a session that does not hold the lock: ok %v, errors %+v; want rolled back at op 0", ok, resp.Errors)
+	}
+	if p, _, _ := c.KV().Get("lock", nil); p == nil || p.Session != a {
+		t.Fatalf("after the rollback the lock is %+v, want it still held by %s", p, a)
+	}
+	if ok, _ := move(a, b); !ok {
+		t.Fatal("the move from the holder was rolled back")
+	}
+	if p, _, _ := c.KV().Get("lock", nil); p == nil || p.Session != b {
+		t.Fatalf("after the move the lock is %+v, want it held by %s", p, b)
+	}
+}

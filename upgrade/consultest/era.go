@@ -66,7 +66,7 @@ func WithEra(e Era) Option {
 // not have answers 404, as an old agent answers an unknown path.
 func (e Era) has(path string) bool {
 	switch path {
-	case "/v1/operator/raft/configuration", "/v1/snapshot":
+	case "/v1/operator/raft/configuration", "/v1/snapshot", "/v1/txn":
 		return e == EraCurrent || e >= Era07
 	case "/v1/operator/autopilot/health", "/v1/operator/autopilot/configuration":
 		return e == EraCurrent || e >= Era08Raft2

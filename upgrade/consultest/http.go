@@ -41,6 +41,7 @@ const (
 //     healthy voter
 //   - sessions (create, renew, destroy, info) and KV keys (get, put,
 //     acquire, release, delete)
+//   - PUT /v1/txn with the KV verbs check-session, lock and unlock (0.7 on)
 //   - GET /v1/acl/replication, /v1/acl/tokens, /v1/connect/intentions,
 //     /v1/config/<kind> and /v1/catalog/nodes, from WithFeatures
 //
@@ -62,6 +63,8 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch r.URL.Path {
+	case "/v1/txn":
+		c.serveTxn(w, r)
 	case "/v1/agent/members":
 		c.serveMembers(w, now)
 	case "/v1/agent/self":

@@ -321,3 +321,79 @@ func (c *Cluster) put(key string, e *kvEntry, value []byte) *kvEntry {
 	e.value, e.modifyIndex = value, c.kvIndex
 	return e
 }
+
+// serveTxn answers PUT /v1/txn for the KV verbs check-session, lock and
+// unlock: every operation applies or none does (409 with the failing
+// operation's index, as Consul rolls back). Any other verb is refused
+// (400). Callers hold c.mu.
+func (c *Cluster) serveTxn(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPut {
+		http.Error(w, "consultest: /v1/txn takes PUT", http.StatusMethodNotAllowed)
+		return
+	}
+	var ops []struct{ KV *api.KVTxnOp }
+	if err := json.NewDecoder(r.Body).Decode(&ops); err != nil {
+		http.Error(w, "Failed to parse body: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	// Each op sees the ones before it: held tracks the keys' lock holders
+	// as the transaction would leave them.
+	held := map[string]string{}
+	holder := func(key string) string {
+		if h, ok := held[key]; ok {
+			return h
+		}
+		if e := c.kv[key]; e != nil {
+			return e.session
+		}
+		return ""
+	}
+	rollback := func(i int, what string) {
+		writeJSON(w, http.StatusConflict, api.TxnResponse{Errors: api.TxnErrors{{OpIndex: i, What: what}}})
+	}
+	for i, op := range ops {
+		if op.KV == nil {
+			http.Error(w, "consultest: only KV operations are simulated in /v1/txn", http.StatusBadRequest)
+			return
+		}
+		k := op.KV
+		switch k.Verb {
+		case api.KVCheckSession:
+			if holder(k.Key) != k.Session {
+				rollback(i, fmt.Sprintf("failed session check for key %q, current session %q != %q", k.Key, holder(k.Key), k.Session))
+				return
+			}
+		case api.KVUnlock:
+			if holder(k.Key) != k.Session {
+				rollback(i, fmt.Sprintf("failed to unlock key %q: lock not held by session %q", k.Key, k.Session))
+				return
+			}
+			held[k.Key] = ""
+		case api.KVLock:
+			if _, ok := c.sessions[k.Session]; !ok {
+				rollback(i, fmt.Sprintf("failed to lock key %q: invalid session %q", k.Key, k.Session))
+				return
+			}
+			if h := holder(k.Key); h != "" && h != k.Session {
+				rollback(i, fmt.Sprintf("failed to lock key %q, lock is already held", k.Key))
+				return
+			}
+			held[k.Key] = k.Session
+		default:
+			http.Error(w, fmt.Sprintf("consultest: KV verb %q is not simulated in /v1/txn", k.Verb), http.StatusBadRequest)
+			return
+		}
+	}
+	for _, op := range ops {
+		k := op.KV
+		switch k.Verb {
+		case api.KVUnlock, api.KVLock:
+			e := c.put(k.Key, c.kv[k.Key], slices.Clone(k.Value))
+			if k.Verb == api.KVLock && e.session != k.Session {
+				e.lockIndex++
+			}
+			e.session = held[k.Key]
+		}
+	}
+	writeJSON(w, http.StatusOK, api.TxnResponse{})
+}
