@@ -453,6 +453,9 @@ func TestTheNextApplyResumesASwapThatLeftAServerDown(t *testing.T) {
 			t.Fatalf("exit %d, swaps %v\n%s\n%s\nwant 1 and a halt at the first server swap", code, s, out, stderr)
 		}
 		down := s[0]
+		if code, out, stderr := cli(t, "status"); code != exitOK || !strings.Contains(out, "Unfinished swap: "+down+" 1.12.9 -> 1.13.9") {
+			t.Errorf("status after the halt: exit %d\n%s\n%s\nwant it to show the unfinished swap of %s", code, out, stderr, down)
+		}
 		second := sim.NewFake() // a fixed binary: the fleet as it is now, down included
 		testTransport = second
 		code, out, stderr = cli(t, "apply", "-plan", planFile, "-yes")

@@ -7,6 +7,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
@@ -25,6 +27,9 @@ type statusReport struct {
 	Next     *planner.Step         `json:"next,omitempty"`
 	Diverged string                `json:"diverged,omitempty"`
 	Backup   *upgrade.BackupRecord `json:"backup,omitempty"`
+	// Swap is the swap record of a run that died or halted while it
+	// swapped a server; the next run finishes that swap first.
+	Swap *upgrade.SwapRecord `json:"swap,omitempty"`
 }
 
 // readLock reads the holder of the upgrade lock (nil: free).
@@ -86,6 +91,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if rep.Backup, err = upgrade.ReadBackupRecord(ctx, consul, *lockKey); err != nil {
 		return fail(stderr, "status", fmt.Errorf("read the backup record next to the lock %s: %w", *lockKey, err))
 	}
+	if rep.Swap, err = upgrade.ReadSwapRecord(ctx, consul, *lockKey); err != nil {
+		return fail(stderr, "status", fmt.Errorf("read the swap record next to the lock %s: %w", *lockKey, err))
+	}
 	code := exitOK
 	if plan != nil {
 		rep.Target, rep.Steps = plan.Target, len(plan.Steps)
@@ -127,6 +135,13 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			fmt.Fprintf(stdout, " by %q", b.Holder)
 		}
 		fmt.Fprintln(stdout)
+	}
+	if w := rep.Swap; w != nil {
+		fmt.Fprintf(stdout, "Unfinished swap: %s %s -> %s, started %s ago", w.Node, w.From, w.To, durationText(time.Since(w.Started)))
+		if w.Holder != "" {
+			fmt.Fprintf(stdout, " by %q", w.Holder)
+		}
+		fmt.Fprintf(stdout, "; the next apply finishes it first (%s)\n", upgrade.SwapKey(rep.LockKey))
 	}
 	fmt.Fprintf(stdout, "Servers:\n")
 	for _, s := range rep.Servers {
@@ -173,14 +188,5 @@ func clientVersions(c planner.Cluster) map[string]int {
 }
 
 func sortedKeys(m map[string]int) []string {
-	var ks []string
-	for k := range m {
-		ks = append(ks, k)
-	}
-	for i := 1; i < len(ks); i++ {
-		for j := i; j > 0 && ks[j] < ks[j-1]; j-- {
-			ks[j], ks[j-1] = ks[j-1], ks[j]
-		}
-	}
-	return ks
+	return slices.Sorted(maps.Keys(m))
 }
