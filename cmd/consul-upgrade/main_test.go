@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -23,6 +24,10 @@ import (
 func cli(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
 	args = simArgs(args)
+	if len(args) > 0 && args[0] == "apply" && !slices.Contains(args, "-snapshot-dir") {
+		// not the default ./snapshots, inside the package's directory
+		args = append(args, "-snapshot-dir", t.TempDir())
+	}
 	var out, errb bytes.Buffer
 	code := run(t.Context(), args, &out, &errb)
 	return code, out.String(), errb.String()
@@ -419,7 +424,7 @@ func TestCtrlCAtThePromptEndsApplyWithoutTouchingAnything(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		time.AfterFunc(time.Minute, cancel) // the operator presses Ctrl-C at the prompt
 		var out, errb bytes.Buffer
-		code := run(ctx, simArgs([]string{"apply", "-plan", planFile}), &out, &errb)
+		code := run(ctx, simArgs([]string{"apply", "-plan", planFile, "-snapshot-dir", dir}), &out, &errb)
 		pw.Close()
 		if code != exitHalted || !strings.Contains(errb.String(), "Carry it out?") {
 			t.Errorf("exit %d, stderr %q; want 1 after the prompt", code, errb.String())
