@@ -1,14 +1,12 @@
 package robust_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -95,31 +93,8 @@ func orchestratorKillStopped(t *testing.T, from, to string) {
 	start := time.Now()
 
 	// Run 1: the child.
-	child = exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), orchestratorEnv+"=1", childConsulEnv+"="+cl.HTTPAddr(client),
-		childSwapEnv+"="+srv.URL, childTargetEnv+"="+to, childSnapEnv+"="+t.TempDir())
-	out, err := child.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	child.Stderr = child.Stdout
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var childLines []string
-	scanned := make(chan struct{})
-	go func() {
-		defer close(scanned)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			childLines = append(childLines, sc.Text())
-		}
-	}()
-	<-scanned
-	werr := child.Wait()
-	for _, l := range childLines {
-		t.Logf("child: %s", l)
-	}
+	child = orchestratorCmd(t, cl.HTTPAddr(client), srv.URL, to)
+	werr := runChild(t, child)
 	mu.Lock()
 	victim, killed, mode := killedNode, killedAt, stopMode
 	mu.Unlock()

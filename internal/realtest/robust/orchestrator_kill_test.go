@@ -184,31 +184,8 @@ func orchestratorKill(t *testing.T, from, to string) {
 	start := time.Now()
 
 	// Run 1: the child.
-	child = exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(), orchestratorEnv+"=1", childConsulEnv+"="+cl.HTTPAddr(client),
-		childSwapEnv+"="+srv.URL, childTargetEnv+"="+to, childSnapEnv+"="+t.TempDir())
-	out, err := child.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	child.Stderr = child.Stdout
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var childLines []string
-	scanned := make(chan struct{})
-	go func() {
-		defer close(scanned)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			childLines = append(childLines, sc.Text())
-		}
-	}()
-	<-scanned
-	werr := child.Wait()
-	for _, l := range childLines {
-		t.Logf("child: %s", l)
-	}
+	child = orchestratorCmd(t, cl.HTTPAddr(client), srv.URL, to)
+	werr := runChild(t, child)
 	mu.Lock()
 	victim, killed := killedNode, killedAt
 	mu.Unlock()
@@ -343,4 +320,38 @@ func TestASecondRunFinishesAfterTheOrchestratorIsKilledMidSwap_1_12_9_to_1_13_9(
 func TestASecondRunFinishesAfterTheOrchestratorIsKilledMidSwap_1_15_4_to_1_16_1(t *testing.T) {
 	t.Parallel() // real clusters mostly wait (stabilization, timeouts): see scripts/test.sh
 	orchestratorKill(t, "1.15.4", "1.16.1")
+}
+
+// orchestratorCmd is the orchestrator child (see init) for one upgrade to
+// to, through the agent at consulAddr, swapping through the test's
+// transport server at swapURL.
+func orchestratorCmd(t *testing.T, consulAddr, swapURL, to string) *exec.Cmd {
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), orchestratorEnv+"=1", childConsulEnv+"="+consulAddr,
+		childSwapEnv+"="+swapURL, childTargetEnv+"="+to, childSnapEnv+"="+t.TempDir())
+	return child
+}
+
+// runChild starts child, logs every line it prints, and returns how it
+// ended.
+func runChild(t *testing.T, child *exec.Cmd) error {
+	t.Helper()
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child.Stderr = child.Stdout
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	werr := child.Wait()
+	for _, l := range lines {
+		t.Logf("child: %s", l)
+	}
+	return werr
 }
