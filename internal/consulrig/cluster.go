@@ -390,7 +390,20 @@ func (c *Cluster) logTails(n int) string {
 			fmt.Fprintf(&b, "\n--- %s: %v", node, err)
 			continue
 		}
-		fmt.Fprintf(&b, "\n--- %s (%s), last %d lines:\n%s", node, path, n, tail(string(data), n))
+		fmt.Fprintf(&b, "\n--- %s (%s), last %d lines without the HTTP request lines:\n%s", node, path, n, tail(withoutRequests(string(data)), n))
+	}
+	return b.String()
+}
+
+// withoutRequests drops the agents' debug lines about finished HTTP
+// requests: under recorded traffic they are nearly every line, and a
+// failure's tail should show Raft, serf and the agent's own news.
+func withoutRequests(log string) string {
+	var b strings.Builder
+	for line := range strings.Lines(log) {
+		if !strings.Contains(line, "agent.http: Request finished") {
+			b.WriteString(line)
+		}
 	}
 	return b.String()
 }
