@@ -405,7 +405,7 @@ func TestRunAcceptsATransferThatLandedOnAnotherUpgradedServer(t *testing.T) {
 func TestRunHaltsWhenLeadershipNeverMoves(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r, rn, step := transferRig(t)
-		if err := r.sim.SetTransferMisses("", "", ""); err != nil {
+		if err := r.sim.SetTransferMisses("", "", "", "", ""); err != nil {
 			t.Fatal(err)
 		}
 		_, h := rn.do(t.Context(), planner.Cluster{}, step)
@@ -413,8 +413,8 @@ func TestRunHaltsWhenLeadershipNeverMoves(t *testing.T) {
 		if h == nil || !errors.As(h, &te) {
 			t.Fatalf("got %v, want a halt wrapping *TransferError", h)
 		}
-		if te.Attempts != 3 || te.Leader != "s1" {
-			t.Errorf("attempts %d, leader %q; want 3 and s1", te.Attempts, te.Leader)
+		if te.Attempts != transferAttempts || te.Leader != "s1" {
+			t.Errorf("attempts %d, leader %q; want %d and s1", te.Attempts, te.Leader, transferAttempts)
 		}
 		if !strings.Contains(h.Error(), "the old leader was not stopped") {
 			t.Errorf("message %q does not say the old leader was left alone", h.Error())
@@ -424,6 +424,69 @@ func TestRunHaltsWhenLeadershipNeverMoves(t *testing.T) {
 		}
 		if r.sim.Leader() != "s1" {
 			t.Errorf("leader %s, want s1 still", r.sim.Leader())
+		}
+	})
+}
+
+// Under writes a real transfer often loses its election: the target
+// campaigns one entry behind, the others refuse it, and an election
+// timeout later they elect the old leader again (seen in CI on 1.15.4 ->
+// 1.16.1, three times in a row). The runner asks again as soon as the old
+// leader is back, not after transferSettle.
+func TestRunAsksAgainAtOnceWhenTheTargetLosesItsElection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, rn, step := transferRig(t)
+		const election = 3 * time.Second
+		for range 2 {
+			if err := r.sim.SetTransferLostElection(election); err != nil {
+				t.Fatal(err)
+			}
+		}
+		start := time.Now()
+		if _, h := rn.do(t.Context(), planner.Cluster{}, step); h != nil {
+			t.Fatalf("transfer-leader: %v", h)
+		}
+		if got := r.sim.Transfers(); !slices.Equal(got, []string{"id-s3", "id-s3", "id-s3"}) || r.sim.Leader() != "s3" {
+			t.Errorf("transfers %v, leader %s; want three asks for id-s3 (two lost elections, then s3)", got, r.sim.Leader())
+		}
+		// Each lost election is seen once the old leader has been back for
+		// transferElsewhere; a runner waiting out transferSettle per ask
+		// would take 30s.
+		if el, most := time.Since(start), 2*(election+transferElsewhere+2*time.Second); el > most {
+			t.Errorf("the transfer took %s, want under %s: a lost election is asked again at once", el, most)
+		}
+		var said int
+		for _, e := range r.events {
+			if strings.Contains(e.Detail, "(the last: "+ErrTransferElectionLost.Error()+": s1 leads again)") {
+				said++
+			}
+		}
+		if said != 2 {
+			t.Errorf("%d events name the lost election as the reason to ask again, want 2", said)
+		}
+	})
+}
+
+// A target that loses every election halts the run with the old leader up
+// and the reason wrapped.
+func TestRunHaltsWhenTheTargetLosesEveryElection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, rn, step := transferRig(t)
+		for range transferAttempts {
+			if err := r.sim.SetTransferLostElection(5 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, h := rn.do(t.Context(), planner.Cluster{}, step)
+		var te *TransferError
+		if h == nil || !errors.As(h, &te) || !errors.Is(h, ErrTransferElectionLost) {
+			t.Fatalf("got %v, want a halt wrapping *TransferError and ErrTransferElectionLost", h)
+		}
+		if te.Attempts != transferAttempts || te.Leader != "s1" || r.sim.Leader() != "s1" {
+			t.Errorf("attempts %d, leader %q (simulated %s); want %d and s1", te.Attempts, te.Leader, r.sim.Leader(), transferAttempts)
+		}
+		if n := len(r.tr.swapped()); n != 0 {
+			t.Errorf("the transport was called %d times, want 0", n)
 		}
 	})
 }

@@ -156,7 +156,9 @@ type Cluster struct {
 	unreachable   bool     // the client's transport refuses connections
 	calls         map[string]int
 	transfers     []string
-	transferMiss  []string // SetTransferMisses: where the next transfers land
+	transferMiss  []transferMiss // SetTransferMisses, SetTransferLostElection: what the next transfers do
+	reelect       string         // the old leader a lost transfer election gives the seat back to
+	reelectAt     time.Time      // when it does
 	sessions      map[string]*session
 	sessionSeq    int
 	kv            map[string]*kvEntry
@@ -239,8 +241,12 @@ func (c *Cluster) healthy(n *node, now time.Time) bool {
 
 // elect fills an empty leader seat with the first server other than except
 // that is a healthy voter, unless SetLeader("") holds the election open.
-// Callers hold c.mu.
+// When a transfer's election was lost (SetTransferLostElection), the old
+// leader gets the seat back once the election is over. Callers hold c.mu.
 func (c *Cluster) elect(now time.Time, except string) {
+	if c.reelect != "" && c.leader == "" && !now.Before(c.reelectAt) {
+		c.leader, c.pinned, c.reelect = c.reelect, false, ""
+	}
 	if c.leader != "" || c.pinned {
 		return
 	}
@@ -283,6 +289,9 @@ func (c *Cluster) restart(name, version string, up, healthy bool) error {
 		n.upAt = now.Add(c.restartDelay)
 	}
 	c.agentFailed(n.name)
+	if c.reelect == n.name {
+		c.reelect = "" // a stopped server does not win the election it was to win
+	}
 	if c.leader == n.name {
 		// The leader stopped: another server wins the election at once, or,
 		// with none, the seat stays empty until a server is back.
@@ -298,6 +307,7 @@ func (c *Cluster) restart(name, version string, up, healthy bool) error {
 func (c *Cluster) SetLeader(node string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.reelect = ""
 	if node == "" {
 		c.leader, c.pinned = "", true
 		return nil

@@ -188,6 +188,39 @@ func TestTransferLeaderMovesLeadershipOnlyToAHealthyVoter(t *testing.T) {
 	}
 }
 
+// A transfer whose election the target loses: success is answered, the
+// cluster has no leader for the election, then the old leader leads again.
+func TestATransferWhoseElectionIsLostGivesTheSeatBackToTheOldLeader(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim := consultest.NewCluster(3, 0, "1.15.4")
+		if err := sim.SetTransferLostElection(0); err == nil {
+			t.Error("a lost election lasting 0s was accepted")
+		}
+		must(t, sim.SetTransferLostElection(6*time.Second))
+		c := client(t, sim)
+		r, err := c.Operator().RaftLeaderTransfer("id-s3", nil)
+		if err != nil || !r.Success {
+			t.Fatalf("transfer to s3: %+v, %v; want success (Raft answers once the target campaigns)", r, err)
+		}
+		var addr string
+		if get(t, sim, "/v1/status/leader", &addr); addr != "" || sim.Leader() != "" {
+			t.Errorf("during the election: leader %q (%q), want none", sim.Leader(), addr)
+		}
+		time.Sleep(5 * time.Second)
+		if get(t, sim, "/v1/status/leader", &addr); addr != "" {
+			t.Errorf("5s into a 6s election: leader %q, want none", addr)
+		}
+		time.Sleep(time.Second)
+		if get(t, sim, "/v1/status/leader", &addr); sim.Leader() != "s1" || addr == "" {
+			t.Errorf("after the election: leader %q (%q), want s1 again", sim.Leader(), addr)
+		}
+		r, err = c.Operator().RaftLeaderTransfer("id-s3", nil)
+		if err != nil || !r.Success || sim.Leader() != "s3" {
+			t.Errorf("the next transfer: %+v, %v, leader %s; want s3 leading", r, err, sim.Leader())
+		}
+	})
+}
+
 // lockSession creates a session as the upgrade lock does (TTL, no checks,
 // behavior delete) unless body says otherwise.
 func lockSession(t *testing.T, c *api.Client, body map[string]any) string {

@@ -134,10 +134,14 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		id := r.URL.Query().Get("id")
 		c.transfers = append(c.transfers, id)
 		if len(c.transferMiss) > 0 {
-			land := c.transferMiss[0]
+			miss := c.transferMiss[0]
 			c.transferMiss = c.transferMiss[1:]
-			if land != "" {
-				c.leader, c.pinned = land, false
+			switch {
+			case miss.lostFor > 0 && c.leader != "":
+				c.reelect, c.reelectAt = c.leader, now.Add(miss.lostFor)
+				c.leader, c.pinned = "", true
+			case miss.land != "":
+				c.leader, c.pinned = miss.land, false
 			}
 			writeJSON(w, http.StatusOK, api.TransferLeaderResponse{Success: true})
 			return
