@@ -322,12 +322,20 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 			floor = out
 			stab = stability{}
 		}
+		prev := last // the verdict the last finished attempt failed on
 		o := &observation{ctx: gctx, c: c, since: floor, start: start, serverAPI: opt.ServerAPI, stab: &stab}
 		cur = o
 		defer reportEra()
 		var young *verdict // stable failed only for want of time
 		for _, cond := range step.Gate {
 			v := o.check(step, base, cond)
+			if v.apiErr != nil && gctx.Err() != nil && prev.cond != "" {
+				// The gate's own deadline cut this read short: it says
+				// nothing of the cluster, and the verdict of the last
+				// attempt that finished stays the reason the gate failed.
+				last = prev
+				return errNotYet
+			}
 			last = v
 			switch {
 			case v.fatal != nil:

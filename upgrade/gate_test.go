@@ -3,10 +3,13 @@ package upgrade
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
@@ -317,6 +320,46 @@ func TestGateCountsStabilityFromTheLastTimeItSawTheServerUnhealthy(t *testing.T)
 		}
 		if elapsed := time.Since(start); elapsed < 15*time.Second-time.Second {
 			t.Errorf("gate passed %s after the swap; the server was unhealthy until 5s, so want about 15s (10s ServerStabilizationTime after the last unhealthy sighting)", elapsed)
+		}
+	})
+}
+
+// slowRaft is a Consul whose raft configuration reads hang from a moment
+// on until the caller gives up, as a client agent's read does while its
+// RPC waits on a killed server.
+type slowRaft struct {
+	*apiConsul
+	from time.Time
+}
+
+func (s slowRaft) RaftConfiguration(ctx context.Context) (*api.RaftConfiguration, error) {
+	if time.Now().Before(s.from) {
+		return s.apiConsul.RaftConfiguration(ctx)
+	}
+	<-ctx.Done()
+	return nil, fmt.Errorf("read raft configuration: %w", ctx.Err())
+}
+
+// A read cut short by the gate's own deadline says nothing of the cluster:
+// the gate fails on the condition the last finished attempt saw failing
+// (seen in CI: a gate waiting on failure-tolerance, while another server
+// was down, was reported as failing on voter with "context deadline
+// exceeded").
+func TestGateTimingOutMidReadNamesTheConditionThatWasFailing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := consultest.NewCluster(3, 0, "1.13.9", consultest.WithStableSince(time.Now().Add(-time.Minute)))
+		mustDo(t, s.SetNeverHealthy("s3", true)) // tolerance stays 0 of the baseline 1
+		c := slowRaft{apiConsul: inProcessConsul(t, s).(*apiConsul), from: time.Now().Add(50 * time.Second)}
+		err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{Timeout: time.Minute})
+		var ge *GateError
+		if !errors.As(err, &ge) || !errors.Is(err, ErrGateTimeout) {
+			t.Fatalf("err = %v, want a *GateError wrapping ErrGateTimeout", err)
+		}
+		if ge.Condition != planner.GateFailureTolerance || ge.Detail != "failure tolerance is 0, was 1 before the upgrade" {
+			t.Errorf("the gate failed on %s (%s; %v), want failure-tolerance 0 vs 1, the last condition it saw failing", ge.Condition, ge.Detail, ge.Err)
+		}
+		if strings.Contains(err.Error(), "deadline exceeded") {
+			t.Errorf("message %q blames the read the gate's own deadline cut short", err)
 		}
 	})
 }
