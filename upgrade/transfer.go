@@ -235,44 +235,36 @@ func waitLeader(ctx context.Context, c Consul, want, from string, d time.Duratio
 	defer cancel()
 	var name string
 	var lastErr error
-	var elsewhere time.Time // since when a third server has been named
-	var leaderless bool     // a poll found no leader: an election ran
-	var back time.Time      // since when from has been named again after that
+	var seen string     // the leader named by an unbroken run of polls ("" for none)
+	var since time.Time // when that run began
+	var leaderless bool // a poll found no leader: an election ran
 	for {
 		addr, err := c.Leader(wctx)
 		switch {
 		case err == nil && addr == "":
-			leaderless = true
-			name, elsewhere, back = "", time.Time{}, time.Time{}
+			leaderless, name = true, ""
 		case err == nil:
 			members, merr := c.Members(wctx)
 			if merr != nil {
 				lastErr = merr
 				break
 			}
-			name = leaderName(members, nil, addr)
-			switch {
-			case name == want:
+			if name = leaderName(members, nil, addr); name == want {
 				return name, nil
-			case name != "" && name != from:
-				back = time.Time{}
-				if elsewhere.IsZero() {
-					elsewhere = time.Now()
-				} else if time.Since(elsewhere) >= transferElsewhere {
-					return name, fmt.Errorf("leadership went to %s instead of %s", name, want)
-				}
-			case name == from && leaderless:
-				elsewhere = time.Time{}
-				if back.IsZero() {
-					back = time.Now()
-				} else if time.Since(back) >= transferElsewhere {
-					return name, fmt.Errorf("%w: %s leads again", ErrTransferElectionLost, from)
-				}
-			default:
-				elsewhere, back = time.Time{}, time.Time{}
 			}
 		default:
 			lastErr = err
+		}
+		if name != seen {
+			seen, since = name, time.Now()
+		}
+		if name != "" && time.Since(since) >= transferElsewhere {
+			switch {
+			case name != from:
+				return name, fmt.Errorf("leadership went to %s instead of %s", name, want)
+			case leaderless:
+				return name, fmt.Errorf("%w: %s leads again", ErrTransferElectionLost, from)
+			}
 		}
 		if !sleepCtx(wctx, transferPoll) {
 			break
