@@ -28,7 +28,11 @@ func transfers(f realtest.Figures) []planner.Step { return f.Kinds(planner.StepT
 // in flight; see upgrade.ErrTransferElectionLost).
 func countLostElections(sc *realtest.Scenario) *atomic.Int32 {
 	var n atomic.Int32
-	sc.Configure = func(cfg *upgrade.Config, _ *consulrig.Cluster) {
+	configure := sc.Configure
+	sc.Configure = func(cfg *upgrade.Config, cl *consulrig.Cluster) {
+		if configure != nil {
+			configure(cfg, cl)
+		}
 		prev := cfg.OnEvent
 		cfg.OnEvent = func(e upgrade.Event) {
 			prev(e)
