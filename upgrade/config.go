@@ -28,7 +28,9 @@ const DefaultClientConcurrencyPercent = 10
 // SnapshotDC are required unless DryRun.
 type Config struct {
 	// Consul answers the API calls (NewConsul over an *api.Client): an
-	// agent of the run's own datacenter, which also holds the lock.
+	// agent of the run's own datacenter, which also holds the lock. It
+	// must implement Locker and KVStore unless NoLock; to wrap it (for
+	// metrics, say) use Intercept, which keeps its abilities.
 	Consul Consul
 	// Datacenters adds the other datacenters of a WAN federation to the
 	// run: a Consul talking to an agent of each, keyed by the datacenter's
@@ -124,10 +126,12 @@ type Config struct {
 	// least 1: 20 at a time in a wave of 200). The wave's size itself is
 	// the policy's (planner.ClientPolicy).
 	ClientConcurrency int
-	// NoLock runs without the cluster-wide upgrade lock. By default a run
-	// whose Consul implements Locker (NewConsul's does) takes the lock
-	// before its first action and gives it back when it ends, so two runs
-	// never act on one cluster at once.
+	// NoLock runs without the cluster-wide upgrade lock and the swap
+	// record (see SwapRecord). By default a run takes the lock before its
+	// first action and gives it back when it ends, so two runs never act
+	// on one cluster at once; Consul must then implement Locker and
+	// KVStore (NewConsul's and Failover's do, and so does a wrapper made
+	// with Intercept), and Validate refuses one that does not.
 	NoLock bool
 	// LockKey is the KV key of the lock ("": DefaultLockKey).
 	LockKey string
@@ -149,6 +153,8 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.Consul == nil {
 		add("Consul", "", "is nil; pass upgrade.NewConsul(client) for an *api.Client")
+	} else if missing := missingAbilities(cfg.Consul, abilityLock|abilityKV); missing != "" && !cfg.NoLock {
+		add("Consul", fmt.Sprintf("%T", cfg.Consul), fmt.Sprintf("does not implement %s, so the run would hold no upgrade lock and keep no backup or swap record; wrap a Consul with upgrade.Intercept, which keeps every ability of the Consul it wraps, or set NoLock to run without the lock and the records", missing))
 	}
 	if cfg.Plan != nil {
 		if err := cfg.Plan.Findings.Err(); err != nil {

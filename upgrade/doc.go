@@ -77,6 +77,14 @@
 // address tried, and the gate or observation waiting on it halts the run
 // at its timeout. Nothing is acted on without an answer.
 //
+// To wrap Config.Consul (for metrics, tracing, logging), use Intercept: the
+// wrapper it returns implements each optional interface (Locker, KVStore,
+// EraReader, FeatureReader) exactly when the wrapped Consul does. A struct
+// embedding Consul keeps only Consul's methods; Config.Validate refuses a
+// Consul without Locker and KVStore unless Config.NoLock, and a run whose
+// Consul lacks FeatureReader says what it cannot observe
+// (EventAbilityMissing).
+//
 // # Datacenters
 //
 // Discover reads the LAN of the agent it talks to: the servers and clients of

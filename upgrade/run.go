@@ -126,6 +126,7 @@ func ExecuteStep(ctx context.Context, cfg Config, step planner.Step) (StepRecord
 	default:
 		return rec, &HaltError{Step: step, Err: fmt.Errorf("step kind %q is not one that can be carried out (known: snapshot, swap-server, transfer-leader, swap-clients, add-server, retire-server)", step.Kind)}
 	}
+	r.noteAbilities(ctx) // abilities.go
 	c, err := r.observe(ctx)
 	if err != nil {
 		return rec, err
@@ -329,6 +330,7 @@ func (r *runner) measure(ctx context.Context) error {
 
 func (r *runner) run(ctx context.Context) error {
 	r.emit(ctx, Event{Kind: EventRunStarted, Detail: "target " + r.cfg.Target})
+	r.noteAbilities(ctx) // abilities.go
 	c, err := r.observe(ctx)
 	if err != nil {
 		r.emit(ctx, Event{Kind: EventHalted, Err: err})
