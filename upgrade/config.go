@@ -24,8 +24,8 @@ const DefaultMaxSteps = 10000
 const DefaultClientConcurrencyPercent = 10
 
 // Config is what Run needs. Consul and Target (or Plan) are always
-// required; Transport and (unless Policy.NoSnapshot) Snapshot or
-// SnapshotDC are required unless DryRun.
+// required; Transport and (unless Policy.NoSnapshot) Snapshot are required
+// unless DryRun.
 type Config struct {
 	// Consul answers the API calls (NewConsul over an *api.Client): an
 	// agent of the run's own datacenter, which also holds the lock. It
@@ -72,12 +72,10 @@ type Config struct {
 	// *AbortedError. The cluster is observed again after an approval that
 	// took a while, and a step that changed meanwhile is asked about again.
 	BeforeStep func(ctx context.Context, s StepInfo) (StepDecision, error)
-	// Snapshot opens the destination of each pre-hop snapshot (see
-	// SnapshotDir). Required unless Policy.NoSnapshot or DryRun.
+	// Snapshot opens the sink of each pre-hop backup, one per observed
+	// datacenter (see SnapshotSink, SnapshotDir). Required unless
+	// Policy.NoSnapshot or DryRun.
 	Snapshot SnapshotFunc
-	// SnapshotDC, when set, is used instead of Snapshot: it opens the
-	// destination of each datacenter's pre-hop snapshot.
-	SnapshotDC SnapshotDCFunc
 	// BackupMaxAge is how old a backup recorded by an earlier run (see
 	// BackupRecord) may be and still count for the hop it was taken
 	// before (0: DefaultBackupMaxAge, 24h).
@@ -178,7 +176,7 @@ func (cfg Config) Validate() error {
 		if cfg.Transport == nil {
 			add("Transport", "", "is nil; a run that is not a dry run needs a transport to swap nodes")
 		}
-		if cfg.Snapshot == nil && cfg.SnapshotDC == nil && !cfg.Policy.NoSnapshot {
+		if cfg.Snapshot == nil && !cfg.Policy.NoSnapshot {
 			add("Snapshot", "", "is nil while Policy.NoSnapshot is false; set Snapshot (e.g. upgrade.SnapshotDir(dir)) or opt out with Policy.NoSnapshot")
 		}
 		if cfg.Policy.Strategy == planner.Replace && cfg.Transport != nil {

@@ -109,10 +109,10 @@
 //     datacenter; Result.Baselines).
 //   - Snapshot: the snapshot step saves and verifies one snapshot per
 //     observed datacenter (each has its own Raft), the run's own first; the
-//     step fails if any does. Config.SnapshotDC receives the datacenter's
-//     name; SnapshotDir names each file with its datacenter when there are
-//     several (consul-dc2-1.12.9-<time>.snap) and keeps its plain names for
-//     one. StepRecord.Snapshots holds every archive's description.
+//     step fails if any does. Config.Snapshot receives the datacenter's
+//     name, and SnapshotDir names each file with it
+//     (consul-dc2-1.12.9-<time>.snap). StepRecord.Snapshots holds every
+//     archive's description.
 //   - Lock: the upgrade lock is taken in the run's own datacenter only (KV is
 //     per datacenter); run every federated upgrade through an agent of the
 //     same datacenter, ideally the primary, so two runs meet at one lock.

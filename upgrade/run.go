@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"slices"
@@ -832,7 +831,7 @@ func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string
 	multi := len(r.cfg.Datacenters) > 0
 	logical := backupKind(step) == planner.BackupLogical
 	for _, dc := range r.datacenters() {
-		open := func(version string) (io.WriteCloser, error) { return r.openSnapshot(dc, version) }
+		open := r.cfg.Snapshot
 		where := ""
 		if multi {
 			where = "datacenter " + dc + ": "
@@ -851,7 +850,7 @@ func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string
 				where, step.From, step.From, info.Keys, info.ACLTokens, info.Index, info.SHA256, reread, planner.LogicalBackupOmits)})
 			continue
 		}
-		info, err := saveSnapshot(ctx, r.consul(dc), open, step.From)
+		info, err := saveSnapshot(ctx, r.consul(dc), open, dc, step.From)
 		if err != nil {
 			return out, fmt.Errorf("%s%w", where, err)
 		}
@@ -875,20 +874,6 @@ func backupKind(step planner.Step) planner.BackupKind {
 }
 
 var v071 = version.Must(version.NewVersion("0.7.1"))
-
-// openSnapshot opens the destination of datacenter dc's snapshot:
-// cfg.SnapshotDC when set, else cfg.Snapshot (whose SnapshotDir files are
-// then named with the datacenter when the run observes several).
-func (r *runner) openSnapshot(dc, version string) (io.WriteCloser, error) {
-	if r.cfg.SnapshotDC != nil {
-		return r.cfg.SnapshotDC(dc, version)
-	}
-	w, err := r.cfg.Snapshot(version)
-	if n, ok := w.(datacenterNamer); ok && err == nil && len(r.cfg.Datacenters) > 0 {
-		n.nameDatacenter(dc)
-	}
-	return w, err
-}
 
 // clientConcurrency is the bound of swaps in flight in a wave of size
 // wave: Config.ClientConcurrency, else DefaultClientConcurrencyPercent of
