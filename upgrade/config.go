@@ -90,6 +90,14 @@ type Config struct {
 	// the other voters up make no quorum is left running
 	// (*RollbackRefusedError in HaltError.RollbackErr).
 	Rollback bool
+	// RollbackTimeout bounds a rollback (0: twice the gate timeout, 10m
+	// by default): the quorum check, the transport's Rollback (or Retire
+	// of a new server) and the gate that waits for health after it. A
+	// rollback runs under a context of its own, so a run whose context is
+	// cancelled while a node is swapped or gated still puts that node
+	// back; HaltError (RolledBack, RolledBackNodes, RollbackErr) and a
+	// rolled-back event say how it ended.
+	RollbackTimeout time.Duration
 	// DryRun returns the plan of the discovered cluster in Result.Plan and
 	// touches nothing.
 	DryRun bool
@@ -206,6 +214,9 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.GateMaxInterval < 0 {
 		add("GateMaxInterval", cfg.GateMaxInterval.String(), "is negative; use 0 for the default (2s) or a positive duration")
+	}
+	if cfg.RollbackTimeout < 0 {
+		add("RollbackTimeout", cfg.RollbackTimeout.String(), "is negative; use 0 for the default (twice the gate timeout) or a positive duration")
 	}
 	if cfg.StabilizationTime < 0 {
 		add("StabilizationTime", cfg.StabilizationTime.String(), "is negative; use 0 for autopilot's (or the default 10s) or a positive duration")
