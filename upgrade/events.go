@@ -12,24 +12,28 @@ import (
 type EventKind string
 
 const (
-	EventRunStarted     EventKind = "run-started"     // Run validated its config and starts
-	EventStepStarted    EventKind = "step-started"    // a step is about to act
-	EventGateWaiting    EventKind = "gate-waiting"    // a gate condition does not hold yet (on each change of reason, and every GateWaitingRepeat while it lasts)
-	EventStepDone       EventKind = "step-done"       // a step acted and its gate passed
-	EventSnapshotSaved  EventKind = "snapshot-saved"  // a snapshot was saved and verified
-	EventNodeSwapped    EventKind = "node-swapped"    // one client of a wave was swapped (Err set if its swap failed); Node names it
-	EventProvisioned    EventKind = "provisioned"     // a new server was provisioned (add-server); Step.Node names it
-	EventRolledBack     EventKind = "rolled-back"     // a failed node was rolled back and the cluster is healthy again
-	EventHalted         EventKind = "halted"          // the run stopped on an error
-	EventBackupRecord   EventKind = "backup-record"   // a backup record was found, written or could not be (Err); see BackupRecord
-	EventSwapRecord     EventKind = "swap-record"     // a run found the swap record of a run that died and finished that swap (see SwapRecord), or could not delete one (Err)
-	EventStopped        EventKind = "stopped"         // the run ended cleanly before a step (BeforeStep said skip, or MaxSteps)
-	EventDone           EventKind = "done"            // the cluster reached the target
-	EventLocked         EventKind = "locked"          // the run took the cluster-wide upgrade lock
-	EventUnlocked       EventKind = "unlocked"        // the run gave the lock back (Err set if it could not)
-	EventLockMoved      EventKind = "lock-moved"      // the lock moved to a session on Node before a step stopped its node (Err set if it could not)
-	EventAbilityMissing EventKind = "ability-missing" // a Consul of the run lacks an optional interface the run would use: Detail says which, what the run does without it, and how to keep it
+	EventRunStarted    EventKind = "run-started"    // Run validated its config and starts
+	EventStepStarted   EventKind = "step-started"   // a step is about to act
+	EventGateWaiting   EventKind = "gate-waiting"   // a gate condition does not hold yet (on each change of reason, and every GateWaitingRepeat while it lasts)
+	EventStepDone      EventKind = "step-done"      // a step acted and its gate passed
+	EventSnapshotSaved EventKind = "snapshot-saved" // a snapshot was saved and verified
+	EventNodeSwapped   EventKind = "node-swapped"   // one client of a wave was swapped (Err set if its swap failed); Node names it
+	EventProvisioned   EventKind = "provisioned"    // a new server was provisioned (add-server); Step.Node names it
+	EventRolledBack    EventKind = "rolled-back"    // a failed node was rolled back and the cluster is healthy again
+	EventHalted        EventKind = "halted"         // the run stopped on an error
+	EventBackupRecord  EventKind = "backup-record"  // a backup record was found, written or could not be (Err); see BackupRecord
+	EventSwapRecord    EventKind = "swap-record"    // a run found the swap record of a run that died and finished that swap (see SwapRecord), or could not delete one (Err)
+	EventStopped       EventKind = "stopped"        // the run ended cleanly before a step (BeforeStep said skip, or MaxSteps)
+	EventDone          EventKind = "done"           // the cluster reached the target
+	EventLocked        EventKind = "locked"         // the run took the cluster-wide upgrade lock
+	EventUnlocked      EventKind = "unlocked"       // the run gave the lock back (Err set if it could not)
+	EventLockMoved     EventKind = "lock-moved"     // the lock moved to a session on Node before a step stopped its node (Err set if it could not)
 )
+
+// EventAbilityMissing reports, at the start of a run, a Consul of the run
+// that lacks an optional interface the run would use: Detail says which,
+// what the run does without it, and how to keep it (Intercept).
+const EventAbilityMissing EventKind = "ability-missing"
 
 // Event is one thing the runner reports, delivered synchronously through
 // Config.OnEvent in the order it happened.
