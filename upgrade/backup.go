@@ -48,7 +48,7 @@ type LogicalBackupMeta struct {
 }
 
 // BackupError reports a logical backup that failed: Part is the stage
-// ("read kv", "read acls", "open", "write", "verify", "re-read").
+// ("read kv", "read acls", "open", "write", "verify", "re-read", "commit").
 type BackupError struct {
 	Datacenter string
 	Version    string
@@ -272,19 +272,14 @@ func checkSums(listed []byte, sums map[string]string) (map[string]string, error)
 	return out, nil
 }
 
-// reopener is a destination that can be read back after Close
-// (SnapshotDir's files).
-type reopener interface {
-	reopen() (io.ReadCloser, error)
-}
-
-// SaveLogicalBackup takes a logical backup through c (the KV tree, and the
-// ACL tokens when ACLs are on; see LogicalBackupMeta), verifies the archive,
-// writes it to the destination open returns for version, and, when the
-// destination can be read back (SnapshotDir's files), re-reads and verifies
-// what was written, comparing its SHA-256 with the archive's. It is the
-// backup Run takes before a hop away from a version below 0.7.1, which has
-// no snapshot API. dc names the datacenter in the backup and errors. Errors
+// SaveLogicalBackup takes a logical backup of datacenter dc through c (the
+// KV tree, and the ACL tokens when ACLs are on; see LogicalBackupMeta),
+// verifies the archive and writes it to the sink open returns for dc and
+// version. When the sink is a SnapshotRereader (SnapshotDir's are), what
+// was written is read back and verified again, its SHA-256 compared with
+// the archive's. The sink is committed only when all of that passed, and
+// aborted otherwise (see SnapshotSink). It is the backup Run takes before
+// a hop away from a version below 0.7.1, which has no snapshot API. Errors
 // are *BackupError.
 func SaveLogicalBackup(ctx context.Context, c Consul, open SnapshotFunc, dc, version string) (SnapshotInfo, error) {
 	fail := func(part string, err error) (SnapshotInfo, error) {
@@ -301,41 +296,45 @@ func SaveLogicalBackup(ctx context.Context, c Consul, open SnapshotFunc, dc, ver
 		return fail("verify", err)
 	}
 	info.SHA256 = digest
-	w, err := open(version)
+	sink, err := open(ctx, dc, version)
 	if err != nil {
 		return fail("open", fmt.Errorf("open the destination for %s: %w", version, err))
 	}
-	if _, err := w.Write(archive); err != nil {
-		if a, ok := w.(aborter); ok {
-			a.abort()
-		} else {
-			w.Close()
+	abort := func(part string, err error) (SnapshotInfo, error) {
+		return fail(part, abortSink(ctx, sink, err))
+	}
+	if _, err := sink.Write(archive); err != nil {
+		return abort("write", err)
+	}
+	if rr, ok := sink.(SnapshotRereader); ok {
+		if err := reread(ctx, rr, digest); err != nil {
+			return abort("re-read", err)
 		}
-		return fail("write", err)
+		info.Reread = true
 	}
-	if err := w.Close(); err != nil {
-		return fail("write", fmt.Errorf("close the destination: %w", err))
+	if err := sink.Commit(ctx); err != nil {
+		return abort("commit", err)
 	}
-	ro, ok := w.(reopener)
-	if !ok {
-		return info, nil // verified before writing; the destination cannot be read back
-	}
-	rc, err := ro.reopen()
+	return info, nil
+}
+
+// reread reads back what a sink stored and checks it is the archive whose
+// SHA-256 is digest, a valid logical backup.
+func reread(ctx context.Context, rr SnapshotRereader, digest string) error {
+	rc, err := rr.Reread(ctx)
 	if err != nil {
-		return fail("re-read", err)
+		return err
 	}
 	defer rc.Close()
 	back, err := io.ReadAll(rc)
 	if err != nil {
-		return fail("re-read", err)
+		return err
 	}
 	if _, _, err := VerifyLogicalBackup(bytes.NewReader(back)); err != nil {
-		return fail("re-read", err)
+		return err
 	}
 	if got := sha256.Sum256(back); hex.EncodeToString(got[:]) != digest {
-		got := hex.EncodeToString(got[:])
-		return fail("re-read", fmt.Errorf("%w: the file read back has SHA-256 %s, the archive written %s", ErrSnapshotInvalid, got, digest))
+		return fmt.Errorf("%w: what was read back has SHA-256 %s, the archive written %s", ErrSnapshotInvalid, hex.EncodeToString(got[:]), digest)
 	}
-	info.Reread = true
-	return info, nil
+	return nil
 }

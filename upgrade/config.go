@@ -24,11 +24,13 @@ const DefaultMaxSteps = 10000
 const DefaultClientConcurrencyPercent = 10
 
 // Config is what Run needs. Consul and Target (or Plan) are always
-// required; Transport and (unless Policy.NoSnapshot) Snapshot or
-// SnapshotDC are required unless DryRun.
+// required; Transport and (unless Policy.NoSnapshot) Snapshot are required
+// unless DryRun.
 type Config struct {
 	// Consul answers the API calls (NewConsul over an *api.Client): an
-	// agent of the run's own datacenter, which also holds the lock.
+	// agent of the run's own datacenter, which also holds the lock. It
+	// must implement Locker and KVStore unless NoLock; to wrap it (for
+	// metrics, say) use Intercept, which keeps its abilities.
 	Consul Consul
 	// Datacenters adds the other datacenters of a WAN federation to the
 	// run: a Consul talking to an agent of each, keyed by the datacenter's
@@ -70,12 +72,10 @@ type Config struct {
 	// *AbortedError. The cluster is observed again after an approval that
 	// took a while, and a step that changed meanwhile is asked about again.
 	BeforeStep func(ctx context.Context, s StepInfo) (StepDecision, error)
-	// Snapshot opens the destination of each pre-hop snapshot (see
-	// SnapshotDir). Required unless Policy.NoSnapshot or DryRun.
+	// Snapshot opens the sink of each pre-hop backup, one per observed
+	// datacenter (see SnapshotSink, SnapshotDir). Required unless
+	// Policy.NoSnapshot or DryRun.
 	Snapshot SnapshotFunc
-	// SnapshotDC, when set, is used instead of Snapshot: it opens the
-	// destination of each datacenter's pre-hop snapshot.
-	SnapshotDC SnapshotDCFunc
 	// BackupMaxAge is how old a backup recorded by an earlier run (see
 	// BackupRecord) may be and still count for the hop it was taken
 	// before (0: DefaultBackupMaxAge, 24h).
@@ -90,6 +90,14 @@ type Config struct {
 	// the other voters up make no quorum is left running
 	// (*RollbackRefusedError in HaltError.RollbackErr).
 	Rollback bool
+	// RollbackTimeout bounds a rollback (0: twice the gate timeout, 10m
+	// by default): the quorum check, the transport's Rollback (or Retire
+	// of a new server) and the gate that waits for health after it. A
+	// rollback runs under a context of its own, so a run whose context is
+	// cancelled while a node is swapped or gated still puts that node
+	// back; HaltError (RolledBack, RolledBackNodes, RollbackErr) and a
+	// rolled-back event say how it ended.
+	RollbackTimeout time.Duration
 	// DryRun returns the plan of the discovered cluster in Result.Plan and
 	// touches nothing.
 	DryRun bool
@@ -124,10 +132,12 @@ type Config struct {
 	// least 1: 20 at a time in a wave of 200). The wave's size itself is
 	// the policy's (planner.ClientPolicy).
 	ClientConcurrency int
-	// NoLock runs without the cluster-wide upgrade lock. By default a run
-	// whose Consul implements Locker (NewConsul's does) takes the lock
-	// before its first action and gives it back when it ends, so two runs
-	// never act on one cluster at once.
+	// NoLock runs without the cluster-wide upgrade lock and the swap
+	// record (see SwapRecord). By default a run takes the lock before its
+	// first action and gives it back when it ends, so two runs never act
+	// on one cluster at once; Consul must then implement Locker and
+	// KVStore (NewConsul's and Failover's do, and so does a wrapper made
+	// with Intercept), and Validate refuses one that does not.
 	NoLock bool
 	// LockKey is the KV key of the lock ("": DefaultLockKey).
 	LockKey string
@@ -149,6 +159,8 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.Consul == nil {
 		add("Consul", "", "is nil; pass upgrade.NewConsul(client) for an *api.Client")
+	} else if missing := missingAbilities(cfg.Consul, abilityLock|abilityKV); missing != "" && !cfg.NoLock {
+		add("Consul", fmt.Sprintf("%T", cfg.Consul), fmt.Sprintf("does not implement %s, so the run would hold no upgrade lock and keep no backup or swap record; wrap a Consul with upgrade.Intercept, which keeps every ability of the Consul it wraps, or set NoLock to run without the lock and the records", missing))
 	}
 	if cfg.Plan != nil {
 		if err := cfg.Plan.Findings.Err(); err != nil {
@@ -172,7 +184,7 @@ func (cfg Config) Validate() error {
 		if cfg.Transport == nil {
 			add("Transport", "", "is nil; a run that is not a dry run needs a transport to swap nodes")
 		}
-		if cfg.Snapshot == nil && cfg.SnapshotDC == nil && !cfg.Policy.NoSnapshot {
+		if cfg.Snapshot == nil && !cfg.Policy.NoSnapshot {
 			add("Snapshot", "", "is nil while Policy.NoSnapshot is false; set Snapshot (e.g. upgrade.SnapshotDir(dir)) or opt out with Policy.NoSnapshot")
 		}
 		if cfg.Policy.Strategy == planner.Replace && cfg.Transport != nil {
@@ -202,6 +214,9 @@ func (cfg Config) Validate() error {
 	}
 	if cfg.GateMaxInterval < 0 {
 		add("GateMaxInterval", cfg.GateMaxInterval.String(), "is negative; use 0 for the default (2s) or a positive duration")
+	}
+	if cfg.RollbackTimeout < 0 {
+		add("RollbackTimeout", cfg.RollbackTimeout.String(), "is negative; use 0 for the default (twice the gate timeout) or a positive duration")
 	}
 	if cfg.StabilizationTime < 0 {
 		add("StabilizationTime", cfg.StabilizationTime.String(), "is negative; use 0 for autopilot's (or the default 10s) or a positive duration")

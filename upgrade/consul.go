@@ -66,14 +66,15 @@ type EraReader interface {
 
 // ErrNoEraReader is wrapped by the error of an observation or backup that
 // needs EraReader when the Consul given does not implement it.
-var ErrNoEraReader = errors.New("the Consul given does not implement upgrade.EraReader (needed before 0.7.1; upgrade.NewConsul implements it)")
+var ErrNoEraReader = errors.New("the Consul given does not implement upgrade.EraReader, which the eras before 0.7.1 need (upgrade.NewConsul's does; a wrapper made with upgrade.Intercept keeps it)")
 
-// eraReader returns c's EraReader, or an error naming what needed it.
+// eraReader returns c's EraReader, or an error naming what needed it and
+// c's type.
 func eraReader(c Consul, what string) (EraReader, error) {
 	if r, ok := c.(EraReader); ok {
 		return r, nil
 	}
-	return nil, fmt.Errorf("%s: %w", what, ErrNoEraReader)
+	return nil, fmt.Errorf("%s through %T: %w", what, c, ErrNoEraReader)
 }
 
 // StaleState is what a stale read answered by one server says about it:

@@ -77,6 +77,14 @@
 // address tried, and the gate or observation waiting on it halts the run
 // at its timeout. Nothing is acted on without an answer.
 //
+// To wrap Config.Consul (for metrics, tracing, logging), use Intercept: the
+// wrapper it returns implements each optional interface (Locker, KVStore,
+// EraReader, FeatureReader) exactly when the wrapped Consul does. A struct
+// embedding Consul keeps only Consul's methods; Config.Validate refuses a
+// Consul without Locker and KVStore unless Config.NoLock, and a run whose
+// Consul lacks FeatureReader says what it cannot observe
+// (EventAbilityMissing).
+//
 // # Datacenters
 //
 // Discover reads the LAN of the agent it talks to: the servers and clients of
@@ -101,10 +109,10 @@
 //     datacenter; Result.Baselines).
 //   - Snapshot: the snapshot step saves and verifies one snapshot per
 //     observed datacenter (each has its own Raft), the run's own first; the
-//     step fails if any does. Config.SnapshotDC receives the datacenter's
-//     name; SnapshotDir names each file with its datacenter when there are
-//     several (consul-dc2-1.12.9-<time>.snap) and keeps its plain names for
-//     one. StepRecord.Snapshots holds every archive's description.
+//     step fails if any does. Config.Snapshot receives the datacenter's
+//     name, and SnapshotDir names each file with it
+//     (consul-dc2-1.12.9-<time>.snap). StepRecord.Snapshots holds every
+//     archive's description.
 //   - Lock: the upgrade lock is taken in the run's own datacenter only (KV is
 //     per datacenter); run every federated upgrade through an agent of the
 //     same datacenter, ideally the primary, so two runs meet at one lock.

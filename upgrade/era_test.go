@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -361,8 +360,8 @@ func TestLogicalBackupOfA04ClusterHoldsTheKVTreeAndACLTokensAndIsReadBack(t *tes
 func TestALogicalBackupThatCannotReadTheACLsFailsTyped(t *testing.T) {
 	s := consultest.NewCluster(3, 0, "0.6.4", consultest.WithEra(consultest.Era06), consultest.WithACLs(consultest.ACLsLegacy))
 	c := &noACLs{consulEra: inProcessConsul(t, s).(consulEra)}
-	w := &closeBuffer{}
-	_, err := SaveLogicalBackup(t.Context(), c, func(string) (io.WriteCloser, error) { return w, nil }, "dc1", "0.6.4")
+	w := &memSink{}
+	_, err := SaveLogicalBackup(t.Context(), c, w.open, "dc1", "0.6.4")
 	var be *BackupError
 	if !errors.As(err, &be) || be.Part != "read acls" {
 		t.Fatalf("err = %v, want a *BackupError in part read acls", err)

@@ -30,6 +30,11 @@ const (
 	EventLockMoved     EventKind = "lock-moved"     // the lock moved to a session on Node before a step stopped its node (Err set if it could not)
 )
 
+// EventAbilityMissing reports, at the start of a run, a Consul of the run
+// that lacks an optional interface the run would use: Detail says which,
+// what the run does without it, and how to keep it (Intercept).
+const EventAbilityMissing EventKind = "ability-missing"
+
 // Event is one thing the runner reports, delivered synchronously through
 // Config.OnEvent in the order it happened.
 type Event struct {

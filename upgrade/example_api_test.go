@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http/httptest"
 	"time"
 
@@ -39,9 +38,9 @@ func ExampleRun() {
 		Transport: sim.NewFake(),
 		Target:    "1.13.9",
 		Policy:    planner.Policy{Clients: planner.ClientPolicy{Canary: 1, BatchSize: 2}},
-		Snapshot: func(version string) (io.WriteCloser, error) {
-			fmt.Println("snapshot of the cluster on", version)
-			return discard{io.Discard}, nil
+		Snapshot: func(_ context.Context, dc, version string) (upgrade.SnapshotSink, error) {
+			fmt.Println("snapshot of", dc, "on", version)
+			return discard{}, nil
 		},
 		GateTimeout:     10 * time.Second,
 		GateMaxInterval: 10 * time.Millisecond,
@@ -63,7 +62,7 @@ func ExampleRun() {
 	}
 	fmt.Println("leader", sim.Leader(), "runs", sim.Version(sim.Leader()))
 	// Output:
-	// snapshot of the cluster on 1.12.9
+	// snapshot of dc1 on 1.12.9
 	// 1 snapshot from [s1]
 	// 2 swap-server s2
 	// 3 swap-server s3

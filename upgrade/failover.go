@@ -4,13 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"strings"
 	"sync"
-
-	"github.com/hashicorp/consul/api"
 )
 
 // Endpoint is one agent a failover Consul may talk to.
@@ -46,9 +43,14 @@ func (e *AgentUnreachableError) Unwrap() []error { return e.Errs }
 
 // FailoverConsul is a Consul that talks to one agent of a list at a time and
 // moves to the next on a transport error (see Failover). It implements
-// Consul, EraReader, FeatureReader and Locker; the lock's session is
-// renewed through whichever agent answers. It is safe for concurrent use.
+// Consul, EraReader, FeatureReader, Locker and KVStore: each call of an
+// optional interface is made on the agent in use, and fails there when that
+// endpoint's Consul does not implement it (NewConsul's implements them all).
+// The lock's session is renewed, and the lock moved, through whichever
+// agent answers. It is safe for concurrent use.
 type FailoverConsul struct {
+	routed // every call, through route
+
 	eps      []Endpoint
 	onSwitch func(from, to string, cause error)
 
@@ -62,6 +64,7 @@ var (
 	_ EraReader     = (*FailoverConsul)(nil)
 	_ FeatureReader = (*FailoverConsul)(nil)
 	_ Locker        = (*FailoverConsul)(nil)
+	_ KVStore       = (*FailoverConsul)(nil)
 )
 
 // Failover returns a Consul that sends each call to the agent in use, the
@@ -99,7 +102,9 @@ func Failover(endpoints []Endpoint, onSwitch func(from, to string, cause error))
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &FailoverConsul{eps: append([]Endpoint(nil), endpoints...), onSwitch: onSwitch, cur: -1}, nil
+	f := &FailoverConsul{eps: append([]Endpoint(nil), endpoints...), onSwitch: onSwitch, cur: -1}
+	f.routed = routed{route: f.call, agentOf: f.Current, plumbed: true}
+	return f, nil
 }
 
 // ConnectAddrs returns a failover Consul (Failover) over the agents at
@@ -139,8 +144,8 @@ func unreachable(ctx context.Context, err error) bool {
 }
 
 // call makes fn on the agent in use, then on the others in order until one
-// answers.
-func call[T any](ctx context.Context, f *FailoverConsul, fn func(Consul) (T, error)) (T, error) {
+// answers (routed.route).
+func (f *FailoverConsul) call(ctx context.Context, _ string, fn func(context.Context, Consul) error) error {
 	f.mu.Lock()
 	cur, dc := f.cur, f.dc
 	f.mu.Unlock()
@@ -153,7 +158,6 @@ func call[T any](ctx context.Context, f *FailoverConsul, fn func(Consul) (T, err
 			order = append(order, i)
 		}
 	}
-	var zero T
 	ue := &AgentUnreachableError{}
 	for _, i := range order {
 		ep := f.eps[i]
@@ -166,14 +170,14 @@ func call[T any](ctx context.Context, f *FailoverConsul, fn func(Consul) (T, err
 				ue.Tried, ue.Errs = append(ue.Tried, ep.Addr), append(ue.Errs, err)
 				continue
 			case err != nil:
-				return zero, fmt.Errorf("consul agent %s: %w", ep.Addr, err)
+				return fmt.Errorf("consul agent %s: %w", ep.Addr, err)
 			case dc != "" && got != dc:
 				ue.Tried = append(ue.Tried, ep.Addr)
 				ue.Errs = append(ue.Errs, fmt.Errorf("agent of datacenter %s, not %s: not used", got, dc))
 				continue
 			}
 		}
-		out, err := fn(ep.Consul)
+		err := fn(ctx, ep.Consul)
 		if unreachable(ctx, err) {
 			ue.Tried, ue.Errs = append(ue.Tried, ep.Addr), append(ue.Errs, err)
 			continue
@@ -181,12 +185,12 @@ func call[T any](ctx context.Context, f *FailoverConsul, fn func(Consul) (T, err
 		if i != cur {
 			f.switchTo(i, got, ue)
 		}
-		return out, err
+		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return zero, errors.Join(ue, err)
+		return errors.Join(ue, err)
 	}
-	return zero, ue
+	return ue
 }
 
 // datacenter reads the datacenter of an agent about to be used.
@@ -217,348 +221,4 @@ func (f *FailoverConsul) switchTo(i int, dc string, ue *AgentUnreachableError) {
 		}
 		f.onSwitch(from, f.eps[i].Addr, cause)
 	}
-}
-
-// The Consul calls.
-
-func (f *FailoverConsul) Members(ctx context.Context) ([]*api.AgentMember, error) {
-	return call(ctx, f, func(c Consul) ([]*api.AgentMember, error) { return c.Members(ctx) })
-}
-
-func (f *FailoverConsul) RaftConfiguration(ctx context.Context) (*api.RaftConfiguration, error) {
-	return call(ctx, f, func(c Consul) (*api.RaftConfiguration, error) { return c.RaftConfiguration(ctx) })
-}
-
-func (f *FailoverConsul) AutopilotHealth(ctx context.Context) (*api.OperatorHealthReply, error) {
-	return call(ctx, f, func(c Consul) (*api.OperatorHealthReply, error) { return c.AutopilotHealth(ctx) })
-}
-
-func (f *FailoverConsul) AutopilotConfiguration(ctx context.Context) (*api.AutopilotConfiguration, error) {
-	return call(ctx, f, func(c Consul) (*api.AutopilotConfiguration, error) { return c.AutopilotConfiguration(ctx) })
-}
-
-func (f *FailoverConsul) Leader(ctx context.Context) (string, error) {
-	return call(ctx, f, func(c Consul) (string, error) { return c.Leader(ctx) })
-}
-
-func (f *FailoverConsul) AgentSelf(ctx context.Context) (map[string]map[string]any, error) {
-	return call(ctx, f, func(c Consul) (map[string]map[string]any, error) { return c.AgentSelf(ctx) })
-}
-
-func (f *FailoverConsul) Datacenters(ctx context.Context) ([]string, error) {
-	return call(ctx, f, func(c Consul) ([]string, error) { return c.Datacenters(ctx) })
-}
-
-// SnapshotSave fails over only while no agent has answered; a stream that
-// breaks once it has started fails the snapshot (which is then verified
-// and refused), it is not resumed elsewhere.
-func (f *FailoverConsul) SnapshotSave(ctx context.Context) (io.ReadCloser, error) {
-	return call(ctx, f, func(c Consul) (io.ReadCloser, error) { return c.SnapshotSave(ctx) })
-}
-
-func (f *FailoverConsul) TransferLeader(ctx context.Context, id string) error {
-	_, err := call(ctx, f, func(c Consul) (struct{}, error) { return struct{}{}, c.TransferLeader(ctx, id) })
-	return err
-}
-
-// The EraReader calls: an endpoint without EraReader answers with the
-// error eraReader gives (ErrNoEraReader).
-
-func (f *FailoverConsul) Peers(ctx context.Context) ([]string, error) {
-	return call(ctx, f, func(c Consul) ([]string, error) {
-		r, err := eraReader(c, "read raft peers")
-		if err != nil {
-			return nil, err
-		}
-		return r.Peers(ctx)
-	})
-}
-
-type kvList struct {
-	pairs []*api.KVPair
-	index uint64
-}
-
-func (f *FailoverConsul) KVList(ctx context.Context) ([]*api.KVPair, uint64, error) {
-	out, err := call(ctx, f, func(c Consul) (kvList, error) {
-		r, err := eraReader(c, "read the KV tree")
-		if err != nil {
-			return kvList{}, err
-		}
-		p, i, err := r.KVList(ctx)
-		return kvList{p, i}, err
-	})
-	return out.pairs, out.index, err
-}
-
-func (f *FailoverConsul) ACLList(ctx context.Context) ([]*api.ACLEntry, error) {
-	return call(ctx, f, func(c Consul) ([]*api.ACLEntry, error) {
-		r, err := eraReader(c, "list legacy ACL tokens")
-		if err != nil {
-			return nil, err
-		}
-		return r.ACLList(ctx)
-	})
-}
-
-func (f *FailoverConsul) StaleState(ctx context.Context) (StaleState, error) {
-	return call(ctx, f, func(c Consul) (StaleState, error) {
-		r, err := eraReader(c, "stale catalog read")
-		if err != nil {
-			return StaleState{}, err
-		}
-		return r.StaleState(ctx)
-	})
-}
-
-// The FeatureReader calls.
-
-// errNoFeatureReader is the answer of an endpoint whose Consul does not
-// implement FeatureReader.
-var errNoFeatureReader = errors.New("the Consul of this failover endpoint does not implement upgrade.FeatureReader (upgrade.NewConsul's does)")
-
-func featureReader(c Consul) (FeatureReader, error) {
-	if r, ok := c.(FeatureReader); ok {
-		return r, nil
-	}
-	return nil, errNoFeatureReader
-}
-
-func (f *FailoverConsul) ACLReplication(ctx context.Context, dc string) (*api.ACLReplicationStatus, error) {
-	return call(ctx, f, func(c Consul) (*api.ACLReplicationStatus, error) {
-		r, err := featureReader(c)
-		if err != nil {
-			return nil, err
-		}
-		return r.ACLReplication(ctx, dc)
-	})
-}
-
-func (f *FailoverConsul) ACLTokens(ctx context.Context) ([]ACLTokenEntry, error) {
-	return call(ctx, f, func(c Consul) ([]ACLTokenEntry, error) {
-		r, err := featureReader(c)
-		if err != nil {
-			return nil, err
-		}
-		return r.ACLTokens(ctx)
-	})
-}
-
-func (f *FailoverConsul) ConfigEntryCount(ctx context.Context, kind string) (int, error) {
-	return call(ctx, f, func(c Consul) (int, error) {
-		r, err := featureReader(c)
-		if err != nil {
-			return 0, err
-		}
-		return r.ConfigEntryCount(ctx, kind)
-	})
-}
-
-func (f *FailoverConsul) IntentionCount(ctx context.Context) (int, error) {
-	return call(ctx, f, func(c Consul) (int, error) {
-		r, err := featureReader(c)
-		if err != nil {
-			return 0, err
-		}
-		return r.IntentionCount(ctx)
-	})
-}
-
-func (f *FailoverConsul) Nodes(ctx context.Context, dc string) ([]*api.Node, error) {
-	return call(ctx, f, func(c Consul) ([]*api.Node, error) {
-		r, err := featureReader(c)
-		if err != nil {
-			return nil, err
-		}
-		return r.Nodes(ctx, dc)
-	})
-}
-
-// The lock: its session calls fail over too, so the lock is renewed while
-// the agent that created the session is down (the session has no checks,
-// so that agent's death does not invalidate it).
-
-// errNoSessionAPI is the answer of an endpoint whose Consul cannot take
-// the lock.
-var errNoSessionAPI = errors.New("the Consul of this failover endpoint cannot take the upgrade lock (upgrade.NewConsul's can); set Config.NoLock or use NewConsul")
-
-func sessions(c Consul) (sessionAPI, error) {
-	if s, ok := c.(sessionAPI); ok {
-		return s, nil
-	}
-	return nil, errNoSessionAPI
-}
-
-// Lock implements Locker: see lockWith.
-func (f *FailoverConsul) Lock(ctx context.Context, key string, holder LockHolder) (*Lock, error) {
-	return lockWith(ctx, failoverSessions{f}, key, holder)
-}
-
-type failoverSessions struct{ f *FailoverConsul }
-
-func (s failoverSessions) createSession(ctx context.Context, body map[string]any) (string, error) {
-	return call(ctx, s.f, func(c Consul) (string, error) {
-		a, err := sessions(c)
-		if err != nil {
-			return "", err
-		}
-		return a.createSession(ctx, body)
-	})
-}
-
-func (s failoverSessions) acquire(ctx context.Context, key string, value []byte, session string) (bool, error) {
-	return call(ctx, s.f, func(c Consul) (bool, error) {
-		a, err := sessions(c)
-		if err != nil {
-			return false, err
-		}
-		return a.acquire(ctx, key, value, session)
-	})
-}
-
-func (s failoverSessions) holderValue(ctx context.Context, key string) ([]byte, error) {
-	return call(ctx, s.f, func(c Consul) ([]byte, error) {
-		a, err := sessions(c)
-		if err != nil {
-			return nil, err
-		}
-		return a.holderValue(ctx, key)
-	})
-}
-
-func (s failoverSessions) renewSession(ctx context.Context, id string) (bool, error) {
-	return call(ctx, s.f, func(c Consul) (bool, error) {
-		a, err := sessions(c)
-		if err != nil {
-			return false, err
-		}
-		return a.renewSession(ctx, id)
-	})
-}
-
-func (s failoverSessions) destroySession(ctx context.Context, id string) error {
-	_, err := call(ctx, s.f, func(c Consul) (struct{}, error) {
-		a, err := sessions(c)
-		if err != nil {
-			return struct{}{}, err
-		}
-		return struct{}{}, a.destroySession(ctx, id)
-	})
-	return err
-}
-
-func (s failoverSessions) releaseKey(ctx context.Context, key, session string) error {
-	_, err := call(ctx, s.f, func(c Consul) (struct{}, error) {
-		a, err := sessions(c)
-		if err != nil {
-			return struct{}{}, err
-		}
-		return struct{}{}, a.releaseKey(ctx, key, session)
-	})
-	return err
-}
-
-func (s failoverSessions) sessionInfo(ctx context.Context, id string) (bool, error) {
-	return call(ctx, s.f, func(c Consul) (bool, error) {
-		a, err := sessions(c)
-		if err != nil {
-			return false, err
-		}
-		return sessionExistsCtx(ctx, a, id)
-	})
-}
-
-// agent implements lockMover.
-func (s failoverSessions) agent() string { return s.f.Current() }
-
-func movers(c Consul) (txnMover, error) {
-	if m, ok := c.(txnMover); ok {
-		return m, nil
-	}
-	return nil, fmt.Errorf("%w: its Consul is not upgrade.NewConsul's", errNoTxn)
-}
-
-func (s failoverSessions) moveLock(ctx context.Context, key string, value []byte, from, to string) error {
-	_, err := call(ctx, s.f, func(c Consul) (struct{}, error) {
-		m, err := movers(c)
-		if err != nil {
-			return struct{}{}, err
-		}
-		return struct{}{}, m.moveLock(ctx, key, value, from, to)
-	})
-	return err
-}
-
-func (s failoverSessions) sessionNode(ctx context.Context, id string) (string, error) {
-	return call(ctx, s.f, func(c Consul) (string, error) {
-		m, err := movers(c)
-		if err != nil {
-			return "", err
-		}
-		return m.sessionNode(ctx, id)
-	})
-}
-
-var (
-	_ lockMover = failoverSessions{}
-	_ txnMover  = (*apiConsul)(nil)
-)
-
-func (s failoverSessions) keySession(ctx context.Context, key string) (string, error) {
-	return call(ctx, s.f, func(c Consul) (string, error) {
-		m, err := movers(c)
-		if err != nil {
-			return "", err
-		}
-		return m.keySession(ctx, key)
-	})
-}
-
-// KVGet implements KVStore through whichever agent answers, when every
-// endpoint's Consul has a KV store (NewConsul's has).
-func (f *FailoverConsul) KVGet(ctx context.Context, key string) ([]byte, bool, error) {
-	type got struct {
-		v  []byte
-		ok bool
-	}
-	g, err := call(ctx, f, func(c Consul) (got, error) {
-		s, err := kvStore(c)
-		if err != nil {
-			return got{}, err
-		}
-		v, ok, err := s.KVGet(ctx, key)
-		return got{v, ok}, err
-	})
-	return g.v, g.ok, err
-}
-
-// KVPut implements KVStore (see KVGet).
-func (f *FailoverConsul) KVPut(ctx context.Context, key string, value []byte) error {
-	_, err := call(ctx, f, func(c Consul) (struct{}, error) {
-		s, err := kvStore(c)
-		if err != nil {
-			return struct{}{}, err
-		}
-		return struct{}{}, s.KVPut(ctx, key, value)
-	})
-	return err
-}
-
-// KVDelete implements KVStore (see KVGet).
-func (f *FailoverConsul) KVDelete(ctx context.Context, key string) error {
-	_, err := call(ctx, f, func(c Consul) (struct{}, error) {
-		s, err := kvStore(c)
-		if err != nil {
-			return struct{}{}, err
-		}
-		return struct{}{}, s.KVDelete(ctx, key)
-	})
-	return err
-}
-
-func kvStore(c Consul) (KVStore, error) {
-	if s, ok := c.(KVStore); ok {
-		return s, nil
-	}
-	return nil, errors.New("the Consul of this failover endpoint has no KV store (upgrade.NewConsul's has)")
 }

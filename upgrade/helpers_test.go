@@ -56,6 +56,32 @@ func makeSnapshot(t testing.TB, f snapshotFiles) []byte {
 	return b
 }
 
+// memSink is a SnapshotSink in memory that counts how it was ended.
+type memSink struct {
+	bytes.Buffer
+	committed, aborted int
+	// commitErr is Commit's answer.
+	commitErr error
+	// dc and version are those it was opened for (open).
+	dc, version string
+}
+
+func (m *memSink) Commit(context.Context) error {
+	m.committed++
+	return m.commitErr
+}
+
+func (m *memSink) Abort(context.Context) error {
+	m.aborted++
+	return nil
+}
+
+// open is a SnapshotFunc that opens m.
+func (m *memSink) open(_ context.Context, dc, version string) (SnapshotSink, error) {
+	m.dc, m.version = dc, version
+	return m, nil
+}
+
 // fakeTransport is a small transport for the runner tests: it records the
 // swaps, fails the ones it is told to, and reports every change of a node's
 // binary to onSwap (the simulated cluster).

@@ -140,19 +140,19 @@ func TestTheDefaultClientConcurrencyIsATenthOfTheWave(t *testing.T) {
 
 func TestSnapshotDirCreatesItsDirectory(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "backups", "consul")
-	w, err := SnapshotDir(dir)("1.12.9")
+	w, err := SnapshotDir(dir)(t.Context(), "dc1", "1.12.9")
 	if err != nil {
 		t.Fatalf("SnapshotDir on a missing directory: %v", err)
 	}
 	w.Write([]byte("x"))
-	if err := w.Close(); err != nil {
+	if err := w.Commit(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(dir)
 	if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("dir %s: %v, %v; want a 0700 directory", dir, fi, err)
 	}
-	files, _ := filepath.Glob(filepath.Join(dir, "consul-1.12.9-*.snap"))
+	files, _ := filepath.Glob(filepath.Join(dir, "consul-dc1-1.12.9-*.snap"))
 	if len(files) != 1 {
 		t.Errorf("files %v, want one snapshot", files)
 	}

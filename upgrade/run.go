@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"os"
 	"slices"
@@ -126,6 +125,7 @@ func ExecuteStep(ctx context.Context, cfg Config, step planner.Step) (StepRecord
 	default:
 		return rec, &HaltError{Step: step, Err: fmt.Errorf("step kind %q is not one that can be carried out (known: snapshot, swap-server, transfer-leader, swap-clients, add-server, retire-server)", step.Kind)}
 	}
+	r.noteAbilities(ctx) // abilities.go
 	c, err := r.observe(ctx)
 	if err != nil {
 		return rec, err
@@ -329,6 +329,7 @@ func (r *runner) measure(ctx context.Context) error {
 
 func (r *runner) run(ctx context.Context) error {
 	r.emit(ctx, Event{Kind: EventRunStarted, Detail: "target " + r.cfg.Target})
+	r.noteAbilities(ctx) // abilities.go
 	c, err := r.observe(ctx)
 	if err != nil {
 		r.emit(ctx, Event{Kind: EventHalted, Err: err})
@@ -830,7 +831,7 @@ func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string
 	multi := len(r.cfg.Datacenters) > 0
 	logical := backupKind(step) == planner.BackupLogical
 	for _, dc := range r.datacenters() {
-		open := func(version string) (io.WriteCloser, error) { return r.openSnapshot(dc, version) }
+		open := r.cfg.Snapshot
 		where := ""
 		if multi {
 			where = "datacenter " + dc + ": "
@@ -849,7 +850,7 @@ func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string
 				where, step.From, step.From, info.Keys, info.ACLTokens, info.Index, info.SHA256, reread, planner.LogicalBackupOmits)})
 			continue
 		}
-		info, err := saveSnapshot(ctx, r.consul(dc), open, step.From)
+		info, err := saveSnapshot(ctx, r.consul(dc), open, dc, step.From)
 		if err != nil {
 			return out, fmt.Errorf("%s%w", where, err)
 		}
@@ -873,20 +874,6 @@ func backupKind(step planner.Step) planner.BackupKind {
 }
 
 var v071 = version.Must(version.NewVersion("0.7.1"))
-
-// openSnapshot opens the destination of datacenter dc's snapshot:
-// cfg.SnapshotDC when set, else cfg.Snapshot (whose SnapshotDir files are
-// then named with the datacenter when the run observes several).
-func (r *runner) openSnapshot(dc, version string) (io.WriteCloser, error) {
-	if r.cfg.SnapshotDC != nil {
-		return r.cfg.SnapshotDC(dc, version)
-	}
-	w, err := r.cfg.Snapshot(version)
-	if n, ok := w.(datacenterNamer); ok && err == nil && len(r.cfg.Datacenters) > 0 {
-		n.nameDatacenter(dc)
-	}
-	return w, err
-}
 
 // clientConcurrency is the bound of swaps in flight in a wave of size
 // wave: Config.ClientConcurrency, else DefaultClientConcurrencyPercent of
@@ -954,9 +941,12 @@ func (r *runner) swapClients(ctx context.Context, c planner.Cluster, step planne
 }
 
 // fail builds the HaltError for a failed step, rolling back the failed
-// nodes first when the config asks for it.
+// nodes first when the config asks for it. The rollback (the quorum check,
+// the transport's Rollback and the gate after it) runs under
+// rollbackContext, so a cancelled run still rolls back; its outcome is in
+// the HaltError and a rolled-back event.
 func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed []string) *HaltError {
-	h := &HaltError{Step: step, Err: err}
+	h := &HaltError{Step: step, Err: cancelled(ctx, err)}
 	if step.Kind == planner.StepAddServer {
 		return r.failAdd(ctx, h)
 	}
@@ -967,20 +957,29 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 	if !ok {
 		return h
 	}
-	for _, node := range failed {
+	rctx, cancel := r.rollbackContext(ctx)
+	defer cancel()
+	note := afterCancel(ctx)
+	for i, node := range failed {
 		if step.Kind == planner.StepSwapServer {
-			if qerr := quorumWithout(ctx, r.consul(step.Datacenter), node); qerr != nil {
+			if qerr := quorumWithout(rctx, r.consul(step.Datacenter), node); qerr != nil {
 				h.RollbackErr = qerr
-				r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: "rollback of " + node + " refused", Err: qerr})
+				what := " not attempted: the quorum check failed"
+				if refused := (*RollbackRefusedError)(nil); errors.As(qerr, &refused) {
+					what = " refused"
+				}
+				r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: "rollback of " + node + what + note, Err: qerr})
 				return h
 			}
 		}
-		if rerr := rb.Rollback(ctx, node); rerr != nil {
+		if rerr := rb.Rollback(rctx, node); rerr != nil {
 			h.RollbackErr = fmt.Errorf("roll back %s: %w", node, rerr)
-			r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: "rollback of " + node + " failed", Err: h.RollbackErr})
+			h.RolledBackNodes = failed[:i]
+			r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: "rollback of " + node + " failed" + note, Err: h.RollbackErr})
 			return h
 		}
 	}
+	h.RolledBackNodes = failed
 	// Wait until the cluster is healthy again around the rolled-back nodes.
 	check := planner.Step{Kind: step.Kind, Node: step.Node, Nodes: failed, From: step.To, To: step.From, Datacenter: step.Datacenter, Hop: step.Hop}
 	if step.Kind == planner.StepSwapServer {
@@ -991,19 +990,18 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 	} else {
 		check.Gate = []planner.GateCheck{planner.GateSerfAlive}
 	}
-	if gerr := Gate(ctx, r.consul(step.Datacenter), check, r.baseline(step.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
+	if gerr := Gate(rctx, r.consul(step.Datacenter), check, r.baseline(step.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
 		r.emit(ctx, Event{Kind: EventGateWaiting, Step: check, Node: node, Condition: cond, Detail: "after rollback: " + detail})
 	})); gerr != nil {
 		h.RollbackErr = fmt.Errorf("rolled back %v but the cluster did not become healthy: %w", failed, gerr)
-		r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: "cluster not healthy after rollback", Err: h.RollbackErr})
+		r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: "cluster not healthy after rollback" + note, Err: h.RollbackErr})
 		return h
 	}
 	h.RolledBack = true
-	h.RolledBackNodes = failed
 	if step.Kind == planner.StepSwapServer {
-		r.forgetSwap(ctx, step)
+		r.forgetSwap(rctx, step)
 	}
-	r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: fmt.Sprintf("rolled back %v; leader known and the node(s) healthy again", failed)})
+	r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: fmt.Sprintf("rolled back %v; leader known and the node(s) healthy again", failed) + note})
 	return h
 }
 
@@ -1070,23 +1068,26 @@ func (r *runner) failAdd(ctx context.Context, h *HaltError) *HaltError {
 	if !ok {
 		return h
 	}
-	if err := p.Retire(ctx, node); err != nil {
+	rctx, cancel := r.rollbackContext(ctx)
+	defer cancel()
+	note := afterCancel(ctx)
+	if err := p.Retire(rctx, node); err != nil {
 		h.RollbackErr = fmt.Errorf("retire the new server %s again: %w", node, err)
-		r.emit(ctx, Event{Kind: EventRolledBack, Step: h.Step, Detail: "retiring the new server " + node + " failed", Err: h.RollbackErr})
+		r.emit(ctx, Event{Kind: EventRolledBack, Step: h.Step, Detail: "retiring the new server " + node + " failed" + note, Err: h.RollbackErr})
 		return h
 	}
+	h.RolledBackNodes = []string{node}
 	check := h.Step
 	check.Gate = []planner.GateCheck{planner.GateLeaderKnown, planner.GateRemoved}
-	if gerr := Gate(ctx, r.consul(check.Datacenter), check, r.baseline(check.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
+	if gerr := Gate(rctx, r.consul(check.Datacenter), check, r.baseline(check.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
 		r.emit(ctx, Event{Kind: EventGateWaiting, Step: check, Node: node, Condition: cond, Detail: "after retiring the new server: " + detail})
 	})); gerr != nil {
 		h.RollbackErr = fmt.Errorf("retired the new server %s but the cluster did not settle: %w", node, gerr)
-		r.emit(ctx, Event{Kind: EventRolledBack, Step: h.Step, Detail: "cluster not settled after retiring the new server", Err: h.RollbackErr})
+		r.emit(ctx, Event{Kind: EventRolledBack, Step: h.Step, Detail: "cluster not settled after retiring the new server" + note, Err: h.RollbackErr})
 		return h
 	}
 	h.RolledBack = true
-	h.RolledBackNodes = []string{node}
-	r.emit(ctx, Event{Kind: EventRolledBack, Step: h.Step, Detail: fmt.Sprintf("retired the new server %s again; leader known and %s out of the raft configuration", node, node)})
+	r.emit(ctx, Event{Kind: EventRolledBack, Step: h.Step, Detail: fmt.Sprintf("retired the new server %s again; leader known and %s out of the raft configuration", node, node) + note})
 	return h
 }
 

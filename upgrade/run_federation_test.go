@@ -1,8 +1,8 @@
 package upgrade
 
 import (
+	"context"
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -54,9 +54,9 @@ func newFedRig(t *testing.T, dc2Opts ...consultest.Option) *fedRig {
 		Datacenters: map[string]Consul{"dc2": inProcessConsul(t, r.dc2)},
 		Transport:   r.tr,
 		Target:      "1.13.9",
-		SnapshotDC: func(dc, v string) (io.WriteCloser, error) {
+		Snapshot: func(_ context.Context, dc, v string) (SnapshotSink, error) {
 			r.log = append(r.log, "snapshot "+dc+" "+v)
-			return &closeBuffer{}, nil
+			return &memSink{}, nil
 		},
 		OnEvent:     func(e Event) { r.events = append(r.events, e) },
 		GateTimeout: 2 * time.Minute,
@@ -248,7 +248,6 @@ func TestSnapshotDirNamesEachDatacentersFileInAFederatedRun(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newFedRig(t)
 		dir := t.TempDir()
-		r.cfg.SnapshotDC = nil
 		r.cfg.Snapshot = SnapshotDir(dir)
 		if _, err := Run(t.Context(), r.cfg); err != nil {
 			t.Fatalf("Run: %v", err)

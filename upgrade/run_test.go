@@ -3,7 +3,6 @@ package upgrade
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"slices"
 	"strings"
@@ -44,9 +43,9 @@ func newRunRig(t *testing.T, servers, clients int, opts ...consultest.Option) *r
 		Consul:    inProcessConsul(t, r.sim),
 		Transport: r.tr,
 		Target:    "1.13.9",
-		Snapshot: func(v string) (io.WriteCloser, error) {
+		Snapshot: func(_ context.Context, _, v string) (SnapshotSink, error) {
 			r.snapshots = append(r.snapshots, v)
-			return &closeBuffer{}, nil
+			return &memSink{}, nil
 		},
 		OnEvent:     func(e Event) { r.events = append(r.events, e) },
 		GateTimeout: time.Minute,

@@ -3,7 +3,6 @@ package upgrade_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"runtime"
 	"runtime/metrics"
 	"sync"
@@ -63,9 +62,12 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-type discard struct{ io.Writer }
+// discard is a snapshot sink that keeps nothing.
+type discard struct{}
 
-func (discard) Close() error { return nil }
+func (discard) Write(p []byte) (int, error)  { return len(p), nil }
+func (discard) Commit(context.Context) error { return nil }
+func (discard) Abort(context.Context) error  { return nil }
 
 // BenchmarkRunClients runs a whole simulated upgrade (3 servers, then the
 // clients in waves of 10%, 64 swaps in flight) of consultest clusters with
@@ -100,7 +102,7 @@ func BenchmarkRunClients(b *testing.B) {
 					Consul:            upgrade.NewConsul(client),
 					Transport:         fake,
 					Target:            "1.13.9",
-					Snapshot:          func(string) (io.WriteCloser, error) { return discard{io.Discard}, nil },
+					Snapshot:          func(context.Context, string, string) (upgrade.SnapshotSink, error) { return discard{}, nil },
 					StabilizationTime: time.Nanosecond,
 					GateMaxInterval:   time.Millisecond,
 					ClientConcurrency: 64,
@@ -151,7 +153,7 @@ func TestRunOfAThousandClientsListsMembersPerStepNotPerClient(t *testing.T) {
 			Consul:            upgrade.NewConsul(client),
 			Transport:         fake,
 			Target:            "1.13.9",
-			Snapshot:          func(string) (io.WriteCloser, error) { return discard{io.Discard}, nil },
+			Snapshot:          func(context.Context, string, string) (upgrade.SnapshotSink, error) { return discard{}, nil },
 			ClientConcurrency: 64,
 		})
 		if err != nil {

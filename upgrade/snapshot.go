@@ -135,75 +135,148 @@ func VerifySnapshot(r io.Reader) (SnapshotInfo, error) {
 	return info, nil
 }
 
-// SnapshotFunc opens the destination of the snapshot taken before the hop
-// away from version. The runner writes the archive to it, verifies it and
-// then closes it.
-type SnapshotFunc func(version string) (io.WriteCloser, error)
-
-// SnapshotDCFunc opens the destination of datacenter's snapshot taken before
-// the hop away from version (Config.SnapshotDC). The runner writes the
-// archive to it, verifies it and then closes it.
-type SnapshotDCFunc func(datacenter, version string) (io.WriteCloser, error)
-
-// SnapshotDir returns a SnapshotFunc that writes each snapshot to a new file
-// in dir, named consul-<version>-<UTC time>.snap. The file is written under a
-// .part name and renamed on Close, so a file with the final name is complete;
-// an archive that fails verification is removed. dir (and its parents) is
-// created, with mode 0700, when it does not exist.
+// SnapshotSink is the destination of one backup archive, taken before a
+// hop (a snapshot, or a logical backup below 0.7.1). The run writes the
+// whole archive to it, verifies it, and then either commits it or aborts
+// it:
 //
-// In a run that observes several datacenters (Config.Datacenters), Run saves
-// one snapshot per datacenter and names each file with its datacenter:
-// consul-<datacenter>-<version>-<UTC time>.snap.
+//   - Commit is called once, after the archive was written in full and
+//     verified (read back first when the sink is a SnapshotRereader). The
+//     sink makes the archive durable and visible under its final name. The
+//     backup counts only when Commit returns nil; an error halts the run
+//     before the hop's first server swap.
+//   - Abort is called once when anything failed before the archive was
+//     committed: the archive did not verify (an archive that fails
+//     verification is never committed), a write or the read-back failed,
+//     the run's context ended, or Commit itself returned an error. The sink
+//     discards what it received. Abort gets a context that outlives the
+//     run's cancellation, bounded by SinkAbortTimeout.
+//
+// Exactly one of Commit and Abort ends a sink, except that a failed Commit
+// is followed by Abort. SnapshotDir's sinks write to a temporary file,
+// rename it on Commit and remove it on Abort.
+type SnapshotSink interface {
+	io.Writer
+	Commit(ctx context.Context) error
+	Abort(ctx context.Context) error
+}
+
+// SnapshotRereader is an optional interface of a SnapshotSink: Reread
+// returns what was written to the sink so far, read back from where the
+// sink keeps it, before Commit. A logical backup is read back through it
+// and verified again (SnapshotInfo.Reread), and aborted when what was
+// stored differs from what was sent. SnapshotDir's sinks implement it.
+type SnapshotRereader interface {
+	Reread(ctx context.Context) (io.ReadCloser, error)
+}
+
+// SinkAbortTimeout bounds SnapshotSink.Abort, which runs even after the
+// run's context was cancelled.
+const SinkAbortTimeout = 30 * time.Second
+
+// SnapshotFunc opens the sink of datacenter's backup taken before the hop
+// away from version (see SnapshotSink). A run calls it once per observed
+// datacenter per hop, the run's own datacenter first; datacenter is the
+// name its agents report.
+type SnapshotFunc func(ctx context.Context, datacenter, version string) (SnapshotSink, error)
+
+// SnapshotDir returns a SnapshotFunc that writes each backup to a new file
+// in dir, named consul-<datacenter>-<version>-<UTC time>.snap
+// (consul-<version>-<UTC time>.snap when the datacenter is ""). The file is
+// written under that name plus .part, synced and renamed on Commit, so a
+// file with the final name is complete and verified; Abort removes it. dir
+// (and its parents) is created, with mode 0700, when it does not exist.
 func SnapshotDir(dir string) SnapshotFunc {
-	return func(version string) (io.WriteCloser, error) {
-		rest := fmt.Sprintf("%s-%s.snap", safeName(version), time.Now().UTC().Format("20060102T150405.000Z"))
-		final := filepath.Join(dir, "consul-"+rest)
+	return func(_ context.Context, datacenter, version string) (SnapshotSink, error) {
+		name := "consul-"
+		if datacenter != "" {
+			name += safeName(datacenter) + "-"
+		}
+		name += fmt.Sprintf("%s-%s.snap", safeName(version), time.Now().UTC().Format("20060102T150405.000Z"))
+		final := filepath.Join(dir, name)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("snapshot dir %s: %w", dir, err)
 		}
-		f, err := os.OpenFile(final+".part", os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		f, err := os.OpenFile(final+".part", os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("snapshot dir %s: %w", dir, err)
 		}
-		return &renameOnClose{File: f, final: final, dir: dir, rest: rest}, nil
+		return &fileSink{f: f, final: final}, nil
 	}
 }
 
-type renameOnClose struct {
-	*os.File
-	final     string
-	dir, rest string // final is dir/consul-[<datacenter>-]<rest>
+// fileSink is a SnapshotDir sink: a .part file renamed on Commit.
+type fileSink struct {
+	f     *os.File
+	final string
+	done  bool // committed or aborted
 }
 
-// datacenterNamer is a destination that can put the datacenter in its name
-// (SnapshotDir's files); the runner tells it when it saves several.
-type datacenterNamer interface{ nameDatacenter(dc string) }
+var _ SnapshotRereader = (*fileSink)(nil)
 
-func (r *renameOnClose) nameDatacenter(dc string) {
-	r.final = filepath.Join(r.dir, "consul-"+safeName(dc)+"-"+r.rest)
+func (s *fileSink) Write(p []byte) (int, error) { return s.f.Write(p) }
+
+// Reread syncs the file and opens it again for reading.
+func (s *fileSink) Reread(context.Context) (io.ReadCloser, error) {
+	if err := s.f.Sync(); err != nil {
+		return nil, fmt.Errorf("sync %s: %w", s.f.Name(), err)
+	}
+	return os.Open(s.f.Name())
 }
 
-func (r *renameOnClose) Close() error {
-	if err := r.File.Sync(); err != nil {
-		r.File.Close()
+func (s *fileSink) Commit(context.Context) error {
+	if s.done {
+		return fmt.Errorf("snapshot file %s: already committed or aborted", s.final)
+	}
+	if err := s.f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", s.f.Name(), err)
+	}
+	if err := s.f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", s.f.Name(), err)
+	}
+	if err := os.Rename(s.f.Name(), s.final); err != nil {
 		return err
 	}
-	if err := r.File.Close(); err != nil {
-		return err
-	}
-	return os.Rename(r.File.Name(), r.final)
+	s.done = true
+	return nil
 }
 
-// aborter is a destination that can discard what was written instead of
-// keeping it (SnapshotDir's files).
-type aborter interface{ abort() error }
+func (s *fileSink) Abort(context.Context) error {
+	if s.done {
+		return nil
+	}
+	s.done = true
+	s.f.Close() // a failed Commit may have closed it already
+	if err := os.Remove(s.f.Name()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
 
-// reopen reads back the closed (renamed) file.
-func (r *renameOnClose) reopen() (io.ReadCloser, error) { return os.Open(r.final) }
+// abortSink aborts sink after err, under a context that outlives the run's
+// cancellation, and returns err (saying so when the abort failed too).
+func abortSink(ctx context.Context, sink SnapshotSink, err error) error {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), SinkAbortTimeout)
+	defer cancel()
+	if aerr := sink.Abort(actx); aerr != nil {
+		return fmt.Errorf("%w (and the destination could not discard the archive: %v; remove it by hand)", err, aerr)
+	}
+	return err
+}
 
-func (r *renameOnClose) abort() error {
-	r.File.Close()
-	return os.Remove(r.File.Name())
+// sinkWriter remembers the first write error of its sink, so a destination
+// that fails is not reported as an invalid archive.
+type sinkWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (s *sinkWriter) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if err != nil && s.err == nil {
+		s.err = err
+	}
+	return n, err
 }
 
 func safeName(s string) string {
@@ -216,34 +289,34 @@ func safeName(s string) string {
 	}, s)
 }
 
-// saveSnapshot streams a snapshot from Consul into the caller's writer while
-// verifying it.
-func saveSnapshot(ctx context.Context, c Consul, open SnapshotFunc, version string) (SnapshotInfo, error) {
+// saveSnapshot streams a snapshot of datacenter dc from Consul into the
+// sink open returns while verifying it, and commits the sink only when it
+// verified (see SnapshotSink).
+func saveSnapshot(ctx context.Context, c Consul, open SnapshotFunc, dc, version string) (SnapshotInfo, error) {
 	body, err := c.SnapshotSave(ctx)
 	if err != nil {
 		return SnapshotInfo{}, err
 	}
 	defer body.Close()
-	w, err := open(version)
+	sink, err := open(ctx, dc, version)
 	if err != nil {
 		return SnapshotInfo{}, fmt.Errorf("open snapshot destination for %s: %w", version, err)
 	}
-	tee := io.TeeReader(body, w)
+	sw := &sinkWriter{w: sink}
+	tee := io.TeeReader(body, sw)
 	info, verr := VerifySnapshot(tee)
 	if verr == nil {
 		// Copy anything after the gzip stream too, so the file is the exact answer.
 		_, verr = io.Copy(io.Discard, tee)
 	}
-	if a, ok := w.(aborter); ok && verr != nil {
-		a.abort() // SnapshotDir: remove the partial file rather than keep a bad archive
-		return info, fmt.Errorf("snapshot before leaving %s: %w", version, verr)
+	switch {
+	case sw.err != nil:
+		return info, abortSink(ctx, sink, fmt.Errorf("snapshot before leaving %s: write to the destination: %w", version, sw.err))
+	case verr != nil:
+		return info, abortSink(ctx, sink, fmt.Errorf("snapshot before leaving %s: %w", version, verr))
 	}
-	cerr := w.Close()
-	if verr != nil {
-		return info, fmt.Errorf("snapshot before leaving %s: %w", version, verr)
-	}
-	if cerr != nil {
-		return info, fmt.Errorf("snapshot before leaving %s: close destination: %w", version, cerr)
+	if err := sink.Commit(ctx); err != nil {
+		return info, abortSink(ctx, sink, fmt.Errorf("snapshot before leaving %s: commit the destination: %w", version, err))
 	}
 	return info, nil
 }

@@ -78,7 +78,7 @@ func TestSnapshotDirKeepsOnlyCompleteFilesUnderTheirFinalName(t *testing.T) {
 	dir := t.TempDir()
 	archive := makeSnapshot(t, snapshotFiles{})
 	s := consultest.NewCluster(1, 0, "1.12.9", consultest.WithSnapshot(archive))
-	info, err := saveSnapshot(context.Background(), inProcessConsul(t, s), SnapshotDir(dir), "1.12.9")
+	info, err := saveSnapshot(context.Background(), inProcessConsul(t, s), SnapshotDir(dir), "dc1", "1.12.9")
 	if err != nil {
 		t.Fatalf("saveSnapshot: %v", err)
 	}
@@ -86,8 +86,8 @@ func TestSnapshotDirKeepsOnlyCompleteFilesUnderTheirFinalName(t *testing.T) {
 		t.Errorf("info = %+v", info)
 	}
 	files, _ := filepath.Glob(filepath.Join(dir, "*"))
-	if len(files) != 1 || !strings.HasPrefix(filepath.Base(files[0]), "consul-1.12.9-") || !strings.HasSuffix(files[0], ".snap") {
-		t.Fatalf("files in dir = %v, want one consul-1.12.9-*.snap", files)
+	if len(files) != 1 || !strings.HasPrefix(filepath.Base(files[0]), "consul-dc1-1.12.9-") || !strings.HasSuffix(files[0], ".snap") {
+		t.Fatalf("files in dir = %v, want one consul-dc1-1.12.9-*.snap", files)
 	}
 	saved, _ := os.ReadFile(files[0])
 	if !bytes.Equal(saved, archive) {
@@ -98,28 +98,21 @@ func TestSnapshotDirKeepsOnlyCompleteFilesUnderTheirFinalName(t *testing.T) {
 func TestSaveSnapshotFailsOnACorruptArchive(t *testing.T) {
 	good := makeSnapshot(t, snapshotFiles{})
 	s := consultest.NewCluster(1, 0, "1.12.9", consultest.WithSnapshot(good[:len(good)-40]))
-	var buf closeBuffer
-	_, err := saveSnapshot(context.Background(), inProcessConsul(t, s), func(string) (io.WriteCloser, error) { return &buf, nil }, "1.12.9")
+	sink := &memSink{}
+	_, err := saveSnapshot(context.Background(), inProcessConsul(t, s), sink.open, "dc1", "1.12.9")
 	if !errors.Is(err, ErrSnapshotInvalid) {
 		t.Fatalf("err = %v, want ErrSnapshotInvalid", err)
 	}
-	if !buf.closed {
-		t.Errorf("the destination was not closed")
+	if sink.aborted != 1 || sink.committed != 0 {
+		t.Errorf("the sink was aborted %d and committed %d time(s), want aborted once, never committed", sink.aborted, sink.committed)
 	}
 }
-
-type closeBuffer struct {
-	bytes.Buffer
-	closed bool
-}
-
-func (c *closeBuffer) Close() error { c.closed = true; return nil }
 
 func TestSnapshotDirRemovesAnArchiveThatFailsVerification(t *testing.T) {
 	dir := t.TempDir()
 	good := makeSnapshot(t, snapshotFiles{})
 	s := consultest.NewCluster(1, 0, "1.12.9", consultest.WithSnapshot(good[:len(good)/2]))
-	if _, err := saveSnapshot(context.Background(), inProcessConsul(t, s), SnapshotDir(dir), "1.12.9"); !errors.Is(err, ErrSnapshotInvalid) {
+	if _, err := saveSnapshot(context.Background(), inProcessConsul(t, s), SnapshotDir(dir), "dc1", "1.12.9"); !errors.Is(err, ErrSnapshotInvalid) {
 		t.Fatalf("err = %v, want ErrSnapshotInvalid", err)
 	}
 	if files, _ := filepath.Glob(filepath.Join(dir, "*")); len(files) != 0 {

@@ -1,8 +1,8 @@
 package upgrade
 
 import (
+	"context"
 	"errors"
-	"io"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -64,9 +64,9 @@ func TestRunRefusesAMisspelledTargetBeforeTouchingTheCluster(t *testing.T) {
 				Consul:    inProcessConsul(t, sim),
 				Transport: fake,
 				Target:    tc.In,
-				Snapshot: func(string) (io.WriteCloser, error) {
+				Snapshot: func(context.Context, string, string) (SnapshotSink, error) {
 					snapshots++
-					return &closeBuffer{}, nil
+					return &memSink{}, nil
 				},
 			})
 			var ce *ConfigError
@@ -178,7 +178,7 @@ func TestRunFinishesAnEnterpriseClusterWhoseBinariesReportEnt(t *testing.T) {
 			Consul:      inProcessConsul(t, sim),
 			Transport:   tr,
 			Target:      "1.10.12",
-			Snapshot:    func(string) (io.WriteCloser, error) { return &closeBuffer{}, nil },
+			Snapshot:    func(context.Context, string, string) (SnapshotSink, error) { return &memSink{}, nil },
 			GateTimeout: time.Minute,
 		})
 		if err != nil {

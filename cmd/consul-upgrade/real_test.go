@@ -80,7 +80,7 @@ func TestCLIUpgradesARealCluster(t *testing.T) {
 	if !strings.Contains(out, "step 1 of 5: snapshot") {
 		t.Errorf("first -step did not take the snapshot:\n%s", out)
 	}
-	if m, _ := filepath.Glob(filepath.Join(snaps, "consul-1.12.9-*.snap")); len(m) != 1 {
+	if m, _ := filepath.Glob(filepath.Join(snaps, "consul-dc1-1.12.9-*.snap")); len(m) != 1 {
 		t.Errorf("snapshots after the first step: %v, want one of 1.12.9", m)
 	}
 	out = sh(exitOK, "apply", "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-step")

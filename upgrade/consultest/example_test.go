@@ -3,7 +3,6 @@ package consultest_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/transport/transporttest"
@@ -11,10 +10,12 @@ import (
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
 )
 
-// discard is a snapshot destination that keeps nothing.
-type discard struct{ io.Writer }
+// discard is a snapshot sink that keeps nothing.
+type discard struct{}
 
-func (discard) Close() error { return nil }
+func (discard) Write(p []byte) (int, error)  { return len(p), nil }
+func (discard) Commit(context.Context) error { return nil }
+func (discard) Abort(context.Context) error  { return nil }
 
 // Run a whole upgrade against the simulator: upgrade.Run observes the
 // cluster through its API, swaps agents through the fake transport, and the
@@ -36,7 +37,7 @@ func Example() {
 		Consul:          upgrade.NewConsul(client),
 		Transport:       fake,
 		Target:          "1.13.9",
-		Snapshot:        func(string) (io.WriteCloser, error) { return discard{io.Discard}, nil },
+		Snapshot:        func(context.Context, string, string) (upgrade.SnapshotSink, error) { return discard{}, nil },
 		GateTimeout:     10 * time.Second,
 		GateMaxInterval: 20 * time.Millisecond,
 	})

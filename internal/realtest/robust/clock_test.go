@@ -15,12 +15,15 @@ import (
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
 
-// fullConsul is what upgrade.NewConsul's Consul implements.
+// fullConsul is what upgrade.NewConsul's Consul implements: a wrapper
+// that embeds it keeps every ability (the run refuses a Consul without the
+// lock and the KV store).
 type fullConsul interface {
 	upgrade.Consul
 	upgrade.EraReader
 	upgrade.FeatureReader
 	upgrade.Locker
+	upgrade.KVStore
 }
 
 // skewedClocks shows the orchestrator the servers' clocks skewed by skew
