@@ -217,8 +217,18 @@ func (e *StalePlanError) Error() string {
 		}
 		parts = append(parts, d.String())
 	}
-	return fmt.Sprintf("the saved plan is stale: the cluster is not the one it was reviewed on, and the %d of its %d step(s) done so far do not explain the difference: %s; plan again and review the new plan",
-		e.Done, e.Total, strings.Join(parts, "; "))
+	return fmt.Sprintf("the saved plan is stale: the cluster is not the one it was reviewed on, %s: %s; plan again and review the new plan",
+		e.Beyond(), strings.Join(parts, "; "))
+}
+
+// Beyond says which changes were allowed: "and none of the plan's 5
+// step(s) is done yet", or "beyond what the 2 of the plan's 5 step(s) done
+// so far changed".
+func (e *StalePlanError) Beyond() string {
+	if e.Done == 0 {
+		return fmt.Sprintf("and none of the plan's %d step(s) is done yet", e.Total)
+	}
+	return fmt.Sprintf("beyond what the %d of the plan's %d step(s) done so far changed", e.Done, e.Total)
 }
 
 // CheckBasis checks that c is still the cluster the plan was reviewed on
@@ -248,6 +258,7 @@ func (p *UpgradePlan) CheckBasis(c Cluster) error {
 	}
 	exp := expectBasis(p.Basis)
 	done := exp.advance(p.Steps, c)
+	exp.underway(p.Steps, c.UnfinishedSwap)
 	if diffs := exp.compare(newBasis(&c)); len(diffs) > 0 {
 		return &StalePlanError{Done: done, Total: len(p.Steps), Diffs: diffs}
 	}
@@ -277,6 +288,11 @@ type expServer struct {
 	Server
 	dc      string
 	retired bool
+	// swapping: the plan's swap of this server is under way (the cluster
+	// carries it as its unfinished swap): the server may be down, and on
+	// its version or the swap's To (alt).
+	swapping bool
+	alt      string
 }
 
 type expClient struct {
@@ -339,7 +355,13 @@ func (e *expected) advance(steps []Step, c Cluster) int {
 					}
 				}
 			}
-			return i
+			done := 0
+			for j := range i {
+				if StepDoneIn(c, steps, j) {
+					done++
+				}
+			}
+			return done
 		}
 		switch s.Kind {
 		case StepSwapServer:
@@ -374,6 +396,25 @@ func (e *expected) advance(steps []Step, c Cluster) int {
 		}
 	}
 	return len(steps)
+}
+
+// underway marks the server of the unfinished swap u as under way when u
+// is one of the plan's own server swaps (a run applying the plan died or
+// halted during it; the next run finishes it first): that swap explains
+// itself, and the recorded unfinished swap is then no difference either.
+func (e *expected) underway(steps []Step, u *UnfinishedSwap) {
+	if u == nil {
+		return
+	}
+	for _, s := range steps {
+		if s.Kind == StepSwapServer && s.Node == u.Node && SameVersion(s.To, u.To) {
+			if sv := e.servers[u.Node]; sv != nil {
+				sv.swapping, sv.alt = true, u.To
+				e.swap = u
+			}
+			return
+		}
+	}
 }
 
 // compare lists how obs differs from e, datacenter by datacenter.
@@ -447,7 +488,7 @@ func (e *expected) compareServers(x *expDC, o *BasisDatacenter, obsServer map[st
 		if sv.Voter {
 			expVoters++
 			expVoterNames = append(expVoterNames, name)
-			if sv.Healthy {
+			if sv.Healthy && !sv.swapping {
 				expHealthy++
 			}
 		}
@@ -459,8 +500,11 @@ func (e *expected) compareServers(x *expDC, o *BasisDatacenter, obsServer map[st
 			add("server", name, describeServer(sv.Server), "gone: not a member of the cluster")
 			continue
 		}
-		if !SameVersion(got.Version, sv.Version) {
+		if !SameVersion(got.Version, sv.Version) && (sv.alt == "" || !SameVersion(got.Version, sv.alt)) {
 			add("version", name, sv.Version, got.Version)
+		}
+		if sv.swapping {
+			continue // down or coming back: the swap under way explains it
 		}
 		if sv.Voter && !got.Voter {
 			add("voter", name, "a voter", "not a voter")

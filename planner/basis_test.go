@@ -327,9 +327,11 @@ func TestTheReplaceStrategysAddedAndRetiredServersAreExplainedByItsSteps(t *test
 func TestAnUnfinishedSwapThatAppearedMakesThePlanStale(t *testing.T) {
 	c, p := basisPlan(t)
 	c = cloneCluster(c)
-	c.UnfinishedSwap = &UnfinishedSwap{Node: "s1", From: "1.12.9", To: "1.13.9"}
+	// Another run's swap, not one of the plan's (its To is not the
+	// plan's): s1 still runs 1.12.9, healthy.
+	c.UnfinishedSwap = &UnfinishedSwap{Node: "s1", From: "1.12.9", To: "1.13.8"}
 	ds := staleDiffs(t, p, c)
-	if len(ds) != 1 || !strings.HasPrefix(ds[0].String(), "unfinished swap: recorded none, observed s1 1.12.9 -> 1.13.9") {
+	if len(ds) != 1 || !strings.HasPrefix(ds[0].String(), "unfinished swap: recorded none, observed s1 1.12.9 -> 1.13.8") {
 		t.Errorf("diffs %v: want the unfinished swap", ds)
 	}
 }
@@ -348,5 +350,27 @@ func TestAServerThatRecoveredOrAToleranceThatRoseIsNotStale(t *testing.T) {
 	c.Servers[0].Healthy = true
 	if err := p.CheckBasis(c); err != nil {
 		t.Errorf("s1 recovered: %v", err)
+	}
+}
+
+// apply died while it swapped s1, the plan's first server step: the swap
+// record is the plan's own, so s1 down (and the tolerance with it) is the
+// step under way, not a change; the next run finishes it first.
+func TestThePlansOwnUnfinishedSwapIsNotStale(t *testing.T) {
+	c, p := basisPlan(t)
+	c = cloneCluster(c)
+	c.SnapshotVersion = "1.12.9"
+	c.Servers[0].Healthy = false // s1 stopped
+	c.UnfinishedSwap = &UnfinishedSwap{Node: "s1", From: "1.12.9", To: "1.13.9"}
+	if err := p.CheckBasis(c); err != nil {
+		t.Errorf("the plan's own swap under way: %v", err)
+	}
+	c.Servers[0].Version, c.Servers[0].Healthy = "1.13.9", true // s1 back on 1.13.9, not yet gated
+	if err := p.CheckBasis(c); err != nil {
+		t.Errorf("the plan's own swap done, record not yet deleted: %v", err)
+	}
+	c.Servers[1].Healthy = false // and s2 is down too: that is a change
+	if ds := staleDiffs(t, p, c); !hasDiff(ds, "health of s2: recorded healthy, observed not healthy") {
+		t.Errorf("diffs %v: want s2's health", ds)
 	}
 }
