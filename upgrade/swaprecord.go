@@ -282,7 +282,10 @@ func (r *runner) resumeSwap(ctx context.Context, c planner.Cluster) (*StepRecord
 			return nil, fmt.Errorf("observe %s for the swap record %s: %w", step.Node, key, err)
 		}
 		m := findMember(members, step.Node)
-		if m == nil || m.Tags["role"] != "consul" {
+		if m == nil {
+			return nil, refuse(fmt.Sprintf("%s is missing: serf lists no such member (a server removed and reaped since, or a record of another cluster); servers: %s", step.Node, serverNames(c)))
+		}
+		if m.Tags["role"] != "consul" {
 			return nil, refuse(fmt.Sprintf("%s is not a server of the cluster (servers: %s)", step.Node, serverNames(c)))
 		}
 		healthy := slices.ContainsFunc(c.Servers, func(s planner.Server) bool { return s.Name == step.Node && s.Healthy })
