@@ -289,8 +289,3 @@ func atLeast(v, want string) bool {
 	}
 	return !a.Core().LessThan(b.Core())
 }
-
-// after reports whether version v is later than from.
-func after(v, from string) bool {
-	return atLeast(v, from) && !planner.SameVersion(v, from)
-}
