@@ -59,13 +59,19 @@ const (
 // Cluster pre-check IDs: findings about the cluster as observed, before any
 // version rule.
 const (
-	PrecheckNoServers           = "no-servers"
-	PrecheckNoLeader            = "no-leader"
-	PrecheckSeveralLeaders      = "several-leaders"
-	PrecheckServerUnhealthy     = "server-unhealthy"
-	PrecheckServerNotVoter      = "server-not-voter"
-	PrecheckEvenVoters          = "even-voters"
-	PrecheckFailureTolerance    = "failure-tolerance-zero"
+	PrecheckNoServers        = "no-servers"
+	PrecheckNoLeader         = "no-leader"
+	PrecheckSeveralLeaders   = "several-leaders"
+	PrecheckServerUnhealthy  = "server-unhealthy"
+	PrecheckServerNotVoter   = "server-not-voter"
+	PrecheckEvenVoters       = "even-voters"
+	PrecheckFailureTolerance = "failure-tolerance-zero"
+	// PrecheckNoSpareVoter: a datacenter of two or more voters whose
+	// failure tolerance is 0, so stopping any voter loses its quorum.
+	PrecheckNoSpareVoter = "no-spare-voter"
+	// PrecheckServerMissing: a server serf lists that is not in the Raft
+	// configuration (Cluster.Missing).
+	PrecheckServerMissing       = "server-missing"
 	PrecheckMixedVersions       = "mixed-versions"
 	PrecheckDuplicateName       = "duplicate-name"
 	PrecheckDowngrade           = "downgrade"
@@ -508,9 +514,17 @@ func catalogue() []builtin {
 			"run an odd number of servers (3 or 5); the upgrade can go on",
 			evalBy((*checker).checkVoters)),
 		def(PrecheckFailureTolerance, KindPrecheck, Warning, "", "", urlAutopilotAPI,
-			"a datacenter has failure tolerance 0: every server swap leaves it without a leader for the restart",
-			"add servers to reach 3 before upgrading, or accept that writes fail while each server restarts",
+			"a datacenter has a single server: its swap is a planned outage, with no leader until the server is back",
+			"add servers to reach 3 before upgrading, or accept that the datacenter has no leader and writes fail while its server restarts",
 			evalBy((*checker).checkVoters)),
+		def(PrecheckNoSpareVoter, KindPrecheck, Blocking, "", "", urlAutopilotAPI,
+			"a datacenter of two or more voters has failure tolerance 0: stopping any voter leaves the voters that are up without a quorum",
+			"restore a server first: start or replace the missing or unhealthy server and wait until it is a healthy voter again (consul operator raft list-peers; consul operator autopilot state), or add servers until the datacenter tolerates a failure (3 voters); then plan again. Waive no-spare-voter only to accept that the datacenter has no leader while each of its servers restarts",
+			evalBy((*checker).checkVoters)),
+		def(PrecheckServerMissing, KindPrecheck, Warning, "", "", urlAutopilotAPI,
+			"a server that serf lists (failed, or left and not yet reaped) is not in the Raft configuration: the datacenter has one voter fewer than it had",
+			"if the server was not retired on purpose, start or replace it and wait until it is a voter again (consul operator raft list-peers) before upgrading; once it is gone for good, consul force-leave -prune NODE forgets it",
+			evalBy((*checker).checkMissing)),
 		def(PrecheckMixedVersions, KindPrecheck, Warning, "", "", urlGeneral,
 			"servers already run different versions: a previous run probably stopped midway",
 			"nothing to do: the plan continues from the observed versions; make sure no other upgrade is running",

@@ -113,6 +113,11 @@ var (
 	noClients  = func(c *Cluster, _ *Policy) { c.Clients = nil }
 	oneServer  = func(c *Cluster, _ *Policy) { c.Servers = c.Servers[2:] }
 	twoServers = func(c *Cluster, _ *Policy) { c.Servers = c.Servers[1:] }
+	// missingS1: s1 died and autopilot removed it (run after twoServers).
+	missingS1 = func(c *Cluster, _ *Policy) {
+		c.Missing = append(c.Missing, MissingServer{Name: "s1", Version: c.Servers[0].Version, Status: "left"})
+	}
+	replaceMod = func(_ *Cluster, p *Policy) { p.Strategy = Replace }
 	raftProto  = func(n int) func(*Cluster, *Policy) {
 		return func(c *Cluster, _ *Policy) { c.Features.RaftProtocol = n }
 	}
@@ -165,9 +170,19 @@ func ruleCases() []ruleCase {
 				c.Servers = append(c.Servers, Server{Name: "s4", Version: "1.12.9", Voter: true, Healthy: true})
 			}},
 		{"three voters are odd and pass (even-voters)", PrecheckEvenVoters, "1.12.9", "1.13.9", false, "", nil},
-		{"a single server warns that every swap loses the leader (failure-tolerance-zero)", PrecheckFailureTolerance, "1.12.9", "1.13.9", true, Warning, oneServer},
-		{"two servers warn that quorum is 2 of 2 (failure-tolerance-zero)", PrecheckFailureTolerance, "1.12.9", "1.13.9", true, Warning, twoServers},
+		{"a single server's swap is a planned outage, said as a warning (failure-tolerance-zero)", PrecheckFailureTolerance, "1.12.9", "1.13.9", true, Warning, oneServer},
+		{"two servers are refused by no-spare-voter instead (failure-tolerance-zero)", PrecheckFailureTolerance, "1.12.9", "1.13.9", false, "", twoServers},
 		{"three servers tolerate one failure (failure-tolerance-zero)", PrecheckFailureTolerance, "1.12.9", "1.13.9", false, "", nil},
+		{"two voters left after autopilot removed a dead third are refused (no-spare-voter)", PrecheckNoSpareVoter, "1.12.9", "1.13.9", true, Blocking, mods(twoServers, missingS1)},
+		{"two voters by design are refused too (no-spare-voter)", PrecheckNoSpareVoter, "1.12.9", "1.13.9", true, Blocking, twoServers},
+		{"two voters under the replace strategy stop no voter in place, so only warn (no-spare-voter)", PrecheckNoSpareVoter, "1.12.9", "1.13.9", true, Warning, mods(twoServers, replaceMod)},
+		{"two voters already on the target stop no voter, so only warn (no-spare-voter)", PrecheckNoSpareVoter, "1.13.9", "1.13.9", true, Warning, twoServers},
+		{"three voters have a spare (no-spare-voter)", PrecheckNoSpareVoter, "1.12.9", "1.13.9", false, "", nil},
+		{"a single server is a planned outage, not a lost quorum (no-spare-voter)", PrecheckNoSpareVoter, "1.12.9", "1.13.9", false, "", oneServer},
+		{"three voters with one unhealthy are server-unhealthy's (no-spare-voter)", PrecheckNoSpareVoter, "1.12.9", "1.13.9", false, "",
+			func(c *Cluster, _ *Policy) { c.Servers[0].Healthy = false }},
+		{"a server serf lists outside the Raft configuration is named (server-missing)", PrecheckServerMissing, "1.12.9", "1.13.9", true, Warning, mods(twoServers, missingS1)},
+		{"every server serf lists is in the Raft configuration (server-missing)", PrecheckServerMissing, "1.12.9", "1.13.9", false, "", nil},
 		{"servers on different versions warn of a run stopped midway (mixed-versions)", PrecheckMixedVersions, "1.12.9", "1.13.9", true, Warning,
 			func(c *Cluster, _ *Policy) { c.Servers[0].Version = "1.13.9" }},
 		{"servers on one version pass (mixed-versions)", PrecheckMixedVersions, "1.12.9", "1.13.9", false, "", nil},

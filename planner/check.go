@@ -520,10 +520,15 @@ func (k *checker) checkServerHealth(r *compiled) {
 func (k *checker) checkVoters(r *compiled) {
 	order, by := k.serverDatacenters()
 	for _, dc := range order {
-		n, voters := len(by[dc]), 0
+		n, voters, healthy := len(by[dc]), 0, 0
+		var names []string
 		for _, s := range by[dc] {
 			if s.s.Voter {
 				voters++
+				names = append(names, s.s.Name)
+				if s.s.Healthy {
+					healthy++
+				}
 			}
 		}
 		switch {
@@ -531,12 +536,77 @@ func (k *checker) checkVoters(r *compiled) {
 			k.precheck(r, "", strconv.Itoa(voters)+" voters",
 				fmt.Sprintf("datacenter %s has %d voters: quorum is %d, so the last voter adds no fault tolerance", dcName(dc), voters, voters/2+1))
 		case r.ID == PrecheckFailureTolerance && n == 1:
-			k.precheck(r, by[dc][0].s.Name, "1 server",
-				fmt.Sprintf("datacenter %s has a single server (%s): while it restarts there is no leader and writes fail", dcName(dc), by[dc][0].s.Name))
-		case r.ID == PrecheckFailureTolerance && n == 2:
-			k.precheck(r, "", "2 servers",
-				fmt.Sprintf("datacenter %s has 2 servers: quorum is 2 of 2, so each swap leaves it without a leader", dcName(dc)))
+			s := by[dc][0].s
+			msg := fmt.Sprintf("datacenter %s has a single server (%s): its swap is a planned outage: while %s restarts the datacenter has no leader and writes fail, until it is back", dcName(dc), s.Name, s.Name)
+			if k.pol.Strategy == Replace {
+				msg = fmt.Sprintf("datacenter %s has a single server (%s): under the replace strategy a new server joins before %s leaves, so there is no outage, but no failure is tolerated meanwhile", dcName(dc), s.Name, s.Name)
+			}
+			k.precheck(r, s.Name, "1 server", msg)
+		case r.ID == PrecheckNoSpareVoter && voters >= 2 && FailureTolerance(voters, voters) == 0:
+			// Even with every voter healthy there is no spare: 2 voters.
+			// Voters that are not healthy are server-unhealthy's.
+			msg := fmt.Sprintf("datacenter %s has %d voters (%s): quorum is %d of %d, so its failure tolerance is %d and stopping any voter leaves it without a leader",
+				dcName(dc), voters, strings.Join(names, ", "), voters/2+1, voters, FailureTolerance(voters, healthy))
+			var missing []string
+			for _, m := range k.c.Missing {
+				if k.resolveDC(m.Datacenter) == dc {
+					missing = append(missing, m.String())
+				}
+			}
+			if len(missing) > 0 {
+				msg += "; missing: " + strings.Join(missing, ", ")
+			}
+			sev := Blocking
+			if why := k.stopsNoVoter(by[dc]); why != "" {
+				sev = Warning
+				msg += "; " + why
+			}
+			k.add(-1, r, sev, "", fmt.Sprintf("failure tolerance 0 with %d voters", voters), "failure tolerance >= 1", msg)
 		}
+	}
+}
+
+// FailureTolerance is how many voters a datacenter can lose and keep its
+// quorum: the healthy voters beyond a quorum of all voters (at least 0),
+// as autopilot counts it.
+func FailureTolerance(voters, healthyVoters int) int {
+	return max(0, healthyVoters-(voters/2+1))
+}
+
+// stopsNoVoter says why an upgrade of a datacenter with these servers
+// stops none of its voters ("" when it does stop some): under the replace
+// strategy a server is added before one leaves, and a retired server
+// leaves the Raft configuration gracefully; with every server on the
+// target already, only clients are left.
+func (k *checker) stopsNoVoter(servers []*serverState) string {
+	if k.pol.Strategy == Replace {
+		return "the replace strategy stops no voter in place (it adds a server before it retires one, and a retired server leaves the Raft configuration gracefully), so this is a warning"
+	}
+	if k.target == nil {
+		return ""
+	}
+	for _, s := range servers {
+		if s.core == nil || s.core.LessThan(k.targetCore) {
+			return ""
+		}
+	}
+	return "every server already runs the target, so no voter is stopped, and this is a warning"
+}
+
+// checkMissing names each server that serf lists but the Raft
+// configuration does not (Cluster.Missing).
+func (k *checker) checkMissing(r *compiled) {
+	for _, m := range k.c.Missing {
+		dc := k.resolveDC(m.Datacenter)
+		voters := 0
+		for _, s := range k.servers {
+			if s.dc == dc && s.s.Voter {
+				voters++
+			}
+		}
+		k.precheck(r, m.Name, m.Status,
+			fmt.Sprintf("server %s of datacenter %s is missing: %s; it was retired on purpose, or it died and autopilot removed it (or someone did, by hand), and datacenter %s counts %d voter(s) without it",
+				m.Name, dcName(dc), m, dcName(dc), voters))
 	}
 }
 

@@ -32,6 +32,66 @@ type Cluster struct {
 	// for a snapshot before the first server swap of a hop whenever the
 	// servers' version differs from it; the runner sets it after saving one.
 	SnapshotVersion string `json:"snapshot_version,omitempty"`
+
+	// Missing are the servers that serf still lists (failed, or left and
+	// not yet reaped) but that are not in the Raft configuration: a server
+	// that died and that autopilot's dead-server cleanup removed, one
+	// removed by hand (consul operator raft remove-peer, force-leave), or
+	// one retired on purpose (the replace strategy). They are not in
+	// Servers: they vote in nothing and no step acts on them. Check names
+	// each (RuleServerMissing), so a datacenter left with fewer voters is
+	// not mistaken for a smaller one by design. upgrade.Discover fills it.
+	Missing []MissingServer `json:"missing,omitempty"`
+
+	// UnfinishedSwap is a server swap that a run started and did not
+	// finish (the upgrade package's swap record), when the observer read
+	// one; a later run finishes it before anything else. Plan records it
+	// in the plan's Basis. Discover does not set it: that is the runner's
+	// record, as SnapshotVersion is.
+	UnfinishedSwap *UnfinishedSwap `json:"unfinished_swap,omitempty"`
+}
+
+// MissingServer is a server that serf lists but the Raft configuration
+// does not (see Cluster.Missing).
+type MissingServer struct {
+	Name       string `json:"name"`
+	Address    string `json:"address,omitempty"`
+	Datacenter string `json:"datacenter,omitempty"`
+	// Version is the version its serf build tag last said.
+	Version string `json:"version,omitempty"`
+	// Status is its serf status: "failed" (it stopped answering) or
+	// "left" (it left, was force-left, or autopilot's cleanup of dead
+	// servers removed it; serf reaps it after a while).
+	Status string `json:"status"`
+}
+
+// String describes the server for messages: "s3 (1.12.9, left in serf,
+// not in the Raft configuration)".
+func (m MissingServer) String() string {
+	v := m.Version
+	if v == "" {
+		v = "version unknown"
+	}
+	return fmt.Sprintf("%s (%s, %s in serf, not in the Raft configuration)", m.Name, v, m.Status)
+}
+
+// UnfinishedSwap is a server swap a run started and did not finish.
+type UnfinishedSwap struct {
+	Node       string `json:"node"`
+	Datacenter string `json:"datacenter,omitempty"`
+	From       string `json:"from,omitempty"`
+	To         string `json:"to"`
+	// Holder names the run that started it.
+	Holder string `json:"holder,omitempty"`
+}
+
+// String is "s2 1.12.9 -> 1.13.9".
+func (u UnfinishedSwap) String() string {
+	from := u.From
+	if from == "" {
+		from = "?"
+	}
+	return fmt.Sprintf("%s %s -> %s", u.Node, from, u.To)
 }
 
 // Datacenter is one Consul datacenter.

@@ -15,6 +15,11 @@ import (
 // cannot disagree; only Step.Hop differs, counted here in the whole path
 // (UpgradePlan.Path) rather than from the hop a resumed run is on.
 //
+// The plan records what it was made from in Basis (the servers, voters,
+// versions, leader and failure tolerance of each datacenter, its members,
+// an unfinished swap), so that a runner applying it later can refuse it
+// once the cluster has changed (CheckBasis).
+//
 // Check runs once. When it refuses, Plan returns the *RefusedError together
 // with a plan that holds the findings and the path (and no steps), so a
 // caller can print why. Deadlines get the indexes of the first and last step
@@ -26,7 +31,7 @@ func Plan(c Cluster, target string, pol Policy) (*UpgradePlan, error) {
 		return &UpgradePlan{Target: target, Policy: pol}, err
 	}
 	pol = withObservedEnterprise(&c, target, pol)
-	p := &UpgradePlan{Target: target, Policy: pol, Findings: Check(c, target, pol)}
+	p := &UpgradePlan{Target: target, Policy: pol, Findings: Check(c, target, pol), Basis: newBasis(&c)}
 	if err := refusal(p.Findings, target); err != nil {
 		if st, serr := newState(&c, target, pol); serr == nil && st.refreshPath() == nil {
 			p.Path = st.path

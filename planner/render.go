@@ -20,6 +20,12 @@ func (p *UpgradePlan) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Upgrade plan to %s\n", p.Target)
 	fmt.Fprintf(&b, "Policy: %s\n", policySummary(&p.Policy))
+	if p.Basis != nil {
+		b.WriteString("Reviewed on (applying refuses the plan once this changes beyond its own steps):\n")
+		for _, l := range p.Basis.lines() {
+			b.WriteString("  " + l + "\n")
+		}
+	}
 
 	fmt.Fprintf(&b, "\nPath (%d hop(s)):\n", len(p.Path))
 	if len(p.Path) == 0 {

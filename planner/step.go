@@ -136,6 +136,10 @@ type UpgradePlan struct {
 	Findings Findings `json:"findings"`
 	Path     []Hop    `json:"path"`
 	Steps    []Step   `json:"steps"`
+	// Basis is what the plan was reviewed on (see CheckBasis). Plan always
+	// sets it; a plan saved before plans recorded one has none, and
+	// CheckBasis refuses it.
+	Basis *Basis `json:"basis,omitempty"`
 }
 
 // String renders the step on one line: "swap-server s2 -> 1.13.9",

@@ -197,58 +197,10 @@ func matchPlan(p *planner.UpgradePlan, from int, c planner.Cluster, got planner.
 	return i, nil
 }
 
-// stepDone reports whether steps[i] is already done in c, judged from what
-// the step changes: a swapped node runs To (or later), a wave's clients all
-// do, a transfer's old leader no longer leads, a retired server is gone, an
-// added server is counted on To, a backup was taken on From (or the
-// servers have all left From).
+// stepDone reports whether steps[i] is already done in c (see
+// planner.StepDoneIn, which CheckBasis shares).
 func stepDone(c planner.Cluster, steps []planner.Step, i int) bool {
-	s := steps[i]
-	switch s.Kind {
-	case planner.StepSnapshot:
-		if c.SnapshotVersion != "" && planner.SameVersion(c.SnapshotVersion, s.From) {
-			return true
-		}
-		for _, sv := range c.Servers {
-			if !atLeast(sv.Version, s.To) && !after(sv.Version, s.From) {
-				return false
-			}
-		}
-		return len(c.Servers) > 0
-	case planner.StepSwapServer:
-		for _, sv := range c.Servers {
-			if sv.Name == s.Node {
-				return atLeast(sv.Version, s.To)
-			}
-		}
-		return false
-	case planner.StepSwapClients:
-		return len(pendingClients(c, s)) == 0
-	case planner.StepTransferLeader:
-		for _, sv := range c.Servers {
-			if sv.Name == s.Node {
-				return !sv.Leader || atLeast(sv.Version, s.To)
-			}
-		}
-		return true
-	case planner.StepRetireServer:
-		return !slices.ContainsFunc(c.Servers, func(sv planner.Server) bool { return sv.Name == s.Node })
-	case planner.StepAddServer:
-		k := 0
-		for _, o := range steps[:i+1] {
-			if o.Kind == planner.StepAddServer && o.Datacenter == s.Datacenter && planner.SameVersion(o.To, s.To) {
-				k++
-			}
-		}
-		n := 0
-		for _, sv := range c.Servers {
-			if sameDC(sv.Datacenter, s.Datacenter) && atLeast(sv.Version, s.To) {
-				n++
-			}
-		}
-		return n >= k
-	}
-	return false
+	return planner.StepDoneIn(c, steps, i)
 }
 
 // pendingClients are the clients of wave s that are in c and below s.To.
@@ -336,9 +288,4 @@ func atLeast(v, want string) bool {
 		return false
 	}
 	return !a.Core().LessThan(b.Core())
-}
-
-// after reports whether version v is later than from.
-func after(v, from string) bool {
-	return atLeast(v, from) && !planner.SameVersion(v, from)
 }

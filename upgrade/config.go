@@ -62,8 +62,16 @@ type Config struct {
 	// passed over, so a stopped run resumes). Anything else halts the run
 	// before the step touches anything, with a *PlanDivergedError; so
 	// does, at the start, an agent on a version the plan's path does not
-	// contain. Target may be "" (the plan's is used) or must be the
-	// plan's. A dry run takes only the plan's target and policy from it.
+	// contain. Before that, and before every step, the plan's basis (what
+	// it was reviewed on) is checked against the cluster observed then
+	// (planner.UpgradePlan.CheckBasis): a cluster that changed beyond what
+	// the plan's done steps explain (a server missing or new, a version
+	// moved out of band, the leader moved without the plan, the failure
+	// tolerance lower) refuses the plan with a *planner.StalePlanError
+	// carrying the differences, before anything of the step is touched; so
+	// does a plan that records no basis (saved before plans recorded
+	// one). Target may be "" (the plan's is used) or must be the plan's. A
+	// dry run takes only the plan's target and policy from it.
 	Plan *planner.UpgradePlan
 	// BeforeStep, when set, is asked before each step (after the step was
 	// decided and checked against Plan, before anything of it is touched):

@@ -27,8 +27,13 @@ const (
 // Discover observes a live cluster and returns it as a planner.Cluster:
 // servers are the serf members tagged role=consul and clients those tagged
 // role=node; versions come from the serf build tag, the leader from
-// /v1/status/leader. Members that left are omitted; failed servers appear as
-// unhealthy. Servers and clients are sorted by name.
+// /v1/status/leader. Clients that left are omitted; failed servers appear
+// as unhealthy. A server that serf lists as failed or left (not yet
+// reaped) and that is not in the Raft configuration (or, before 0.7, the
+// peer set) is not a server of the cluster but one missing from it
+// (Cluster.Missing): one that died and that autopilot's dead-server
+// cleanup removed, one removed by hand, or one retired. Servers, missing
+// servers and clients are sorted by name.
 //
 // How voters and health are read depends on the cluster's API era (see
 // Era): voters from the Raft configuration (0.7 and later) or
@@ -187,11 +192,19 @@ func buildCluster(members []*api.AgentMember, leader string, raft *api.RaftConfi
 	var cl planner.Cluster
 	leaderNode := leaderName(members, raft, leader)
 	for _, m := range members {
-		if m == nil || m.Status == serfLeft {
+		if m == nil || (m.Status == serfLeft && m.Tags["role"] != "consul") {
 			continue
 		}
 		switch m.Tags["role"] {
 		case "consul":
+			if raft != nil && raftServer(raft, m) == nil && (m.Status == serfFailed || m.Status == serfLeft) {
+				cl.Missing = append(cl.Missing, planner.MissingServer{Name: m.Name, Address: m.Addr, Datacenter: m.Tags["dc"],
+					Version: buildVersion(m.Tags["build"]), Status: serfStatus(m.Status)})
+				continue
+			}
+			if m.Status == serfLeft {
+				continue // left, yet still in the Raft configuration: on its way out
+			}
 			s := planner.Server{
 				Name:       m.Name,
 				Address:    m.Addr,
@@ -226,6 +239,7 @@ func buildCluster(members []*api.AgentMember, leader string, raft *api.RaftConfi
 		}
 	}
 	sort.Slice(cl.Servers, func(i, j int) bool { return cl.Servers[i].Name < cl.Servers[j].Name })
+	sort.Slice(cl.Missing, func(i, j int) bool { return cl.Missing[i].Name < cl.Missing[j].Name })
 	sort.Slice(cl.Clients, func(i, j int) bool { return cl.Clients[i].Name < cl.Clients[j].Name })
 
 	primary := selfString(self, "PrimaryDatacenter")
@@ -314,8 +328,10 @@ func healthServer(h *api.OperatorHealthReply, m *api.AgentMember) *api.ServerHea
 // Servers and clients stay sorted by name.
 func mergeDatacenter(c *planner.Cluster, name string, o planner.Cluster) {
 	c.Servers = append(c.Servers, o.Servers...)
+	c.Missing = append(c.Missing, o.Missing...)
 	c.Clients = append(c.Clients, o.Clients...)
 	sort.SliceStable(c.Servers, func(i, j int) bool { return c.Servers[i].Name < c.Servers[j].Name })
+	sort.SliceStable(c.Missing, func(i, j int) bool { return c.Missing[i].Name < c.Missing[j].Name })
 	sort.SliceStable(c.Clients, func(i, j int) bool { return c.Clients[i].Name < c.Clients[j].Name })
 	mergeFeatures(&c.Features, o.Features) // features.go
 	for _, d := range c.Datacenters {

@@ -2,6 +2,8 @@ package upgrade
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -11,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
 )
 
 // Canned answers of a 3-server, 2-client cluster, as Consul 1.12 gives them
@@ -128,5 +131,68 @@ func TestBuildVersionStripsTheCommitButKeepsTheEdition(t *testing.T) {
 		if got := buildVersion(tag); got != want {
 			t.Errorf("buildVersion(%q) = %q, want %q", tag, got, want)
 		}
+	}
+}
+
+func TestDiscoverReportsAServerSerfListsOutsideTheRaftConfigurationAsMissing(t *testing.T) {
+	tags := func(role, build string) map[string]string {
+		return map[string]string{"role": role, "port": "8300", "build": build + ":x", "dc": "dc1"}
+	}
+	members := []*api.AgentMember{
+		{Name: "s1", Addr: "10.0.0.1", Tags: tags("consul", "1.12.9"), Status: serfAlive},
+		{Name: "s2", Addr: "10.0.0.2", Tags: tags("consul", "1.12.9"), Status: serfAlive},
+		{Name: "s3", Addr: "10.0.0.3", Tags: tags("consul", "1.12.9"), Status: serfLeft},   // removed by autopilot after it died
+		{Name: "s4", Addr: "10.0.0.4", Tags: tags("consul", "1.12.8"), Status: serfFailed}, // removed by hand, still failed
+		{Name: "s5", Addr: "10.0.0.5", Tags: tags("consul", "1.12.9"), Status: serfFailed}, // dead, not yet removed
+		{Name: "c1", Addr: "10.0.1.1", Tags: tags("node", "1.12.9"), Status: serfLeft},
+	}
+	raft := &api.RaftConfiguration{Servers: []*api.RaftServer{
+		{Node: "s1", Address: "10.0.0.1:8300", Voter: true},
+		{Node: "s2", Address: "10.0.0.2:8300", Voter: true},
+		{Node: "s5", Address: "10.0.0.5:8300", Voter: true},
+	}}
+	c := buildCluster(members, "10.0.0.1:8300", raft, nil, nil, nil)
+	var names []string
+	for _, s := range c.Servers {
+		names = append(names, s.Name)
+	}
+	if strings.Join(names, ",") != "s1,s2,s5" || c.Servers[2].Healthy || !c.Servers[2].Voter {
+		t.Errorf("servers %+v: want s1, s2 and the dead voter s5, unhealthy", c.Servers)
+	}
+	want := []planner.MissingServer{
+		{Name: "s3", Address: "10.0.0.3", Datacenter: "dc1", Version: "1.12.9", Status: "left"},
+		{Name: "s4", Address: "10.0.0.4", Datacenter: "dc1", Version: "1.12.8", Status: "failed"},
+	}
+	if !reflect.DeepEqual(c.Missing, want) {
+		t.Errorf("missing = %+v, want %+v", c.Missing, want)
+	}
+	if len(c.Clients) != 0 {
+		t.Errorf("clients %+v: a client that left is omitted", c.Clients)
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back planner.Cluster
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back.Missing, c.Missing) {
+		t.Errorf("missing after JSON = %+v (%v), want %+v", back.Missing, err, c.Missing)
+	}
+}
+
+func TestDiscoverSeesAServerAutopilotRemovedAfterItDiedAsMissing(t *testing.T) {
+	sim := consultest.NewCluster(3, 1, "1.12.9")
+	mustDo(t, sim.Kill("s3"))
+	mustDo(t, sim.RemoveDeadServer("s3"))
+	c, err := Discover(t.Context(), inProcessConsul(t, sim))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Servers) != 2 || len(c.Missing) != 1 || c.Missing[0].Name != "s3" || c.Missing[0].Status != "left" {
+		t.Fatalf("servers %+v, missing %+v: want s1 and s2, and s3 missing (left)", c.Servers, c.Missing)
+	}
+	_, err = planner.Next(c, "1.13.9", planner.Policy{})
+	var re *planner.RefusedError
+	if !errors.As(err, &re) || re.Findings[0].Rule != planner.PrecheckNoSpareVoter || !strings.Contains(re.Findings[0].Message, "missing: s3") {
+		t.Errorf("Next = %v, want refused by %s naming s3 missing", err, planner.PrecheckNoSpareVoter)
 	}
 }

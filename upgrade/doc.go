@@ -10,6 +10,9 @@
 //  1. Discover the cluster, every time: the leader is re-read before every
 //     step, so a leader change mid-run is simply observed.
 //  2. Ask planner.Next for the next step; a refused plan touches nothing.
+//     Before a server is stopped, the current Raft configuration must keep
+//     a quorum without it (*StopRefusedError otherwise), unless the stop is
+//     the datacenter's planned outage (a single server; EventPlannedOutage).
 //  3. Act on the step: save and verify a snapshot, swap a server or a wave of
 //     clients through the transport, or transfer leadership.
 //  4. Gate on the step's conditions (leader known, version, voter,
@@ -26,9 +29,14 @@
 // the cluster observed just then must be the plan's next step that is not
 // yet done in the cluster, or the run halts before touching anything with a
 // *PlanDivergedError naming the step, the node, what the plan says and
-// what the cluster needs; the fix is to plan again and review. Steps already
-// done (by an earlier run, or by hand) are passed over, so a stopped run
-// resumes. Config.BeforeStep is asked before each step with its StepInfo
+// what the cluster needs; the fix is to plan again and review. Before that,
+// at the start and before every step, the plan's basis (the servers,
+// voters, versions, leader, failure tolerance and members it was reviewed
+// on) must still hold, moved along only by the plan's own done steps, or
+// the run is refused with a *planner.StalePlanError listing each
+// difference, recorded against observed (as `terraform apply` refuses a
+// saved plan whose state changed). Steps already done (by an earlier run,
+// or by hand) are passed over, so a stopped run resumes. Config.BeforeStep is asked before each step with its StepInfo
 // (index and total) and approves, skips (the run ends cleanly:
 // Result.Stopped and Result.Remaining, a nil error) or aborts
 // (*AbortedError). Config.MaxSteps ends a run cleanly the same way:

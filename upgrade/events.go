@@ -28,6 +28,7 @@ const (
 	EventLocked        EventKind = "locked"         // the run took the cluster-wide upgrade lock
 	EventUnlocked      EventKind = "unlocked"       // the run gave the lock back (Err set if it could not)
 	EventLockMoved     EventKind = "lock-moved"     // the lock moved to a session on Node before a step stopped its node (Err set if it could not)
+	EventPlannedOutage EventKind = "planned-outage" // a server is stopped although the voters left up make no quorum: its datacenter's planned outage (its only voter, or no-spare-voter waived); Detail says until when it has no leader
 )
 
 // EventAbilityMissing reports, at the start of a run, a Consul of the run

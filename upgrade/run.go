@@ -339,7 +339,7 @@ func (r *runner) run(ctx context.Context) error {
 	r.loadBackup(ctx)
 
 	if r.cfg.DryRun {
-		r.noteSwap(ctx)
+		c.UnfinishedSwap = r.noteSwap(ctx) // the plan's basis records it
 		plan, err := planner.Plan(r.withSnapshot(c), r.cfg.Target, r.cfg.Policy)
 		r.res.Plan = plan
 		if err != nil {
@@ -464,6 +464,9 @@ func (r *runner) run(ctx context.Context) error {
 func (r *runner) decideFirst(c planner.Cluster) (planner.Step, error) {
 	c = r.withSnapshot(c)
 	if r.cfg.Plan != nil {
+		if err := r.cfg.Plan.CheckBasis(c); err != nil {
+			return planner.Step{}, err // stale: nothing is touched
+		}
 		if err := checkPlanStart(r.cfg.Plan, c, r.cfg.Target); err != nil {
 			return planner.Step{}, err
 		}
@@ -489,6 +492,9 @@ func (r *runner) withSnapshot(c planner.Cluster) planner.Cluster {
 // of steps this run has done.
 func (r *runner) position(c planner.Cluster, step planner.Step) error {
 	if p := r.cfg.Plan; p != nil {
+		if err := p.CheckBasis(c); err != nil {
+			return err // stale: nothing of the step is touched
+		}
 		i, err := matchPlan(p, r.planAt, r.withSnapshot(c), step)
 		if err != nil {
 			return err
@@ -800,26 +806,25 @@ func (r *runner) keepLockOff(ctx context.Context, c planner.Cluster, step planne
 }
 
 // quorumBeforeStop checks, before a server is stopped to be swapped, that
-// the other voters that are up still make a quorum without it (the check
-// a rollback makes, see quorumWithout). The gate of the previous step saw
-// the failure tolerance back, but a server can die after its gate passed
-// (autopilot can report a dead server healthy for several seconds), and
-// autopilot's dead-server cleanup then removes it from the Raft
-// configuration: the next plan sees fewer voters, all healthy, and stopping
-// one of them would leave no quorum. A refusal is a *StopRefusedError.
-// A datacenter whose failure tolerance was 0 before the run (one server)
-// loses its quorum at every swap by design: it is not checked.
+// the voters of the current Raft configuration that stay up still make a
+// quorum without it (what a rollback checks, see quorumWithout), whatever
+// the failure tolerance was when the run began: a server can die after the
+// previous gate passed (autopilot can report a dead server healthy for
+// several seconds) and autopilot's dead-server cleanup then removes it, or
+// a voter can be down or unhealthy under a waived pre-check. A refusal is a
+// *StopRefusedError, with nothing touched. The datacenter's planned outage
+// (its only voter; or two voters with no-spare-voter waived on a cluster
+// that began so) is allowed and reported (EventPlannedOutage).
 func (r *runner) quorumBeforeStop(ctx context.Context, step planner.Step) error {
-	if r.baseline(step.Datacenter).FailureTolerance < 1 {
-		return nil
-	}
-	err := quorumWithout(ctx, r.consul(step.Datacenter), step.Node)
-	var refused *RollbackRefusedError
-	if errors.As(err, &refused) {
-		return &StopRefusedError{Node: refused.Node, Voters: refused.Voters, Up: refused.Up, Quorum: refused.Quorum}
-	}
-	if err != nil {
+	q, outage, ok, err := stopVerdict(ctx, r.consul(step.Datacenter), step.Node, r.dcName(step.Datacenter), r.spareWaived(), r.baseline(step.Datacenter).FailureTolerance)
+	switch {
+	case err != nil:
 		return fmt.Errorf("%s not stopped: %w", step.Node, err)
+	case !ok:
+		return &StopRefusedError{Node: step.Node, Voters: q.Voters, Up: q.Up, Quorum: q.Quorum}
+	}
+	if outage != "" {
+		r.emit(ctx, Event{Kind: EventPlannedOutage, Step: step, Detail: outage})
 	}
 	return nil
 }
@@ -962,7 +967,8 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 	note := afterCancel(ctx)
 	for i, node := range failed {
 		if step.Kind == planner.StepSwapServer {
-			if qerr := quorumWithout(rctx, r.consul(step.Datacenter), node); qerr != nil {
+			outage, qerr := quorumWithout(rctx, r.consul(step.Datacenter), node, r.dcName(step.Datacenter), r.spareWaived(), r.baseline(step.Datacenter).FailureTolerance)
+			if qerr != nil {
 				h.RollbackErr = qerr
 				what := " not attempted: the quorum check failed"
 				if refused := (*RollbackRefusedError)(nil); errors.As(qerr, &refused) {
@@ -970,6 +976,9 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 				}
 				r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: "rollback of " + node + what + note, Err: qerr})
 				return h
+			}
+			if outage != "" {
+				r.emit(ctx, Event{Kind: EventPlannedOutage, Step: step, Detail: "rollback of " + node + ": " + outage})
 			}
 		}
 		if rerr := rb.Rollback(rctx, node); rerr != nil {

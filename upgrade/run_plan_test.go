@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
@@ -69,32 +70,63 @@ func TestRunWithAnApprovedPlanCarriesOutItsStepsAndReachesTheTarget(t *testing.T
 	})
 }
 
-func TestRunWithAnApprovedPlanHaltsBeforeTouchingAServerTheClusterNoLongerAgreesOn(t *testing.T) {
+// Leadership moves after the review, with no step of the plan done: the
+// plan was reviewed with s1 leading (swapped last), and it is stale. It is
+// refused before anything is touched, the snapshot included.
+func TestRunWithAnApprovedPlanRefusesItBeforeAnyStepOnceTheLeaderMovedWithoutIt(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRunRig(t, 3, 0)
 		p := approvedPlan(t, r) // snapshot, s2, s3, then the leader s1
 		if p.Steps[1].Node != "s2" {
 			t.Fatalf("plan %v: want s2 swapped first", p.Steps)
 		}
-		// Leadership moves to s2 after the review: s2 is now to go last.
 		mustDo(t, r.sim.SetLeader("s2"))
 		r.cfg.Plan = p
 		res, err := Run(t.Context(), r.cfg)
-		var pd *PlanDivergedError
-		if !errors.As(err, &pd) {
-			t.Fatalf("err = %v, want a *PlanDivergedError", err)
+		var se *planner.StalePlanError
+		if !errors.As(err, &se) {
+			t.Fatalf("err = %v, want a *planner.StalePlanError", err)
 		}
-		if pd.Index != 1 || pd.Total != len(p.Steps) || pd.Node != "s2" || pd.Want.Node != "s2" || pd.Got.Kind != planner.StepSwapServer || pd.Got.Node == "s2" {
-			t.Errorf("diverged %+v, want at index 1 on s2: the plan swaps s2, the cluster another follower", pd)
+		if len(se.Diffs) != 1 || se.Diffs[0].Item != "leader" || se.Diffs[0].Recorded != "s1" || !strings.HasPrefix(se.Diffs[0].Observed, "s2") || se.Done != 0 {
+			t.Errorf("stale %+v, want only the leader, s1 recorded, s2 observed, no step done", se)
 		}
-		if !strings.Contains(err.Error(), "re-plan and review") || !strings.Contains(err.Error(), "step 2 of 4") {
-			t.Errorf("error %q should name the step and say to re-plan and review", err)
+		if len(r.tr.swapped()) != 0 || len(r.snapshots) != 0 || len(res.Steps) != 0 {
+			t.Errorf("a stale plan touched the cluster: swaps %v, snapshots %v, steps %v", r.tr.swapped(), r.snapshots, res.Steps)
+		}
+		if held := r.sim.HeldLocks(); len(held) != 0 {
+			t.Errorf("locks %v still held after the refusal", held)
+		}
+	})
+}
+
+// The leader moves after the snapshot step of the plan (not a step that
+// moves it): the plan is refused before its next step, with the snapshot
+// the only step done.
+func TestRunWithAnApprovedPlanHaltsBeforeTouchingAServerOnceTheLeaderMovedWithoutIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		p := approvedPlan(t, r) // snapshot, s2, s3, then the leader s1
+		r.cfg.Plan = p
+		r.cfg.OnEvent = func(e Event) {
+			r.events = append(r.events, e)
+			if e.Kind == EventStepDone && e.Step.Kind == planner.StepSnapshot {
+				mustDo(t, r.sim.SetLeader("s2"))
+			}
+		}
+		res, err := Run(t.Context(), r.cfg)
+		var h *HaltError
+		var se *planner.StalePlanError
+		if !errors.As(err, &h) || !errors.As(err, &se) {
+			t.Fatalf("err = %v, want a *HaltError wrapping a *planner.StalePlanError", err)
+		}
+		if se.Done != 1 || len(se.Diffs) != 1 || se.Diffs[0].Item != "leader" {
+			t.Errorf("stale %+v, want the leader named, with the snapshot done", se)
 		}
 		if s := serverSwaps(r.tr); len(s) != 0 {
-			t.Errorf("servers swapped %v, want none: the divergence halts before the step", s)
+			t.Errorf("servers swapped %v, want none: the stale plan halts before the step", s)
 		}
 		if len(res.Steps) != 1 || res.Steps[0].Step.Kind != planner.StepSnapshot {
-			t.Errorf("steps done %v, want only the plan's snapshot, which still matched", res.Steps)
+			t.Errorf("steps done %v, want only the plan's snapshot", res.Steps)
 		}
 		if held := r.sim.HeldLocks(); len(held) != 0 {
 			t.Errorf("locks %v still held after the halt", held)
@@ -108,8 +140,27 @@ func TestRunWithAnApprovedPlanRefusesAtTheStartAnAgentOnAVersionThePlanDoesNotCo
 		p := approvedPlan(t, r)
 		other := newRunRig(t, 3, 0)
 		mustDo(t, other.sim.Swap("s3", "1.12.3", true))
+		time.Sleep(consultest.DefaultRestartDelay + time.Second) // s3 is back, healthy, on 1.12.3
 		other.cfg.Plan = p
 		_, err := Run(t.Context(), other.cfg)
+		// The plan's basis says s3 runs 1.12.9: the plan is stale.
+		var se *planner.StalePlanError
+		if !errors.As(err, &se) || len(se.Diffs) != 1 || se.Diffs[0].String() != "version of s3: recorded 1.12.9, observed 1.12.3" {
+			t.Fatalf("err = %v, want a *planner.StalePlanError naming only s3's version", err)
+		}
+		if len(other.tr.swapped()) != 0 || len(other.snapshots) != 0 || len(other.sim.Sessions()) != 0 {
+			t.Errorf("a refused run touched the cluster: swaps %v, snapshots %v, sessions %v", other.tr.swapped(), other.snapshots, other.sim.Sessions())
+		}
+
+		// A plan edited by hand so that its basis agrees with s3 on
+		// 1.12.3, while its path does not contain 1.12.3: the path check
+		// refuses it.
+		for i, sv := range p.Basis.Datacenters[0].Servers {
+			if sv.Name == "s3" {
+				p.Basis.Datacenters[0].Servers[i].Version = "1.12.3"
+			}
+		}
+		_, err = Run(t.Context(), other.cfg)
 		var pd *PlanDivergedError
 		if !errors.As(err, &pd) || pd.Index != -1 || pd.Node != "s3" {
 			t.Fatalf("err = %v, want a *PlanDivergedError at the start naming s3", err)

@@ -256,6 +256,24 @@ func TestASwapRecordNamingAnUnknownNodeOrVersionIsRefused(t *testing.T) {
 	}
 }
 
+// A record naming a server that serf no longer lists (removed and reaped)
+// says the server is missing, and is refused, touching nothing.
+func TestASwapRecordNamingAServerSerfNoLongerListsSaysItIsMissing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 1)
+		putSwapRecord(t, r, "s9", "1.13.9")
+		mustDo(t, r.sim.Swap("s2", "1.12.9", false)) // s2 down: without the record the planner refuses
+		res, err := Run(t.Context(), r.cfg)
+		var se *SwapRecordError
+		if !errors.As(err, &se) || se.Node != "s9" || !strings.Contains(err.Error(), "s9 is missing: serf lists no such member") {
+			t.Fatalf("err = %v, want a *SwapRecordError saying s9 is missing", err)
+		}
+		if len(r.tr.swapped()) != 0 || len(res.Steps) != 0 || len(r.snapshots) != 0 || len(r.sim.HeldLocks()) != 0 {
+			t.Errorf("a refused run touched the cluster: swaps %v, steps %v, snapshots %v, locks %v", r.tr.swapped(), res.Steps, r.snapshots, r.sim.HeldLocks())
+		}
+	})
+}
+
 // NoLock runs neither write nor read the record: a server left down stays
 // a refusal of the planner's.
 func TestANoLockRunNeitherWritesNorReadsTheSwapRecord(t *testing.T) {
@@ -335,8 +353,12 @@ func TestADryRunReportsAWaitingSwapRecord(t *testing.T) {
 		putSwapRecord(t, r, "s2", "1.13.9")
 		cfg := r.cfg
 		cfg.DryRun = true
-		if _, err := Run(t.Context(), cfg); err != nil {
+		res, err := Run(t.Context(), cfg)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if u := res.Plan.Basis.UnfinishedSwap; u == nil || u.Node != "s2" || u.To != "1.13.9" {
+			t.Errorf("the dry run's plan records the unfinished swap %+v, want s2's to 1.13.9", u)
 		}
 		if ev := swapRecordEvents(r); len(ev) != 1 || !strings.Contains(ev[0], "holds the swap of s2 to 1.13.9") {
 			t.Errorf("swap-record events %q, want one naming the swap of s2", ev)

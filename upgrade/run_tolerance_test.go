@@ -14,11 +14,44 @@ import (
 // autopilot reported the dead server healthy for several seconds, long
 // enough for its gate to pass). The next plan sees two healthy voters, one
 // of them a follower still on the old version; stopping it would leave the
-// leader alone without a quorum. The run must halt before it stops it,
-// with a *StopRefusedError, nothing stopped.
+// leader alone without a quorum. The planner refuses that cluster
+// (no-spare-voter) and the run halts, nothing more stopped.
+func TestRunHaltsWhenAServerIsLostMidRunAndTwoVotersAreLeft(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		var dead string
+		r.cfg.OnEvent = func(e Event) {
+			r.events = append(r.events, e)
+			if dead == "" && e.Kind == EventStepDone && e.Step.Kind == planner.StepSwapServer {
+				dead = e.Step.Node
+				mustDo(t, r.sim.RemoveServer(dead))
+			}
+		}
+		_, err := Run(t.Context(), r.cfg)
+		if dead == "" {
+			t.Fatal("no server swap passed its gate: the fault was never injected")
+		}
+		var h *HaltError
+		var re *planner.RefusedError
+		if !errors.As(err, &h) || !errors.As(err, &re) || len(re.Findings) != 1 || re.Findings[0].Rule != planner.PrecheckNoSpareVoter {
+			t.Fatalf("err = %v, want a *HaltError wrapping a refusal by %s", err, planner.PrecheckNoSpareVoter)
+		}
+		if swaps := r.tr.swapped(); len(swaps) != 1 || swaps[0].Node != dead {
+			t.Errorf("server swaps %v, want only %s's: no server stopped while the tolerance was 0", swaps, dead)
+		}
+	})
+}
+
+// The same, with no-spare-voter waived: the planner lets the two voters
+// through, but the waiver accepts a cluster that began without a spare,
+// not one that lost a server during the run (its baseline tolerance was
+// 1). The stop check reads the current Raft configuration and halts the
+// run before it stops a second server, with a *StopRefusedError, nothing
+// stopped.
 func TestRunDoesNotStopAServerWhoseStopWouldLoseTheQuorum(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRunRig(t, 3, 0)
+		r.cfg.Policy.Waive = []string{planner.PrecheckNoSpareVoter}
 		var dead string
 		r.cfg.OnEvent = func(e Event) {
 			r.events = append(r.events, e)

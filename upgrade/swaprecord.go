@@ -197,16 +197,17 @@ func (r *runner) peekSwap(ctx context.Context) bool {
 
 // noteSwap tells a dry run of a swap record: the run proper finishes that
 // swap before it plans, so the preview may differ (a refused plan, or the
-// swap first).
-func (r *runner) noteSwap(ctx context.Context) {
+// swap first). It returns the record as the plan's basis records it (nil
+// when there is none).
+func (r *runner) noteSwap(ctx context.Context) *planner.UnfinishedSwap {
 	if r.cfg.NoLock {
-		return
+		return nil
 	}
 	if _, ok := r.cfg.Consul.(Locker); !ok {
-		return
+		return nil
 	}
 	if _, ok := r.cfg.Consul.(KVStore); !ok {
-		return
+		return nil
 	}
 	rec, err := ReadSwapRecord(ctx, r.cfg.Consul, r.cfg.LockKey)
 	switch {
@@ -216,6 +217,16 @@ func (r *runner) noteSwap(ctx context.Context) {
 		r.emit(ctx, Event{Kind: EventSwapRecord, Step: rec.Step, Detail: fmt.Sprintf("%s holds the swap of %s to %s started by %q at %s and not finished; a run (not a dry run) finishes it before it plans",
 			SwapKey(r.cfg.LockKey), rec.Node, rec.To, rec.Holder, rec.Started.Format(time.RFC3339))})
 	}
+	return rec.Unfinished()
+}
+
+// Unfinished is the record as a planner.UnfinishedSwap (nil for a nil
+// record), as a plan's basis records it (planner.Cluster.UnfinishedSwap).
+func (rec *SwapRecord) Unfinished() *planner.UnfinishedSwap {
+	if rec == nil {
+		return nil
+	}
+	return &planner.UnfinishedSwap{Node: rec.Node, Datacenter: rec.Datacenter, From: rec.From, To: rec.To, Holder: rec.Holder}
 }
 
 // swapResumeSettle bounds how long a recorded server that is alive in serf
@@ -271,7 +282,10 @@ func (r *runner) resumeSwap(ctx context.Context, c planner.Cluster) (*StepRecord
 			return nil, fmt.Errorf("observe %s for the swap record %s: %w", step.Node, key, err)
 		}
 		m := findMember(members, step.Node)
-		if m == nil || m.Tags["role"] != "consul" {
+		if m == nil {
+			return nil, refuse(fmt.Sprintf("%s is missing: serf lists no such member (a server removed and reaped since, or a record of another cluster); servers: %s", step.Node, serverNames(c)))
+		}
+		if m.Tags["role"] != "consul" {
 			return nil, refuse(fmt.Sprintf("%s is not a server of the cluster (servers: %s)", step.Node, serverNames(c)))
 		}
 		healthy := slices.ContainsFunc(c.Servers, func(s planner.Server) bool { return s.Name == step.Node && s.Healthy })

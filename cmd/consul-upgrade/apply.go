@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
@@ -25,9 +26,12 @@ var (
 
 const applyHelp = `Carries out a saved plan (consul-upgrade plan -out FILE), one step at a time.
 
-Before each step the live cluster is observed again and the step it needs
-must be the plan's next step not yet done; otherwise apply stops with exit
-code 3 before touching that step. On a terminal, apply asks before each step
+Before each step the live cluster is observed again: it must still be the
+cluster the plan was reviewed on, changed only by the plan's own done steps
+(no server missing or new, no version moved by hand, no leader change the
+plan did not make, no lower failure tolerance), and the step it needs must be
+the plan's next step not yet done; otherwise apply stops with exit code 3
+before touching that step, naming each difference. On a terminal, apply asks before each step
 (y: carry it out, n: stop here) unless -yes. Without a terminal, pass -yes
 (every step) or -step (one step: running the command is the approval).
 -step carries out exactly one step and exits 0; run it again for the next.
@@ -150,7 +154,16 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	res, err := upgrade.Run(ctx, cfg)
 	var de *upgrade.PlanDivergedError
+	var se *planner.StalePlanError
 	switch {
+	case errors.As(err, &se):
+		rep.diverged(err)
+		touched := "Nothing was touched."
+		if len(res.Steps) > 0 {
+			touched = fmt.Sprintf("%d step(s) were carried out before it; nothing of the next step was touched.", len(res.Steps))
+		}
+		fmt.Fprintf(stderr, "consul-upgrade apply: %v\n%s Plan again (consul-upgrade plan -out %s), review, and apply the new plan.\n", err, touched, *planFile)
+		return exitDiverged
 	case errors.As(err, &de):
 		rep.diverged(err)
 		fmt.Fprintf(stderr, "consul-upgrade apply: %v\nPlan again (consul-upgrade plan -out %s), review, and apply the new plan.\n", err, *planFile)

@@ -271,7 +271,7 @@ func TestPlanApplyStepStatusApplyAgainstASimulatedCluster(t *testing.T) {
 	})
 }
 
-func TestApplyRefusesACLusterThatDivergedFromThePlan(t *testing.T) {
+func TestApplyAndStatusRefuseAPlanWhoseLeaderMovedSinceItWasReviewed(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sim := newSim(3, 0)
 		fake := withSim(t, sim)
@@ -282,6 +282,42 @@ func TestApplyRefusesACLusterThatDivergedFromThePlan(t *testing.T) {
 		}
 		// Leadership moved after the review: the leader, swapped last, is now s2.
 		if err := sim.SetLeader("s2"); err != nil {
+			t.Fatal(err)
+		}
+		code, _, stderr := cli(t, "apply", "-plan", planFile, "-yes", "-snapshot-dir", filepath.Join(dir, "s"))
+		if code != exitDiverged || !strings.Contains(stderr, "the saved plan is stale") || !strings.Contains(stderr, "leader of dc1: recorded s1, observed s2") || !strings.Contains(stderr, "Nothing was touched.") {
+			t.Errorf("exit %d, stderr %q; want 3, the leader's change and nothing touched", code, stderr)
+		}
+		if s := swaps(fake); len(s) != 0 {
+			t.Errorf("a stale apply swapped %v", s)
+		}
+		code, out, _ := cli(t, "status", "-plan", planFile)
+		if code != exitDiverged || !strings.Contains(out, "Stale: the cluster is not the one the plan was reviewed on, and none of the plan's 3 step(s) is done yet") ||
+			!strings.Contains(out, "  - leader of dc1: recorded s1, observed s2") || !strings.Contains(out, "s2           1.12.9     leader") {
+			t.Errorf("status: exit %d, %q; want 3, the table and the stale leader", code, out)
+		}
+	})
+}
+
+// A plan file edited by hand (two server steps swapped) still matches the
+// cluster it was reviewed on, but not the steps the cluster needs: apply
+// and status say it diverged, exit 3, nothing touched.
+func TestApplyRefusesACLusterThatDivergedFromThePlan(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim := newSim(3, 0)
+		fake := withSim(t, sim)
+		dir := t.TempDir()
+		planFile := filepath.Join(dir, "plan.json")
+		if code, _, stderr := cli(t, "plan", "-to", "1.13.9", "-no-snapshot", "-out", planFile); code != exitOK {
+			t.Fatalf("plan: exit %d: %s", code, stderr)
+		}
+		p, err := readPlan(planFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Steps[0], p.Steps[1] = p.Steps[1], p.Steps[0] // s3 before s2
+		data, _ := p.JSON()
+		if err := os.WriteFile(planFile, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		code, _, stderr := cli(t, "apply", "-plan", planFile, "-yes", "-snapshot-dir", filepath.Join(dir, "s"))

@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
 
 func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -20,6 +21,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pf := addPolicyFlags(fs)
 	output := addOutputFlag(fs)
 	out := fs.String("out", "", "save the plan to `FILE` (JSON), for consul-upgrade apply -plan FILE")
+	lockKey := fs.String("lock-key", upgrade.DefaultLockKey, "KV `KEY` of the upgrade lock, next to which a dead run's unfinished swap is recorded")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: consul-upgrade plan -to VERSION [-cluster FILE | -http-addr ADDRESS[,ADDRESS...] [-dc NAME=ADDRESS[,ADDRESS...]]...] [policy flags] [-output text|json] [-out FILE]\n\n")
 		fmt.Fprintf(stderr, "Prints the findings and the upgrade plan; touches nothing. With -out, saves the plan\nfor review and for consul-upgrade apply.\n\nFlags:\n")
@@ -58,6 +60,13 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		if c, err = cluster.discover(ctx); err != nil {
 			return fail(stderr, "plan", fmt.Errorf("discover the cluster through %s: %w", conn.address(), err))
+		}
+		rec, rerr := upgrade.ReadSwapRecord(ctx, cluster.consul, *lockKey)
+		c.UnfinishedSwap = rec.Unfinished() // the plan's basis records it
+		if *output != "json" {
+			noteUnfinishedSwap(stdout, rec, rerr, *lockKey) // first, before the plan
+		} else if rerr != nil {
+			fmt.Fprintf(stderr, "consul-upgrade plan: %v\n", rerr)
 		}
 	}
 

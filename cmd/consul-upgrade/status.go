@@ -30,6 +30,10 @@ type statusReport struct {
 	// Swap is the swap record of a run that died or halted while it
 	// swapped a server; the next run finishes that swap first.
 	Swap *upgrade.SwapRecord `json:"swap,omitempty"`
+	// Stale is set when the cluster is no longer the one the plan was
+	// reviewed on (planner.StalePlanError); StaleDiffs lists how.
+	Stale      string              `json:"stale,omitempty"`
+	StaleDiffs []planner.BasisDiff `json:"stale_diffs,omitempty"`
 }
 
 // readLock reads the holder of the upgrade lock (nil: free).
@@ -95,7 +99,18 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return fail(stderr, "status", fmt.Errorf("read the swap record next to the lock %s: %w", *lockKey, err))
 	}
 	code := exitOK
-	if plan != nil {
+	var stale *planner.StalePlanError
+	if plan != nil { // stale.go: the basis first; a stale plan is not placed
+		var c planner.Cluster
+		if c, stale, err = checkStale(ctx, cluster, plan, rep.Swap); err != nil {
+			return fail(stderr, "status", err)
+		}
+		if stale != nil {
+			rep.Target, rep.Steps, rep.Stale, rep.StaleDiffs, code = plan.Target, len(plan.Steps), stale.Error(), stale.Diffs, exitDiverged
+			rep.Servers, rep.Clients = c.Servers, clientVersions(c)
+		}
+	}
+	if plan != nil && rep.Stale == "" {
 		rep.Target, rep.Steps = plan.Target, len(plan.Steps)
 		pr, err := locate(ctx, cluster, plan, *planFile, *lockKey)
 		var de *divergedError
@@ -112,7 +127,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			rep.Next = &s
 		}
 		rep.Servers, rep.Clients = pr.Cluster.Servers, clientVersions(pr.Cluster)
-	} else {
+	} else if plan == nil {
 		c, err := cluster.discover(ctx)
 		if err != nil {
 			return fail(stderr, "status", fmt.Errorf("discover the cluster through %s: %w", conn.address(), err))
@@ -162,7 +177,10 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		fmt.Fprintln(stdout)
 	}
-	if plan != nil {
+	if stale != nil {
+		fmt.Fprintf(stdout, "Plan %s: to %s, %d step(s)\n", *planFile, plan.Target, rep.Steps)
+		printStale(stdout, stale)
+	} else if plan != nil {
 		fmt.Fprintf(stdout, "Plan %s: to %s, %d of %d step(s) done\n", *planFile, plan.Target, rep.Done, rep.Steps)
 		switch {
 		case rep.Diverged != "":

@@ -165,6 +165,7 @@ type Cluster struct {
 	kvIndex       uint64
 	added         int      // servers AddServer added
 	removed       []string // servers RemoveServer took out
+	left          []*node  // servers RemoveDeadServer took out: left in serf
 	era           Era      // the API generation the agents answer with
 }
 

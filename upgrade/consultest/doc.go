@@ -21,7 +21,9 @@
 // swapped leader hands over to another healthy voter at once. Faults are
 // set on purpose: SetNeverHealthy (a server autopilot never calls healthy),
 // SetVoter, SetLastIndex (a server trailing the leader), SetLeader("") (an
-// election under way), SetDown (every call answers 500), SetUnreachable
+// election under way), Kill (an agent stopped for good, failed in serf),
+// RemoveDeadServer (autopilot's cleanup of a dead server: out of the raft
+// configuration, left in serf), SetDown (every call answers 500), SetUnreachable
 // (connections refused), InvalidateSession (a lost lock), WithSnapshot (a
 // corrupt or missing snapshot). Calls, Transfers, Node, Leader, Sessions,
 // LockHolder and HeldLocks let a test check what happened.

@@ -205,6 +205,7 @@ func (c *Cluster) serveMembers(w http.ResponseWriter, now time.Time) {
 		}
 		out = append(out, api.AgentMember{Name: n.name, Addr: n.addr, Port: 8301, Tags: c.tags(n), Status: status})
 	}
+	out = append(out, c.leftMembers()...) // dead.go
 	writeJSON(w, http.StatusOK, out)
 }
 

@@ -37,8 +37,11 @@ type badTarget struct {
 	halted func(t *testing.T, h hop, err error)
 	// diesAfterGate: the broken agent may die after its gate passed
 	// (autopilot can report a dead server healthy for several seconds).
-	// The run may then go on to the next server, but must halt before it
-	// stops it when that would lose the quorum (*upgrade.StopRefusedError).
+	// The run must then halt before it stops another server: the next
+	// decision is refused (server-unhealthy while the dead server is still
+	// a voter, no-spare-voter once autopilot removed it: a
+	// *planner.RefusedError at the broken server's step), or, should it
+	// get that far, the stop is (*upgrade.StopRefusedError).
 	diesAfterGate bool
 }
 
@@ -183,6 +186,18 @@ func badTargetRun(t *testing.T, h hop, bt badTarget) {
 			if !errors.As(err, &halt) {
 				t.Fatalf("run error %T %v, want a *upgrade.HaltError", err, err)
 			}
+			var re *planner.RefusedError
+			if bt.diesAfterGate && halt.Step.Node == swapped && errors.As(err, &re) && refusedOnlyBy(re, planner.PrecheckServerUnhealthy, planner.PrecheckNoSpareVoter) {
+				g.mu.Lock()
+				acts := g.acts
+				g.mu.Unlock()
+				if len(acts) != 1 {
+					t.Fatalf("the run asked the transport for %v after the broken %s died, then was refused: %v", acts, swapped, err)
+				}
+				lateHalt = true
+				t.Logf("OUTCOME the gate of the broken %s passed (its agent died after autopilot last saw it); the next step was refused before anything else was stopped: %v", swapped, firstLine(err.Error()))
+				return
+			}
 			if halt.Step.Node != swapped {
 				g.mu.Lock()
 				acts := g.acts
@@ -261,4 +276,14 @@ func firstLine(s string) string {
 		return s[:i] + " ..."
 	}
 	return s
+}
+
+// refusedOnlyBy reports whether every finding of the refusal is one of ids.
+func refusedOnlyBy(re *planner.RefusedError, ids ...string) bool {
+	for _, f := range re.Findings {
+		if !slices.Contains(ids, f.Rule) {
+			return false
+		}
+	}
+	return len(re.Findings) > 0
 }
