@@ -489,13 +489,29 @@ func (s failoverSessions) moveLock(ctx context.Context, key string, value []byte
 	return err
 }
 
-func (s failoverSessions) sessionNode(ctx context.Context, id string) (string, error) {
-	return call(ctx, s.f, func(c Consul) (string, error) {
+func (s failoverSessions) sessionNode(ctx context.Context, id string) (string, []string, error) {
+	type info struct {
+		node   string
+		checks []string
+	}
+	got, err := call(ctx, s.f, func(c Consul) (info, error) {
 		m, err := movers(c)
 		if err != nil {
-			return "", err
+			return info{}, err
 		}
-		return m.sessionNode(ctx, id)
+		node, checks, err := m.sessionNode(ctx, id)
+		return info{node, checks}, err
+	})
+	return got.node, got.checks, err
+}
+
+func (s failoverSessions) releaseLock(ctx context.Context, key string, value []byte, session string) (bool, error) {
+	return call(ctx, s.f, func(c Consul) (bool, error) {
+		m, err := movers(c)
+		if err != nil {
+			return false, err
+		}
+		return m.releaseLock(ctx, key, value, session)
 	})
 }
 
