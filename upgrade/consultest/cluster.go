@@ -166,6 +166,7 @@ type Cluster struct {
 	added         int      // servers AddServer added
 	removed       []string // servers RemoveServer took out
 	era           Era      // the API generation the agents answer with
+	txnCrashed    []string // servers a transaction crashed (session.go)
 }
 
 // NewCluster returns a healthy cluster of servers s1..sN (s1 leads, every
