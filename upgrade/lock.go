@@ -158,6 +158,9 @@ type LockMoveError struct {
 }
 
 func (e *LockMoveError) Error() string {
+	if e.Node == "" {
+		return fmt.Sprintf("upgrade lock %s: %v; a session made through an agent before 1.0 is bound to the serfHealth check of its node, so the step is not started; nothing was touched: make sure the run's agent answers, then run again", e.Key, e.Err)
+	}
 	return fmt.Sprintf("upgrade lock %s not moved off %s, which this step stops: %v; its session is bound to the serfHealth check of %s (Consul before 1.0 binds every session to one), so the stop would lose the lock and let another run act on the cluster; nothing was touched: make sure %s is up and reachable through the run's agent (set Config.ServerAPI, so that a transaction can go through a server's own HTTP API when the run's agent has none), then run again",
 		e.Key, e.Node, e.Err, e.Node, e.To)
 }
@@ -455,6 +458,7 @@ func (st *heldLock) renewOnce(s sessionAPI, last time.Time) (time.Time, bool) {
 
 // keepOff: see Lock.keepOff. Callers hold st.mu.
 func (st *heldLock) keepOff(ctx context.Context, s sessionAPI, req keepRequest) (lockMoved, error) {
+	st.noTxn = req.noTxn != ""
 	m, ok := s.(txnMover)
 	if !ok || req.to == "" || slices.Contains(req.nodes, req.to) {
 		return lockMoved{}, nil
@@ -464,7 +468,6 @@ func (st *heldLock) keepOff(ctx context.Context, s sessionAPI, req keepRequest) 
 		return lockMoved{}, nil // the run sees Lost
 	default:
 	}
-	st.noTxn = req.noTxn != ""
 	if st.pending != "" && !st.settle(s, m) {
 		st.lose()
 		return lockMoved{}, nil
@@ -472,6 +475,10 @@ func (st *heldLock) keepOff(ctx context.Context, s sessionAPI, req keepRequest) 
 	node, bound, err := sessionOf(ctx, m, st.id)
 	if err != nil {
 		return lockMoved{}, &LockMoveError{Key: st.key, To: req.to, Err: fmt.Errorf("the node of the lock's session %s could not be read, so whether this step stops it is unknown: %w", st.id, err)}
+	}
+	if node == "" {
+		st.lose() // a consistent read found no such session
+		return lockMoved{}, nil
 	}
 	if !slices.Contains(req.nodes, node) {
 		return lockMoved{}, nil
