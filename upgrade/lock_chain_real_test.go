@@ -26,10 +26,12 @@ type slowClientRestarts struct {
 	*local.Transport
 	cl *consulrig.Cluster
 	t  *testing.T
+	// node, when set, is the only node slowed (client or server).
+	node string
 }
 
 func (s slowClientRestarts) Swap(ctx context.Context, req transport.SwapRequest) error {
-	if req.Role != transport.RoleClient {
+	if (s.node == "" && req.Role != transport.RoleClient) || (s.node != "" && req.Node != s.node) {
 		return s.Transport.Swap(ctx, req)
 	}
 	if err := s.Transport.Stop(ctx, req.Node, req.StopMode); err != nil {
@@ -38,6 +40,9 @@ func (s slowClientRestarts) Swap(ctx context.Context, req transport.SwapRequest)
 	began := time.Now()
 	for {
 		for _, srv := range s.cl.Servers() {
+			if srv == req.Node {
+				continue
+			}
 			members, err := s.cl.Members(ctx, srv)
 			if err != nil {
 				continue
@@ -129,7 +134,7 @@ func TestRealOneRunThroughAClientFrom064To093KeepsItsLock(t *testing.T) {
 		holders = append(holders, held{time.Since(start), step, node})
 	}
 	res, err := upgrade.Run(ctx, upgrade.Config{
-		Consul: c, Transport: slowClientRestarts{cl.Transport(), cl, t}, Target: "0.9.3",
+		Consul: c, Transport: slowClientRestarts{Transport: cl.Transport(), cl: cl, t: t}, Target: "0.9.3",
 		Snapshot: upgrade.SnapshotDir(t.TempDir()), ServerAPI: upgrade.ServerHTTP(8500),
 		StabilizationTime: 3 * time.Second, GateTimeout: 2 * time.Minute,
 		OnEvent: func(e upgrade.Event) {
@@ -182,4 +187,61 @@ func TestRealOneRunThroughAClientFrom064To093KeepsItsLock(t *testing.T) {
 		}
 	}
 	t.Logf("FIGURES 0.6.4 -> 0.9.3 through %s: %d steps, wall %s, lock moves %d", c1, len(res.Steps), wall.Round(100*time.Millisecond), len(moves))
+}
+
+// Before every server runs 0.7.0 no transaction can move the lock (a 0.6
+// server crashes on one, measured). A run through a server's own agent on
+// 0.6.4 has its lock's session on that server, bound to its serfHealth;
+// here that server stays down until serf finds it failed. Before its swap
+// the lock moves by a release and an acquire, and is held to the end.
+// Before, it stayed on the server and was lost at its swap.
+func TestRealARunThroughA064ServerMovesItsLockByAReleaseAndAnAcquire(t *testing.T) {
+	cl := consulrig.Start(t, consulrig.Options{Version: "0.6.4", Servers: 3, Clients: -1})
+	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
+	defer cancel()
+	s1 := cl.Servers()[0]
+	c, err := upgrade.ConnectAddr(cl.HTTPAddr(s1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var moves []upgrade.Event
+	var holders []string
+	res, err := upgrade.Run(ctx, upgrade.Config{
+		Consul: c, Transport: slowClientRestarts{Transport: cl.Transport(), cl: cl, t: t, node: s1}, Target: "0.7.5",
+		Snapshot: upgrade.SnapshotDir(t.TempDir()), ServerAPI: upgrade.ServerHTTP(8500),
+		StabilizationTime: 3 * time.Second, GateTimeout: 2 * time.Minute,
+		OnEvent: func(e upgrade.Event) {
+			t.Logf("%6.1fs %s %s %s %s", time.Since(start).Seconds(), e.Kind, e.Step, e.Node, e.Detail)
+			switch e.Kind {
+			case upgrade.EventStepDone:
+				node, err := lockNodeOnAny(ctx, cl, upgrade.DefaultLockKey, cl.Servers()...)
+				if err != nil || node == "" {
+					t.Errorf("after %s the lock is on %q (%v), want it held", e.Step, node, err)
+				}
+				holders = append(holders, node)
+			case upgrade.EventLockMoved:
+				moves = append(moves, e)
+			}
+		},
+	})
+	if err != nil {
+		t.Fatalf("Run 0.6.4 -> 0.7.5 through %s: %v", s1, err)
+	}
+	t.Logf("lock after each step: %v", holders)
+	// The lock moves to the leader, swapped last: a second move takes it
+	// off the leader, to a server already on 0.7.5, while the leader
+	// still runs 0.6.4.
+	if len(moves) == 0 {
+		t.Fatalf("no lock move; want one off %s before its swap", s1)
+	}
+	on := s1
+	for _, m := range moves {
+		t.Logf("LOCK-MOVED %.1fs into the run, at %s: %s", m.Time.Sub(start).Seconds(), m.Step, m.Detail)
+		if m.Err != nil || m.Step.Node != on || !strings.Contains(m.Detail, "by a release and an acquire") || !strings.Contains(m.Detail, "runs 0.6.4") {
+			t.Errorf("lock move at %s: %s (err %v); want it off %s, by a release and an acquire (a server on 0.6.4)", m.Step, m.Detail, m.Err, on)
+		}
+		on = m.Node
+	}
+	t.Logf("FIGURES 0.6.4 -> 0.7.5 through %s: %d steps, wall %s, lock moves %d", s1, len(res.Steps), time.Since(start).Round(100*time.Millisecond), len(moves))
 }
