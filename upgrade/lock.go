@@ -146,7 +146,7 @@ func (e *LockedError) Error() string {
 // node's serfHealth check (every session made through an agent before 1.0
 // is, whatever the lock asks), and the lock could not be moved off it:
 // stopping the node would lose the lock and let another run act on the
-// cluster. Nothing was touched.
+// cluster. The step was not started: it touched nothing.
 type LockMoveError struct {
 	Key string
 	// Node is the node the lock's session is on, which the step stops.
@@ -159,9 +159,9 @@ type LockMoveError struct {
 
 func (e *LockMoveError) Error() string {
 	if e.Node == "" {
-		return fmt.Sprintf("upgrade lock %s: %v; a session made through an agent before 1.0 is bound to the serfHealth check of its node, so the step is not started; nothing was touched: make sure the run's agent answers, then run again", e.Key, e.Err)
+		return fmt.Sprintf("upgrade lock %s: %v; a session made through an agent before 1.0 is bound to the serfHealth check of its node, so the step is not started and touches nothing: make sure the run's agent answers, then run again", e.Key, e.Err)
 	}
-	return fmt.Sprintf("upgrade lock %s not moved off %s, which this step stops: %v; its session is bound to the serfHealth check of %s (Consul before 1.0 binds every session to one), so the stop would lose the lock and let another run act on the cluster; nothing was touched: make sure %s is up and reachable through the run's agent (set Config.ServerAPI, so that a transaction can go through a server's own HTTP API when the run's agent has none), then run again",
+	return fmt.Sprintf("upgrade lock %s not moved off %s, which this step stops: %v; its session is bound to the serfHealth check of %s (Consul before 1.0 binds every session to one), so the stop would lose the lock and let another run act on the cluster; the step is not started and touches nothing: make sure %s is up and reachable through the run's agent (set Config.ServerAPI, so that a transaction can go through a server's own HTTP API when the run's agent has none), then run again",
 		e.Key, e.Node, e.Err, e.Node, e.To)
 }
 

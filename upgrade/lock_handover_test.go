@@ -130,7 +130,7 @@ func TestALockTheStopWouldLoseAndThatCannotMoveRefusesTheStep(t *testing.T) {
 	if !errors.As(err, &lme) || lme.Node != "c1" || lme.To != "s1" || lme.Key != DefaultLockKey {
 		t.Fatalf("keepOff = %v; want a *LockMoveError naming c1, s1 and the key", err)
 	}
-	for _, want := range []string{"not moved off c1", "serfHealth", "nothing was touched", "No cluster leader", "Config.ServerAPI"} {
+	for _, want := range []string{"not moved off c1", "serfHealth", "the step is not started and touches nothing", "No cluster leader", "Config.ServerAPI"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("the error does not say %q: %v", want, err)
 		}

@@ -791,10 +791,10 @@ func (r *runner) keepLockOff(ctx context.Context, c planner.Cluster, step planne
 			req.to, addr = s.Name, s.Address
 		}
 	}
-	if api := r.cfg.ServerAPI; api != nil && req.to != "" {
+	if serverAPI := r.cfg.ServerAPI; serverAPI != nil && req.to != "" {
 		to := req.to
 		req.via = func() (txnMover, error) {
-			sc, err := api(to, addr)
+			sc, err := serverAPI(to, addr)
 			if err != nil {
 				return nil, err
 			}
