@@ -68,8 +68,14 @@
 // Before its first action a run takes the cluster-wide upgrade lock (the KV
 // key DefaultLockKey, held by a TTL session without health checks, so
 // swapping the agent the run talks to does not drop it). A second run is
-// refused with a *LockedError naming the holder, and touches nothing. A run
-// whose lock is lost halts before its next step (ErrLockLost). The lock is
+// refused with a *LockedError naming the holder, and touches nothing. Before
+// a step stops the node the lock's session is on, the run moves the lock to
+// a session on a server that stays up (event lock-moved, saying how; see
+// Locker): an agent before 1.0 binds every session to its node's
+// serfHealth, so the stop would lose it. A lock the stop would lose and
+// that cannot be moved refuses the step with a *LockMoveError, touching
+// nothing. A run whose lock is lost halts before its next step
+// (ErrLockLost). The lock is
 // given back when the run ends, however it ends; Config.NoLock opts out.
 // A run that dies (its process killed) leaves the lock to expire with its
 // session: Consul invalidates a session not renewed within twice its TTL

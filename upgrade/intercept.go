@@ -284,6 +284,15 @@ func agentOf(c Consul) string {
 // own calls.
 var errNoSessionAPI = errors.New("this Consul cannot make the upgrade lock's session calls (upgrade.NewConsul's can); set Config.NoLock or use NewConsul")
 
+// movers returns c's lock-moving calls, or an error wrapping errNoTxn.
+func movers(c Consul) (txnMover, error) {
+	m, err := sessions(c)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errNoTxn, err)
+	}
+	return m, nil
+}
+
 func sessions(c Consul) (lockCalls, error) {
 	if p, ok := c.(lockCalls); ok && p.lockPlumbed() {
 		return p, nil
@@ -617,12 +626,28 @@ func (w *routed) keySession(ctx context.Context, key string) (string, error) {
 	})
 }
 
-func (w *routed) sessionNode(ctx context.Context, id string) (string, error) {
-	return via(ctx, w, "Lock/session-node", func(ctx context.Context, c Consul) (string, error) {
+func (w *routed) sessionNode(ctx context.Context, id string) (string, []string, error) {
+	type info struct {
+		node   string
+		checks []string
+	}
+	got, err := via(ctx, w, "Lock/session-node", func(ctx context.Context, c Consul) (info, error) {
 		a, err := sessions(c)
 		if err != nil {
-			return "", fmt.Errorf("%w: %v", errNoTxn, err)
+			return info{}, fmt.Errorf("%w: %v", errNoTxn, err)
 		}
-		return a.sessionNode(ctx, id)
+		node, checks, err := a.sessionNode(ctx, id)
+		return info{node, checks}, err
+	})
+	return got.node, got.checks, err
+}
+
+func (w *routed) releaseLock(ctx context.Context, key string, value []byte, session string) (bool, error) {
+	return via(ctx, w, "Lock/release-lock", func(ctx context.Context, c Consul) (bool, error) {
+		a, err := sessions(c)
+		if err != nil {
+			return false, err
+		}
+		return a.releaseLock(ctx, key, value, session)
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,16 +27,31 @@ const lockTTL = 30 * time.Second
 // upgrade lock, so that two operators (or two orchestrators) never upgrade
 // one cluster at once. The Consul that NewConsul returns implements it with
 // a KV key held by a TTL session that asks for no health checks, so
-// swapping the agent it talks to does not drop the lock. Consul before 1.0
-// ignores that and binds the session to the agent's serfHealth (0.6.4 to
-// 0.9.3, measured), and at any version a node that leaves, or stays dead
-// through an election, takes its sessions with it. So, from 0.7.0 (which
-// has /v1/txn), Run moves the lock to a session on a server that stays up
-// before it stops the node the lock's session is on, and a failover Consul
-// (Failover, ConnectAddrs) moves it to the agent it fails over to. On 0.6
-// the lock stays where it was taken: if that agent is down long enough for
-// serf to find it failed, the lock is lost and the run halts with
-// ErrLockLost.
+// swapping the agent it talks to does not drop the lock. An agent before
+// 1.0 ignores that and binds the session to the serfHealth check of its
+// node (0.6.4 to 0.9.3, measured: it is the agent the session is made
+// through that decides), and at any version a node that leaves, or stays
+// dead through an election, takes its sessions with it. So, before Run
+// stops the node the lock's session is on, it moves the lock to a session
+// on a server that stays up, by the first way the cluster offers:
+//
+//   - one transaction (/v1/txn: check-session, unlock, lock) through the
+//     run's agent, once every server runs 0.7.0 or later (a server before
+//     0.7.0 does not know the transaction's Raft entry and panics on it);
+//   - the same transaction through that server's own HTTP API
+//     (Config.ServerAPI), when the run's agent has no /v1/txn (a client
+//     still on 0.6 while the servers run 0.7 or later);
+//   - when the session is bound to serfHealth and no transaction can be
+//     made, a release by the old session and an acquire by the new one:
+//     for that instant the key is free, and if another run takes it then,
+//     the acquire fails and the lock is reported lost (ErrLockLost), never
+//     taken back.
+//
+// When the session is bound to serfHealth and none of these moves it, the
+// step is refused with a *LockMoveError before anything is stopped. A
+// failover Consul (Failover, ConnectAddrs) also moves the lock to the
+// agent it fails over to, by a transaction, once every server can apply
+// one.
 type Locker interface {
 	// Lock takes the lock at key for holder. It returns a *LockedError when
 	// another holder has it. While held, the lock is renewed in the
@@ -58,23 +74,50 @@ type Lock struct {
 	Lost <-chan struct{}
 
 	release func(context.Context) error
-	keep    func(ctx context.Context, nodes []string, to string) (moved string, err error)
+	keep    func(ctx context.Context, req keepRequest) (lockMoved, error)
 	once    sync.Once
 	err     error
 }
 
-// keepOff moves the lock to a session on node to when the session holding
-// it belongs to one of nodes, which the run is about to stop: before 1.0
-// Consul binds the lock's session to its node's serfHealth (see Locker),
-// and a node that leaves, or stays dead through an election, takes its
-// sessions with it. It returns the node the session was moved from ("" when
-// no move was needed). The move is one transaction (Consul 0.7.0 and
-// later); when it cannot be made the lock stays where it is.
-func (l *Lock) keepOff(ctx context.Context, nodes []string, to string) (string, error) {
+// keepRequest is what a run knows before a step stops nodes (see
+// Lock.keepOff).
+type keepRequest struct {
+	// nodes are the nodes the step stops.
+	nodes []string
+	// to is a server that stays up (the leader when it can); "" when none
+	// does, and then the lock stays where it is.
+	to string
+	// noTxn says why the cluster cannot commit a transaction ("" when it
+	// can: every server of the datacenter runs 0.7.0 or later). Consul's
+	// FSM panics on a Raft entry it does not know (so that it never
+	// diverges), and the transaction's entry came with 0.7.0: one
+	// committed while a server runs 0.6 crashes that server.
+	noTxn string
+	// via reaches to's own HTTP API (Config.ServerAPI); nil when the run
+	// cannot. A transaction goes through it when the run's agent has no
+	// /v1/txn.
+	via func() (txnMover, error)
+}
+
+// lockMoved says where keepOff moved the lock, and how.
+type lockMoved struct {
+	from, to string // the nodes of the old and the new session
+	how      string // in words
+}
+
+// keepOff moves the lock to a session on req.to when the session holding
+// it belongs to one of req.nodes, which the run is about to stop, by the
+// first way the cluster offers (see Locker). It returns where it moved the
+// lock from (a zero lockMoved when no move was needed or none could be
+// made). The error is a *LockMoveError when the lock's session is bound to
+// the serfHealth check of a node the step stops and could not be moved:
+// the stop would lose the lock, so the step must not start. Other errors
+// say why a move that was not needed to keep the lock did not happen.
+func (l *Lock) keepOff(ctx context.Context, req keepRequest) (lockMoved, error) {
 	if l.keep == nil {
-		return "", nil
+		return lockMoved{}, nil
 	}
-	return l.keep(ctx, nodes, to)
+	return l.keep(ctx, req)
 }
 
 // Release gives the lock back. It is safe to call more than once.
@@ -97,6 +140,32 @@ func (e *LockedError) Error() string {
 	return fmt.Sprintf("upgrade lock %s is held by %q (target %s, since %s); wait for that run to end, or, if it died, delete the key once its session expires (consul kv delete %s)",
 		e.Key, e.Holder.Holder, e.Holder.Target, since, e.Key)
 }
+
+// LockMoveError reports a step that was not started because it stops the
+// node the upgrade lock's session is on, that session is bound to the
+// node's serfHealth check (every session made through an agent before 1.0
+// is, whatever the lock asks), and the lock could not be moved off it:
+// stopping the node would lose the lock and let another run act on the
+// cluster. The step was not started: it touched nothing.
+type LockMoveError struct {
+	Key string
+	// Node is the node the lock's session is on, which the step stops.
+	Node string
+	// To is the server the lock was to move to.
+	To string
+	// Err says why each way of moving the lock failed.
+	Err error
+}
+
+func (e *LockMoveError) Error() string {
+	if e.Node == "" {
+		return fmt.Sprintf("upgrade lock %s: %v; a session made through an agent before 1.0 is bound to the serfHealth check of its node, so the step is not started and touches nothing: make sure the run's agent answers, then run again", e.Key, e.Err)
+	}
+	return fmt.Sprintf("upgrade lock %s not moved off %s, which this step stops: %v; its session is bound to the serfHealth check of %s (Consul before 1.0 binds every session to one), so the stop would lose the lock and let another run act on the cluster; the step is not started and touches nothing: make sure %s is up and reachable through the run's agent (set Config.ServerAPI, so that a transaction can go through a server's own HTTP API when the run's agent has none), then run again",
+		e.Key, e.Node, e.Err, e.Node, e.To)
+}
+
+func (e *LockMoveError) Unwrap() error { return e.Err }
 
 // sessionCreateWait bounds the retries of a session creation that failed
 // with a server error.
@@ -256,16 +325,22 @@ func lockWith(ctx context.Context, s sessionAPI, key string, holder LockHolder) 
 	return &Lock{
 		Key:  key,
 		Lost: lost,
-		keep: func(ctx context.Context, nodes []string, to string) (string, error) {
+		keep: func(ctx context.Context, req keepRequest) (lockMoved, error) {
 			st.mu.Lock()
 			defer st.mu.Unlock()
-			return st.keepOff(ctx, s, nodes, to)
+			return st.keepOff(ctx, s, req)
 		},
 		release: func(ctx context.Context) error {
 			close(stop)
 			<-done // the renewer is gone
 			st.mu.Lock()
 			defer st.mu.Unlock()
+			// A hand-over left half done (released, not yet acquired)
+			// is finished first, so that destroying the session that
+			// holds the key deletes it.
+			if m, ok := s.(txnMover); ok && st.handing {
+				_ = st.settle(s, m)
+			}
 			// A move left undecided (see heldLock.pending) may have
 			// handed the key to the pending session.
 			if st.pending != "" {
@@ -301,8 +376,20 @@ type heldLock struct {
 	// to: the move got no answer, or was rolled back, and the key is read
 	// at the next renewal to decide. Both sessions are renewed meanwhile.
 	pending string
+	// handing: pending comes from a hand-over (release, then acquire),
+	// not a transaction, so a key held by neither session may be the move
+	// half done: the pending session acquires it (see settleHandOver).
+	// released: the old session is known to have released the key.
+	handing, released bool
+	// pendingHome is the agent a pending hand-over's session was made
+	// through.
+	pendingHome string
 	// noMove: the agent in use cannot move the lock (no transactions).
 	noMove bool
+	// noTxn: the run last saw a server before 0.7.0, which a transaction
+	// would crash, so the lock does not follow a failover (keepOff sets
+	// it at every step).
+	noTxn bool
 }
 
 // renew renews the session every TTL/6 until stop is closed. Errors (an
@@ -349,7 +436,10 @@ func (st *heldLock) renewOnce(s sessionAPI, last time.Time) (time.Time, bool) {
 			return last, true // Consul answered: the session is gone
 		case err == nil:
 			last = time.Now()
-			if m != nil && (st.pending != "" || (!st.noMove && m.agent() != st.home)) {
+			if tm, ok := s.(txnMover); ok && st.pending != "" {
+				return last, !st.settle(s, tm)
+			}
+			if m != nil && !st.noMove && !st.noTxn && m.agent() != st.home {
 				return last, !st.move(s, m, st.body, m.agent())
 			}
 		case time.Since(last) > lockTTL:
@@ -367,31 +457,42 @@ func (st *heldLock) renewOnce(s sessionAPI, last time.Time) (time.Time, bool) {
 }
 
 // keepOff: see Lock.keepOff. Callers hold st.mu.
-func (st *heldLock) keepOff(ctx context.Context, s sessionAPI, nodes []string, to string) (string, error) {
+func (st *heldLock) keepOff(ctx context.Context, s sessionAPI, req keepRequest) (lockMoved, error) {
+	st.noTxn = req.noTxn != ""
 	m, ok := s.(txnMover)
-	if !ok || st.noMove || to == "" || slices.Contains(nodes, to) {
-		return "", nil
+	if !ok || req.to == "" || slices.Contains(req.nodes, req.to) {
+		return lockMoved{}, nil
 	}
 	select {
 	case <-st.lost:
-		return "", nil // the run sees Lost
+		return lockMoved{}, nil // the run sees Lost
 	default:
 	}
-	if st.pending != "" && !st.move(s, m, st.body, st.home) {
+	if st.pending != "" && !st.settle(s, m) {
 		st.lose()
-		return "", nil
+		return lockMoved{}, nil
+	}
+	node, bound, err := sessionOf(ctx, m, st.id)
+	if err != nil {
+		return lockMoved{}, &LockMoveError{Key: st.key, To: req.to, Err: fmt.Errorf("the node of the lock's session %s could not be read, so whether this step stops it is unknown: %w", st.id, err)}
+	}
+	if node == "" {
+		st.lose() // a consistent read found no such session
+		return lockMoved{}, nil
+	}
+	if !slices.Contains(req.nodes, node) {
+		return lockMoved{}, nil
+	}
+	fail := func(err error) (lockMoved, error) {
+		if bound {
+			return lockMoved{}, &LockMoveError{Key: st.key, Node: node, To: req.to, Err: err}
+		}
+		return lockMoved{}, fmt.Errorf("the lock's session stays on %s: %w", node, err)
 	}
 	if st.pending != "" {
-		return "", errors.New("a move of the lock is still undecided (no answer from Consul)")
+		return fail(errors.New("a move of the lock is still undecided (no answer from Consul); it is decided at a later renewal"))
 	}
-	node, err := m.sessionNode(ctx, st.id)
-	if err != nil {
-		return "", fmt.Errorf("read the node of the lock's session: %w", err)
-	}
-	if !slices.Contains(nodes, node) {
-		return "", nil
-	}
-	body := map[string]any{"Node": to}
+	body := map[string]any{"Node": req.to}
 	for k, v := range st.body {
 		if k != "Node" {
 			body[k] = v
@@ -401,18 +502,223 @@ func (st *heldLock) keepOff(ctx context.Context, s sessionAPI, nodes []string, t
 	if lm, ok := s.(lockMover); ok {
 		home = lm.agent()
 	}
-	id := st.id
-	if !st.move(s, m, body, home) {
+	moved := lockMoved{from: node, to: req.to}
+	var why []string
+	if req.noTxn == "" {
+		switch st.moveBy(s, m, body, home) {
+		case moveDone:
+			st.noMove = false
+			moved.how = "in one transaction through the run's agent"
+			return moved, nil
+		case moveLost:
+			return lockMoved{}, nil
+		case movePending:
+			return fail(errors.New("the transaction through the run's agent got no answer and the key could not be read; the move is decided at a later renewal"))
+		case moveNoTxn:
+			st.noMove = true // the failover moves of the renewer need it too
+			why = append(why, "the run's agent has no /v1/txn")
+			if req.via == nil {
+				why = append(why, "Config.ServerAPI is not set, so no server's own API can be reached")
+				break
+			}
+			vm, err := req.via()
+			if err != nil {
+				why = append(why, fmt.Sprintf("%s's own HTTP API: %v", req.to, err))
+				break
+			}
+			switch st.moveBy(s, vm, body, home) {
+			case moveDone:
+				moved.how = fmt.Sprintf("in one transaction through %s's own HTTP API (the run's agent has no /v1/txn)", req.to)
+				return moved, nil
+			case moveLost:
+				return lockMoved{}, nil
+			case movePending:
+				return fail(fmt.Errorf("the transaction through %s's own HTTP API got no answer and the key could not be read; the move is decided at a later renewal", req.to))
+			default:
+				why = append(why, fmt.Sprintf("the transaction through %s's own HTTP API did not commit", req.to))
+			}
+		default:
+			why = append(why, "the transaction through the run's agent did not commit")
+		}
+	} else {
+		why = append(why, "no transaction: "+req.noTxn)
+	}
+	if !bound {
+		return fail(fmt.Errorf("%s; it is tried again before the next stop", strings.Join(why, "; ")))
+	}
+	o, err := st.handOver(s, m, body, home)
+	switch o {
+	case moveDone:
+		moved.how = fmt.Sprintf("by a release and an acquire through the run's agent, with no transaction (%s)", strings.Join(why, "; "))
+		return moved, nil
+	case moveLost:
+		return lockMoved{}, nil
+	}
+	return fail(fmt.Errorf("%s; a release and an acquire did not move it either: %w", strings.Join(why, "; "), err))
+}
+
+// sessionOf reads the node of session id and whether the session is bound
+// to that node's serfHealth check, retrying failed reads for a few seconds
+// (the agent may have just come back from a swap).
+func sessionOf(ctx context.Context, m txnMover, id string) (node string, serfHealth bool, err error) {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 250*time.Millisecond, 2*time.Second, 10*time.Second
+	err = backoff.Retry(func() error {
+		var checks []string
+		node, checks, err = m.sessionNode(ctx, id)
+		serfHealth = slices.Contains(checks, serfHealthCheck)
+		return err
+	}, backoff.WithContext(b, ctx))
+	return node, serfHealth, err
+}
+
+// serfHealthCheck is the ID of the check that follows an agent's serf
+// membership.
+const serfHealthCheck = "serfHealth"
+
+// moveOutcome is what one attempt to move the lock did.
+type moveOutcome int
+
+const (
+	moveNotDone moveOutcome = iota // the lock is where it was, held
+	moveDone                       // the lock is on the new session
+	moveLost                       // the key is held by neither session: the lock is lost
+	movePending                    // undecided: see heldLock.pending
+	moveNoTxn                      // the agent has no /v1/txn: nothing was tried
+)
+
+// moveBy moves the lock in one transaction through m (see move) and says
+// what happened. Callers hold st.mu.
+func (st *heldLock) moveBy(s sessionAPI, m txnMover, body map[string]any, home string) moveOutcome {
+	id, noMove := st.id, st.noMove
+	st.noMove = false
+	kept := st.move(s, m, body, home)
+	noTxn := st.noMove
+	st.noMove = noMove
+	switch {
+	case !kept:
 		st.lose()
-		return "", nil
+		return moveLost
+	case st.id != id:
+		return moveDone
+	case noTxn:
+		return moveNoTxn
+	case st.pending != "":
+		return movePending
+	}
+	return moveNotDone
+}
+
+// handOver moves the lock to a new session made with body without a
+// transaction: the lock's session releases the key (with its value), then
+// the new session acquires it. For that instant the key is free: if
+// another run takes it then, the acquire fails and the lock is lost, never
+// taken back. A step whose answer is lost is decided by reading the key
+// (see settle). It works on every version (Consul 0.6 has no /v1/txn;
+// ?cas= does not guard an acquire or a release, which ignore it). Callers
+// hold st.mu.
+func (st *heldLock) handOver(s sessionAPI, m txnMover, body map[string]any, home string) (moveOutcome, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), lockTTL/3)
+	defer cancel()
+	id, err := s.createSession(ctx, body)
+	if err != nil {
+		return moveNotDone, fmt.Errorf("create a session on %v: %w", body["Node"], err)
+	}
+	st.pending, st.handing, st.pendingHome = id, true, home
+	released, err := m.releaseLock(ctx, st.key, st.value, st.id)
+	st.released = err == nil && released
+	switch {
+	case st.released:
+		ok, aerr := s.acquire(ctx, st.key, st.value, id)
+		if aerr == nil && ok {
+			st.handed(ctx, s)
+			return moveDone, nil
+		}
+		err = aerr
+	case err == nil:
+		// Refused: the lock's session does not hold the key. Another
+		// does, or none, and the lock is not taken back.
+		_ = s.destroySession(ctx, id)
+		st.pending, st.handing = "", false
+		if holder, herr := m.keySession(ctx, st.key); herr == nil && holder == st.id {
+			return moveNotDone, errors.New("the release was refused while the lock's session held the key")
+		}
+		st.lose()
+		return moveLost, nil
+	}
+	// Refused or unanswered: the key tells.
+	kept, serr := st.settleHandOver(ctx, s, m)
+	switch {
+	case !kept:
+		st.lose()
+		return moveLost, nil
+	case st.id == id:
+		return moveDone, nil
+	case st.pending != "":
+		return movePending, errors.Join(err, serr)
+	}
+	return moveNotDone, err
+}
+
+// settle decides a pending move from the key. It reports false when the
+// lock is lost. Callers hold st.mu.
+func (st *heldLock) settle(s sessionAPI, m txnMover) bool {
+	if !st.handing {
+		return st.move(s, m, st.body, st.home)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), lockTTL/3)
+	defer cancel()
+	kept, _ := st.settleHandOver(ctx, s, m)
+	return kept
+}
+
+// settleHandOver decides a pending hand-over from the key: held by the
+// new session, it is done; by the old one, the release never happened; by
+// none, the new session acquires it now; by another, the lock is lost. It
+// reports false when the lock is lost, and the error of a read or an
+// acquire that left it pending. Callers hold st.mu.
+func (st *heldLock) settleHandOver(ctx context.Context, s sessionAPI, m txnMover) (bool, error) {
+	holder, err := m.keySession(ctx, st.key)
+	if err == nil && holder == "" && st.released {
+		// Released by the old session: the new one takes it. (A key gone,
+		// rather than released, went with the old session: lost.)
+		var ok bool
+		ok, err = s.acquire(ctx, st.key, st.value, st.pending)
+		if err == nil && ok {
+			holder = st.pending
+		} else if err == nil {
+			holder, err = m.keySession(ctx, st.key)
+		}
+	} else if err == nil && holder == "" {
+		// The release got no answer: a key still there, free, is one it
+		// released; a key gone went with the old session.
+		var v []byte
+		if v, err = s.holderValue(ctx, st.key); err == nil && v != nil {
+			st.released = true
+			return st.settleHandOver(ctx, s, m)
+		}
 	}
 	switch {
-	case st.noMove:
-		return "", fmt.Errorf("the lock's session stays on %s: %w", node, errNoTxn)
-	case st.id == id:
-		return "", fmt.Errorf("the lock's session stays on %s: the move to %s did not commit or got no answer; it is tried again before the next stop", node, to)
+	case err != nil:
+		return true, err // still pending
+	case holder == st.pending:
+		st.handed(ctx, s)
+		return true, nil
+	case holder == st.id:
+		_ = s.destroySession(ctx, st.pending)
+		st.pending, st.handing, st.released = "", false, false
+		return true, nil
 	}
-	return node, nil
+	_ = s.destroySession(ctx, st.pending)
+	st.pending, st.handing, st.released = "", false, false
+	return false, nil
+}
+
+// handed finishes a hand-over: the pending session holds the key, and the
+// old one, which holds nothing now, is destroyed. Callers hold st.mu.
+func (st *heldLock) handed(ctx context.Context, s sessionAPI) {
+	_ = s.destroySession(ctx, st.id)
+	st.id, st.home, st.pending, st.handing, st.released = st.pending, st.pendingHome, "", false, false
 }
 
 // lockMover is a sessionAPI that talks through whichever of several agents
@@ -491,16 +797,35 @@ type txnMover interface {
 	// keySession returns the session holding key, "" when none holds it
 	// or there is no key, read consistently.
 	keySession(ctx context.Context, key string) (string, error)
-	// sessionNode returns the node of session id, read consistently.
-	sessionNode(ctx context.Context, id string) (string, error)
+	// sessionNode returns the node of session id and the checks it is
+	// bound to (its node checks; "" and nil when it does not exist), read
+	// consistently.
+	sessionNode(ctx context.Context, id string) (node string, checks []string, err error)
+	// releaseLock releases key from session, setting its value (PUT
+	// ?release=, any version). It returns false when session did not
+	// hold the key.
+	releaseLock(ctx context.Context, key string, value []byte, session string) (bool, error)
 }
 
-func (a *apiConsul) sessionNode(ctx context.Context, id string) (string, error) {
+func (a *apiConsul) sessionNode(ctx context.Context, id string) (string, []string, error) {
 	info, _, err := a.c.Session().Info(id, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil || info == nil {
-		return "", err
+		return "", nil, err
 	}
-	return info.Node, nil
+	// Before 1.7 the checks are in Checks; from 1.7 node checks are in
+	// NodeChecks too.
+	checks := slices.Clone(info.NodeChecks)
+	for _, c := range info.Checks {
+		if !slices.Contains(checks, c) {
+			checks = append(checks, c)
+		}
+	}
+	return info.Node, checks, nil
+}
+
+func (a *apiConsul) releaseLock(ctx context.Context, key string, value []byte, session string) (bool, error) {
+	ok, _, err := a.c.KV().Release(&api.KVPair{Key: key, Value: value, Session: session}, (&api.WriteOptions{}).WithContext(ctx))
+	return ok, err
 }
 
 func (a *apiConsul) moveLock(ctx context.Context, key string, value []byte, from, to string) error {

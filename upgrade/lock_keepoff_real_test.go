@@ -58,8 +58,8 @@ func TestRealAMovedLockSurvivesTheDeathOfItsFirstNode(t *testing.T) {
 			}
 			defer left.Release(context.WithoutCancel(ctx))
 
-			from, err := moved.keepOff(ctx, []string{c1}, s1)
-			if err != nil || from != c1 {
+			from, err := moved.keepOff(ctx, keepRequest{nodes: []string{c1}, to: s1})
+			if err != nil || from.from != c1 {
 				t.Fatalf("keepOff = %q, %v; want moved off %s", from, err, c1)
 			}
 			if err := cl.Transport().Stop(ctx, c1, transport.StopKill); err != nil {

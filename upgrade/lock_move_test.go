@@ -10,7 +10,6 @@ import (
 	"testing/synctest"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
-	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
 )
 
 // moveFake is a lockMover over an in-memory key: sessions are made through
@@ -25,11 +24,30 @@ type moveFake struct {
 	answer error
 	// readErr fails keySession.
 	readErr error
+	// bound: every session is bound to its node's serfHealth check (as
+	// every session made through an agent before 1.0 is).
+	bound bool
+	// gone: the key was deleted (holder is then "").
+	gone bool
+	// acquireErr fails acquire (after it did what it would have, unless
+	// acquireDrops); releaseErr fails releaseLock likewise (unless
+	// releaseDrops).
+	acquireErr, releaseErr     error
+	acquireDrops, releaseDrops bool
+	// stealOnRelease: another run's session takes the key as soon as the
+	// lock's session releases it.
+	stealOnRelease string
+	// createErr fails createSession.
+	createErr error
+	txns      int // moveLock calls
 }
 
 func (f *moveFake) agent() string { return f.current }
 
 func (f *moveFake) createSession(_ context.Context, body map[string]any) (string, error) {
+	if f.createErr != nil {
+		return "", f.createErr
+	}
 	f.seq++
 	node := f.current
 	if n, ok := body["Node"].(string); ok {
@@ -39,25 +57,58 @@ func (f *moveFake) createSession(_ context.Context, body map[string]any) (string
 }
 
 // sessionNode: a session's ID starts with its node's name.
-func (f *moveFake) sessionNode(_ context.Context, id string) (string, error) {
+func (f *moveFake) sessionNode(_ context.Context, id string) (string, []string, error) {
 	node, _, _ := strings.Cut(id, "-")
-	return node, f.readErr
+	var checks []string
+	if f.bound {
+		checks = []string{"serfHealth"}
+	}
+	return node, checks, f.readErr
 }
 
-func (f *moveFake) acquire(context.Context, string, []byte, string) (bool, error) { return true, nil }
-func (f *moveFake) holderValue(context.Context, string) ([]byte, error)           { return nil, nil }
-func (f *moveFake) renewSession(context.Context, string) (bool, error)            { return true, nil }
-func (f *moveFake) releaseKey(context.Context, string, string) error              { return nil }
+// acquire takes a free key (or one session already holds).
+func (f *moveFake) acquire(_ context.Context, _ string, _ []byte, session string) (bool, error) {
+	if f.acquireDrops {
+		return false, f.acquireErr
+	}
+	ok := f.holder == "" || f.holder == session
+	if ok {
+		f.holder, f.gone = session, false
+	}
+	return ok, f.acquireErr
+}
+
+func (f *moveFake) holderValue(context.Context, string) ([]byte, error) {
+	if f.gone {
+		return nil, nil
+	}
+	return []byte("v"), nil
+}
+
+func (f *moveFake) renewSession(context.Context, string) (bool, error) { return true, nil }
+func (f *moveFake) releaseKey(context.Context, string, string) error   { return nil }
+
+func (f *moveFake) releaseLock(_ context.Context, _ string, _ []byte, session string) (bool, error) {
+	if f.releaseDrops {
+		return false, f.releaseErr
+	}
+	if f.holder != session {
+		return false, f.releaseErr
+	}
+	f.holder = f.stealOnRelease
+	return true, f.releaseErr
+}
 
 func (f *moveFake) destroySession(_ context.Context, id string) error {
 	f.destroyed = append(f.destroyed, id)
 	if f.holder == id {
-		f.holder = "" // behavior "delete"
+		f.holder, f.gone = "", true // behavior "delete"
 	}
 	return nil
 }
 
 func (f *moveFake) moveLock(_ context.Context, _ string, _ []byte, from, to string) error {
+	f.txns++
 	if f.commit && f.holder == from {
 		f.holder = to
 	}
@@ -146,12 +197,12 @@ func TestAPendingMoveIsDecidedOnceTheKeyCanBeRead(t *testing.T) {
 func TestTheLockMovesOffANodeTheRunIsAboutToStop(t *testing.T) {
 	f := &moveFake{current: "c1", holder: "c1-0", commit: true}
 	st := &heldLock{key: DefaultLockKey, id: "c1-0", home: "c1", lost: make(chan struct{})}
-	from, err := st.keepOff(t.Context(), f, []string{"s2"}, "s1")
-	if err != nil || from != "" || st.id != "c1-0" || f.seq != 0 {
+	from, err := st.keepOff(t.Context(), f, keepRequest{nodes: []string{"s2"}, to: "s1"})
+	if err != nil || from.from != "" || st.id != "c1-0" || f.seq != 0 {
 		t.Fatalf("keepOff of a node the session is not on: moved from %q, err %v, lock on %s, sessions made %d; want nothing done", from, err, st.id, f.seq)
 	}
-	from, err = st.keepOff(t.Context(), f, []string{"c1"}, "s1")
-	if err != nil || from != "c1" {
+	from, err = st.keepOff(t.Context(), f, keepRequest{nodes: []string{"c1"}, to: "s1"})
+	if err != nil || from.from != "c1" {
 		t.Fatalf("keepOff of the session's node: moved from %q, err %v; want moved from c1", from, err)
 	}
 	if st.id != "s1-1" || f.holder != "s1-1" || !slices.Equal(f.destroyed, []string{"c1-0"}) {
@@ -160,7 +211,7 @@ func TestTheLockMovesOffANodeTheRunIsAboutToStop(t *testing.T) {
 	// A move that does not commit leaves the lock where it is, and says so.
 	f2 := &moveFake{current: "c1", holder: "c1-0", answer: errors.New("Unexpected response code: 500")}
 	st2 := &heldLock{key: DefaultLockKey, id: "c1-0", home: "c1", lost: make(chan struct{})}
-	if _, err := st2.keepOff(t.Context(), f2, []string{"c1"}, "s1"); err == nil || !strings.Contains(err.Error(), "stays on c1") {
+	if _, err := st2.keepOff(t.Context(), f2, keepRequest{nodes: []string{"c1"}, to: "s1"}); err == nil || !strings.Contains(err.Error(), "stays on c1") {
 		t.Errorf("keepOff after a failed move: err %v, want one saying the session stays on c1", err)
 	}
 	if st2.id != "c1-0" || f2.holder != "c1-0" {
@@ -169,7 +220,7 @@ func TestTheLockMovesOffANodeTheRunIsAboutToStop(t *testing.T) {
 	// A key held by neither session: lost.
 	f3 := &moveFake{current: "c1", holder: "other-run", answer: errors.New("Unexpected response code: 409")}
 	st3 := &heldLock{key: DefaultLockKey, id: "c1-0", home: "c1", lost: make(chan struct{})}
-	if _, err := st3.keepOff(t.Context(), f3, []string{"c1"}, "s1"); err != nil {
+	if _, err := st3.keepOff(t.Context(), f3, keepRequest{nodes: []string{"c1"}, to: "s1"}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -211,27 +262,6 @@ func TestRunMovesItsLockOffEachNodeItStops(t *testing.T) {
 		}
 		if got := r.sim.Sessions(); len(got) != 0 {
 			t.Errorf("sessions left after the run: %v", got)
-		}
-	})
-}
-
-// Before 0.7 there is no /v1/txn: the move is refused with errNoTxn and
-// the lock stays held where it was (the run reports it and goes on).
-func TestALockThatCannotMoveStaysHeld(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		sim := consultest.NewCluster(3, 0, "0.6.4", consultest.WithEra(consultest.Era06))
-		lk, err := inProcessConsul(t, sim).(Locker).Lock(t.Context(), DefaultLockKey, LockHolder{Holder: "test"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer lk.Release(t.Context())
-		before := sim.Sessions()
-		from, err := lk.keepOff(t.Context(), []string{"s1"}, "s2")
-		if from != "" || !errors.Is(err, errNoTxn) || !strings.Contains(err.Error(), "stays on s1") {
-			t.Fatalf("keepOff on 0.6 = %q, %v; want errNoTxn saying the session stays on s1", from, err)
-		}
-		if _, held := sim.LockHolder(DefaultLockKey); !held || !slices.Equal(sim.Sessions(), before) {
-			t.Errorf("after the refused move: held %v, sessions %v (before %v); want the same session holding the lock", held, sim.Sessions(), before)
 		}
 	})
 }

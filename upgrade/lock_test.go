@@ -71,8 +71,10 @@ func TestRunHaltsBeforeTheNextStepWhenItsLockIsLost(t *testing.T) {
 		if !errors.Is(err, ErrLockLost) {
 			t.Fatalf("err = %v, want ErrLockLost", err)
 		}
-		if n := len(r.tr.swapped()); n != 1 {
-			t.Errorf("swapped %v after the lock was lost; want only the swap in flight when it went", r.tr.swapped())
+		// Before the first swap the run reads the lock's session (to keep
+		// it off the node it stops) and finds it gone: nothing is swapped.
+		if n := len(r.tr.swapped()); n != 0 {
+			t.Errorf("swapped %v after the lock was lost; want none", r.tr.swapped())
 		}
 	})
 }

@@ -765,9 +765,10 @@ func errLockLost() error {
 
 // keepLockOff moves the run's lock off the nodes step is about to stop
 // (see Lock.keepOff) to a server of the lock's datacenter that stays up,
-// the leader when it can. A move that cannot be made is reported and the
-// step goes on, as it would have without the move; a lock found lost halts
-// the run before the step acts.
+// the leader when it can. A lock that the stop would lose and that could
+// not be moved (*LockMoveError) halts the run before the step acts, and so
+// does a lock found lost; any other move that could not be made is
+// reported and the step goes on, as it would have without the move.
 func (r *runner) keepLockOff(ctx context.Context, c planner.Cluster, step planner.Step) *HaltError {
 	if r.lock == nil || (step.Datacenter != "" && step.Datacenter != r.ownDC) {
 		return nil
@@ -781,21 +782,42 @@ func (r *runner) keepLockOff(ctx context.Context, c planner.Cluster, step planne
 	default:
 		return nil
 	}
-	to := ""
+	req := keepRequest{nodes: nodes}
+	var addr string
 	for _, s := range c.Servers {
-		if (s.Datacenter != "" && s.Datacenter != r.ownDC) || !s.Healthy || slices.Contains(nodes, s.Name) {
+		if s.Datacenter != "" && s.Datacenter != r.ownDC {
 			continue
 		}
-		if to == "" || s.Leader {
-			to = s.Name
+		if v, err := planner.ParseVersion(s.Version); req.noTxn == "" && (err != nil || v.Core().LessThan(v07)) {
+			req.noTxn = fmt.Sprintf("server %s runs %s, and a server before 0.7.0 crashes on a transaction", s.Name, orUnknown(s.Version))
+		}
+		if !s.Healthy || slices.Contains(nodes, s.Name) {
+			continue
+		}
+		if req.to == "" || s.Leader {
+			req.to, addr = s.Name, s.Address
 		}
 	}
-	from, err := r.lock.keepOff(ctx, nodes, to)
+	if serverAPI := r.cfg.ServerAPI; serverAPI != nil && req.to != "" {
+		to := req.to
+		req.via = func() (txnMover, error) {
+			sc, err := serverAPI(to, addr)
+			if err != nil {
+				return nil, err
+			}
+			return movers(sc)
+		}
+	}
+	moved, err := r.lock.keepOff(ctx, req)
+	var lme *LockMoveError
 	switch {
+	case errors.As(err, &lme):
+		r.emit(ctx, Event{Kind: EventLockMoved, Step: step, Err: err, Detail: "the upgrade lock could not be moved off the nodes this step stops, and the stop would lose it: the step is not started"})
+		return &HaltError{Step: step, Err: err}
 	case err != nil:
-		r.emit(ctx, Event{Kind: EventLockMoved, Step: step, Err: err, Detail: "the upgrade lock could not be moved off the nodes this step stops; before Consul 1.0 it is lost if its node is down long enough for serf to call it failed, and the run then halts"})
-	case from != "":
-		r.emit(ctx, Event{Kind: EventLockMoved, Step: step, Node: to, Detail: fmt.Sprintf("the upgrade lock moved to a session on %s: its session was on %s, which this step stops", to, from)})
+		r.emit(ctx, Event{Kind: EventLockMoved, Step: step, Err: err, Detail: "the upgrade lock could not be moved off the nodes this step stops; its session is not bound to their health, so the stop does not end it"})
+	case moved.from != "":
+		r.emit(ctx, Event{Kind: EventLockMoved, Step: step, Node: moved.to, Detail: fmt.Sprintf("the upgrade lock moved to a session on %s %s: its session was on %s, which this step stops", moved.to, moved.how, moved.from)})
 	}
 	select {
 	case <-r.lost:

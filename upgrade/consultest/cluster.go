@@ -167,6 +167,7 @@ type Cluster struct {
 	removed       []string // servers RemoveServer took out
 	left          []*node  // servers RemoveDeadServer took out: left in serf
 	era           Era      // the API generation the agents answer with
+	txnCrashed    []string // servers a transaction crashed (session.go)
 }
 
 // NewCluster returns a healthy cluster of servers s1..sN (s1 leads, every

@@ -88,7 +88,12 @@
 // indexes that only change through SetLastIndex, an election that is decided
 // at once, sessions that only know the serfHealth check (invalidated when
 // their node's agent is swapped) and a TTL (invalidated when not renewed for
-// twice the TTL), no ACL enforcement, no blocking queries. A path it does not
+// twice the TTL), no ACL enforcement, no blocking queries. Sessions and
+// transactions follow the agents' versions, whatever the era: a session
+// made through an agent before 1.0 is bound to serfHealth even when it asks
+// for no checks, /v1/txn needs 0.7.0 on the agent addressed and the leader,
+// and a transaction crashes a server before 0.7.0 (TxnCrashed). SetEra
+// moves the whole cluster to another era, for a run across eras. A path it does not
 // simulate answers 404, so a test learns at once that it relies on more than
 // the model has.
 //

@@ -62,11 +62,23 @@ func WithEra(e Era) Option {
 	return func(c *Cluster) { c.era = e }
 }
 
+// SetEra makes the agents answer as those of era e from now on, as the
+// whole cluster does once its last agent of the older era is swapped: a
+// test of one run across eras (0.6.4 -> 0.7.5 -> 0.9.3) sets the era of
+// each hop as the run reaches it. Transactions and the sessions of the
+// upgrade lock follow each agent's own version whatever the era (see
+// ServeHTTP).
+func (c *Cluster) SetEra(e Era) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.era = e
+}
+
 // has reports whether the era has the endpoint at path; an endpoint it does
 // not have answers 404, as an old agent answers an unknown path.
 func (e Era) has(path string) bool {
 	switch path {
-	case "/v1/operator/raft/configuration", "/v1/snapshot", "/v1/txn":
+	case "/v1/operator/raft/configuration", "/v1/snapshot":
 		return e == EraCurrent || e >= Era07
 	case "/v1/operator/autopilot/health", "/v1/operator/autopilot/configuration":
 		return e == EraCurrent || e >= Era08Raft2

@@ -41,7 +41,8 @@ const (
 //     healthy voter
 //   - sessions (create, renew, destroy, info) and KV keys (get, put,
 //     acquire, release, delete)
-//   - PUT /v1/txn with the KV verbs check-session, lock and unlock (0.7 on)
+//   - PUT /v1/txn with the KV verbs check-session, lock and unlock, from
+//     0.7.0 on the agent addressed and the leader (see serveTxn)
 //   - GET /v1/acl/replication, /v1/acl/tokens, /v1/connect/intentions,
 //     /v1/config/<kind> and /v1/catalog/nodes, from WithFeatures
 //
@@ -64,7 +65,7 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch r.URL.Path {
 	case "/v1/txn":
-		c.serveTxn(w, r)
+		c.serveTxn(w, r, now)
 	case "/v1/agent/members":
 		c.serveMembers(w, now)
 	case "/v1/agent/self":

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	version "github.com/hashicorp/go-version"
 )
 
 // session is a Consul session: bound to a node, optionally to its serfHealth
@@ -85,6 +86,14 @@ func (c *Cluster) InvalidateSession(id string) {
 	c.invalidate(id)
 }
 
+// TxnCrashed returns the servers a transaction crashed, in order: each ran
+// a version before 0.7.0 when a transaction committed (see ServeHTTP).
+func (c *Cluster) TxnCrashed() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.txnCrashed)
+}
+
 // Sessions returns the IDs of the live sessions, sorted.
 func (c *Cluster) Sessions() []string {
 	c.mu.Lock()
@@ -151,7 +160,7 @@ func (c *Cluster) serveSession(w http.ResponseWriter, r *http.Request, now time.
 	op, id, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/v1/session/"), "/")
 	switch {
 	case op == "create" && id == "" && r.Method == http.MethodPut:
-		s, code, err := c.newSession(r.Body, now)
+		s, code, err := c.newSession(r.Body, now, c.agentFor(r))
 		if err != nil {
 			http.Error(w, err.Error(), code)
 			return
@@ -180,11 +189,14 @@ func (c *Cluster) serveSession(w http.ResponseWriter, r *http.Request, now time.
 	}
 }
 
-// newSession validates a session create request as Consul does: the node
-// must exist, the only check that exists is serfHealth (the default when no
-// checks are named), the TTL is 0 or 10s..24h, the behavior release or
-// delete. Callers hold c.mu.
-func (c *Cluster) newSession(body io.Reader, now time.Time) (*session, int, error) {
+// newSession validates a session create request made through agent a as
+// Consul does: the node (a's own when the request names none) must exist,
+// the only check that exists is serfHealth (the default when no checks are
+// named), the TTL is 0 or 10s..24h, the behavior release or delete. An agent
+// before 1.0 keeps its default serfHealth when the request names an empty
+// list of checks (it decoded the body over its defaults, and an empty list
+// left them as they were; measured on 0.6.4 to 0.9.3). Callers hold c.mu.
+func (c *Cluster) newSession(body io.Reader, now time.Time, a *node) (*session, int, error) {
 	var req struct {
 		Name       string
 		Node       string
@@ -197,19 +209,17 @@ func (c *Cluster) newSession(body io.Reader, now time.Time) (*session, int, erro
 		return nil, http.StatusBadRequest, fmt.Errorf("request decode failed: %v", err)
 	}
 	s := &session{name: req.Name, node: req.Node, behavior: req.Behavior, renewed: now}
-	if s.node == "" {
-		if a := c.agent(); a != nil {
-			s.node = a.name
-		}
+	if s.node == "" && a != nil {
+		s.node = a.name
 	}
 	if c.find(s.node) == nil {
 		return nil, http.StatusInternalServerError, fmt.Errorf("missing node registration: node %q", s.node)
 	}
 	checks := []string{"serfHealth"}
 	switch {
-	case req.Checks != nil:
+	case req.Checks != nil && (len(*req.Checks) > 0 || !before(a, "1.0.0")):
 		checks = *req.Checks
-	case req.NodeChecks != nil:
+	case req.NodeChecks != nil && (len(*req.NodeChecks) > 0 || !before(a, "1.0.0")):
 		checks = *req.NodeChecks
 	}
 	for _, ch := range checks {
@@ -322,13 +332,40 @@ func (c *Cluster) put(key string, e *kvEntry, value []byte) *kvEntry {
 	return e
 }
 
+// before reports whether agent a runs a version before v. An agent whose
+// version does not parse (or none) counts as current.
+func before(a *node, v string) bool {
+	if a == nil {
+		return false
+	}
+	av, err := version.NewVersion(a.version)
+	return err == nil && av.Core().LessThan(version.Must(version.NewVersion(v)))
+}
+
 // serveTxn answers PUT /v1/txn for the KV verbs check-session, lock and
 // unlock: every operation applies or none does (409 with the failing
 // operation's index, as Consul rolls back). Any other verb is refused
-// (400). Callers hold c.mu.
-func (c *Cluster) serveTxn(w http.ResponseWriter, r *http.Request) {
+// (400). Transactions came with 0.7.0, and it is the versions that decide:
+// an agent addressed (ClientAt) that runs an older one answers 404, as an
+// old agent answers a path it does not know, and a leader that does fails
+// the call (500, its RPC server has no Txn service). A transaction that
+// commits while another server runs a version before 0.7.0 crashes that
+// server, as Consul's FSM panics on a Raft entry it does not know: it goes
+// down until its next Swap (see TxnCrashed). Callers hold c.mu.
+func (c *Cluster) serveTxn(w http.ResponseWriter, r *http.Request, now time.Time) {
 	if r.Method != http.MethodPut {
 		http.Error(w, "consultest: /v1/txn takes PUT", http.StatusMethodNotAllowed)
+		return
+	}
+	if before(c.agentFor(r), "0.7.0") {
+		http.Error(w, "", http.StatusNotFound)
+		return
+	}
+	if l := c.find(c.leader); l == nil {
+		http.Error(w, "No cluster leader", http.StatusInternalServerError)
+		return
+	} else if before(l, "0.7.0") {
+		http.Error(w, "rpc error: rpc: can't find service Txn.Apply", http.StatusInternalServerError)
 		return
 	}
 	var ops []struct{ KV *api.KVTxnOp }
@@ -382,6 +419,12 @@ func (c *Cluster) serveTxn(w http.ResponseWriter, r *http.Request) {
 		default:
 			http.Error(w, fmt.Sprintf("consultest: KV verb %q is not simulated in /v1/txn", k.Verb), http.StatusBadRequest)
 			return
+		}
+	}
+	for _, n := range c.nodes {
+		if n.server() && n.up(now) && before(n, "0.7.0") {
+			n.down = true
+			c.txnCrashed = append(c.txnCrashed, n.name)
 		}
 	}
 	for _, op := range ops {
