@@ -48,23 +48,55 @@ type PreflightError struct {
 	Problems []PreflightProblem
 }
 
+// Error names every node, the version, what was checked and the fix.
+// Nodes that failed the same check the same way (a binary directory or a
+// mirror they share) are named together, in one clause.
 func (e *PreflightError) Error() string {
-	var b strings.Builder
+	type group struct {
+		nodes []string
+		p     PreflightProblem
+		ae    *transport.ArtifactError
+	}
+	var groups []*group
+	byKey := map[string]*group{}
 	nodes := map[string]bool{}
 	for _, p := range e.Problems {
 		nodes[p.Node] = true
+		var ae *transport.ArtifactError
+		key := ""
+		if errors.As(p.Err, &ae) {
+			key = fmt.Sprintf("%s\x00%v\x00%s\x00%s\x00%s", p.Version, p.Rollback, ae.Checked, ae.Problem, ae.Fix)
+		}
+		if g := byKey[key]; key != "" && g != nil {
+			g.nodes = append(g.nodes, fmt.Sprintf("%s %s", p.Role, p.Node))
+			continue
+		}
+		g := &group{nodes: []string{fmt.Sprintf("%s %s", p.Role, p.Node)}, p: p, ae: ae}
+		groups = append(groups, g)
+		if key != "" {
+			byKey[key] = g
+		}
 	}
+	var b strings.Builder
 	fmt.Fprintf(&b, "pre-flight: %d node(s) cannot get a binary the run needs; the run was refused before anything was touched", len(nodes))
-	for i, p := range e.Problems {
+	for i, g := range groups {
 		if i == 10 {
-			fmt.Fprintf(&b, "; and %d more", len(e.Problems)-i)
+			fmt.Fprintf(&b, "; and %d more", len(groups)-i)
 			break
 		}
 		what := "the swap to"
-		if p.Rollback {
+		if g.p.Rollback {
 			what = "a rollback to"
 		}
-		fmt.Fprintf(&b, "; %s %s, for %s %s: %v", p.Role, p.Node, what, p.Version, p.Err)
+		fmt.Fprintf(&b, "; %s, for %s %s: ", strings.Join(g.nodes, ", "), what, g.p.Version)
+		if g.ae == nil || len(g.nodes) == 1 {
+			fmt.Fprintf(&b, "%v", g.p.Err)
+			continue
+		}
+		fmt.Fprintf(&b, "cannot get consul %s: checked %s: %s", g.ae.Version, g.ae.Checked, g.ae.Problem)
+		if g.ae.Fix != "" {
+			b.WriteString("; " + g.ae.Fix)
+		}
 	}
 	return b.String()
 }

@@ -272,3 +272,20 @@ func TestATargetThatIsNotAReleaseIsRefusedByValidateAndRun(t *testing.T) {
 		}
 	})
 }
+
+func TestNodesThatFailTheSameCheckAreNamedTogether(t *testing.T) {
+	shared := func(node string) error {
+		return &transport.ArtifactError{Node: node, Version: "1.13.9", Checked: "binary /srv/consul-1.13.9", Problem: "it does not exist", Fix: "build it"}
+	}
+	e := &PreflightError{Problems: []PreflightProblem{
+		{Node: "s1", Role: transport.RoleServer, Version: "1.13.9", Err: shared("s1")},
+		{Node: "s2", Role: transport.RoleServer, Version: "1.13.9", Err: errors.New("node s2: check consul 1.13.9: connect: connection refused")},
+		{Node: "c1", Role: transport.RoleClient, Version: "1.13.9", Err: shared("c1")},
+	}}
+	want := "pre-flight: 3 node(s) cannot get a binary the run needs; the run was refused before anything was touched" +
+		"; server s1, client c1, for the swap to 1.13.9: cannot get consul 1.13.9: checked binary /srv/consul-1.13.9: it does not exist; build it" +
+		"; server s2, for the swap to 1.13.9: node s2: check consul 1.13.9: connect: connection refused"
+	if got := e.Error(); got != want {
+		t.Errorf("error:\n%s\nwant\n%s", got, want)
+	}
+}
