@@ -40,17 +40,20 @@ func (e *DowngradeError) Error() string {
 // RefusedError is returned by Next and Plan when Check found blocking
 // findings that the policy did not waive. Nothing should be touched.
 // errors.As reaches a *DowngradeError through it for each agent (or group
-// of clients) that runs a version newer than the target.
+// of clients) that runs a version newer than the target, and an
+// *UnknownReleaseError when the target is not a Consul release.
 type RefusedError struct {
 	Findings Findings // the unwaived blocking findings
 
 	downgrades []error
 }
 
-// Unwrap returns a *DowngradeError for each unwaived downgrade finding.
+// Unwrap returns a *DowngradeError for each unwaived downgrade finding and
+// an *UnknownReleaseError for an unwaived unknown-release finding.
 func (e *RefusedError) Unwrap() []error { return e.downgrades }
 
-// refusal is fs.Err() with the downgrades of the target made reachable.
+// refusal is fs.Err() with the downgrades and the unknown release of the
+// target made reachable.
 func refusal(fs Findings, target string) error {
 	err := fs.Err()
 	re, ok := err.(*RefusedError)
@@ -58,8 +61,13 @@ func refusal(fs Findings, target string) error {
 		return err
 	}
 	for _, f := range re.Findings {
-		if f.Rule == PrecheckDowngrade {
+		switch f.Rule {
+		case PrecheckDowngrade:
 			re.downgrades = append(re.downgrades, &DowngradeError{Node: f.Node, From: f.Value, To: target})
+		case PrecheckUnknownRelease:
+			if v, err := parseVersion(target); err == nil {
+				re.downgrades = append(re.downgrades, unknownRelease(target, v))
+			}
 		}
 	}
 	return re

@@ -8,13 +8,12 @@ import (
 )
 
 // newestPatch is the newest patch release of each Consul minor line known
-// to the catalogue (public release history of Consul CE), keyed by
-// minorIndex. Path picks stepping stones from it; none of them is a
-// known-bad release (TestPathStonesAreNotKnownBad checks this against the
-// catalogue). Newer patches may exist: a stone is a floor, not a ceiling.
-// The entries from 1.17 on are the least certain (CE patch releases of those
-// lines were still being cut when the catalogue was written); check them
-// against releases.hashicorp.com before relying on a stone there.
+// to the release catalogue (releaseLines in releases.go, which says where
+// the list comes from and until when it is current), keyed by minorIndex.
+// Path picks stepping stones from it; none of them is a known-bad release
+// (TestPathStonesAreNotKnownBad checks this against the rules catalogue),
+// and each is its line's newest release in the release catalogue
+// (TestNewestPatchIsEachLinesNewestRelease).
 var newestPatch = map[int]string{
 	1:  "0.1.0",
 	2:  "0.2.1",
@@ -40,9 +39,9 @@ var newestPatch = map[int]string{
 	22: "1.12.9",
 	23: "1.13.9",
 	24: "1.14.11",
-	25: "1.15.10",
-	26: "1.16.6",
-	27: "1.17.3",
+	25: "1.15.11",
+	26: "1.16.7",
+	27: "1.17.4",
 	28: "1.18.2",
 	29: "1.19.2",
 	30: "1.20.6",
@@ -106,7 +105,9 @@ const maxHops = 64
 //
 // A version that does not parse yields a *VersionError (Node ""), a target
 // older than from a *DowngradeError, a version >= 2.0.0 an
-// *UnsupportedVersionError. from == to yields an empty path.
+// *UnsupportedVersionError, a target that is not a Consul release an
+// *UnknownReleaseError (see CheckRelease: a version pol.Releases lists, or
+// a waived unknown-release, passes). from == to yields an empty path.
 //
 // Either version on an Enterprise build (+ent) makes the path an Enterprise
 // one whether or not pol.Enterprise is set, and when to carries build
@@ -124,7 +125,14 @@ func Path(from, to string, pol Policy) ([]Hop, error) {
 	if !pol.Enterprise && (enterpriseBuild(from) || enterpriseBuild(to)) {
 		pol.Enterprise = true
 	}
-	return pathVersions(f, t, pol)
+	hops, err := pathVersions(f, t, pol)
+	if err != nil {
+		return nil, err
+	}
+	if err := CheckRelease(to, pol); err != nil {
+		return nil, err
+	}
+	return hops, nil
 }
 
 // pathVersions is Path on parsed versions.
@@ -259,7 +267,9 @@ func released(v *version.Version, pol Policy) bool {
 
 // stoneOnLine returns the stepping stone on minor line idx: the
 // catalogue's newest patch, or with pol.Releases the newest listed release
-// of that line that no known-bad rule names ("" when there is none).
+// of that line that is a Consul release (an Enterprise-only patch counts on
+// an Enterprise path; an in-house build listed there is never a stone) and
+// that no known-bad rule names ("" when there is none).
 func stoneOnLine(idx int, pol Policy) string {
 	if len(pol.Releases) == 0 {
 		return newestPatch[idx]
@@ -267,7 +277,7 @@ func stoneOnLine(idx int, pol Policy) string {
 	var best *version.Version
 	for _, r := range pol.Releases {
 		v, err := ParseVersion(r)
-		if err != nil || minorIndex(v.Core()) != idx || knownBadRelease(v) {
+		if err != nil || minorIndex(v.Core()) != idx || knownBadRelease(v) || classifyRelease(v, pol.Enterprise, nil) == releaseUnknown {
 			continue
 		}
 		if best == nil || v.GreaterThan(best) {

@@ -110,8 +110,13 @@ type Policy struct {
 	// newest patch of a minor line, it stops at the newest listed release
 	// of that line that is not known-bad; a stone a rule fixes exactly (the
 	// dedicated paths' 1.2.4, 1.6.10, 1.8.19, 1.10.12; 0.5.2; 0.7.5; 0.8.5)
-	// must be listed, or Path fails with a *ReleaseError. The target need
-	// not be listed. Empty: stones are the catalogue's newest patches.
+	// must be listed, or Path fails with a *ReleaseError. A listed version
+	// that is not a Consul release (an in-house build) is never a stone.
+	// The target need not be listed when it is a Consul release (see
+	// Releases and CheckRelease); one that is not (an in-house build, a
+	// release newer than the catalogue) is accepted only when listed here
+	// (an info finding), or when PrecheckUnknownRelease is waived. Empty:
+	// stones are the catalogue's newest patches.
 	Releases []string `json:"releases,omitempty"`
 	// NoSnapshot skips the snapshot step before each hop.
 	NoSnapshot bool `json:"no_snapshot,omitempty"`

@@ -190,3 +190,38 @@ func bounded(s string) string {
 	}
 	return s
 }
+
+// Exit statuses of ProbeScript besides 0 (the URL answers).
+const (
+	ProbeExitNoDownloader = FetchExitNoDownloader // neither curl nor wget is on the host's PATH
+	ProbeExitUnreachable  = 91                    // the URL does not answer with success (stderr says why)
+)
+
+// ProbeScript is a POSIX sh script that a host runs to check, before a
+// swap, that it reaches a mirror's URL, without downloading the binary: a
+// HEAD request with curl, or wget --spider when there is no curl. Its
+// argument $1 is the URL. It exits 0 when the URL answers with success,
+// ProbeExitUnreachable when it does not, and ProbeExitNoDownloader when the
+// host has neither tool (FetchScript would fail there too). It writes no
+// file. Run it through ProbeCommand.
+const ProbeScript = `set -u
+url=$1
+if command -v curl >/dev/null 2>&1; then
+	curl --fail --silent --show-error --location --head --output /dev/null --url "$url" || exit 91
+elif command -v wget >/dev/null 2>&1; then
+	wget -q --spider -- "$url" || {
+		rc=$?
+		echo "wget exited $rc (8: the server answered with an error such as 404)" >&2
+		exit 91
+	}
+else
+	echo "neither curl nor wget is on PATH ($PATH)" >&2
+	exit 90
+fi
+`
+
+// ProbeCommand returns the argv that runs ProbeScript on a host with sh:
+// sh -c SCRIPT consul-probe URL.
+func ProbeCommand(url string) []string {
+	return []string{"sh", "-c", ProbeScript, "consul-probe", url}
+}

@@ -46,7 +46,9 @@ type Config struct {
 	Transport transport.Transport
 	// Target is the Consul version to reach, in its canonical spelling
 	// ("1.13.9", "1.14.0-rc1", "1.13.9+ent"; not "v1.13.9" or "1.13.09"):
-	// see planner.ParseVersion. A "+ent" target, or agents on "+ent" builds,
+	// see planner.ParseVersion. It must be a Consul release
+	// (planner.CheckRelease: 1.13.99 and pre-releases are refused unless
+	// Policy.Releases lists them or Policy.Waive waives unknown-release). A "+ent" target, or agents on "+ent" builds,
 	// make the run an Enterprise one (see planner.Policy.Enterprise).
 	Target string
 	// Policy is the operator's choice of strategy, order, waves, waivers.
@@ -94,7 +96,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Rollback puts a node whose swap or gate failed back on its old binary
 	// (through transport.Rollbacker) and waits until the cluster is healthy
-	// again before Run returns. A server whose rollback would stop it while
+	// again before Run returns. A transport that says it cannot roll back
+	// (transport.RollbackChecker) is refused by Validate, and the
+	// pre-flight check also checks each node's current binary. A server whose rollback would stop it while
 	// the other voters up make no quorum is left running
 	// (*RollbackRefusedError in HaltError.RollbackErr).
 	Rollback bool
@@ -107,7 +111,9 @@ type Config struct {
 	// rolled-back event say how it ended.
 	RollbackTimeout time.Duration
 	// DryRun returns the plan of the discovered cluster in Result.Plan and
-	// touches nothing.
+	// touches nothing. With a Transport that can check binaries, it also
+	// makes the pre-flight check and reports it as EventPreflight events
+	// (a missing binary is reported, not refused: a run would refuse it).
 	DryRun bool
 	// GateTimeout bounds each gate (0: DefaultGateTimeout).
 	GateTimeout time.Duration
@@ -185,6 +191,9 @@ func (cfg Config) Validate() error {
 		errs = append(errs, &ConfigError{Field: "Target", Value: strconv.Quote(cfg.Target),
 			Problem: versionProblem(err), Err: err})
 	}
+	if err := checkRelease(cfg.Target, cfg.Policy); err != nil {
+		errs = append(errs, &ConfigError{Field: "Target", Value: strconv.Quote(cfg.Target), Problem: err.Error(), Err: err})
+	}
 	if err := planner.CheckWaivers(cfg.Policy); err != nil {
 		errs = append(errs, &ConfigError{Field: "Policy.Waive", Value: strconv.Quote(strings.Join(cfg.Policy.Waive, ",")), Problem: err.Error(), Err: err})
 	}
@@ -206,6 +215,11 @@ func (cfg Config) Validate() error {
 		if cfg.Rollback && cfg.Transport != nil {
 			if _, ok := cfg.Transport.(transport.Rollbacker); !ok {
 				add("Rollback", "true", fmt.Sprintf("needs a transport that implements transport.Rollbacker, and %T does not; unset Rollback or use a transport that can roll back", cfg.Transport))
+			} else if rc, ok := cfg.Transport.(transport.RollbackChecker); ok {
+				if err := rc.CanRollback(); err != nil {
+					errs = append(errs, &ConfigError{Field: "Rollback", Value: "true", Err: err,
+						Problem: fmt.Sprintf("cannot be carried out: %v; or unset Rollback (the run was refused before anything was touched)", err)})
+				}
 			}
 		}
 	}
@@ -267,4 +281,25 @@ func versionProblem(err error) string {
 		return ve.Err.Error()
 	}
 	return err.Error()
+}
+
+// checkRelease is planner.CheckRelease for a target that parses, judged as
+// the planner will judge it on any cluster: an Enterprise-only patch
+// passes here (whether the cluster is Enterprise is only known once it is
+// observed; the planner then decides), and a version >= 2.0.0 is left to
+// the planner's own refusal.
+func checkRelease(target string, pol planner.Policy) error {
+	if _, err := planner.ParseVersion(target); err != nil {
+		return nil // refused above as a version
+	}
+	err := planner.CheckRelease(target, pol)
+	var ue *planner.UnknownReleaseError
+	if !errors.As(err, &ue) {
+		return nil
+	}
+	pol.Enterprise = true
+	if planner.CheckRelease(target, pol) == nil {
+		return nil
+	}
+	return err
 }

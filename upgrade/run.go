@@ -62,7 +62,10 @@ type Result struct {
 // time: Discover, planner.Next, act, Gate; until Next says done.
 //
 // A refused plan (*planner.RefusedError) is returned before anything is
-// touched. A failed act or gate halts the run with a *HaltError; nothing
+// touched. So is a *PreflightError: after taking the lock and before the
+// first action, a transport that is a transport.ArtifactChecker must find
+// every binary the run will need on every node (see preflight.go). A
+// failed act or gate halts the run with a *HaltError; nothing
 // after the failed step is touched (halt, never cascade). With cfg.Rollback,
 // the failed node is rolled back through the transport first and Run waits
 // until the cluster is healthy again; a server is not rolled back when
@@ -346,6 +349,9 @@ func (r *runner) run(ctx context.Context) error {
 			r.emit(ctx, Event{Kind: EventHalted, Err: err})
 			return err
 		}
+		if err := r.preflight(ctx, c, true); err != nil { // preflight.go: problems reported, not refused
+			r.emit(ctx, Event{Kind: EventPreflight, Err: err, Detail: "pre-flight check not made"})
+		}
 		r.emit(ctx, Event{Kind: EventDone, Detail: fmt.Sprintf("dry run: %d step(s) planned, nothing touched", len(plan.Steps))})
 		return nil
 	}
@@ -377,7 +383,9 @@ func (r *runner) run(ctx context.Context) error {
 		var resumed *StepRecord
 		if c, err = r.observe(ctx); err == nil {
 			r.res.Cluster = c
-			resumed, err = r.resumeSwap(ctx, c)
+			if err = r.preflight(ctx, c, false); err == nil { // preflight.go: before the first action
+				resumed, err = r.resumeSwap(ctx, c)
+			}
 		}
 		if err == nil {
 			r.loadBackup(ctx)
@@ -399,6 +407,9 @@ func (r *runner) run(ctx context.Context) error {
 			}
 			return err
 		}
+	} else if err = r.preflight(ctx, c, false); err != nil { // preflight.go: no lock, before the first action
+		r.emit(ctx, Event{Kind: EventHalted, Err: err})
+		return err
 	}
 	if err = r.measure(ctx); err != nil {
 		r.emit(ctx, Event{Kind: EventHalted, Err: err})

@@ -112,13 +112,13 @@ func TestRunReportsEventsInOrder(t *testing.T) {
 			t.Fatalf("Run: %v", err)
 		}
 		k := r.kinds()
-		if len(k) < 4 || k[0] != EventRunStarted || k[1] != EventLocked || k[len(k)-2] != EventUnlocked || k[len(k)-1] != EventDone {
-			t.Fatalf("events %v should start with run-started, locked and end with unlocked, done", k)
+		if len(k) < 5 || k[0] != EventRunStarted || k[1] != EventLocked || k[2] != EventPreflight || k[len(k)-2] != EventUnlocked || k[len(k)-1] != EventDone {
+			t.Fatalf("events %v should start with run-started, locked, preflight and end with unlocked, done", k)
 		}
 		// Between them: step-started, [lock-moved], [snapshot-saved,
 		// backup-record], step-done, per step.
 		steps := 0
-		for i := 2; i < len(k)-2; {
+		for i := 3; i < len(k)-2; {
 			if k[i] != EventStepStarted {
 				t.Fatalf("event %d is %s, want step-started (events %v)", i, k[i], k)
 			}

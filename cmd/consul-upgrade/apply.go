@@ -155,6 +155,8 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	res, err := upgrade.Run(ctx, cfg)
 	var de *upgrade.PlanDivergedError
 	var se *planner.StalePlanError
+	var pfe *upgrade.PreflightError
+	var ce *upgrade.ConfigError
 	switch {
 	case errors.As(err, &se):
 		rep.diverged(err)
@@ -168,6 +170,8 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		rep.diverged(err)
 		fmt.Fprintf(stderr, "consul-upgrade apply: %v\nPlan again (consul-upgrade plan -out %s), review, and apply the new plan.\n", err, *planFile)
 		return exitDiverged
+	case errors.As(err, &pfe), errors.As(err, &ce):
+		return fail(stderr, "apply", err) // refused before anything was touched; the error says so and why
 	case err != nil:
 		rep.halted(err)
 		return fail(stderr, "apply", err)

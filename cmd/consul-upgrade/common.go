@@ -214,9 +214,10 @@ func fail(stderr io.Writer, name string, err error) int {
 	var ve *planner.VersionError
 	var pe *planner.PolicyError
 	var de *planner.DowngradeError
+	var pfe *upgrade.PreflightError
 	switch {
 	case errors.As(err, &ue), errors.As(err, &ce), errors.As(err, &le), errors.As(err, &re),
-		errors.As(err, &ve), errors.As(err, &pe), errors.As(err, &de):
+		errors.As(err, &ve), errors.As(err, &pe), errors.As(err, &de), errors.As(err, &pfe):
 		return exitUsage
 	}
 	return exitHalted

@@ -16,7 +16,7 @@ import (
 //	  "hosts": {"s1": {"Addr": "10.0.0.1", "User": "ops", "BinaryPath": "/usr/local/bin/consul", "SupervisorRestarts": true}}}}
 //
 //	{"transport": "exec", "exec": {"swap": ["/usr/local/bin/swap-consul", "{{.Node}}", "{{.To}}", "{{.StopMode}}"],
-//	  "version": ["/usr/local/bin/consul-version", "{{.Node}}"], "timeout": "10m"}}
+//	  "version": ["/usr/local/bin/consul-version", "{{.Node}}"], "check": ["/usr/local/bin/has-consul", "{{.Node}}", "{{.To}}"], "timeout": "10m"}}
 type inventory struct {
 	Transport string        `json:"transport"`
 	SSH       *sshInventory `json:"ssh,omitempty"`
@@ -35,6 +35,7 @@ type execInv struct {
 	Swap     []string `json:"swap"`
 	Rollback []string `json:"rollback,omitempty"`
 	Version  []string `json:"version,omitempty"`
+	Check    []string `json:"check,omitempty"`
 	Nodes    []string `json:"nodes,omitempty"`
 	Env      []string `json:"env,omitempty"`
 	Dir      string   `json:"dir,omitempty"`
@@ -84,7 +85,7 @@ func loadTransport(path, kind string, knownHosts []string, keyFile string, useAg
 		if e == nil {
 			return nil, usagef("-inventory %s: transport exec needs an \"exec\" section with at least a swap command", path)
 		}
-		cfg := exec.Config{Swap: e.Swap, Rollback: e.Rollback, Version: e.Version, Nodes: e.Nodes, Env: e.Env, Dir: e.Dir}
+		cfg := exec.Config{Swap: e.Swap, Rollback: e.Rollback, Version: e.Version, Check: e.Check, Nodes: e.Nodes, Env: e.Env, Dir: e.Dir}
 		if e.Timeout != "" {
 			d, err := time.ParseDuration(e.Timeout)
 			if err != nil || d <= 0 {

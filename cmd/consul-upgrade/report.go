@@ -151,7 +151,7 @@ func (r *reporter) event(ev upgrade.Event) {
 		} else {
 			fmt.Fprintf(r.w, "    %-20s swapped to %s (%s into the wave)\n", ev.Node, step.To, durationText(now.Sub(r.stepStart)))
 		}
-	case upgrade.EventSnapshotSaved, upgrade.EventProvisioned, upgrade.EventRolledBack, upgrade.EventLocked, upgrade.EventUnlocked, upgrade.EventBackupRecord, upgrade.EventSwapRecord, upgrade.EventLockMoved, upgrade.EventPlannedOutage:
+	case upgrade.EventSnapshotSaved, upgrade.EventProvisioned, upgrade.EventRolledBack, upgrade.EventLocked, upgrade.EventUnlocked, upgrade.EventBackupRecord, upgrade.EventSwapRecord, upgrade.EventLockMoved, upgrade.EventPlannedOutage, upgrade.EventPreflight:
 		if r.json {
 			jev := jsonEvent{Time: now, Event: string(ev.Kind), Index: i, Detail: ev.Detail}
 			if ev.Err != nil {

@@ -54,13 +54,23 @@ type Config struct {
 	// agent on the new version has been started.
 	Swap []string
 	// Rollback puts {{.Node}} back on its previous binary. Optional; without
-	// it Rollback fails.
+	// it Rollback fails, and CanRollback says so, so that a run asking for
+	// rollbacks is refused before it starts.
 	Rollback []string
 	// Version prints the version of {{.Node}}'s running agent, as
 	// "Consul vX.Y.Z" or bare X.Y.Z, and exits non-zero when no agent runs.
 	// Optional; with it Swap skips a node that already runs the target and
 	// checks the version after the swap, and RunningVersion works.
 	Version []string
+	// Check, if set, tells whether {{.Node}} can get the binary of
+	// {{.To}} (the pre-flight check a run makes before anything is
+	// stopped, see transport.ArtifactChecker): exit 0 means it can; any
+	// other exit means it cannot, and the command's output should say why.
+	// It must touch nothing. {{.Role}}, and with Mirror {{.URL}} and
+	// {{.SHA256}}, are set too. Optional; without it CheckArtifact reports
+	// that it cannot check (transport.ErrNotChecked), and a run says the
+	// binaries were not verified.
+	Check []string
 	// Mirror, if set, tells where each version's binary can be fetched
 	// from: its URL and SHA-256 reach every template as {{.URL}} and
 	// {{.SHA256}} and the commands' environment as CONSUL_UPGRADE_URL and
@@ -136,18 +146,22 @@ func (e *CommandError) Error() string {
 func (e *CommandError) Unwrap() error { return e.Err }
 
 // Transport runs the configured commands. It implements
-// transport.Transport, transport.Rollbacker and transport.VersionReporter,
-// and is safe for concurrent use.
+// transport.Transport, transport.Rollbacker (with transport.RollbackChecker:
+// only with a Rollback command), transport.VersionReporter and
+// transport.ArtifactChecker (only with a Check command), and is safe for
+// concurrent use.
 type Transport struct {
-	cfg                              Config
-	swap, rollback, versionTp, fetch argv.Command
-	nodes                            map[string]bool
+	cfg                                     Config
+	swap, rollback, versionTp, fetch, check argv.Command
+	nodes                                   map[string]bool
 }
 
 var (
 	_ transport.Transport       = (*Transport)(nil)
 	_ transport.Rollbacker      = (*Transport)(nil)
 	_ transport.VersionReporter = (*Transport)(nil)
+	_ transport.ArtifactChecker = (*Transport)(nil)
+	_ transport.RollbackChecker = (*Transport)(nil)
 )
 
 // New checks cfg (templates parse and render, node names are valid) and
@@ -171,6 +185,7 @@ func New(cfg Config) (*Transport, error) {
 	t.rollback = parse("Rollback", cfg.Rollback, false)
 	t.versionTp = parse("Version", cfg.Version, false)
 	t.fetch = parse("Fetch", cfg.Fetch, false)
+	t.check = parse("Check", cfg.Check, false)
 	if t.fetch != nil && cfg.Mirror == nil {
 		add("Fetch is set but Mirror is nil; give Mirror (e.g. transport.Mirrors(table)) so the command knows {{.URL}} and {{.SHA256}}")
 	}
@@ -196,7 +211,7 @@ func New(cfg Config) (*Transport, error) {
 	}
 	if len(problems) == 0 {
 		sample := Vars{Node: "node-1", Role: transport.RoleServer, From: "1.0.0", To: "1.0.1", StopMode: transport.StopKill, URL: "https://mirror.example/consul", SHA256: strings.Repeat("0", 64)}
-		for _, cmd := range []argv.Command{t.swap, t.rollback, t.versionTp, t.fetch} {
+		for _, cmd := range []argv.Command{t.swap, t.rollback, t.versionTp, t.fetch, t.check} {
 			if _, err := cmd.Render(sample); err != nil {
 				add("%v", err)
 			}

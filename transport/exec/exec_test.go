@@ -38,6 +38,12 @@ echo $(( $(cat "$d/inc") + 1 )) > "$d/inc"
 touch "$d/running"
 `
 
+// checkScript says whether the simulated host has a version's binary: a
+// file bins/<version> under the node's directory.
+const checkScript = `d="$1/$2"
+[ -e "$d/bins/$3" ] || { echo "no consul $3 binary on $2 (bins: $(ls "$d/bins" | tr '\n' ' '))" >&2; exit 1; }
+`
+
 const versionScript = `d="$1/$2"
 [ -f "$d/running" ] || { echo "agent on $2 is down" >&2; exit 1; }
 printf 'Consul v%s\nRevision sim\n' "$(cat "$d/version")"
@@ -52,7 +58,11 @@ func newSim(t *testing.T, node, version string) *simHost {
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for name, content := range map[string]string{"version": version + "\n", "inc": "1\n", "running": "", "swap.sh": swapScript, "rollback.sh": rollbackScript, "version.sh": versionScript} {
+	if err := os.MkdirAll(filepath.Join(d, "bins"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range map[string]string{"version": version + "\n", "inc": "1\n", "running": "", "swap.sh": swapScript, "rollback.sh": rollbackScript, "version.sh": versionScript, "check.sh": checkScript,
+		"bins/1.12.9": "", "bins/1.13.9": ""} {
 		p := filepath.Join(d, name)
 		if strings.HasSuffix(name, ".sh") {
 			p = filepath.Join(s.dir, name)
@@ -69,6 +79,7 @@ func (s *simHost) config(nodes ...string) exec.Config {
 		Swap:     []string{"/bin/sh", filepath.Join(s.dir, "swap.sh"), s.dir, "{{.Node}}", "{{.To}}", "{{.StopMode}}"},
 		Rollback: []string{"/bin/sh", filepath.Join(s.dir, "rollback.sh"), s.dir, "{{.Node}}"},
 		Version:  []string{"/bin/sh", filepath.Join(s.dir, "version.sh"), s.dir, "{{.Node}}"},
+		Check:    []string{"/bin/sh", filepath.Join(s.dir, "check.sh"), s.dir, "{{.Node}}", "{{.To}}"},
 		Nodes:    nodes,
 		Timeout:  10 * time.Second,
 	}
@@ -98,7 +109,7 @@ func TestConformanceWithScriptedHosts(t *testing.T) {
 					t.Fatal(err)
 				}
 				return transporttest.Harness{
-					Transport: tr, Node: "node-1", Role: role, From: "1.12.9", To: "1.13.9",
+					Transport: tr, Node: "node-1", Role: role, From: "1.12.9", To: "1.13.9", Missing: "1.14.8",
 					State: func(ctx context.Context, node string) (string, bool, string, error) { return sim.state(node) },
 				}
 			})

@@ -18,10 +18,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
+	"github.com/seed-e5e14ead/consul-upgrade/internal/realtest"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/local"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/transporttest"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
 
 const (
@@ -296,5 +300,107 @@ func TestConformance(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// onlyDir is a binary directory holding consul-<version> links to the real
+// binaries given (name -> the version whose real binary it points to), so a
+// test can take a version away or put another version's binary under its
+// name.
+func onlyDir(t *testing.T, links map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, real := range links {
+		if err := os.Symlink(consulrig.Binary(t, real), filepath.Join(dir, "consul-"+name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestCheckArtifactRunsTheRealBinarysVersion(t *testing.T) {
+	// consul-1.13.9 here is the 1.12.9 binary; there is no consul-1.15.4.
+	dir := onlyDir(t, map[string]string{from: from, to: from})
+	c := consulrig.Start(t, consulrig.Options{Servers: 1, Clients: -1, RaftMultiplier: 1, Resolver: local.Dir(dir)})
+	tr := c.Transport()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pid := tr.PID("s1")
+
+	if err := tr.CheckArtifact(ctx, "s1", transport.RoleServer, from); err != nil {
+		t.Errorf("CheckArtifact(%s), the binary s1 runs = %v, want nil", from, err)
+	}
+	var ae *transport.ArtifactError
+	err := tr.CheckArtifact(ctx, "s1", transport.RoleServer, to)
+	if !errors.As(err, &ae) || !strings.Contains(err.Error(), "answers `version` with "+from) {
+		t.Errorf("CheckArtifact(%s) of a %s binary = %v, want an ArtifactError naming the version it answers", to, from, err)
+	}
+	err = tr.CheckArtifact(ctx, "s1", transport.RoleServer, "1.15.4")
+	if !errors.As(err, &ae) || !strings.Contains(err.Error(), filepath.Join(dir, "consul-1.15.4")) {
+		t.Errorf("CheckArtifact(1.15.4) without its binary = %v, want an ArtifactError naming the missing file", err)
+	}
+	if now := tr.PID("s1"); now != pid || !consulrig.ProcessAlive(pid) {
+		t.Errorf("the checks touched the agent: pid %d -> %d (alive %v)", pid, now, consulrig.ProcessAlive(pid))
+	}
+}
+
+func TestARunWhoseTargetBinaryIsMissingIsRefusedBeforeAnythingStops(t *testing.T) {
+	// The binary directory has 1.12.9 only: 1.13.9 is missing on every node.
+	dir := onlyDir(t, map[string]string{from: from})
+	c := consulrig.Start(t, consulrig.Options{Resolver: local.Dir(dir)})
+	tr := c.Transport()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := c.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pids := map[string]int{}
+	for _, n := range c.Nodes() {
+		pids[n] = tr.PID(n)
+	}
+	client, err := api.NewClient(&api.Config{Address: c.HTTPAddr("c1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snaps := t.TempDir()
+	var kinds []upgrade.EventKind
+	cfg := upgrade.Config{
+		Consul:    upgrade.NewConsul(client),
+		Transport: tr,
+		Target:    to,
+		Snapshot:  upgrade.SnapshotDir(snaps),
+		OnEvent:   func(e upgrade.Event) { kinds = append(kinds, e.Kind) },
+	}
+	realtest.WaitReady(t, ctx, cfg, 3)
+	_, err = upgrade.Run(ctx, cfg)
+	var pe *upgrade.PreflightError
+	if !errors.As(err, &pe) {
+		t.Fatalf("Run = %v, want a *upgrade.PreflightError", err)
+	}
+	var missing []string
+	for _, p := range pe.Problems {
+		missing = append(missing, p.Node)
+		var ae *transport.ArtifactError
+		if p.Version != to || !errors.As(p.Err, &ae) || !strings.Contains(ae.Problem, "does not exist") {
+			t.Errorf("problem %+v, want consul %s missing", p, to)
+		}
+	}
+	slices.Sort(missing)
+	if want := slices.Sorted(slices.Values(c.Nodes())); !slices.Equal(missing, want) {
+		t.Errorf("nodes refused: %v, want every node %v", missing, want)
+	}
+	for n, pid := range pids {
+		if now := tr.PID(n); now != pid || !consulrig.ProcessAlive(pid) {
+			t.Errorf("%s was touched: pid %d -> %d (alive %v)", n, pid, now, consulrig.ProcessAlive(pid))
+		}
+	}
+	if entries, _ := os.ReadDir(snaps); len(entries) != 0 {
+		t.Errorf("a snapshot was taken before the refusal: %v", entries)
+	}
+	if !slices.Contains(kinds, upgrade.EventLocked) || !slices.Contains(kinds, upgrade.EventUnlocked) {
+		t.Errorf("events %v: the check runs holding the lock, which is given back", kinds)
+	}
+	if err := c.WaitHealthy(ctx); err != nil {
+		t.Errorf("the cluster is not healthy after the refused run: %v", err)
 	}
 }

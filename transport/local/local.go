@@ -114,8 +114,8 @@ func (a Agent) logPath() string {
 
 // Transport runs Consul agents as child processes of this process. It
 // implements transport.Transport, transport.Rollbacker,
-// transport.VersionReporter and (once SetProvisioning gave it a template)
-// transport.Provisioner. Its methods are safe for concurrent use;
+// transport.VersionReporter, transport.ArtifactChecker and (once
+// SetProvisioning gave it a template) transport.Provisioner. Its methods are safe for concurrent use;
 // operations on one node are serialised.
 type Transport struct {
 	bin    BinaryResolver

@@ -185,7 +185,8 @@ func WithFetch(m transport.Mirror) Option {
 }
 
 // Transport swaps Consul agents on remote hosts over SSH. It implements
-// transport.Transport, transport.Rollbacker and transport.VersionReporter.
+// transport.Transport, transport.Rollbacker, transport.VersionReporter and
+// transport.ArtifactChecker.
 // It is safe for concurrent use; each call opens its own connection.
 type Transport struct {
 	hosts     map[string]*host

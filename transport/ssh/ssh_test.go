@@ -155,9 +155,9 @@ func TestConformanceOverRealSSHD(t *testing.T) {
 			t.Parallel()
 			transporttest.Run(t, func(t *testing.T) transporttest.Harness {
 				fh := newFakeHost(t, fromVersion)
-				tr := newTransport(t, s, map[string]ssh.Host{"node-1": fh.host(*s)})
+				tr := newTransport(t, s, map[string]ssh.Host{"node-1": fh.host(*s)}, ssh.WithResolver(resolverWithout(missingVersion)))
 				return transporttest.Harness{
-					Transport: tr, Node: "node-1", Role: role, From: fromVersion, To: toVersion,
+					Transport: tr, Node: "node-1", Role: role, From: fromVersion, To: toVersion, Missing: missingVersion,
 					State: func(ctx context.Context, node string) (string, bool, string, error) {
 						v, r, inc := fh.state()
 						return v, r, inc, nil

@@ -33,6 +33,10 @@ type Harness struct {
 	State func(ctx context.Context, node string) (version string, running bool, incarnation string, err error)
 	// Timeout bounds each subtest (its ctx); 0 means DefaultTimeout.
 	Timeout time.Duration
+	// Missing, when set, is a well-formed version whose binary the
+	// transport cannot get for Node (no file, no mirror entry): a
+	// transport.ArtifactChecker must refuse it.
+	Missing string
 }
 
 // Run checks that a transport keeps the contract written in the transport
@@ -59,7 +63,13 @@ type Harness struct {
 //     Rollback brings the node back to From, running, on a new incarnation,
 //     and an unknown node is refused with transport.ErrUnknownNode;
 //   - if the transport is a transport.VersionReporter: RunningVersion
-//     agrees with State before and after a swap.
+//     agrees with State before and after a swap;
+//   - if the transport is a transport.ArtifactChecker: CheckArtifact of To
+//     succeeds (or says it cannot check, transport.ErrNotChecked), of
+//     h.Missing is a *transport.ArtifactError wrapping
+//     transport.ErrArtifact, of an unknown node wraps
+//     transport.ErrUnknownNode and of a malformed version
+//     transport.ErrInvalidRequest; and no check touches the node.
 //
 // The subtests of an optional interface that the transport does not
 // implement are not run at all; Run logs which ones it left out.
@@ -243,6 +253,39 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		if _, err := vr.RunningVersion(s.ctx, ghost); !errors.Is(err, transport.ErrUnknownNode) {
 			s.t.Errorf("RunningVersion of unknown node %q = %v, want an error wrapping transport.ErrUnknownNode", ghost, err)
 		}
+	})
+
+	isChecker := func(tr transport.Transport) bool { _, ok := tr.(transport.ArtifactChecker); return ok }
+	run("an artifact check touches nothing and refuses a binary the node cannot get", isChecker, func(s *suite) {
+		ac := s.h.Transport.(transport.ArtifactChecker)
+		before := s.mustRun(s.h.From)
+		err := ac.CheckArtifact(s.ctx, s.h.Node, s.h.Role, s.h.To)
+		notChecked := errors.Is(err, transport.ErrNotChecked)
+		if err != nil && !notChecked {
+			s.t.Errorf("CheckArtifact(%s, %s) = %v, want nil (the harness says %s is available) or an error wrapping transport.ErrNotChecked", s.h.Node, s.h.To, err, s.h.To)
+		}
+		if s.h.Missing != "" {
+			err := ac.CheckArtifact(s.ctx, s.h.Node, s.h.Role, s.h.Missing)
+			var ae *transport.ArtifactError
+			switch {
+			case notChecked:
+				if !errors.Is(err, transport.ErrNotChecked) {
+					s.t.Errorf("CheckArtifact(%s, %s) = %v, want transport.ErrNotChecked as for %s", s.h.Node, s.h.Missing, err, s.h.To)
+				}
+			case !errors.As(err, &ae) || !errors.Is(err, transport.ErrArtifact):
+				s.t.Errorf("CheckArtifact(%s, %s) = %v (%T), want a *transport.ArtifactError wrapping transport.ErrArtifact", s.h.Node, s.h.Missing, err, err)
+			case ae.Node != s.h.Node || ae.Version != s.h.Missing || ae.Checked == "" || ae.Problem == "":
+				s.t.Errorf("ArtifactError = %+v, want node %s, version %s, what was checked and the problem", *ae, s.h.Node, s.h.Missing)
+			}
+		}
+		const ghost = "conformance-no-such-node"
+		if err := ac.CheckArtifact(s.ctx, ghost, s.h.Role, s.h.To); !errors.Is(err, transport.ErrUnknownNode) {
+			s.t.Errorf("CheckArtifact of unknown node %q = %v, want an error wrapping transport.ErrUnknownNode", ghost, err)
+		}
+		if err := ac.CheckArtifact(s.ctx, s.h.Node, s.h.Role, "v"+s.h.To); !errors.Is(err, transport.ErrInvalidRequest) {
+			s.t.Errorf("CheckArtifact(%s, v%s) = %v, want an error wrapping transport.ErrInvalidRequest", s.h.Node, s.h.To, err)
+		}
+		s.unchanged(before, "artifact checks")
 	})
 }
 

@@ -51,6 +51,20 @@ func (f *flawed) Swap(ctx context.Context, req transport.SwapRequest) error {
 	return nil
 }
 
+// blindChecker is a flawed transport whose artifact check passes every
+// version, even one its node cannot get.
+type blindChecker struct{ *flawed }
+
+func (blindChecker) CheckArtifact(ctx context.Context, node string, role transport.Role, version string) error {
+	if err := transport.ValidateCheck(node, role, version); err != nil {
+		return err
+	}
+	if node != "n1" {
+		return transport.ErrUnknownNode
+	}
+	return nil
+}
+
 func (f *flawed) state(context.Context, string) (string, bool, string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -68,6 +82,9 @@ func TestConformanceCatchesFlawedTransports(t *testing.T) {
 		// Child: run the suite on the flawed transport.
 		transporttest.Run(t, func(t *testing.T) transporttest.Harness {
 			tr := &flawed{flaw: flaw, version: from}
+			if flaw == "checks-nothing" {
+				return transporttest.Harness{Transport: blindChecker{tr}, Node: "n1", Role: transport.RoleServer, From: from, To: to, State: tr.state, Missing: "0.1.0"}
+			}
 			return transporttest.Harness{Transport: tr, Node: "n1", Role: transport.RoleServer, From: from, To: to, State: tr.state}
 		})
 		return
@@ -82,6 +99,7 @@ func TestConformanceCatchesFlawedTransports(t *testing.T) {
 		{"a transport that ignores an ended context fails the suite", "ignores-context", "want an error wrapping it"},
 		{"a transport that skips validation fails the suite", "skips-validation", "want an error wrapping transport.ErrInvalidRequest"},
 		{"a transport that reports an unknown node untyped fails the suite", "untyped-unknown-node", "want an error wrapping transport.ErrUnknownNode"},
+		{"a transport whose artifact check passes a missing binary fails the suite", "checks-nothing", "want a *transport.ArtifactError wrapping transport.ErrArtifact"},
 		{"a transport that does not install the new version fails the suite", "forgets-the-version", `runs "` + from + `" (running true), want "` + to + `" running`},
 	}
 	for _, tc := range tests {

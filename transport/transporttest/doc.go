@@ -2,7 +2,8 @@
 // transports themselves, as testing/fstest does for file systems.
 //
 // Fake is an in-memory cluster of nodes that implements transport.Transport,
-// transport.Rollbacker and transport.VersionReporter. It records every call
+// transport.Rollbacker, transport.VersionReporter, transport.Provisioner and
+// transport.ArtifactChecker. It records every call
 // in order (Calls), exposes each node's state (Node), and injects faults on
 // purpose:
 //
@@ -14,7 +15,11 @@
 //   - ComeBackUnhealthy(node): the next swap runs the new version on an
 //     agent that is not healthy;
 //   - Broken(version): every swap to version leaves the node down with
-//     transport.ErrNotRunning.
+//     transport.ErrNotRunning;
+//   - MissingBinary(node, version): node has no binary of version (every
+//     version with ""): CheckArtifact says so with a
+//     *transport.ArtifactError, and a swap to it fails without touching
+//     the node.
 //
 // Fake.OnSwap lets a cluster simulator mirror each swap into its own model
 // (a planner.Cluster, for instance), reading the outcome with Node.
@@ -51,8 +56,10 @@
 // awaited.
 //
 // Subtests for optional interfaces (transport.Rollbacker,
-// transport.VersionReporter) are skipped, with a message, when the
-// transport does not implement them.
+// transport.VersionReporter, transport.ArtifactChecker) are left out, with
+// a message, when the transport does not implement them. Set
+// Harness.Missing to a version the transport cannot get, so that the
+// artifact check is shown to refuse one.
 //
 // Every transport should call transport.ValidateRequest before it touches
 // anything: the suite sends node names with shell metacharacters, malformed

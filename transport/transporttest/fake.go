@@ -3,6 +3,7 @@ package transporttest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
@@ -42,6 +43,7 @@ const (
 	OpStart          Op = "start"           // an agent of Node was started on To
 	OpProvision      Op = "provision"       // Provision was called; Node is the new node ("" when it failed)
 	OpRetire         Op = "retire"          // Retire was called
+	OpCheckArtifact  Op = "check-artifact"  // CheckArtifact was called; To is the version checked
 )
 
 // Call is one recorded operation of a Fake. Calls are kept in the order they
@@ -50,11 +52,11 @@ type Call struct {
 	Seq      int
 	Op       Op
 	Node     string
-	To       string             // the target version (OpSwap, OpStart, OpRollback)
+	To       string             // the target version (OpSwap, OpStart, OpRollback, OpCheckArtifact)
 	StopMode transport.StopMode // OpSwap and OpStop
 	// Err is what the operation returned (OpSwap, OpRollback,
-	// OpRunningVersion) or why it failed (OpStart of a broken version); it is
-	// filled in when the operation ends.
+	// OpRunningVersion, OpCheckArtifact) or why it failed (OpStart of a
+	// broken version); it is filled in when the operation ends.
 	Err error
 }
 
@@ -70,8 +72,8 @@ type fault struct {
 }
 
 // Fake is an in-memory cluster of nodes that implements transport.Transport,
-// transport.Rollbacker, transport.VersionReporter and transport.Provisioner,
-// with fault injection.
+// transport.Rollbacker, transport.VersionReporter, transport.Provisioner and
+// transport.ArtifactChecker, with fault injection.
 // It is safe for concurrent use. The zero value is not usable; call NewFake.
 //
 // A swap that gets past validation stops the agent (OpStop), records the
@@ -83,7 +85,7 @@ type fault struct {
 // Faults set with FailNext, HangNext, ComeBackOld and ComeBackUnhealthy are
 // taken by the next Swap of that node that passes validation (whether or
 // not it would otherwise have restarted the agent), and then cleared.
-// Broken stays in force.
+// Broken and MissingBinary stay in force.
 type Fake struct {
 	// OnSwap, when set, is called after every Swap or Rollback that passed
 	// validation, whatever its outcome, once the node's state is final and
@@ -107,7 +109,10 @@ type Fake struct {
 	prev   map[string]string // version before the last swap, for Rollback
 	faults map[string]*fault
 	broken map[string]bool
-	calls  []Call
+	// missing holds node+"\x00"+version (version "" for every version)
+	// of the binaries MissingBinary took away.
+	missing map[string]bool
+	calls   []Call
 	// provisioned counts Provision's new nodes; failProvision fails the
 	// next Provision.
 	provisioned   int
@@ -119,6 +124,7 @@ var (
 	_ transport.Rollbacker      = (*Fake)(nil)
 	_ transport.VersionReporter = (*Fake)(nil)
 	_ transport.Provisioner     = (*Fake)(nil)
+	_ transport.ArtifactChecker = (*Fake)(nil)
 )
 
 // NewFake returns a Fake holding nodes, taken as given (use Server and
@@ -126,10 +132,11 @@ var (
 // one wins.
 func NewFake(nodes ...FakeNode) *Fake {
 	f := &Fake{
-		nodes:  make(map[string]*FakeNode, len(nodes)),
-		prev:   make(map[string]string),
-		faults: make(map[string]*fault),
-		broken: make(map[string]bool),
+		nodes:   make(map[string]*FakeNode, len(nodes)),
+		prev:    make(map[string]string),
+		faults:  make(map[string]*fault),
+		broken:  make(map[string]bool),
+		missing: make(map[string]bool),
 	}
 	for _, n := range nodes {
 		f.nodes[n.Name] = &n
@@ -242,6 +249,10 @@ func (f *Fake) Swap(ctx context.Context, req transport.SwapRequest) (err error) 
 	if err := ctx.Err(); err != nil {
 		f.mu.Unlock()
 		return &transport.SwapError{Node: req.Node, Phase: transport.PhaseValidate, To: req.To, Err: err}
+	}
+	if f.binaryMissing(req.Node, req.To) {
+		f.mu.Unlock()
+		return &transport.SwapError{Node: req.Node, Phase: transport.PhaseStage, To: req.To, Err: f.missingErr(req.Node, req.To)}
 	}
 	reached = true
 	ft := f.faults[req.Node]
@@ -373,4 +384,61 @@ func (f *Fake) RunningVersion(ctx context.Context, node string) (v string, err e
 		return "", fmt.Errorf("running version of %s: agent is down (last version %s): %w", node, n.Version, transport.ErrNotRunning)
 	}
 	return n.Version, nil
+}
+
+// MissingBinary takes away the binary of version on node (every version
+// when version is ""): CheckArtifact of it returns a
+// *transport.ArtifactError, and a Swap of node to it fails in phase stage
+// with that error, touching nothing. It stays in force.
+func (f *Fake) MissingBinary(node, version string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.missing[node+"\x00"+version] = true
+}
+
+// binaryMissing reports whether MissingBinary took version away from node.
+// Callers hold f.mu.
+func (f *Fake) binaryMissing(node, version string) bool {
+	if f.missing[node+"\x00"] {
+		return true
+	}
+	for k := range f.missing {
+		n, v, _ := strings.Cut(k, "\x00")
+		if n == node && v != "" && transport.SameVersion(v, version) {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *Fake) missingErr(node, version string) error {
+	return &transport.ArtifactError{Node: node, Version: version, Checked: "the fake's binaries of node " + node,
+		Problem: "the binary is missing (MissingBinary)", Fix: "install consul " + version + " on " + node}
+}
+
+// CheckArtifact implements transport.ArtifactChecker: it touches nothing
+// and returns a *transport.ArtifactError for a binary MissingBinary took
+// away, nil otherwise.
+func (f *Fake) CheckArtifact(ctx context.Context, node string, role transport.Role, version string) (err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i := f.record(Call{Op: OpCheckArtifact, Node: node, To: version})
+	defer func() { f.calls[i].Err = err }()
+	if err := transport.ValidateCheck(node, role, version); err != nil {
+		return err
+	}
+	n, ok := f.nodes[node]
+	if !ok {
+		return fmt.Errorf("check consul %s on %s: node is not in the fake cluster: %w", version, node, transport.ErrUnknownNode)
+	}
+	if role != "" && role != n.Role {
+		return fmt.Errorf("check consul %s on %s: the node is a %s, the check says %s: %w", version, node, n.Role, role, transport.ErrInvalidRequest)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("check consul %s on %s: %w", version, node, err)
+	}
+	if f.binaryMissing(node, version) {
+		return f.missingErr(node, version)
+	}
+	return nil
 }

@@ -33,7 +33,8 @@ func TestFakePassesConformance(t *testing.T) {
 		t.Run(string(node.Role), func(t *testing.T) {
 			transporttest.Run(t, func(t *testing.T) transporttest.Harness {
 				f := transporttest.NewFake(node, transporttest.Server("other", from))
-				return transporttest.Harness{Transport: f, Node: node.Name, Role: node.Role, From: from, To: to, State: fakeState(f)}
+				f.MissingBinary(node.Name, "1.14.8")
+				return transporttest.Harness{Transport: f, Node: node.Name, Role: node.Role, From: from, To: to, State: fakeState(f), Missing: "1.14.8"}
 			})
 		})
 	}

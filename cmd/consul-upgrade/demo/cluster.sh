@@ -7,6 +7,7 @@
 #   demo/cluster.sh start 1.12.9     start it (binaries: $BIN/consul-<version>)
 #   demo/cluster.sh swap NODE VERSION STOPMODE   (what the inventory runs)
 #   demo/cluster.sh version NODE                 (what the inventory runs)
+#   demo/cluster.sh check NODE VERSION           (what the inventory runs)
 #   demo/cluster.sh stop             stop every agent and remove the directory
 #
 # DEMO (default /tmp/consul-upgrade-demo) holds the data, logs, pids and
@@ -46,6 +47,7 @@ start)
 {"transport": "exec", "exec": {
   "swap": ["$(cd "$(dirname "$0")" && pwd)/cluster.sh", "swap", "{{.Node}}", "{{.To}}", "{{.StopMode}}"],
   "version": ["$(cd "$(dirname "$0")" && pwd)/cluster.sh", "version", "{{.Node}}"],
+  "check": ["$(cd "$(dirname "$0")" && pwd)/cluster.sh", "check", "{{.Node}}", "{{.To}}"],
   "nodes": ["s1", "s2", "s3", "c1"],
   "env": ["DEMO=$DEMO", "BIN=$BIN"],
   "timeout": "2m"}}
@@ -69,6 +71,14 @@ swap)
 version)
   v=$(running_version "${2:?}"); [ -n "$v" ] || exit 1; echo "$v"
   ;;
+check)
+  # The pre-flight check: the binary a swap of NODE to VERSION would start
+  # is there and answers `version` with VERSION.
+  bin=$BIN/consul-${3:?usage: cluster.sh check NODE VERSION}
+  [ -x "$bin" ] || { echo "no executable $bin for ${2:?}; build it with scripts/build-consul.sh $3" >&2; exit 1; }
+  got=$("$bin" version 2>&1 | head -n 1)
+  [ "$got" = "Consul v$3" ] || { echo "$bin answers \"$got\", want Consul v$3" >&2; exit 1; }
+  ;;
 stop)
   for n in $NODES; do
     [ -f "$DEMO/$n.pid" ] && kill -s KILL "$(cat "$DEMO/$n.pid")" 2>/dev/null || true
@@ -76,6 +86,6 @@ stop)
   rm -rf "$DEMO"
   ;;
 *)
-  echo "usage: cluster.sh start VERSION | swap NODE VERSION STOPMODE | version NODE | stop" >&2; exit 2
+  echo "usage: cluster.sh start VERSION | swap NODE VERSION STOPMODE | version NODE | check NODE VERSION | stop" >&2; exit 2
   ;;
 esac

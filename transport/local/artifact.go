@@ -1,0 +1,118 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/seed-e5e14ead/consul-upgrade/transport"
+)
+
+var (
+	_ transport.ArtifactChecker = (*Transport)(nil)
+)
+
+// versionTimeout bounds one `consul version` of CheckArtifact.
+const versionTimeout = 15 * time.Second
+
+// CheckArtifact implements transport.ArtifactChecker without touching the
+// node: the binary a swap (or a rollback) of node to version would start
+// must be present, executable, and answer `consul version` with version.
+// That binary is the one the node runs now when it runs version, the one it
+// ran before its last swap when that was version (what Rollback restarts),
+// and otherwise the resolver's (local.Dir: <dir>/consul-<version>). A
+// binary that reports version with a "-dev" suffix passes, as its HTTP API,
+// which a start waits for, reports version without it. A missing, broken
+// or other-version binary is a *transport.ArtifactError naming the file.
+func (t *Transport) CheckArtifact(ctx context.Context, node string, role transport.Role, version string) error {
+	if err := transport.ValidateCheck(node, role, version); err != nil {
+		return err
+	}
+	a, err := t.agent(node)
+	if err != nil {
+		return err
+	}
+	if role != "" && role != a.spec.Role {
+		return fmt.Errorf("%w: node %s is a %s here, the check says %s; discover the cluster again", transport.ErrInvalidRequest, node, a.spec.Role, role)
+	}
+	a.mu.Lock()
+	current, binary, prev, prevBinary := a.version, a.binary, a.prevVersion, a.prevBinary
+	a.mu.Unlock()
+	var path, whose string
+	switch {
+	case binary != "" && transport.SameVersion(current, version):
+		path, whose = binary, "the binary node "+node+" runs"
+	case prevBinary != "" && transport.SameVersion(prev, version):
+		path, whose = prevBinary, "the binary node "+node+" ran before its last swap"
+	default:
+		p, err := t.bin(version)
+		if err != nil || p == "" {
+			if err == nil {
+				err = errors.New("the resolver returned no path")
+			}
+			return &transport.ArtifactError{Node: node, Version: version, Checked: "the binary resolver", Problem: err.Error(),
+				Fix: "make the resolver find it (local.Dir: an executable consul-" + version + " in its directory)", Err: err}
+		}
+		path, whose = p, "the resolver's binary"
+	}
+	checked := fmt.Sprintf("%s %s (present, executable, answering `version` with %s)", whose, path, version)
+	fail := func(problem, fix string, err error) error {
+		return &transport.ArtifactError{Node: node, Version: version, Checked: checked, Problem: problem, Fix: fix, Err: err}
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fail("it does not exist", "build or copy it there (scripts/build-consul.sh "+version+" writes consul-"+version+")", err)
+	case err != nil:
+		return fail(err.Error(), "make the file readable by this process", err)
+	case fi.IsDir() || fi.Mode().Perm()&0o111 == 0:
+		return fail(fmt.Sprintf("it is not an executable file (mode %s)", fi.Mode()), "chmod +x it, or rebuild it", nil)
+	}
+	got, err := binaryVersion(ctx, path)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("node %s: check consul %s: %w", node, version, ctx.Err())
+		}
+		return fail(err.Error(), "rebuild it (scripts/build-consul.sh "+version+")", err)
+	}
+	if !transport.SameVersion(strings.TrimSuffix(got, "-dev"), version) {
+		return fail(fmt.Sprintf("it answers `version` with %s", got), "put the consul "+version+" binary there", nil)
+	}
+	return nil
+}
+
+var versionLineRE = regexp.MustCompile(`(?m)^\s*Consul v([0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.+-]+)?)\s*$`)
+
+// binaryVersion runs `path version` and returns the version of its
+// "Consul vX.Y.Z" line.
+func binaryVersion(ctx context.Context, path string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, versionTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, "version")
+	cmd.WaitDelay = time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("`%s version` failed: %v; output: %s", path, err, firstLine(string(out)))
+	}
+	m := versionLineRE.FindStringSubmatch(string(out))
+	if m == nil {
+		return "", fmt.Errorf("`%s version` printed %q, which holds no \"Consul vX.Y.Z\" line: it is not a consul binary", path, firstLine(string(out)))
+	}
+	return m[1], nil
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
+}
