@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -46,6 +47,9 @@ type Harness struct {
 //   - a swap From -> To leaves the node running To on a new incarnation;
 //   - a repeated identical swap succeeds without restarting the agent;
 //   - a swap with an unknown From ("") is accepted;
+//   - a swap reports transport.PhaseStop then PhaseStart to
+//     SwapRequest.Progress, once each; a repeated swap and a refused one
+//     report nothing;
 //   - a cancelled or expired ctx yields an error wrapping ctx.Err() and
 //     leaves the node as it was;
 //   - an unknown node yields a *transport.SwapError wrapping
@@ -118,6 +122,28 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		before := s.mustRun(s.h.From)
 		s.mustSwap(s.req("", s.h.To, transport.StopKill))
 		s.newIncarnation(before, s.mustRun(s.h.To))
+	})
+
+	run("a swap reports stop then start to its progress hook, and nothing when it stops nothing", nil, func(s *suite) {
+		s.mustRun(s.h.From)
+		var got []transport.Phase
+		req := s.req(s.h.From, s.h.To, transport.StopKill)
+		req.Progress = func(p transport.Phase) { got = append(got, p) }
+		s.mustSwap(req)
+		if want := []transport.Phase{transport.PhaseStop, transport.PhaseStart}; !slices.Equal(got, want) {
+			s.t.Errorf("a swap %s -> %s reported %q to SwapRequest.Progress, want %q (stop, then start, each once)", s.h.From, s.h.To, got, want)
+		}
+		got = nil
+		s.mustSwap(req)
+		if len(got) > 0 {
+			s.t.Errorf("a repeated identical swap (nothing to stop) reported %q to SwapRequest.Progress, want nothing", got)
+		}
+		bad := s.req(s.h.To, "latest", transport.StopKill)
+		bad.Progress = req.Progress
+		s.refused(bad)
+		if len(got) > 0 {
+			s.t.Errorf("a refused swap reported %q to SwapRequest.Progress, want nothing", got)
+		}
 	})
 
 	run("a cancelled or expired context returns its error and touches nothing", nil, func(s *suite) {
