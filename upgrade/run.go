@@ -860,7 +860,19 @@ func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string
 	multi := len(r.cfg.Datacenters) > 0
 	logical := backupKind(step) == planner.BackupLogical
 	for _, dc := range r.datacenters() {
-		open := func(version string) (io.WriteCloser, error) { return r.openSnapshot(dc, version) }
+		var dest io.WriteCloser
+		open := func(version string) (io.WriteCloser, error) {
+			w, err := r.openSnapshot(dc, version)
+			dest = w
+			return w, err
+		}
+		savedTo := func(info *SnapshotInfo) string { // SnapshotDir's file, for the event and the record
+			if f, ok := dest.(*renameOnClose); ok {
+				info.Path = f.final
+				return "; saved to " + f.final
+			}
+			return ""
+		}
 		where := ""
 		if multi {
 			where = "datacenter " + dc + ": "
@@ -870,21 +882,23 @@ func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string
 			if err != nil {
 				return out, fmt.Errorf("%s%w", where, err)
 			}
+			saved := savedTo(&info)
 			out[dc] = info
 			reread := "verified before writing (the destination cannot be read back)"
 			if info.Reread {
 				reread = "read back and verified"
 			}
-			r.emit(ctx, Event{Kind: EventSnapshotSaved, Step: step, Detail: fmt.Sprintf("%slogical backup of %s (%s has no snapshot API): %d keys, %d ACL tokens at index %d, sha256 %s, %s; it cannot restore %s",
-				where, step.From, step.From, info.Keys, info.ACLTokens, info.Index, info.SHA256, reread, planner.LogicalBackupOmits)})
+			r.emit(ctx, Event{Kind: EventSnapshotSaved, Step: step, Detail: fmt.Sprintf("%slogical backup of %s (%s has no snapshot API): %d keys, %d ACL tokens at index %d, sha256 %s, %s; it cannot restore %s%s",
+				where, step.From, step.From, info.Keys, info.ACLTokens, info.Index, info.SHA256, reread, planner.LogicalBackupOmits, saved)})
 			continue
 		}
 		info, err := saveSnapshot(ctx, r.consul(dc), open, step.From)
 		if err != nil {
 			return out, fmt.Errorf("%s%w", where, err)
 		}
+		saved := savedTo(&info)
 		out[dc] = info
-		r.emit(ctx, Event{Kind: EventSnapshotSaved, Step: step, Detail: fmt.Sprintf("%ssnapshot of %s verified: raft index %d, term %d, state.bin %d bytes", where, step.From, info.Index, info.Term, info.StateSize)})
+		r.emit(ctx, Event{Kind: EventSnapshotSaved, Step: step, Detail: fmt.Sprintf("%ssnapshot of %s verified: raft index %d, term %d, state.bin %d bytes%s", where, step.From, info.Index, info.Term, info.StateSize, saved)})
 	}
 	return out, nil
 }

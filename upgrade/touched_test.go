@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -326,4 +328,38 @@ func TestTheRecordRoundTripsThroughJSON(t *testing.T) {
 	if got := (Touched{}).String(); got != "nothing was touched" {
 		t.Errorf("empty record says %q", got)
 	}
+}
+
+func TestASnapshotSavedToADirectoryNamesItsFileInTheRecordAndTheEvent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		withFake(r)
+		dir := t.TempDir()
+		r.cfg.Snapshot = SnapshotDir(dir)
+		r.cfg.MaxSteps = 1
+		res, err := Run(t.Context(), r.cfg)
+		if err != nil || len(res.Steps) != 1 || res.Steps[0].Snapshot == nil {
+			t.Fatalf("Run: %v, steps %+v; want the snapshot step", err, res.Steps)
+		}
+		path := res.Steps[0].Snapshot.Path
+		if filepath.Dir(path) != dir || !strings.HasPrefix(filepath.Base(path), "consul-1.12.9-") {
+			t.Fatalf("Snapshot.Path = %q, want a consul-1.12.9-*.snap file in %s", path, dir)
+		}
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("the recorded file: %v", err)
+		}
+		if res.Steps[0].Snapshots["dc1"].Path != path {
+			t.Errorf("Snapshots[dc1].Path = %q, want %q", res.Steps[0].Snapshots["dc1"].Path, path)
+		}
+		said := false
+		for _, e := range r.events {
+			said = said || (e.Kind == EventSnapshotSaved && strings.HasSuffix(e.Detail, "saved to "+path))
+		}
+		if !said {
+			t.Errorf("no snapshot-saved event names %s", path)
+		}
+		if len(res.Touched) != 0 {
+			t.Errorf("a snapshot step touched %+v", res.Touched)
+		}
+	})
 }
