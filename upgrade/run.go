@@ -203,7 +203,8 @@ type runner struct {
 	total    int // the current step's total (StepInfo.Total)
 	estimate int // without Config.Plan: the steps the plan at the start counted
 
-	touch touchLog // the nodes this run touched (touched.go)
+	touch       touchLog      // the nodes this run touched (touched.go)
+	gatedResume *planner.Step // a recorded swap found done, which this run only gated (swaprecord.go)
 }
 
 // emit delivers ev, with the current step's index and total when it is
@@ -395,6 +396,13 @@ func (r *runner) run(ctx context.Context) error {
 				prev = &resumed.Step
 				if c, step, err = r.decideAfter(ctx, resumed.Step); err != nil {
 					err = &HaltError{Step: resumed.Step, Err: err} // after a touch: a halt
+				}
+			} else if r.gatedResume != nil {
+				// A recorded swap found done was gated: decide from the
+				// cluster after that gate, not from the one seen before it.
+				prev = r.gatedResume
+				if c, step, err = r.decideAfter(ctx, *prev); err != nil {
+					err = &HaltError{Step: *prev, Err: err}
 				}
 			} else {
 				step, err = r.decideFirst(c)

@@ -363,3 +363,34 @@ func TestASnapshotSavedToADirectoryNamesItsFileInTheRecordAndTheEvent(t *testing
 		}
 	})
 }
+
+// Case (a) of a swap record, the node not yet healthy when the run starts:
+// its gate waits until it is, and the run decides from the cluster after
+// that gate (it decided from the one seen before it, where the node was
+// unhealthy, and was refused right after the gate passed). The run only
+// gated the node: it is not in the touch record.
+func TestARunDecidesFromTheClusterAfterTheGateOfARecordedSwapFoundDone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		putSwapRecord(t, r, "s2", "1.13.9")
+		mustDo(t, r.sim.Swap("s2", "1.13.9", true))
+		time.Sleep(time.Minute)
+		mustDo(t, r.sim.SetNeverHealthy("s2", true))
+		go func() {
+			time.Sleep(20 * time.Second) // healthy a while into the gate
+			mustDo(t, r.sim.SetNeverHealthy("s2", false))
+		}()
+		res, err := Run(t.Context(), r.cfg)
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		for _, n := range []string{"s1", "s2", "s3"} {
+			if v := r.sim.Version(n); v != "1.13.9" {
+				t.Errorf("%s runs %s", n, v)
+			}
+		}
+		if nodes := res.Touched.Nodes(); slices.Contains(nodes, "s2") || len(nodes) != 2 {
+			t.Errorf("touched %v, want s1 and s3 (s2 was only gated)", nodes)
+		}
+	})
+}
