@@ -394,6 +394,8 @@ func addrProblem(a string) string {
 		return "is not an address (a path, query, user or space in it)" + want
 	case !strings.Contains(rest, ":"):
 		return ""
+	case strings.HasPrefix(rest, "[") && strings.HasSuffix(rest, "]") && net.ParseIP(rest[1:len(rest)-1]) != nil:
+		return "" // [IPv6] without a port
 	}
 	if net.ParseIP(rest) != nil {
 		return "is an IPv6 address without brackets and port; write [ADDRESS]:8500"

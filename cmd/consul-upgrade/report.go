@@ -34,6 +34,7 @@ type reporter struct {
 	doneCount  int
 	waitCond   planner.GateCheck
 	waitSince  time.Time
+	gateSince  time.Time // with no step under way: when the gate being waited on began
 	kindTimes  map[planner.StepKind][]time.Duration
 }
 
@@ -118,12 +119,13 @@ func (r *reporter) prompting(on bool) {
 
 // estimate is what the steps after the current one should take: per step,
 // the mean time of the steps of its kind done so far in this run, else
-// what it is known to wait at least (a server swap or an added server:
-// the servers' stabilization time, which its gate waits out). floor is
-// true when some step is counted at that least.
-func (r *reporter) estimate() (left time.Duration, floor bool) {
+// what it is known to wait at least: a server swap or an added server, the
+// servers' stabilization time, which its gate waits out (stabFloors
+// counts those); a step of another kind not seen yet counts 0 (unknown
+// counts those; a snapshot is taken as quick).
+func (r *reporter) estimate() (left time.Duration, stabFloors, unknown int) {
 	if r.index+1 >= len(r.steps) {
-		return 0, false
+		return 0, 0, 0
 	}
 	for _, s := range r.steps[r.index+1:] {
 		if ts := r.kindTimes[s.Kind]; len(ts) > 0 {
@@ -137,12 +139,13 @@ func (r *reporter) estimate() (left time.Duration, floor bool) {
 		switch s.Kind {
 		case planner.StepSwapServer, planner.StepAddServer:
 			left += r.stab
-			floor = true
+			stabFloors++
+		case planner.StepSnapshot:
 		default:
-			floor = floor || s.Kind != planner.StepSnapshot
+			unknown++
 		}
 	}
-	return left, floor
+	return left, stabFloors, unknown
 }
 
 // estimateText says what is left after the current step ("" when nothing).
@@ -151,14 +154,21 @@ func (r *reporter) estimateText() string {
 	if n <= 0 || len(r.steps) == 0 {
 		return ""
 	}
-	left, floor := r.estimate()
-	if floor {
-		if left == 0 {
-			return fmt.Sprintf("; %d step(s) left", n)
-		}
-		return fmt.Sprintf("; at least %s left for %d step(s) (each server swap waits %s of stabilization)", durationText(left), n, durationText(r.stab))
+	left, floors, unknown := r.estimate()
+	if floors == 0 && unknown == 0 {
+		return fmt.Sprintf("; about %s left for %d step(s)", durationText(left), n)
 	}
-	return fmt.Sprintf("; about %s left for %d step(s)", durationText(left), n)
+	if left == 0 {
+		return fmt.Sprintf("; %d step(s) left, of a kind not timed yet", n)
+	}
+	var why []string
+	if floors > 0 {
+		why = append(why, fmt.Sprintf("%d server swap(s) counted at their %s of stabilization", floors, durationText(r.stab)))
+	}
+	if unknown > 0 {
+		why = append(why, fmt.Sprintf("%d step(s) of a kind not timed yet counted at 0", unknown))
+	}
+	return fmt.Sprintf("; at least %s left for %d step(s): %s", durationText(left), n, strings.Join(why, "; "))
 }
 
 // switched reports that a failover Consul moved to another agent (several
@@ -226,12 +236,19 @@ func (r *reporter) event(ev upgrade.Event) {
 		if ev.Condition != r.waitCond {
 			r.waitCond, r.waitSince = ev.Condition, now
 		}
+		if r.stepStart.IsZero() && r.gateSince.IsZero() && ev.Waited > 0 {
+			r.gateSince = now.Add(-ev.Waited)
+		}
 		if r.json {
 			waited := ev.Waited
 			if !r.stepStart.IsZero() {
 				waited = now.Sub(r.stepStart)
 			}
 			r.emit(jsonEvent{Time: now, Event: string(ev.Kind), Index: i, Node: gateNode(step), Condition: string(ev.Condition), WaitedS: waited.Seconds(), Detail: ev.Detail})
+			return
+		}
+		if ev.Condition == "" { // not a gate: the run looks at the cluster again after a step
+			fmt.Fprintf(r.w, "    waiting after %s: %s\n", stepText(step), ev.Detail)
 			return
 		}
 		fmt.Fprintf(r.w, "    waiting on %s for %s (%s): %s\n", ev.Condition, gateNode(step), r.intoStep(now, ev), ev.Detail)
@@ -267,15 +284,28 @@ func (r *reporter) event(ev upgrade.Event) {
 		}
 		fmt.Fprintln(r.w)
 	case upgrade.EventStepDone:
-		took := now.Sub(r.stepStart)
 		if r.stepStart.IsZero() {
-			took = 0
+			// A gate no step opened: the swap an earlier run left
+			// unfinished, gated before this run plans. Not a step of
+			// the plan carried out here.
+			took := time.Duration(0)
+			if !r.gateSince.IsZero() {
+				took = now.Sub(r.gateSince)
+			}
+			r.gateSince = time.Time{}
+			if r.json {
+				r.emit(jsonEvent{Time: now, Event: string(ev.Kind), Step: &step, Node: step.Node, WaitedS: took.Seconds(), Detail: ev.Detail})
+				return
+			}
+			fmt.Fprintf(r.w, "    the gate of %s passed in %s: the swap an earlier run left unfinished is done\n", stepText(step), durationText(took))
+			return
 		}
+		took := now.Sub(r.stepStart)
 		r.kindTimes[step.Kind] = append(r.kindTimes[step.Kind], took)
 		r.stepStart, r.done = time.Time{}, r.index
 		r.doneCount++
 		if r.json {
-			left, _ := r.estimate()
+			left, _, _ := r.estimate()
 			r.emit(jsonEvent{Time: now, Event: string(ev.Kind), Index: i, Step: &step, Node: step.Node, WaitedS: took.Seconds(), Detail: ev.Detail, EstLeftS: left.Seconds()})
 			return
 		}

@@ -9,6 +9,8 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
@@ -35,8 +37,16 @@ type statusReport struct {
 	// snapshot).
 	DoneNote string `json:"done_note,omitempty"`
 	// Unplaced: where the cluster stands on the plan cannot be told (the
-	// live cluster is refused, or could not be read); Done is then 0.
+	// live cluster is refused, or could not be read); Done is then 0, as
+	// it is when the cluster Diverged.
 	Unplaced bool `json:"unplaced,omitempty"`
+	// Gone are the (1-based) steps counted in Done that were never carried
+	// out: their servers are not in the cluster any more.
+	Gone []int `json:"gone,omitempty"`
+	// SerfOnly: the cluster could not be observed whole (no leader, say),
+	// so Servers come from serf alone: their Leader, Voter and Healthy are
+	// not known (false).
+	SerfOnly bool `json:"serf_only,omitempty"`
 	// Members are the agents as serf sees them.
 	Members []memberStatus `json:"members,omitempty"`
 	// Warnings are what status could not read, or found wrong.
@@ -116,6 +126,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	code := exitOK
 	var c planner.Cluster
+	var gone []string // servers of steps counted done that are not in the cluster
 	observed := false
 	if plan != nil {
 		rep.Target, rep.Steps = plan.Target, len(plan.Steps)
@@ -125,17 +136,18 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		switch {
 		case errors.As(err, &de):
 			rep.Diverged = err.Error()
+			pr.Done = 0 // the live plan is not the saved one's tail: nothing can be counted
 			code = exitDiverged
 			line, whole := replanLine(plan, *planFile, flagsNamed(fs, connectionFlags...))
 			rep.Next = append(rep.Next, "plan again: "+line)
 			if !whole {
 				rep.Next = append(rep.Next, "(the plan's policy has settings no flag carries: add -policy FILE with it)")
 			}
-		case err != nil && judgeCode(err) == exitUsage: // bad input (a -dc agent of another datacenter, ...)
-			return o.fail(err)
 		case errors.As(err, &refused):
 			rep.Unplaced = true
 			warn("the plan's policy refuses the cluster as it is now, so apply would refuse it too and where the cluster stands on the plan cannot be told: %v", err)
+		case err != nil && judgeCode(err) == exitUsage: // bad input (a -dc agent of another datacenter, ...)
+			return o.fail(err)
 		case err != nil:
 			rep.Unplaced = true
 			warn("%v", err)
@@ -147,10 +159,22 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			s := plan.Steps[pr.Done]
 			rep.NextStep = &s
 		}
+		if !rep.Unplaced && rep.Diverged == "" {
+			// A step counted done whose server is not in the cluster any
+			// more was never carried out: the server left (or was
+			// removed) and the count passes over it.
+			for i, s := range plan.Steps[:min(pr.Done, len(plan.Steps))] {
+				if s.Kind == planner.StepSwapServer && !slices.ContainsFunc(pr.Cluster.Servers, func(sv planner.Server) bool { return sv.Name == s.Node }) {
+					rep.Gone = append(rep.Gone, i+1)
+					gone = append(gone, s.Node)
+					warn("step %d of the plan (%s) was never carried out: %s is not a server of the cluster any more, so the plan no longer describes it; plan again", i+1, stepText(s), s.Node)
+				}
+			}
+		}
 		if !rep.Unplaced && pr.SnapshotVersion != "" && rep.Backup != nil {
 			for i, s := range plan.Steps[:min(pr.Done, len(plan.Steps))] {
 				if s.Kind == planner.StepSnapshot && planner.SameVersion(s.From, pr.SnapshotVersion) {
-					rep.DoneNote = fmt.Sprintf("step %d, the snapshot before leaving %s, is covered by the backup recorded %s ago (%s); apply does not take it again", i+1, s.From, durationText(time.Since(rep.Backup.Taken)), upgrade.BackupKey(*lockKey))
+					rep.DoneNote = fmt.Sprintf("step %d, the snapshot before leaving %s, counts as done: the backup recorded %s ago by %q (%s) covers it, and apply does not take it again", i+1, s.From, durationText(time.Since(rep.Backup.Taken)), rep.Backup.Holder, upgrade.BackupKey(*lockKey))
 				}
 			}
 		}
@@ -176,8 +200,16 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return o.fail(fmt.Errorf("status: the cluster could not be read through %s: %w", conn.address(), merr))
 		}
 		rep.Servers = serversOfMembers(members) // the table, from serf alone
+		rep.SerfOnly = true
 	}
-	statusWarnings(&rep, members, plan, observed, warn)
+	statusWarnings(&rep, members, plan, observed, gone, warn)
+	if len(rep.Gone) > 0 {
+		line, whole := replanLine(plan, *planFile, flagsNamed(fs, connectionFlags...))
+		rep.Next = append(rep.Next, "plan again: "+line)
+		if !whole {
+			rep.Next = append(rep.Next, "(the plan's policy has settings no flag carries: add -policy FILE with it)")
+		}
+	}
 
 	if *output == "json" {
 		data, _ := json.MarshalIndent(rep, "", "  ")
@@ -203,7 +235,11 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		fmt.Fprintf(stdout, "; the next apply finishes it first (%s)\n", upgrade.SwapKey(rep.LockKey))
 	}
-	fmt.Fprintf(stdout, "Servers:\n")
+	if rep.SerfOnly {
+		fmt.Fprintf(stdout, "Servers (as serf lists them; the cluster could not be observed whole, see the warnings):\n")
+	} else {
+		fmt.Fprintf(stdout, "Servers:\n")
+	}
 	for _, s := range rep.Servers {
 		role := "follower"
 		if s.Leader {
@@ -216,6 +252,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		voter := "voter"
 		if !s.Voter {
 			voter = "non-voter"
+		}
+		if rep.SerfOnly {
+			role, health, voter = "?", "?", "?" // serf cannot tell
 		}
 		fmt.Fprintf(stdout, "  %-12s %-10s %-8s %-9s %s", s.Name, s.Version, role, health, voter)
 		if st := rep.serfStatus(s.Name); st != "" && st != "alive" {
@@ -240,6 +279,10 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		switch {
 		case rep.Unplaced:
 			fmt.Fprintf(stdout, "Plan %s: to %s, %d step(s); where the cluster stands on it cannot be told (see the warnings)\n", *planFile, plan.Target, rep.Steps)
+		case rep.Diverged != "":
+			fmt.Fprintf(stdout, "Plan %s: to %s, %d step(s); the cluster no longer matches it, so how many are done cannot be told\n", *planFile, plan.Target, rep.Steps)
+		case len(rep.Gone) > 0:
+			fmt.Fprintf(stdout, "Plan %s: to %s, %d of %d step(s) done, and %d passed over (%s): their servers are gone (see the warnings)\n", *planFile, plan.Target, rep.Done-len(rep.Gone), rep.Steps, len(rep.Gone), joinInts(rep.Gone))
 		default:
 			fmt.Fprintf(stdout, "Plan %s: to %s, %d of %d step(s) done\n", *planFile, plan.Target, rep.Done, rep.Steps)
 			if rep.DoneNote != "" {
@@ -296,7 +339,7 @@ func serversOfMembers(ms []memberStatus) []planner.Server {
 // statusWarnings adds the warnings about the agents: servers and clients
 // down in serf, servers that are not voters, and servers the plan or the
 // swap record names that the cluster does not have.
-func statusWarnings(rep *statusReport, members []memberStatus, plan *planner.UpgradePlan, observed bool, warn func(string, ...any)) {
+func statusWarnings(rep *statusReport, members []memberStatus, plan *planner.UpgradePlan, observed bool, warned []string, warn func(string, ...any)) {
 	rep.Members = members
 	have := map[string]bool{}
 	for _, s := range rep.Servers {
@@ -338,10 +381,18 @@ func statusWarnings(rep *statusReport, members []memberStatus, plan *planner.Upg
 		named = append(named, rep.Swap.Node)
 	}
 	for _, n := range named {
-		if !have[n] && rep.serfStatus(n) != "left" {
+		if !have[n] && rep.serfStatus(n) == "" && !slices.Contains(warned, n) {
 			warn("server %s, which the plan or the swap record names, is not in the cluster (not a serf member)", n)
 		}
 	}
+}
+
+func joinInts(ns []int) string {
+	s := make([]string, len(ns))
+	for i, n := range ns {
+		s[i] = "step " + strconv.Itoa(n)
+	}
+	return strings.Join(s, ", ")
 }
 
 func clientVersions(c planner.Cluster) map[string]int {
