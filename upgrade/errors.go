@@ -88,7 +88,7 @@ func (e *HaltError) Error() string {
 		fmt.Fprintf(&b, "; rollback failed: %v; inspect the node by hand before resuming", e.RollbackErr)
 	}
 	if len(e.Touched) > 0 {
-		fmt.Fprintf(&b, " [touched by this run: %s]", e.Touched)
+		fmt.Fprintf(&b, " [touched by this run: %s]", e.Touched.Summary())
 	}
 	return b.String()
 }

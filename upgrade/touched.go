@@ -98,9 +98,13 @@ func (t NodeTouch) Down() bool {
 }
 
 // String says in words what happened to the node, e.g. "s2 (swap-server
-// 1.12.9 -> 1.13.9): stopped, started on 1.13.9, gate not passed; rolled
-// back".
-func (t NodeTouch) String() string {
+// 1.12.9 -> 1.13.9): stopped, started on 1.13.9, failed: gate after ...;
+// rolled back, and the cluster is healthy again".
+func (t NodeTouch) String() string { return t.text(true) }
+
+// text is String, with the node's error or without it (a halt's message
+// gives the error once).
+func (t NodeTouch) text(withErr bool) string {
 	var b strings.Builder
 	b.WriteString(t.Node)
 	b.WriteString(" (" + string(t.Step))
@@ -138,8 +142,10 @@ func (t NodeTouch) String() string {
 	switch {
 	case t.Gated:
 		did = append(did, "gate passed")
-	case t.Err != "":
+	case t.Err != "" && withErr:
 		did = append(did, "failed: "+t.Err)
+	case t.Err != "":
+		did = append(did, "failed")
 	default:
 		did = append(did, "gate not passed")
 	}
@@ -157,7 +163,7 @@ func (t NodeTouch) String() string {
 		case RollbackNotTried:
 			b.WriteString("; not rolled back (another node's rollback failed first)")
 		}
-		if r.Err != "" {
+		if r.Err != "" && withErr {
 			b.WriteString(": " + r.Err)
 		}
 	}
@@ -198,6 +204,19 @@ func (ts Touched) String() string {
 	parts := make([]string, len(ts))
 	for i, t := range ts {
 		parts[i] = t.String()
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Summary is String without the errors: what happened to each node, the
+// way a halt's message ends.
+func (ts Touched) Summary() string {
+	if len(ts) == 0 {
+		return "nothing was touched"
+	}
+	parts := make([]string, len(ts))
+	for i, t := range ts {
+		parts[i] = t.text(false)
 	}
 	return strings.Join(parts, "; ")
 }

@@ -195,12 +195,10 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			rep.stopped(res, code, why, []string{again()})
 		}
 		return code
-	case res.Stopped:
-		if len(res.Remaining) > 0 {
-			at := len(plan.Steps) - len(res.Remaining)
-			rep.stopped(res, exitOK, fmt.Sprintf("Stepped: %d of %d step(s) done. Next: step %d of %d: %s. Run it with:", at, len(plan.Steps), at+1, len(plan.Steps), stepText(res.Remaining[0])),
-				[]string{again("-step")})
-		}
+	case res.Stopped && len(res.Remaining) > 0:
+		at := len(plan.Steps) - len(res.Remaining)
+		rep.stopped(res, exitOK, fmt.Sprintf("Stepped: %d of %d step(s) done. Next: step %d of %d: %s. Run it with:", at, len(plan.Steps), at+1, len(plan.Steps), stepText(res.Remaining[0])),
+			[]string{again("-step")})
 		return exitOK
 	}
 	rep.finished(plan.Target, res)

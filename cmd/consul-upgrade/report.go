@@ -209,7 +209,10 @@ func (r *reporter) event(ev upgrade.Event) {
 	if now.IsZero() {
 		now = time.Now()
 	}
-	i := r.index + 1
+	i := 0 // no step known yet
+	if r.known {
+		i = r.index + 1
+	}
 	step := ev.Step
 	switch ev.Kind {
 	case upgrade.EventStepStarted:
@@ -310,12 +313,9 @@ func (r *reporter) event(ev upgrade.Event) {
 			return
 		}
 		fmt.Fprintf(r.w, "    done in %s (elapsed %s%s)\n", durationText(took), durationText(r.elapsed()), r.estimateText())
-	case upgrade.EventStopped:
-		if r.json {
-			r.emit(jsonEvent{Time: now, Event: string(ev.Kind), Index: i, Detail: ev.Detail})
-		}
-	case upgrade.EventDone, upgrade.EventRunStarted, upgrade.EventHalted:
-		// apply reports how the run ended (finished, halted, diverged).
+	case upgrade.EventDone, upgrade.EventStopped, upgrade.EventRunStarted, upgrade.EventHalted:
+		// apply reports how the run ended (finished, stopped, halted,
+		// diverged), with the record, in one last line or object.
 	}
 }
 
