@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -171,10 +172,13 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 				}
 			}
 		}
-		if !rep.Unplaced && pr.SnapshotVersion != "" && rep.Backup != nil {
+		// A backup recorded before the plan was saved (an earlier run's)
+		// counts for the plan's snapshot step, which no apply of this plan
+		// carried out: say so.
+		if fi, err := os.Stat(*planFile); err == nil && !rep.Unplaced && pr.SnapshotVersion != "" && rep.Backup != nil && rep.Backup.Taken.Before(fi.ModTime()) {
 			for i, s := range plan.Steps[:min(pr.Done, len(plan.Steps))] {
 				if s.Kind == planner.StepSnapshot && planner.SameVersion(s.From, pr.SnapshotVersion) {
-					rep.DoneNote = fmt.Sprintf("step %d, the snapshot before leaving %s, counts as done: the backup recorded %s ago by %q (%s) covers it, and apply does not take it again", i+1, s.From, durationText(time.Since(rep.Backup.Taken)), rep.Backup.Holder, upgrade.BackupKey(*lockKey))
+					rep.DoneNote = fmt.Sprintf("step %d, the snapshot before leaving %s, counts as done: the backup %q recorded %s ago, before this plan was saved, covers it (%s), and apply does not take it again", i+1, s.From, rep.Backup.Holder, durationText(time.Since(rep.Backup.Taken)), upgrade.BackupKey(*lockKey))
 				}
 			}
 		}
