@@ -567,7 +567,7 @@ func catalogue() []builtin {
 			evalBy((*checker).checkUserRules)),
 		def(RuleFeaturesUnobserved, KindPrecheck, Warning, "", "", urlVersionSpecific,
 			"features that version rules read could not be observed, so those rules saw their defaults",
-			"declare them (upgrade.Config.Features wins over observation; Cluster.Features for a hand-built cluster), or run with a token that can read them",
+			"declare them: on the command line with -feature NAME=VALUE, once per feature named above (e.g. -feature Connect=no -feature Envoy=no), given to plan and apply alike; in Go with upgrade.Config.Features, which wins over observation (Cluster.Features for a hand-built cluster); or run with a token that can read them",
 			once, when(func(rc RuleContext) bool { return len(feat(rc).Unobserved) > 0 }),
 			sevBy(func(rc RuleContext) Severity {
 				for _, g := range feat(rc).Unobserved {

@@ -18,6 +18,12 @@
 //   - Swap returns once the agent process on the new version has been
 //     started; it does not wait for cluster health (that is the caller's
 //     gate).
+//   - Swap tells req.Progress (when set) what it did to the node as it
+//     does it: PhaseStop once the old agent no longer runs, then
+//     PhaseStart once the agent on req.To has been started; nothing for a
+//     swap that stops nothing (refused, or the node already on req.To).
+//     A caller learns from it how far a failed swap got, with the
+//     SwapError's Phase.
 //
 // The package imports only the standard library and planner, which is pure
 // (no IO), for the one type they share: StopMode.
@@ -62,6 +68,26 @@ type SwapRequest struct {
 	// Artifact optionally names the binary for To (a path or URL the
 	// transport understands); "" lets the transport resolve it.
 	Artifact string
+	// Progress, if not nil, is told what the swap does to the node, as it
+	// does it: PhaseStop once the old agent has been stopped (its process
+	// no longer runs), then PhaseStart once the agent on To has been
+	// started (its start phase passed; the transport may still verify its
+	// version). Each phase is reported at most once, in that order, from
+	// the goroutine that called Swap, before Swap returns. A swap that
+	// stops nothing (refused, or the node already on To) reports nothing;
+	// a swap that fails after stopping the node has reported PhaseStop. A
+	// transport whose one command both stops and starts the node (exec)
+	// reports both once that command has succeeded. Progress must not
+	// block for long and must not call the transport.
+	Progress func(Phase)
+}
+
+// Report tells req.Progress (if set) that the swap reached phase: a
+// helper for transports.
+func (req SwapRequest) Report(phase Phase) {
+	if req.Progress != nil {
+		req.Progress(phase)
+	}
 }
 
 // Transport swaps nodes.

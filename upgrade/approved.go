@@ -52,13 +52,15 @@ type StepInfo struct {
 }
 
 // AbortedError is returned by Run when Config.BeforeStep answered Abort
-// (or an error). Nothing of the step was touched.
+// (or an error). Nothing of the step was touched; Touched is what the steps
+// before it touched.
 type AbortedError struct {
 	Index int
 	Total int
 	Step  planner.Step
 	// Err is the error BeforeStep returned (nil for Abort).
-	Err error
+	Err     error
+	Touched Touched
 }
 
 func (e *AbortedError) Error() string {
@@ -112,7 +114,7 @@ func (e *PlanDivergedError) Error() string {
 		}
 		fmt.Fprintf(&b, "; the plan says %s, the cluster needs %s", want, e.Got)
 	}
-	b.WriteString("; nothing was touched: re-plan and review")
+	b.WriteString("; that step was not touched: re-plan and review")
 	return b.String()
 }
 

@@ -21,15 +21,24 @@
 //  5. On any failure, halt: never cascade. Optionally roll the failed node
 //     back and wait until the cluster is healthy again.
 //
+// What a run touched is recorded as it acts (Result.Touched, and the same
+// record in a *HaltError's or an *AbortedError's Touched): each node
+// stopped, started, gated or rolled back, from the transport's own report
+// (transport.SwapRequest.Progress, EventNodeStopped and EventNodeStarted)
+// and its *transport.SwapError's Phase. A run refused or halted before it
+// acted has an empty record; a caller decides what to say (and the CLI its
+// exit code) from the record, never from the error's type alone.
+//
 // # Approved plans, step by step
 //
 // Config.Plan ties a run to a reviewed plan (planner.Plan's UpgradePlan,
 // e.g. read back from the JSON that was reviewed; a dry run's Result.Plan
 // is the plan of the live cluster): before each step, the step decided from
 // the cluster observed just then must be the plan's next step that is not
-// yet done in the cluster, or the run halts before touching anything with a
-// *PlanDivergedError naming the step, the node, what the plan says and
-// what the cluster needs; the fix is to plan again and review. Before that,
+// yet done in the cluster, or the run halts before touching that step with
+// a *PlanDivergedError naming the step, the node, what the plan says and
+// what the cluster needs (the steps before it may have touched nodes: see
+// Result.Touched); the fix is to plan again and review. Before that,
 // at the start and before every step, the plan's basis (the servers,
 // voters, versions, leader, failure tolerance and members it was reviewed
 // on) must still hold, moved along only by the plan's own done steps, or

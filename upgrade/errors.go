@@ -59,12 +59,15 @@ func (e *GateError) Error() string {
 
 func (e *GateError) Unwrap() error { return e.Err }
 
-// HaltError stops a run: a step failed (its act or its gate). Nothing after
-// it was touched. RolledBack reports whether the failed node was put back on
-// its old binary and the cluster was seen healthy again.
+// HaltError stops a run: a step failed (its act or its gate), or the run
+// could not go on after a step. Nothing after it was touched. RolledBack
+// reports whether the failed node was put back on its old binary and the
+// cluster was seen healthy again. Touched is what the run touched before it
+// halted, this step included (empty when it halted before acting).
 type HaltError struct {
 	Step       planner.Step
 	Err        error
+	Touched    Touched
 	RolledBack bool
 	// RolledBackNodes are the nodes put back on their old binary.
 	RolledBackNodes []string
@@ -83,6 +86,9 @@ func (e *HaltError) Error() string {
 		fmt.Fprintf(&b, "; not rolled back: %v", e.RollbackErr)
 	case e.RollbackErr != nil:
 		fmt.Fprintf(&b, "; rollback failed: %v; inspect the node by hand before resuming", e.RollbackErr)
+	}
+	if len(e.Touched) > 0 {
+		fmt.Fprintf(&b, " [touched by this run: %s]", e.Touched.Summary())
 	}
 	return b.String()
 }

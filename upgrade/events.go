@@ -18,6 +18,8 @@ const (
 	EventStepDone      EventKind = "step-done"      // a step acted and its gate passed
 	EventSnapshotSaved EventKind = "snapshot-saved" // a snapshot was saved and verified
 	EventNodeSwapped   EventKind = "node-swapped"   // one client of a wave was swapped (Err set if its swap failed); Node names it
+	EventNodeStopped   EventKind = "node-stopped"   // a swap stopped Node's old agent (the transport said so, SwapRequest.Progress)
+	EventNodeStarted   EventKind = "node-started"   // a swap started Node's agent on the step's To (the transport said so)
 	EventProvisioned   EventKind = "provisioned"    // a new server was provisioned (add-server); Step.Node names it
 	EventRolledBack    EventKind = "rolled-back"    // a failed node was rolled back and the cluster is healthy again
 	EventHalted        EventKind = "halted"         // the run stopped on an error

@@ -136,6 +136,19 @@ func (fc *FeatureConfig) usages() []namedUsage {
 	}
 }
 
+// Declare writes the declared features over f, as Run lays them over what
+// it observes, and drops them from f.Unobserved; a cluster from Discover or
+// DiscoverDatacenters then plans as Run with Config.Features would (ZoneKey
+// aside: zones are read by Run and Discover only). It returns the config's
+// problems (*ConfigErrors, joined) and changes nothing when there are any.
+func (fc FeatureConfig) Declare(f *planner.Features) error {
+	if errs := fc.validate(); len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	fc.apply(f)
+	return nil
+}
+
 // apply writes the declared features over f and drops them from
 // f.Unobserved.
 func (fc FeatureConfig) apply(f *planner.Features) {

@@ -336,3 +336,22 @@ func findRuleOf(fs planner.Findings, id string) planner.Findings {
 	}
 	return out
 }
+
+func TestDeclareLaysTheOperatorsFeaturesOverAnObservedCluster(t *testing.T) {
+	f := planner.Features{Unobserved: []planner.FeatureGap{{Feature: "Connect", Reason: "not shown"}, {Feature: "Envoy", Reason: "not shown"}}}
+	if err := (FeatureConfig{Connect: planner.No}).Declare(&f); err != nil {
+		t.Fatal(err)
+	}
+	if f.Connect != planner.No || len(f.Unobserved) != 1 || f.Unobserved[0].Feature != "Envoy" {
+		t.Errorf("features %+v, want Connect declared no and only Envoy left unobserved", f)
+	}
+	before := f
+	err := (FeatureConfig{Envoy: "maybe"}).Declare(&f)
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Field != "Features.Envoy" {
+		t.Errorf("Declare of a bad usage = %v, want a *ConfigError on Features.Envoy", err)
+	}
+	if f.Envoy != before.Envoy || len(f.Unobserved) != 1 {
+		t.Errorf("a refused declaration changed the features: %+v", f)
+	}
+}

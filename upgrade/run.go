@@ -56,6 +56,10 @@ type Result struct {
 	// Remaining are the steps left when Stopped: the approved plan's from
 	// the step not taken, else the plan of the cluster as last observed.
 	Remaining []planner.Step `json:"remaining,omitempty"`
+	// Touched is every node the run changed or may have changed, and how
+	// far (see NodeTouch): empty when the run was refused, or halted,
+	// before it acted on any node.
+	Touched Touched `json:"touched"`
 }
 
 // Run upgrades the cluster behind cfg.Consul to cfg.Target, one step at a
@@ -93,7 +97,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	cfg = cfg.withPlan()
 	r := &runner{cfg: cfg, em: emitter{on: cfg.OnEvent, log: cfg.Logger}, res: res}
-	return res, r.run(ctx)
+	err := r.run(ctx)
+	res.Touched = r.touch.snapshot() // touched.go
+	r.fillTouched(err)
+	return res, err
 }
 
 // ExecuteStep carries out one step the way Run does, for embedders that
@@ -149,6 +156,7 @@ func ExecuteStep(ctx context.Context, cfg Config, step planner.Step) (StepRecord
 	}
 	rec, herr := r.do(ctx, c, step)
 	if herr != nil {
+		r.fillTouched(herr)
 		return rec, herr
 	}
 	return rec, nil
@@ -197,6 +205,9 @@ type runner struct {
 	idx      int // the current step's index (StepInfo.Index)
 	total    int // the current step's total (StepInfo.Total)
 	estimate int // without Config.Plan: the steps the plan at the start counted
+
+	touch       touchLog      // the nodes this run touched (touched.go)
+	gatedResume *planner.Step // a recorded swap found done, which this run only gated (swaprecord.go)
 }
 
 // emit delivers ev, with the current step's index and total when it is
@@ -373,7 +384,7 @@ func (r *runner) run(ctx context.Context) error {
 	if lk, ok := r.cfg.Consul.(Locker); ok && !r.cfg.NoLock {
 		lock, err := r.takeLock(ctx, lk)
 		if err != nil {
-			r.emit(ctx, Event{Kind: EventHalted, Err: err})
+			r.emit(ctx, Event{Kind: EventHalted, Step: step, Err: err})
 			return err
 		}
 		r.lock, r.lost = lock, lock.Lost
@@ -392,7 +403,16 @@ func (r *runner) run(ctx context.Context) error {
 			if resumed != nil {
 				r.res.Steps = append(r.res.Steps, *resumed)
 				prev = &resumed.Step
-				c, step, err = r.decideAfter(ctx, resumed.Step)
+				if c, step, err = r.decideAfter(ctx, resumed.Step); err != nil {
+					err = &HaltError{Step: resumed.Step, Err: err} // after a touch: a halt
+				}
+			} else if r.gatedResume != nil {
+				// A recorded swap found done was gated: decide from the
+				// cluster after that gate, not from the one seen before it.
+				prev = r.gatedResume
+				if c, step, err = r.decideAfter(ctx, *prev); err != nil {
+					err = &HaltError{Step: *prev, Err: err}
+				}
 			} else {
 				step, err = r.decideFirst(c)
 			}
@@ -486,7 +506,8 @@ func (r *runner) decideFirst(c planner.Cluster) (planner.Step, error) {
 	if err != nil || r.cfg.Plan == nil || step.Kind == planner.StepDone {
 		return step, err
 	}
-	_, err = matchPlan(r.cfg.Plan, 0, c, step)
+	r.idx, err = matchPlan(r.cfg.Plan, 0, c, step)
+	r.total = len(r.cfg.Plan.Steps) // a halt before the step names its place
 	return step, err
 }
 
@@ -591,12 +612,14 @@ func (r *runner) stop(ctx context.Context, c planner.Cluster, step planner.Step,
 }
 
 func (r *runner) abort(ctx context.Context, e *AbortedError) error {
+	r.fillTouched(e)
 	r.unlock(ctx)
 	r.emit(ctx, Event{Kind: EventHalted, Step: e.Step, Err: e})
 	return e
 }
 
 func (r *runner) halt(ctx context.Context, h *HaltError) error {
+	r.fillTouched(h)
 	r.unlock(ctx)
 	r.emit(ctx, Event{Kind: EventHalted, Step: h.Step, Condition: gateCondition(h.Err), Err: h})
 	return h
@@ -683,6 +706,7 @@ func (r *runner) discover(ctx context.Context) (planner.Cluster, error) {
 // do acts on one step and gates it; on failure it rolls back if asked to.
 func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (StepRecord, *HaltError) {
 	rec := StepRecord{Step: step, Started: time.Now()}
+	r.touch.beginStep()
 	if err := r.canGate(step); err != nil {
 		return rec, &HaltError{Step: step, Err: err} // before acting: nothing is touched
 	}
@@ -711,22 +735,35 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		}
 		err = r.cfg.Transport.Swap(ctx, transport.SwapRequest{
 			Node: step.Node, Role: transport.RoleServer, From: step.From, To: step.To,
-			StopMode: step.StopMode,
+			StopMode: step.StopMode, Progress: r.swapProgress(ctx, step, step.Node, transport.RoleServer, step.From, nil),
 		})
-		if err != nil {
-			failed = []string{step.Node}
+		r.swapDone(step, step.Node, transport.RoleServer, step.From, err)
+		if err != nil && r.touchedBySwap(step.Node) {
+			failed = []string{step.Node} // a swap refused before the stop needs no rollback
 		}
 	case planner.StepAddServer:
 		var node string
 		node, err = r.provision(ctx, step)
 		if node != "" {
 			step.Node, rec.Step.Node = node, node // the gate and the record name the new server
+			t := newTouch(step, r.idx, node, transport.RoleServer, "")
+			t.Started = true
+			r.touch.add(t)
 			r.emit(ctx, Event{Kind: EventProvisioned, Step: step, Detail: fmt.Sprintf("new server %s provisioned on %s", node, step.To)})
 		}
 	case planner.StepRetireServer:
-		err = r.retire(ctx, step)
+		t := newTouch(step, r.idx, step.Node, transport.RoleServer, step.From)
+		t.Stopped, t.StopUncertain = true, true
+		r.touch.add(t)
+		if err = r.retire(ctx, step); err == nil {
+			r.touch.update(step.Node, func(t *NodeTouch) { t.StopUncertain = false })
+		}
 	case planner.StepTransferLeader:
 		err = r.transferLeader(ctx, step)
+		var te *TransferError
+		if err == nil || !errors.As(err, &te) || te.Attempts > 0 {
+			r.touch.add(newTouch(step, r.idx, step.Node, transport.RoleServer, step.From))
+		}
 	case planner.StepSwapClients:
 		failed, err = r.swapClients(ctx, c, step)
 	default:
@@ -750,6 +787,7 @@ func (r *runner) gate(ctx context.Context, step planner.Step, rec StepRecord, fa
 	opt.RepeatWaiting = GateWaitingRepeat
 	opt.Since = gateStart // the swapped agent has just started: stability counts from here
 	gerr := Gate(ctx, r.consul(step.Datacenter), step, r.baseline(step.Datacenter), opt)
+	r.gated(gerr) // touched.go
 	if gerr != nil {
 		var ge *GateError
 		if errors.As(gerr, &ge) && ge.Node != "" && (step.Kind == planner.StepSwapServer || step.Kind == planner.StepSwapClients) {
@@ -869,7 +907,19 @@ func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string
 	multi := len(r.cfg.Datacenters) > 0
 	logical := backupKind(step) == planner.BackupLogical
 	for _, dc := range r.datacenters() {
-		open := r.cfg.Snapshot
+		var dest SnapshotSink
+		open := func(ctx context.Context, dc, version string) (SnapshotSink, error) {
+			w, err := r.cfg.Snapshot(ctx, dc, version)
+			dest = w
+			return w, err
+		}
+		savedTo := func(info *SnapshotInfo) string { // SnapshotDir's file, for the event and the record
+			if f, ok := dest.(*fileSink); ok {
+				info.Path = f.final
+				return "; saved to " + f.final
+			}
+			return ""
+		}
 		where := ""
 		if multi {
 			where = "datacenter " + dc + ": "
@@ -879,21 +929,23 @@ func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string
 			if err != nil {
 				return out, fmt.Errorf("%s%w", where, err)
 			}
+			saved := savedTo(&info)
 			out[dc] = info
 			reread := "verified before writing (the destination cannot be read back)"
 			if info.Reread {
 				reread = "read back and verified"
 			}
-			r.emit(ctx, Event{Kind: EventSnapshotSaved, Step: step, Detail: fmt.Sprintf("%slogical backup of %s (%s has no snapshot API): %d keys, %d ACL tokens at index %d, sha256 %s, %s; it cannot restore %s",
-				where, step.From, step.From, info.Keys, info.ACLTokens, info.Index, info.SHA256, reread, planner.LogicalBackupOmits)})
+			r.emit(ctx, Event{Kind: EventSnapshotSaved, Step: step, Detail: fmt.Sprintf("%slogical backup of %s (%s has no snapshot API): %d keys, %d ACL tokens at index %d, sha256 %s, %s; it cannot restore %s%s",
+				where, step.From, step.From, info.Keys, info.ACLTokens, info.Index, info.SHA256, reread, planner.LogicalBackupOmits, saved)})
 			continue
 		}
 		info, err := saveSnapshot(ctx, r.consul(dc), open, dc, step.From)
 		if err != nil {
 			return out, fmt.Errorf("%s%w", where, err)
 		}
+		saved := savedTo(&info)
 		out[dc] = info
-		r.emit(ctx, Event{Kind: EventSnapshotSaved, Step: step, Detail: fmt.Sprintf("%ssnapshot of %s verified: raft index %d, term %d, state.bin %d bytes", where, step.From, info.Index, info.Term, info.StateSize)})
+		r.emit(ctx, Event{Kind: EventSnapshotSaved, Step: step, Detail: fmt.Sprintf("%ssnapshot of %s verified: raft index %d, term %d, state.bin %d bytes%s", where, step.From, info.Index, info.Term, info.StateSize, saved)})
 	}
 	return out, nil
 }
@@ -960,12 +1012,15 @@ func (r *runner) swapClients(ctx context.Context, c planner.Cluster, step planne
 			}
 			err := r.cfg.Transport.Swap(ctx, transport.SwapRequest{
 				Node: node, Role: transport.RoleClient, From: v, To: step.To,
-				StopMode: step.StopMode,
+				StopMode: step.StopMode, Progress: r.swapProgress(ctx, step, node, transport.RoleClient, v, &mu),
 			})
+			r.swapDone(step, node, transport.RoleClient, v, err)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				failed = append(failed, node)
+				if r.touchedBySwap(node) {
+					failed = append(failed, node) // one refused before the stop needs no rollback
+				}
 				errs = append(errs, err)
 				r.emit(ctx, Event{Kind: EventNodeSwapped, Step: step, Node: node, Err: err, Detail: fmt.Sprintf("client %s: swap %s -> %s failed; no new swap of the wave is started", node, orUnknown(v), step.To)})
 				return
@@ -983,8 +1038,9 @@ func (r *runner) swapClients(ctx context.Context, c planner.Cluster, step planne
 // the transport's Rollback and the gate after it) runs under
 // rollbackContext, so a cancelled run still rolls back; its outcome is in
 // the HaltError and a rolled-back event.
-func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed []string) *HaltError {
-	h := &HaltError{Step: step, Err: cancelled(ctx, err)}
+func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed []string) (h *HaltError) {
+	h = &HaltError{Step: step, Err: cancelled(ctx, err)}
+	defer func() { r.rolledBack(h, failed) }() // the record's rollback outcomes (touched.go)
 	if step.Kind == planner.StepAddServer {
 		return r.failAdd(ctx, h)
 	}
@@ -1014,7 +1070,7 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 				r.emit(ctx, Event{Kind: EventPlannedOutage, Step: step, Detail: "rollback of " + node + ": " + outage})
 			}
 		}
-		if rerr := rb.Rollback(rctx, node); rerr != nil {
+		if rerr := r.rollbackNode(rctx, rb, node); rerr != nil {
 			h.RollbackErr = fmt.Errorf("roll back %s: %w", node, rerr)
 			h.RolledBackNodes = failed[:i]
 			r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: "rollback of " + node + " failed" + note, Err: h.RollbackErr})

@@ -50,6 +50,9 @@ func TestRunDoesNotRollBackAServerWhenTheOthersWouldLoseTheirQuorum(t *testing.T
 		if refused.Node != swapped || refused.Voters != 3 || refused.Quorum != 2 || len(refused.Up) != 1 || refused.Up[0] != r.sim.Leader() {
 			t.Errorf("refusal %+v, want %s refused with only the leader %s up of 3 voters (quorum 2)", refused, swapped, r.sim.Leader())
 		}
+		if len(h.Touched) != 1 || h.Touched[0].Node != swapped || h.Touched[0].Rollback == nil || h.Touched[0].Rollback.Result != RollbackRefused {
+			t.Errorf("touched %+v, want %s with its rollback refused", h.Touched, swapped)
+		}
 		if len(r.tr.rollbacks) != 0 || h.RolledBack {
 			t.Errorf("rolled back %v while %s was down", r.tr.rollbacks, victim)
 		}

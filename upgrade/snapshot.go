@@ -46,6 +46,9 @@ type SnapshotInfo struct {
 	// Reread: the written logical backup was read back from its
 	// destination and verified again (SnapshotDir's files).
 	Reread bool `json:"reread,omitempty"`
+	// Path is the file the archive was saved to, when the destination is
+	// SnapshotDir's ("" for another destination).
+	Path string `json:"path,omitempty"`
 }
 
 // VerifySnapshot reads a Consul snapshot archive to the end and checks it:

@@ -299,6 +299,7 @@ func (r *runner) resumeSwap(ctx context.Context, c planner.Cluster) (*StepRecord
 			if _, herr := r.gate(ctx, step, done, nil); herr != nil {
 				return nil, herr
 			}
+			r.gatedResume = &step
 			return nil, nil // the gate deleted the record
 		case m.Status == serfAlive && healthy:
 			// (b) The swap never stopped the server (or someone finished

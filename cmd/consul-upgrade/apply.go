@@ -62,6 +62,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	conc := fs.Int("client-concurrency", 0, "swaps in flight within a client wave (default: 10% of the wave, at least 1)")
 	serverPort := fs.Int("server-http-port", 8500, "HTTP `PORT` of every server, for the gates of eras without autopilot health (0: none)")
 	lockKey := fs.String("lock-key", "", "KV `KEY` of the upgrade lock (default "+upgrade.DefaultLockKey+")")
+	features := addFeatureFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: consul-upgrade apply -plan FILE -inventory FILE [-http-addr ADDRESS[,ADDRESS...]] [-dc NAME=ADDRESS[,ADDRESS...]]... [-yes | -step] [-output text|json] [flags]\n\n%s\nFlags:\n", applyHelp)
 		fs.PrintDefaults()
@@ -73,36 +74,46 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err := checkOutput(*output); err != nil {
 		return fail(stderr, "apply", err)
 	}
+	o := cmdOutput{name: "apply", stdout: stdout, stderr: stderr, json: *output == "json"}
 	if *planFile == "" {
-		return fail(stderr, "apply", usagef("-plan is required: the file saved by consul-upgrade plan -out FILE"))
+		return o.fail(usagef("-plan is required: the file saved by consul-upgrade plan -out FILE"))
 	}
 	if *conc < 0 || *serverPort < 0 || *serverPort > 65535 {
-		return fail(stderr, "apply", usagef("-client-concurrency and -server-http-port must not be negative (-server-http-port at most 65535)"))
+		return o.fail(usagef("-client-concurrency and -server-http-port must not be negative (-server-http-port at most 65535)"))
 	}
 	interactive := !*yes && stdinIsTerminal()
 	if !*yes && !*step && !interactive {
-		return fail(stderr, "apply", usagef("stdin is not a terminal, so apply cannot ask before each step; pass -yes to apply every step, or -step to apply one"))
+		return o.fail(usagef("stdin is not a terminal, so apply cannot ask before each step; pass -yes to apply every step, or -step to apply one"))
+	}
+	fc, err := features.config()
+	if err != nil {
+		return o.fail(err)
 	}
 	plan, err := readPlan(*planFile)
 	if err != nil {
-		return fail(stderr, "apply", err)
+		return o.fail(err)
 	}
 	tr := testTransport
 	if tr == nil {
 		if tr, err = loadTransport(*invFile, *kind, splitList(*knownHosts), *sshKey, *sshAgent); err != nil {
-			return fail(stderr, "apply", err)
+			return o.fail(err)
 		}
 	}
-	rep := newReporter(stdout, *output == "json", len(plan.Steps))
+	rep := newReporter(stdout, o.json, plan.Steps, *stab)
 	cluster, err := conn.connect(ctx, rep.switched)
 	if err != nil {
-		return fail(stderr, "apply", err)
+		return o.fail(err)
 	}
 	if err := cluster.checkPlan(ctx, plan, *planFile); err != nil {
-		return fail(stderr, "apply", err)
+		return o.fail(err)
 	}
 	if err := os.MkdirAll(*snapDir, 0o755); err != nil {
-		return fail(stderr, "apply", usagef("-snapshot-dir: %v", err))
+		return o.fail(usagef("-snapshot-dir: %v", err))
+	}
+	if *stab == 0 { // for the estimate: what each server swap's gate waits at least
+		if b, err := upgrade.MeasureBaseline(ctx, cluster.consul); err == nil {
+			rep.stab = b.ServerStabilizationTime
+		}
 	}
 
 	var answers *bufio.Reader
@@ -125,11 +136,14 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		ClientConcurrency: *conc,
 		LockKey:           *lockKey,
 		LockHolder:        lockHolder(),
+		Features:          fc,
 		BeforeStep: func(ctx context.Context, s upgrade.StepInfo) (upgrade.StepDecision, error) {
 			rep.setIndex(s.Index)
 			if !interactive {
 				return upgrade.Approve, nil
 			}
+			rep.prompting(true) // elapsed times leave the time at the prompt out
+			defer rep.prompting(false)
 			fmt.Fprintf(stderr, "Step %d of %d: %s\n  why: %s\nCarry it out? [y/N] ", s.Index+1, s.Total, stepText(s.Step), s.Step.Reason)
 			line, err := readAnswer(ctx, answers)
 			if ctx.Err() != nil {
@@ -153,38 +167,46 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		cfg.ServerAPI = upgrade.ServerHTTP(*serverPort)
 	}
 	res, err := upgrade.Run(ctx, cfg)
-	var de *upgrade.PlanDivergedError
+	// What to run next, as it can be pasted: this apply again, with the
+	// flags given (less -yes and -step), or plan again for a diverged
+	// cluster.
+	again := func(extra ...string) string {
+		return commandLine(append(append([]string{"apply"}, givenFlags(fs, "yes", "step")...), extra...)...)
+	}
+	var pd *upgrade.PlanDivergedError
 	var se *planner.StalePlanError
-	var pfe *upgrade.PreflightError
-	var ce *upgrade.ConfigError
 	switch {
-	case errors.As(err, &se):
-		rep.diverged(err)
-		touched := "Nothing was touched."
-		if len(res.Steps) > 0 {
-			touched = fmt.Sprintf("%d step(s) were carried out before it; nothing of the next step was touched.", len(res.Steps))
-		}
-		fmt.Fprintf(stderr, "consul-upgrade apply: %v\n%s Plan again (consul-upgrade plan -out %s), review, and apply the new plan.\n", err, touched, *planFile)
-		return exitDiverged
-	case errors.As(err, &de):
-		rep.diverged(err)
-		fmt.Fprintf(stderr, "consul-upgrade apply: %v\nPlan again (consul-upgrade plan -out %s), review, and apply the new plan.\n", err, *planFile)
-		return exitDiverged
-	case errors.As(err, &pfe), errors.As(err, &ce):
-		return fail(stderr, "apply", err) // refused before anything was touched; the error says so and why
 	case err != nil:
-		rep.halted(err)
-		return fail(stderr, "apply", err)
-	case declined:
-		fmt.Fprintf(stderr, "Stopped before step %d of %d as you answered; nothing of it was touched. Run apply again to go on.\n", len(plan.Steps)-len(res.Remaining)+1, len(plan.Steps))
-		return exitUsage
-	case res.Stopped:
-		if len(res.Remaining) > 0 {
-			rep.line("Stepped: %d of %d step(s) done. Next: %s (run apply -step again)", len(plan.Steps)-len(res.Remaining), len(plan.Steps), stepText(res.Remaining[0]))
+		fmt.Fprintf(stderr, "consul-upgrade apply: %v\n", err)
+		var next []string
+		if errors.As(err, &pd) || errors.As(err, &se) {
+			line, whole := replanLine(plan, *planFile, flagsNamed(fs, connectionFlags...))
+			next = append(next, "Plan again: "+line)
+			if !whole {
+				next = append(next, "(the plan's policy has settings no flag carries: add -policy FILE with it)")
+			}
+			next = append(next, "Review the new plan, then apply it: "+again("-step"))
 		}
+		return rep.ended(err, res, next)
+	case declined:
+		code := exitOK // the steps approved were carried out
+		if len(res.Steps) == 0 {
+			code = exitUsage // nothing was
+		}
+		at := len(plan.Steps) - len(res.Remaining) + 1
+		why := fmt.Sprintf("Stopped before step %d of %d as you answered; nothing of it was touched. Run apply again to go on:", at, len(plan.Steps))
+		fmt.Fprintf(stderr, "%s\n  %s\n", why, again())
+		if o.json {
+			rep.stopped(res, code, why, []string{again()})
+		}
+		return code
+	case res.Stopped && len(res.Remaining) > 0:
+		at := len(plan.Steps) - len(res.Remaining)
+		rep.stopped(res, exitOK, fmt.Sprintf("Stepped: %d of %d step(s) done. Next: step %d of %d: %s. Run it with:", at, len(plan.Steps), at+1, len(plan.Steps), stepText(res.Remaining[0])),
+			[]string{again("-step")})
 		return exitOK
 	}
-	rep.finished(plan.Target)
+	rep.finished(plan.Target, res)
 	return exitOK
 }
 

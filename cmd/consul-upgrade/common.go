@@ -11,7 +11,6 @@ import (
 	"strings"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
-	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
 
 // policyFlags are the flags that shape the policy; each set flag overrides
@@ -204,21 +203,10 @@ func parseFlags(fs *flag.FlagSet, args []string) (code int, done bool) {
 	return 0, false
 }
 
-// fail prints err for command name and returns its exit code.
+// fail prints err for command name and returns its exit code (judge; the
+// command touched nothing).
 func fail(stderr io.Writer, name string, err error) int {
 	fmt.Fprintf(stderr, "consul-upgrade %s: %v\n", name, err)
-	var ue *usageError
-	var ce *upgrade.ConfigError
-	var le *upgrade.LockedError
-	var re *planner.RefusedError
-	var ve *planner.VersionError
-	var pe *planner.PolicyError
-	var de *planner.DowngradeError
-	var pfe *upgrade.PreflightError
-	switch {
-	case errors.As(err, &ue), errors.As(err, &ce), errors.As(err, &le), errors.As(err, &re),
-		errors.As(err, &ve), errors.As(err, &pe), errors.As(err, &de), errors.As(err, &pfe):
-		return exitUsage
-	}
-	return exitHalted
+	_, code := judge(err, nil)
+	return code
 }

@@ -35,7 +35,7 @@ type connectFlags struct {
 // addConnectFlags adds -http-addr, and -dc when federation is true.
 func addConnectFlags(fs *flag.FlagSet, federation bool) connectFlags {
 	cf := connectFlags{
-		addr: fs.String("http-addr", "", "`ADDRESSES` of Consul agents' HTTP API, comma-separated, e.g. 127.0.0.1:8500 or https://consul.example:8501 or 10.0.0.1:8500,10.0.0.2:8500: with several, the first that answers is used and the next when it stops answering (default: $CONSUL_HTTP_ADDR, else 127.0.0.1:8500); token and TLS come from the CONSUL_HTTP_* variables"),
+		addr: fs.String("http-addr", "", "`ADDRESSES` of Consul agents' HTTP API, comma-separated, e.g. 127.0.0.1:8500 or https://consul.example:8501 or 10.0.0.1:8500,10.0.0.2:8500: with several, the first that answers is used and the next when it stops answering; an address without a port means port 8500 (https:// ones: 443) (default: $CONSUL_HTTP_ADDR, else 127.0.0.1:8500); token and TLS come from the CONSUL_HTTP_* variables"),
 	}
 	if federation {
 		cf.dcs = &dcFlag{}
@@ -97,14 +97,74 @@ func (s agentSwitch) text() string {
 // live is a connected cluster: the agent of the run's own datacenter and,
 // with -dc, one of each other datacenter.
 type live struct {
-	consul upgrade.Consul
-	others map[string]upgrade.Consul // nil without -dc
+	consul   upgrade.Consul
+	others   map[string]upgrade.Consul // nil without -dc
+	features upgrade.FeatureConfig     // -feature: declared, and laid over what is observed
 }
 
 // discover observes the cluster: one datacenter, or the federation that -dc
-// names, as apply's run observes it.
+// names, as apply's run observes it, with the -feature declarations laid
+// over it as the run lays Config.Features.
 func (l live) discover(ctx context.Context) (planner.Cluster, error) {
-	return upgrade.DiscoverDatacenters(ctx, l.consul, l.others)
+	c, err := upgrade.DiscoverDatacenters(ctx, l.consul, l.others)
+	if err != nil {
+		return c, err
+	}
+	if err := l.features.Declare(&c.Features); err != nil {
+		return c, usagef("-feature: %v", err)
+	}
+	return c, nil
+}
+
+// members lists the agents serf knows in every datacenter observed (the
+// -http-addr agent's LAN pool, then each -dc one's).
+func (l live) members(ctx context.Context) ([]memberStatus, error) {
+	var out []memberStatus
+	add := func(dc string, c upgrade.Consul) error {
+		ms, err := c.Members(ctx)
+		if err != nil {
+			if dc != "" {
+				err = fmt.Errorf("datacenter %s: %w", dc, err)
+			}
+			return err
+		}
+		for _, m := range ms {
+			if m == nil {
+				continue
+			}
+			role := "client"
+			if m.Tags["role"] == "consul" {
+				role = "server"
+			}
+			version, _, _ := strings.Cut(m.Tags["build"], ":")
+			out = append(out, memberStatus{Name: m.Name, Datacenter: m.Tags["dc"], Role: role, Version: version, Serf: serfStatusName(m.Status)})
+		}
+		return nil
+	}
+	if err := add("", l.consul); err != nil {
+		return out, err
+	}
+	for _, dc := range slices.Sorted(maps.Keys(l.others)) {
+		if err := add(dc, l.others[dc]); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// serfStatusName names a serf member status as consul members prints it.
+func serfStatusName(st int) string {
+	switch st {
+	case 1:
+		return "alive"
+	case 2:
+		return "leaving"
+	case 3:
+		return "left"
+	case 4:
+		return "failed"
+	}
+	return "none"
 }
 
 // checkPlan refuses a saved plan with steps in a datacenter this command
@@ -257,7 +317,8 @@ func causeText(cause error) string {
 
 // parseAddrs splits a comma-separated list of agent addresses and checks
 // each: no empty element, none twice, each one http(s)://HOST[:PORT],
-// HOST[:PORT] or unix://PATH.
+// HOST[:PORT] or unix://PATH. An address without a port gets Consul's HTTP
+// port (withPort).
 func parseAddrs(flagName, list string) ([]string, error) {
 	var out []string
 	seen := map[string]string{}
@@ -269,6 +330,7 @@ func parseAddrs(flagName, list string) ([]string, error) {
 		if problem := addrProblem(a); problem != "" {
 			return nil, usagef("%s: address %q %s", flagName, a, problem)
 		}
+		a = withPort(a)
 		key := strings.TrimSuffix(strings.TrimPrefix(strings.ToLower(a), "http://"), "/")
 		if first, dup := seen[key]; dup {
 			return nil, usagef("%s: address %q is listed twice (as %q and %q); list each agent once", flagName, a, first, a)
@@ -277,6 +339,34 @@ func parseAddrs(flagName, list string) ([]string, error) {
 		out = append(out, a)
 	}
 	return out, nil
+}
+
+// defaultHTTPPort is the port of an agent address given without one:
+// Consul's HTTP port, not the scheme's 80 (consul/api's reading).
+const defaultHTTPPort = "8500"
+
+// withPort gives HOST and http://HOST (an address addrProblem accepted)
+// Consul's HTTP port, 8500: "-http-addr 10.0.0.1" means 10.0.0.1:8500. An
+// https:// address without a port is left to its scheme's 443 (a load
+// balancer's), and unix:// has no port.
+func withPort(a string) string {
+	scheme, rest, hasScheme := strings.Cut(a, "://")
+	if !hasScheme {
+		scheme, rest = "", a
+	}
+	if hasScheme && !strings.EqualFold(scheme, "http") {
+		return a
+	}
+	host := strings.TrimSuffix(rest, "/")
+	bracketed := strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]")
+	if strings.Contains(host, ":") && !bracketed {
+		return a // it has a port
+	}
+	host = net.JoinHostPort(strings.Trim(host, "[]"), defaultHTTPPort)
+	if hasScheme {
+		return scheme + "://" + host
+	}
+	return host
 }
 
 // addrProblem says what is wrong with an agent address ("" if nothing).
@@ -304,6 +394,8 @@ func addrProblem(a string) string {
 		return "is not an address (a path, query, user or space in it)" + want
 	case !strings.Contains(rest, ":"):
 		return ""
+	case strings.HasPrefix(rest, "[") && strings.HasSuffix(rest, "]") && net.ParseIP(rest[1:len(rest)-1]) != nil:
+		return "" // [IPv6] without a port
 	}
 	if net.ParseIP(rest) != nil {
 		return "is an IPv6 address without brackets and port; write [ADDRESS]:8500"

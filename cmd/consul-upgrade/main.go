@@ -5,6 +5,7 @@
 //	consul-upgrade plan  -http-addr 127.0.0.1:8500 -to 1.13.9 -out plan.json
 //	consul-upgrade apply -plan plan.json -inventory hosts.json -step
 //	consul-upgrade status
+//	consul-upgrade version
 //
 // Run "consul-upgrade help" for the commands and their exit codes.
 package main
@@ -19,25 +20,41 @@ import (
 	"syscall"
 )
 
-// Exit codes, the same for every command.
+// Exit codes, the same for every command. They derive from what the
+// command touched (upgrade.Result.Touched) first, then from its error:
+// judge.
 const (
-	exitOK       = 0 // done, or the requested step(s) carried out, or printed
-	exitHalted   = 1 // a step or gate failed and the run halted, or Consul could not be reached
-	exitUsage    = 2 // bad flags or input, a refused plan or run (nothing touched), or the operator declined
-	exitDiverged = 3 // the cluster no longer matches the saved plan (nothing touched)
+	exitOK       = 0 // done, the requested step(s) carried out, or printed
+	exitHalted   = 1 // stopped on an error after touching the cluster (whatever the error), or before touching it for a reason that is not a refusal
+	exitUsage    = 2 // bad flags or input, or a refusal; nothing touched
+	exitDiverged = 3 // the cluster no longer matches the saved plan; nothing touched
 )
 
 const exitCodesHelp = `Exit codes:
-  0  done: the plan was printed, the step(s) asked for were carried out, or
-     the cluster already runs the target
-  1  halted: a step or its gate failed (the run stopped; nothing after the
-     failed step was touched), the upgrade lock was lost, Consul could not
-     be reached, or Ctrl-C
-  2  usage or refused: bad flags or files, a plan refused by its findings,
-     the upgrade lock held by another run, or the operator answered no;
-     nothing in the cluster was touched
-  3  diverged: the cluster no longer matches the saved plan; nothing was
-     touched; plan again and review
+(apply derives them from the record of the nodes it touched, which it
+prints, first, and only then from the error)
+  0  done: the plan or the status was printed, the step(s) asked for were
+     carried out (apply -step, or every step you approved before you
+     answered no), or the cluster already runs the target
+  1  halted: the run touched the cluster and then stopped on an error,
+     whatever the error (a failed step or gate, the upgrade lock lost, a
+     plan the cluster diverged from after a step, Ctrl-C); or it stopped
+     before touching anything for a reason that is not a refusal (Consul
+     could not be reached, a swap that failed before it stopped the node,
+     the lock lost, Ctrl-C). Every node the run touched is listed, with
+     how far it got (stopped, started, gated, rolled back)
+  2  usage or refused, and nothing in the cluster was touched: bad flags
+     or files, a plan refused by its findings, a target that is not a
+     Consul release, a binary a host cannot get (pre-flight), the upgrade
+     lock held by another run, a stop refused to keep the quorum, an
+     unreadable swap record, or you answered no at the first prompt
+  3  diverged or stale, and nothing in the cluster was touched: the cluster
+     no longer matches the saved plan (its steps, or what it was reviewed
+     on); plan again (the command is printed), review, and apply the new
+     plan
+Under -output json an error is also one JSON object on stdout: its event
+(halted, interrupted, usage, refused, diverged), error_type, error,
+exit_code and touched (the record; [] when nothing was touched).
 `
 
 // command is one subcommand. run returns the exit code.
@@ -70,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	name := args[0]
 	switch name {
+	case "-version", "--version":
+		return runVersion(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
 			if c, ok := commands[args[1]]; ok {

@@ -284,9 +284,9 @@ func TestApplyAndStatusRefuseAPlanWhoseLeaderMovedSinceItWasReviewed(t *testing.
 		if err := sim.SetLeader("s2"); err != nil {
 			t.Fatal(err)
 		}
-		code, _, stderr := cli(t, "apply", "-plan", planFile, "-yes", "-snapshot-dir", filepath.Join(dir, "s"))
-		if code != exitDiverged || !strings.Contains(stderr, "the saved plan is stale") || !strings.Contains(stderr, "leader of dc1: recorded s1, observed s2") || !strings.Contains(stderr, "Nothing was touched.") {
-			t.Errorf("exit %d, stderr %q; want 3, the leader's change and nothing touched", code, stderr)
+		code, applyOut, stderr := cli(t, "apply", "-plan", planFile, "-yes", "-snapshot-dir", filepath.Join(dir, "s"))
+		if code != exitDiverged || !strings.Contains(stderr, "the saved plan is stale") || !strings.Contains(stderr, "leader of dc1: recorded s1, observed s2") || !strings.Contains(applyOut, "Nothing in the cluster was touched by this run.") {
+			t.Errorf("exit %d, stdout %q, stderr %q; want 3, the leader's change and nothing touched", code, applyOut, stderr)
 		}
 		if s := swaps(fake); len(s) != 0 {
 			t.Errorf("a stale apply swapped %v", s)
@@ -348,8 +348,10 @@ func TestApplyAsksOnATerminalAndStopsOnNo(t *testing.T) {
 			t.Fatalf("plan: exit %d: %s", code, stderr)
 		}
 		code, _, stderr := cli(t, "apply", "-plan", planFile, "-snapshot-dir", filepath.Join(dir, "s"))
-		if code != exitUsage || !strings.Contains(stderr, "Carry it out? [y/N]") || !strings.Contains(stderr, "Stopped before step 2 of 3") {
-			t.Errorf("exit %d, stderr %q; want 2 after one approved step", code, stderr)
+		// The approved step was carried out: exit 0, as for -step (2 is
+		// for an answer no before anything was done).
+		if code != exitOK || !strings.Contains(stderr, "Carry it out? [y/N]") || !strings.Contains(stderr, "Stopped before step 2 of 3") {
+			t.Errorf("exit %d, stderr %q; want 0 after one approved step", code, stderr)
 		}
 		if s := swaps(fake); len(s) != 1 || s[0] != "s2" {
 			t.Errorf("swaps %v, want only the approved s2", s)
@@ -426,7 +428,7 @@ func TestApplyHaltsOnALostLockAndTheNextApplyResumes(t *testing.T) {
 			t.Fatalf("plan: exit %d: %s", code, stderr)
 		}
 		code, out, stderr := cli(t, "apply", "-plan", planFile, "-yes")
-		if code != exitHalted || !strings.Contains(stderr, "upgrade lock lost") || !strings.Contains(out, "Halted at step 3 of 3") {
+		if code != exitHalted || !strings.Contains(stderr, "upgrade lock lost") || !strings.Contains(out, "Halted before step 3 of 3") {
 			t.Fatalf("exit %d\n%s\n%s\nwant 1 and the lost lock before step 3", code, out, stderr)
 		}
 		if s := swaps(fake); strings.Join(s, ",") != "s2,s3" {

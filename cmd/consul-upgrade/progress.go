@@ -35,8 +35,8 @@ type divergedError struct {
 
 func (e *divergedError) Error() string {
 	want := e.want
-	return fmt.Sprintf("the cluster has diverged from the plan %s: the planner now chooses %s, which is not the plan's next step (the plan expects %s); plan again (consul-upgrade plan -out %s), review, and apply the new plan",
-		e.planFile, e.got, want, e.planFile)
+	return fmt.Sprintf("the cluster has diverged from the plan %s: the planner now chooses %s, which is not the plan's next step (the plan expects %s); plan again, review, and apply the new plan",
+		e.planFile, e.got, want)
 }
 
 // stepText names a step in a line: kind, node or wave, versions.

@@ -38,11 +38,13 @@ func TestApplyStepRefusesAPlanSavedBeforeAServerWasKilledAndRemoved(t *testing.T
 		for _, want := range []string{
 			"server s3: recorded a healthy voter on 1.12.9, observed missing: s3 (1.12.9, left in serf, not in the Raft configuration)",
 			"failure tolerance of dc1: recorded 1, observed 0",
-			"Nothing was touched.",
 		} {
 			if !strings.Contains(stderr, want) {
 				t.Errorf("stderr lacks %q:\n%s", want, stderr)
 			}
+		}
+		if !strings.Contains(out, "Nothing in the cluster was touched by this run.") {
+			t.Errorf("stdout does not say nothing was touched:\n%s", out)
 		}
 		if s := swaps(fake); len(s) != 0 {
 			t.Errorf("swaps %v, want none", s)

@@ -39,7 +39,9 @@ import (
 )
 
 // PhaseCommand is the phase of a *transport.SwapError raised by the user's
-// swap command itself (which stops, installs and starts as it sees fit).
+// swap command itself (which stops, installs and starts as it sees fit):
+// the node may or may not have been stopped. A swap command that succeeds
+// is reported to SwapRequest.Progress as PhaseStop then PhaseStart.
 const PhaseCommand transport.Phase = "command"
 
 // Defaults for a Config's zero fields.
@@ -288,6 +290,10 @@ func (t *Transport) Swap(ctx context.Context, req transport.SwapRequest) error {
 	if _, err := t.run(ctx, "swap", v, argv); err != nil {
 		return fail(PhaseCommand, err)
 	}
+	// One command stopped and started the node: both are reported once it
+	// succeeded (a failed command may have stopped it; see PhaseCommand).
+	req.Report(transport.PhaseStop)
+	req.Report(transport.PhaseStart)
 	if t.versionTp != nil {
 		cur, err := t.runningVersion(ctx, v)
 		if err != nil {

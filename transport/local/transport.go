@@ -114,6 +114,7 @@ func (t *Transport) Swap(ctx context.Context, req transport.SwapRequest) error {
 	if err := t.stop(ctx, a, req.StopMode); err != nil {
 		return fail(transport.PhaseStop, err)
 	}
+	req.Report(transport.PhaseStop)
 	if !transport.SameVersion(current, req.To) {
 		a.mu.Lock()
 		a.prevVersion = current
@@ -123,6 +124,7 @@ func (t *Transport) Swap(ctx context.Context, req transport.SwapRequest) error {
 	if err := t.start(ctx, a, req.To, binary); err != nil {
 		return fail(transport.PhaseStart, err)
 	}
+	req.Report(transport.PhaseStart)
 	return nil
 }
 

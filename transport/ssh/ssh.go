@@ -318,12 +318,19 @@ func (t *Transport) Swap(ctx context.Context, req transport.SwapRequest) error {
 			return fail(transport.PhaseStage, err)
 		}
 	}
-	return t.restart(ctx, c, v, req.To, running, transport.PhaseStop, transport.PhaseStart)
+	return t.restart(ctx, c, v, req.To, running, transport.PhaseStop, transport.PhaseStart, req.Report)
 }
 
 // restart stops the agent (if running), starts it and checks it reports
 // want. Errors are *transport.SwapError with the given phases.
-func (t *Transport) restart(ctx context.Context, c *conn, v Vars, want string, running bool, stopPhase, startPhase transport.Phase) error {
+//
+// report (nil: none) is told PhaseStop once the agent no longer runs (with
+// a supervisor that restarts it: once the stop command returned) and
+// PhaseStart once the new agent runs.
+func (t *Transport) restart(ctx context.Context, c *conn, v Vars, want string, running bool, stopPhase, startPhase transport.Phase, report func(transport.Phase)) error {
+	if report == nil {
+		report = func(transport.Phase) {}
+	}
 	fail := func(phase transport.Phase, err error) error {
 		return &transport.SwapError{Node: v.Node, Phase: phase, To: want, Err: err}
 	}
@@ -341,6 +348,7 @@ func (t *Transport) restart(ctx context.Context, c *conn, v Vars, want string, r
 				return fail(stopPhase, err)
 			}
 		}
+		report(transport.PhaseStop)
 	}
 	if !h.SupervisorRestarts || !running {
 		argv, err := h.start.Render(v)
@@ -354,6 +362,7 @@ func (t *Transport) restart(ctx context.Context, c *conn, v Vars, want string, r
 	if err := c.waitRunning(ctx, v, true, h.StartTimeout); err != nil {
 		return fail(startPhase, err)
 	}
+	report(transport.PhaseStart)
 	got, err := c.version(ctx, v)
 	if err != nil {
 		return fail(transport.PhaseVerify, err)
@@ -636,7 +645,7 @@ func (t *Transport) Rollback(ctx context.Context, node string) error {
 		return fail(err)
 	}
 	v.To = prev
-	if err := t.restart(ctx, c, v, prev, running, transport.PhaseRollback, transport.PhaseRollback); err != nil {
+	if err := t.restart(ctx, c, v, prev, running, transport.PhaseRollback, transport.PhaseRollback, nil); err != nil {
 		return err
 	}
 	return nil

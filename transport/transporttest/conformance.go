@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -47,8 +48,11 @@ type Harness struct {
 //
 // The subtests, each on a fresh harness:
 //
-//   - a swap From -> To leaves the node running To on a new incarnation;
-//   - a repeated identical swap succeeds without restarting the agent;
+//   - a swap From -> To leaves the node running To on a new incarnation,
+//     and reports transport.PhaseStop then PhaseStart to
+//     SwapRequest.Progress, once each;
+//   - a repeated identical swap succeeds without restarting the agent,
+//     and reports nothing;
 //   - a swap with an unknown From ("") is accepted;
 //   - a cancelled or expired ctx yields an error wrapping ctx.Err() and
 //     leaves the node as it was;
@@ -56,7 +60,8 @@ type Harness struct {
 //     transport.ErrUnknownNode;
 //   - node names with shell metacharacters, malformed versions, unknown
 //     roles and stop modes yield a *transport.SwapError with Phase
-//     PhaseValidate wrapping transport.ErrInvalidRequest, and touch nothing;
+//     PhaseValidate wrapping transport.ErrInvalidRequest, and touch nothing
+//     (a refused version reports nothing to SwapRequest.Progress);
 //   - stop modes kill and terminate are accepted; leave is accepted for a
 //     client and refused for a server (see transport.ValidateRequest);
 //   - if the transport is a transport.Rollbacker: after From -> To,
@@ -106,21 +111,29 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		})
 	}
 
-	run("a swap moves the node to the new version on a new agent", nil, func(s *suite) {
+	run("a swap moves the node to the new version on a new agent, reporting its stop then its start", nil, func(s *suite) {
 		before := s.mustRun(s.h.From)
-		s.mustSwap(s.req(s.h.From, s.h.To, transport.StopKill))
+		req, got := s.reporting(s.req(s.h.From, s.h.To, transport.StopKill))
+		s.mustSwap(req)
 		after := s.mustRun(s.h.To)
 		s.newIncarnation(before, after)
+		if want := []transport.Phase{transport.PhaseStop, transport.PhaseStart}; !slices.Equal(*got, want) {
+			s.t.Errorf("a swap %s -> %s reported %q to SwapRequest.Progress, want %q (stop, then start, each once)", s.h.From, s.h.To, *got, want)
+		}
 	})
 
-	run("a repeated identical swap succeeds without restarting the agent", nil, func(s *suite) {
+	run("a repeated identical swap succeeds without restarting the agent, and reports nothing", nil, func(s *suite) {
 		req := s.req(s.h.From, s.h.To, transport.StopKill)
 		s.mustSwap(req)
 		first := s.mustRun(s.h.To)
+		req, got := s.reporting(req)
 		s.mustSwap(req)
 		second := s.mustRun(s.h.To)
 		if second.inc != first.inc {
 			s.t.Errorf("the second identical swap restarted the agent: incarnation %q -> %q, want unchanged", first.inc, second.inc)
+		}
+		if len(*got) > 0 {
+			s.t.Errorf("a repeated identical swap (nothing to stop) reported %q to SwapRequest.Progress, want nothing", *got)
 		}
 	})
 
@@ -176,10 +189,14 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		s.unchanged(before, "refused node names")
 	})
 
-	run("a malformed version is refused and touches nothing", nil, func(s *suite) {
+	run("a malformed version is refused, touches nothing and reports nothing", nil, func(s *suite) {
 		before := s.mustRun(s.h.From)
 		for _, to := range []string{"latest", "", "1.2", "v" + s.h.To, s.h.To + "; reboot", "../" + s.h.To} {
-			s.refused(s.req(s.h.From, to, transport.StopKill))
+			req, got := s.reporting(s.req(s.h.From, to, transport.StopKill))
+			s.refused(req)
+			if len(*got) > 0 {
+				s.t.Errorf("a refused swap to %q reported %q to SwapRequest.Progress, want nothing", to, *got)
+			}
 		}
 		s.refused(s.req("1.2", s.h.To, transport.StopKill))
 		s.unchanged(before, "refused versions")
@@ -332,6 +349,13 @@ func newSuite(t *testing.T, h Harness) *suite {
 
 func (s *suite) req(from, to string, mode transport.StopMode) transport.SwapRequest {
 	return transport.SwapRequest{Node: s.h.Node, Role: s.h.Role, From: from, To: to, StopMode: mode}
+}
+
+// reporting gives req a Progress hook; got collects what it is told.
+func (s *suite) reporting(req transport.SwapRequest) (_ transport.SwapRequest, got *[]transport.Phase) {
+	got = &[]transport.Phase{}
+	req.Progress = func(p transport.Phase) { *got = append(*got, p) }
+	return req, got
 }
 
 func (s *suite) state() snapshot {

@@ -48,6 +48,10 @@ func (f *flawed) Swap(ctx context.Context, req transport.SwapRequest) error {
 		f.version = req.To
 	}
 	f.inc++
+	if f.flaw != "silent-progress" {
+		req.Report(transport.PhaseStop)
+		req.Report(transport.PhaseStart)
+	}
 	return nil
 }
 
@@ -101,6 +105,7 @@ func TestConformanceCatchesFlawedTransports(t *testing.T) {
 		{"a transport that reports an unknown node untyped fails the suite", "untyped-unknown-node", "want an error wrapping transport.ErrUnknownNode"},
 		{"a transport whose artifact check passes a missing binary fails the suite", "checks-nothing", "want a *transport.ArtifactError wrapping transport.ErrArtifact"},
 		{"a transport that does not install the new version fails the suite", "forgets-the-version", `runs "` + from + `" (running true), want "` + to + `" running`},
+		{"a transport that does not report its stop and start fails the suite", "silent-progress", `reported [] to SwapRequest.Progress, want ["stop" "start"]`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -78,7 +78,10 @@ type fault struct {
 //
 // A swap that gets past validation stops the agent (OpStop), records the
 // version it ran for Rollback, and starts the agent on the new version
-// (OpStart), which bumps the node's Incarnation. A swap of a node that
+// (OpStart), which bumps the node's Incarnation. Both are reported to
+// req.Progress (transport.PhaseStop, then PhaseStart; PhaseStop alone
+// when the start fails), once the swap's state is final and before
+// OnSwap. A swap of a node that
 // already runs req.To on a healthy agent changes nothing. req.From is
 // informational: the fake does not compare it with the node's version.
 //
@@ -226,11 +229,15 @@ func (f *Fake) record(c Call) int {
 func (f *Fake) Swap(ctx context.Context, req transport.SwapRequest) (err error) {
 	f.mu.Lock()
 	i := f.record(Call{Op: OpSwap, Node: req.Node, To: req.To, StopMode: req.StopMode})
-	reached := false // the request got past validation
+	reached := false             // the request got past validation
+	var phases []transport.Phase // what the swap did, for req.Progress
 	defer func() {
 		f.mu.Lock()
 		f.calls[i].Err = err
 		f.mu.Unlock()
+		for _, p := range phases {
+			req.Report(p) // without the lock held: the callback may look at the fake
+		}
 		if reached && f.OnSwap != nil {
 			f.OnSwap(req)
 		}
@@ -281,6 +288,7 @@ func (f *Fake) Swap(ctx context.Context, req transport.SwapRequest) (err error) 
 	}
 	old := n.Version
 	f.stop(n, req.StopMode)
+	phases = append(phases, transport.PhaseStop)
 	f.prev[n.Name] = old
 	to := req.To
 	if ft.old {
@@ -289,6 +297,7 @@ func (f *Fake) Swap(ctx context.Context, req transport.SwapRequest) (err error) 
 	if err := f.start(n, to); err != nil {
 		return err
 	}
+	phases = append(phases, transport.PhaseStart)
 	if ft.unhealthy {
 		n.Healthy = false
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -340,5 +341,35 @@ func TestSwapToTheReleaseAnEnterpriseNodeRunsIsIdempotent(t *testing.T) {
 		if c.Op != "swap" {
 			t.Errorf("call %s %s: an idempotent swap stops or starts nothing", c.Op, c.Node)
 		}
+	}
+}
+
+func TestProgressTellsHowFarAFailedSwapGot(t *testing.T) {
+	cases := []struct {
+		name  string
+		fault func(f *transporttest.Fake)
+		want  []transport.Phase
+	}{
+		{"a swap to a broken version reports the stop and no start", func(f *transporttest.Fake) { f.Broken(to) }, []transport.Phase{transport.PhaseStop}},
+		{"a swap failed by FailNext reports nothing (the node is untouched)", func(f *transporttest.Fake) { f.FailNext("s1", errors.New("no binary")) }, nil},
+		{"a swap that comes back on the old version reports both", func(f *transporttest.Fake) { f.ComeBackOld("s1") }, []transport.Phase{transport.PhaseStop, transport.PhaseStart}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := transporttest.NewFake(transporttest.Server("s1", from))
+			c.fault(f)
+			var got []transport.Phase
+			req := swapReq("s1")
+			req.Progress = func(p transport.Phase) {
+				if _, ok := f.Node("s1"); !ok { // the fake's lock is not held
+					t.Error("the fake lost s1")
+				}
+				got = append(got, p)
+			}
+			_ = f.Swap(t.Context(), req)
+			if !slices.Equal(got, c.want) {
+				t.Errorf("progress %q, want %q", got, c.want)
+			}
+		})
 	}
 }
