@@ -206,10 +206,15 @@ func (l live) checkPlan(ctx context.Context, plan *planner.UpgradePlan, planFile
 // is refused.
 func (cf connectFlags) connect(ctx context.Context, onSwitch func(agentSwitch)) (live, error) {
 	var l live
-	addrs := []string{""} // "": $CONSUL_HTTP_ADDR or the default, as ConnectAddr reads them
-	if *cf.addr != "" {
+	addrs := []string{""} // "": the default, as ConnectAddr reads it
+	// -http-addr, else $CONSUL_HTTP_ADDR, read the same way (a port-less
+	// address means 8500 in both).
+	if name, list := "-http-addr", *cf.addr; list != "" || os.Getenv("CONSUL_HTTP_ADDR") != "" {
+		if list == "" {
+			name, list = "CONSUL_HTTP_ADDR", os.Getenv("CONSUL_HTTP_ADDR")
+		}
 		var err error
-		if addrs, err = parseAddrs("-http-addr", *cf.addr); err != nil {
+		if addrs, err = parseAddrs(name, list); err != nil {
 			return l, err
 		}
 	}

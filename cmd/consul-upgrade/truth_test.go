@@ -384,6 +384,13 @@ func TestAnAddressWithoutAPortMeansPort8500(t *testing.T) {
 		if want := "10.0.0.1:8500,http://10.0.0.2:8500,[::1]:8500,https://consul.example"; strings.Join(dialled, ",") != want {
 			t.Errorf("dialled %v, want %s (https keeps its 443)", dialled, want)
 		}
+		// $CONSUL_HTTP_ADDR is read the same way (it was left to consul/api,
+		// which took a port-less address to port 80).
+		dialled = nil
+		t.Setenv("CONSUL_HTTP_ADDR", "10.0.0.3")
+		if code, _, stderr := cli(t, "status"); code != exitOK || strings.Join(dialled, ",") != "10.0.0.3:8500" {
+			t.Errorf("status with CONSUL_HTTP_ADDR=10.0.0.3: exit %d (%s), dialled %v, want 10.0.0.3:8500", code, stderr, dialled)
+		}
 		if _, err := parseAddrs("-http-addr", "10.0.0.1,10.0.0.1:8500"); err == nil || !strings.Contains(err.Error(), "listed twice") {
 			t.Errorf("10.0.0.1 and 10.0.0.1:8500 are the same agent: %v", err)
 		}
