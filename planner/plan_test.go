@@ -254,20 +254,45 @@ func TestPlanWithFollowersFirstNeedsNoDeadline(t *testing.T) {
 	}
 }
 
-func TestPlanOfAClusterOnTargetHasNoSteps(t *testing.T) {
+// cluster2015On is the 2015 cluster with every agent on v.
+func cluster2015On(v string) Cluster {
 	c := cluster2015()
 	for i := range c.Servers {
-		c.Servers[i].Version = "0.5.2"
+		c.Servers[i].Version = v
 	}
 	for i := range c.Clients {
-		c.Clients[i].Version = "0.5.2"
+		c.Clients[i].Version = v
 	}
+	return c
+}
+
+func TestPlanOfAClusterOnTargetHasNoSteps(t *testing.T) {
+	c := cluster2015On("0.5.2")
 	p, err := Plan(c, "0.5.2", Policy{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(p.Steps) != 0 || len(p.Path) != 0 {
 		t.Fatalf("plan of an upgraded cluster: %d steps, %d hops; want none", len(p.Steps), len(p.Path))
+	}
+}
+
+// A refused plan has no path; its table says it was refused, not that
+// every agent already runs the target (which is what it said of a target
+// that is not a release).
+func TestARefusedPlanSaysWhyItHasNoPath(t *testing.T) {
+	c := cluster2015()
+	p, err := Plan(c, "1.13.99", Policy{})
+	if err == nil || len(p.Path) != 0 {
+		t.Fatalf("plan to 1.13.99: err %v, path %v; want refused with no path", err, p.Path)
+	}
+	out := p.String()
+	if !strings.Contains(out, "(none: the plan is refused; see the blocking findings below)") || strings.Contains(out, "already runs the target") {
+		t.Errorf("refused plan's path:\n%s", out)
+	}
+	done, err := Plan(cluster2015On("0.5.2"), "0.5.2", Policy{})
+	if err != nil || !strings.Contains(done.String(), "(none: every agent already runs the target)") {
+		t.Errorf("plan of a cluster on its target: %v\n%s", err, done)
 	}
 }
 

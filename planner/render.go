@@ -28,7 +28,10 @@ func (p *UpgradePlan) String() string {
 	}
 
 	fmt.Fprintf(&b, "\nPath (%d hop(s)):\n", len(p.Path))
-	if len(p.Path) == 0 {
+	switch {
+	case len(p.Path) == 0 && p.Findings.Err() != nil:
+		b.WriteString("  (none: the plan is refused; see the blocking findings below)\n")
+	case len(p.Path) == 0:
 		b.WriteString("  (none: every agent already runs the target)\n")
 	}
 	for i, h := range p.Path {
