@@ -78,8 +78,9 @@ type SwapRequest struct {
 	// a swap that fails after stopping the node has reported PhaseStop. A
 	// transport whose one command both stops and starts the node (exec)
 	// reports both once that command has succeeded. Progress must not
-	// block for long and must not call the transport.
-	Progress func(Phase)
+	// block for long and must not call the transport. It is not part of
+	// the request's JSON form.
+	Progress func(Phase) `json:"-"`
 }
 
 // Report tells req.Progress (if set) that the swap reached phase: a

@@ -1,6 +1,7 @@
 package transport_test
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -171,4 +172,19 @@ func FuzzValidateRequest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A request marshals to JSON with its progress hook set (a transport that
+// forwards requests, as the robustness tests' child process does, sends
+// them as JSON); the hook itself is not part of the JSON form.
+func TestASwapRequestWithAProgressHookMarshalsToJSON(t *testing.T) {
+	req := transport.SwapRequest{Node: "s1", Role: transport.RoleServer, From: "1.12.9", To: "1.13.9", StopMode: transport.StopTerminate, Progress: func(transport.Phase) {}}
+	b, err := json.Marshal(req)
+	if err != nil {
+		t.Fatalf("marshal: %v", err)
+	}
+	var back transport.SwapRequest
+	if err := json.Unmarshal(b, &back); err != nil || back.Node != "s1" || back.To != "1.13.9" || back.StopMode != transport.StopTerminate || back.Progress != nil {
+		t.Errorf("round trip of %s: %+v, %v", b, back, err)
+	}
 }

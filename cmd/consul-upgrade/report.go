@@ -83,16 +83,6 @@ func (r *reporter) emit(ev jsonEvent) {
 	r.w.Write(append(data, '\n'))
 }
 
-func (r *reporter) line(format string, a ...any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.json {
-		r.emit(jsonEvent{Event: "note", Detail: fmt.Sprintf(format, a...)})
-		return
-	}
-	fmt.Fprintf(r.w, format+"\n", a...)
-}
-
 // elapsed is the time since apply started, less the time spent at the
 // approval prompt.
 func (r *reporter) elapsed() time.Duration {
