@@ -17,12 +17,9 @@ var forbiddenStd = map[string]bool{
 	"log/slog": true, "time": true, "io/fs": true, "syscall": true,
 }
 
-// allowedModules are the only non-standard imports: go-version, and the
-// module's own version parser, which imports only the standard library (its
-// own test keeps it so) and is shared with the transports.
+// allowedModules are the only non-standard imports: go-version.
 var allowedModules = map[string]bool{
-	"github.com/hashicorp/go-version":                            true,
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulver": true,
+	"github.com/hashicorp/go-version": true,
 }
 
 // importProblem says why the planner may not import path ("" if it may).
@@ -33,7 +30,7 @@ func importProblem(path string) string {
 	case std && forbiddenStd[path]:
 		return "the planner must stay pure (no IO, clock, logging or processes)"
 	case !std && !allowedModules[path]:
-		return "only the standard library, github.com/hashicorp/go-version and internal/consulver are allowed"
+		return "only the standard library and github.com/hashicorp/go-version are allowed"
 	}
 	return ""
 }

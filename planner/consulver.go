@@ -1,8 +1,10 @@
-// Package consulver is the one strict parser of Consul version strings that
-// the planner, the upgrade runner and the transports share, so that a
-// version one of them accepts is never refused by another halfway through a
-// run. It imports only the standard library (the planner must stay pure and
-// the transport contract free of dependencies).
+package planner
+
+// This file is the one strict parser of Consul version strings that the
+// planner, the upgrade runner and the transports share (ParseVersion,
+// SameVersion and transport.ValidateVersion all call it), so that a version
+// one of them accepts is never refused by another halfway through a run. It
+// uses only the standard library.
 //
 // The only accepted spelling is the canonical one, the way Consul's release
 // pages, serf build tags and download URLs write a version:
@@ -17,25 +19,24 @@
 // leading zeros (1.13.09). Nothing is canonicalised silently: a version is
 // also a file name, a URL path element and an argv element to a transport,
 // and two spellings of one release would name two artifacts.
-package consulver
 
 import (
 	"strconv"
 	"strings"
 )
 
-// MaxLen is the longest version string accepted.
-const MaxLen = 64
+// MaxVersionLen is the longest version string ParseVersion accepts.
+const MaxVersionLen = 64
 
-// Version is a parsed Consul version. Its String is the canonical spelling.
-type Version struct {
+// consulVersion is a parsed Consul version. Its String is the canonical spelling.
+type consulVersion struct {
 	Major, Minor, Patch int
 	Pre                 string // pre-release without the '-' ("rc1"), "" for a release
 	Build               string // build metadata without the '+' ("ent"), "" for none
 }
 
 // String returns the canonical spelling, e.g. "1.14.0-rc1+ent".
-func (v Version) String() string {
+func (v consulVersion) String() string {
 	var b strings.Builder
 	b.WriteString(strconv.Itoa(v.Major))
 	b.WriteByte('.')
@@ -55,7 +56,7 @@ func (v Version) String() string {
 
 // Enterprise reports whether the build metadata marks a Consul Enterprise
 // build: its first identifier is "ent" (1.10.12+ent, 1.15.2+ent.fips1402).
-func (v Version) Enterprise() bool {
+func (v consulVersion) Enterprise() bool {
 	first, _, _ := strings.Cut(v.Build, ".")
 	return first == "ent"
 }
@@ -63,48 +64,39 @@ func (v Version) Enterprise() bool {
 // SameRelease reports whether v and o are the same release, ignoring build
 // metadata: 1.10.12+ent and 1.10.12 are the same release, 1.14.0-rc1 and
 // 1.14.0 are not.
-func (v Version) SameRelease(o Version) bool {
+func (v consulVersion) SameRelease(o consulVersion) bool {
 	return v.Major == o.Major && v.Minor == o.Minor && v.Patch == o.Patch && v.Pre == o.Pre
 }
 
-// Error is why a string is not a version. Its text names the problem and the
+// spellingError is why a string is not a version. Its text names the problem and the
 // fix but not the value: every caller wraps it in an error of its own that
 // names the value (and the node or field it came from).
-type Error struct {
+type spellingError struct {
 	Problem string // what is wrong, e.g. `part "09" has a leading zero`
 	Fix     string // what to write instead, e.g. "write it as 1.13.9"
 }
 
-func (e *Error) Error() string { return e.Problem + "; " + e.Fix }
+func (e *spellingError) Error() string { return e.Problem + "; " + e.Fix }
 
-// Parse parses a version in its canonical spelling, or returns an *Error.
-func Parse(s string) (Version, error) {
-	v, p := parse(s)
+// parseSpelling parses a version in its canonical spelling, or returns a
+// *spellingError.
+func parseSpelling(s string) (consulVersion, error) {
+	v, p := spellingProblem(s)
 	if p == "" {
 		return v, nil
 	}
-	return Version{}, &Error{Problem: p, Fix: fix(s, p)}
+	return consulVersion{}, &spellingError{Problem: p, Fix: spellingFix(s, p)}
 }
 
-// Same reports whether a and b both parse and are the same release,
-// ignoring build metadata (see Version.SameRelease).
-func Same(a, b string) bool {
-	va, err := Parse(a)
-	if err != nil {
-		return false
-	}
-	vb, err := Parse(b)
-	return err == nil && va.SameRelease(vb)
-}
-
-// parse returns the version or the problem ("" when there is none).
-func parse(s string) (Version, string) {
-	var v Version
+// spellingProblem returns the version or the problem ("" when there is
+// none).
+func spellingProblem(s string) (consulVersion, string) {
+	var v consulVersion
 	switch {
 	case s == "":
 		return v, "is empty"
-	case len(s) > MaxLen:
-		return v, "is " + strconv.Itoa(len(s)) + " bytes long (limit " + strconv.Itoa(MaxLen) + ")"
+	case len(s) > MaxVersionLen:
+		return v, "is " + strconv.Itoa(len(s)) + " bytes long (limit " + strconv.Itoa(MaxVersionLen) + ")"
 	}
 	if t := strings.TrimSpace(s); t != s && t != "" {
 		return v, "has whitespace around it"
@@ -113,7 +105,7 @@ func parse(s string) (Version, string) {
 		return v, "has a " + strconv.Quote(s[:1]) + " prefix"
 	}
 	for i := 0; i < len(s); i++ {
-		if !allowed(s[i]) {
+		if !spellingAllowed(s[i]) {
 			r := s[i:]
 			if len(r) > 1 {
 				r = r[:1]
@@ -145,22 +137,22 @@ func parse(s string) (Version, string) {
 		nums[i] = int(n)
 	}
 	if hasPre {
-		if p := identifiers("pre-release", pre, true); p != "" {
+		if p := spellingIdentifiers("pre-release", pre, true); p != "" {
 			return v, p
 		}
 	}
 	if hasBuild {
-		if p := identifiers("build metadata", build, false); p != "" {
+		if p := spellingIdentifiers("build metadata", build, false); p != "" {
 			return v, p
 		}
 	}
-	return Version{Major: nums[0], Minor: nums[1], Patch: nums[2], Pre: pre, Build: build}, ""
+	return consulVersion{Major: nums[0], Minor: nums[1], Patch: nums[2], Pre: pre, Build: build}, ""
 }
 
-// identifiers checks the dot-separated identifiers of a pre-release or build
+// spellingIdentifiers checks the dot-separated identifiers of a pre-release or build
 // suffix (s without its '-' or '+'); '+' is already split off, so a second
 // '+' shows up here.
-func identifiers(what, s string, numericNoZero bool) string {
+func spellingIdentifiers(what, s string, numericNoZero bool) string {
 	for _, id := range strings.Split(s, ".") {
 		switch {
 		case id == "":
@@ -174,15 +166,15 @@ func identifiers(what, s string, numericNoZero bool) string {
 	return ""
 }
 
-func allowed(c byte) bool {
+func spellingAllowed(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '.' || c == '-' || c == '+'
 }
 
-// fix says what to write instead of s: its canonical spelling when removing
+// spellingFix says what to write instead of s: its canonical spelling when removing
 // surrounding spaces, a "v" prefix and leading zeros yields one, else a
 // pointer to the form.
-func fix(s, problem string) string {
-	if c, ok := guess(s); ok && c != s {
+func spellingFix(s, problem string) string {
+	if c, ok := spellingGuess(s); ok && c != s {
 		return "write it as " + c
 	}
 	if strings.HasPrefix(problem, "has ") && strings.Contains(problem, "numeric part(s)") {
@@ -191,9 +183,9 @@ func fix(s, problem string) string {
 	return "name the exact release as X.Y.Z, optionally -pre or +build (e.g. 1.13.9, 1.14.0-rc1, 1.10.12+ent)"
 }
 
-// guess canonicalises the spellings whose intent is evident. It is used only
-// to word the fix: Parse never accepts them.
-func guess(s string) (string, bool) {
+// spellingGuess canonicalises the spellings whose intent is evident. It is used only
+// to word the fix: parseSpelling never accepts them.
+func spellingGuess(s string) (string, bool) {
 	t := strings.TrimSpace(s)
 	if len(t) > 1 && (t[0] == 'v' || t[0] == 'V') && t[1] >= '0' && t[1] <= '9' {
 		t = t[1:]
@@ -228,7 +220,7 @@ func guess(s string) (string, bool) {
 		}
 	}
 	c := strings.Join(parts, ".") + rest
-	if _, p := parse(c); p != "" {
+	if _, p := spellingProblem(c); p != "" {
 		return "", false
 	}
 	return c, true

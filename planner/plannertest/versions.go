@@ -1,10 +1,12 @@
-// Package consulvertest holds the table of version spellings that every
-// part of the module must judge alike: the tests of consulver, the planner
-// (ParseVersion, Check), the upgrade runner (Config.Validate) and the
-// transports (ValidateVersion, ValidateRequest) all run it. A case accepted
-// here is accepted by all of them, a case refused here is refused by all of
-// them, and with the same fix.
-package consulvertest
+// Package plannertest holds the planner's shared test tables: the version
+// spellings that every part of the module must judge alike. The planner's
+// parser (ParseVersion, SameVersion, Check), the upgrade runner
+// (Config.Validate) and the transports (ValidateVersion, ValidateRequest)
+// all run it, and a transport written elsewhere can run it too. A case
+// accepted here is accepted by all of them, a case refused here is refused
+// by all of them, and with the same fix. It imports only the standard
+// library.
+package plannertest
 
 import "strings"
 
