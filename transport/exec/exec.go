@@ -34,9 +34,9 @@ import (
 
 	"time"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/argv"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
+	"github.com/seed-e5e14ead/consul-upgrade/transport/internal/argv"
 )
 
 // PhaseCommand is the phase of a *transport.SwapError raised by the user's
