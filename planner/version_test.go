@@ -102,7 +102,7 @@ func TestEnterpriseBuildsGetEnterpriseRules(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := Check(tc.c, tc.target, Policy{})
-			for _, id := range []string{RuleEnterprise110, RuleDisableUpgradeMigration} {
+			for _, id := range []RuleID{RuleEnterprise110, RuleDisableUpgradeMigration} {
 				if got := len(findRule(fs, id)) > 0; got != tc.want {
 					t.Errorf("finding %s present = %v, want %v", id, got, tc.want)
 				}

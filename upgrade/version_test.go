@@ -23,7 +23,7 @@ func TestConfigValidateSharedTable(t *testing.T) {
 		t.Run(tc.Name, func(t *testing.T) {
 			// Whether an accepted spelling is a Consul release (a
 			// pre-release is not) is another rule, waived here.
-			pol := planner.Policy{Waive: []string{planner.PrecheckUnknownRelease}}
+			pol := planner.Policy{Waive: []planner.RuleID{planner.PrecheckUnknownRelease}}
 			err := Config{Consul: inProcessConsul(t, sim), Target: tc.In, Policy: pol, DryRun: true}.Validate()
 			if tc.Accepted() {
 				if err != nil {
@@ -123,7 +123,7 @@ func TestAnEnterpriseClusterIsPlannedAsEnterprise(t *testing.T) {
 			if p.Policy.Enterprise != tc.enterprise {
 				t.Errorf("plan policy Enterprise = %v, want %v", p.Policy.Enterprise, tc.enterprise)
 			}
-			for _, id := range []string{planner.RuleEnterprise110, planner.RuleDisableUpgradeMigration} {
+			for _, id := range []planner.RuleID{planner.RuleEnterprise110, planner.RuleDisableUpgradeMigration} {
 				found := false
 				for _, f := range p.Findings {
 					found = found || f.Rule == id

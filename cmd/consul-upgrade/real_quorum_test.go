@@ -120,7 +120,7 @@ func TestCLIRefusesAPlanSavedBeforeAServerDied(t *testing.T) {
 	// A fresh plan of the two voters left is refused by no-spare-voter.
 	fresh := filepath.Join(dir, "fresh.json")
 	out, stderr = sh(exitUsage, "plan", "-http-addr", addr, "-to", "1.13.9", "-out", fresh)
-	if !strings.Contains(out, "[blocking] "+planner.PrecheckNoSpareVoter) || !strings.Contains(out, "missing: "+victim) || !strings.Contains(stderr, "refused") {
+	if !strings.Contains(out, "[blocking] "+string(planner.PrecheckNoSpareVoter)) || !strings.Contains(out, "missing: "+victim) || !strings.Contains(stderr, "refused") {
 		t.Errorf("plan of the 2 voters: want refused by %s naming %s missing\n%s\n%s", planner.PrecheckNoSpareVoter, victim, out, stderr)
 	}
 	if _, err := os.Stat(fresh); err == nil {

@@ -279,7 +279,7 @@ func firstLine(s string) string {
 }
 
 // refusedOnlyBy reports whether every finding of the refusal is one of ids.
-func refusedOnlyBy(re *planner.RefusedError, ids ...string) bool {
+func refusedOnlyBy(re *planner.RefusedError, ids ...planner.RuleID) bool {
 	for _, f := range re.Findings {
 		if !slices.Contains(ids, f.Rule) {
 			return false
