@@ -1,4 +1,4 @@
-package robust_test
+package robustness_test
 
 import (
 	"context"
@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
-	"github.com/seed-e5e14ead/consul-upgrade/internal/realtest"
 	"github.com/seed-e5e14ead/consul-upgrade/internal/traffic"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/local"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
@@ -199,9 +199,9 @@ func TestAServerKilledWhileAFollowersSwapIsGatedMakesTheRunWait(t *testing.T) {
 // (filled in once the run has returned, also when t fails).
 func killWhileGatedWaits(t *testing.T, h hop, report *traffic.Report) {
 	f := &fault{restartAfter: 30 * time.Second}
-	tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
+	tr := scenario.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
 	defer func() { *report = tr.Report }()
-	fig := realtest.Run(t, realtest.Scenario{From: h.From, To: h.To, During: tr.During, Configure: f.configure(t)})
+	fig := scenario.Run(t, scenario.Scenario{From: h.From, To: h.To, During: tr.During, Configure: f.configure(t)})
 	f.check(t)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -232,11 +232,11 @@ func TestAServerKilledWhileAFollowersSwapIsGatedHaltsTheRun(t *testing.T) {
 
 func killWhileGatedHalts(t *testing.T, h hop) {
 	f := &fault{}
-	tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
+	tr := scenario.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
 	var halt *upgrade.HaltError
 	var haltAt time.Time
 	configure := f.configure(t)
-	fig := realtest.Run(t, realtest.Scenario{
+	fig := scenario.Run(t, scenario.Scenario{
 		From: h.From, To: h.To, During: tr.During,
 		Configure: func(cfg *upgrade.Config, cl *consulrig.Cluster) {
 			configure(cfg, cl)

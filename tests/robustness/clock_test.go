@@ -1,4 +1,4 @@
-package robust_test
+package robustness_test
 
 import (
 	"context"
@@ -9,9 +9,9 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
-	"github.com/seed-e5e14ead/consul-upgrade/internal/realtest"
 	"github.com/seed-e5e14ead/consul-upgrade/internal/traffic"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
 
@@ -89,8 +89,8 @@ const clockStabilization = 10 * time.Second
 func clockScenario(t *testing.T, from, to string, skew time.Duration) {
 	sw := &stableWaits{since: map[string]time.Time{}, waits: map[string]time.Duration{}}
 	var g *guard
-	tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
-	fig := realtest.Run(t, realtest.Scenario{From: from, To: to, During: tr.During,
+	tr := scenario.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
+	fig := scenario.Run(t, scenario.Scenario{From: from, To: to, During: tr.During,
 		Configure: func(cfg *upgrade.Config, cl *consulrig.Cluster) {
 			full, ok := cfg.Consul.(fullConsul)
 			if !ok {

@@ -1,4 +1,4 @@
-package realtest
+package scenario
 
 import (
 	"context"

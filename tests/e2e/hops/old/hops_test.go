@@ -1,4 +1,4 @@
-// Package hopsold_test upgrades real clusters across the documented hops
+// Package old_test upgrades real clusters across the documented hops
 // of the eras before autopilot health: 0.6.4 -> 0.7.5 (no Raft
 // configuration endpoint, no snapshot API: the upgrade guide's gate and a
 // logical backup), 0.7.5 -> 0.8.5 (Raft configuration, no autopilot) and
@@ -6,16 +6,16 @@
 // autopilot health answers only once every server runs 3). Each run: 3
 // servers and 1 client, a writer through the client every 20 ms,
 // followers first and the leader last, every step gated
-// (internal/realtest). Figures are logged on FIGURES lines.
-package hopsold_test
+// (tests/scenario). Figures are logged on FIGURES lines.
+package old_test
 
 import (
 	"slices"
 	"testing"
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
-	"github.com/seed-e5e14ead/consul-upgrade/internal/realtest"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
 
@@ -24,7 +24,7 @@ import (
 // HTTP API on its own address, port 8500).
 func serverAPI(cfg *upgrade.Config, _ *consulrig.Cluster) { cfg.ServerAPI = upgrade.ServerHTTP(8500) }
 
-func backupKinds(f realtest.Figures) []planner.BackupKind {
+func backupKinds(f scenario.Figures) []planner.BackupKind {
 	var out []planner.BackupKind
 	for _, s := range f.Kinds(planner.StepSnapshot) {
 		out = append(out, s.Backup)
@@ -33,7 +33,7 @@ func backupKinds(f realtest.Figures) []planner.BackupKind {
 }
 
 // gatesApplied checks that every server gate applied the checks of era.
-func gatesApplied(t *testing.T, f realtest.Figures, era upgrade.Era, why string) {
+func gatesApplied(t *testing.T, f scenario.Figures, era upgrade.Era, why string) {
 	t.Helper()
 	for _, e := range f.GateEras {
 		if e != era {
@@ -44,8 +44,8 @@ func gatesApplied(t *testing.T, f realtest.Figures, era upgrade.Era, why string)
 }
 
 func TestHop_0_6_4_to_0_7_5(t *testing.T) {
-	f := realtest.Run(t, realtest.Scenario{From: "0.6.4", To: "0.7.5", Configure: serverAPI})
-	realtest.LeaderSwappedLast(t, f)
+	f := scenario.Run(t, scenario.Scenario{From: "0.6.4", To: "0.7.5", Configure: serverAPI})
+	scenario.LeaderSwappedLast(t, f)
 	if got := backupKinds(f); !slices.Equal(got, []planner.BackupKind{planner.BackupLogical}) {
 		t.Errorf("backups %v, want one logical backup (0.6.4 has no snapshot API)", got)
 	}
@@ -53,8 +53,8 @@ func TestHop_0_6_4_to_0_7_5(t *testing.T) {
 }
 
 func TestHop_0_7_5_to_0_8_5(t *testing.T) {
-	f := realtest.Run(t, realtest.Scenario{From: "0.7.5", To: "0.8.5", Configure: serverAPI})
-	realtest.LeaderSwappedLast(t, f)
+	f := scenario.Run(t, scenario.Scenario{From: "0.7.5", To: "0.8.5", Configure: serverAPI})
+	scenario.LeaderSwappedLast(t, f)
 	if got := backupKinds(f); !slices.Equal(got, []planner.BackupKind{planner.BackupSnapshot}) {
 		t.Errorf("backups %v, want one snapshot (0.7.1+)", got)
 	}
@@ -72,7 +72,7 @@ func TestHop_0_7_5_to_0_8_5(t *testing.T) {
 // older ones does not join). The gates answer with the 0.8-raft2 checks
 // until the whole cluster could use autopilot.
 func TestHop_0_8_5_to_1_2_4(t *testing.T) {
-	f := realtest.Run(t, realtest.Scenario{
+	f := scenario.Run(t, scenario.Scenario{
 		From: "0.8.5", To: "1.2.4", Configure: serverAPI,
 		Rig: consulrig.Options{ServerArgsFor: func(v string) []string {
 			if v == "1.2.4" {
@@ -81,7 +81,7 @@ func TestHop_0_8_5_to_1_2_4(t *testing.T) {
 			return nil
 		}},
 	})
-	realtest.LeaderSwappedLast(t, f)
+	scenario.LeaderSwappedLast(t, f)
 	if got := backupKinds(f); !slices.Equal(got, []planner.BackupKind{planner.BackupSnapshot}) {
 		t.Errorf("backups %v, want one snapshot", got)
 	}

@@ -1,4 +1,4 @@
-package robust_test
+package robustness_test
 
 import (
 	"context"
@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
-	"github.com/seed-e5e14ead/consul-upgrade/internal/realtest"
 	"github.com/seed-e5e14ead/consul-upgrade/internal/traffic"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
@@ -95,8 +95,8 @@ func (d *agentDeath) onEvent(t *testing.T, cl *consulrig.Cluster, victim string,
 // it; the lock moves to a session made through c1 once the run fails over.
 func failoverScenario(t *testing.T, from, to string) {
 	d := &agentDeath{}
-	tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
-	fig := realtest.Run(t, realtest.Scenario{From: from, To: to, Clients: 2, During: tr.During, Configure: d.configure(t)})
+	tr := scenario.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
+	fig := scenario.Run(t, scenario.Scenario{From: from, To: to, Clients: 2, During: tr.During, Configure: d.configure(t)})
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.err != nil {
@@ -147,8 +147,8 @@ func haltScenario(t *testing.T, from, to string) {
 	var g *guard
 	var killed time.Time
 	var killErr error
-	tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
-	fig := realtest.Run(t, realtest.Scenario{From: from, To: to, During: tr.During,
+	tr := scenario.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
+	fig := scenario.Run(t, scenario.Scenario{From: from, To: to, During: tr.During,
 		Configure: func(cfg *upgrade.Config, c *consulrig.Cluster) {
 			cl = c
 			fc, err := upgrade.ConnectAddrs(nil, cl.HTTPAddr(cl.Clients()[0]))
@@ -190,7 +190,7 @@ func haltScenario(t *testing.T, from, to string) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			realtest.WaitReady(t, ctx, upgrade.Config{Consul: c1}, 3)
+			scenario.WaitReady(t, ctx, upgrade.Config{Consul: c1}, 3)
 		},
 	})
 	if killErr != nil {

@@ -21,7 +21,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
-	"github.com/seed-e5e14ead/consul-upgrade/internal/realtest"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/local"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/transporttest"
@@ -371,7 +371,7 @@ func TestARunWhoseTargetBinaryIsMissingIsRefusedBeforeAnythingStops(t *testing.T
 		Snapshot:  upgrade.SnapshotDir(snaps),
 		OnEvent:   func(e upgrade.Event) { kinds = append(kinds, e.Kind) },
 	}
-	realtest.WaitReady(t, ctx, cfg, 3)
+	scenario.WaitReady(t, ctx, cfg, 3)
 	_, err = upgrade.Run(ctx, cfg)
 	var pe *upgrade.PreflightError
 	if !errors.As(err, &pe) {

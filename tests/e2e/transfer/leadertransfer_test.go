@@ -1,13 +1,13 @@
-// Package leadertransfer_test proves leadership transfer on real Consul
+// Package transfer_test proves leadership transfer on real Consul
 // agents: 1.15.4 -> 1.16.1 with the transfer (the default) and without it,
 // 1.14.8 -> 1.15.4 where the old side cannot transfer, and a replace
 // (blue/green) run that hands leadership to a new server before the old
 // leader retires. Each run has 3 servers and 1 client on loopback and a
-// writer putting a key through the client every 20 ms (internal/realtest).
+// writer putting a key through the client every 20 ms (tests/scenario).
 // The tests never skip: a missing or unbuildable binary fails them.
 //
 // The figures of each run are logged on a line starting with FIGURES.
-package leadertransfer_test
+package transfer_test
 
 import (
 	"strings"
@@ -16,17 +16,17 @@ import (
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
-	"github.com/seed-e5e14ead/consul-upgrade/internal/realtest"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
 
-func transfers(f realtest.Figures) []planner.Step { return f.Kinds(planner.StepTransferLeader) }
+func transfers(f scenario.Figures) []planner.Step { return f.Kinds(planner.StepTransferLeader) }
 
 // countLostElections makes sc count the asks the run repeated because the
 // target lost the election the transfer started (Raft's race with a write
 // in flight; see upgrade.ErrTransferElectionLost).
-func countLostElections(sc *realtest.Scenario) *atomic.Int32 {
+func countLostElections(sc *scenario.Scenario) *atomic.Int32 {
 	var n atomic.Int32
 	configure := sc.Configure
 	sc.Configure = func(cfg *upgrade.Config, cl *consulrig.Cluster) {
@@ -52,7 +52,7 @@ func countLostElections(sc *realtest.Scenario) *atomic.Int32 {
 // re-elected, and its writes fail for up to an election timeout: the
 // check is then that the runner recognised each, asked again, and
 // leadership still ended on the target.
-func checkOneMove(t *testing.T, f realtest.Figures, tr planner.Step, lost int) {
+func checkOneMove(t *testing.T, f scenario.Figures, tr planner.Step, lost int) {
 	t.Helper()
 	if len(f.Leaders) != 2 || f.Leaders[0] != tr.Node || f.Leaders[1] != tr.Target {
 		t.Errorf("leaders seen %v, want exactly [%s %s]: one move, to the server the step named", f.Leaders, tr.Node, tr.Target)
@@ -81,9 +81,9 @@ func lastNode(steps []planner.Step) string {
 // server before it is swapped: leadership moves exactly once, to the
 // server the step named, and no write fails for a second or more.
 func TestTransferOn_1_15_4_to_1_16_1(t *testing.T) {
-	sc := realtest.Scenario{From: "1.15.4", To: "1.16.1"}
+	sc := scenario.Scenario{From: "1.15.4", To: "1.16.1"}
 	lost := countLostElections(&sc)
-	f := realtest.Run(t, sc)
+	f := scenario.Run(t, sc)
 	trs := transfers(f)
 	if len(trs) != 1 {
 		t.Fatalf("transfer-leader steps %v, want exactly one", trs)
@@ -98,32 +98,32 @@ func TestTransferOn_1_15_4_to_1_16_1(t *testing.T) {
 // Without the transfer the leader is swapped last and the cluster elects
 // a new one: no write is lost, but writes fail while it does.
 func TestTransferOff_1_15_4_to_1_16_1(t *testing.T) {
-	f := realtest.Run(t, realtest.Scenario{From: "1.15.4", To: "1.16.1", Policy: planner.Policy{NoTransferLeadership: true}})
+	f := scenario.Run(t, scenario.Scenario{From: "1.15.4", To: "1.16.1", Policy: planner.Policy{NoTransferLeadership: true}})
 	if trs := transfers(f); len(trs) != 0 {
 		t.Errorf("transfer-leader steps %v with the transfer turned off", trs)
 	}
 	if f.Elections < 1 {
 		t.Errorf("%d leader elections in the servers' logs: stopping the leader must have caused one (the restarted old leader may win it)", f.Elections)
 	}
-	realtest.LeaderSwappedLast(t, f)
+	scenario.LeaderSwappedLast(t, f)
 }
 
 // 1.14 cannot transfer leadership: the plan swaps the leader last, and the
 // 1.15.4 servers read the raft log 1.14.8 wrote.
 func TestNoTransferPossible_1_14_8_to_1_15_4(t *testing.T) {
-	f := realtest.Run(t, realtest.Scenario{From: "1.14.8", To: "1.15.4"})
+	f := scenario.Run(t, scenario.Scenario{From: "1.14.8", To: "1.15.4"})
 	if trs := transfers(f); len(trs) != 0 {
 		t.Errorf("transfer-leader steps %v, but 1.14.8 cannot transfer leadership", trs)
 	}
-	realtest.LeaderSwappedLast(t, f)
+	scenario.LeaderSwappedLast(t, f)
 }
 
 // Replace (blue/green): new 1.16.1 servers join and the old 1.15.4 ones
 // retire; before the old leader retires, leadership moves to a new server.
 func TestReplaceTransfersToANewServer_1_15_4_to_1_16_1(t *testing.T) {
-	sc := realtest.Scenario{From: "1.15.4", To: "1.16.1", Policy: planner.Policy{Strategy: planner.Replace}}
+	sc := scenario.Scenario{From: "1.15.4", To: "1.16.1", Policy: planner.Policy{Strategy: planner.Replace}}
 	lost := countLostElections(&sc)
-	f := realtest.Run(t, sc)
+	f := scenario.Run(t, sc)
 	trs := transfers(f)
 	if len(trs) != 1 {
 		t.Fatalf("transfer-leader steps %v, want exactly one", trs)

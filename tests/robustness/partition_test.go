@@ -1,4 +1,4 @@
-package robust_test
+package robustness_test
 
 import (
 	"context"
@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
-	"github.com/seed-e5e14ead/consul-upgrade/internal/realtest"
 	"github.com/seed-e5e14ead/consul-upgrade/internal/traffic"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
@@ -337,11 +337,11 @@ func (pt *partitioner) onEvent(e upgrade.Event) {
 // partitionedAfterRestart runs the scenario on h; the report is the
 // traffic's (filled in once the run has returned, also when t fails).
 func partitionedAfterRestart(t *testing.T, h hop, hold time.Duration, report *traffic.Report) {
-	tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 8}}
+	tr := scenario.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 8}}
 	defer func() { *report = tr.Report }()
 	var pt *partitioner
 	var cl *consulrig.Cluster
-	fig := realtest.Run(t, realtest.Scenario{
+	fig := scenario.Run(t, scenario.Scenario{
 		From: h.From, To: h.To, During: tr.During,
 		Configure: func(cfg *upgrade.Config, c *consulrig.Cluster) {
 			needIPTables(t)

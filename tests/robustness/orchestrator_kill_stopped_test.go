@@ -1,4 +1,4 @@
-package robust_test
+package robustness_test
 
 import (
 	"context"
@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
-	"github.com/seed-e5e14ead/consul-upgrade/internal/realtest"
 	"github.com/seed-e5e14ead/consul-upgrade/internal/traffic"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
@@ -44,7 +44,7 @@ func orchestratorKillStopped(t *testing.T, from, to string) {
 	g := &guard{Transport: cl.Transport(), cl: cl}
 	var mu sync.Mutex
 	var swaps []string
-	realtest.WaitReady(t, ctx, upgrade.Config{Consul: consul}, 3)
+	scenario.WaitReady(t, ctx, upgrade.Config{Consul: consul}, 3)
 
 	var (
 		child      *exec.Cmd
@@ -88,7 +88,7 @@ func orchestratorKillStopped(t *testing.T, from, to string) {
 	defer srv.Close()
 
 	w := cl.StartWriter(client, "writer", 20*time.Millisecond)
-	tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
+	tr := scenario.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
 	stopTraffic := tr.During(t, cl)
 	start := time.Now()
 
@@ -220,7 +220,7 @@ func orchestratorKillStopped(t *testing.T, from, to string) {
 	if alive != 4 {
 		t.Errorf("%d members alive at the end, want 3 servers and a client", alive)
 	}
-	realtest.WaitReady(t, ctx, upgrade.Config{Consul: consul}, 3)
+	scenario.WaitReady(t, ctx, upgrade.Config{Consul: consul}, 3)
 	g.mu.Lock()
 	for _, v := range g.violations {
 		t.Errorf("a run stopped a second server: %s", v)

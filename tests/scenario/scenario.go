@@ -1,4 +1,4 @@
-// Package realtest runs one upgrade of a real loopback Consul cluster
+// Package scenario runs one upgrade of a real loopback Consul cluster
 // under a writer, for the project's integration tests: it starts the
 // cluster (internal/consulrig), waits until it is healthy as its own era
 // can tell, runs upgrade.Run while a writer puts a key through a client
@@ -6,7 +6,7 @@
 // checks what every such test must hold (the run completed, no
 // acknowledged write is lost, every agent ends on the target) and returns
 // the figures. The test adds the assertions of its scenario.
-package realtest
+package scenario
 
 import (
 	"context"
@@ -158,7 +158,7 @@ func Run(t *testing.T, sc Scenario) Figures {
 		sc.Configure(&cfg, cl)
 	}
 	WaitReady(t, ctx, cfg, sc.Servers)
-	before := countElections(t, logs)
+	before := ElectionsIn(t, logs)
 
 	w := cl.StartWriter(client, "writer", 20*time.Millisecond)
 	lw := cl.WatchLeader(client, 25*time.Millisecond)
@@ -183,7 +183,7 @@ func Run(t *testing.T, sc Scenario) Figures {
 		t.Fatal(err)
 	}
 	f.ServerLogs = serverLogs(cl, logs)
-	f.Elections = countElections(t, f.ServerLogs) - before
+	f.Elections = ElectionsIn(t, f.ServerLogs) - before
 	members, err := cl.Members(ctx, client)
 	if err != nil {
 		t.Fatal(err)
@@ -266,15 +266,6 @@ func serverLogs(cl *consulrig.Cluster, known []string) []string {
 		}
 	}
 	return out
-}
-
-func countElections(t *testing.T, logs []string) int {
-	t.Helper()
-	n, err := consulrig.CountInLogs(logs, "entering leader state")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 // LeaderSwappedLast fails t unless the first leader seen was the last

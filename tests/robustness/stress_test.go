@@ -1,4 +1,4 @@
-package robust_test
+package robustness_test
 
 import (
 	"fmt"
@@ -11,15 +11,15 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/realtest"
 	"github.com/seed-e5e14ead/consul-upgrade/internal/traffic"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 )
 
 // The stress mode repeats the upgrade under recorded traffic, on both hops,
 // for many rounds, each on a fresh cluster and each history checked for
 // linearizability:
 //
-//	CONSUL_UPGRADE_STRESS_ROUNDS=20 go test -run TestStress -timeout 0 ./internal/realtest/robust/
+//	CONSUL_UPGRADE_STRESS_ROUNDS=20 go test -run TestStress -timeout 0 ./robustness/ (in tests/)
 //
 // CONSUL_UPGRADE_STRESS_FAULTS=kill,partition adds, to every round and
 // hop, the fault scenarios named: kill (a follower killed while a swap is
@@ -69,9 +69,9 @@ func TestStressUpgradeUnderRecordedTraffic(t *testing.T) {
 	for round := 1; round <= rounds; round++ {
 		for _, h := range hops {
 			t.Run(fmt.Sprintf("round-%d/%s/plain", round, h), func(t *testing.T) {
-				tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
+				tr := scenario.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
 				defer func() { tallyStress(t, tr.Report) }()
-				f := realtest.Run(t, realtest.Scenario{From: h.From, To: h.To, During: tr.During})
+				f := scenario.Run(t, scenario.Scenario{From: h.From, To: h.To, During: tr.During})
 				t.Logf("FIGURES stress round %d, %s: run wall %s; traffic %s; writer lost %d of %d",
 					round, h, f.Wall.Round(100*time.Millisecond), tr.Report, len(f.Lost), len(f.Writes.Acked))
 			})

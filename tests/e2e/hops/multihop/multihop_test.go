@@ -3,7 +3,7 @@
 // hop (Policy.Releases lists the MPL releases the project builds, so every
 // stepping stone is one of them). 3 servers and 1 client, a writer through
 // the client every 20 ms, a snapshot before every hop, followers first and
-// the leader last on every hop (internal/realtest).
+// the leader last on every hop (tests/scenario).
 package multihop_test
 
 import (
@@ -18,15 +18,15 @@ import (
 	version "github.com/hashicorp/go-version"
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
-	"github.com/seed-e5e14ead/consul-upgrade/internal/realtest"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 )
 
 // releases reads scripts/consul-versions: the versions the project builds.
 func releases(t *testing.T) []string {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "..", "scripts", "consul-versions"))
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "..", "..", "scripts", "consul-versions"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func raftProtocol3Before1(v string) []string {
 
 func TestOneRunFrom_0_8_5_to_1_16_1(t *testing.T) {
 	rel := releases(t)
-	f := realtest.Run(t, realtest.Scenario{
+	f := scenario.Run(t, scenario.Scenario{
 		From: "0.8.5", To: "1.16.1",
 		Policy:  planner.Policy{Releases: rel},
 		Rig:     consulrig.Options{ServerArgsFor: raftProtocol3Before1},

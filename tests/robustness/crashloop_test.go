@@ -1,4 +1,4 @@
-package robust_test
+package robustness_test
 
 import (
 	"context"
@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
-	"github.com/seed-e5e14ead/consul-upgrade/internal/realtest"
 	"github.com/seed-e5e14ead/consul-upgrade/internal/traffic"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/local"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
@@ -151,7 +151,7 @@ func badTargetRun(t *testing.T, h hop, bt badTarget) {
 		}
 		return real(v)
 	}
-	tr := realtest.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
+	tr := scenario.Traffic{Config: traffic.Config{Workers: 8, Rate: 60, Keys: 4}}
 	var (
 		g        *guard
 		cl       *consulrig.Cluster
@@ -161,7 +161,7 @@ func badTargetRun(t *testing.T, h hop, bt badTarget) {
 		swapped  string
 		lateHalt bool // halted before stopping the next server, not at the broken one
 	)
-	fig := realtest.Run(t, realtest.Scenario{
+	fig := scenario.Run(t, scenario.Scenario{
 		From: h.From, To: h.To, During: tr.During,
 		Rig: consulrig.Options{Resolver: resolver},
 		Configure: func(cfg *upgrade.Config, c *consulrig.Cluster) {

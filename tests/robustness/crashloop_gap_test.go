@@ -1,4 +1,4 @@
-package robust_test
+package robustness_test
 
 import "testing"
 
