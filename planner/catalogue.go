@@ -851,7 +851,7 @@ func catalogue() []builtin {
 			// on their default protocol 3 beside 0.8.5 ones on 2 lost its
 			// leader for over 30 s after the leader's swap; with
 			// raft_protocol = 2 on 1.2.4 the hop had one short election
-			// (internal/realtest/hopsold).
+			// (tests/e2e/hops/old).
 			sevBy(func(rc RuleContext) Severity {
 				if feat(rc).RaftProtocol == 3 {
 					return Info

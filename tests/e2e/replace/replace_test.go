@@ -1,4 +1,4 @@
-package upgrade_test
+package replace_test
 
 import (
 	"context"
@@ -9,19 +9,9 @@ import (
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
-
-// electionsIn counts "entering leader state" lines in the given log files
-// (the old servers' logs stay on disk after they are retired).
-func electionsIn(t *testing.T, logs []string) int {
-	t.Helper()
-	n, err := consulrig.CountInLogs(logs, "entering leader state")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
 
 // TestRunReplacesRealServers is the replace (blue/green) strategy on real
 // Consul: 3 servers + 1 client on 1.12.9 -> 1.13.9 while a writer puts a key
@@ -32,11 +22,11 @@ func electionsIn(t *testing.T, logs []string) int {
 // tolerance sampled between steps never drops below 1, and every server at
 // the end is a new one on 1.13.9.
 func TestRunReplacesRealServers(t *testing.T) {
-	cl := startCluster(t, consulrig.Options{Servers: 3, Clients: 1, Version: fromVersion})
+	cl := scenario.StartHealthy(t, consulrig.Options{Servers: 3, Clients: 1, Version: scenario.FromVersion})
 	if err := cl.ProvisionServers(3); err != nil {
 		t.Fatal(err)
 	}
-	client := apiClient(t, cl, "c1")
+	client := scenario.APIClient(t, cl, "c1")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
@@ -45,8 +35,8 @@ func TestRunReplacesRealServers(t *testing.T) {
 	for _, s := range old {
 		logs = append(logs, cl.LogPath(s))
 	}
-	leaderBefore := mustLeader(t, cl)
-	electionsBefore := electionsIn(t, logs)
+	leaderBefore := scenario.MustLeader(t, cl)
+	electionsBefore := scenario.ElectionsIn(t, logs)
 	w := cl.StartWriter("c1", "replace-writer", 20*time.Millisecond)
 	writerStopped := false
 	defer func() {
@@ -55,7 +45,7 @@ func TestRunReplacesRealServers(t *testing.T) {
 		}
 	}()
 
-	cfg := baseConfig(t, cl, "c1", cl.Transport())
+	cfg := scenario.BaseConfig(t, cl, "c1", cl.Transport())
 	cfg.Policy.Strategy = planner.Replace
 
 	var (
@@ -89,7 +79,7 @@ func TestRunReplacesRealServers(t *testing.T) {
 			if e.Step.Kind != planner.StepRetireServer {
 				break
 			}
-			leader := mustLeader(t, cl)
+			leader := scenario.MustLeader(t, cl)
 			if e.Step.Node == leader {
 				leaderOut = append(leaderOut, leader)
 				for _, s := range cl.Servers() {
@@ -130,17 +120,17 @@ func TestRunReplacesRealServers(t *testing.T) {
 		t.Errorf("servers provisioned: %v, want 3", added)
 	}
 	servers := cl.Servers()
-	versions := memberVersions(t, client)
+	versions := scenario.MemberVersions(t, client)
 	if len(servers) != 3 {
 		t.Errorf("servers at the end: %v, want 3", servers)
 	}
 	for _, s := range servers {
-		if slices.Contains(old, s) || versions[s] != toVersion {
-			t.Errorf("server %s at the end runs %s; want a new server on %s", s, versions[s], toVersion)
+		if slices.Contains(old, s) || versions[s] != scenario.ToVersion {
+			t.Errorf("server %s at the end runs %s; want a new server on %s", s, versions[s], scenario.ToVersion)
 		}
 	}
-	if v := versions["c1"]; v != toVersion {
-		t.Errorf("client c1 ends on %s, want %s", v, toVersion)
+	if v := versions["c1"]; v != scenario.ToVersion {
+		t.Errorf("client c1 ends on %s, want %s", v, scenario.ToVersion)
 	}
 	raft, err := client.Operator().RaftGetConfiguration(nil)
 	if err != nil {
@@ -167,7 +157,7 @@ func TestRunReplacesRealServers(t *testing.T) {
 	if len(missing) != 0 {
 		t.Errorf("%d acknowledged writes lost, e.g. %v", len(missing), missing[:min(5, len(missing))])
 	}
-	electionsAfter := electionsIn(t, logs)
+	electionsAfter := scenario.ElectionsIn(t, logs)
 
 	t.Logf("FIGURES replace: wall %s; steps %d; provisioned %v; retired in order %v (leader before the run %s, retired while leading %v); writes acked %d, failed %d in %d burst(s), longest burst %s (e.g. %q); lost %d; failure tolerance min %d over %d samples; leader elections in logs %d",
 		wall.Round(100*time.Millisecond), len(res.Steps), added, retiredOrder(res), leaderBefore, leaderOut, len(ws.Acked), ws.Failed, ws.Bursts, ws.LongestBurst.Round(time.Millisecond), ws.Errors, len(missing), minFT, samples, electionsAfter-electionsBefore)

@@ -1,4 +1,4 @@
-package upgrade_test
+package lock_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package upgrade_test
+package federation_test
 
 // A real WAN federation on loopback: dc1 (the primary: 3 servers, 1 client)
 // and dc2 (1 server, 1 client), upgraded 1.12.9 -> 1.13.9 by one Run. Like
@@ -19,6 +19,7 @@ import (
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
@@ -59,7 +60,7 @@ func waitFederated(t *testing.T, a, b *consulrig.Cluster) {
 	var last string
 	catalogs := map[string]*api.Catalog{} // one client each: a new one per try would pile up connections
 	for _, cl := range []*consulrig.Cluster{a, b} {
-		catalogs[cl.Servers()[0]] = apiClient(t, cl, cl.Servers()[0]).Catalog()
+		catalogs[cl.Servers()[0]] = scenario.APIClient(t, cl, cl.Servers()[0]).Catalog()
 	}
 	for time.Now().Before(deadline) {
 		ok := true
@@ -80,7 +81,7 @@ func waitFederated(t *testing.T, a, b *consulrig.Cluster) {
 
 func TestRunUpgradesAWANFederationPrimaryFirst(t *testing.T) {
 	primary := `-hcl=primary_datacenter = "dc1"`
-	dc1 := startCluster(t, consulrig.Options{Servers: 3, Clients: 1, Version: fromVersion, Datacenter: "dc1",
+	dc1 := scenario.StartHealthy(t, consulrig.Options{Servers: 3, Clients: 1, Version: scenario.FromVersion, Datacenter: "dc1",
 		ExtraServerArgs: []string{primary}, ExtraClientArgs: []string{primary}})
 	wan := []string{primary}
 	for _, s := range dc1.Servers() {
@@ -88,14 +89,14 @@ func TestRunUpgradesAWANFederationPrimaryFirst(t *testing.T) {
 	}
 	// One server keeps dc2 light on a small machine; raft_multiplier 1 lets
 	// it re-elect itself in about a second after its swap.
-	dc2 := startCluster(t, consulrig.Options{Servers: 1, Clients: 1, Version: fromVersion, Datacenter: "dc2", NodePrefix: "dc2-",
+	dc2 := scenario.StartHealthy(t, consulrig.Options{Servers: 1, Clients: 1, Version: scenario.FromVersion, Datacenter: "dc2", NodePrefix: "dc2-",
 		RaftMultiplier: 1, ExtraServerArgs: wan, ExtraClientArgs: []string{primary}})
 	waitFederated(t, dc1, dc2)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	dc2client := apiClient(t, dc2, "dc2-c1")
-	electionsBefore := leaderElections(t, dc1) + leaderElections(t, dc2)
+	dc2client := scenario.APIClient(t, dc2, "dc2-c1")
+	electionsBefore := scenario.LeaderElections(t, dc1) + scenario.LeaderElections(t, dc2)
 	w := dc1.StartWriter("c1", "fedwriter", 50*time.Millisecond)
 	writerStopped := false
 	defer func() {
@@ -106,7 +107,7 @@ func TestRunUpgradesAWANFederationPrimaryFirst(t *testing.T) {
 
 	tr := newFedTransport(dc1, dc2)
 	dir := t.TempDir()
-	cfg := baseConfig(t, dc1, "c1", tr)
+	cfg := scenario.BaseConfig(t, dc1, "c1", tr)
 	cfg.Snapshot = upgrade.SnapshotDir(dir)
 	cfg.Datacenters = map[string]upgrade.Consul{"dc2": upgrade.NewConsul(dc2client)}
 
@@ -130,11 +131,11 @@ func TestRunUpgradesAWANFederationPrimaryFirst(t *testing.T) {
 				violations = append(violations, fmt.Sprintf("server step %s names datacenter %q", e.Step.Node, e.Step.Datacenter))
 				return
 			}
-			leader := mustLeader(t, cl)
-			versions := memberVersions(t, apiClient(t, cl, viaOf[e.Step.Datacenter]))
+			leader := scenario.MustLeader(t, cl)
+			versions := scenario.MemberVersions(t, scenario.APIClient(t, cl, viaOf[e.Step.Datacenter]))
 			if e.Step.Node == leader {
 				for _, s := range cl.Servers() {
-					if s != leader && versions[s] != toVersion {
+					if s != leader && versions[s] != scenario.ToVersion {
 						violations = append(violations, fmt.Sprintf("%s leader %s swapped while %s still runs %s", e.Step.Datacenter, leader, s, versions[s]))
 					}
 				}
@@ -185,7 +186,7 @@ func TestRunUpgradesAWANFederationPrimaryFirst(t *testing.T) {
 		t.Errorf("first step %+v, want the snapshot of both datacenters", res.Steps[0])
 	}
 	for _, dc := range []string{"dc1", "dc2"} {
-		files, _ := filepath.Glob(filepath.Join(dir, "consul-"+dc+"-"+fromVersion+"-*.snap"))
+		files, _ := filepath.Glob(filepath.Join(dir, "consul-"+dc+"-"+scenario.FromVersion+"-*.snap"))
 		if len(files) != 1 {
 			t.Errorf("snapshot files of %s: %v, want 1", dc, files)
 			continue
@@ -196,17 +197,17 @@ func TestRunUpgradesAWANFederationPrimaryFirst(t *testing.T) {
 	}
 
 	for dc, c := range map[string]int{"dc1": 4, "dc2": 2} {
-		versions := memberVersions(t, apiClient(t, clusterOf[dc], viaOf[dc]))
+		versions := scenario.MemberVersions(t, scenario.APIClient(t, clusterOf[dc], viaOf[dc]))
 		if len(versions) != c {
 			t.Errorf("%s has %d members, want %d", dc, len(versions), c)
 		}
 		for node, v := range versions {
-			if v != toVersion {
-				t.Errorf("%s %s ends on %s, want %s", dc, node, v, toVersion)
+			if v != scenario.ToVersion {
+				t.Errorf("%s %s ends on %s, want %s", dc, node, v, scenario.ToVersion)
 			}
 		}
 	}
-	if p, _, err := apiClient(t, dc1, "s1").KV().Get(upgrade.DefaultLockKey, nil); err != nil || p != nil {
+	if p, _, err := scenario.APIClient(t, dc1, "s1").KV().Get(upgrade.DefaultLockKey, nil); err != nil || p != nil {
 		t.Errorf("lock key after the run: %v (err %v), want it released", p, err)
 	}
 	missing, err := dc1.MissingWrites(ctx, "s1", "fedwriter", ws.Acked)
@@ -216,7 +217,7 @@ func TestRunUpgradesAWANFederationPrimaryFirst(t *testing.T) {
 	if len(missing) != 0 {
 		t.Errorf("%d acknowledged writes lost, e.g. %v", len(missing), missing[:min(5, len(missing))])
 	}
-	elections := leaderElections(t, dc1) + leaderElections(t, dc2) - electionsBefore
+	elections := scenario.LeaderElections(t, dc1) + scenario.LeaderElections(t, dc2) - electionsBefore
 
 	t.Logf("FIGURES federation: wall %s; steps %d (%s); writes through dc1's client acked %d, failed %d in %d burst(s), longest burst %s; lost %d; leader elections in logs %d (dc1 + dc2)",
 		wall.Round(100*time.Millisecond), len(res.Steps), strings.Join(order, "; "), len(ws.Acked), ws.Failed, ws.Bursts, ws.LongestBurst.Round(time.Millisecond), len(missing), elections)

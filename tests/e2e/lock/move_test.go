@@ -1,4 +1,4 @@
-package upgrade_test
+package lock_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
@@ -100,7 +101,7 @@ func TestRealTheLockFollowsAFailover(t *testing.T) {
 			if err != nil {
 				t.Fatalf("lock through %s: %v", c1, err)
 			}
-			server := apiClient(t, cl, cl.Servers()[0])
+			server := scenario.APIClient(t, cl, cl.Servers()[0])
 			s := lockSession(ctx, t, server, upgrade.DefaultLockKey)
 			if s == nil || s.Node != c1 {
 				t.Fatalf("the lock's session is %+v, want one on node %s, the agent it was taken through", s, c1)

@@ -1,4 +1,4 @@
-package upgrade_test
+package run_test
 
 // Integration tests on real Consul agents (1.12.9 -> 1.13.9) on loopback
 // addresses, started by internal/consulrig. They never skip: a missing or
@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,25 +19,11 @@ import (
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/local"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
-
-const (
-	fromVersion = "1.12.9"
-	toVersion   = "1.13.9"
-)
-
-// apiClient returns a consul/api client talking to node's HTTP address.
-func apiClient(t *testing.T, cl *consulrig.Cluster, node string) *api.Client {
-	t.Helper()
-	c, err := api.NewClient(&api.Config{Address: cl.HTTPAddr(node)})
-	if err != nil {
-		t.Fatalf("api client for %s: %v", node, err)
-	}
-	return c
-}
 
 // countingTransport wraps the local transport to record which nodes were
 // swapped or rolled back and how many client swaps were in flight at once.
@@ -99,55 +84,20 @@ func raftTerm(t *testing.T, c *api.Client) int {
 	return term
 }
 
-// leaderElections counts "entering leader state" lines in the servers' logs.
-func leaderElections(t *testing.T, cl *consulrig.Cluster) int {
-	t.Helper()
-	var logs []string
-	for _, s := range cl.Servers() {
-		logs = append(logs, cl.LogPath(s))
-	}
-	return electionsIn(t, logs)
-}
-
-// memberVersions returns node -> version from the serf build tags.
-func memberVersions(t *testing.T, c *api.Client) map[string]string {
-	t.Helper()
-	ms, err := c.Agent().Members(false)
-	if err != nil {
-		t.Fatalf("members: %v", err)
-	}
-	out := map[string]string{}
-	for _, m := range ms {
-		v, _, _ := strings.Cut(m.Tags["build"], ":")
-		out[m.Name] = v
-	}
-	return out
-}
-
-func baseConfig(t *testing.T, cl *consulrig.Cluster, via string, tr transport.Transport) upgrade.Config {
-	return upgrade.Config{
-		Consul:      upgrade.NewConsul(apiClient(t, cl, via)),
-		Transport:   tr,
-		Target:      toVersion,
-		Snapshot:    upgrade.SnapshotDir(t.TempDir()),
-		GateTimeout: 3 * time.Minute,
-	}
-}
-
 // TestRunUpgradesRealCluster is scenario (a): 3 servers + 1 client,
 // 1.12.9 -> 1.13.9, while a writer puts a key through the client agent every
 // 20 ms. No acknowledged write may be lost, the leader is swapped only when
 // it is the last server on the old version, every agent ends on 1.13.9, and
 // no server is stopped before the previous one is a stable voter.
 func TestRunUpgradesRealCluster(t *testing.T) {
-	cl := startCluster(t, consulrig.Options{Servers: 3, Clients: 1, Version: fromVersion})
-	client := apiClient(t, cl, "c1")
-	server := apiClient(t, cl, "s1")
+	cl := scenario.StartHealthy(t, consulrig.Options{Servers: 3, Clients: 1, Version: scenario.FromVersion})
+	client := scenario.APIClient(t, cl, "c1")
+	server := scenario.APIClient(t, cl, "s1")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 
-	termBefore := raftTerm(t, apiClient(t, cl, mustLeader(t, cl)))
-	electionsBefore := leaderElections(t, cl)
+	termBefore := raftTerm(t, scenario.APIClient(t, cl, scenario.MustLeader(t, cl)))
+	electionsBefore := scenario.LeaderElections(t, cl)
 	w := cl.StartWriter("c1", "writer", 20*time.Millisecond)
 	writerStopped := false
 	defer func() {
@@ -157,7 +107,7 @@ func TestRunUpgradesRealCluster(t *testing.T) {
 	}()
 
 	tr := &countingTransport{Transport: cl.Transport()}
-	cfg := baseConfig(t, cl, "c1", tr)
+	cfg := scenario.BaseConfig(t, cl, "c1", tr)
 
 	var (
 		violations   []string
@@ -180,7 +130,7 @@ func TestRunUpgradesRealCluster(t *testing.T) {
 			// A second operator starting now is locked out and touches
 			// nothing.
 			other := &countingTransport{Transport: cl.Transport()}
-			ocfg := baseConfig(t, cl, "s2", other)
+			ocfg := scenario.BaseConfig(t, cl, "s2", other)
 			ocfg.LockHolder = "operator-b"
 			_, oerr := upgrade.Run(ctx, ocfg)
 			var locked *upgrade.LockedError
@@ -196,11 +146,11 @@ func TestRunUpgradesRealCluster(t *testing.T) {
 			serverSwaps++
 			// The leader, read now from the cluster itself: it may be
 			// swapped only when every other server is already upgraded.
-			leader := mustLeader(t, cl)
-			versions := memberVersions(t, client)
+			leader := scenario.MustLeader(t, cl)
+			versions := scenario.MemberVersions(t, client)
 			if e.Step.Node == leader {
 				for _, s := range cl.Servers() {
-					if s != leader && versions[s] != toVersion {
+					if s != leader && versions[s] != scenario.ToVersion {
 						violations = append(violations, fmt.Sprintf("leader %s swapped while %s still runs %s", leader, s, versions[s]))
 					}
 				}
@@ -255,12 +205,12 @@ func TestRunUpgradesRealCluster(t *testing.T) {
 	if snapshots != 1 {
 		t.Errorf("snapshots saved = %d, want 1 (before the first server swap)", snapshots)
 	}
-	for node, v := range memberVersions(t, client) {
-		if v != toVersion {
-			t.Errorf("%s ends on %s, want %s", node, v, toVersion)
+	for node, v := range scenario.MemberVersions(t, client) {
+		if v != scenario.ToVersion {
+			t.Errorf("%s ends on %s, want %s", node, v, scenario.ToVersion)
 		}
 	}
-	if got := len(memberVersions(t, client)); got != 4 {
+	if got := len(scenario.MemberVersions(t, client)); got != 4 {
 		t.Errorf("members = %d, want 4", got)
 	}
 	missing, err := cl.MissingWrites(ctx, "s1", "writer", ws.Acked)
@@ -270,8 +220,8 @@ func TestRunUpgradesRealCluster(t *testing.T) {
 	if len(missing) != 0 {
 		t.Errorf("%d acknowledged writes lost, e.g. %v", len(missing), missing[:min(5, len(missing))])
 	}
-	termAfter := raftTerm(t, apiClient(t, cl, mustLeader(t, cl)))
-	electionsAfter := leaderElections(t, cl)
+	termAfter := raftTerm(t, scenario.APIClient(t, cl, scenario.MustLeader(t, cl)))
+	electionsAfter := scenario.LeaderElections(t, cl)
 
 	t.Logf("FIGURES scenario a: wall %s; steps %d; writes acked %d, failed %d in %d burst(s), longest burst %s (e.g. %q); lost %d; raft term %d -> %d; leader elections in logs %d",
 		wall.Round(100*time.Millisecond), len(res.Steps), len(ws.Acked), ws.Failed, ws.Bursts, ws.LongestBurst.Round(time.Millisecond), ws.Errors, len(missing), termBefore, termAfter, electionsAfter-electionsBefore)
@@ -280,57 +230,15 @@ func TestRunUpgradesRealCluster(t *testing.T) {
 	}
 }
 
-// startCluster starts a real cluster and waits until autopilot reports every
-// server healthy: an operator starts an upgrade on a healthy cluster, and
-// the planner refuses (rightly) to start on a cluster that is still forming.
-func startCluster(t *testing.T, opt consulrig.Options) *consulrig.Cluster {
-	t.Helper()
-	cl := consulrig.Start(t, opt)
-	op := apiClient(t, cl, cl.Servers()[0]).Operator()
-	deadline := time.Now().Add(90 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
-		h, err := op.AutopilotServerHealth(nil)
-		switch {
-		case err != nil:
-			last = err.Error()
-		case h.Healthy && len(h.Servers) == len(cl.Servers()):
-			return cl
-		default:
-			last = fmt.Sprintf("healthy=%v servers=%d failure tolerance=%d", h.Healthy, len(h.Servers), h.FailureTolerance)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	t.Fatalf("autopilot never reported the new cluster healthy: %s", last)
-	return nil
-}
-
-func mustLeader(t *testing.T, cl *consulrig.Cluster) string {
-	t.Helper()
-	var last error
-	for i := 0; i < 60; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		l, err := cl.Leader(ctx)
-		cancel()
-		if err == nil && l != "" {
-			return l
-		}
-		last = err
-		time.Sleep(250 * time.Millisecond)
-	}
-	t.Fatalf("no leader: %v", last)
-	return ""
-}
-
 // TestRunClientWavesRespectMaxUnavailable is scenario (b): 3 servers and 6
 // clients; the clients go after the servers, a canary first, then batches
 // that never have more than MaxUnavailable clients down at once.
 func TestRunClientWavesRespectMaxUnavailable(t *testing.T) {
-	cl := startCluster(t, consulrig.Options{Servers: 3, Clients: 6, Version: fromVersion})
+	cl := scenario.StartHealthy(t, consulrig.Options{Servers: 3, Clients: 6, Version: scenario.FromVersion})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	tr := &countingTransport{Transport: cl.Transport()}
-	cfg := baseConfig(t, cl, "s1", tr)
+	cfg := scenario.BaseConfig(t, cl, "s1", tr)
 	cfg.Policy.Clients = planner.ClientPolicy{Canary: 1, BatchSize: 3, MaxUnavailable: 2}
 
 	var waves [][]string
@@ -377,9 +285,9 @@ func TestRunClientWavesRespectMaxUnavailable(t *testing.T) {
 		t.Errorf("%d swaps were in flight at once, more than MaxUnavailable 2", tr.maxInFlight)
 	}
 	tr.mu.Unlock()
-	for node, v := range memberVersions(t, apiClient(t, cl, "s1")) {
-		if v != toVersion {
-			t.Errorf("%s ends on %s, want %s", node, v, toVersion)
+	for node, v := range scenario.MemberVersions(t, scenario.APIClient(t, cl, "s1")) {
+		if v != scenario.ToVersion {
+			t.Errorf("%s ends on %s, want %s", node, v, scenario.ToVersion)
 		}
 	}
 	t.Logf("FIGURES scenario b: wave sizes %v, max swaps in flight %d, order %v", sizes, tr.maxInFlight, order)
@@ -396,12 +304,12 @@ func TestRunHaltsAndRollsBackBrokenBinary(t *testing.T) {
 	}
 	real := consulrig.Resolver(t)
 	resolver := func(v string) (string, error) {
-		if v == toVersion {
+		if v == scenario.ToVersion {
 			return broken, nil
 		}
 		return real(v)
 	}
-	cl := startCluster(t, consulrig.Options{Servers: 3, Clients: 1, Version: fromVersion, Resolver: resolver})
+	cl := scenario.StartHealthy(t, consulrig.Options{Servers: 3, Clients: 1, Version: scenario.FromVersion, Resolver: resolver})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	for i := 0; i < 50; i++ {
@@ -414,7 +322,7 @@ func TestRunHaltsAndRollsBackBrokenBinary(t *testing.T) {
 		pids[n] = cl.Transport().PID(n)
 	}
 	tr := &countingTransport{Transport: cl.Transport()}
-	cfg := baseConfig(t, cl, "c1", tr)
+	cfg := scenario.BaseConfig(t, cl, "c1", tr)
 	cfg.Rollback = true
 	_, err := upgrade.Run(ctx, cfg)
 	var halt *upgrade.HaltError
@@ -446,9 +354,9 @@ func TestRunHaltsAndRollsBackBrokenBinary(t *testing.T) {
 	if err := cl.WaitHealthy(ctx); err != nil {
 		t.Fatalf("cluster not healthy after rollback: %v", err)
 	}
-	for node, v := range memberVersions(t, apiClient(t, cl, "c1")) {
-		if v != fromVersion {
-			t.Errorf("%s runs %s after rollback, want %s", node, v, fromVersion)
+	for node, v := range scenario.MemberVersions(t, scenario.APIClient(t, cl, "c1")) {
+		if v != scenario.FromVersion {
+			t.Errorf("%s runs %s after rollback, want %s", node, v, scenario.FromVersion)
 		}
 	}
 	for i := 0; i < 50; i++ {
@@ -463,12 +371,12 @@ func TestRunHaltsAndRollsBackBrokenBinary(t *testing.T) {
 // after its first server swap is resumed by a new Run, which finishes the
 // upgrade without swapping that server again.
 func TestRunResumesWithoutRepeatingDoneWork(t *testing.T) {
-	cl := startCluster(t, consulrig.Options{Servers: 3, Clients: 1, Version: fromVersion})
+	cl := scenario.StartHealthy(t, consulrig.Options{Servers: 3, Clients: 1, Version: scenario.FromVersion})
 	tr := &countingTransport{Transport: cl.Transport()}
 
 	ctx1, cancel1 := context.WithCancel(context.Background())
 	defer cancel1()
-	cfg := baseConfig(t, cl, "c1", tr)
+	cfg := scenario.BaseConfig(t, cl, "c1", tr)
 	var first string
 	var stepsAfterCancel atomic.Int32
 	cfg.OnEvent = func(e upgrade.Event) {
@@ -495,7 +403,7 @@ func TestRunResumesWithoutRepeatingDoneWork(t *testing.T) {
 
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel2()
-	cfg2 := baseConfig(t, cl, "c1", tr)
+	cfg2 := scenario.BaseConfig(t, cl, "c1", tr)
 	if _, err := upgrade.Run(ctx2, cfg2); err != nil {
 		t.Fatalf("resumed run: %v", err)
 	}
@@ -511,9 +419,9 @@ func TestRunResumesWithoutRepeatingDoneWork(t *testing.T) {
 	if cl.Transport().PID(first) != pid {
 		t.Errorf("%s was restarted by the resumed run", first)
 	}
-	for node, v := range memberVersions(t, apiClient(t, cl, "c1")) {
-		if v != toVersion {
-			t.Errorf("%s ends on %s, want %s", node, v, toVersion)
+	for node, v := range scenario.MemberVersions(t, scenario.APIClient(t, cl, "c1")) {
+		if v != scenario.ToVersion {
+			t.Errorf("%s ends on %s, want %s", node, v, scenario.ToVersion)
 		}
 	}
 }

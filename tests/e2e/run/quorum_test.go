@@ -1,4 +1,4 @@
-package upgrade_test
+package run_test
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
 
@@ -75,11 +76,11 @@ func killAndAwaitRemoval(t *testing.T, ctx context.Context, cl *consulrig.Cluste
 // missing server) and touches nothing: no agent restarted, no snapshot,
 // the lock free.
 func TestRealRunRefusesTheTwoVotersLeftAfterAServerDied(t *testing.T) {
-	cl := startCluster(t, consulrig.Options{Servers: 3, Clients: 1, Version: fromVersion})
+	cl := scenario.StartHealthy(t, consulrig.Options{Servers: 3, Clients: 1, Version: scenario.FromVersion})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	via := cl.Clients()[0]
-	victim := killAndAwaitRemoval(t, ctx, cl, apiClient(t, cl, via))
+	victim := killAndAwaitRemoval(t, ctx, cl, scenario.APIClient(t, cl, via))
 	pids := map[string]int{}
 	for _, n := range cl.Nodes() {
 		if n != victim {
@@ -87,7 +88,7 @@ func TestRealRunRefusesTheTwoVotersLeftAfterAServerDied(t *testing.T) {
 		}
 	}
 
-	cfg := baseConfig(t, cl, via, cl.Transport())
+	cfg := scenario.BaseConfig(t, cl, via, cl.Transport())
 	snapDir := t.TempDir()
 	cfg.Snapshot = upgrade.SnapshotDir(snapDir)
 	start := time.Now()
@@ -109,15 +110,15 @@ func TestRealRunRefusesTheTwoVotersLeftAfterAServerDied(t *testing.T) {
 			t.Errorf("%s: pid %d, was %d: a refused run restarted it", n, got, pid)
 		}
 	}
-	for n, v := range memberVersions(t, apiClient(t, cl, via)) {
-		if n != victim && v != fromVersion {
-			t.Errorf("%s runs %s, want %s", n, v, fromVersion)
+	for n, v := range scenario.MemberVersions(t, scenario.APIClient(t, cl, via)) {
+		if n != victim && v != scenario.FromVersion {
+			t.Errorf("%s runs %s, want %s", n, v, scenario.FromVersion)
 		}
 	}
 	if entries, _ := os.ReadDir(snapDir); len(entries) != 0 {
 		t.Errorf("snapshot dir holds %d file(s): a refused run took a snapshot", len(entries))
 	}
-	if kv, _, err := apiClient(t, cl, via).KV().Get(upgrade.DefaultLockKey, nil); err != nil || (kv != nil && kv.Session != "") {
+	if kv, _, err := scenario.APIClient(t, cl, via).KV().Get(upgrade.DefaultLockKey, nil); err != nil || (kv != nil && kv.Session != "") {
 		t.Errorf("the upgrade lock: %+v (%v), want free", kv, err)
 	}
 }

@@ -1,4 +1,4 @@
-package upgrade_test
+package eras_test
 
 // Integration tests of Discover, Gate and the logical backup on real Consul
 // agents of the old API eras (0.6.4, 0.7.5, 0.8.5 on raft protocol 2),
@@ -16,6 +16,7 @@ import (
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
@@ -48,7 +49,7 @@ func TestRealOldErasAreDiscoveredAndGated(t *testing.T) {
 			defer cancel()
 			// Ask the client agent: Discover and Gate reach the servers'
 			// own HTTP APIs on their addresses and the default port.
-			c := upgrade.NewConsul(apiClient(t, cl, cl.Clients()[0]))
+			c := upgrade.NewConsul(scenario.APIClient(t, cl, cl.Clients()[0]))
 			era, err := upgrade.ObserveEra(ctx, c)
 			if err != nil {
 				t.Fatalf("ObserveEra: %v", err)
@@ -143,7 +144,7 @@ func TestRealLogicalBackupOf064(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c := upgrade.NewConsul(apiClient(t, cl, s1))
+	c := upgrade.NewConsul(scenario.APIClient(t, cl, s1))
 	// 0.6.4 has no snapshot API: typed as missing, not an outage.
 	if _, err := c.SnapshotSave(ctx); !isMissing(err) {
 		t.Errorf("SnapshotSave on 0.6.4: err = %v, want ErrEndpointMissing", err)
@@ -208,7 +209,7 @@ func runAcrossEras(t *testing.T, from, to string, backup planner.BackupKind, gat
 	if err := cl.KVPut(ctx, s1, "app/config", "v1"); err != nil {
 		t.Fatal(err)
 	}
-	c := upgrade.NewConsul(apiClient(t, cl, cl.Clients()[0]))
+	c := upgrade.NewConsul(scenario.APIClient(t, cl, cl.Clients()[0]))
 	before, err := upgrade.Discover(ctx, c)
 	if err != nil {
 		t.Fatalf("Discover: %v", err)

@@ -1,4 +1,4 @@
-package upgrade_test
+package run_test
 
 // Feature observation against real Consul agents (internal/consulrig). Like
 // the other integration tests they never skip: a missing binary fails.
@@ -13,6 +13,7 @@ import (
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
 
@@ -26,11 +27,11 @@ func unobserved(f planner.Features) []string {
 }
 
 func TestDiscoverObservesTheFeaturesOfARealConnectAgent(t *testing.T) {
-	cl := startCluster(t, consulrig.Options{Servers: 1, Clients: -1, Version: "1.13.9", ExtraServerArgs: []string{
+	cl := scenario.StartHealthy(t, consulrig.Options{Servers: 1, Clients: -1, Version: "1.13.9", ExtraServerArgs: []string{
 		"-hcl=connect { enabled = true }", "-hcl=ports { grpc = 8502 }", `-hcl=node_meta { rack = "r1" }`,
 	}})
 	s1 := cl.Servers()[0]
-	client := apiClient(t, cl, s1)
+	client := scenario.APIClient(t, cl, s1)
 	consul := upgrade.NewConsul(client)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -88,8 +89,8 @@ func TestDiscoverObservesTheFeaturesOfARealConnectAgent(t *testing.T) {
 }
 
 func TestDiscoverSeesNoMeshOnARealAgentWithConnectOff(t *testing.T) {
-	cl := startCluster(t, consulrig.Options{Servers: 1, Clients: -1, Version: "1.12.9"})
-	consul := upgrade.NewConsul(apiClient(t, cl, cl.Servers()[0]))
+	cl := scenario.StartHealthy(t, consulrig.Options{Servers: 1, Clients: -1, Version: "1.12.9"})
+	consul := upgrade.NewConsul(scenario.APIClient(t, cl, cl.Servers()[0]))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	c, err := upgrade.Discover(ctx, consul)
