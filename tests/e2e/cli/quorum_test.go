@@ -1,7 +1,6 @@
-package main
+package cli_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -32,23 +31,17 @@ func TestCLIRefusesAPlanSavedBeforeAServerDied(t *testing.T) {
 	addr := cl.HTTPAddr("c1")
 	waitHealthy(t, ctx, addr)
 
-	oldTr, oldTerm := testTransport, stdinIsTerminal
-	testTransport = cl.Transport()
-	stdinIsTerminal = func() bool { return false }
-	t.Cleanup(func() { testTransport, stdinIsTerminal = oldTr, oldTerm })
-
 	dir := t.TempDir()
+	inv := relayInventory(t, cl, dir)
 	planFile, snaps := filepath.Join(dir, "plan.json"), filepath.Join(dir, "snapshots")
 	sh := func(want int, args ...string) (string, string) {
 		t.Helper()
-		var out, errb bytes.Buffer
-		start := time.Now()
-		code := run(ctx, args, &out, &errb)
-		t.Logf("$ consul-upgrade %s\n%s%s[exit %d, %s]", strings.ReplaceAll(strings.Join(args, " "), dir+"/", ""), out.String(), errb.String(), code, time.Since(start).Round(100*time.Millisecond))
-		if code != want {
-			t.Fatalf("consul-upgrade %s: exit %d, want %d", strings.Join(args, " "), code, want)
+		r := consulUpgrade(t, ctx, dir+"/", args...)
+		t.Logf("$ consul-upgrade %s\n%s%s[exit %d, %s]", r.shown, r.out, r.errs, r.code, r.wall.Round(100*time.Millisecond))
+		if r.code != want {
+			t.Fatalf("consul-upgrade %s: exit %d, want %d", strings.Join(args, " "), r.code, want)
 		}
-		return out.String(), errb.String()
+		return r.out, r.errs
 	}
 
 	sh(exitOK, "plan", "-http-addr", addr, "-to", "1.13.9", "-out", planFile)
@@ -72,7 +65,7 @@ func TestCLIRefusesAPlanSavedBeforeAServerDied(t *testing.T) {
 		}
 	}
 
-	_, stderr := sh(exitDiverged, "apply", "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-step")
+	_, stderr := sh(exitDiverged, "apply", "-inventory", inv, "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-step")
 	for _, want := range []string{
 		"the saved plan is stale",
 		// left once autopilot's cleanup force-left it, failed a moment before

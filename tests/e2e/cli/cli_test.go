@@ -1,4 +1,4 @@
-package main
+package cli_test
 
 import (
 	"bytes"
@@ -33,27 +33,20 @@ func TestCLIUpgradesARealCluster(t *testing.T) {
 	addr := cl.HTTPAddr("c1")
 	waitHealthy(t, ctx, addr)
 
-	oldTr, oldTerm := testTransport, stdinIsTerminal
-	testTransport = cl.Transport()
-	stdinIsTerminal = func() bool { return false }
-	t.Cleanup(func() { testTransport, stdinIsTerminal = oldTr, oldTerm })
-
 	dir := t.TempDir()
+	inv := relayInventory(t, cl, dir)
 	planFile, snaps := filepath.Join(dir, "plan.json"), filepath.Join(dir, "snapshots")
 	var transcript bytes.Buffer
 	var lastErr string // the stderr of the last command
 	sh := func(want int, args ...string) string {
 		t.Helper()
-		var out, errb bytes.Buffer
-		start := time.Now()
-		code := run(ctx, args, &out, &errb)
-		shown := strings.ReplaceAll(strings.Join(args, " "), dir+"/", "")
-		fmt.Fprintf(&transcript, "$ consul-upgrade %s\n%s%s[exit %d, %s]\n\n", shown, out.String(), errb.String(), code, time.Since(start).Round(100*time.Millisecond))
-		lastErr = errb.String()
-		if code != want {
-			t.Fatalf("consul-upgrade %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", shown, code, want, out.String(), errb.String())
+		r := consulUpgrade(t, ctx, dir+"/", args...)
+		fmt.Fprintf(&transcript, "$ consul-upgrade %s\n%s%s[exit %d, %s]\n\n", r.shown, r.out, r.errs, r.code, r.wall.Round(100*time.Millisecond))
+		lastErr = r.errs
+		if r.code != want {
+			t.Fatalf("consul-upgrade %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", r.shown, r.code, want, r.out, r.errs)
 		}
-		return out.String()
+		return r.out
 	}
 	defer func() {
 		t.Logf("session:\n%s", transcript.String())
@@ -81,7 +74,7 @@ func TestCLIUpgradesARealCluster(t *testing.T) {
 	}
 	leader := p.Steps[3].Node
 
-	out = sh(exitOK, "apply", "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-step")
+	out = sh(exitOK, "apply", "-inventory", inv, "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-step")
 	if !strings.Contains(out, "step 1 of 5: snapshot") {
 		t.Errorf("first -step did not take the snapshot:\n%s", out)
 	}
@@ -91,7 +84,7 @@ func TestCLIUpgradesARealCluster(t *testing.T) {
 	if m, _ := filepath.Glob(filepath.Join(snaps, "consul-1.12.9-*.snap")); len(m) != 1 || !strings.Contains(out, "saved to "+m[0]) {
 		t.Errorf("the first step does not say where the snapshot went:\n%s", out)
 	}
-	out = sh(exitOK, "apply", "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-step")
+	out = sh(exitOK, "apply", "-inventory", inv, "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-step")
 	if !strings.Contains(out, "step 2 of 5: swap-server") {
 		t.Errorf("second -step did not swap a server:\n%s", out)
 	}
@@ -107,7 +100,7 @@ func TestCLIUpgradesARealCluster(t *testing.T) {
 	// 10s): the run halts after it touched the server, so exit 1, and the
 	// JSON error object carries the record.
 	third := p.Steps[2].Node
-	out = sh(exitHalted, "apply", "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-step", "-gate-timeout", "1s", "-output", "json")
+	out = sh(exitHalted, "apply", "-inventory", inv, "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-step", "-gate-timeout", "1s", "-output", "json")
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	var last struct {
 		Event     string          `json:"event"`
@@ -138,7 +131,7 @@ func TestCLIUpgradesARealCluster(t *testing.T) {
 	}
 
 	// The next apply gates the swap the halted run left, then goes on.
-	out = sh(exitOK, "apply", "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-yes")
+	out = sh(exitOK, "apply", "-inventory", inv, "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-yes")
 	for _, want := range []string{"the gate of swap-server " + third + " in dc1 1.12.9 -> 1.13.9 passed in ", "step 4 of 5: swap-server " + leader, "step 5 of 5: swap-clients", "Done: every agent runs 1.13.9"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("apply -yes lacks %q:\n%s", want, out)
@@ -166,32 +159,4 @@ func TestCLIUpgradesARealCluster(t *testing.T) {
 	if !strings.Contains(out, "5 of 5 step(s) done") || !strings.Contains(lastErr, "consul agent "+addr+" is in use now") {
 		t.Errorf("status through %s,%s: stdout\n%s\nstderr\n%s", closed, addr, out, lastErr)
 	}
-}
-
-// waitHealthy waits until the plan of the new cluster is not refused: a
-// leader, every server a healthy voter in autopilot's eyes.
-func waitHealthy(t *testing.T, ctx context.Context, addr string) {
-	t.Helper()
-	consul, err := upgrade.ConnectAddr(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(2 * time.Minute)
-	var last error
-	for time.Now().Before(deadline) {
-		c, err := upgrade.Discover(ctx, consul)
-		if err == nil {
-			healthy := len(c.Servers) == 3
-			for _, s := range c.Servers {
-				healthy = healthy && s.Healthy && s.Voter
-			}
-			if healthy {
-				return
-			}
-			err = fmt.Errorf("servers %+v", c.Servers)
-		}
-		last = err
-		time.Sleep(time.Second)
-	}
-	t.Fatalf("the cluster never became healthy: %v", last)
 }

@@ -1,7 +1,6 @@
-package main
+package cli_test
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -29,19 +28,15 @@ func TestCLIRefusesAnUnknownTargetAndAMissingBinaryOnARealCluster(t *testing.T) 
 	addr := cl.HTTPAddr("c1")
 	waitHealthy(t, ctx, addr)
 
-	oldTr, oldTerm := testTransport, stdinIsTerminal
-	testTransport = cl.Transport()
-	stdinIsTerminal = func() bool { return false }
-	t.Cleanup(func() { testTransport, stdinIsTerminal = oldTr, oldTerm })
+	dir := t.TempDir()
+	inv := relayInventory(t, cl, dir)
 	sh := func(args ...string) (int, string, string) {
-		var out, errb bytes.Buffer
-		start := time.Now()
-		code := run(ctx, args, &out, &errb)
-		t.Logf("$ consul-upgrade %s\n%s%s[exit %d, %s]", strings.Join(args, " "), out.String(), errb.String(), code, time.Since(start).Round(100*time.Millisecond))
-		return code, out.String(), errb.String()
+		t.Helper()
+		r := consulUpgrade(t, ctx, "", args...)
+		t.Logf("$ consul-upgrade %s\n%s%s[exit %d, %s]", r.shown, r.out, r.errs, r.code, r.wall.Round(100*time.Millisecond))
+		return r.code, r.out, r.errs
 	}
 
-	dir := t.TempDir()
 	code, out, errs := sh("plan", "-http-addr", addr, "-to", "1.13.99", "-out", filepath.Join(dir, "bad.json"))
 	if code != exitUsage || !strings.Contains(out+errs, "1.13.99 is not a Consul release: the 1.13 line ends at 1.13.9; nearest: 1.13.9, 1.14.0") {
 		t.Errorf("plan -to 1.13.99: exit %d, want 2 and the nearest releases", code)
@@ -55,7 +50,7 @@ func TestCLIRefusesAnUnknownTargetAndAMissingBinaryOnARealCluster(t *testing.T) 
 	if code, _, _ := sh("plan", "-http-addr", addr, "-to", "1.13.9", "-out", planFile); code != exitOK {
 		t.Fatalf("plan -to 1.13.9: exit %d", code)
 	}
-	code, out, errs = sh("apply", "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-yes")
+	code, out, errs = sh("apply", "-inventory", inv, "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-yes")
 	if code != exitUsage || !strings.Contains(errs, "the run was refused before anything was touched") || !strings.Contains(errs, "consul-1.13.9") {
 		t.Errorf("apply with consul 1.13.9 missing: exit %d, want 2, the missing file and nothing touched", code)
 	}
