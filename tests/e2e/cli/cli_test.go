@@ -81,7 +81,7 @@ func TestCLIUpgradesARealCluster(t *testing.T) {
 	if m, _ := filepath.Glob(filepath.Join(snaps, "consul-dc1-1.12.9-*.snap")); len(m) != 1 {
 		t.Errorf("snapshots after the first step: %v, want one of 1.12.9", m)
 	}
-	if m, _ := filepath.Glob(filepath.Join(snaps, "consul-1.12.9-*.snap")); len(m) != 1 || !strings.Contains(out, "saved to "+m[0]) {
+	if m, _ := filepath.Glob(filepath.Join(snaps, "consul-dc1-1.12.9-*.snap")); len(m) != 1 || !strings.Contains(out, "saved to "+m[0]) {
 		t.Errorf("the first step does not say where the snapshot went:\n%s", out)
 	}
 	out = sh(exitOK, "apply", "-inventory", inv, "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-step")
