@@ -26,10 +26,12 @@ require (
 	github.com/mattn/go-isatty v0.0.22 // indirect
 	github.com/mitchellh/go-homedir v1.1.0 // indirect
 	golang.org/x/exp v0.0.0-20260218203240-3dfff04db8fa // indirect
-	golang.org/x/net v0.62.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 )
 
-require github.com/seed-e5e14ead/consul-upgrade v0.0.0-00010101000000-000000000000
+require (
+	github.com/seed-e5e14ead/consul-upgrade v0.0.0-00010101000000-000000000000
+	golang.org/x/crypto v0.59.0
+)
 
 replace github.com/seed-e5e14ead/consul-upgrade => ../
