@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
+	consulrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/consul"
 )
 
 // hop is one upgrade the fault scenarios run: 1.12.9 -> 1.13.9 (the

@@ -8,8 +8,8 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
 	"github.com/seed-e5e14ead/consul-upgrade/internal/traffic"
+	consulrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/consul"
 )
 
 // TestTheCheckerCatchesStaleReadsOnARealCluster is the negative control of

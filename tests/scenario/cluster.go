@@ -9,7 +9,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
+	consulrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/consul"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )

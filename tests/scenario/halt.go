@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
+	consulrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/consul"
 )
 
 // halted ends a scenario whose run is expected to halt (Scenario.Halted):

@@ -1,6 +1,6 @@
 // Package scenario runs one upgrade of a real loopback Consul cluster
 // under a writer, for the project's integration tests: it starts the
-// cluster (internal/consulrig), waits until it is healthy as its own era
+// cluster (tests/rig/consul), waits until it is healthy as its own era
 // can tell, runs upgrade.Run while a writer puts a key through a client
 // agent every 20 ms and a watch records every change of leader, then
 // checks what every such test must hold (the run completed, no
@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	consulrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/consul"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
 

@@ -5,9 +5,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
 	"github.com/seed-e5e14ead/consul-upgrade/internal/traffic"
-	"github.com/seed-e5e14ead/consul-upgrade/internal/traffic/traffictest"
+	consulrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/consul"
+	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario/traffictest"
 )
 
 // Traffic records KV traffic (internal/traffic: puts, check-and-sets and

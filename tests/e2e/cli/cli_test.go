@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
+	consulrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/consul"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
 
 // TestCLIUpgradesARealCluster drives the commands, as an operator would,
-// against real Consul: 3 servers and 1 client on 1.12.9 (internal/consulrig,
+// against real Consul: 3 servers and 1 client on 1.12.9 (tests/rig/consul,
 // local transport), plan -out to 1.13.9, apply -step twice, status, then
 // apply -yes to the end; plan and the last status are given a closed port
 // before the agent's address, and fail over to it. With

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
+	consulrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/consul"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/local"
 )
 

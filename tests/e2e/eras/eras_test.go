@@ -2,7 +2,7 @@ package eras_test
 
 // Integration tests of Discover, Gate and the logical backup on real Consul
 // agents of the old API eras (0.6.4, 0.7.5, 0.8.5 on raft protocol 2),
-// started by internal/consulrig. They never skip: a missing Consul binary
+// started by tests/rig/consul. They never skip: a missing Consul binary
 // fails the test.
 
 import (
@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	consulrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/consul"
 	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"

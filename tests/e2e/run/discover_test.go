@@ -1,6 +1,6 @@
 package run_test
 
-// Feature observation against real Consul agents (internal/consulrig). Like
+// Feature observation against real Consul agents (tests/rig/consul). Like
 // the other integration tests they never skip: a missing binary fails.
 
 import (
@@ -11,8 +11,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	consulrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/consul"
 	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )

@@ -1,7 +1,7 @@
 package run_test
 
 // Integration tests on real Consul agents (1.12.9 -> 1.13.9) on loopback
-// addresses, started by internal/consulrig. They never skip: a missing or
+// addresses, started by tests/rig/consul. They never skip: a missing or
 // unbuildable Consul binary fails the test.
 
 import (
@@ -17,8 +17,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	consulrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/consul"
 	"github.com/seed-e5e14ead/consul-upgrade/tests/scenario"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/local"

@@ -17,7 +17,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/sshrig"
+	sshrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/sshd"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/ssh"
 )

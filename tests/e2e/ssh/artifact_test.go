@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/sshrig"
+	sshrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/sshd"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/ssh"
 )

@@ -24,8 +24,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulrig"
-	"github.com/seed-e5e14ead/consul-upgrade/internal/sshrig"
+	consulrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/consul"
+	sshrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/sshd"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/ssh"
 )

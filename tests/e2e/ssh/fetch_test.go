@@ -18,7 +18,7 @@ import (
 
 	"golang.org/x/crypto/ssh/knownhosts"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/sshrig"
+	sshrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/sshd"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/ssh"
 )

@@ -19,7 +19,7 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/sshrig"
+	sshrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/sshd"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/ssh"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/transporttest"

@@ -145,14 +145,15 @@ func ensureBinary(root, version string) (path string, built bool, err error) {
 	return path, true, nil
 }
 
-// repoRoot is the module root, found from this source file's location.
+// repoRoot is the repository's root (the root module, which holds
+// scripts/), found from this source file's location (tests/rig/consul).
 func repoRoot(t testing.TB) string {
 	t.Helper()
 	_, file, _, ok := runtime.Caller(0)
 	if !ok {
 		t.Fatal("consulrig: cannot locate the repository (runtime.Caller failed)")
 	}
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
 }
 
 // tail returns the last n lines of s.

@@ -10,7 +10,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/sshrig"
+	sshrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/sshd"
 )
 
 func TestStartServesKeyLoginVerifiedByKnownHosts(t *testing.T) {
