@@ -1,9 +1,8 @@
-package eras_test
-
-// Integration tests of Discover, Gate and the logical backup on real Consul
-// agents of the old API eras (0.6.4, 0.7.5, 0.8.5 on raft protocol 2),
-// started by tests/rig/consul. They never skip: a missing Consul binary
+// Package eras_test tests Discover, Gate and the logical backup on real
+// Consul agents of the old API eras (0.6.4, 0.7.5, 0.8.5 on raft protocol
+// 2), started by tests/rig/consul. They never skip: a missing Consul binary
 // fails the test.
+package eras_test
 
 import (
 	"context"

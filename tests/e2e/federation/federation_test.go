@@ -1,8 +1,8 @@
+// Package federation_test upgrades a real WAN federation on loopback: dc1
+// (the primary: 3 servers, 1 client) and dc2 (1 server, 1 client),
+// 1.12.9 -> 1.13.9 by one Run. Like the other real-agent tests it never
+// skips: missing binaries fail it.
 package federation_test
-
-// A real WAN federation on loopback: dc1 (the primary: 3 servers, 1 client)
-// and dc2 (1 server, 1 client), upgraded 1.12.9 -> 1.13.9 by one Run. Like
-// the other integration tests it never skips: missing binaries fail it.
 
 import (
 	"context"

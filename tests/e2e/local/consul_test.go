@@ -1,8 +1,9 @@
+// Package local_test runs transport/local on real Consul agents (1.12.9
+// and 1.13.9, built by scripts/build-consul.sh into the cache; a missing
+// binary is built, and a build that fails fails the test): swaps with every
+// stop mode, a broken binary rolled back, the transport conformance suite,
+// the pre-flight artifact check.
 package local_test
-
-// These tests run real Consul agents (1.12.9 and 1.13.9, built by
-// scripts/build-consul.sh into the cache; a missing binary is built, and a
-// build that fails fails the test).
 
 import (
 	"context"

@@ -1,3 +1,7 @@
+// Package lock_test tests the run's upgrade lock on real agents of every
+// era: it moves with a failover (move_test.go), a session bound to its
+// agent's serfHealth before 1.0 dies with it (keepoff_test.go), and one run
+// keeps it across 0.6.4 -> 0.9.3 (chain_test.go).
 package lock_test
 
 import (

@@ -1,3 +1,5 @@
+// Package replace_test runs the replace (blue/green) strategy on real
+// Consul agents (tests/rig/consul).
 package replace_test
 
 import (

@@ -1,8 +1,10 @@
+// Package run_test runs upgrade.Run and upgrade.Discover against real
+// Consul agents (1.12.9 -> 1.13.9) on loopback addresses, started by
+// tests/rig/consul: the upgrade under a writer, client waves, a broken
+// binary halted and rolled back, resume, the two voters left after a server
+// died, the features observed. They never skip: a missing or unbuildable
+// Consul binary fails the test.
 package run_test
-
-// Integration tests on real Consul agents (1.12.9 -> 1.13.9) on loopback
-// addresses, started by tests/rig/consul. They never skip: a missing or
-// unbuildable Consul binary fails the test.
 
 import (
 	"context"

@@ -1,3 +1,8 @@
+// Package ssh_test runs transport/ssh against a real OpenSSH server on
+// loopback (tests/rig/sshd): the transport conformance suite, atomic
+// installs, checksums, host keys, timeouts, fetching from a mirror, an
+// ssh-agent, and a real Consul agent swapped over SSH. What the transport
+// refuses before it connects is unit-tested in transport/ssh.
 package ssh_test
 
 import (

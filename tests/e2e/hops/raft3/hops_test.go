@@ -1,7 +1,7 @@
 // Package raft3_test upgrades real clusters across the documented hops
 // from 1.8.19 on: the dedicated path to 1.10.12 (1.10 refuses raft
 // protocol 2; these clusters started on 1.8 and run protocol 3), 1.11 and
-// 1.13.9 -> 1.14.8 (1.14.8 -> 1.15.4 -> 1.16.1 are in leadertransfer).
+// 1.13.9 -> 1.14.8 (1.14.8 -> 1.15.4 -> 1.16.1 are in tests/e2e/transfer).
 // Each run: 3 servers and 1 client, a writer through the client every
 // 20 ms, followers first and the leader last, every step gated
 // (tests/scenario). Figures are logged on FIGURES lines.
