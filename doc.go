@@ -36,4 +36,13 @@
 //
 // planner.Plan runs the same decision against a simulated cluster until done,
 // so the plan a person reviews and the steps that run cannot disagree.
+//
+// # Layers and tests
+//
+// planner → transport → upgrade → cmd/consul-upgrade and examples; internal/
+// holds production helpers that import none of them. deps_test.go is the
+// table of what each package may import, checked on every test run. go test
+// ./... in this module needs no Consul binary and no sshd; every test
+// against real agents or a real sshd is in tests/, a Go module of its own,
+// whose README is the track record.
 package consulupgrade

@@ -339,7 +339,7 @@ func TestAnUnfinishedSwapThatAppearedMakesThePlanStale(t *testing.T) {
 func TestAServerThatRecoveredOrAToleranceThatRoseIsNotStale(t *testing.T) {
 	c := baseCluster("1.12.9")
 	c.Servers[0].Healthy = false
-	p, err := Plan(c, "1.13.9", Policy{Waive: []string{PrecheckServerUnhealthy}})
+	p, err := Plan(c, "1.13.9", Policy{Waive: []RuleID{PrecheckServerUnhealthy}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,153 +10,153 @@ import (
 // Rule IDs that other parts of the planner (Next, Plan) refer to. They are
 // stable: operators waive blocking findings by these IDs.
 const (
-	RuleServersFirst     = "servers-before-clients"
-	RuleOneServerAtATime = "one-server-at-a-time"
-	RuleFollowersFirst   = "followers-first-leader-last"
-	RuleNoLeaveInPlace   = "no-leave-in-place"
-	RuleMaxMajors        = "max-majors-per-hop"
-	RuleTombstoneWindow  = "tombstone-window-0.5"
-	RuleRaftBoltDB       = "raft-boltdb-migration-0.5.1"
-	RuleACLService05     = "acl-service-write-0.5"
-	RuleLeaderPanic080   = "leader-panic-0.8.0"
-	RuleDatacenterOrder  = "datacenter-order"
-	RuleTransferLeader   = "transfer-leader-1.15"
+	RuleServersFirst     RuleID = "servers-before-clients"
+	RuleOneServerAtATime RuleID = "one-server-at-a-time"
+	RuleFollowersFirst   RuleID = "followers-first-leader-last"
+	RuleNoLeaveInPlace   RuleID = "no-leave-in-place"
+	RuleMaxMajors        RuleID = "max-majors-per-hop"
+	RuleTombstoneWindow  RuleID = "tombstone-window-0.5"
+	RuleRaftBoltDB       RuleID = "raft-boltdb-migration-0.5.1"
+	RuleACLService05     RuleID = "acl-service-write-0.5"
+	RuleLeaderPanic080   RuleID = "leader-panic-0.8.0"
+	RuleDatacenterOrder  RuleID = "datacenter-order"
+	RuleTransferLeader   RuleID = "transfer-leader-1.15"
 
 	// RuleLeaveOnTerminate07: servers below 0.7.0 leave on SIGTERM.
-	RuleLeaveOnTerminate07 = "leave-on-terminate-0.7"
+	RuleLeaveOnTerminate07 RuleID = "leave-on-terminate-0.7"
 	// RuleRaftProtocol3v19: 1.9+ servers only start with raft_protocol 3.
-	RuleRaftProtocol3v19 = "raft-protocol-3-1.9"
+	RuleRaftProtocol3v19 RuleID = "raft-protocol-3-1.9"
 	// RuleLegacyACLs111: the legacy ACL system is gone from 1.11.0.
-	RuleLegacyACLs111 = "legacy-acls-removed-1.11"
+	RuleLegacyACLs111 RuleID = "legacy-acls-removed-1.11"
 	// RuleGRPCTLS113: 1.13 serves gRPC over TLS when tls.defaults hold
 	// certificates; the fix needs the 1.12 tls stanza.
-	RuleGRPCTLS113 = "grpc-tls-1.13"
+	RuleGRPCTLS113 RuleID = "grpc-tls-1.13"
 	// RuleGRPCTLSPort114: from 1.14 TLS gRPC moves to ports.grpc_tls.
-	RuleGRPCTLSPort114 = "grpc-tls-port-1.14"
+	RuleGRPCTLSPort114 RuleID = "grpc-tls-port-1.14"
 	// RuleServersFirst119: from 1.19 servers before clients is mandatory.
-	RuleServersFirst119 = "servers-before-clients-1.19"
+	RuleServersFirst119 RuleID = "servers-before-clients-1.19"
 	// RuleSnapshot: a snapshot before every hop.
-	RuleSnapshot = "snapshot-before-hop"
+	RuleSnapshot RuleID = "snapshot-before-hop"
 	// RuleVersionNumbering2: 2.0.0 and later use IBM numbering.
-	RuleVersionNumbering2 = "version-numbering-2.0"
+	RuleVersionNumbering2 RuleID = "version-numbering-2.0"
 	// RuleDisableUpgradeMigration: Enterprise autopilot upgrade migration
 	// interferes with in-place rolling upgrades.
-	RuleDisableUpgradeMigration = "disable-upgrade-migration"
+	RuleDisableUpgradeMigration RuleID = "disable-upgrade-migration"
 	// RuleEnterprise1107Clients: Enterprise clients left behind on
 	// 1.10.0-1.10.6 while servers go to 1.11+.
-	RuleEnterprise1107Clients = "enterprise-1.10.7-left-behind-clients"
+	RuleEnterprise1107Clients RuleID = "enterprise-1.10.7-left-behind-clients"
 	// RuleReplaceAutopilot100: the replace strategy on servers running
 	// 1.0.0, whose autopilot promotes new servers only in pairs.
-	RuleReplaceAutopilot100 = "replace-autopilot-pairs-1.0.0"
+	RuleReplaceAutopilot100 RuleID = "replace-autopilot-pairs-1.0.0"
 	// RuleLegacyACLs16: legacy ACL tokens must be migrated before leaving
 	// 1.6.x (the 1.6.x upgrade guide).
-	RuleLegacyACLs16 = "legacy-acls-before-leaving-1.6"
+	RuleLegacyACLs16 RuleID = "legacy-acls-before-leaving-1.6"
 	// RuleFeaturesUnobserved: features the observer could not read
 	// (Features.Unobserved) were evaluated at their defaults.
-	RuleFeaturesUnobserved = "features-not-observed"
+	RuleFeaturesUnobserved RuleID = "features-not-observed"
 )
 
 // Cluster pre-check IDs: findings about the cluster as observed, before any
 // version rule.
 const (
-	PrecheckNoServers        = "no-servers"
-	PrecheckNoLeader         = "no-leader"
-	PrecheckSeveralLeaders   = "several-leaders"
-	PrecheckServerUnhealthy  = "server-unhealthy"
-	PrecheckServerNotVoter   = "server-not-voter"
-	PrecheckEvenVoters       = "even-voters"
-	PrecheckFailureTolerance = "failure-tolerance-zero"
+	PrecheckNoServers        RuleID = "no-servers"
+	PrecheckNoLeader         RuleID = "no-leader"
+	PrecheckSeveralLeaders   RuleID = "several-leaders"
+	PrecheckServerUnhealthy  RuleID = "server-unhealthy"
+	PrecheckServerNotVoter   RuleID = "server-not-voter"
+	PrecheckEvenVoters       RuleID = "even-voters"
+	PrecheckFailureTolerance RuleID = "failure-tolerance-zero"
 	// PrecheckNoSpareVoter: a datacenter of two or more voters whose
 	// failure tolerance is 0, so stopping any voter loses its quorum.
-	PrecheckNoSpareVoter = "no-spare-voter"
+	PrecheckNoSpareVoter RuleID = "no-spare-voter"
 	// PrecheckServerMissing: a server serf lists that is not in the Raft
 	// configuration (Cluster.Missing).
-	PrecheckServerMissing       = "server-missing"
-	PrecheckMixedVersions       = "mixed-versions"
-	PrecheckDuplicateName       = "duplicate-name"
-	PrecheckDowngrade           = "downgrade"
-	PrecheckBadVersion          = "bad-version"
-	PrecheckUnknownDatacenter   = "unknown-datacenter"
-	PrecheckNoPrimary           = "no-primary-datacenter"
-	PrecheckDatacenterNotSeen   = "datacenter-not-observed"
-	PrecheckClientNewerThanSrvs = "client-newer-than-servers"
-	PrecheckBadRule             = "bad-rule"
+	PrecheckServerMissing       RuleID = "server-missing"
+	PrecheckMixedVersions       RuleID = "mixed-versions"
+	PrecheckDuplicateName       RuleID = "duplicate-name"
+	PrecheckDowngrade           RuleID = "downgrade"
+	PrecheckBadVersion          RuleID = "bad-version"
+	PrecheckUnknownDatacenter   RuleID = "unknown-datacenter"
+	PrecheckNoPrimary           RuleID = "no-primary-datacenter"
+	PrecheckDatacenterNotSeen   RuleID = "datacenter-not-observed"
+	PrecheckClientNewerThanSrvs RuleID = "client-newer-than-servers"
+	PrecheckBadRule             RuleID = "bad-rule"
 )
 
 // IDs of the other built-in version rules, in catalogue order. Like the
 // IDs above, they are stable: operators waive blocking findings by them.
 const (
-	RuleACLMixedServers04         = "acl-mixed-servers-0.4"
-	RuleMemoryStateStore06        = "memory-state-store-0.6"
-	RuleACLServiceRead06          = "acl-service-read-0.6"
-	RuleBindAddress06             = "bind-address-0.6"
-	RulePreparedQueryACL064       = "prepared-query-acl-0.6.4"
-	RuleGossipProtocol07          = "gossip-protocol-0.7"
-	RuleRaftMultiplier07          = "raft-multiplier-0.7"
-	RulePeersJSON07               = "peers-json-0.7"
-	RuleReapRemoved071            = "reap-removed-0.7.1"
-	RuleKnownBad080               = "known-bad-0.8.0"
-	RuleACLEnforceVersion808      = "acl-enforce-version-8-0.8"
-	RuleRPCRemoved08              = "rpc-removed-0.8"
-	RuleAutopilotRaftProtocol3    = "autopilot-raft-protocol-3"
-	RuleScriptChecks09            = "script-checks-0.9"
-	RuleKnownBad100               = "known-bad-1.0.0"
-	RuleRaftProtocol310           = "raft-protocol-3-1.0"
-	RuleSingleServerRaft10        = "single-server-raft-1.0"
-	RuleConfigRewrite10           = "config-rewrite-1.0"
-	RuleStrictChecks10            = "strict-checks-1.0"
-	RuleConsulIndex107            = "consul-index-1.0.7"
-	RuleConfigRemovals11          = "config-removals-1.1"
-	RuleThreeServers124           = "three-servers-1.2.4"
-	RuleKnownBad130               = "known-bad-1.3.0"
-	RuleNewACLs14                 = "new-acls-1.4"
-	RulePrimaryDatacenterKey14    = "primary-datacenter-key-1.4"
-	RuleConnectCAFederation14     = "connect-ca-federation-1.4"
-	RuleManagedProxiesRemoved16   = "managed-proxies-removed-1.6"
-	RuleKVSnapshot16              = "kv-snapshot-1.6"
-	RuleStrictJSON162             = "strict-json-1.6.2"
-	RuleHTTPMaxConns163           = "http-max-conns-1.6.3"
-	RuleSessionRenew170           = "session-renew-1.7.0"
-	RuleAPIStrict17               = "api-strict-1.7"
-	RuleACLEnforceRemoved18       = "acl-enforce-removed-1.8"
-	RuleLegacyACLsPanic19         = "legacy-acls-panic-1.9"
-	RuleCentralConfig19           = "central-config-1.9"
-	RuleIntentionsMigration19     = "intentions-migration-1.9"
-	RuleEnterpriseLicense110      = "enterprise-license-1.10"
-	RuleEnvoyXDSV3110             = "envoy-xds-v3-1.10"
-	RuleACLTokenRenames111        = "acl-token-renames-1.11"
-	RuleBbolt111                  = "bbolt-1.11"
-	RuleVaultCATune1119           = "vault-ca-tune-1.11.9"
-	RuleTLSStanza112              = "tls-stanza-1.12"
-	RuleKnownBad1120Nomad         = "known-bad-1.12.0-nomad"
-	RuleVaultCATune1125           = "vault-ca-tune-1.12.5"
-	RuleKnownBad1130              = "known-bad-1.13.0"
-	RuleAutoEncryptGRPC113        = "auto-encrypt-grpc-1.13"
-	RuleDisableCompat19113        = "disable-compat-19-1.13"
-	RuleVaultCATune1132           = "vault-ca-tune-1.13.2"
-	RuleNomadDetection1138        = "nomad-detection-1.13.8"
-	RulePeeringConnectDefaults114 = "peering-connect-defaults-1.14"
-	RuleExperimentalPeering114    = "experimental-peering-1.14"
-	RuleKnownBad1140Envoy         = "known-bad-1.14.0-envoy"
-	RuleVaultCANamespace11410     = "vault-ca-namespace-1.14.10"
-	RuleKnownBad11501151Mesh      = "known-bad-1.15.0-1.15.1-mesh"
-	RuleServerlessPlugin115       = "serverless-plugin-1.15"
-	RuleACLMigrationRemoved115    = "acl-migration-removed-1.15"
-	RuleRaftLogstore115           = "raft-logstore-1.15"
-	RuleVaultCANamespace1156      = "vault-ca-namespace-1.15.6"
-	RulePathNormalization11515    = "path-normalization-1.15.15"
-	RuleKnownBad11601161          = "known-bad-1.16.0-1.16.1"
-	RuleHealthConnect403116       = "health-connect-403-1.16"
-	RuleVaultCANamespace1162      = "vault-ca-namespace-1.16.2"
-	RuleKnownBad1165              = "known-bad-1.16.5"
-	RuleTemplatedPolicies117      = "templated-policies-1.17"
-	RuleAPIChanges117             = "api-changes-1.17"
-	RuleKnownBad1172              = "known-bad-1.17.2"
-	RulePathNormalization1185     = "path-normalization-1.18.5"
-	RuleMetrics119                = "metrics-1.19"
-	RulePathNormalization1193     = "path-normalization-1.19.3"
-	RulePathNormalization1201     = "path-normalization-1.20.1"
-	RuleEnterpriseLicense1217     = "enterprise-license-1.21.7"
+	RuleACLMixedServers04         RuleID = "acl-mixed-servers-0.4"
+	RuleMemoryStateStore06        RuleID = "memory-state-store-0.6"
+	RuleACLServiceRead06          RuleID = "acl-service-read-0.6"
+	RuleBindAddress06             RuleID = "bind-address-0.6"
+	RulePreparedQueryACL064       RuleID = "prepared-query-acl-0.6.4"
+	RuleGossipProtocol07          RuleID = "gossip-protocol-0.7"
+	RuleRaftMultiplier07          RuleID = "raft-multiplier-0.7"
+	RulePeersJSON07               RuleID = "peers-json-0.7"
+	RuleReapRemoved071            RuleID = "reap-removed-0.7.1"
+	RuleKnownBad080               RuleID = "known-bad-0.8.0"
+	RuleACLEnforceVersion808      RuleID = "acl-enforce-version-8-0.8"
+	RuleRPCRemoved08              RuleID = "rpc-removed-0.8"
+	RuleAutopilotRaftProtocol3    RuleID = "autopilot-raft-protocol-3"
+	RuleScriptChecks09            RuleID = "script-checks-0.9"
+	RuleKnownBad100               RuleID = "known-bad-1.0.0"
+	RuleRaftProtocol310           RuleID = "raft-protocol-3-1.0"
+	RuleSingleServerRaft10        RuleID = "single-server-raft-1.0"
+	RuleConfigRewrite10           RuleID = "config-rewrite-1.0"
+	RuleStrictChecks10            RuleID = "strict-checks-1.0"
+	RuleConsulIndex107            RuleID = "consul-index-1.0.7"
+	RuleConfigRemovals11          RuleID = "config-removals-1.1"
+	RuleThreeServers124           RuleID = "three-servers-1.2.4"
+	RuleKnownBad130               RuleID = "known-bad-1.3.0"
+	RuleNewACLs14                 RuleID = "new-acls-1.4"
+	RulePrimaryDatacenterKey14    RuleID = "primary-datacenter-key-1.4"
+	RuleConnectCAFederation14     RuleID = "connect-ca-federation-1.4"
+	RuleManagedProxiesRemoved16   RuleID = "managed-proxies-removed-1.6"
+	RuleKVSnapshot16              RuleID = "kv-snapshot-1.6"
+	RuleStrictJSON162             RuleID = "strict-json-1.6.2"
+	RuleHTTPMaxConns163           RuleID = "http-max-conns-1.6.3"
+	RuleSessionRenew170           RuleID = "session-renew-1.7.0"
+	RuleAPIStrict17               RuleID = "api-strict-1.7"
+	RuleACLEnforceRemoved18       RuleID = "acl-enforce-removed-1.8"
+	RuleLegacyACLsPanic19         RuleID = "legacy-acls-panic-1.9"
+	RuleCentralConfig19           RuleID = "central-config-1.9"
+	RuleIntentionsMigration19     RuleID = "intentions-migration-1.9"
+	RuleEnterpriseLicense110      RuleID = "enterprise-license-1.10"
+	RuleEnvoyXDSV3110             RuleID = "envoy-xds-v3-1.10"
+	RuleACLTokenRenames111        RuleID = "acl-token-renames-1.11"
+	RuleBbolt111                  RuleID = "bbolt-1.11"
+	RuleVaultCATune1119           RuleID = "vault-ca-tune-1.11.9"
+	RuleTLSStanza112              RuleID = "tls-stanza-1.12"
+	RuleKnownBad1120Nomad         RuleID = "known-bad-1.12.0-nomad"
+	RuleVaultCATune1125           RuleID = "vault-ca-tune-1.12.5"
+	RuleKnownBad1130              RuleID = "known-bad-1.13.0"
+	RuleAutoEncryptGRPC113        RuleID = "auto-encrypt-grpc-1.13"
+	RuleDisableCompat19113        RuleID = "disable-compat-19-1.13"
+	RuleVaultCATune1132           RuleID = "vault-ca-tune-1.13.2"
+	RuleNomadDetection1138        RuleID = "nomad-detection-1.13.8"
+	RulePeeringConnectDefaults114 RuleID = "peering-connect-defaults-1.14"
+	RuleExperimentalPeering114    RuleID = "experimental-peering-1.14"
+	RuleKnownBad1140Envoy         RuleID = "known-bad-1.14.0-envoy"
+	RuleVaultCANamespace11410     RuleID = "vault-ca-namespace-1.14.10"
+	RuleKnownBad11501151Mesh      RuleID = "known-bad-1.15.0-1.15.1-mesh"
+	RuleServerlessPlugin115       RuleID = "serverless-plugin-1.15"
+	RuleACLMigrationRemoved115    RuleID = "acl-migration-removed-1.15"
+	RuleRaftLogstore115           RuleID = "raft-logstore-1.15"
+	RuleVaultCANamespace1156      RuleID = "vault-ca-namespace-1.15.6"
+	RulePathNormalization11515    RuleID = "path-normalization-1.15.15"
+	RuleKnownBad11601161          RuleID = "known-bad-1.16.0-1.16.1"
+	RuleHealthConnect403116       RuleID = "health-connect-403-1.16"
+	RuleVaultCANamespace1162      RuleID = "vault-ca-namespace-1.16.2"
+	RuleKnownBad1165              RuleID = "known-bad-1.16.5"
+	RuleTemplatedPolicies117      RuleID = "templated-policies-1.17"
+	RuleAPIChanges117             RuleID = "api-changes-1.17"
+	RuleKnownBad1172              RuleID = "known-bad-1.17.2"
+	RulePathNormalization1185     RuleID = "path-normalization-1.18.5"
+	RuleMetrics119                RuleID = "metrics-1.19"
+	RulePathNormalization1193     RuleID = "path-normalization-1.19.3"
+	RulePathNormalization1201     RuleID = "path-normalization-1.20.1"
+	RuleEnterpriseLicense1217     RuleID = "enterprise-license-1.21.7"
 )
 
 // Public sources of the rules.
@@ -241,7 +241,7 @@ var (
 )
 
 // def builds a cluster-scoped rule; options adjust it.
-func def(id string, kind Kind, sev Severity, from, to, url, summary, hint string, opts ...option) builtin {
+func def(id RuleID, kind Kind, sev Severity, from, to, url, summary, hint string, opts ...option) builtin {
 	b := builtin{Rule: Rule{ID: id, Kind: kind, Severity: sev, Scope: ScopeCluster, From: from, To: to, Summary: summary, Hint: hint, URL: url}}
 	for _, o := range opts {
 		o(&b)
@@ -250,7 +250,7 @@ func def(id string, kind Kind, sev Severity, from, to, url, summary, hint string
 }
 
 // knownBad builds a rule for a release that should not be a target.
-func knownBad(id, to, url, summary, hint string, opts ...option) builtin {
+func knownBad(id RuleID, to, url, summary, hint string, opts ...option) builtin {
 	return def(id, KindPrecheck, Blocking, "", to, url, summary, hint, append([]option{targetValue, limit("target not " + to)}, opts...)...)
 }
 
@@ -258,7 +258,7 @@ func knownBad(id, to, url, summary, hint string, opts ...option) builtin {
 // that use a feature: blocking when use says Yes, quiet when No, and a
 // warning naming the feature and the Features field that settles it when
 // Unknown.
-func knownBadWith(id, to, url, summary, hint, feature, field string, use func(RuleContext) Usage, opts ...option) builtin {
+func knownBadWith(id RuleID, to, url, summary, hint, feature, field string, use func(RuleContext) Usage, opts ...option) builtin {
 	base := []option{
 		when(func(rc RuleContext) bool { return use(rc) != No }),
 		sevBy(func(rc RuleContext) Severity {
@@ -851,7 +851,7 @@ func catalogue() []builtin {
 			// on their default protocol 3 beside 0.8.5 ones on 2 lost its
 			// leader for over 30 s after the leader's swap; with
 			// raft_protocol = 2 on 1.2.4 the hop had one short election
-			// (internal/realtest/hopsold).
+			// (tests/e2e/hops/old).
 			sevBy(func(rc RuleContext) Severity {
 				if feat(rc).RaftProtocol == 3 {
 					return Info

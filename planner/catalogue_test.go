@@ -12,13 +12,13 @@ func TestCatalogueRulesAreWellFormed(t *testing.T) {
 	kinds := map[Kind]bool{KindOrdering: true, KindSteppingStone: true, KindWindow: true, KindPrecheck: true, KindConfig: true, KindACL: true, KindRaft: true}
 	sevs := map[Severity]bool{Blocking: true, Warning: true, Info: true}
 	scopes := map[Scope]bool{ScopeCluster: true, ScopeServers: true, ScopeClients: true}
-	seen := map[string]bool{}
+	seen := map[RuleID]bool{}
 	rules := Catalogue()
 	if len(rules) < 60 {
 		t.Fatalf("catalogue has %d rules, want broad coverage (>= 60)", len(rules))
 	}
 	for _, r := range rules {
-		if r.ID == "" || strings.ToLower(r.ID) != r.ID || strings.ContainsAny(r.ID, " _") {
+		if id := string(r.ID); id == "" || strings.ToLower(id) != id || strings.ContainsAny(id, " _") {
 			t.Errorf("rule %q: ID must be non-empty kebab-case", r.ID)
 		}
 		if seen[r.ID] {
@@ -48,7 +48,7 @@ func TestCatalogueRulesAreWellFormed(t *testing.T) {
 			t.Errorf("rule %s did not compile: %v", b.ID, b.err)
 		}
 	}
-	for _, id := range []string{RuleServersFirst, RuleOneServerAtATime, RuleFollowersFirst, RuleNoLeaveInPlace, RuleMaxMajors,
+	for _, id := range []RuleID{RuleServersFirst, RuleOneServerAtATime, RuleFollowersFirst, RuleNoLeaveInPlace, RuleMaxMajors,
 		RuleTombstoneWindow, RuleRaftBoltDB, RuleACLService05, RuleLeaderPanic080, RuleDatacenterOrder, RuleTransferLeader,
 		"no-leader", "server-unhealthy", "server-not-voter", "even-voters", "failure-tolerance-zero", "mixed-versions",
 		"duplicate-name", "downgrade", "bad-version", "unknown-datacenter", "no-primary-datacenter", "no-servers"} {
@@ -70,7 +70,7 @@ func TestCatalogueReturnsAFreshCopy(t *testing.T) {
 // clients run from, upgraded to target, with mod applied.
 type ruleCase struct {
 	name   string
-	rule   string
+	rule   RuleID
 	from   string
 	target string
 	fire   bool
@@ -561,14 +561,14 @@ func TestEveryRule(t *testing.T) {
 }
 
 func TestEveryRuleHasAFiringAndAQuietCase(t *testing.T) {
-	fires, quiet := map[string]bool{}, map[string]bool{}
+	fires, quiet := map[RuleID]bool{}, map[RuleID]bool{}
 	for _, tc := range allRuleCases() {
 		if tc.fire {
 			fires[tc.rule] = true
 		} else {
 			quiet[tc.rule] = true
 		}
-		if !strings.Contains(tc.name, "("+tc.rule+")") {
+		if !strings.Contains(tc.name, "("+string(tc.rule)+")") {
 			t.Errorf("case %q does not cite its rule %s", tc.name, tc.rule)
 		}
 	}

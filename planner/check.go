@@ -89,7 +89,7 @@ type checker struct {
 	pathErr          error
 
 	users []compiled
-	fired map[string]bool // rules marked once that already fired
+	fired map[RuleID]bool // rules marked once that already fired
 	out   []keyed
 }
 
@@ -115,7 +115,7 @@ func (k *checker) resolveDC(dc string) string {
 }
 
 func newChecker(c *Cluster, target string, pol *Policy) *checker {
-	k := &checker{c: c, pol: pol, targetRaw: target, defaultDC: defaultDatacenter(c), fired: map[string]bool{}}
+	k := &checker{c: c, pol: pol, targetRaw: target, defaultDC: defaultDatacenter(c), fired: map[RuleID]bool{}}
 	k.target, k.targetErr = k.vc.Parse(target)
 	if k.target != nil {
 		k.targetCore = k.target.Core()
@@ -236,7 +236,7 @@ func (k *checker) result() Findings {
 		}
 		return a.f.Node < b.f.Node
 	})
-	waive := make(map[string]bool, len(k.pol.Waive))
+	waive := make(map[RuleID]bool, len(k.pol.Waive))
 	for _, id := range k.pol.Waive {
 		waive[id] = true
 	}
@@ -881,7 +881,7 @@ func (k *checker) checkClientSkew(r *compiled) {
 func (k *checker) checkUserRules(r *compiled) {
 	for _, u := range k.users {
 		if u.err != nil {
-			k.precheck(r, "", u.ID, fmt.Sprintf("rule %q: constraint from %q / to %q does not parse: %v", u.ID, u.From, u.To, u.err))
+			k.precheck(r, "", string(u.ID), fmt.Sprintf("rule %q: constraint from %q / to %q does not parse: %v", u.ID, u.From, u.To, u.err))
 		}
 	}
 }

@@ -7,7 +7,7 @@ import (
 )
 
 // findRule returns the findings of one rule.
-func findRule(fs Findings, id string) Findings {
+func findRule(fs Findings, id RuleID) Findings {
 	var out Findings
 	for _, f := range fs {
 		if f.Rule == id {
@@ -20,7 +20,7 @@ func findRule(fs Findings, id string) Findings {
 func TestPrechecksNameNodeAndValue(t *testing.T) {
 	tests := []struct {
 		name      string
-		rule      string
+		rule      RuleID
 		mod       func(*Cluster)
 		target    string
 		node      string // want Node to contain this
@@ -87,7 +87,7 @@ func TestCheckReturnsEveryFinding(t *testing.T) {
 	c.Clients[1].Name = "c1"            // duplicate-name
 	c.Features.TLS.GRPCTLS = true       // grpc-tls-port-1.14
 	fs := Check(c, "1.14.11", Policy{}) // known-good target, two majors
-	for _, id := range []string{PrecheckServerUnhealthy, PrecheckServerNotVoter, PrecheckDuplicateName, RuleGRPCTLSPort114} {
+	for _, id := range []RuleID{PrecheckServerUnhealthy, PrecheckServerNotVoter, PrecheckDuplicateName, RuleGRPCTLSPort114} {
 		if len(findRule(fs, id)) == 0 {
 			t.Errorf("missing %s finding; got:\n%s", id, findingsText(fs))
 		}
@@ -107,7 +107,7 @@ func TestWaivingMarksFindingsAndClearsErr(t *testing.T) {
 	if fs.Err() == nil {
 		t.Fatal("1.13.0 should be refused")
 	}
-	fs = Check(c, "1.13.0", Policy{Waive: []string{"known-bad-1.13.0"}})
+	fs = Check(c, "1.13.0", Policy{Waive: []RuleID{"known-bad-1.13.0"}})
 	hits := findRule(fs, "known-bad-1.13.0")
 	if len(hits) != 1 || !hits[0].Waived || hits[0].Severity != Blocking {
 		t.Fatalf("waived finding must stay listed, blocking and Waived: %+v", hits)
@@ -116,7 +116,7 @@ func TestWaivingMarksFindingsAndClearsErr(t *testing.T) {
 		t.Fatalf("Err with everything waived = %v, want nil", err)
 	}
 	// Waiving a warning changes nothing.
-	fs = Check(c, "1.13.9", Policy{ServerOrder: AsListed, Waive: []string{RuleFollowersFirst}})
+	fs = Check(c, "1.13.9", Policy{ServerOrder: AsListed, Waive: []RuleID{RuleFollowersFirst}})
 	for _, f := range findRule(fs, RuleFollowersFirst) {
 		if f.Waived {
 			t.Fatalf("non-blocking finding marked waived: %+v", f)
@@ -152,7 +152,7 @@ func TestUserRulesAreEvaluatedLikeBuiltins(t *testing.T) {
 	if len(findRule(fs, "inhouse-quiet")) != 0 || len(findRule(fs, "inhouse-acl")) != 0 {
 		t.Fatal("user rules whose constraint or When does not hold must stay quiet")
 	}
-	fs = Check(c, "1.13.9", Policy{Rules: pol.Rules, Waive: []string{"inhouse-sidecar-1.13"}})
+	fs = Check(c, "1.13.9", Policy{Rules: pol.Rules, Waive: []RuleID{"inhouse-sidecar-1.13"}})
 	for _, f := range findRule(fs, "inhouse-sidecar-1.13") {
 		if !f.Waived {
 			t.Fatal("user rules are waived by ID like built-in ones")

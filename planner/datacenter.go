@@ -106,12 +106,12 @@ func datacenterOrderReason(name string, primary bool, n int, h Hop, f Features) 
 	}
 	if PrimaryLast(h, f) {
 		if primary {
-			return "; primary " + name + " goes last on the " + h.To + " hop (ACL replication, " + RuleDatacenterOrder + ")"
+			return "; primary " + name + " goes last on the " + h.To + " hop (ACL replication, " + string(RuleDatacenterOrder) + ")"
 		}
-		return "; secondary datacenters go before the primary on the " + h.To + " hop (ACL replication, " + RuleDatacenterOrder + ")"
+		return "; secondary datacenters go before the primary on the " + h.To + " hop (ACL replication, " + string(RuleDatacenterOrder) + ")"
 	}
 	if primary {
-		return "; the primary datacenter goes first (" + RuleDatacenterOrder + ")"
+		return "; the primary datacenter goes first (" + string(RuleDatacenterOrder) + ")"
 	}
-	return "; secondaries follow the primary, by name (" + RuleDatacenterOrder + ")"
+	return "; secondaries follow the primary, by name (" + string(RuleDatacenterOrder) + ")"
 }

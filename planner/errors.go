@@ -77,10 +77,10 @@ func refusal(fs Findings, target string) error {
 // policy's own: a misspelt waiver would otherwise waive nothing, silently.
 type WaiverError struct {
 	// IDs are the unknown IDs, in the policy's order.
-	IDs []string
+	IDs []RuleID
 	// Suggest maps an unknown ID to a known one it resembles, when there
 	// is one.
-	Suggest map[string]string
+	Suggest map[RuleID]RuleID
 }
 
 func (e *WaiverError) Error() string {
@@ -123,7 +123,7 @@ func (f Finding) String() string {
 	b.WriteString(f.Message)
 	if f.Value != "" || f.Limit != "" {
 		b.WriteString(" (")
-		b.WriteString(f.Rule)
+		b.WriteString(string(f.Rule))
 		if f.Value != "" {
 			b.WriteString(": value ")
 			b.WriteString(f.Value)
@@ -134,7 +134,7 @@ func (f Finding) String() string {
 		}
 		b.WriteString(")")
 	} else {
-		b.WriteString(" (" + f.Rule + ")")
+		b.WriteString(" (" + string(f.Rule) + ")")
 	}
 	if f.Hint != "" {
 		b.WriteString("; ")
@@ -170,7 +170,7 @@ type ReleaseError struct {
 	// 1.13.x") the path must stop at.
 	Need string
 	// Rule is the rule that places the stone, and Reason why.
-	Rule   string
+	Rule   RuleID
 	Reason string
 }
 

@@ -36,7 +36,7 @@ func ExampleCheck() {
 	fmt.Println("refused:", fs.Err() != nil)
 
 	// The operator grants service write on 0.4.1, then waives the finding.
-	pol.Waive = []string{planner.RuleACLService05}
+	pol.Waive = []planner.RuleID{planner.RuleACLService05}
 	fmt.Println("refused after waiving:", planner.Check(c, "0.5.2", pol).Err() != nil)
 	// Output:
 	// blocking acl-service-write-0.5       -

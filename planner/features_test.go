@@ -77,7 +77,7 @@ func TestPathAvoidsKnownBadReleasesWhateverTheFeatures(t *testing.T) {
 		}
 		for _, h := range p.Path[:len(p.Path)-1] {
 			for _, b := range builtins {
-				if strings.HasPrefix(b.ID, "known-bad-") && len(b.to) > 0 && b.to.Check(mustVersion(h.To)) {
+				if strings.HasPrefix(string(b.ID), "known-bad-") && len(b.to) > 0 && b.to.Check(mustVersion(h.To)) {
 					t.Errorf("features %+v: stone %s is known bad (%s)", f, h.To, b.ID)
 				}
 			}

@@ -50,7 +50,7 @@ func TestAHandBuiltInventoryWithAnUnknownLeaderIsPlanned(t *testing.T) {
 func TestAZeroServerIsRefusedWithAHintNamingTheFix(t *testing.T) {
 	c := Cluster{Servers: []Server{{Name: "s1", Version: "1.12.9", Leader: true}}}
 	fs := Check(c, "1.13.9", Policy{})
-	for _, id := range []string{PrecheckServerUnhealthy, PrecheckServerNotVoter} {
+	for _, id := range []RuleID{PrecheckServerUnhealthy, PrecheckServerNotVoter} {
 		found := false
 		for _, f := range fs.Blocking() {
 			if f.Rule == id {
@@ -91,7 +91,7 @@ func TestServerJSONWithoutVoterOrHealthyReadsAsAHealthyVoter(t *testing.T) {
 
 func TestUnknownWaiverIDsAreRefusedWithATypedError(t *testing.T) {
 	c := threeServers("1.12.9")
-	pol := Policy{Waive: []string{RuleFollowersFirst, "follower-first-leader-last", "no-such-rule", "inhouse-1"},
+	pol := Policy{Waive: []RuleID{RuleFollowersFirst, "follower-first-leader-last", "no-such-rule", "inhouse-1"},
 		Rules: []Rule{{ID: "inhouse-1", Kind: KindPrecheck, Severity: Warning, Summary: "in-house"}}}
 	for name, call := range map[string]func() error{
 		"Plan": func() error { _, err := Plan(c, "1.13.9", pol); return err },
@@ -102,7 +102,7 @@ func TestUnknownWaiverIDsAreRefusedWithATypedError(t *testing.T) {
 		if !errors.As(err, &we) {
 			t.Fatalf("%s: err = %v, want a *WaiverError", name, err)
 		}
-		if strings.Join(we.IDs, ",") != "follower-first-leader-last,no-such-rule" {
+		if joinRuleIDs(we.IDs, ",") != "follower-first-leader-last,no-such-rule" {
 			t.Errorf("%s: unknown IDs %v, want the misspelt and the made-up one (the policy's own rule counts)", name, we.IDs)
 		}
 		if we.Suggest["follower-first-leader-last"] != RuleFollowersFirst || we.Suggest["no-such-rule"] != "" {
@@ -112,7 +112,7 @@ func TestUnknownWaiverIDsAreRefusedWithATypedError(t *testing.T) {
 			t.Errorf("%s: error %q does not suggest the right ID", name, err)
 		}
 	}
-	if err := CheckWaivers(Policy{Waive: []string{RuleFollowersFirst, "inhouse-1"}, Rules: pol.Rules}); err != nil {
+	if err := CheckWaivers(Policy{Waive: []RuleID{RuleFollowersFirst, "inhouse-1"}, Rules: pol.Rules}); err != nil {
 		t.Errorf("known waivers refused: %v", err)
 	}
 }
@@ -171,7 +171,7 @@ func TestEveryBuiltInRuleIDIsAnExportedConstant(t *testing.T) {
 		}
 	}
 	for _, r := range Catalogue() {
-		if _, ok := consts[r.ID]; !ok {
+		if _, ok := consts[string(r.ID)]; !ok {
 			t.Errorf("rule %q has no exported constant", r.ID)
 		}
 	}

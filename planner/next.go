@@ -46,7 +46,7 @@ const TombstoneWindowSeconds = 900
 //     old files, the reverse is not guaranteed.
 var oneWayChanges = []struct {
 	at   *version.Version
-	rule string
+	rule RuleID
 }{
 	{version.Must(version.NewVersion("0.5.1")), RuleRaftBoltDB},
 	{version.Must(version.NewVersion("1.4.0")), ruleNoReturnACL14},
@@ -54,8 +54,8 @@ var oneWayChanges = []struct {
 }
 
 const (
-	ruleNoReturnACL14 = "new-acls-1.4"
-	ruleNoReturnBBolt = "bbolt-1.11"
+	ruleNoReturnACL14 RuleID = "new-acls-1.4"
+	ruleNoReturnBBolt RuleID = "bbolt-1.11"
 )
 
 var (
@@ -652,7 +652,7 @@ func (st *state) transferTarget(d *dcState, leader, toID int) int {
 	return best
 }
 
-func noReturn(from, to *version.Version) string {
+func noReturn(from, to *version.Version) RuleID {
 	for _, w := range oneWayChanges {
 		if from.LessThan(w.at) && to.GreaterThanOrEqual(w.at) {
 			return w.rule

@@ -232,7 +232,7 @@ func TestNext(t *testing.T) {
 			c: with(threeDC("1.15.2"), chain(snapshotOn("1.15.2"), setServers("1.16.2", "a1", "a3"), func(c *Cluster) {
 				c.Servers[0].Healthy = false
 			})), target: "1.16.2",
-			pol:  Policy{Waive: []string{PrecheckServerUnhealthy}},
+			pol:  Policy{Waive: []RuleID{PrecheckServerUnhealthy}},
 			want: Step{Kind: StepTransferLeader, Node: "a2", Target: "a3"},
 		},
 		{
@@ -320,7 +320,7 @@ func TestNext(t *testing.T) {
 			for _, f := range []struct{ name, got, want string }{
 				{"node", got.Node, w.Node}, {"target", got.Target, w.Target}, {"datacenter", got.Datacenter, w.Datacenter},
 				{"from", got.From, w.From}, {"to", got.To, w.To}, {"stop mode", string(got.StopMode), string(w.StopMode)},
-				{"no return", got.NoReturn, w.NoReturn},
+				{"no return", string(got.NoReturn), string(w.NoReturn)},
 			} {
 				if f.want != "" && f.got != f.want {
 					t.Errorf("%s = %q, want %q", f.name, f.got, f.want)

@@ -56,21 +56,21 @@ func ltsLine(idx int) bool { return idx == 25 || idx == 28 || idx == 31 }
 const (
 	// RuleRaftProtocol07 places 0.7.5 between <= 0.6 (Raft protocol 0) and
 	// >= 0.8 (Raft protocol 1-3): only adjacent Raft protocols interoperate.
-	RuleRaftProtocol07 = "raft-protocol-adjacency-0.7"
+	RuleRaftProtocol07 RuleID = "raft-protocol-adjacency-0.7"
 	// RuleDedicated124 is the dedicated path 0.8.5-1.2.3 -> 1.2.4.
-	RuleDedicated124 = "dedicated-path-1.2.4"
+	RuleDedicated124 RuleID = "dedicated-path-1.2.4"
 	// RuleDedicated1610 is the dedicated path 1.2.4-1.6.9 -> 1.6.10.
-	RuleDedicated1610 = "dedicated-path-1.6.10"
+	RuleDedicated1610 RuleID = "dedicated-path-1.6.10"
 	// RuleDedicated1819 is the dedicated path 1.6.9-1.8.18 -> 1.8.19.
-	RuleDedicated1819 = "dedicated-path-1.8.19"
+	RuleDedicated1819 RuleID = "dedicated-path-1.8.19"
 	// RuleDedicated11012 is the dedicated path 1.8.0-1.9.17 -> 1.10.12.
-	RuleDedicated11012 = "dedicated-path-1.10.12"
+	RuleDedicated11012 RuleID = "dedicated-path-1.10.12"
 	// RuleEnterprise110 makes Enterprise 1.9.0-1.9.6 go to 1.9.17 before
 	// 1.10 (licensing: 1.10 is reachable from 1.8.13+ or 1.9.7+ only).
-	RuleEnterprise110 = "enterprise-license-stone-1.10"
+	RuleEnterprise110 RuleID = "enterprise-license-stone-1.10"
 	// RuleEnterprise1107 makes Enterprise 1.10.0-1.10.6 go to 1.10.12
 	// before 1.11 (older 1.10 agents deregister their services).
-	RuleEnterprise1107 = "enterprise-1.10.7-before-1.11"
+	RuleEnterprise1107 RuleID = "enterprise-1.10.7-before-1.11"
 )
 
 // Versions Path compares against, parsed once.
@@ -188,10 +188,11 @@ func between(v, lo, hi *version.Version) bool {
 }
 
 // nextStone chooses the stone after cur on the way to t.
-func nextStone(cur, t *version.Version, pol Policy) (*version.Version, string, string, error) {
+func nextStone(cur, t *version.Version, pol Policy) (*version.Version, RuleID, string, error) {
 	c, tc := cur.Core(), t.Core()
 	var next *version.Version
-	var rule, reason string
+	var rule RuleID
+	var reason string
 	switch {
 	case c.LessThan(v051) && !tc.LessThan(v060):
 		next, rule = mustVersion("0.5.2"), RuleRaftBoltDB
@@ -295,7 +296,7 @@ func stoneOnLine(idx int, pol Policy) string {
 // such a stone itself.
 func knownBadRelease(v *version.Version) bool {
 	for _, b := range builtins {
-		if strings.HasPrefix(b.ID, "known-bad-") && len(b.to) > 0 && b.to.Check(v) {
+		if strings.HasPrefix(string(b.ID), "known-bad-") && len(b.to) > 0 && b.to.Check(v) {
 			return true
 		}
 	}
@@ -303,7 +304,7 @@ func knownBadRelease(v *version.Version) bool {
 }
 
 // majorsStone applies the max-majors-per-hop rule on the way to t.
-func majorsStone(cur, t *version.Version, pol Policy) (*version.Version, string, string, error) {
+func majorsStone(cur, t *version.Version, pol Policy) (*version.Version, RuleID, string, error) {
 	c, tc := cur.Core(), t.Core()
 	ci, ti := minorIndex(c), minorIndex(tc)
 	if ti-ci <= 2 {

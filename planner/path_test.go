@@ -92,7 +92,7 @@ func TestPathNamesTheRuleOfEachStone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{RuleRaftBoltDB, RuleRaftProtocol07, RuleDedicated124, RuleDedicated124}
+	want := []RuleID{RuleRaftBoltDB, RuleRaftProtocol07, RuleDedicated124, RuleDedicated124}
 	if len(hops) != len(want) {
 		t.Fatalf("path %s, want %d hops", hopsString(hops), len(want))
 	}
@@ -191,7 +191,7 @@ func TestPathStonesAreNotKnownBad(t *testing.T) {
 			t.Fatalf("newestPatch[%d] = %s is not on line %d", idx, s, idx)
 		}
 		for _, b := range builtins {
-			if !strings.HasPrefix(b.ID, "known-bad-") && !b.targetValue {
+			if !strings.HasPrefix(string(b.ID), "known-bad-") && !b.targetValue {
 				continue
 			}
 			if len(b.to) > 0 && b.to.Check(v) {
@@ -202,7 +202,7 @@ func TestPathStonesAreNotKnownBad(t *testing.T) {
 	for _, s := range []string{"0.7.5", "0.8.5", "1.2.4", "1.6.10", "1.8.19", "1.9.17", "1.10.12"} {
 		found := false
 		for _, b := range builtins {
-			if strings.HasPrefix(b.ID, "known-bad-") && b.to.Check(mustVersion(s)) {
+			if strings.HasPrefix(string(b.ID), "known-bad-") && b.to.Check(mustVersion(s)) {
 				found = true
 			}
 		}

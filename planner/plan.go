@@ -194,8 +194,9 @@ func (st *state) dcByName(name string) *dcState {
 // first and last step that share it (same rule, datacenter and hop).
 func (p *UpgradePlan) fillDeadlines() {
 	type key struct {
-		rule, dc string
-		hop      int
+		rule RuleID
+		dc   string
+		hop  int
 	}
 	span := make(map[key][2]int)
 	for i, s := range p.Steps {

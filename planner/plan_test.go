@@ -189,7 +189,7 @@ func TestPlanMarshalsToJSONAndBackToAnEqualValue(t *testing.T) {
 	c := cluster2015()
 	for _, pol := range []Policy{
 		{},
-		{ServerOrder: AsListed, Clients: ClientPolicy{Mode: ClientLeaveBehind}, Waive: []string{RuleTombstoneWindow}},
+		{ServerOrder: AsListed, Clients: ClientPolicy{Mode: ClientLeaveBehind}, Waive: []RuleID{RuleTombstoneWindow}},
 		{Clients: ClientPolicy{Canary: 2, BatchPercent: 25, MaxUnavailable: 3}, StopMode: StopKill},
 	} {
 		p, err := Plan(c, "0.5.2", pol)

@@ -121,7 +121,7 @@ type Policy struct {
 	// NoSnapshot skips the snapshot step before each hop.
 	NoSnapshot bool `json:"no_snapshot,omitempty"`
 	// Waive lists rule IDs whose blocking findings the operator accepts.
-	Waive []string `json:"waive,omitempty"`
+	Waive []RuleID `json:"waive,omitempty"`
 	// Rules are the operator's own rules, checked after the built-in ones.
 	Rules []Rule `json:"rules,omitempty"`
 }
@@ -130,7 +130,7 @@ type Policy struct {
 // neither a built-in rule's (Catalogue) nor one of pol.Rules', else nil.
 // Next and Plan call it first.
 func CheckWaivers(pol Policy) error {
-	var unknown []string
+	var unknown []RuleID
 	for _, id := range pol.Waive {
 		if knownRuleID(id, pol) {
 			continue
@@ -140,7 +140,7 @@ func CheckWaivers(pol Policy) error {
 	if len(unknown) == 0 {
 		return nil
 	}
-	e := &WaiverError{IDs: unknown, Suggest: map[string]string{}}
+	e := &WaiverError{IDs: unknown, Suggest: map[RuleID]RuleID{}}
 	for _, id := range unknown {
 		if s := suggestRuleID(id, pol); s != "" {
 			e.Suggest[id] = s
@@ -149,7 +149,7 @@ func CheckWaivers(pol Policy) error {
 	return e
 }
 
-func knownRuleID(id string, pol Policy) bool {
+func knownRuleID(id RuleID, pol Policy) bool {
 	for i := range builtins {
 		if builtins[i].ID == id {
 			return true
@@ -165,10 +165,10 @@ func knownRuleID(id string, pol Policy) bool {
 
 // suggestRuleID is the known rule ID closest to id (at most a third of its
 // length in edits away), or "".
-func suggestRuleID(id string, pol Policy) string {
-	best, bestD := "", len(id)/3+1
-	try := func(k string) {
-		if d := editDistance(strings.ToLower(id), k); d < bestD {
+func suggestRuleID(id RuleID, pol Policy) RuleID {
+	best, bestD := RuleID(""), len(id)/3+1
+	try := func(k RuleID) {
+		if d := editDistance(strings.ToLower(string(id)), string(k)); d < bestD {
 			best, bestD = k, d
 		}
 	}

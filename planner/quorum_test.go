@@ -55,11 +55,11 @@ func TestTwoVotersAreRefusedByNextAndPlanWithTheNewRuleAndAcceptedWhenItIsWaived
 		if len(re.Findings) != 1 || re.Findings[0].Rule != PrecheckNoSpareVoter {
 			t.Errorf("%s: refused by %v, want only %s", name, re.Findings, PrecheckNoSpareVoter)
 		}
-		if err := run(Policy{Waive: []string{PrecheckNoSpareVoter}}); err != nil {
+		if err := run(Policy{Waive: []RuleID{PrecheckNoSpareVoter}}); err != nil {
 			t.Errorf("%s with %s waived: %v, want accepted", name, PrecheckNoSpareVoter, err)
 		}
 		// Waiving another rule does not waive this one.
-		if err := run(Policy{Waive: []string{PrecheckFailureTolerance}}); !errors.As(err, &re) {
+		if err := run(Policy{Waive: []RuleID{PrecheckFailureTolerance}}); !errors.As(err, &re) {
 			t.Errorf("%s with only %s waived: err = %v, want still refused", name, PrecheckFailureTolerance, err)
 		}
 	}

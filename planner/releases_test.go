@@ -132,7 +132,7 @@ func TestCheckReleaseNamesTheNearestReleases(t *testing.T) {
 		{"an Enterprise-only patch of an Enterprise target", "1.19.10+ent", Policy{}, "", nil},
 		{"an Enterprise-only patch under an Enterprise policy", "1.19.10", Policy{Enterprise: true}, "", nil},
 		{"an in-house build the policy lists", "1.13.99", Policy{Releases: []string{"1.13.99"}}, "", nil},
-		{"a waived unknown release", "1.13.99", Policy{Waive: []string{PrecheckUnknownRelease}}, "", nil},
+		{"a waived unknown release", "1.13.99", Policy{Waive: []RuleID{PrecheckUnknownRelease}}, "", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -199,7 +199,7 @@ func TestPlanNextAndPathRefuseATargetThatIsNotARelease(t *testing.T) {
 
 func TestAWaivedOrListedUnknownTargetIsPlanned(t *testing.T) {
 	c := baseCluster("1.12.9")
-	p, err := Plan(c, "1.13.99", Policy{Waive: []string{PrecheckUnknownRelease}})
+	p, err := Plan(c, "1.13.99", Policy{Waive: []RuleID{PrecheckUnknownRelease}})
 	if err != nil {
 		t.Fatalf("Plan with unknown-release waived = %v", err)
 	}

@@ -40,7 +40,7 @@ func (p *UpgradePlan) String() string {
 			why = "the target"
 		}
 		if h.Rule != "" {
-			why = strings.TrimSpace(why + " (" + h.Rule + ")")
+			why = strings.TrimSpace(why + " (" + string(h.Rule) + ")")
 		}
 		fmt.Fprintf(&b, "  %d. %s -> %s  %s\n", i, h.From, h.To, why)
 	}
@@ -305,7 +305,7 @@ func policySummary(p *Policy) string {
 		parts = append(parts, "enterprise")
 	}
 	if len(p.Waive) > 0 {
-		parts = append(parts, "waived "+strings.Join(p.Waive, ","))
+		parts = append(parts, "waived "+joinRuleIDs(p.Waive, ","))
 	}
 	return strings.Join(parts, "; ")
 }

@@ -1,5 +1,7 @@
 package planner
 
+import "strings"
+
 // Severity says whether a finding stops a plan.
 type Severity string
 
@@ -38,12 +40,27 @@ const (
 	ScopeClients Scope = "clients"
 )
 
+// RuleID names a rule: a built-in one (the Rule* and Precheck* constants,
+// listed by Catalogue) or a policy's own. IDs are stable: findings carry
+// them, operators waive blocking findings by them (Policy.Waive), and they
+// print and marshal as the plain string ("max-majors-per-hop").
+type RuleID string
+
+// joinRuleIDs joins ids with sep, like strings.Join.
+func joinRuleIDs(ids []RuleID, sep string) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = string(id)
+	}
+	return strings.Join(s, sep)
+}
+
 // Rule is one upgrade rule as data. A rule applies to a hop (from -> to)
 // when From matches the version a node runs before the hop, To matches the
 // hop's target, and When (if set) holds. Both constraints use go-version
 // syntax (">= 0.5.0, < 0.5.1"); "" matches every version.
 type Rule struct {
-	ID       string   `json:"id"`
+	ID       RuleID   `json:"id"`
 	Kind     Kind     `json:"kind"`
 	Severity Severity `json:"severity"`
 	Scope    Scope    `json:"scope,omitempty"`
@@ -70,7 +87,7 @@ type RuleContext struct {
 // Finding is one thing Check found: which rule, how bad, which node and
 // value, the limit, what to do and where the rule comes from.
 type Finding struct {
-	Rule     string   `json:"rule"`
+	Rule     RuleID   `json:"rule"`
 	Severity Severity `json:"severity"`
 	Kind     Kind     `json:"kind"`
 	// Node is the server or client concerned ("" for the whole cluster).

@@ -12,7 +12,7 @@ type Hop struct {
 	To   string `json:"to"`
 	// Rule is the ID of the rule that put this stepping stone here ("" for
 	// the final hop to the target).
-	Rule string `json:"rule,omitempty"`
+	Rule RuleID `json:"rule,omitempty"`
 	// Reason says why the path stops here.
 	Reason string `json:"reason,omitempty"`
 	// Datacenters is the order in which the datacenters take this hop
@@ -86,7 +86,7 @@ const LogicalBackupOmits = "sessions and locks, catalog registrations (nodes, se
 // Deadline is a time bound that a stretch of steps must meet, from the
 // start of the first step it names to the end of the last.
 type Deadline struct {
-	Rule    string `json:"rule"`
+	Rule    RuleID `json:"rule"`
 	Seconds int    `json:"seconds"`
 	// First and Last are the plan indexes of the first and last step the
 	// deadline covers (filled in by Plan; Next sets both to -1).
@@ -125,7 +125,7 @@ type Step struct {
 	Backup BackupKind `json:"backup,omitempty"`
 	// NoReturn names the rule after which a binary downgrade of this node
 	// is unsafe ("" when a downgrade stays possible).
-	NoReturn string `json:"no_return,omitempty"`
+	NoReturn RuleID `json:"no_return,omitempty"`
 }
 
 // UpgradePlan is a whole plan: the findings, the path and the steps that
@@ -174,7 +174,7 @@ func (s Step) String() string {
 func (h Hop) String() string {
 	s := h.From + " -> " + h.To
 	if h.Rule != "" {
-		s += " (" + h.Rule + ")"
+		s += " (" + string(h.Rule) + ")"
 	}
 	return s
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 
 	version "github.com/hashicorp/go-version"
-
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulver"
 )
 
 // ParseVersion parses a Consul version in its one canonical spelling, the
@@ -30,7 +28,7 @@ func ParseVersion(s string) (*version.Version, error) {
 
 // parseVersion does the work of ParseVersion with a plain error.
 func parseVersion(s string) (*version.Version, error) {
-	cv, err := consulver.Parse(s)
+	cv, err := parseSpelling(s)
 	if err != nil {
 		return nil, err
 	}
@@ -38,13 +36,24 @@ func parseVersion(s string) (*version.Version, error) {
 }
 
 // SameVersion reports whether a and b both parse and name the same release,
-// ignoring build metadata: a server on 1.10.12+ent is on a 1.10.12 step.
-func SameVersion(a, b string) bool { return consulver.Same(a, b) }
+// ignoring build metadata: a server on 1.10.12+ent is on a 1.10.12 step, and
+// an agent reporting 1.10.12+ent runs 1.10.12; 1.14.0-rc1 and 1.14.0 are not
+// the same release. It is the one comparison of version strings in the
+// module: the runner and every transport use it, not ==, when checking what
+// an agent or a binary reports against a step's version.
+func SameVersion(a, b string) bool {
+	va, err := parseSpelling(a)
+	if err != nil {
+		return false
+	}
+	vb, err := parseSpelling(b)
+	return err == nil && va.SameRelease(vb)
+}
 
 // IsEnterprise reports whether s parses and is a Consul Enterprise build:
 // its build metadata starts with "ent" (1.10.12+ent, 1.15.2+ent.fips1402).
 func IsEnterprise(s string) bool {
-	v, err := consulver.Parse(s)
+	v, err := parseSpelling(s)
 	return err == nil && v.Enterprise()
 }
 

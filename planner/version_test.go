@@ -5,14 +5,14 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulver/consulvertest"
+	"github.com/seed-e5e14ead/consul-upgrade/planner/plannertest"
 )
 
 // TestParseVersionSharedTable: the planner accepts and refuses exactly what
 // the upgrade runner and the transports do (the same table runs in their
 // tests), and its refusal names the value and the fix.
 func TestParseVersionSharedTable(t *testing.T) {
-	for _, tc := range consulvertest.Cases {
+	for _, tc := range plannertest.Cases {
 		t.Run(tc.Name, func(t *testing.T) {
 			v, err := ParseVersion(tc.In)
 			if tc.Accepted() {
@@ -44,7 +44,7 @@ func TestParseVersionSharedTable(t *testing.T) {
 // TestCheckRefusesWhatTheTableRefuses: a target the table refuses blocks the
 // plan (bad-version) with the fix in the finding; one it accepts does not.
 func TestCheckRefusesWhatTheTableRefuses(t *testing.T) {
-	for _, tc := range consulvertest.Cases {
+	for _, tc := range plannertest.Cases {
 		t.Run(tc.Name, func(t *testing.T) {
 			fs := findRule(Check(baseCluster("0.5.2"), tc.In, Policy{}), PrecheckBadVersion)
 			if tc.Accepted() {
@@ -67,7 +67,7 @@ func TestCheckRefusesWhatTheTableRefuses(t *testing.T) {
 // ranks are built on go-version's Compare) and SameVersion agree with the
 // shared pairs.
 func TestVersionComparisonsIgnoreBuildMetadata(t *testing.T) {
-	for _, p := range consulvertest.Pairs {
+	for _, p := range plannertest.Pairs {
 		a, err1 := ParseVersion(p.A)
 		b, err2 := ParseVersion(p.B)
 		if err1 != nil || err2 != nil {
@@ -102,7 +102,7 @@ func TestEnterpriseBuildsGetEnterpriseRules(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := Check(tc.c, tc.target, Policy{})
-			for _, id := range []string{RuleEnterprise110, RuleDisableUpgradeMigration} {
+			for _, id := range []RuleID{RuleEnterprise110, RuleDisableUpgradeMigration} {
 				if got := len(findRule(fs, id)) > 0; got != tc.want {
 					t.Errorf("finding %s present = %v, want %v", id, got, tc.want)
 				}

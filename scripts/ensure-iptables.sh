@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ensure-iptables.sh — make sure iptables is available for the partition tests of
-# internal/realtest/robust (they cut one loopback Consul server off from the others with
+# tests/robustness (they cut one loopback Consul server off from the others with
 # DROP rules tagged with a comment, and remove them again; this script only installs the
 # package). Installs Debian's iptables when the command is missing. Needs root (or sudo),
 # and the rules themselves need root when the tests run.

@@ -2,8 +2,11 @@
 # test.sh — the project's whole test run, on a fresh machine: installs or
 # builds what the tests need (Debian's openssh-server and iptables, the MPL-2.0 Consul
 # binaries from the Go module proxy, cached outside the repository), then
-# vets and runs every test, the real-Consul and real-sshd integration tests
-# included. Extra arguments go to `go test` (e.g. -run, -v).
+# checks and runs both Go modules: the root module (the library, the CLI and
+# their unit tests, which need no Consul binary and no sshd) and tests/ (its
+# own module: every test against real Consul agents or a real sshd, see
+# tests/README.md). Nothing is skipped. Extra arguments go to every
+# `go test` (e.g. -run, -v).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,26 +30,32 @@ echo "== consul binaries"
 mapfile -t versions < <(grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$' scripts/consul-versions)
 scripts/build-consul.sh "${versions[@]}"
 
-echo "== go mod tidy"
-go mod tidy -diff
+for mod in . tests; do
+  echo "== go mod tidy ($mod)"
+  (cd "$mod" && go mod tidy -diff)
 
-echo "== go vet"
-go vet ./...
+  echo "== go vet ($mod)"
+  (cd "$mod" && go vet ./...)
 
-echo "== staticcheck (honnef.co/go/tools, pinned)"
-go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+  echo "== staticcheck ($mod; honnef.co/go/tools, pinned)"
+  (cd "$mod" && go run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...)
+done
 
-echo "== go test"
+echo "== go test (root module: unit tests)"
+go test -count=1 -timeout 30m "$@" ./...
+
+echo "== go test (tests/: real Consul agents and sshd)"
+cd tests
 # The leadership-transfer tests assert that no write fails for a second in
 # a row; Raft's timing on 2 cores is only that good when no other cluster
 # runs beside them, so they run after the rest, alone.
-alone=github.com/seed-e5e14ead/consul-upgrade/internal/realtest/leadertransfer
-# The fault scenarios of internal/realtest/robust (t.Parallel) run after the
+alone=github.com/seed-e5e14ead/consul-upgrade/tests/e2e/transfer
+# The fault scenarios of tests/robustness (t.Parallel) run after the
 # rest, up to four at a time and with nothing else beside them: a real
 # cluster mostly waits (stabilization times, gate timeouts, a lock's TTL),
 # one after another they take about 25 min, and the tests with second-scale
-# command timeouts (transport/ssh) must not run under that load.
-faults=github.com/seed-e5e14ead/consul-upgrade/internal/realtest/robust
+# command timeouts (tests/e2e/ssh) must not run under that load.
+faults=github.com/seed-e5e14ead/consul-upgrade/tests/robustness
 mapfile -t pkgs < <(go list ./... | grep -v -x -e "$alone" -e "$faults")
 go test -count=1 -timeout 60m "$@" "${pkgs[@]}"
 go test -count=1 -timeout 30m -parallel 4 "$@" "$faults"

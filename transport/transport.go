@@ -7,8 +7,8 @@
 //
 //   - Swap is idempotent: swapping a node that already runs req.To on a
 //     healthy agent succeeds without stopping it again. Versions are
-//     compared with SameVersion, which ignores build metadata: an agent
-//     reporting 1.10.12+ent runs 1.10.12.
+//     compared with planner.SameVersion, which ignores build metadata:
+//     an agent reporting 1.10.12+ent runs 1.10.12.
 //   - Swap honours ctx: when ctx ends it stops waiting and returns an error
 //     that wraps ctx.Err().
 //   - Swap returns typed errors: *SwapError naming the node and the phase
@@ -26,7 +26,8 @@
 //     SwapError's Phase.
 //
 // The package imports only the standard library and planner, which is pure
-// (no IO), for the one type they share: StopMode.
+// (no IO): for the one type they share, StopMode, and for the one version
+// parser of the module (ValidateVersion, planner.SameVersion).
 package transport
 
 import (

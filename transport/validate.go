@@ -1,11 +1,12 @@
 package transport
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulver"
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
 )
 
 // Limits that ValidateRequest enforces.
@@ -13,7 +14,7 @@ const (
 	// MaxNodeNameLen is the longest node name a transport accepts.
 	MaxNodeNameLen = 128
 	// MaxVersionLen is the longest version string a transport accepts.
-	MaxVersionLen = consulver.MaxLen
+	MaxVersionLen = planner.MaxVersionLen
 )
 
 // nodeNameRE: a letter or digit, then letters, digits, '.', '_' or '-'.
@@ -45,9 +46,10 @@ func ValidateNode(name string) error {
 // ValidateVersion checks that v is a Consul release version in its one
 // canonical spelling: X.Y.Z with no leading zeros, no "v" prefix and no
 // whitespace, optionally followed by a pre-release suffix after '-' and build
-// metadata after '+' (1.13.9, 1.14.0-rc1, 1.15.2+ent). The planner and the
-// upgrade runner judge versions with the same parser, so a version they
-// accept is never refused here. The error it returns wraps
+// metadata after '+' (1.13.9, 1.14.0-rc1, 1.15.2+ent). It is the planner's
+// parser (planner.ParseVersion), so a version the planner and the upgrade
+// runner accept is never refused here. Compare versions with
+// planner.SameVersion, not ==. The error it returns wraps
 // ErrInvalidRequest and names the fix ("write it as 1.13.9").
 func ValidateVersion(v string) error {
 	if p := versionProblem("version", v); p != "" {
@@ -123,17 +125,19 @@ func nodeProblem(name string) string {
 	return ""
 }
 
+// versionProblem judges v with the planner's parser, so that a version the
+// planner accepts is never refused here. The problem names the value and the
+// parser's fix, without the planner's own wording around it.
 func versionProblem(what, v string) string {
-	if _, err := consulver.Parse(v); err != nil {
-		return fmt.Sprintf("%s %q is not a release version: %v", what, v, err)
+	_, err := planner.ParseVersion(v)
+	if err == nil {
+		return ""
 	}
-	return ""
+	var ve *planner.VersionError
+	if errors.As(err, &ve) && ve.Err != nil {
+		err = ve.Err
+	}
+	return fmt.Sprintf("%s %q is not a release version: %v", what, v, err)
 }
-
-// SameVersion reports whether a and b both parse and name the same release,
-// ignoring build metadata: an agent reporting 1.10.12+ent runs 1.10.12. Use
-// it, not ==, when checking what an agent or a binary reports against
-// SwapRequest.To.
-func SameVersion(a, b string) bool { return consulver.Same(a, b) }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }

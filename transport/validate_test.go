@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulver/consulvertest"
+	"github.com/seed-e5e14ead/consul-upgrade/planner/plannertest"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 )
 
@@ -85,7 +85,7 @@ func TestValidateRequest(t *testing.T) {
 // what the planner and the upgrade runner do (the same table runs in their
 // tests), as a version on its own and as a request's To and From.
 func TestValidateVersionSharedTable(t *testing.T) {
-	for _, tc := range consulvertest.Cases {
+	for _, tc := range plannertest.Cases {
 		t.Run(tc.Name, func(t *testing.T) {
 			to, from := good(), good()
 			to.To, from.From = tc.In, tc.In
@@ -112,16 +112,6 @@ func TestValidateVersionSharedTable(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// TestSameVersionIgnoresBuildMetadata: what a transport compares with
-// SameVersion agrees with the shared pairs.
-func TestSameVersionIgnoresBuildMetadata(t *testing.T) {
-	for _, p := range consulvertest.Pairs {
-		if got := transport.SameVersion(p.A, p.B); got != p.Same {
-			t.Errorf("SameVersion(%q, %q) = %v, want %v", p.A, p.B, got, p.Same)
-		}
 	}
 }
 

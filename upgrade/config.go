@@ -195,7 +195,7 @@ func (cfg Config) Validate() error {
 		errs = append(errs, &ConfigError{Field: "Target", Value: strconv.Quote(cfg.Target), Problem: err.Error(), Err: err})
 	}
 	if err := planner.CheckWaivers(cfg.Policy); err != nil {
-		errs = append(errs, &ConfigError{Field: "Policy.Waive", Value: strconv.Quote(strings.Join(cfg.Policy.Waive, ",")), Problem: err.Error(), Err: err})
+		errs = append(errs, &ConfigError{Field: "Policy.Waive", Value: strconv.Quote(joinRuleIDs(cfg.Policy.Waive)), Problem: err.Error(), Err: err})
 	}
 	if !cfg.DryRun {
 		if cfg.Transport == nil {
@@ -302,4 +302,13 @@ func checkRelease(target string, pol planner.Policy) error {
 		return nil
 	}
 	return err
+}
+
+// joinRuleIDs joins rule IDs with commas, as a policy file lists them.
+func joinRuleIDs(ids []planner.RuleID) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = string(id)
+	}
+	return strings.Join(s, ",")
 }

@@ -327,7 +327,7 @@ func TestMergeFeaturesAcrossDatacenters(t *testing.T) {
 	}
 }
 
-func findRuleOf(fs planner.Findings, id string) planner.Findings {
+func findRuleOf(fs planner.Findings, id planner.RuleID) planner.Findings {
 	var out planner.Findings
 	for _, f := range fs {
 		if f.Rule == id {

@@ -260,7 +260,7 @@ func TestATargetThatIsNotAReleaseIsRefusedByValidateAndRun(t *testing.T) {
 			t.Errorf("nearest = %v, want [1.13.9 1.14.0]", ue.Nearest)
 		}
 		untouchedFake(t, r, f)
-		for _, ok := range []planner.Policy{{Releases: []string{"1.13.99"}}, {Waive: []string{planner.PrecheckUnknownRelease}}} {
+		for _, ok := range []planner.Policy{{Releases: []string{"1.13.99"}}, {Waive: []planner.RuleID{planner.PrecheckUnknownRelease}}} {
 			r.cfg.Policy = ok
 			if err := r.cfg.Validate(); err != nil {
 				t.Errorf("Validate with %+v = %v, want an in-house build (listed) or a waiver accepted", ok, err)

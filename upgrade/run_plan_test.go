@@ -362,7 +362,7 @@ func TestBeforeStepThatTakesAWhileIsAskedAgainWhenTheClusterMoved(t *testing.T) 
 }
 
 func TestConfigRefusesAnUnknownWaiver(t *testing.T) {
-	cfg := Config{Consul: NewConsul(nil), Target: "1.13.9", DryRun: true, Policy: planner.Policy{Waive: []string{"server-unhealty"}}}
+	cfg := Config{Consul: NewConsul(nil), Target: "1.13.9", DryRun: true, Policy: planner.Policy{Waive: []planner.RuleID{"server-unhealty"}}}
 	err := cfg.Validate()
 	var ce *ConfigError
 	var we *planner.WaiverError

@@ -55,7 +55,7 @@ func TestRunRefusesTwoVotersAndAcceptsThemWhenNoSpareVoterIsWaived(t *testing.T)
 		}
 		untouched(t, r, res)
 
-		r.cfg.Policy.Waive = []string{planner.PrecheckNoSpareVoter}
+		r.cfg.Policy.Waive = []planner.RuleID{planner.PrecheckNoSpareVoter}
 		if _, err := Run(t.Context(), r.cfg); err != nil {
 			t.Fatalf("Run with %s waived: %v", planner.PrecheckNoSpareVoter, err)
 		}
@@ -141,7 +141,7 @@ func TestRunRefusesAStopThatLosesTheQuorumEvenWhenTheRunBeganWithToleranceZero(t
 	synctest.Test(t, func(t *testing.T) {
 		r := newRunRig(t, 3, 0)
 		mustDo(t, r.sim.SetNeverHealthy("s3", true))
-		r.cfg.Policy.Waive = []string{planner.PrecheckServerUnhealthy}
+		r.cfg.Policy.Waive = []planner.RuleID{planner.PrecheckServerUnhealthy}
 		res, err := Run(t.Context(), r.cfg)
 		if res.Baseline.FailureTolerance != 0 {
 			t.Fatalf("baseline %+v: want failure tolerance 0", res.Baseline)

@@ -51,7 +51,7 @@ func TestRunHaltsWhenAServerIsLostMidRunAndTwoVotersAreLeft(t *testing.T) {
 func TestRunDoesNotStopAServerWhoseStopWouldLoseTheQuorum(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRunRig(t, 3, 0)
-		r.cfg.Policy.Waive = []string{planner.PrecheckNoSpareVoter}
+		r.cfg.Policy.Waive = []planner.RuleID{planner.PrecheckNoSpareVoter}
 		var dead string
 		r.cfg.OnEvent = func(e Event) {
 			r.events = append(r.events, e)

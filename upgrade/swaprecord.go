@@ -291,7 +291,7 @@ func (r *runner) resumeSwap(ctx context.Context, c planner.Cluster) (*StepRecord
 		healthy := slices.ContainsFunc(c.Servers, func(s planner.Server) bool { return s.Name == step.Node && s.Healthy })
 		running := buildVersion(m.Tags["build"])
 		switch {
-		case m.Status == serfAlive && transport.SameVersion(running, step.To):
+		case m.Status == serfAlive && planner.SameVersion(running, step.To):
 			// (a) The swap was done; nobody gated it.
 			r.emit(ctx, Event{Kind: EventSwapRecord, Step: step, Detail: fmt.Sprintf("%s, whose swap to %s was started by %q at %s, runs %s: the swap was done; its gate is checked before the run plans",
 				step.Node, step.To, rec.Holder, rec.Started.Format(time.RFC3339), running)})
@@ -308,7 +308,7 @@ func (r *runner) resumeSwap(ctx context.Context, c planner.Cluster) (*StepRecord
 				step.Node, step.To, rec.Holder, rec.Started.Format(time.RFC3339), running)})
 			r.forgetSwap(ctx, step)
 			return nil, nil
-		case m.Status != serfAlive && running != "" && !transport.SameVersion(running, step.From) && !transport.SameVersion(running, step.To):
+		case m.Status != serfAlive && running != "" && !planner.SameVersion(running, step.From) && !planner.SameVersion(running, step.To):
 			return nil, refuse(fmt.Sprintf("%s is %s in serf on %s, neither the swap's from (%s) nor its to: the record is not about the node as it is", step.Node, serfStatus(m.Status), running, orUnknown(step.From)))
 		case m.Status != serfAlive:
 			// (c) The server is down: the run that stopped it died.
@@ -335,13 +335,13 @@ func (r *runner) resumeSwap(ctx context.Context, c planner.Cluster) (*StepRecord
 // swapTargetKnown checks that a recorded swap goes to this run's target or
 // to one of the hops on the way.
 func (r *runner) swapTargetKnown(step planner.Step) error {
-	if transport.SameVersion(step.To, r.cfg.Target) {
+	if planner.SameVersion(step.To, r.cfg.Target) {
 		return nil
 	}
 	if step.From != "" {
 		if hops, err := planner.Path(step.From, r.cfg.Target, r.cfg.Policy); err == nil {
 			for _, h := range hops {
-				if transport.SameVersion(h.To, step.To) {
+				if planner.SameVersion(h.To, step.To) {
 					return nil
 				}
 			}

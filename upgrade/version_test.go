@@ -8,8 +8,8 @@ import (
 	"testing/synctest"
 	"time"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/consulver/consulvertest"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/planner/plannertest"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
 )
 
@@ -19,11 +19,11 @@ import (
 // wraps the planner's *VersionError.
 func TestConfigValidateSharedTable(t *testing.T) {
 	sim := consultest.NewCluster(3, 0, "1.12.9")
-	for _, tc := range consulvertest.Cases {
+	for _, tc := range plannertest.Cases {
 		t.Run(tc.Name, func(t *testing.T) {
 			// Whether an accepted spelling is a Consul release (a
 			// pre-release is not) is another rule, waived here.
-			pol := planner.Policy{Waive: []string{planner.PrecheckUnknownRelease}}
+			pol := planner.Policy{Waive: []planner.RuleID{planner.PrecheckUnknownRelease}}
 			err := Config{Consul: inProcessConsul(t, sim), Target: tc.In, Policy: pol, DryRun: true}.Validate()
 			if tc.Accepted() {
 				if err != nil {
@@ -55,7 +55,7 @@ func TestConfigValidateSharedTable(t *testing.T) {
 // 1.13.09, which a transport would refuse at the first swap, is refused by
 // Run before it observes the cluster, takes the lock or a snapshot.
 func TestRunRefusesAMisspelledTargetBeforeTouchingTheCluster(t *testing.T) {
-	for _, tc := range consulvertest.Cases {
+	for _, tc := range plannertest.Cases {
 		if tc.Accepted() {
 			continue
 		}
@@ -123,7 +123,7 @@ func TestAnEnterpriseClusterIsPlannedAsEnterprise(t *testing.T) {
 			if p.Policy.Enterprise != tc.enterprise {
 				t.Errorf("plan policy Enterprise = %v, want %v", p.Policy.Enterprise, tc.enterprise)
 			}
-			for _, id := range []string{planner.RuleEnterprise110, planner.RuleDisableUpgradeMigration} {
+			for _, id := range []planner.RuleID{planner.RuleEnterprise110, planner.RuleDisableUpgradeMigration} {
 				found := false
 				for _, f := range p.Findings {
 					found = found || f.Rule == id

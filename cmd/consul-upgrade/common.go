@@ -128,7 +128,9 @@ func (pf policyFlags) policy() (planner.Policy, error) {
 		}
 		pol.Releases = append(pol.Releases, v)
 	}
-	pol.Waive = append(pol.Waive, splitList(*pf.waive)...)
+	for _, id := range splitList(*pf.waive) {
+		pol.Waive = append(pol.Waive, planner.RuleID(id))
+	}
 	return pol, nil
 }
 

@@ -83,7 +83,7 @@ func TestPlanRefusesTheTwoVotersLeftAndAcceptsThemWaived(t *testing.T) {
 		if !strings.Contains(out, "[warning] server-missing  s3") {
 			t.Errorf("plan does not name s3 missing:\n%s", out)
 		}
-		code, _, stderr = cli(t, "plan", "-to", "1.13.9", "-waive", planner.PrecheckNoSpareVoter, "-out", planFile)
+		code, _, stderr = cli(t, "plan", "-to", "1.13.9", "-waive", string(planner.PrecheckNoSpareVoter), "-out", planFile)
 		if code != exitOK {
 			t.Errorf("plan -waive %s: exit %d: %s", planner.PrecheckNoSpareVoter, code, stderr)
 		}

@@ -110,7 +110,11 @@ func policyArgs(p planner.Policy) ([]string, bool) {
 		out = append(out, "-enterprise")
 	}
 	add("releases", strings.Join(p.Releases, ","))
-	add("waive", strings.Join(p.Waive, ","))
+	waive := make([]string, len(p.Waive))
+	for i, id := range p.Waive {
+		waive[i] = string(id)
+	}
+	add("waive", strings.Join(waive, ","))
 	// Does parsing the flags back give the same policy?
 	fs := flag.NewFlagSet("plan", flag.ContinueOnError)
 	pf := addPolicyFlags(fs)

@@ -3,45 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
-	"regexp"
 	"strings"
 	"testing"
-	"time"
 )
 
-// TestRunUpgradesARealLoopbackCluster runs the example end to end on real
-// Consul (building the binaries if the cache lacks them) on 127.0.250.x, a
-// block the test rig never hands out.
-func TestRunUpgradesARealLoopbackCluster(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	var out, errb bytes.Buffer
-	code := run(ctx, []string{"-net", "127.0.250", "-build-script", "../../scripts/build-consul.sh", "-keys", "50"}, &out, &errb)
-	t.Logf("stdout:\n%s\nstderr:\n%s", out.String(), errb.String())
-	if code != 0 {
-		t.Fatalf("exit status %d, want 0", code)
-	}
-	text := out.String()
-	for _, want := range []string{
-		"wrote 50 keys through c1",
-		"snapshot-saved",
-		"verified: 50 keys intact; s1, s2, s3 and c1 all run 1.13.9",
-		"tearing down",
-	} {
-		if !strings.Contains(text, want) {
-			t.Errorf("output lacks %q", want)
-		}
-	}
-	// Every server is swapped once, and the client after all of them.
-	started := regexp.MustCompile(`step-started\s+(swap-server|swap-clients)\s+(\S+)`).FindAllStringSubmatch(text, -1)
-	var order []string
-	for _, m := range started {
-		order = append(order, m[2])
-	}
-	if len(order) != 4 || order[3] != "c1" {
-		t.Errorf("swap order = %v, want three servers then c1", order)
-	}
-}
+// The example upgrading a real loopback cluster is in tests/e2e/examples.
 
 func TestRunRefusesBadFlagsWithStatus2(t *testing.T) {
 	cases := map[string][]string{

@@ -118,7 +118,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	for _, id := range strings.Split(*waive, ",") {
 		if id = strings.TrimSpace(id); id != "" {
-			pol.Waive = append(pol.Waive, id)
+			pol.Waive = append(pol.Waive, planner.RuleID(id))
 		}
 	}
 

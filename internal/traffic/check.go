@@ -10,7 +10,8 @@ import (
 	"github.com/anishathalye/porcupine"
 )
 
-// DefaultCheckTimeout bounds Porcupine's search in traffictest.Require.
+// DefaultCheckTimeout bounds Porcupine's search when the real-cluster tests
+// check a recorded history (tests/scenario/traffictest).
 const DefaultCheckTimeout = 5 * time.Minute
 
 // Report is what checking a history found.

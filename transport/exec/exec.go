@@ -34,8 +34,9 @@ import (
 
 	"time"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/argv"
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
+	"github.com/seed-e5e14ead/consul-upgrade/transport/internal/argv"
 )
 
 // PhaseCommand is the phase of a *transport.SwapError raised by the user's
@@ -251,7 +252,7 @@ func (t *Transport) Swap(ctx context.Context, req transport.SwapRequest) error {
 	}
 	v := Vars{Node: req.Node, Role: req.Role, From: req.From, To: req.To, StopMode: req.StopMode, Artifact: req.Artifact}
 	if t.versionTp != nil {
-		if cur, err := t.runningVersion(ctx, v); err == nil && transport.SameVersion(cur, req.To) {
+		if cur, err := t.runningVersion(ctx, v); err == nil && planner.SameVersion(cur, req.To) {
 			return nil
 		} else if ctx.Err() != nil {
 			return fail(transport.PhaseVerify, ctx.Err())
@@ -299,7 +300,7 @@ func (t *Transport) Swap(ctx context.Context, req transport.SwapRequest) error {
 		if err != nil {
 			return fail(transport.PhaseVerify, fmt.Errorf("%w: after the swap: %w", transport.ErrNotRunning, err))
 		}
-		if !transport.SameVersion(cur, req.To) {
+		if !planner.SameVersion(cur, req.To) {
 			return fail(transport.PhaseVerify, fmt.Errorf("%w: node %s reports %s after the swap command succeeded, want %s; check the Swap command", transport.ErrNotRunning, req.Node, cur, req.To))
 		}
 	}

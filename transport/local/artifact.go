@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 )
 
@@ -45,9 +46,9 @@ func (t *Transport) CheckArtifact(ctx context.Context, node string, role transpo
 	a.mu.Unlock()
 	var path, whose string
 	switch {
-	case binary != "" && transport.SameVersion(current, version):
+	case binary != "" && planner.SameVersion(current, version):
 		path, whose = binary, "the binary node "+node+" runs"
-	case prevBinary != "" && transport.SameVersion(prev, version):
+	case prevBinary != "" && planner.SameVersion(prev, version):
 		path, whose = prevBinary, "the binary node "+node+" ran before its last swap"
 	default:
 		p, err := t.bin(version)
@@ -80,7 +81,7 @@ func (t *Transport) CheckArtifact(ctx context.Context, node string, role transpo
 		}
 		return fail(err.Error(), "rebuild it (scripts/build-consul.sh "+version+")", err)
 	}
-	if !transport.SameVersion(strings.TrimSuffix(got, "-dev"), version) {
+	if !planner.SameVersion(strings.TrimSuffix(got, "-dev"), version) {
 		return fail(fmt.Sprintf("it answers `version` with %s", got), "put the consul "+version+" binary there", nil)
 	}
 	return nil

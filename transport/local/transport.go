@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 )
 
@@ -100,11 +101,11 @@ func (t *Transport) Swap(ctx context.Context, req transport.SwapRequest) error {
 	a.mu.Lock()
 	current, currentBinary := a.version, a.binary
 	a.mu.Unlock()
-	if req.From != "" && !transport.SameVersion(current, req.From) && !transport.SameVersion(current, req.To) {
+	if req.From != "" && !planner.SameVersion(current, req.From) && !planner.SameVersion(current, req.To) {
 		return fail(transport.PhaseValidate, fmt.Errorf("%w: node %s runs %s, the request expects %s (from); discover the cluster again and re-plan",
 			transport.ErrInvalidRequest, req.Node, current, req.From))
 	}
-	if p := a.running(); p != nil && transport.SameVersion(p.version, req.To) {
+	if p := a.running(); p != nil && planner.SameVersion(p.version, req.To) {
 		// Idempotent: already there. Make sure it answers, without a restart.
 		if err := t.waitReady(ctx, a, p); err != nil {
 			return fail(transport.PhaseVerify, err)
@@ -115,7 +116,7 @@ func (t *Transport) Swap(ctx context.Context, req transport.SwapRequest) error {
 		return fail(transport.PhaseStop, err)
 	}
 	req.Report(transport.PhaseStop)
-	if !transport.SameVersion(current, req.To) {
+	if !planner.SameVersion(current, req.To) {
 		a.mu.Lock()
 		a.prevVersion = current
 		a.prevBinary = currentBinary

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 )
 
@@ -43,7 +44,7 @@ func (t *Transport) CheckArtifact(ctx context.Context, node string, role transpo
 	defer c.Close()
 	v := h.vars(transport.SwapRequest{Node: node, Role: role, To: version, StopMode: transport.StopKill})
 	installed, verr := c.version(ctx, v)
-	if verr == nil && transport.SameVersion(installed, version) {
+	if verr == nil && planner.SameVersion(installed, version) {
 		return nil
 	}
 	if ctx.Err() != nil {

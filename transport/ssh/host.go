@@ -8,8 +8,8 @@ import (
 
 	"time"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/argv"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
+	"github.com/seed-e5e14ead/consul-upgrade/transport/internal/argv"
 )
 
 // Defaults for a Host's zero fields.

@@ -20,6 +20,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 )
 
@@ -309,11 +310,11 @@ func (t *Transport) Swap(ctx context.Context, req transport.SwapRequest) error {
 	if err != nil {
 		return fail(transport.PhaseVerify, err)
 	}
-	if iErr == nil && transport.SameVersion(installed, req.To) && running {
+	if iErr == nil && planner.SameVersion(installed, req.To) && running {
 		return nil
 	}
 
-	if iErr != nil || !transport.SameVersion(installed, req.To) {
+	if iErr != nil || !planner.SameVersion(installed, req.To) {
 		if err := t.stage(ctx, c, req, v); err != nil {
 			return fail(transport.PhaseStage, err)
 		}
@@ -437,7 +438,7 @@ func (t *Transport) stage(ctx context.Context, c *conn, req transport.SwapReques
 	if err != nil {
 		return fmt.Errorf("%w: the staged binary does not run on node %s: %w", transport.ErrArtifact, v.Node, err)
 	}
-	if sv, err := parseVersion(string(r.stdout)); err != nil || !transport.SameVersion(sv, req.To) {
+	if sv, err := parseVersion(string(r.stdout)); err != nil || !planner.SameVersion(sv, req.To) {
 		return fmt.Errorf("%w: the staged binary for %s reports %q on node %s; the artifact is another version", transport.ErrArtifact, req.To, firstLine(string(r.stdout)), v.Node)
 	}
 	exists, err := c.run(ctx, "stage", []string{"test", "-e", v.BinaryPath}, nil, 0)

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 )
 
@@ -283,7 +284,7 @@ func (f *Fake) Swap(ctx context.Context, req transport.SwapRequest) (err error) 
 	}
 	defer f.mu.Unlock()
 
-	if transport.SameVersion(n.Version, req.To) && n.Running && n.Healthy && !ft.old && !ft.unhealthy {
+	if planner.SameVersion(n.Version, req.To) && n.Running && n.Healthy && !ft.old && !ft.unhealthy {
 		return nil // idempotent: already there
 	}
 	old := n.Version
@@ -413,7 +414,7 @@ func (f *Fake) binaryMissing(node, version string) bool {
 	}
 	for k := range f.missing {
 		n, v, _ := strings.Cut(k, "\x00")
-		if n == node && v != "" && transport.SameVersion(v, version) {
+		if n == node && v != "" && planner.SameVersion(v, version) {
 			return true
 		}
 	}

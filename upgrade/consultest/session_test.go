@@ -37,7 +37,7 @@ func sessionChecks(t *testing.T, c *api.Client, body map[string]any) (id, node s
 	return id, e.Node, e.NodeChecks
 }
 
-// Measured on real agents (upgrade/lock_move_real_test.go): an agent before
+// Measured on real agents (tests/e2e/lock/move_test.go): an agent before
 // 1.0 keeps its default check, serfHealth, when a session asks for none,
 // and it is the agent the session is made through that decides; a session
 // is on that agent's node unless it names another.

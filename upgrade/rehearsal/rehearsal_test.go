@@ -1,17 +1,13 @@
 package rehearsal
 
 import (
-	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/seed-e5e14ead/consul-upgrade/internal/proc"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
-	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
 
 // cluster is a datacenter of n servers and m clients on version v.
@@ -118,173 +114,5 @@ func TestTheShapeOfAPlanIsItsServersAndASampleOfItsClients(t *testing.T) {
 	}
 	if !versions["1.14.8"] || !versions["1.15.4"] {
 		t.Errorf("sampled clients %+v: want both client versions of the cluster kept", fromCluster.clients)
-	}
-}
-
-// alive returns the pids among pids that still run.
-func alive(pids []int) []int {
-	var out []int
-	for _, p := range pids {
-		if proc.Alive(p) {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-// checkRehearsal holds what every real rehearsal must: both report files
-// well-formed, a linearizable history (or, where the versions have one, a
-// history whose every violation a known Consul defect explains: old is
-// true), no acknowledged write lost, the run done, and no agent process
-// left.
-func checkRehearsal(t *testing.T, rep *Report, err error, out string, old bool) {
-	t.Helper()
-	defer keep(t, out)
-	if rep == nil {
-		t.Fatalf("no report: %v", err)
-	}
-	if len(rep.PIDs) == 0 {
-		t.Error("the report records no agent process")
-	}
-	if left := alive(rep.PIDs); len(left) > 0 {
-		t.Errorf("agent processes left behind: %v", left)
-	}
-	if err != nil {
-		t.Fatalf("rehearsal: %v", err)
-	}
-	md, rerr := os.ReadFile(filepath.Join(out, "report.md"))
-	if rerr != nil {
-		t.Fatal(rerr)
-	}
-	verdict := "| linearizability | linearizable "
-	if old && rep.Defect != nil {
-		verdict = "| linearizability | NOT linearizable, explained by " + rep.Defect.ID
-		t.Logf("KNOWN DEFECT %s: %s", rep.Defect.ID, rep.Defect.Summary)
-	}
-	for _, want := range []string{"# Rehearsal: Consul ", "| run | done |", verdict, "## Steps", "## Leaders", "![timeline](timeline.svg)"} {
-		if !strings.Contains(string(md), want) {
-			t.Errorf("report.md lacks %q", want)
-		}
-	}
-	svg, rerr := os.ReadFile(filepath.Join(out, "timeline.svg"))
-	if rerr != nil {
-		t.Fatal(rerr)
-	}
-	root := parseSVG(t, string(svg))
-	if n := len(root.all(func(n svgNode) bool { return n.XMLName.Local == "polyline" })); n != 1 {
-		t.Errorf("timeline.svg has %d traffic lines, want 1", n)
-	}
-	if !rep.Done || !(rep.Linearizable() || old && rep.Explained()) {
-		t.Errorf("done %v, verdict %s: want a done run with a linearizable history", rep.Done, rep.Verdict())
-	}
-	if len(rep.Traffic.Lost) != 0 {
-		t.Errorf("%d acknowledged writes lost: %v", len(rep.Traffic.Lost), rep.Traffic.Lost)
-	}
-	if rep.Traffic.Acked < 100 {
-		t.Errorf("only %d acknowledged writes: the traffic did not run through the upgrade", rep.Traffic.Acked)
-	}
-	t.Logf("FIGURES %s -> %s: wall %s, %d steps, ops %d (acked writes %d), indeterminate %d, not sent %d, lost %d, elections %d (%d to another server), no leader %s, stabilization sum %s, linearizability %s in %s",
-		rep.from(), rep.Target, dur(rep.Wall), len(rep.Steps), rep.Traffic.Ops, rep.Traffic.Acked, rep.Traffic.Indeterminate, rep.Traffic.NotSent,
-		len(rep.Traffic.Lost), rep.Elections(), rep.LeaderChanges(), dur(rep.leaderless(rep.Recorded)), dur(time.Duration(rep.ServerGates())*rep.Stabilization), rep.Verdict(), dur(rep.Traffic.CheckTime))
-}
-
-// keep copies the output folder to $REHEARSAL_KEEP, when set, to look at
-// the report (and, when the check failed, the history and Porcupine's
-// visualization).
-func keep(t *testing.T, out string) {
-	if dir := os.Getenv("REHEARSAL_KEEP"); dir != "" {
-		os.MkdirAll(dir, 0o755)
-		entries, _ := os.ReadDir(out)
-		for _, e := range entries {
-			data, _ := os.ReadFile(filepath.Join(out, e.Name()))
-			os.WriteFile(filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+"-"+e.Name()), data, 0o644)
-		}
-	}
-}
-
-// The 2015 story on the oldest hop that builds here: 3 servers and a few
-// of the clients, followers first and the leader last, each server killed
-// (SIGKILL, so it does not leave), the clients left behind on purpose.
-func TestRehearseThe2015UpgradeScaledDown(t *testing.T) {
-	out := t.TempDir()
-	rep, err := Run(t.Context(), Options{
-		Cluster: cluster("0.6.4", 3, 700), Target: "0.7.5",
-		Policy:  planner.Policy{StopMode: planner.StopKill, Clients: planner.ClientPolicy{Mode: planner.ClientLeaveBehind}},
-		Clients: 3, OutDir: out, Logf: t.Logf,
-	})
-	// 0.6.4 and 0.7.5 have consul#2644: when the killed leader comes back
-	// and wins the election again, it may answer a consistent read before
-	// it has replayed its log (seen in 2 of 5 runs here). That and only
-	// that is accepted.
-	checkRehearsal(t, rep, err, out, true)
-	if len(rep.Clients) != 3 || rep.RealClients != 700 || len(rep.Servers) != 3 {
-		t.Errorf("replica of %d servers and %d clients (of %d): want 3 and 3 (of 700)", len(rep.Servers), len(rep.Clients), rep.RealClients)
-	}
-	// Followers first, the leader last: the first leader seen is the last
-	// server swapped, and its swap makes the one leader change.
-	var swaps []string
-	for _, s := range rep.Steps {
-		if s.Step.Kind == planner.StepSwapServer {
-			swaps = append(swaps, s.Step.Node)
-		}
-		if s.Step.Kind == planner.StepSwapClients {
-			t.Errorf("step %s %v: the clients were to be left behind", s.Step.Kind, s.Step.Nodes)
-		}
-	}
-	if len(swaps) != 3 || len(rep.Leaders) == 0 || swaps[2] != rep.Leaders[0].Leader {
-		t.Errorf("server swaps %v, leaders %v: want three swaps, the first leader last", swaps, rep.Leaders)
-	}
-	if rep.Elections() < 1 {
-		t.Errorf("leaders %v: killing the leader (0.6.4 cannot transfer leadership) must make the servers elect one", rep.Leaders)
-	}
-}
-
-// A modern hop: leadership is transferred to an upgraded server before the
-// old leader is swapped (both sides >= 1.15), then the clients in waves.
-func TestRehearseAModernHop(t *testing.T) {
-	out := t.TempDir()
-	rep, err := Run(t.Context(), Options{
-		Cluster: cluster("1.15.4", 3, 50), Target: "1.16.1", Clients: 2, OutDir: out, Logf: t.Logf,
-	})
-	checkRehearsal(t, rep, err, out, false)
-	kinds := map[planner.StepKind]int{}
-	for _, s := range rep.Steps {
-		kinds[s.Step.Kind]++
-	}
-	if kinds[planner.StepSwapServer] != 3 || kinds[planner.StepTransferLeader] != 1 || kinds[planner.StepSwapClients] < 1 {
-		t.Errorf("steps by kind %v: want 3 server swaps, a leadership transfer and the client waves", kinds)
-	}
-}
-
-// Ctrl-C: the context ends in the middle of the first server swap; Run
-// returns the context's error, still writes the report (not done), and no
-// agent is left running.
-func TestACancelledRehearsalLeavesNoProcessBehind(t *testing.T) {
-	out := t.TempDir()
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	rep, err := Run(ctx, Options{
-		Cluster: cluster("1.15.4", 3, 1), Target: "1.16.1", Clients: 1, OutDir: out, Logf: t.Logf,
-		OnEvent: func(e upgrade.Event) {
-			if e.Kind == upgrade.EventStepStarted && e.Step.Kind == planner.StepSwapServer {
-				cancel()
-			}
-		},
-	})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("error %v, want one wrapping context.Canceled", err)
-	}
-	if rep == nil || len(rep.PIDs) < 4 {
-		t.Fatalf("report %+v: want the pids of the 4 agents started", rep)
-	}
-	if left := alive(rep.PIDs); len(left) > 0 {
-		t.Errorf("agent processes left behind after cancel: %v", left)
-	}
-	if rep.Done {
-		t.Error("a cancelled rehearsal is reported done")
-	}
-	md, rerr := os.ReadFile(filepath.Join(out, "report.md"))
-	if rerr != nil || !strings.Contains(string(md), "| run | NOT done: ") {
-		t.Errorf("report.md after cancel: %v\n%s", rerr, md)
 	}
 }

@@ -28,7 +28,7 @@ import (
 // The replica's agents live on a loopback address block 127.0.N.x (servers
 // .11-.19, clients .21-...), each with Consul's default ports. Blocks are
 // handed out with the same lock files as the project's test rig
-// (internal/consulrig), so a rehearsal and the integration tests never
+// (tests/rig/consul), so a rehearsal and the real-cluster tests never
 // take the same addresses.
 const (
 	lockDir   = "/tmp/consulrig"
