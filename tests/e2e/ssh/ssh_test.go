@@ -347,9 +347,11 @@ func TestAHungCommandIsCutByItsTimeout(t *testing.T) {
 	h := fh.host(*s)
 	marker := strconv.Itoa(600 + int(time.Now().UnixNano()%300))
 	h.StopCmd = []string{"sleep", marker} // a stop that never returns
-	// Every command gets this bound; 3s leaves the quick ones (the checks
-	// before the stop) room on a loaded 2-core machine.
-	h.CommandTimeout = 3 * time.Second
+	// Every command gets this bound, the quick ones (the checks before the
+	// stop) too: 3s was not room enough for them on a loaded 2-core CI
+	// machine (a check cut after 3s, seen twice), so 10s; the hung stop
+	// (a sleep of ten minutes) is what the bound must cut.
+	h.CommandTimeout = 10 * time.Second
 	tr := newTransport(t, s, map[string]ssh.Host{"c1": h})
 
 	// The stop's own time is measured from when its sleep is first seen
@@ -385,14 +387,14 @@ func TestAHungCommandIsCutByItsTimeout(t *testing.T) {
 	}
 	select {
 	case at := <-stopSeen:
-		if d := end.Sub(at); d > 8*time.Second {
-			t.Errorf("the hung stop ran %v before the swap gave up on it, with a 3s command timeout", d)
+		if d := end.Sub(at); d > 16*time.Second {
+			t.Errorf("the hung stop ran %v before the swap gave up on it, with a 10s command timeout", d)
 		}
 	default:
 		t.Errorf("the stop command `sleep %s` was never seen running", marker)
 	}
-	if took > 30*time.Second {
-		t.Errorf("Swap took %v with a 3s command timeout", took)
+	if took > 60*time.Second {
+		t.Errorf("Swap took %v with a 10s command timeout", took)
 	}
 	// The remote side cuts it too: the sleep must not outlive the timeout.
 	deadline := time.Now().Add(6 * time.Second)
