@@ -61,8 +61,12 @@
 // next run, holding the lock, finishes that swap before it plans
 // (EventSwapRecord) instead of refusing a cluster with a server down.
 //
-// Embedders that run their own loop (Discover, planner.Next) carry out one
-// step with ExecuteStep: the same backup, swap, gate and rollback as Run.
+// Embedders that run their own loop use a Session (Open, Next, Execute,
+// Close): Run is that loop plus approvals, MaxSteps and the run's last
+// event, so a Session keeps Run's guarantees (the lock held from Open to
+// Close, one backup per hop, a dead run's swap finished by Open, the
+// approved plan and the quorum checked before every step, the record of
+// what was touched).
 //
 // # Progress
 //

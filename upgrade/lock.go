@@ -75,8 +75,11 @@ type Lock struct {
 
 	release func(context.Context) error
 	keep    func(ctx context.Context, req keepRequest) (lockMoved, error)
-	once    sync.Once
-	err     error
+	// held renews the lock's session now and reports whether Consul still
+	// has it (nil: only Lost tells).
+	held func(ctx context.Context) bool
+	once sync.Once
+	err  error
 }
 
 // keepRequest is what a run knows before a step stops nodes (see
@@ -329,6 +332,21 @@ func lockWith(ctx context.Context, s sessionAPI, key string, holder LockHolder) 
 			st.mu.Lock()
 			defer st.mu.Unlock()
 			return st.keepOff(ctx, s, req)
+		},
+		held: func(context.Context) bool {
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			select {
+			case <-lost:
+				return false
+			default:
+			}
+			// A renewal that gets no answer is not a loss (renewOnce).
+			if _, gone := st.renewOnce(s, time.Now()); gone {
+				st.lose()
+				return false
+			}
+			return true
 		},
 		release: func(ctx context.Context) error {
 			close(stop)

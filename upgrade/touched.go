@@ -221,7 +221,7 @@ func (ts Touched) Summary() string {
 	return strings.Join(parts, "; ")
 }
 
-// TouchedBy returns the record an error of Run or ExecuteStep carries (a
+// TouchedBy returns the record an error of Run or a Session carries (a
 // *HaltError's or an *AbortedError's Touched), and whether it carries one.
 // Every other error of Run is returned before anything was touched.
 func TouchedBy(err error) (Touched, bool) {
@@ -296,6 +296,13 @@ func (l *touchLog) has(node string) bool {
 		}
 	}
 	return false
+}
+
+// stepTouched reports whether the step under way touched any node.
+func (l *touchLog) stepTouched() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.list) > l.from
 }
 
 // eachOfStep calls fn on every entry of the step under way.
