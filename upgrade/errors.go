@@ -59,11 +59,14 @@ func (e *GateError) Error() string {
 
 func (e *GateError) Unwrap() error { return e.Err }
 
-// HaltError stops a run: a step failed (its act or its gate), or the run
-// could not go on after a step. Nothing after it was touched. RolledBack
-// reports whether the failed node was put back on its old binary and the
-// cluster was seen healthy again. Touched is what the run touched before it
-// halted, this step included (empty when it halted before acting).
+// HaltError stops a run at a step that acted and then failed: the step
+// touched at least one node (stopped it, or may have; started, provisioned
+// or retired it; asked for a leadership transfer), and its act or its gate
+// failed. A step that failed before it touched anything is a
+// *StepRefusedError instead. Nothing after the step was touched.
+// RolledBack reports whether the failed node was put back on its old
+// binary and the cluster was seen healthy again. Touched is what the run
+// touched, this step included (never empty).
 type HaltError struct {
 	Step       planner.Step
 	Err        error

@@ -473,12 +473,15 @@ func (r *runner) halt(ctx context.Context, err error) error {
 	r.unlock(ctx)
 	var (
 		h  *HaltError
+		sr *StepRefusedError
 		pd *PlanDivergedError
 	)
 	var step planner.Step
 	switch {
 	case errors.As(err, &h):
 		step = h.Step
+	case errors.As(err, &sr):
+		step = sr.Step
 	case errors.As(err, &pd):
 		step = pd.Got
 	default:

@@ -146,10 +146,10 @@ func TestRunRefusesAStopThatLosesTheQuorumEvenWhenTheRunBeganWithToleranceZero(t
 		if res.Baseline.FailureTolerance != 0 {
 			t.Fatalf("baseline %+v: want failure tolerance 0", res.Baseline)
 		}
-		var h *HaltError
+		var h *StepRefusedError
 		var refused *StopRefusedError
 		if !errors.As(err, &h) || !errors.As(err, &refused) {
-			t.Fatalf("err = %v, want a *HaltError wrapping a *StopRefusedError", err)
+			t.Fatalf("err = %v, want a *StepRefusedError wrapping a *StopRefusedError", err)
 		}
 		if refused.Voters != 3 || refused.Quorum != 2 || !slices.Equal(refused.Up, []string{"s1"}) {
 			t.Errorf("refusal %+v, want 3 voters, quorum 2, only the leader s1 up", refused)

@@ -96,8 +96,8 @@ func Open(ctx context.Context, cfg Config) (*Session, error) {
 // makes sure the lock was not lost meanwhile, so a run that lost it during
 // its last step does not report done; it then deletes the backup record.
 //
-// Such a refusal is a *HaltError wrapping the reason; any error of Next
-// ends the Session (see Execute).
+// Such a refusal is a *StepRefusedError wrapping the reason; any error of
+// Next ends the Session (see Execute).
 func (s *Session) Next(ctx context.Context) (planner.Step, error) {
 	return s.r.next(ctx)
 }
@@ -107,9 +107,9 @@ func (s *Session) Next(ctx context.Context) (planner.Step, error) {
 // with the stop mode the step names, a client wave with
 // Config.ClientConcurrency, a leadership transfer, or an added or retired
 // server. A failed act or gate returns a *HaltError, after a rollback when
-// Config.Rollback is set, and so does a step refused before it acted (the
-// quorum check, a lock that cannot be kept, a backup that failed, ...).
-// It ends the Session: later calls of Next and
+// Config.Rollback is set; a step refused before it acted (the quorum
+// check, a lock that cannot be kept, a backup that failed, ...) a
+// *StepRefusedError. Either ends the Session: later calls of Next and
 // Execute return an error wrapping it, and a new Session (Open) observes
 // the cluster afresh and finishes a swap left unfinished. Nothing after a
 // failed step is touched (halt, never cascade).
@@ -149,6 +149,38 @@ func (s *Session) Result() *Result {
 	res.Touched = s.r.touch.snapshot()
 	return &res
 }
+
+// StepRefusedError is a step that Run or a Session did not act on: refused,
+// or not decided, before anything of it was touched. Err says why: the
+// quorum check (*StopRefusedError), a lock that cannot be kept
+// (*LockMoveError) or was lost (ErrLockLost), the approved plan
+// (*PlanDivergedError, *planner.StalePlanError), a plan refused after a step
+// (*planner.RefusedError), a step chosen again (*StuckError), a gate that
+// cannot be checked (*ConfigError), a backup that failed, or a cluster that
+// could not be observed. Steps before it may have touched nodes: Touched
+// is everything the run touched (empty when it touched nothing).
+type StepRefusedError struct {
+	// Step is the step not acted on; its Kind is "" when none could be
+	// decided (the cluster could not be observed, or the planner refused
+	// it), and planner.StepDone when the run could not report done.
+	Step    planner.Step
+	Err     error
+	Touched Touched
+}
+
+func (e *StepRefusedError) Error() string {
+	what := "before the next step"
+	if e.Step.Kind != "" {
+		what = "before " + stepString(e.Step)
+	}
+	msg := fmt.Sprintf("upgrade stopped %s: %v; nothing of that step was touched", what, e.Err)
+	if len(e.Touched) > 0 {
+		msg += fmt.Sprintf(" [touched by this run: %s]", e.Touched.Summary())
+	}
+	return msg
+}
+
+func (e *StepRefusedError) Unwrap() error { return e.Err }
 
 // decision is a step decided from a cluster, at a time.
 type decision struct {
@@ -414,12 +446,17 @@ func sameDecision(decided, given planner.Step) bool {
 		decided.Backup == given.Backup && slices.Equal(decided.Gate, given.Gate)
 }
 
-// classify is the error of a step that failed.
+// classify is the error of a step that failed: a *HaltError when the step
+// touched a node (its record in touched.go), else a *StepRefusedError:
+// nothing of the step was touched.
 func (r *runner) classify(h *HaltError) error {
-	return h
+	if r.touch.stepTouched() {
+		return h
+	}
+	return &StepRefusedError{Step: h.Step, Err: h.Err}
 }
 
 // refuse is the error of step, not acted on because of err.
 func refuse(step planner.Step, err error) error {
-	return &HaltError{Step: step, Err: err}
+	return &StepRefusedError{Step: step, Err: err}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
 )
 
@@ -460,6 +461,46 @@ func TestOpenRefusesARefusedPlanHavingOnlyRead(t *testing.T) {
 		}
 		if n := r.sim.Calls("/v1/session/create"); n != 0 {
 			t.Errorf("a refused Open created %d session(s)", n)
+		}
+	})
+}
+
+// validateFails refuses every swap in phase validate: the transport
+// touched nothing.
+type validateFails struct{ *fakeTransport }
+
+func (v validateFails) Swap(_ context.Context, req transport.SwapRequest) error {
+	return &transport.SwapError{Node: req.Node, Phase: transport.PhaseValidate, To: req.To, Err: errors.New("no such host in the inventory")}
+}
+
+// The error contract: a step that failed before it touched anything is a
+// *StepRefusedError (fix the cause, run again); one that touched a node is
+// a *HaltError whose record names the node (look at it first).
+func TestARefusalBeforeActingAndAFailureAfterActingAreDistinctErrors(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		r.cfg.Transport = validateFails{r.tr}
+		_, err := Run(t.Context(), r.cfg)
+		var sr *StepRefusedError
+		var h *HaltError
+		if !errors.As(err, &sr) || errors.As(err, &h) || sr.Step.Kind != planner.StepSwapServer {
+			t.Fatalf("a swap refused in phase validate: err = %v (%T), want a *StepRefusedError of the server swap and no *HaltError", err, err)
+		}
+		if got, ok := TouchedBy(err); !ok || len(got) != 0 {
+			t.Errorf("TouchedBy = %v, %v; want an empty record", got, ok)
+		}
+		if !strings.Contains(err.Error(), "nothing of that step was touched") {
+			t.Errorf("message %q does not say nothing was touched", err)
+		}
+
+		r = newRunRig(t, 3, 0)
+		r.tr.failNext["*"] = errors.New("disk full") // in phase start: stopped, not started
+		_, err = Run(t.Context(), r.cfg)
+		if !errors.As(err, &h) || errors.As(err, &sr) {
+			t.Fatalf("a swap that failed in phase start: err = %v (%T), want a *HaltError and no *StepRefusedError", err, err)
+		}
+		if got, ok := TouchedBy(err); !ok || len(got) != 1 || got[0].Node != h.Step.Node || !got[0].Stopped || got[0].Started {
+			t.Errorf("TouchedBy = %+v, %v; want %s stopped and not started", got, ok, h.Step.Node)
 		}
 	})
 }

@@ -32,9 +32,9 @@ func TestACustomSinkIsAbortedNeverCommittedOnAnArchiveThatFailsVerification(t *t
 				sink := &memSink{}
 				r.cfg.Snapshot = sink.open
 				res, err := Run(t.Context(), r.cfg)
-				var h *HaltError
+				var h *StepRefusedError
 				if !errors.As(err, &h) || h.Step.Kind != planner.StepSnapshot || !errors.Is(err, ErrSnapshotInvalid) {
-					t.Fatalf("Run = %v, want a halt at the snapshot step wrapping ErrSnapshotInvalid", err)
+					t.Fatalf("Run = %v, want a *StepRefusedError of the snapshot step wrapping ErrSnapshotInvalid", err)
 				}
 				if sink.aborted != 1 || sink.committed != 0 {
 					t.Errorf("sink aborted %d, committed %d time(s); want aborted once and never committed", sink.aborted, sink.committed)
@@ -58,9 +58,9 @@ func TestASinkWhoseCommitFailsHaltsTheRunBeforeTheFirstServerSwap(t *testing.T) 
 		sink := &memSink{commitErr: errors.New("bucket quota exceeded")}
 		r.cfg.Snapshot = sink.open
 		res, err := Run(t.Context(), r.cfg)
-		var h *HaltError
+		var h *StepRefusedError
 		if !errors.As(err, &h) || h.Step.Kind != planner.StepSnapshot || !strings.Contains(err.Error(), "commit the destination: bucket quota exceeded") {
-			t.Fatalf("Run = %v, want a halt at the snapshot step naming the commit's error", err)
+			t.Fatalf("Run = %v, want a *StepRefusedError of the snapshot step naming the commit's error", err)
 		}
 		if sink.committed != 1 || sink.aborted != 1 {
 			t.Errorf("sink committed %d, aborted %d time(s); want one failed commit, then an abort", sink.committed, sink.aborted)

@@ -221,13 +221,18 @@ func (ts Touched) Summary() string {
 	return strings.Join(parts, "; ")
 }
 
-// TouchedBy returns the record an error of Run or a Session carries (a
-// *HaltError's or an *AbortedError's Touched), and whether it carries one.
-// Every other error of Run is returned before anything was touched.
+// TouchedBy returns the record an error of Run or a Session carries (the
+// Touched of a *HaltError, a *StepRefusedError or an *AbortedError), and
+// whether it carries one. Every other error of Run, Open, Next and Execute
+// is returned before anything was touched.
 func TouchedBy(err error) (Touched, bool) {
 	var h *HaltError
 	if errors.As(err, &h) {
 		return h.Touched, true
+	}
+	var sr *StepRefusedError
+	if errors.As(err, &sr) {
+		return sr.Touched, true
 	}
 	var a *AbortedError
 	if errors.As(err, &a) {
@@ -454,11 +459,15 @@ func (r *runner) rolledBack(h *HaltError, failed []string) {
 	}
 }
 
-// fillTouched puts the record into a halt or an abort.
+// fillTouched puts the record into a halt, a refused step or an abort.
 func (r *runner) fillTouched(err error) {
 	var h *HaltError
 	if errors.As(err, &h) {
 		h.Touched = r.touch.snapshot()
+	}
+	var sr *StepRefusedError
+	if errors.As(err, &sr) {
+		sr.Touched = r.touch.snapshot()
 	}
 	var a *AbortedError
 	if errors.As(err, &a) {

@@ -95,12 +95,17 @@ func errorType(err error) string {
 	return ""
 }
 
-// causeType names the type of what a halt or an abort wrapped (a
-// *upgrade.GateError, a *transport.SwapError, ...), "" otherwise.
+// causeType names the type of what a halt, a refused step or an abort
+// wrapped (a *upgrade.GateError, a *transport.SwapError, a
+// *upgrade.StopRefusedError, ...), "" otherwise.
 func causeType(err error) string {
 	var h *upgrade.HaltError
 	if errors.As(err, &h) {
 		return errorType(h.Err)
+	}
+	var sr *upgrade.StepRefusedError
+	if errors.As(err, &sr) {
+		return errorType(sr.Err)
 	}
 	var a *upgrade.AbortedError
 	if errors.As(err, &a) && a.Err != nil {
