@@ -28,7 +28,7 @@ type KVStore interface {
 
 // BackupRecord is what a run keeps in the KV store, at BackupKey(lock key),
 // after a verified backup: a later run (one that was stopped after MaxSteps
-// or a Skip, or one restarted after a crash) that finds a record of a
+// or a StopHere, or one restarted after a crash) that finds a record of a
 // backup taken on the servers' current version, no older than
 // Config.BackupMaxAge, does not take another for the same hop. A run that
 // reaches the target deletes the record.

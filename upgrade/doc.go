@@ -46,7 +46,7 @@
 // difference, recorded against observed (as `terraform apply` refuses a
 // saved plan whose state changed). Steps already done (by an earlier run,
 // or by hand) are passed over, so a stopped run resumes. Config.BeforeStep is asked before each step with its StepInfo
-// (index and total) and approves, skips (the run ends cleanly:
+// (index and total) and approves, stops the run there (StopHere: it ends cleanly,
 // Result.Stopped and Result.Remaining, a nil error) or aborts
 // (*AbortedError). Config.MaxSteps ends a run cleanly the same way:
 // MaxSteps 1 goes one step per run.

@@ -49,7 +49,7 @@ type Result struct {
 	// Plan is the preview of a dry run (nil otherwise).
 	Plan *planner.UpgradePlan `json:"plan,omitempty"`
 	// Stopped is true when the run ended cleanly before reaching the
-	// target: Config.BeforeStep said Skip, or Config.MaxSteps steps were
+	// target: Config.BeforeStep said StopHere, or Config.MaxSteps steps were
 	// done. Run's error is then nil and nothing of the next step was
 	// touched; a new run resumes there.
 	Stopped bool `json:"stopped,omitempty"`
@@ -80,7 +80,7 @@ type Result struct {
 // With cfg.Plan, only the approved plan's steps are carried out; a cluster
 // that diverged from it halts the run before the step with a
 // *PlanDivergedError. cfg.BeforeStep is asked before each step. A run that
-// reaches cfg.MaxSteps, or whose BeforeStep says Skip, ends cleanly: a nil
+// reaches cfg.MaxSteps, or whose BeforeStep says StopHere, ends cleanly: a nil
 // error and Result.Stopped, with the steps left in Result.Remaining; the
 // next run resumes there. Abort ends it with an *AbortedError.
 //
@@ -401,13 +401,13 @@ func (r *runner) ask(ctx context.Context, step planner.Step) (planner.Step, bool
 		info := StepInfo{Index: r.idx, Total: r.total, Step: step}
 		dec, err := r.cfg.BeforeStep(ctx, info)
 		switch {
-		case err == nil && dec == Skip:
-			return step, true, r.stop(ctx, r.decided.c, step, fmt.Sprintf("stopped before step %d of %d (BeforeStep said skip): %s", r.idx+1, r.total, step))
+		case err == nil && dec == StopHere:
+			return step, true, r.stop(ctx, r.decided.c, step, fmt.Sprintf("stopped before step %d of %d (BeforeStep said stop here): %s", r.idx+1, r.total, step))
 		case err == nil && dec == Approve:
 		case err == nil && dec == Abort:
 			return step, true, r.abort(ctx, &AbortedError{Index: r.idx, Total: r.total, Step: step})
 		case err == nil:
-			return step, true, r.abort(ctx, &AbortedError{Index: r.idx, Total: r.total, Step: step, Err: fmt.Errorf("BeforeStep returned %v, which is not Approve, Skip or Abort", dec)})
+			return step, true, r.abort(ctx, &AbortedError{Index: r.idx, Total: r.total, Step: step, Err: fmt.Errorf("BeforeStep returned %v, which is not Approve, StopHere or Abort", dec)})
 		default:
 			return step, true, r.abort(ctx, &AbortedError{Index: r.idx, Total: r.total, Step: step, Err: err})
 		}

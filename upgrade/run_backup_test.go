@@ -109,7 +109,7 @@ func TestReadLockHolderSaysWhoHoldsTheLockDuringARun(t *testing.T) {
 				t.Error(err)
 			}
 			during = h
-			return Skip, nil
+			return StopHere, nil
 		}
 		if _, err := Run(t.Context(), r.cfg); err != nil {
 			t.Fatal(err)

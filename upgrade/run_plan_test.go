@@ -283,7 +283,7 @@ func TestBeforeStepSkipEndsTheRunCleanlyBeforeTheStep(t *testing.T) {
 		r := newRunRig(t, 3, 0)
 		r.cfg.BeforeStep = func(ctx context.Context, s StepInfo) (StepDecision, error) {
 			if s.Index == 2 {
-				return Skip, nil
+				return StopHere, nil
 			}
 			return Approve, nil
 		}

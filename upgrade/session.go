@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
@@ -411,12 +412,7 @@ func (r *runner) execute(ctx context.Context, step planner.Step) (StepRecord, er
 		}
 		r.decided = nd
 		if !sameDecision(nd.step, step) {
-			node, reason := stepDiff(nd.c, step, nd.step)
-			if reason == "" {
-				node, reason = step.Node, "the step's gate, stop mode or backup differ from the decided step's"
-			}
-			return rec, &PlanDivergedError{Index: -1, Node: node, Want: step, Got: nd.step,
-				Reason: "Execute was given a step that is not the one decided from the cluster as it is now: " + reason + "; ask Next for the step"}
+			return rec, &PlanDivergedError{Index: -1, Node: orNode(step.Node, nd.step.Node), Want: step, Got: nd.step, Reason: givenDiff(step, nd.step), given: true}
 		}
 		d = nd
 	}
@@ -444,6 +440,60 @@ func sameDecision(decided, given planner.Step) bool {
 	sameFrom := decided.From == given.From || planner.SameVersion(decided.From, given.From)
 	return sameStep(decided, given) && sameFrom && decided.StopMode == given.StopMode &&
 		decided.Backup == given.Backup && slices.Equal(decided.Gate, given.Gate)
+}
+
+// givenDiff says how a step given to Execute differs from the step decided.
+func givenDiff(given, decided planner.Step) string {
+	join := func(g []planner.GateCheck) string {
+		out := make([]string, len(g))
+		for i, c := range g {
+			out[i] = string(c)
+		}
+		return "[" + strings.Join(out, ", ") + "]"
+	}
+	switch {
+	case given.Kind != decided.Kind:
+		return fmt.Sprintf("it is a %s, the cluster needs a %s", given.Kind, decided.Kind)
+	case given.Node != decided.Node || given.Target != decided.Target || given.Datacenter != decided.Datacenter || !slices.Equal(given.Nodes, decided.Nodes):
+		return fmt.Sprintf("it is about %s, the cluster needs %s", stepNodes(given), stepNodes(decided))
+	case !planner.SameVersion(given.To, decided.To):
+		return fmt.Sprintf("it goes to %s, the cluster needs %s", orUnknown(given.To), orUnknown(decided.To))
+	case given.From != decided.From && !planner.SameVersion(given.From, decided.From):
+		return fmt.Sprintf("it starts from %s, the cluster runs %s", orUnknown(given.From), orUnknown(decided.From))
+	case given.StopMode != decided.StopMode:
+		return fmt.Sprintf("it stops with %q, the step decided with %q", given.StopMode, decided.StopMode)
+	case given.Backup != decided.Backup:
+		return fmt.Sprintf("it takes a %q backup, the step decided a %q one", given.Backup, decided.Backup)
+	}
+	return fmt.Sprintf("its gate checks %s, the step decided checks %s", join(given.Gate), join(decided.Gate))
+}
+
+// stepNodes names the nodes a step is about, for givenDiff.
+func stepNodes(s planner.Step) string {
+	var out []string
+	if s.Datacenter != "" {
+		out = append(out, "datacenter "+s.Datacenter)
+	}
+	if s.Node != "" {
+		out = append(out, s.Node)
+	}
+	if s.Target != "" {
+		out = append(out, "=> "+s.Target)
+	}
+	if len(s.Nodes) > 0 {
+		out = append(out, "["+strings.Join(s.Nodes, ", ")+"]")
+	}
+	if len(out) == 0 {
+		return "no node"
+	}
+	return strings.Join(out, " ")
+}
+
+func orNode(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 // classify is the error of a step that failed: a *HaltError when the step

@@ -243,6 +243,10 @@ func TestExecuteRefusesAStaleOrForeignStepTouchingNothing(t *testing.T) {
 			var pd *PlanDivergedError
 			if !errors.As(err, &pd) || !sameStep(pd.Got, step) {
 				t.Errorf("%s: Execute = %v, want a *PlanDivergedError naming %s as the step the cluster needs", name, err, step)
+				continue
+			}
+			if msg := err.Error(); !strings.HasPrefix(msg, "the step given to Execute ("+bad.String()+") is not the one the cluster needs now ("+step.String()+"): ") || !strings.HasSuffix(msg, "; it was not touched: ask Next for the step") {
+				t.Errorf("%s: message %q should name both steps and say what to do", name, msg)
 			}
 		}
 		if n := len(r.tr.swapped()); n != 0 {
