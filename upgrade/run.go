@@ -573,7 +573,7 @@ func (r *runner) discover(ctx context.Context) (planner.Cluster, error) {
 func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (StepRecord, *HaltError) {
 	rec := StepRecord{Step: step, Started: time.Now()}
 	r.touch.beginStep()
-	if err := r.canGate(step); err != nil {
+	if err := r.canGate(c, step); err != nil {
 		return rec, &HaltError{Step: step, Err: err} // before acting: nothing is touched
 	}
 	r.emit(ctx, Event{Kind: EventStepStarted, Step: step, Detail: step.Reason})
@@ -1057,17 +1057,44 @@ func (r *runner) failAdd(ctx context.Context, h *HaltError) *HaltError {
 
 // canGate refuses, before acting, a step whose gate could not be checked:
 // in an era without autopilot health, a server's raft state is only in its
-// own HTTP API, which needs Config.ServerAPI.
-func (r *runner) canGate(step planner.Step) error {
+// own HTTP API, which needs Config.ServerAPI; before 0.7 it is read through
+// that API's EraReader, which a ServerAPI wrapping its Consul the usual Go
+// way would lose.
+func (r *runner) canGate(c planner.Cluster, step planner.Step) error {
 	era := r.baseline(step.Datacenter).Era
-	if r.cfg.ServerAPI != nil || era == "" || era.Autopilot() {
+	if era == "" || era.Autopilot() {
 		return nil
 	}
 	for _, cond := range step.Gate {
 		switch cond {
 		case planner.GateCommitIndex, planner.GateLastContact, planner.GateAutopilotHealthy, planner.GateStable, planner.GateTrailingLogs:
-			return &ConfigError{Field: "ServerAPI", Problem: fmt.Sprintf("is nil, and the gate of %s checks %s, which in the %s era (%s) needs each server's own HTTP API; set Config.ServerAPI, e.g. upgrade.ServerHTTP(8500)", stepString(step), cond, era, era.Checks())}
+			if r.cfg.ServerAPI == nil {
+				return &ConfigError{Field: "ServerAPI", Problem: fmt.Sprintf("is nil, and the gate of %s checks %s, which in the %s era (%s) needs each server's own HTTP API; set Config.ServerAPI, e.g. upgrade.ServerHTTP(8500)", stepString(step), cond, era, era.Checks())}
+			}
+			if era.RaftConfig() {
+				return nil
+			}
+			return r.serverAPIReadsEra(c, step, cond)
 		}
+	}
+	return nil
+}
+
+// serverAPIReadsEra checks that Config.ServerAPI gives, for a server of the
+// step's datacenter, a Consul that implements EraReader.
+func (r *runner) serverAPIReadsEra(c planner.Cluster, step planner.Step, cond planner.GateCheck) error {
+	for _, s := range c.Servers {
+		if !sameDC(s.Datacenter, step.Datacenter) {
+			continue
+		}
+		sc, err := r.cfg.ServerAPI(s.Name, s.Address)
+		if err != nil || sc == nil {
+			continue // the gate reports a server it cannot reach
+		}
+		if _, ok := sc.(EraReader); !ok {
+			return &ConfigError{Field: "ServerAPI", Value: fmt.Sprintf("%T", sc), Problem: fmt.Sprintf("gives for %s a Consul that does not implement upgrade.EraReader, and the gate of %s checks %s, which before 0.7 reads each server's state through it; return the Consul of upgrade.NewConsul or upgrade.ServerHTTP, or wrap it with upgrade.Intercept, which keeps its abilities", s.Name, stepString(step), cond)}
+		}
+		return nil
 	}
 	return nil
 }

@@ -508,3 +508,34 @@ func TestARefusalBeforeActingAndAFailureAfterActingAreDistinctErrors(t *testing.
 		}
 	})
 }
+
+// A ServerAPI that wraps its Consul the usual Go way loses EraReader, which
+// the gates of the era before 0.7 read each server's state through: the
+// first server swap is refused before it touches anything, naming the fix.
+func TestAServerAPIWithoutEraReaderIsRefusedBeforeAPre07ServerIsSwapped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim := consultest.NewCluster(3, 1, "0.4.1", consultest.WithEra(consultest.Era04), consultest.WithStableSince(time.Now().Add(-time.Hour)))
+		tr := newFakeTransport(func(node, version string, ok bool) { mustDo(t, sim.Swap(node, version, ok)) })
+		servers := simServers(t, sim)
+		_, err := Run(t.Context(), Config{
+			Consul: inProcessConsul(t, sim), Transport: tr, Target: "0.5.2",
+			Snapshot: SnapshotDir(t.TempDir()),
+			ServerAPI: func(node, addr string) (Consul, error) {
+				c, err := servers(node, addr)
+				return struct{ Consul }{c}, err // a wrapper keeps Consul's 9 methods only
+			},
+			GateTimeout: time.Minute,
+		})
+		var sr *StepRefusedError
+		var ce *ConfigError
+		if !errors.As(err, &sr) || !errors.As(err, &ce) || ce.Field != "ServerAPI" || sr.Step.Kind != planner.StepSwapServer {
+			t.Fatalf("Run = %v, want a *StepRefusedError of the first server swap wrapping a *ConfigError on ServerAPI", err)
+		}
+		if !strings.Contains(err.Error(), "does not implement upgrade.EraReader") || !strings.Contains(err.Error(), "upgrade.Intercept") {
+			t.Errorf("message %q should name the missing EraReader and the fix", err)
+		}
+		if n := len(tr.swapped()); n != 0 {
+			t.Errorf("%d node(s) swapped, want none", n)
+		}
+	})
+}
