@@ -52,11 +52,11 @@
 // MaxSteps 1 goes one step per run.
 //
 // The backup taken before a hop is recorded in the KV store next to the
-// lock (BackupRecord at BackupKey, through the optional KVStore that
+// lock (BackupRecord, through the optional KVStore that
 // NewConsul's Consul implements), so a stepped or restarted run does not
 // take it again for the same hop (within Config.BackupMaxAge); a run that
 // reaches the target deletes the record. Each server swap is recorded
-// there too while it lasts (SwapRecord at SwapKey): a run that died
+// there too while it lasts (SwapRecord): a run that died
 // between stopping a server and starting it leaves the record, and the
 // next run, holding the lock, finishes that swap before it plans
 // (EventSwapRecord) instead of refusing a cluster with a server down.
@@ -185,7 +185,7 @@
 // taken for an outage and never retried as one.
 //
 // Before 0.7.1 there is no snapshot API: the snapshot step takes a logical
-// backup instead (SaveLogicalBackup: the KV tree, the ACL tokens when ACLs
+// backup instead (the KV tree, the ACL tokens when ACLs
 // are on, SHA-256 checksums, read back and verified), which cannot restore
 // sessions, catalog registrations, prepared queries or the raft state
 // (planner.LogicalBackupOmits).

@@ -791,7 +791,7 @@ func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string
 			where = "datacenter " + dc + ": "
 		}
 		if logical {
-			info, err := SaveLogicalBackup(ctx, r.consul(dc), open, dc, step.From)
+			info, err := saveLogicalBackup(ctx, r.consul(dc), open, dc, step.From)
 			if err != nil {
 				return out, fmt.Errorf("%s%w", where, err)
 			}

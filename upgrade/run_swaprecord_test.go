@@ -23,8 +23,8 @@ func TestSwapKeyIsNextToTheLock(t *testing.T) {
 		"upgrade-lock":        "upgrade-lock-swap",
 		"ops/swap":            "ops/swap-swap",
 	} {
-		if got := SwapKey(lock); got != want {
-			t.Errorf("SwapKey(%q) = %q, want %q", lock, got, want)
+		if got := swapRecordKey(lock); got != want {
+			t.Errorf("swapRecordKey(%q) = %q, want %q", lock, got, want)
 		}
 	}
 }
