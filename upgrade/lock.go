@@ -66,7 +66,9 @@ type LockHolder struct {
 	Since  time.Time `json:"since"`
 }
 
-// Lock is a held upgrade lock.
+// Lock is a held upgrade lock, as the Locker of NewConsul's, Failover's
+// and Intercept's Consuls returns it (a Lock made elsewhere holds nothing:
+// its Release returns nil).
 type Lock struct {
 	// Key is the KV key.
 	Key string
@@ -125,7 +127,11 @@ func (l *Lock) keepOff(ctx context.Context, req keepRequest) (lockMoved, error) 
 
 // Release gives the lock back. It is safe to call more than once.
 func (l *Lock) Release(ctx context.Context) error {
-	l.once.Do(func() { l.err = l.release(ctx) })
+	l.once.Do(func() {
+		if l.release != nil {
+			l.err = l.release(ctx)
+		}
+	})
 	return l.err
 }
 

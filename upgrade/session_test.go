@@ -539,3 +539,12 @@ func TestAServerAPIWithoutEraReaderIsRefusedBeforeAPre07ServerIsSwapped(t *testi
 		}
 	})
 }
+
+// A Locker of the embedder's own returns a Lock it made: giving it back
+// must not panic (it used to call a nil release).
+func TestALockMadeOutsideThePackageReleasesWithoutPanicking(t *testing.T) {
+	l := &Lock{Key: "k"}
+	if err := l.Release(t.Context()); err != nil {
+		t.Errorf("Release = %v, want nil", err)
+	}
+}
