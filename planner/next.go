@@ -129,7 +129,7 @@ func backupFor(low *version.Version) (BackupKind, string) {
 // own (whole) path instead.
 //
 // With the replace strategy the servers of a datacenter are not swapped but
-// replaced (see replaceStep): a new server on the hop's version is added,
+// replaced: a new server on the hop's version is added,
 // then an old one retired, until none is left below it. Replace needs every
 // server on 0.8.0 or later (autopilot); below that Next returns an error
 // wrapping ErrNotSupported. A policy field with an unknown value gives a

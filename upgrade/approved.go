@@ -46,7 +46,7 @@ type StepInfo struct {
 	// observed at the start of the run still counted (an estimate; never
 	// less than Index+1).
 	Total int
-	// Step is the step about to be carried out, as the runner decided it
+	// Step is the step about to be carried out, as the run decided it
 	// from the cluster observed just now.
 	Step planner.Step
 }

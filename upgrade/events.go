@@ -38,7 +38,7 @@ const (
 // what the run does without it, and how to keep it (Intercept).
 const EventAbilityMissing EventKind = "ability-missing"
 
-// Event is one thing the runner reports, delivered synchronously through
+// Event is one thing a run reports, delivered synchronously through
 // Config.OnEvent in the order it happened.
 type Event struct {
 	Kind EventKind

@@ -63,26 +63,28 @@ type Result struct {
 }
 
 // Run upgrades the cluster behind cfg.Consul to cfg.Target, one step at a
-// time: Discover, planner.Next, act, Gate; until Next says done.
+// time: the loop of a Session (Open, then Next and Execute until Next says
+// done, then Close), with cfg.BeforeStep asked before each step; a dry run
+// (cfg.DryRun) returns the plan and touches nothing.
 //
 // A refused plan (*planner.RefusedError) is returned before anything is
 // touched. So is a *PreflightError: after taking the lock and before the
 // first action, a transport that is a transport.ArtifactChecker must find
-// every binary the run will need on every node (see preflight.go). A
-// failed act or gate halts the run with a *HaltError; nothing
-// after the failed step is touched (halt, never cascade). With cfg.Rollback,
-// the failed node is rolled back through the transport first and Run waits
-// until the cluster is healthy again; a server is not rolled back when
-// stopping it would leave the other voters without a quorum
-// (*RollbackRefusedError). A step chosen again right after it
-// succeeded halts with a *StuckError.
+// every binary the run will need on every node. A step that acted and
+// failed (its act or its gate) halts the run with a *HaltError, one refused
+// before it acted with a *StepRefusedError; nothing after it is touched
+// (halt, never cascade). With cfg.Rollback, the failed node is rolled back
+// through the transport first and Run waits until the cluster is healthy
+// again; a server is not rolled back when stopping it would leave the
+// other voters without a quorum (*RollbackRefusedError). The package doc's
+// table (# Errors) says what a program does with each error.
 //
 // With cfg.Plan, only the approved plan's steps are carried out; a cluster
-// that diverged from it halts the run before the step with a
+// that diverged from it stops the run before the step with a
 // *PlanDivergedError. cfg.BeforeStep is asked before each step. A run that
-// reaches cfg.MaxSteps, or whose BeforeStep says StopHere, ends cleanly: a nil
-// error and Result.Stopped, with the steps left in Result.Remaining; the
-// next run resumes there. Abort ends it with an *AbortedError.
+// reaches cfg.MaxSteps, or whose BeforeStep says StopHere, ends cleanly: a
+// nil error and Result.Stopped, with the steps left in Result.Remaining;
+// the next run resumes there. Abort ends it with an *AbortedError.
 //
 // Holding the lock, a run keeps a SwapRecord while it swaps a server. A
 // run that finds one (a run died or halted during that swap) finishes that

@@ -59,7 +59,8 @@ type Session struct {
 //
 // BeforeStep, MaxSteps and DryRun are Run's and are refused (a Session's
 // caller decides before each Execute, and stops when it wants to). An error
-// returns no Session: the lock, if it was taken, is given back.
+// returns no Session: the lock, if it was taken, is given back. The package
+// doc's table (# Errors) says what a program does with each error.
 func Open(ctx context.Context, cfg Config) (*Session, error) {
 	err := cfg.Validate()
 	var errs []error

@@ -30,10 +30,9 @@ import (
 //     SwapRequest; a transport starts a stopped agent), gated, and the
 //     record deleted.
 //
-// Anything else (a server alive but not healthy off To for
-// swapResumeSettle, down on a third version, not a server, a To that is
-// not the run's target or a hop to it) is refused with a *SwapRecordError,
-// touching nothing.
+// Anything else (a server alive but not healthy off To for 30 seconds, down
+// on a third version, not a server, a To that is not the run's target or a
+// hop to it) is refused with a *SwapRecordError, touching nothing.
 //
 // Only the recorded server is ever acted on this way.
 type SwapRecord struct {
