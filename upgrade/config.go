@@ -100,7 +100,7 @@ type Config struct {
 	// (transport.RollbackChecker) is refused by Validate, and the
 	// pre-flight check also checks each node's current binary. A server whose rollback would stop it while
 	// the other voters up make no quorum is left running
-	// (*RollbackRefusedError in HaltError.RollbackErr).
+	// (*QuorumError in HaltError.RollbackErr).
 	Rollback bool
 	// RollbackTimeout bounds a rollback (0: twice the gate timeout, 10m
 	// by default): the quorum check, the transport's Rollback (or Retire

@@ -37,7 +37,7 @@
 //  2. Execute acts on the step: save and verify a backup, swap a server or a
 //     wave of clients through the transport, transfer leadership, or add
 //     or retire a server. Before a server is stopped, the current Raft
-//     configuration must keep a quorum without it (*StopRefusedError
+//     configuration must keep a quorum without it (*QuorumError
 //     otherwise), unless the stop is the datacenter's planned outage (a
 //     single server; EventPlannedOutage).
 //  3. Execute then gates on the step's conditions (leader known, version,
@@ -82,7 +82,8 @@
 //
 // The causes a *StepRefusedError or a *HaltError wraps:
 //
-//	*StopRefusedError        the voters left up would lose the quorum: bring the missing server back, retry
+//	*QuorumError             the voters left up would lose the quorum: bring the missing server back, retry;
+//	                         in HaltError.RollbackErr (Rollback set) the swapped server was left running: a person
 //	*LockMoveError           the lock cannot leave the node the step stops: make a server reachable
 //	                         (Config.ServerAPI), retry
 //	ErrLockLost              another run may act now: a person checks (consul-upgrade status) first
@@ -90,7 +91,6 @@
 //	*GateError               not healthy in time (ErrGateTimeout) or cannot be checked: a person looks at Node
 //	*transport.SwapError     the transport failed in Phase (validate and stage touch nothing): fix, retry
 //	*TransferError           leadership did not move (ErrTransferNotReady, ErrTransferElectionLost): retry
-//	*RollbackRefusedError    (in HaltError.RollbackErr) rolling back would cost the quorum: a person
 //	*AgentUnreachableError   no agent answered: retry when one does
 //	ErrSnapshotInvalid       the backup did not verify, nothing committed: fix the destination, retry
 //	ErrNoEraReader, ErrNoServerAPI, ErrNoRaftStats, ErrEndpointMissing (*MissingEndpointError)

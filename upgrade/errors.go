@@ -81,7 +81,7 @@ type HaltError struct {
 func (e *HaltError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "upgrade halted at %s: %v", stepString(e.Step), e.Err)
-	var refused *RollbackRefusedError
+	var refused *QuorumError
 	switch {
 	case e.RolledBack:
 		fmt.Fprintf(&b, "; rolled back %s to the previous binary and the cluster is healthy again", strings.Join(e.RolledBackNodes, ", "))

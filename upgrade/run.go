@@ -76,7 +76,7 @@ type Result struct {
 // (halt, never cascade). With cfg.Rollback, the failed node is rolled back
 // through the transport first and Run waits until the cluster is healthy
 // again; a server is not rolled back when stopping it would leave the
-// other voters without a quorum (*RollbackRefusedError). The package doc's
+// other voters without a quorum (a *QuorumError in HaltError.RollbackErr). The package doc's
 // table (# Errors) says what a program does with each error.
 //
 // With cfg.Plan, only the approved plan's steps are carried out; a cluster
@@ -751,7 +751,7 @@ func (r *runner) keepLockOff(ctx context.Context, c planner.Cluster, step planne
 // previous gate passed (autopilot can report a dead server healthy for
 // several seconds) and autopilot's dead-server cleanup then removes it, or
 // a voter can be down or unhealthy under a waived pre-check. A refusal is a
-// *StopRefusedError, with nothing touched. The datacenter's planned outage
+// *QuorumError, with nothing touched. The datacenter's planned outage
 // (its only voter; or two voters with no-spare-voter waived on a cluster
 // that began so) is allowed and reported (EventPlannedOutage).
 func (r *runner) quorumBeforeStop(ctx context.Context, step planner.Step) error {
@@ -760,7 +760,7 @@ func (r *runner) quorumBeforeStop(ctx context.Context, step planner.Step) error 
 	case err != nil:
 		return fmt.Errorf("%s not stopped: %w", step.Node, err)
 	case !ok:
-		return &StopRefusedError{Node: step.Node, Voters: q.Voters, Up: q.Up, Quorum: q.Quorum}
+		return &QuorumError{Node: step.Node, Voters: q.Voters, Up: q.Up, Quorum: q.Quorum}
 	}
 	if outage != "" {
 		r.emit(ctx, Event{Kind: EventPlannedOutage, Step: step, Detail: outage})
@@ -928,7 +928,7 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 			if qerr != nil {
 				h.RollbackErr = qerr
 				what := " not attempted: the quorum check failed"
-				if refused := (*RollbackRefusedError)(nil); errors.As(qerr, &refused) {
+				if refused := (*QuorumError)(nil); errors.As(qerr, &refused) {
 					what = " refused"
 				}
 				r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: "rollback of " + node + what + note, Err: qerr})

@@ -46,7 +46,7 @@ func TestRunHaltsWhenAServerIsLostMidRunAndTwoVotersAreLeft(t *testing.T) {
 // through, but the waiver accepts a cluster that began without a spare,
 // not one that lost a server during the run (its baseline tolerance was
 // 1). The stop check reads the current Raft configuration and halts the
-// run before it stops a second server, with a *StopRefusedError, nothing
+// run before it stops a second server, with a *QuorumError, nothing
 // stopped.
 func TestRunDoesNotStopAServerWhoseStopWouldLoseTheQuorum(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -65,9 +65,9 @@ func TestRunDoesNotStopAServerWhoseStopWouldLoseTheQuorum(t *testing.T) {
 			t.Fatal("no server swap passed its gate: the fault was never injected")
 		}
 		var h *StepRefusedError
-		var refused *StopRefusedError
-		if !errors.As(err, &h) || !errors.As(err, &refused) {
-			t.Fatalf("err = %v, want a *StepRefusedError wrapping a *StopRefusedError", err)
+		var refused *QuorumError
+		if !errors.As(err, &h) || !errors.As(err, &refused) || refused.Rollback {
+			t.Fatalf("err = %v, want a *StepRefusedError wrapping a *QuorumError of a swap's stop", err)
 		}
 		if refused.Node != h.Step.Node || refused.Voters != 2 || refused.Quorum != 2 || len(refused.Up) != 1 || refused.Up[0] != r.sim.Leader() {
 			t.Errorf("refusal %+v, want %s refused with only the leader %s up of 2 voters (quorum 2)", refused, h.Step.Node, r.sim.Leader())

@@ -154,7 +154,7 @@ func (s *Session) Result() *Result {
 
 // StepRefusedError is a step that Run or a Session did not act on: refused,
 // or not decided, before anything of it was touched. Err says why: the
-// quorum check (*StopRefusedError), a lock that cannot be kept
+// quorum check (*QuorumError), a lock that cannot be kept
 // (*LockMoveError) or was lost (ErrLockLost), the approved plan
 // (*PlanDivergedError, *planner.StalePlanError), a plan refused after a step
 // (*planner.RefusedError), a step chosen again (*StuckError), a gate that

@@ -75,7 +75,7 @@ const (
 	RollbackFailed RollbackResult = "failed"
 	// RollbackRefused: not attempted, because stopping the node again
 	// would leave the other voters without a quorum
-	// (*RollbackRefusedError).
+	// (*QuorumError).
 	RollbackRefused RollbackResult = "refused"
 	// RollbackNotTried: not attempted, because the rollback of another
 	// node of the step failed first.
@@ -440,7 +440,7 @@ func (r *runner) rolledBack(h *HaltError, failed []string) {
 		})
 		return
 	}
-	var refused *RollbackRefusedError
+	var refused *QuorumError
 	isRefused := errors.As(h.RollbackErr, &refused)
 	for _, node := range failed {
 		r.touch.update(node, func(t *NodeTouch) {

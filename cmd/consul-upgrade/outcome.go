@@ -45,7 +45,7 @@ func judge(err error, touched upgrade.Touched) (end string, code int) {
 		pe *planner.PolicyError
 		de *planner.DowngradeError
 		sr *upgrade.SwapRecordError
-		st *upgrade.StopRefusedError
+		st *upgrade.QuorumError
 		pd *upgrade.PlanDivergedError
 		dv *divergedError
 		ab *upgrade.AbortedError
@@ -97,7 +97,7 @@ func errorType(err error) string {
 
 // causeType names the type of what a halt, a refused step or an abort
 // wrapped (a *upgrade.GateError, a *transport.SwapError, a
-// *upgrade.StopRefusedError, ...), "" otherwise.
+// *upgrade.QuorumError, ...), "" otherwise.
 func causeType(err error) string {
 	var h *upgrade.HaltError
 	if errors.As(err, &h) {
