@@ -158,8 +158,10 @@ func (s *Session) Result() *Result {
 // (*LockMoveError) or was lost (ErrLockLost), the approved plan
 // (*PlanDivergedError, *planner.StalePlanError), a plan refused after a step
 // (*planner.RefusedError), a step chosen again (*StuckError), a gate that
-// cannot be checked (*ConfigError), a backup that failed, or a cluster that
-// could not be observed. Steps before it may have touched nodes: Touched
+// cannot be checked (*ConfigError), the gate of a swap a dead run left done
+// (*GateError: the server is as that run left it), a backup that failed, a
+// transport that refused the step before it touched a node, or a cluster
+// that could not be observed. Steps before it may have touched nodes: Touched
 // is everything the run touched (empty when it touched nothing).
 type StepRefusedError struct {
 	// Step is the step not acted on; its Kind is "" when none could be
@@ -403,8 +405,11 @@ func (r *runner) execute(ctx context.Context, step planner.Step) (StepRecord, er
 	switch step.Kind {
 	case planner.StepSnapshot, planner.StepSwapServer, planner.StepTransferLeader, planner.StepSwapClients, planner.StepAddServer, planner.StepRetireServer:
 	default:
-		return rec, refuse(step, fmt.Errorf("step kind %q is not one that can be carried out (known: snapshot, swap-server, transfer-leader, swap-clients, add-server, retire-server)", step.Kind))
+		err := refuse(step, fmt.Errorf("step kind %q is not one that can be carried out (known: snapshot, swap-server, transfer-leader, swap-clients, add-server, retire-server)", step.Kind))
+		r.fillTouched(err)
+		return rec, err
 	}
+	r.opened = nil // a step executed without Next: Open's decision is not handed out later
 	d := r.decided
 	if d == nil || !d.fresh() || !sameDecision(d.step, step) {
 		nd, err := r.decide(ctx)

@@ -548,3 +548,29 @@ func TestALockMadeOutsideThePackageReleasesWithoutPanicking(t *testing.T) {
 		t.Errorf("Release = %v, want nil", err)
 	}
 }
+
+// An embedder may decide the first step itself (planner.Next of Discover's
+// cluster) and Execute it without asking Next: the Session then does not
+// hand out that step again.
+func TestAStepExecutedWithoutNextIsNotHandedOutAgain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		r.cfg.Policy.NoSnapshot = true
+		s, err := Open(t.Context(), r.cfg)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		defer s.Close(t.Context())
+		c, err := Discover(t.Context(), r.cfg.Consul)
+		mustDo(t, err)
+		first, err := planner.Next(c, "1.13.9", r.cfg.Policy)
+		mustDo(t, err)
+		if _, err := s.Execute(t.Context(), first); err != nil {
+			t.Fatalf("Execute(%s): %v", first, err)
+		}
+		next, err := s.Next(t.Context())
+		if err != nil || sameStep(next, first) {
+			t.Fatalf("Next = %s, %v; want the step after %s", next, err, first)
+		}
+	})
+}
