@@ -137,6 +137,7 @@ type runner struct {
 	ended   error         // the error that ended the session
 	closed  bool
 	at      planner.Step // the step decided before open failed, for the halted event
+	chosen  bool         // ExecuteStep's: the caller chose the step; open decides nothing
 }
 
 // emit delivers ev, with the current step's index and total when it is

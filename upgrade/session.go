@@ -223,7 +223,7 @@ func (r *runner) open(ctx context.Context) error {
 	// it left (a server down): the run then takes the lock first and
 	// finishes that swap before it plans.
 	var step planner.Step
-	if !r.peekSwap(ctx) {
+	if !r.peekSwap(ctx) && !r.chosen {
 		step, err = r.decideFirst(c)
 		r.at = step
 		if err != nil {
@@ -243,7 +243,7 @@ func (r *runner) open(ctx context.Context) error {
 			return err
 		}
 		r.res.Cluster = c
-		if err = r.preflight(ctx, c, false); err != nil { // preflight.go: before the first action
+		if err = r.preflightUnlessChosen(ctx, c); err != nil { // preflight.go: before the first action
 			return err
 		}
 		if resumed, err = r.resumeSwap(ctx, c); err != nil {
@@ -263,14 +263,22 @@ func (r *runner) open(ctx context.Context) error {
 			// cluster after that gate, not from the one seen before it.
 			r.prev = r.gatedResume
 		}
-		if r.prev != nil {
+		switch {
+		case r.chosen && r.prev != nil:
+			if c, err = r.discover(ctx); err != nil {
+				return refuse(planner.Step{}, fmt.Errorf("after finishing %s: observe the cluster: %w", stepString(*r.prev), err))
+			}
+		case r.chosen:
+		case r.prev != nil:
 			if c, step, err = r.decideAfter(ctx, *r.prev); err != nil {
 				return refuse(planner.Step{}, fmt.Errorf("after finishing %s: %w", stepString(*r.prev), err))
 			}
-		} else if step, err = r.decideFirst(c); err != nil {
-			return err
+		default:
+			if step, err = r.decideFirst(c); err != nil {
+				return err
+			}
 		}
-	} else if err = r.preflight(ctx, c, false); err != nil { // preflight.go: no lock, before the first action
+	} else if err = r.preflightUnlessChosen(ctx, c); err != nil { // preflight.go: no lock, before the first action
 		r.at = planner.Step{}
 		return err
 	}
@@ -278,12 +286,104 @@ func (r *runner) open(ctx context.Context) error {
 	if err = r.measure(ctx); err != nil {
 		return err
 	}
-	if r.cfg.Plan == nil {
+	if r.cfg.Plan == nil && !r.chosen {
 		if p, perr := planner.Plan(r.withSnapshot(c), r.cfg.Target, r.cfg.Policy); perr == nil {
 			r.estimate = len(r.res.Steps) + len(p.Steps) // a resumed swap is done already
 		}
 	}
 	r.opened = &decision{c: c, step: step, at: time.Now()}
+	return nil
+}
+
+// preflightUnlessChosen is the pre-flight of the path to the target, but
+// for a step the caller chose (ExecuteStep), whose swap checks its own
+// binary.
+func (r *runner) preflightUnlessChosen(ctx context.Context, c planner.Cluster) error {
+	if r.chosen {
+		return nil
+	}
+	return r.preflight(ctx, c, false)
+}
+
+// ExecuteStep carries out one step the caller chose itself rather than one
+// a Session decided: a server restarted in place (From equal to To), say,
+// or a step another orchestrator planned. It is Open (the lock, a swap an
+// earlier run left unfinished finished first, the baseline), the step as
+// Execute carries it out (the quorum check before a stop, the swap record,
+// the gate, the rollback cfg.Rollback asks for), and Close; but the step is
+// not checked against the planner's decision, nor the path's binaries
+// (its swap checks its own): the caller answers for it. A step naming a
+// server the cluster does not have is refused before anything is touched.
+// cfg is validated as for Run, Target may be "" (the step's To is used), and
+// cfg.Plan, BeforeStep and MaxSteps do not apply. To run an upgrade step by
+// step, use a Session: ExecuteStep takes the lock and measures the baseline
+// anew for each step.
+func ExecuteStep(ctx context.Context, cfg Config, step planner.Step) (StepRecord, error) {
+	rec := StepRecord{Step: step}
+	if cfg.Target == "" && cfg.Plan == nil {
+		cfg.Target = step.To
+	}
+	if err := cfg.Validate(); err != nil {
+		return rec, err
+	}
+	if cfg.DryRun {
+		return rec, &ConfigError{Field: "DryRun", Value: "true", Problem: "does not apply to ExecuteStep, which acts; for a preview use Run with DryRun"}
+	}
+	cfg = cfg.withPlan()
+	cfg.Plan, cfg.BeforeStep, cfg.MaxSteps = nil, nil, 0
+	r := newRunner(cfg, &Result{})
+	r.chosen = true
+	if !executable(step.Kind) {
+		return rec, refuse(step, fmt.Errorf("step kind %q is not one that can be carried out (known: snapshot, swap-server, transfer-leader, swap-clients, add-server, retire-server)", step.Kind))
+	}
+	if err := r.open(ctx); err != nil {
+		r.fillTouched(err)
+		_ = r.unlock(ctx)
+		return rec, err
+	}
+	defer r.unlock(ctx)
+	c := r.opened.c
+	if err := stepNodesKnown(c, step); err != nil {
+		err = refuse(step, err)
+		r.fillTouched(err)
+		return rec, err
+	}
+	rec, h := r.do(ctx, c, step)
+	if h != nil {
+		err := r.classify(h)
+		r.fillTouched(err)
+		return rec, err
+	}
+	return rec, nil
+}
+
+// executable reports whether a step of kind k can be carried out.
+func executable(k planner.StepKind) bool {
+	switch k {
+	case planner.StepSnapshot, planner.StepSwapServer, planner.StepTransferLeader, planner.StepSwapClients, planner.StepAddServer, planner.StepRetireServer:
+		return true
+	}
+	return false
+}
+
+// stepNodesKnown refuses a step that names a server the cluster does not
+// have.
+func stepNodesKnown(c planner.Cluster, step planner.Step) error {
+	has := func(name string) bool {
+		return slices.ContainsFunc(c.Servers, func(s planner.Server) bool { return s.Name == name })
+	}
+	var names []string
+	switch step.Kind {
+	case planner.StepSwapServer, planner.StepRetireServer:
+		names = []string{step.Node}
+	case planner.StepTransferLeader:
+		names = []string{step.Node, step.Target}
+	}
+	for _, n := range names {
+		if !has(n) {
+			return fmt.Errorf("server %q of %s is not in the cluster (servers: %s); decide the step again from the cluster as it is (planner.Next)", n, step, serverNames(c))
+		}
+	}
 	return nil
 }
 
@@ -402,9 +502,7 @@ func (r *runner) execute(ctx context.Context, step planner.Step) (StepRecord, er
 	if err := r.usable(); err != nil {
 		return rec, err
 	}
-	switch step.Kind {
-	case planner.StepSnapshot, planner.StepSwapServer, planner.StepTransferLeader, planner.StepSwapClients, planner.StepAddServer, planner.StepRetireServer:
-	default:
+	if !executable(step.Kind) {
 		err := refuse(step, fmt.Errorf("step kind %q is not one that can be carried out (known: snapshot, swap-server, transfer-leader, swap-clients, add-server, retire-server)", step.Kind))
 		r.fillTouched(err)
 		return rec, err
