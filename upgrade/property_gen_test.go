@@ -112,11 +112,12 @@ const (
 // run started), and Pick chooses what it acts on among what is there when
 // it fires (nodes by name, in order).
 type propFault struct {
-	Run  int
-	At   propPoint
-	Step int
-	Kind propFaultKind
-	Pick uint64
+	Index int // its place in the scenario's faults (-property.faults)
+	Run   int
+	At    propPoint
+	Step  int
+	Kind  propFaultKind
+	Pick  uint64
 }
 
 func (f propFault) String() string {
@@ -161,7 +162,7 @@ func (s *propScenario) String() string {
 		b.WriteString("; no faults")
 	}
 	for _, f := range s.Faults {
-		b.WriteString("\n  fault: " + f.String())
+		fmt.Fprintf(&b, "\n  fault %d: %s", f.Index, f)
 	}
 	return b.String()
 }
@@ -219,8 +220,10 @@ func newPropScenario(seed uint64) *propScenario {
 	default:
 		n = 3 + rng.IntN(3)
 	}
-	for range n {
-		s.Faults = append(s.Faults, s.drawFault(rng))
+	for i := range n {
+		f := s.drawFault(rng)
+		f.Index = i
+		s.Faults = append(s.Faults, f)
 	}
 	return s
 }

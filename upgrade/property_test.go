@@ -29,6 +29,7 @@ var (
 	propSeeds    = flag.Int("property.seeds", 0, "how many seeds the property test plays (0: propDefaultSeeds)")
 	propSeed     = flag.String("property.seed", "", "play this one seed of the property test and log its scenario and events")
 	propBase     = flag.String("property.base", "", "the first seed the property test plays (default: drawn at random, and logged)")
+	propFaults   = flag.String("property.faults", "", "with -property.seed: keep only these faults of the scenario (their 0-based indexes, comma-separated, as a shrunk failure prints them)")
 	propFind     = flag.String("property.find", "", "log the seeds one of whose runs or faults (as -v's tally names them) contains this text")
 	propBudget   = flag.Duration("property.budget", propDefaultBudget, "the wall-clock time after which the property test starts no new seed (0: none)")
 	propFailures = flag.Int("property.failures", 3, "how many failing seeds the property test reports before it stops")
@@ -53,11 +54,21 @@ type propOutcome struct {
 	tally    []string // how each run ended, each fault that fired
 }
 
-// propPlay plays the scenario of seed in a bubble of its own.
-func propPlay(t *testing.T, seed uint64) propOutcome {
+// propPlay plays the scenario of seed in a bubble of its own; keep, when
+// not nil, keeps only those faults of it (by index).
+func propPlay(t *testing.T, seed uint64, keep []int) propOutcome {
 	var out propOutcome
 	synctest.Test(t, func(t *testing.T) {
 		sc := newPropScenario(seed)
+		if keep != nil {
+			var kept []propFault
+			for _, i := range keep {
+				if i >= 0 && i < len(sc.Faults) {
+					kept = append(kept, sc.Faults[i])
+				}
+			}
+			sc.Faults = kept
+		}
 		out.scenario = sc.String()
 		w, err := newPropWorld(sc)
 		if err != nil {
@@ -72,11 +83,47 @@ func propPlay(t *testing.T, seed uint64) propOutcome {
 	return out
 }
 
+// propShrink drops the faults of a failing seed one at a time, keeping a
+// drop when the scenario still breaks an invariant without it, and returns
+// the faults kept (nil when none could be dropped) with the outcome of
+// playing only them.
+func propShrink(t *testing.T, seed uint64, o propOutcome) ([]int, propOutcome) {
+	n := len(newPropScenario(seed).Faults)
+	keep := make([]int, n)
+	for i := range keep {
+		keep[i] = i
+	}
+	shrunk := false
+	for i := 0; i < len(keep); {
+		try := slices.Delete(slices.Clone(keep), i, i+1)
+		if to := propPlay(t, seed, try); len(to.viol) > 0 {
+			keep, o, shrunk = try, to, true
+			continue
+		}
+		i++
+	}
+	if !shrunk {
+		return nil, o
+	}
+	return keep, o
+}
+
+func propFaultList(keep []int) string {
+	parts := make([]string, len(keep))
+	for i, k := range keep {
+		parts[i] = strconv.Itoa(k)
+	}
+	return strings.Join(parts, ",")
+}
+
 // propReport is the failure message of a seed: the seed, the command that
 // replays it, the scenario, what broke and the end of the event log.
-func propReport(seed uint64, o propOutcome, logLines int) string {
+func propReport(seed uint64, keep []int, o propOutcome, logLines int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "seed %d breaks the orchestrator's invariants; replay it with\n\tgo test ./upgrade/ -run 'TestPropertyOrchestrator' -property.seed=%d -v\n", seed, seed)
+	if keep != nil {
+		fmt.Fprintf(&b, "it breaks them with only faults %s of its scenario, as below; replay that with\n\tgo test ./upgrade/ -run 'TestPropertyOrchestrator' -property.seed=%d -property.faults=%s -v\n", propFaultList(keep), seed, propFaultList(keep))
+	}
 	fmt.Fprintf(&b, "scenario: %s\n", o.scenario)
 	b.WriteString("violations:\n")
 	for _, v := range o.viol {
@@ -128,13 +175,24 @@ func TestPropertyOrchestratorKeepsItsInvariantsUnderRandomClustersAndFaults(t *t
 		if err != nil {
 			t.Fatalf("-property.seed=%q: %v; pass the seed a failure printed", *propSeed, err)
 		}
-		o := propPlay(t, seed)
+		var keep []int
+		if *propFaults != "" {
+			keep = []int{}
+			for _, f := range strings.Split(*propFaults, ",") {
+				i, err := strconv.Atoi(strings.TrimSpace(f))
+				if err != nil {
+					t.Fatalf("-property.faults=%q: %v; pass the indexes a shrunk failure printed", *propFaults, err)
+				}
+				keep = append(keep, i)
+			}
+		}
+		o := propPlay(t, seed, keep)
 		t.Logf("scenario: %s", o.scenario)
 		for _, l := range o.log {
 			t.Log(l)
 		}
 		if len(o.viol) > 0 {
-			t.Error(propReport(seed, o, 0))
+			t.Error(propReport(seed, nil, o, 0))
 		}
 		return
 	}
@@ -178,7 +236,7 @@ func TestPropertyOrchestratorKeepsItsInvariantsUnderRandomClustersAndFaults(t *t
 					return
 				}
 				seed := base + uint64(i)
-				o := propPlay(t, seed)
+				o := propPlay(t, seed, nil)
 				played.Add(1)
 				mu.Lock()
 				found := false
@@ -192,7 +250,8 @@ func TestPropertyOrchestratorKeepsItsInvariantsUnderRandomClustersAndFaults(t *t
 				}
 				if len(o.viol) > 0 {
 					failures.Add(1)
-					t.Error(propReport(seed, o, 150))
+					keep, so := propShrink(t, seed, o)
+					t.Error(propReport(seed, keep, so, 150))
 				}
 			}
 		})
