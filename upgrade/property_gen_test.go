@@ -145,8 +145,8 @@ type propScenario struct {
 	Plan       bool // the runs follow an approved plan, made before the first
 	MaxSteps   int  // Config.MaxSteps of every run (0: no bound)
 	NoSnapshot bool
-	Waive      []string
-	Runs       int // how many runs at most
+	WaiveSpare bool // Policy.Waive holds no-spare-voter
+	Runs       int  // how many runs at most
 	Faults     []propFault
 }
 
@@ -156,8 +156,8 @@ func (s *propScenario) String() string {
 	for _, d := range s.DCs {
 		fmt.Fprintf(&b, " %s: %d server(s), %d client(s);", d.Name, d.Servers, d.Clients)
 	}
-	fmt.Fprintf(&b, " via client %v, rollback %v, approved plan %v, max steps %d, no snapshot %v, waive %v, up to %d run(s)",
-		s.ViaClient, s.Rollback, s.Plan, s.MaxSteps, s.NoSnapshot, s.Waive, s.Runs)
+	fmt.Fprintf(&b, " via client %v, rollback %v, approved plan %v, max steps %d, no snapshot %v, waive no-spare-voter %v, up to %d run(s)",
+		s.ViaClient, s.Rollback, s.Plan, s.MaxSteps, s.NoSnapshot, s.WaiveSpare, s.Runs)
 	if len(s.Faults) == 0 {
 		b.WriteString("; no faults")
 	}
@@ -202,9 +202,7 @@ func newPropScenario(seed uint64) *propScenario {
 	for _, d := range s.DCs {
 		two = two || d.Servers == 2
 	}
-	if two && rng.IntN(4) != 0 {
-		s.Waive = []string{planner.PrecheckNoSpareVoter}
-	}
+	s.WaiveSpare = two && rng.IntN(4) != 0
 	s.Runs = 1 + rng.IntN(4)
 	if s.MaxSteps > 0 {
 		s.Runs += 4

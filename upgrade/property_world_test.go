@@ -131,7 +131,7 @@ func newPropWorld(sc *propScenario) (*propWorld, error) {
 		Consul:    own,
 		Transport: &propTransport{Fake: w.fake, w: w},
 		Target:    sc.To,
-		Policy:    planner.Policy{Waive: sc.Waive, NoSnapshot: sc.NoSnapshot},
+		Policy:    planner.Policy{NoSnapshot: sc.NoSnapshot},
 		Snapshot: func(context.Context, string, string) (SnapshotSink, error) {
 			return &memSink{}, nil
 		},
@@ -146,6 +146,9 @@ func newPropWorld(sc *propScenario) (*propWorld, error) {
 			}
 			return NewConsul(cl), nil
 		},
+	}
+	if sc.WaiveSpare {
+		w.cfg.Policy.Waive = append(w.cfg.Policy.Waive, planner.PrecheckNoSpareVoter)
 	}
 	if two {
 		w.cfg.Datacenters = map[string]Consul{}
