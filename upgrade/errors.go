@@ -96,13 +96,17 @@ func (e *HaltError) Error() string {
 func (e *HaltError) Unwrap() error { return e.Err }
 
 // StuckError reports that the planner chose the same step again right after
-// it acted and its gate passed: the observed cluster does not move, so
-// repeating the step would loop forever.
+// it acted and its gate passed: the observed cluster does not move (or
+// moved back: a leadership transfer whose old leader won an election
+// since), so repeating the step would loop forever.
 type StuckError struct {
 	Step planner.Step
 }
 
 func (e *StuckError) Error() string {
+	if e.Step.Kind == planner.StepTransferLeader {
+		return fmt.Sprintf("%s was chosen again after it succeeded: %s leads again (it won an election after leadership was handed to %s and the gate passed); run again to hand leadership over again, and if %s keeps winning, find out why before going on", stepString(e.Step), e.Step.Node, e.Step.Target, e.Step.Node)
+	}
 	return fmt.Sprintf("%s was chosen again after it succeeded: the observed cluster did not change (check that the transport really installs %s and that the agent reports it in its serf build tag)", stepString(e.Step), e.Step.To)
 }
 
