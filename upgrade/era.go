@@ -134,20 +134,20 @@ func (e *MissingEndpointError) Unwrap() error { return ErrEndpointMissing }
 // Stats.raft (0.7 and later; the values are strings there), or as a stale
 // read's headers tell it before 0.7 (Stale).
 type raftStats struct {
-	State        string // "Leader", "Follower", "Candidate"
-	CommitIndex  uint64
-	LastLogIndex uint64
+	State        string `json:"state"` // "Leader", "Follower", "Candidate"
+	CommitIndex  uint64 `json:"commit_index"`
+	LastLogIndex uint64 `json:"last_log_index"`
 	// LastContact is the time since the server last heard from the leader;
 	// 0 on the leader; Never when it never did.
-	LastContact time.Duration
-	Never       bool
-	NumPeers    int
-	Leader      bool // Stats.consul.leader
-	Node        string
+	LastContact time.Duration `json:"last_contact,omitempty"`
+	Never       bool          `json:"never,omitempty"`
+	NumPeers    int           `json:"num_peers,omitempty"`
+	Leader      bool          `json:"leader,omitempty"` // Stats.consul.leader
+	Node        string        `json:"node,omitempty"`
 	// Stale: read from a stale read's headers (before 0.7), not raft
 	// stats: CommitIndex and LastLogIndex are then the server's catalog
 	// index, an approximation of how far it has applied the log.
-	Stale bool
+	Stale bool `json:"stale,omitempty"`
 }
 
 // statsFromStale builds a server's raft state from a stale read it

@@ -179,10 +179,13 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 		alive = watchAlive(gctx, c, step.Node, opt.ServerAPI, AliveInterval)
 	}
 	reportEra := func() {
-		if cur != nil && cur.eraOK && cur.eraErr == nil && cur.era != lastEra {
-			lastEra = cur.era
+		if cur == nil || !cur.g.eraRead {
+			return
+		}
+		if e, err := cur.g.in.era(); err == nil && e != lastEra {
+			lastEra = e
 			if opt.OnEra != nil {
-				opt.OnEra(cur.era)
+				opt.OnEra(e)
 			}
 		}
 	}
@@ -204,7 +207,7 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 			stab = stability{}
 		}
 		prev := last // the verdict the last finished attempt failed on
-		o := &observation{ctx: gctx, c: c, since: floor, start: start, serverAPI: opt.ServerAPI, stab: &stab}
+		o := &observation{g: newGatherer(gctx, c, opt.ServerAPI), since: floor, start: start, stab: &stab}
 		cur = o
 		defer reportEra()
 		var young *verdict // stable failed only for want of time
@@ -278,45 +281,14 @@ type verdict struct {
 	fatal     error // the condition can never be checked (not retried)
 }
 
-// observation memoizes one attempt's answers so that each Consul call is
-// made at most once per attempt.
+// observation is one attempt: its inputs, gathered as the conditions ask
+// for them (each read made at most once), and the stability count carried
+// across attempts.
 type observation struct {
-	ctx       context.Context
-	c         Consul
-	since     time.Time // stability counts from no earlier than this (see Gate)
-	start     time.Time // the gate's start: without autopilot, stability counts from no earlier
-	serverAPI ServerAPIFunc
-	stab      *stability // the gate's count of the server's stability, across attempts
-
-	members    []*api.AgentMember
-	membersErr error
-	membersOK  bool
-
-	leader    string
-	leaderErr error
-	leaderOK  bool
-
-	raft    *api.RaftConfiguration
-	raftErr error
-	raftOK  bool
-
-	health    *api.OperatorHealthReply
-	healthErr error
-	healthOK  bool
-
-	era    Era
-	eraErr error
-	eraOK  bool
-
-	peers    *api.RaftConfiguration // built from /v1/status/peers
-	peersErr error
-	peersOK  bool
-
-	self    map[string]map[string]any // the agent asked
-	selfErr error
-	selfOK  bool
-
-	stats map[string]statsAnswer // by node
+	g     *gatherer
+	since time.Time  // stability counts from no earlier than this (see Gate)
+	start time.Time  // the gate's start: without autopilot, stability counts from no earlier
+	stab  *stability // the gate's count of the server's stability, across attempts
 }
 
 type statsAnswer struct {
@@ -325,173 +297,59 @@ type statsAnswer struct {
 	fatal error
 }
 
-func (o *observation) getMembers() ([]*api.AgentMember, error) {
-	if !o.membersOK {
-		o.members, o.membersErr = o.c.Members(o.ctx)
-		o.membersOK = true
+// asErr turns a *readError into an error, nil for nil.
+func asErr(e *readError) error {
+	if e == nil {
+		return nil
 	}
-	return o.members, o.membersErr
+	return e
+}
+
+func (o *observation) getMembers() ([]*api.AgentMember, error) {
+	m, err := o.g.members()
+	return m, asErr(err)
 }
 
 func (o *observation) getLeader() (string, error) {
-	if !o.leaderOK {
-		o.leader, o.leaderErr = o.c.Leader(o.ctx)
-		o.leaderOK = true
-	}
-	return o.leader, o.leaderErr
-}
-
-func (o *observation) getRaft() (*api.RaftConfiguration, error) {
-	if !o.raftOK {
-		o.raft, o.raftErr = o.c.RaftConfiguration(o.ctx)
-		o.raftOK = true
-	}
-	return o.raft, o.raftErr
+	l, err := o.g.leader()
+	return l, asErr(err)
 }
 
 func (o *observation) getHealth() (*api.OperatorHealthReply, error) {
-	if !o.healthOK {
-		o.health, o.healthErr = o.c.AutopilotHealth(o.ctx)
-		o.healthOK = true
-	}
-	return o.health, o.healthErr
+	o.g.health()
+	h, err := o.g.in.Health.get("")
+	return h, asErr(err)
 }
 
 // getEra is the attempt's API era: the members' tags, lowered when the era's
 // endpoints answer 404.
 func (o *observation) getEra() (Era, error) {
-	if o.eraOK {
-		return o.era, o.eraErr
-	}
-	o.eraOK = true
-	members, err := o.getMembers()
-	if err != nil {
-		o.eraErr = err
-		return "", err
-	}
-	e := eraOfMembers(members)
-	if e.RaftConfig() {
-		if _, err := o.getRaft(); errors.Is(err, ErrEndpointMissing) {
-			e = EraPeers
-		}
-	}
-	if e.Autopilot() {
-		if _, err := o.getHealth(); errors.Is(err, ErrEndpointMissing) {
-			e = EraRaftConfig
-		}
-	}
-	o.era = e
-	return e, nil
+	o.g.era()
+	e, err := o.g.in.era()
+	return e, asErr(err)
 }
 
 // getPeerSet is the era's view of the Raft peer set: the Raft configuration
 // from 0.7, /v1/status/peers before.
 func (o *observation) getPeerSet() (*api.RaftConfiguration, error) {
-	era, err := o.getEra()
-	if err != nil {
-		return nil, err
-	}
-	if era.RaftConfig() {
-		return o.getRaft()
-	}
-	if !o.peersOK {
-		o.peersOK = true
-		var peers []string
-		var er EraReader
-		if er, o.peersErr = eraReader(o.c, "read the peer set (before 0.7)"); o.peersErr == nil {
-			if peers, o.peersErr = er.Peers(o.ctx); o.peersErr == nil {
-				o.peers = raftFromPeers(o.members, peers)
-			}
-		}
-	}
-	return o.peers, o.peersErr
-}
-
-func (o *observation) getSelf() (map[string]map[string]any, error) {
-	if !o.selfOK {
-		o.self, o.selfErr = o.c.AgentSelf(o.ctx)
-		o.selfOK = true
-	}
-	return o.self, o.selfErr
+	o.g.peerSet()
+	p, err := o.g.in.peerSet()
+	return p, asErr(err)
 }
 
 // getStats reads the raft stats of server node from its own
 // /v1/agent/self: through opt.ServerAPI, or from the agent asked when it is
 // that server. Without a way to reach it, the answer is fatal.
 func (o *observation) getStats(node, why string) statsAnswer {
-	if a, ok := o.stats[node]; ok {
-		return a
+	o.g.stats(node, why)
+	s, err := o.g.in.stats(node)
+	switch {
+	case err == nil:
+		return statsAnswer{s: s}
+	case !err.retried():
+		return statsAnswer{fatal: err}
 	}
-	if o.stats == nil {
-		o.stats = map[string]statsAnswer{}
-	}
-	a := o.readStats(node, why)
-	o.stats[node] = a
-	return a
-}
-
-func (o *observation) readStats(node, why string) statsAnswer {
-	var a statsAnswer
-	var c Consul
-	if o.serverAPI != nil {
-		members, err := o.getMembers()
-		if err != nil {
-			a.err = err
-			return a
-		}
-		addr := ""
-		if m := findMember(members, node); m != nil {
-			addr = m.Addr
-		}
-		if c, a.err = o.serverAPI(node, addr); a.err != nil {
-			a.err = fmt.Errorf("reach %s's HTTP API: %w", node, a.err)
-			return a
-		}
-	} else {
-		self, err := o.getSelf()
-		if err != nil {
-			a.err = err
-			return a
-		}
-		if asked := selfString(self, "NodeName"); asked != node {
-			a.fatal = fmt.Errorf("%s needs %s's own /v1/agent/self, and the agent asked is %s: %w; set GateOptions.ServerAPI (Config.ServerAPI), e.g. upgrade.ServerHTTP(8500)", why, node, orUnknown(asked), ErrNoServerAPI)
-			return a
-		}
-		c = o.c
-	}
-	self, err := c.AgentSelf(o.ctx)
-	if err != nil {
-		a.err = fmt.Errorf("%s's /v1/agent/self: %w", node, err)
-		return a
-	}
-	if got := selfString(self, "NodeName"); got != "" && got != node {
-		a.fatal = fmt.Errorf("the HTTP API reached for %s answers as %s; check GateOptions.ServerAPI's address and port", node, got)
-		return a
-	}
-	a.s, err = parseRaftStats(self)
-	if errors.Is(err, ErrNoRaftStats) && selfBool(self, "Server") {
-		// Before 0.7 a server's /v1/agent/self has no stats: a stale read
-		// it answers itself tells its catalog index and last contact.
-		er, serr := eraReader(c, "read a pre-0.7 server's state")
-		var ss StaleState
-		if serr == nil {
-			ss, serr = er.StaleState(o.ctx)
-		}
-		if serr != nil {
-			a.err = fmt.Errorf("%s's stale read: %w", node, serr)
-			return a
-		}
-		lead, lerr := o.leaderNode()
-		if lerr != nil {
-			a.err = lerr
-			return a
-		}
-		a.s, err = statsFromStale(node, ss, lead == node), nil
-	}
-	if err != nil {
-		a.fatal = fmt.Errorf("%s: %w", node, err)
-	}
-	return a
+	return statsAnswer{err: err}
 }
 
 func selfBool(self map[string]map[string]any, key string) bool {
@@ -501,16 +359,9 @@ func selfBool(self map[string]map[string]any, key string) bool {
 
 // leaderNode names the current leader ("" during an election).
 func (o *observation) leaderNode() (string, error) {
-	leader, err := o.getLeader()
-	if err != nil || leader == "" {
-		return "", err
-	}
-	members, err := o.getMembers()
-	if err != nil {
-		return "", err
-	}
-	raft, _ := o.getPeerSet() // optional: only a fallback for the name
-	return leaderName(members, raft, leader), nil
+	o.g.leaderNode()
+	l, err := o.g.in.leaderNode()
+	return l, asErr(err)
 }
 
 // gateSubject is the server a step's server conditions are about.
