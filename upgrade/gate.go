@@ -158,7 +158,7 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 	gctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	var last verdict
+	var last oldVerdict
 	var lastEra Era
 	var reported struct {
 		cond planner.GateCheck
@@ -189,7 +189,7 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 			}
 		}
 	}
-	wait := func(v verdict) error {
+	wait := func(v oldVerdict) error {
 		last = v
 		reportEra() // before the waiting report, which may name the era
 		changed := !reported.set || reported.cond != v.cond || reported.node != v.node
@@ -206,16 +206,16 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 			floor = out
 			stab = stability{}
 		}
-		prev := last // the verdict the last finished attempt failed on
+		prev := last // the oldVerdict the last finished attempt failed on
 		o := &observation{g: newGatherer(gctx, c, opt.ServerAPI), since: floor, start: start, stab: &stab}
 		cur = o
 		defer reportEra()
-		var young *verdict // stable failed only for want of time
+		var young *oldVerdict // stable failed only for want of time
 		for _, cond := range step.Gate {
 			v := o.check(step, base, cond)
 			if v.apiErr != nil && gctx.Err() != nil && prev.cond != "" {
 				// The gate's own deadline cut this read short: it says
-				// nothing of the cluster, and the verdict of the last
+				// nothing of the cluster, and the oldVerdict of the last
 				// attempt that finished stays the reason the gate failed.
 				last = prev
 				return errNotYet
@@ -268,8 +268,8 @@ func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt G
 
 var errNotYet = errors.New("gate condition does not hold yet")
 
-// verdict is the outcome of one condition in one attempt.
-type verdict struct {
+// oldVerdict is the outcome of one condition in one attempt.
+type oldVerdict struct {
 	cond   planner.GateCheck
 	ok     bool
 	node   string
@@ -383,9 +383,21 @@ func gateNodes(step planner.Step) []string {
 	return nil
 }
 
-func (o *observation) check(step planner.Step, base Baseline, cond planner.GateCheck) verdict {
-	v := verdict{cond: cond}
-	apiFail := func(node string, err error) verdict {
+func (o *observation) check(step planner.Step, base Baseline, cond planner.GateCheck) oldVerdict {
+	if judged(cond) {
+		o.g.need(step, cond)
+		nv := judge(cond, judging{step: step, base: base, in: o.g.in})
+		v := oldVerdict{cond: cond, ok: nv.OK, node: nv.Node, detail: nv.Detail}
+		switch {
+		case nv.fatal():
+			v.fatal = nv.Err
+		case nv.Err != nil:
+			v.apiErr = nv.Err
+		}
+		return v
+	}
+	v := oldVerdict{cond: cond}
+	apiFail := func(node string, err error) oldVerdict {
 		v.node, v.apiErr, v.detail = node, err, err.Error()
 		return v
 	}
@@ -411,101 +423,6 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 		}
 	}
 	switch cond {
-	case planner.GateLeaderKnown:
-		leader, err := o.getLeader()
-		if err != nil {
-			return apiFail("", err)
-		}
-		if leader == "" {
-			v.detail = "no raft leader is known"
-			return v
-		}
-		if step.Kind == planner.StepTransferLeader && step.Target != "" {
-			name, err := o.leaderNode()
-			if err != nil {
-				return apiFail("", err)
-			}
-			if name != step.Target {
-				members, err := o.getMembers()
-				if err != nil {
-					return apiFail("", err)
-				}
-				// Another voter already on the new version leading serves
-				// the transfer as well (see the runner's transferLeader).
-				if !upgradedLeader(members, step, name) {
-					v.node = step.Target
-					v.detail = fmt.Sprintf("the leader is %s (%s), want %s or another server on %s", orUnknown(name), leader, step.Target, step.To)
-					return v
-				}
-			}
-		}
-		v.ok = true
-		return v
-
-	case planner.GateVersion, planner.GateSerfAlive:
-		nodes := gateNodes(step)
-		if len(nodes) == 0 {
-			v.fatal = fmt.Errorf("step names no node to check")
-			return v
-		}
-		if cond == planner.GateVersion && step.To == "" {
-			v.fatal = fmt.Errorf("step names no target version to check")
-			return v
-		}
-		members, err := o.getMembers()
-		if err != nil {
-			return apiFail(nodes[0], err)
-		}
-		// A client wave names thousands of nodes: index the members once
-		// (the first of a name, as findMember) instead of a scan per node.
-		byName := make(map[string]*api.AgentMember, len(members))
-		for _, m := range members {
-			if m == nil {
-				continue
-			}
-			if _, seen := byName[m.Name]; !seen {
-				byName[m.Name] = m
-			}
-		}
-		for _, n := range nodes {
-			m := byName[n]
-			v.node = n
-			switch {
-			case m == nil:
-				v.detail = fmt.Sprintf("%s is not a serf member", n)
-				return v
-			case cond == planner.GateSerfAlive && m.Status != serfAlive:
-				v.detail = fmt.Sprintf("%s is %s in serf, want alive", n, serfStatus(m.Status))
-				return v
-			case step.To != "" && !planner.SameVersion(buildVersion(m.Tags["build"]), step.To):
-				// Build metadata is ignored: 1.10.12+ent is on a 1.10.12 step.
-				v.detail = fmt.Sprintf("%s reports %s in its serf build tag, want %s", n, orUnknown(buildVersion(m.Tags["build"])), step.To)
-				return v
-			}
-		}
-		v.node = ""
-		v.ok = true
-		return v
-
-	case planner.GateVoter:
-		raft, err := o.getPeerSet()
-		if err != nil {
-			return apiFail(n, err)
-		}
-		members, _ := o.getMembers() // optional: matches by raft ID or address too
-		rs := raftServerByName(raft, members, n)
-		switch {
-		case rs == nil && !era.RaftConfig():
-			v.detail = fmt.Sprintf("%s (%s) is not in /v1/status/peers", n, memberRaftAddr(members, n))
-		case rs == nil:
-			v.detail = fmt.Sprintf("%s is not in the raft configuration", n)
-		case !rs.Voter:
-			v.detail = fmt.Sprintf("%s is a non-voter in the raft configuration", n)
-		default:
-			v.ok = true
-		}
-		return v
-
 	case planner.GateAutopilotHealthy, planner.GateStable, planner.GateTrailingLogs:
 		if !era.Autopilot() {
 			return o.checkWithoutAutopilot(v, n, base)
@@ -619,31 +536,6 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 		}
 		v.ok = true
 		return v
-
-	case planner.GateRemoved:
-		raft, err := o.getPeerSet()
-		if err != nil {
-			return apiFail(n, err)
-		}
-		members, err := o.getMembers()
-		if err != nil {
-			return apiFail(n, err)
-		}
-		m := findMember(members, n)
-		if m != nil && (m.Status == serfAlive || m.Status == serfLeaving) {
-			v.detail = fmt.Sprintf("%s is still %s in serf, want left or gone", n, serfStatus(m.Status))
-			return v
-		}
-		if raft != nil {
-			for _, rs := range raft.Servers {
-				if rs != nil && (rs.Node == n || (m != nil && raftServer(raft, m) == rs)) {
-					v.detail = fmt.Sprintf("%s is still in the raft configuration (voter %t)", n, rs.Voter)
-					return v
-				}
-			}
-		}
-		v.ok = true
-		return v
 	}
 	v.fatal = fmt.Errorf("unknown gate condition %q (known: leader-known, version, voter, autopilot-healthy, stable, trailing-logs, commit-index, last-contact, failure-tolerance, serf-alive, removed)", cond)
 	return v
@@ -689,7 +581,7 @@ func (o *observation) stableFrom(autopilotSince time.Time) time.Time {
 // checkWithoutAutopilot checks autopilot-healthy, stable and trailing-logs
 // the way Consul's upgrade guide does before autopilot: from the peer set,
 // serf and the raft stats of the server (and the leader).
-func (o *observation) checkWithoutAutopilot(v verdict, n string, base Baseline) verdict {
+func (o *observation) checkWithoutAutopilot(v oldVerdict, n string, base Baseline) oldVerdict {
 	if v.cond == planner.GateTrailingLogs {
 		return o.checkIndex(v, n, base, "last_log_index", func(s raftStats) uint64 { return s.LastLogIndex })
 	}
@@ -779,8 +671,8 @@ func contactProblem(s raftStats, threshold time.Duration) string {
 
 // checkIndex compares a raft stats index of server n with the leader's:
 // n may trail by at most base.MaxTrailingLogs.
-func (o *observation) checkIndex(v verdict, n string, base Baseline, stat string, index func(raftStats) uint64) verdict {
-	apiFail := func(err error) verdict {
+func (o *observation) checkIndex(v oldVerdict, n string, base Baseline, stat string, index func(raftStats) uint64) oldVerdict {
+	apiFail := func(err error) oldVerdict {
 		v.apiErr, v.detail = err, err.Error()
 		return v
 	}
@@ -884,4 +776,10 @@ func orUnknown(s string) string {
 		return "(unknown)"
 	}
 	return s
+}
+
+// judged reports whether cond has a judge of its own (gate_judge.go).
+func judged(cond planner.GateCheck) bool {
+	_, ok := judges[cond]
+	return ok
 }

@@ -1,0 +1,221 @@
+package upgrade
+
+import (
+	"fmt"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
+)
+
+// Judging is pure: each condition is a function of the step, the baseline,
+// one attempt's inputs (the time among them) and the stability count carried
+// from earlier attempts. No IO, no clock.
+
+// verdict is the judgement of one condition in one attempt.
+type verdict struct {
+	Cond planner.GateCheck `json:"condition"`
+	OK   bool              `json:"ok"`
+	// Node is the node the condition is about ("" for a cluster-wide one).
+	Node string `json:"node,omitempty"`
+	// Detail is what was observed against what is wanted.
+	Detail string `json:"detail,omitempty"`
+	// Err is why the condition could not be judged: a read that failed
+	// (tried again in the next attempt) or, of kind readUncheckable, a
+	// condition that can never be checked (the gate stops).
+	Err *readError `json:"error,omitempty"`
+	// Unhealthy: the stable condition failed because the server is not
+	// healthy, not merely healthy for too short a time.
+	Unhealthy bool `json:"unhealthy,omitempty"`
+}
+
+// fatal reports whether the condition can never be checked.
+func (v verdict) fatal() bool { return v.Err != nil && !v.Err.retried() }
+
+// young reports whether the stable condition failed only for want of time:
+// the server is healthy, not yet for long enough.
+func (v verdict) young() bool {
+	return v.Cond == planner.GateStable && !v.OK && !v.Unhealthy && v.Err == nil
+}
+
+func pass() verdict { return verdict{OK: true} }
+
+func fail(node, detail string) verdict { return verdict{Node: node, Detail: detail} }
+
+// unread is the verdict of a condition whose inputs could not be read.
+func unread(node string, err *readError) verdict {
+	v := verdict{Node: node, Err: err}
+	if err.retried() {
+		v.Detail = err.Error()
+	}
+	return v
+}
+
+// judging is what a condition is judged on.
+type judging struct {
+	step planner.Step
+	base Baseline // with defaults (Baseline.withDefaults)
+	in   *gateInputs
+}
+
+// judges holds one pure judge per gate condition.
+var judges = map[planner.GateCheck]func(j judging) verdict{
+	planner.GateLeaderKnown: judgeLeaderKnown,
+	planner.GateVersion:     func(j judging) verdict { return judgeMembers(j, false) },
+	planner.GateSerfAlive:   func(j judging) verdict { return judgeMembers(j, true) },
+	planner.GateVoter:       judgeVoter,
+	planner.GateRemoved:     judgeRemoved,
+}
+
+// judge judges condition cond.
+func judge(cond planner.GateCheck, j judging) verdict {
+	f, ok := judges[cond]
+	if !ok {
+		v := unread("", uncheckable(fmt.Errorf("unknown gate condition %q (known: leader-known, version, voter, autopilot-healthy, stable, trailing-logs, commit-index, last-contact, failure-tolerance, serf-alive, removed)", cond)))
+		v.Cond = cond
+		return v
+	}
+	v := f(j)
+	v.Cond = cond
+	return v
+}
+
+// server is the server a per-server condition is about, and the era
+// (ok false: v says why the condition cannot be judged).
+func (j judging) server() (n string, era Era, v verdict, ok bool) {
+	if n = gateSubject(j.step); n == "" {
+		return "", "", unread("", uncheckable(fmt.Errorf("step names no server to check"))), false
+	}
+	era, err := j.in.era()
+	if err != nil {
+		return n, "", unread(n, err), false
+	}
+	return n, era, verdict{}, true
+}
+
+// judgeLeaderKnown: /v1/status/leader names a leader; for a transfer, the
+// step's Target (or another server already on the new version).
+func judgeLeaderKnown(j judging) verdict {
+	leader, err := j.in.Leader.get("/v1/status/leader")
+	if err != nil {
+		return unread("", err)
+	}
+	if leader == "" {
+		return fail("", "no raft leader is known")
+	}
+	s := j.step
+	if s.Kind != planner.StepTransferLeader || s.Target == "" {
+		return pass()
+	}
+	name, err := j.in.leaderNode()
+	if err != nil {
+		return unread("", err)
+	}
+	if name == s.Target {
+		return pass()
+	}
+	members, err := j.in.Members.get("/v1/agent/members")
+	if err != nil {
+		return unread("", err)
+	}
+	// Another voter already on the new version leading serves the
+	// transfer as well (see the runner's transferLeader).
+	if upgradedLeader(members, s, name) {
+		return pass()
+	}
+	return fail(s.Target, fmt.Sprintf("the leader is %s (%s), want %s or another server on %s", orUnknown(name), leader, s.Target, s.To))
+}
+
+// judgeMembers judges version (alive false) and serf-alive (alive true):
+// every node of the step is a serf member (alive, for serf-alive) whose
+// build tag is the step's To, build metadata ignored.
+func judgeMembers(j judging, alive bool) verdict {
+	nodes := gateNodes(j.step)
+	if len(nodes) == 0 {
+		return unread("", uncheckable(fmt.Errorf("step names no node to check")))
+	}
+	if !alive && j.step.To == "" {
+		return unread("", uncheckable(fmt.Errorf("step names no target version to check")))
+	}
+	members, err := j.in.Members.get("/v1/agent/members")
+	if err != nil {
+		return unread(nodes[0], err)
+	}
+	// A client wave names thousands of nodes: index the members once
+	// (the first of a name, as findMember) instead of a scan per node.
+	byName := make(map[string]*api.AgentMember, len(members))
+	for _, m := range members {
+		if m == nil {
+			continue
+		}
+		if _, seen := byName[m.Name]; !seen {
+			byName[m.Name] = m
+		}
+	}
+	for _, n := range nodes {
+		m := byName[n]
+		switch {
+		case m == nil:
+			return fail(n, fmt.Sprintf("%s is not a serf member", n))
+		case alive && m.Status != serfAlive:
+			return fail(n, fmt.Sprintf("%s is %s in serf, want alive", n, serfStatus(m.Status)))
+		case j.step.To != "" && !planner.SameVersion(buildVersion(m.Tags["build"]), j.step.To):
+			// Build metadata is ignored: 1.10.12+ent is on a 1.10.12 step.
+			return fail(n, fmt.Sprintf("%s reports %s in its serf build tag, want %s", n, orUnknown(buildVersion(m.Tags["build"])), j.step.To))
+		}
+	}
+	return pass()
+}
+
+// judgeVoter: the server is a voter in the Raft configuration (before 0.7:
+// in /v1/status/peers).
+func judgeVoter(j judging) verdict {
+	n, era, v, ok := j.server()
+	if !ok {
+		return v
+	}
+	raft, err := j.in.peerSet()
+	if err != nil {
+		return unread(n, err)
+	}
+	members, _ := j.in.Members.get("") // optional: matches by raft ID or address too
+	rs := raftServerByName(raft, members, n)
+	switch {
+	case rs == nil && !era.RaftConfig():
+		return fail(n, fmt.Sprintf("%s (%s) is not in /v1/status/peers", n, memberRaftAddr(members, n)))
+	case rs == nil:
+		return fail(n, fmt.Sprintf("%s is not in the raft configuration", n))
+	case !rs.Voter:
+		return fail(n, fmt.Sprintf("%s is a non-voter in the raft configuration", n))
+	}
+	return pass()
+}
+
+// judgeRemoved: the server is not in the Raft configuration (peer set) and
+// not alive or leaving in serf.
+func judgeRemoved(j judging) verdict {
+	n, _, v, ok := j.server()
+	if !ok {
+		return v
+	}
+	raft, err := j.in.peerSet()
+	if err != nil {
+		return unread(n, err)
+	}
+	members, err := j.in.Members.get("/v1/agent/members")
+	if err != nil {
+		return unread(n, err)
+	}
+	m := findMember(members, n)
+	if m != nil && (m.Status == serfAlive || m.Status == serfLeaving) {
+		return fail(n, fmt.Sprintf("%s is still %s in serf, want left or gone", n, serfStatus(m.Status)))
+	}
+	if raft != nil {
+		for _, rs := range raft.Servers {
+			if rs != nil && (rs.Node == n || (m != nil && raftServer(raft, m) == rs)) {
+				return fail(n, fmt.Sprintf("%s is still in the raft configuration (voter %t)", n, rs.Voter))
+			}
+		}
+	}
+	return pass()
+}
