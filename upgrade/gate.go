@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -291,28 +290,12 @@ type observation struct {
 	stab  *stability // the gate's count of the server's stability, across attempts
 }
 
-type statsAnswer struct {
-	s     raftStats
-	err   error
-	fatal error
-}
-
 // asErr turns a *readError into an error, nil for nil.
 func asErr(e *readError) error {
 	if e == nil {
 		return nil
 	}
 	return e
-}
-
-func (o *observation) getMembers() ([]*api.AgentMember, error) {
-	m, err := o.g.members()
-	return m, asErr(err)
-}
-
-func (o *observation) getLeader() (string, error) {
-	l, err := o.g.leader()
-	return l, asErr(err)
 }
 
 func (o *observation) getHealth() (*api.OperatorHealthReply, error) {
@@ -329,39 +312,9 @@ func (o *observation) getEra() (Era, error) {
 	return e, asErr(err)
 }
 
-// getPeerSet is the era's view of the Raft peer set: the Raft configuration
-// from 0.7, /v1/status/peers before.
-func (o *observation) getPeerSet() (*api.RaftConfiguration, error) {
-	o.g.peerSet()
-	p, err := o.g.in.peerSet()
-	return p, asErr(err)
-}
-
-// getStats reads the raft stats of server node from its own
-// /v1/agent/self: through opt.ServerAPI, or from the agent asked when it is
-// that server. Without a way to reach it, the answer is fatal.
-func (o *observation) getStats(node, why string) statsAnswer {
-	o.g.stats(node, why)
-	s, err := o.g.in.stats(node)
-	switch {
-	case err == nil:
-		return statsAnswer{s: s}
-	case !err.retried():
-		return statsAnswer{fatal: err}
-	}
-	return statsAnswer{err: err}
-}
-
 func selfBool(self map[string]map[string]any, key string) bool {
 	b, _ := self["Config"][key].(bool)
 	return b
-}
-
-// leaderNode names the current leader ("" during an election).
-func (o *observation) leaderNode() (string, error) {
-	o.g.leaderNode()
-	l, err := o.g.in.leaderNode()
-	return l, asErr(err)
 }
 
 // gateSubject is the server a step's server conditions are about.
@@ -396,148 +349,50 @@ func (o *observation) check(step planner.Step, base Baseline, cond planner.GateC
 		}
 		return v
 	}
+	if cond != planner.GateStable {
+		v := oldVerdict{cond: cond}
+		v.fatal = fmt.Errorf("unknown gate condition %q (known: leader-known, version, voter, autopilot-healthy, stable, trailing-logs, commit-index, last-contact, failure-tolerance, serf-alive, removed)", cond)
+		return v
+	}
+	o.g.need(step, cond)
 	v := oldVerdict{cond: cond}
 	apiFail := func(node string, err error) oldVerdict {
 		v.node, v.apiErr, v.detail = node, err, err.Error()
 		return v
 	}
-	// The per-server conditions are about the step's one server.
-	var n string
-	switch cond {
-	case planner.GateVoter, planner.GateAutopilotHealthy, planner.GateStable, planner.GateTrailingLogs, planner.GateRemoved,
-		planner.GateCommitIndex, planner.GateLastContact:
-		if n = gateSubject(step); n == "" {
-			v.fatal = fmt.Errorf("step names no server to check")
-			return v
-		}
-		v.node = n
-	}
-	// The server conditions depend on the era's endpoints.
-	var era Era
-	switch cond {
-	case planner.GateVersion, planner.GateSerfAlive, planner.GateLeaderKnown:
-	default:
-		var err error
-		if era, err = o.getEra(); err != nil {
-			return apiFail(n, err)
-		}
-	}
-	switch cond {
-	case planner.GateAutopilotHealthy, planner.GateStable, planner.GateTrailingLogs:
-		if !era.Autopilot() {
-			return o.checkWithoutAutopilot(v, n, base)
-		}
-		h, err := o.getHealth()
-		if err != nil {
-			return apiFail(n, err)
-		}
-		s := healthByName(h, n)
-		if s == nil {
-			v.detail = fmt.Sprintf("%s is missing from autopilot health", n)
-			return v
-		}
-		switch cond {
-		case planner.GateAutopilotHealthy:
-			if !s.Healthy {
-				v.detail = fmt.Sprintf("autopilot reports %s unhealthy (serf %s, last contact %s, last index %d)", n, orUnknown(s.SerfStatus), lastContact(s), s.LastIndex)
-				return v
-			}
-		case planner.GateStable:
-			if !s.Healthy || s.StableSince.IsZero() {
-				v.detail = fmt.Sprintf("%s is not healthy yet, so not stable (needs %s healthy, ServerStabilizationTime)", n, base.ServerStabilizationTime)
-				v.unhealthy = true
-				return v
-			}
-			from := o.stableFrom(s.StableSince)
-			if since := time.Since(from); since < base.ServerStabilizationTime {
-				v.detail = fmt.Sprintf("%s healthy for %s, needs %s (ServerStabilizationTime)", n, since.Round(time.Millisecond), base.ServerStabilizationTime)
-				return v
-			}
-		case planner.GateTrailingLogs:
-			var lead *api.ServerHealth
-			for i := range h.Servers {
-				if h.Servers[i].Leader {
-					lead = &h.Servers[i]
-				}
-			}
-			if lead == nil {
-				v.detail = "autopilot health names no leader to compare log indexes with"
-				return v
-			}
-			if lead.LastIndex > s.LastIndex && lead.LastIndex-s.LastIndex > base.MaxTrailingLogs {
-				v.detail = fmt.Sprintf("%s trails the leader %s by %d log entries (MaxTrailingLogs: at most %d)", n, lead.Name, lead.LastIndex-s.LastIndex, base.MaxTrailingLogs)
-				return v
-			}
-		}
-		v.ok = true
-		return v
-
-	case planner.GateCommitIndex:
-		return o.checkIndex(v, n, base, "commit_index", func(s raftStats) uint64 { return s.CommitIndex })
-
-	case planner.GateLastContact:
-		if era.Autopilot() {
-			h, err := o.getHealth()
-			if err != nil {
-				return apiFail(n, err)
-			}
-			s := healthByName(h, n)
-			switch {
-			case s == nil:
-				v.detail = fmt.Sprintf("%s is missing from autopilot health", n)
-				return v
-			case !s.Leader && (s.LastContact == nil || s.LastContact.Duration() > base.LastContactThreshold):
-				v.detail = fmt.Sprintf("%s last heard from the leader %s ago (LastContactThreshold: at most %s)", n, lastContact(s), base.LastContactThreshold)
-				return v
-			}
-			v.ok = true
-			return v
-		}
-		a := o.getStats(n, "last-contact of "+n)
-		if a.fatal != nil {
-			v.fatal = a.fatal
-			return v
-		}
-		if a.err != nil {
-			return apiFail(n, a.err)
-		}
-		if d := contactProblem(a.s, base.LastContactThreshold); d != "" {
-			v.detail = n + " " + d
-			return v
-		}
-		v.ok = true
-		return v
-
-	case planner.GateFailureTolerance:
-		if !era.Autopilot() {
-			raft, err := o.getPeerSet()
-			if err != nil {
-				return apiFail("", err)
-			}
-			members, err := o.getMembers()
-			if err != nil {
-				return apiFail("", err)
-			}
-			voters, alive := peerTolerance(raft, members)
-			if ft := max(0, alive-(voters/2+1)); ft < base.FailureTolerance {
-				v.detail = fmt.Sprintf("failure tolerance is %d (%d of %d voters alive in serf), was %d before the upgrade", ft, alive, voters, base.FailureTolerance)
-				return v
-			}
-			v.ok = true
-			return v
-		}
-		h, err := o.getHealth()
-		if err != nil {
-			return apiFail("", err)
-		}
-		if h.FailureTolerance < base.FailureTolerance {
-			v.detail = fmt.Sprintf("failure tolerance is %d, was %d before the upgrade", h.FailureTolerance, base.FailureTolerance)
-			return v
-		}
-		v.ok = true
+	n := gateSubject(step)
+	if n == "" {
+		v.fatal = fmt.Errorf("step names no server to check")
 		return v
 	}
-	v.fatal = fmt.Errorf("unknown gate condition %q (known: leader-known, version, voter, autopilot-healthy, stable, trailing-logs, commit-index, last-contact, failure-tolerance, serf-alive, removed)", cond)
+	v.node = n
+	era, err := o.getEra()
+	if err != nil {
+		return apiFail(n, err)
+	}
+	if !era.Autopilot() {
+		return o.checkWithoutAutopilot(v, n, base)
+	}
+	h, err := o.getHealth()
+	if err != nil {
+		return apiFail(n, err)
+	}
+	s := healthByName(h, n)
+	if s == nil {
+		v.detail = fmt.Sprintf("%s is missing from autopilot health", n)
+		return v
+	}
+	if !s.Healthy || s.StableSince.IsZero() {
+		v.detail = fmt.Sprintf("%s is not healthy yet, so not stable (needs %s healthy, ServerStabilizationTime)", n, base.ServerStabilizationTime)
+		v.unhealthy = true
+		return v
+	}
+	from := o.stableFrom(s.StableSince)
+	if since := time.Since(from); since < base.ServerStabilizationTime {
+		v.detail = fmt.Sprintf("%s healthy for %s, needs %s (ServerStabilizationTime)", n, since.Round(time.Millisecond), base.ServerStabilizationTime)
+		return v
+	}
+	v.ok = true
 	return v
 }
 
@@ -582,73 +437,29 @@ func (o *observation) stableFrom(autopilotSince time.Time) time.Time {
 // the way Consul's upgrade guide does before autopilot: from the peer set,
 // serf and the raft stats of the server (and the leader).
 func (o *observation) checkWithoutAutopilot(v oldVerdict, n string, base Baseline) oldVerdict {
-	if v.cond == planner.GateTrailingLogs {
-		return o.checkIndex(v, n, base, "last_log_index", func(s raftStats) uint64 { return s.LastLogIndex })
-	}
-	why := fmt.Sprintf("%s of %s", v.cond, n)
-	detail, err, fatal := o.legacyHealth(n, base, why)
+	detail, err := legacyHealth(o.g.in, n, base.LastContactThreshold)
 	switch {
-	case fatal != nil:
-		v.fatal = fatal
+	case err != nil && !err.retried():
+		v.fatal = err
 		return v
 	case err != nil:
 		v.apiErr, v.detail = err, err.Error()
 		return v
 	case detail != "":
-		v.detail = detail
-		if v.cond == planner.GateStable {
-			v.detail = detail + ", so not stable"
-			v.unhealthy = true
-		}
+		v.detail = detail + ", so not stable"
+		v.unhealthy = true
 		return v
 	}
-	if v.cond == planner.GateStable {
-		from := o.stableFrom(time.Time{})
-		if from.Before(o.start) {
-			from = o.start
-		}
-		if since := time.Since(from); since < base.ServerStabilizationTime {
-			v.detail = fmt.Sprintf("%s seen healthy for %s, needs %s (counted from this gate's observations: no autopilot)", n, since.Round(time.Millisecond), base.ServerStabilizationTime)
-			return v
-		}
+	from := o.stableFrom(time.Time{})
+	if from.Before(o.start) {
+		from = o.start
+	}
+	if since := time.Since(from); since < base.ServerStabilizationTime {
+		v.detail = fmt.Sprintf("%s seen healthy for %s, needs %s (counted from this gate's observations: no autopilot)", n, since.Round(time.Millisecond), base.ServerStabilizationTime)
+		return v
 	}
 	v.ok = true
 	return v
-}
-
-// legacyHealth is a server's health without autopilot: alive in serf, in
-// the peer set, leader or follower in its raft stats and in recent contact
-// with the leader. It returns what is wrong ("" when healthy).
-func (o *observation) legacyHealth(n string, base Baseline, why string) (detail string, err, fatal error) {
-	members, err := o.getMembers()
-	if err != nil {
-		return "", err, nil
-	}
-	m := findMember(members, n)
-	if m == nil {
-		return fmt.Sprintf("%s is not a serf member", n), nil, nil
-	}
-	if m.Status != serfAlive {
-		return fmt.Sprintf("%s is %s in serf", n, serfStatus(m.Status)), nil, nil
-	}
-	raft, err := o.getPeerSet()
-	if err != nil {
-		return "", err, nil
-	}
-	if raftServerByName(raft, members, n) == nil {
-		return fmt.Sprintf("%s (%s) is not in the raft peer set", n, raftAddr(m)), nil, nil
-	}
-	a := o.getStats(n, why)
-	if a.fatal != nil || a.err != nil {
-		return "", a.err, a.fatal
-	}
-	if st := a.s.State; !strings.EqualFold(st, "leader") && !strings.EqualFold(st, "follower") {
-		return fmt.Sprintf("%s is in raft state %s, want Leader or Follower", n, orUnknown(st)), nil, nil
-	}
-	if d := contactProblem(a.s, base.LastContactThreshold); d != "" {
-		return n + " " + d, nil, nil
-	}
-	return "", nil, nil
 }
 
 // contactProblem says what is wrong with a server's last contact ("" when
@@ -667,53 +478,6 @@ func contactProblem(s raftStats, threshold time.Duration) string {
 		return fmt.Sprintf("last heard from the leader %s ago (raft last_contact; at most %s)", s.LastContact, threshold)
 	}
 	return ""
-}
-
-// checkIndex compares a raft stats index of server n with the leader's:
-// n may trail by at most base.MaxTrailingLogs.
-func (o *observation) checkIndex(v oldVerdict, n string, base Baseline, stat string, index func(raftStats) uint64) oldVerdict {
-	apiFail := func(err error) oldVerdict {
-		v.apiErr, v.detail = err, err.Error()
-		return v
-	}
-	lead, err := o.leaderNode()
-	if err != nil {
-		return apiFail(err)
-	}
-	if lead == "" {
-		v.detail = fmt.Sprintf("no leader is known to compare %s's %s with", n, stat)
-		return v
-	}
-	a := o.getStats(n, fmt.Sprintf("%s of %s", v.cond, n))
-	if a.fatal != nil {
-		v.fatal = a.fatal
-		return v
-	}
-	if a.err != nil {
-		return apiFail(a.err)
-	}
-	if lead == n {
-		v.ok = true // the leader is its own reference
-		return v
-	}
-	l := o.getStats(lead, fmt.Sprintf("%s of %s (the leader's %s to compare with)", v.cond, n, stat))
-	if l.fatal != nil {
-		v.fatal = l.fatal
-		return v
-	}
-	if l.err != nil {
-		return apiFail(l.err)
-	}
-	li, si := index(l.s), index(a.s)
-	if a.s.Stale || l.s.Stale {
-		stat = "catalog index (X-Consul-Index of a stale read: no raft stats over HTTP before 0.7)"
-	}
-	if li > si && li-si > base.MaxTrailingLogs {
-		v.detail = fmt.Sprintf("%s's %s is %d, the leader %s's %d: %d behind (at most %d, MaxTrailingLogs)", n, stat, si, lead, li, li-si, base.MaxTrailingLogs)
-		return v
-	}
-	v.ok = true
-	return v
 }
 
 func memberRaftAddr(members []*api.AgentMember, name string) string {

@@ -2,6 +2,8 @@ package upgrade
 
 import (
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -65,6 +67,12 @@ var judges = map[planner.GateCheck]func(j judging) verdict{
 	planner.GateSerfAlive:   func(j judging) verdict { return judgeMembers(j, true) },
 	planner.GateVoter:       judgeVoter,
 	planner.GateRemoved:     judgeRemoved,
+
+	planner.GateAutopilotHealthy: judgeAutopilotHealthy,
+	planner.GateTrailingLogs:     judgeTrailingLogs,
+	planner.GateCommitIndex:      judgeCommitIndex,
+	planner.GateLastContact:      judgeLastContact,
+	planner.GateFailureTolerance: judgeFailureTolerance,
 }
 
 // judge judges condition cond.
@@ -218,4 +226,210 @@ func judgeRemoved(j judging) verdict {
 		}
 	}
 	return pass()
+}
+
+// autopilotServer is server n's entry in autopilot's health (ok false: v
+// says why there is none).
+func (j judging) autopilotServer(n string) (h *api.OperatorHealthReply, s *api.ServerHealth, v verdict, ok bool) {
+	h, err := j.in.Health.get("/v1/operator/autopilot/health")
+	if err != nil {
+		return nil, nil, unread(n, err), false
+	}
+	if s = healthByName(h, n); s == nil {
+		return h, nil, fail(n, fmt.Sprintf("%s is missing from autopilot health", n)), false
+	}
+	return h, s, verdict{}, true
+}
+
+// judgeAutopilotHealthy: autopilot says the server is healthy; without
+// autopilot health, legacyHealth does.
+func judgeAutopilotHealthy(j judging) verdict {
+	n, era, v, ok := j.server()
+	if !ok {
+		return v
+	}
+	if !era.Autopilot() {
+		detail, err := legacyHealth(j.in, n, j.base.LastContactThreshold)
+		switch {
+		case err != nil:
+			return unread(n, err)
+		case detail != "":
+			return fail(n, detail)
+		}
+		return pass()
+	}
+	_, s, v, ok := j.autopilotServer(n)
+	switch {
+	case !ok:
+		return v
+	case !s.Healthy:
+		return fail(n, fmt.Sprintf("autopilot reports %s unhealthy (serf %s, last contact %s, last index %d)", n, orUnknown(s.SerfStatus), lastContact(s), s.LastIndex))
+	}
+	return pass()
+}
+
+// judgeTrailingLogs: the server trails the current leader by at most
+// MaxTrailingLogs entries (autopilot's LastIndex, else last_log_index in
+// the raft stats of both).
+func judgeTrailingLogs(j judging) verdict {
+	n, era, v, ok := j.server()
+	if !ok {
+		return v
+	}
+	if !era.Autopilot() {
+		return j.index(n, "last_log_index", func(s raftStats) uint64 { return s.LastLogIndex })
+	}
+	h, s, v, ok := j.autopilotServer(n)
+	if !ok {
+		return v
+	}
+	var lead *api.ServerHealth
+	for i := range h.Servers {
+		if h.Servers[i].Leader {
+			lead = &h.Servers[i]
+		}
+	}
+	switch {
+	case lead == nil:
+		return fail(n, "autopilot health names no leader to compare log indexes with")
+	case lead.LastIndex > s.LastIndex && lead.LastIndex-s.LastIndex > j.base.MaxTrailingLogs:
+		return fail(n, fmt.Sprintf("%s trails the leader %s by %d log entries (MaxTrailingLogs: at most %d)", n, lead.Name, lead.LastIndex-s.LastIndex, j.base.MaxTrailingLogs))
+	}
+	return pass()
+}
+
+// judgeCommitIndex: the server's commit_index is within MaxTrailingLogs of
+// the leader's (before 0.7, the catalog index of a stale read each answers).
+func judgeCommitIndex(j judging) verdict {
+	n, _, v, ok := j.server()
+	if !ok {
+		return v
+	}
+	return j.index(n, "commit_index", func(s raftStats) uint64 { return s.CommitIndex })
+}
+
+// index compares a raft stats index of server n with the leader's: n may
+// trail by at most MaxTrailingLogs.
+func (j judging) index(n, stat string, index func(raftStats) uint64) verdict {
+	lead, err := j.in.leaderNode()
+	if err != nil {
+		return unread(n, err)
+	}
+	if lead == "" {
+		return fail(n, fmt.Sprintf("no leader is known to compare %s's %s with", n, stat))
+	}
+	a, err := j.in.stats(n)
+	if err != nil {
+		return unread(n, err)
+	}
+	if lead == n {
+		return pass() // the leader is its own reference
+	}
+	l, err := j.in.stats(lead)
+	if err != nil {
+		return unread(n, err)
+	}
+	li, si := index(l), index(a)
+	if a.Stale || l.Stale {
+		stat = "catalog index (X-Consul-Index of a stale read: no raft stats over HTTP before 0.7)"
+	}
+	if li > si && li-si > j.base.MaxTrailingLogs {
+		return fail(n, fmt.Sprintf("%s's %s is %d, the leader %s's %d: %d behind (at most %d, MaxTrailingLogs)", n, stat, si, lead, li, li-si, j.base.MaxTrailingLogs))
+	}
+	return pass()
+}
+
+// judgeLastContact: the server heard from the leader within
+// LastContactThreshold (autopilot's LastContact, else its raft stats); the
+// leader passes.
+func judgeLastContact(j judging) verdict {
+	n, era, v, ok := j.server()
+	if !ok {
+		return v
+	}
+	if !era.Autopilot() {
+		s, err := j.in.stats(n)
+		if err != nil {
+			return unread(n, err)
+		}
+		if d := contactProblem(s, j.base.LastContactThreshold); d != "" {
+			return fail(n, n+" "+d)
+		}
+		return pass()
+	}
+	_, s, v, ok := j.autopilotServer(n)
+	switch {
+	case !ok:
+		return v
+	case !s.Leader && (s.LastContact == nil || s.LastContact.Duration() > j.base.LastContactThreshold):
+		return fail(n, fmt.Sprintf("%s last heard from the leader %s ago (LastContactThreshold: at most %s)", n, lastContact(s), j.base.LastContactThreshold))
+	}
+	return pass()
+}
+
+// judgeFailureTolerance: autopilot's FailureTolerance is back to the
+// baseline's (without autopilot: the voters alive in serf less a quorum).
+func judgeFailureTolerance(j judging) verdict {
+	era, err := j.in.era()
+	if err != nil {
+		return unread("", err)
+	}
+	if era.Autopilot() {
+		h, err := j.in.Health.get("/v1/operator/autopilot/health")
+		if err != nil {
+			return unread("", err)
+		}
+		if h.FailureTolerance < j.base.FailureTolerance {
+			return fail("", fmt.Sprintf("failure tolerance is %d, was %d before the upgrade", h.FailureTolerance, j.base.FailureTolerance))
+		}
+		return pass()
+	}
+	raft, err := j.in.peerSet()
+	if err != nil {
+		return unread("", err)
+	}
+	members, err := j.in.Members.get("/v1/agent/members")
+	if err != nil {
+		return unread("", err)
+	}
+	voters, alive := peerTolerance(raft, members)
+	if ft := max(0, alive-(voters/2+1)); ft < j.base.FailureTolerance {
+		return fail("", fmt.Sprintf("failure tolerance is %d (%d of %d voters alive in serf), was %d before the upgrade", ft, alive, voters, j.base.FailureTolerance))
+	}
+	return pass()
+}
+
+// legacyHealth is a server's health without autopilot: alive in serf, in
+// the peer set, leader or follower in its raft stats and in recent contact
+// with the leader. It returns what is wrong ("" when healthy).
+func legacyHealth(in *gateInputs, n string, threshold time.Duration) (string, *readError) {
+	members, err := in.Members.get("/v1/agent/members")
+	if err != nil {
+		return "", err
+	}
+	m := findMember(members, n)
+	switch {
+	case m == nil:
+		return fmt.Sprintf("%s is not a serf member", n), nil
+	case m.Status != serfAlive:
+		return fmt.Sprintf("%s is %s in serf", n, serfStatus(m.Status)), nil
+	}
+	raft, err := in.peerSet()
+	if err != nil {
+		return "", err
+	}
+	if raftServerByName(raft, members, n) == nil {
+		return fmt.Sprintf("%s (%s) is not in the raft peer set", n, raftAddr(m)), nil
+	}
+	s, err := in.stats(n)
+	if err != nil {
+		return "", err
+	}
+	if st := s.State; !strings.EqualFold(st, "leader") && !strings.EqualFold(st, "follower") {
+		return fmt.Sprintf("%s is in raft state %s, want Leader or Follower", n, orUnknown(st)), nil
+	}
+	if d := contactProblem(s, threshold); d != "" {
+		return n + " " + d, nil
+	}
+	return "", nil
 }
