@@ -102,6 +102,6 @@ func watchesAlive(step planner.Step, opt GateOptions) bool {
 
 // outageDetail says, for a waiting report, that stability counts again
 // from an outage the gate saw.
-func outageDetail(node string, at time.Time, why error) string {
-	return fmt.Sprintf("; %s's own HTTP API did not answer %s ago (%v): a restart, so stability counts again from then", node, time.Since(at).Round(100*time.Millisecond), why)
+func outageDetail(node string, now time.Time, o outage) string {
+	return fmt.Sprintf("; %s's own HTTP API did not answer %s ago (%s): a restart, so stability counts again from then", node, now.Sub(o.At).Round(100*time.Millisecond), o.Why)
 }

@@ -240,8 +240,7 @@ func newGatherer(ctx context.Context, c Consul, serverAPI ServerAPIFunc) *gather
 
 // gather reads what step's conditions need, in the cluster's API era,
 // and the alive watch's last outage.
-func gather(ctx context.Context, c Consul, serverAPI ServerAPIFunc, step planner.Step, alive *aliveWatch) *gateInputs {
-	g := newGatherer(ctx, c, serverAPI)
+func (g *gatherer) gather(step planner.Step, alive *aliveWatch) *gateInputs {
 	if at, why := alive.last(); !at.IsZero() {
 		g.in.Outage = &outage{At: at, Why: fmt.Sprint(why)}
 	}
@@ -452,4 +451,9 @@ func (g *gatherer) serverSelf(node, why string) (Consul, map[string]map[string]a
 		return nil, nil, classify(g.ctx, fmt.Errorf("%s's /v1/agent/self: %w", node, err))
 	}
 	return c, self, nil
+}
+
+func selfBool(self map[string]map[string]any, key string) bool {
+	b, _ := self["Config"][key].(bool)
+	return b
 }

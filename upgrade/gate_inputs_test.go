@@ -11,6 +11,11 @@ import (
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
 )
 
+// gather is one attempt's gather.
+func gather(ctx context.Context, c Consul, serverAPI ServerAPIFunc, step planner.Step, alive *aliveWatch) *gateInputs {
+	return newGatherer(ctx, c, serverAPI).gather(step, alive)
+}
+
 // everyCheck is every gate condition, so that one gather reads all that
 // any step's gate could need.
 var everyCheck = []planner.GateCheck{

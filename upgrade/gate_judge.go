@@ -27,17 +27,20 @@ type verdict struct {
 	// condition that can never be checked (the gate stops).
 	Err *readError `json:"error,omitempty"`
 	// Unhealthy: the stable condition failed because the server is not
-	// healthy, not merely healthy for too short a time.
+	// seen healthy, not merely healthy for too short a time.
 	Unhealthy bool `json:"unhealthy,omitempty"`
+	// Stable is the stability count as the stable condition carries it
+	// on to the next attempt.
+	Stable *stability `json:"stable_count,omitempty"`
 }
 
 // fatal reports whether the condition can never be checked.
 func (v verdict) fatal() bool { return v.Err != nil && !v.Err.retried() }
 
 // young reports whether the stable condition failed only for want of time:
-// the server is healthy, not yet for long enough.
+// the server is seen healthy, not yet for long enough.
 func (v verdict) young() bool {
-	return v.Cond == planner.GateStable && !v.OK && !v.Unhealthy && v.Err == nil
+	return v.Cond == planner.GateStable && !v.OK && !v.Unhealthy
 }
 
 func pass() verdict { return verdict{OK: true} }
@@ -53,11 +56,71 @@ func unread(node string, err *readError) verdict {
 	return v
 }
 
+// attemptOutcome is how an attempt ends.
+type attemptOutcome string
+
+const (
+	attemptPassed  attemptOutcome = "passed"  // every condition holds
+	attemptWaiting attemptOutcome = "waiting" // a condition does not hold yet: try again
+	attemptStopped attemptOutcome = "stopped" // a condition can never be checked
+	// attemptCut: a read the condition needed was cut by the gate's
+	// context: the attempt says nothing, and the last finished attempt's
+	// verdict stands.
+	attemptCut attemptOutcome = "cut"
+)
+
+// attempt is the judgement of one attempt.
+type attempt struct {
+	outcome attemptOutcome
+	v       verdict   // the verdict it ended on (none when it passed)
+	carry   gateCarry // what the next attempt starts from
+}
+
+// judgeAttempt judges step's conditions in order on one attempt's inputs:
+// the first that fails ends the attempt, except stable failing only for
+// want of time, after which the others are judged (a later failing
+// condition is the real cause). Any failure but that one starts the
+// stability count again.
+func judgeAttempt(step planner.Step, base Baseline, in *gateInputs, c gateCarry) attempt {
+	if in.Outage != nil && in.Outage.At.After(c.Floor) { // the server's agent was down since: count again
+		c.Floor, c.Stable = in.Outage.At, stability{}
+	}
+	var young *verdict
+	for _, cond := range step.Gate {
+		v := judge(cond, judging{step: step, base: base, in: in, carry: c})
+		if v.Stable != nil {
+			c.Stable = *v.Stable
+		}
+		switch {
+		case v.Err != nil && v.Err.Kind == readCut && c.Last != nil:
+			return attempt{outcome: attemptCut, v: v, carry: c}
+		case v.fatal():
+			c.Last = &v
+			return attempt{outcome: attemptStopped, v: v, carry: c}
+		case v.OK:
+		case v.young():
+			young = &v
+		default:
+			c.Floor, c.Stable, c.Last = in.Now, stability{}, &v
+			return attempt{outcome: attemptWaiting, v: v, carry: c}
+		}
+	}
+	if young == nil {
+		return attempt{outcome: attemptPassed, carry: c}
+	}
+	if in.Outage != nil {
+		young.Detail += outageDetail(step.Node, in.Now, *in.Outage)
+	}
+	c.Last = young
+	return attempt{outcome: attemptWaiting, v: *young, carry: c}
+}
+
 // judging is what a condition is judged on.
 type judging struct {
-	step planner.Step
-	base Baseline // with defaults (Baseline.withDefaults)
-	in   *gateInputs
+	step  planner.Step
+	base  Baseline // with defaults (Baseline.withDefaults)
+	in    *gateInputs
+	carry gateCarry // the stability count so far
 }
 
 // judges holds one pure judge per gate condition.
@@ -69,6 +132,7 @@ var judges = map[planner.GateCheck]func(j judging) verdict{
 	planner.GateRemoved:     judgeRemoved,
 
 	planner.GateAutopilotHealthy: judgeAutopilotHealthy,
+	planner.GateStable:           judgeStable,
 	planner.GateTrailingLogs:     judgeTrailingLogs,
 	planner.GateCommitIndex:      judgeCommitIndex,
 	planner.GateLastContact:      judgeLastContact,
@@ -432,4 +496,206 @@ func legacyHealth(in *gateInputs, n string, threshold time.Duration) (string, *r
 		return n + " " + d, nil
 	}
 	return "", nil
+}
+
+// judgeStable: the server has been seen healthy for ServerStabilizationTime,
+// counted from the gate's own observations on this host's clock (see
+// GateOptions.Since). Autopilot's StableSince, a time on the servers'
+// clocks, is never compared with this host's: it only restarts the count
+// when it moves between attempts (a restart the gate did not see). So a
+// clock skewed either way changes nothing, and a count from an attempt that
+// saw the server healthy (never one before) errs on the long side.
+func judgeStable(j judging) verdict {
+	n, era, v, ok := j.server()
+	if !ok {
+		v.Unhealthy = true
+		return v
+	}
+	var autopilotSince time.Time
+	if era.Autopilot() {
+		_, s, v, ok := j.autopilotServer(n)
+		switch {
+		case !ok:
+			v.Unhealthy = true
+			return v
+		case !s.Healthy || s.StableSince.IsZero():
+			v = fail(n, fmt.Sprintf("%s is not healthy yet, so not stable (needs %s healthy, ServerStabilizationTime)", n, j.base.ServerStabilizationTime))
+			v.Unhealthy = true
+			return v
+		}
+		autopilotSince = s.StableSince
+	} else {
+		detail, err := legacyHealth(j.in, n, j.base.LastContactThreshold)
+		if err != nil || detail != "" {
+			v = fail(n, detail+", so not stable")
+			if err != nil {
+				v = unread(n, err)
+			}
+			v.Unhealthy = true
+			return v
+		}
+	}
+	count := j.carry.Stable.seen(j.in.Now, autopilotSince)
+	from := latest(count.First, j.carry.Floor)
+	how := "ServerStabilizationTime"
+	if !era.Autopilot() {
+		from = latest(from, j.carry.Start)
+		how = "counted from this gate's observations: no autopilot"
+	}
+	v = pass()
+	if since := j.in.Now.Sub(from); since < j.base.ServerStabilizationTime {
+		seen := "healthy"
+		if !era.Autopilot() {
+			seen = "seen healthy"
+		}
+		v = fail(n, fmt.Sprintf("%s %s for %s, needs %s (%s)", n, seen, since.Round(time.Millisecond), j.base.ServerStabilizationTime, how))
+	}
+	v.Stable = &count
+	return v
+}
+
+// gateCarry is what a gate carries from one attempt to the next.
+type gateCarry struct {
+	// Start is the gate's first attempt: without autopilot, stability
+	// counts from no earlier.
+	Start time.Time `json:"start"`
+	// Floor is the earliest moment stability may count from: the swap
+	// (GateOptions.Since), then every attempt in which a condition failed
+	// or the server's own API did not answer.
+	Floor time.Time `json:"floor"`
+	// Stable is the gate's own count of the server's stability.
+	Stable stability `json:"stable"`
+	// Last is the verdict the last finished attempt failed on (nil: none
+	// yet).
+	Last *verdict `json:"last,omitempty"`
+}
+
+// stability is a gate's own count of how long the server has been seen
+// healthy, on this host's monotonic clock.
+type stability struct {
+	// First is when an attempt of this gate first saw the server healthy
+	// (with every earlier condition holding) since it last saw otherwise;
+	// zero: not yet.
+	First time.Time `json:"first"`
+	// AutopilotSince is autopilot's StableSince at that attempt (zero
+	// without autopilot). It is compared only with later values of
+	// itself: a change means autopilot saw the server unhealthy between
+	// two attempts, and the count starts again.
+	AutopilotSince time.Time `json:"autopilot_since"`
+}
+
+// seen is the count after an attempt at now saw the server healthy with
+// autopilot's StableSince (zero without autopilot): started now, unless it
+// had started with the same StableSince.
+func (s stability) seen(now, autopilotSince time.Time) stability {
+	if s.First.IsZero() || !s.AutopilotSince.Equal(autopilotSince) {
+		return stability{First: now, AutopilotSince: autopilotSince}
+	}
+	return s
+}
+
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// gateSubject is the server a step's server conditions are about.
+func gateSubject(step planner.Step) string {
+	if step.Kind == planner.StepTransferLeader && step.Target != "" {
+		return step.Target
+	}
+	return step.Node
+}
+
+// gateNodes are the nodes a step's per-node conditions are about.
+func gateNodes(step planner.Step) []string {
+	if step.Kind == planner.StepSwapClients {
+		return step.Nodes
+	}
+	if n := gateSubject(step); n != "" {
+		return []string{n}
+	}
+	return nil
+}
+
+// contactProblem says what is wrong with a server's last contact ("" when
+// it is recent enough or the server leads).
+func contactProblem(s raftStats, threshold time.Duration) string {
+	switch {
+	case s.Leader:
+		return ""
+	case s.Never && s.Stale:
+		return "knows no leader (X-Consul-KnownLeader: false in a stale read)"
+	case s.Never:
+		return "has never heard from a leader (raft last_contact: never)"
+	case s.LastContact > threshold && s.Stale:
+		return fmt.Sprintf("last heard from the leader %s ago (X-Consul-LastContact of a stale read; at most %s)", s.LastContact, threshold)
+	case s.LastContact > threshold:
+		return fmt.Sprintf("last heard from the leader %s ago (raft last_contact; at most %s)", s.LastContact, threshold)
+	}
+	return ""
+}
+
+func memberRaftAddr(members []*api.AgentMember, name string) string {
+	if m := findMember(members, name); m != nil {
+		return raftAddr(m)
+	}
+	return "no serf member"
+}
+
+func raftServerByName(raft *api.RaftConfiguration, members []*api.AgentMember, name string) *api.RaftServer {
+	if m := findMember(members, name); m != nil {
+		return raftServer(raft, m)
+	}
+	if raft == nil {
+		return nil
+	}
+	for _, rs := range raft.Servers {
+		if rs != nil && rs.Node == name {
+			return rs
+		}
+	}
+	return nil
+}
+
+func healthByName(h *api.OperatorHealthReply, name string) *api.ServerHealth {
+	if h == nil {
+		return nil
+	}
+	for i := range h.Servers {
+		if h.Servers[i].Name == name {
+			return &h.Servers[i]
+		}
+	}
+	return nil
+}
+
+func lastContact(s *api.ServerHealth) string {
+	if s.LastContact == nil {
+		return "unknown"
+	}
+	return s.LastContact.Duration().String()
+}
+
+func serfStatus(st int) string {
+	switch st {
+	case serfAlive:
+		return "alive"
+	case serfLeaving:
+		return "leaving"
+	case serfLeft:
+		return "left"
+	case serfFailed:
+		return "failed"
+	}
+	return fmt.Sprintf("status %d", st)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "(unknown)"
+	}
+	return s
 }
