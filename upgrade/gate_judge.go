@@ -82,9 +82,7 @@ type attempt struct {
 // condition is the real cause). Any failure but that one starts the
 // stability count again.
 func judgeAttempt(step planner.Step, base Baseline, in *gateInputs, c gateCarry) attempt {
-	if in.Outage != nil && in.Outage.At.After(c.Floor) { // the server's agent was down since: count again
-		c.Floor, c.Stable = in.Outage.At, stability{}
-	}
+	c = c.after(in.Outage)
 	var young *verdict
 	for _, cond := range step.Gate {
 		v := judge(cond, judging{step: step, base: base, in: in, carry: c})
@@ -568,6 +566,16 @@ type gateCarry struct {
 	// Last is the verdict the last finished attempt failed on (nil: none
 	// yet).
 	Last *verdict `json:"last,omitempty"`
+}
+
+// after is the carry once the alive watch's last outage is taken in: a
+// server whose own API did not answer since the floor counts again from
+// then.
+func (c gateCarry) after(o *outage) gateCarry {
+	if o != nil && o.At.After(c.Floor) {
+		c.Floor, c.Stable = o.At, stability{}
+	}
+	return c
 }
 
 // stability is a gate's own count of how long the server has been seen
