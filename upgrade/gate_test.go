@@ -366,3 +366,35 @@ func TestGateTimingOutMidReadNamesTheConditionThatWasFailing(t *testing.T) {
 		}
 	})
 }
+
+// An attempt that cannot read the server's health (the API unreachable)
+// does not see it healthy: the stability count starts again after it. (The
+// gate counted such an attempt as "healthy, not yet for long enough" and
+// passed 10s after its first sighting, though the server could not be read
+// for 3s of them.)
+func TestGateStabilityCountsAgainAfterAnAttemptThatCouldNotReadTheServer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := consultest.NewCluster(3, 0, "1.13.9", consultest.WithStableSince(time.Now().Add(-time.Hour)))
+		c := inProcessConsul(t, s)
+		start := time.Now()
+		var back time.Time
+		go func() {
+			time.Sleep(5 * time.Second)
+			s.SetUnreachable(true)
+			time.Sleep(3 * time.Second)
+			s.SetUnreachable(false)
+			back = time.Now()
+		}()
+		step := planner.Step{Kind: planner.StepSwapServer, Node: "s2", To: "1.13.9", Gate: []planner.GateCheck{planner.GateStable}}
+		opt := GateOptions{Timeout: time.Minute, Since: start, MaxInterval: 500 * time.Millisecond}
+		if err := Gate(t.Context(), c, step, base3, opt); err != nil {
+			t.Fatalf("Gate: %v", err)
+		}
+		if back.IsZero() {
+			t.Fatalf("the gate passed %s after it started, before the API was back", time.Since(start))
+		}
+		if waited := time.Since(back); waited < 10*time.Second {
+			t.Errorf("the gate passed %s after the API answered again, want the 10s stabilization time counted from then", waited)
+		}
+	})
+}
