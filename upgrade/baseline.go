@@ -32,14 +32,14 @@ type Baseline struct {
 	// failure-tolerance gate waits until it is back.
 	FailureTolerance int `json:"failure_tolerance"`
 	// MaxTrailingLogs is autopilot's MaxTrailingLogs (0 in a baseline that
-	// was never measured, Taken zero: Gate uses DefaultMaxTrailingLogs).
+	// was never measured, Taken zero: the gates use DefaultMaxTrailingLogs).
 	MaxTrailingLogs uint64 `json:"max_trailing_logs"`
 	// ServerStabilizationTime is autopilot's ServerStabilizationTime (0 in
-	// a baseline that was never measured, Taken zero: Gate uses
+	// a baseline that was never measured, Taken zero: the gates use
 	// DefaultStabilizationTime; a measured 0 is kept).
 	ServerStabilizationTime time.Duration `json:"server_stabilization_time"`
 	// LastContactThreshold is autopilot's LastContactThreshold (0 in a
-	// baseline never measured: Gate uses DefaultLastContactThreshold).
+	// baseline never measured: the gates use DefaultLastContactThreshold).
 	LastContactThreshold time.Duration `json:"last_contact_threshold"`
 	// Healthy is autopilot's cluster-wide verdict before the run (without
 	// autopilot: a leader was known and every voter was alive in serf).

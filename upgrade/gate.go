@@ -15,16 +15,16 @@ import (
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 )
 
-// Gate defaults.
+// Gate defaults: Config.GateTimeout and Config.GateMaxInterval when 0.
 const (
 	DefaultGateTimeout     = 5 * time.Minute
 	DefaultGateMaxInterval = 2 * time.Second
 )
 
 // ServerAPIFunc returns a Consul talking to the HTTP API of the server node
-// itself, whose serf address is addr. Gate needs it in the eras without
-// autopilot health, where a server's Raft state (commit index, last
-// contact) is only in its own /v1/agent/self.
+// itself, whose serf address is addr (Config.ServerAPI). The gates need it
+// in the eras without autopilot health, where a server's Raft state (commit
+// index, last contact) is only in its own /v1/agent/self.
 type ServerAPIFunc func(node, addr string) (Consul, error)
 
 // ServerHTTP returns a ServerAPIFunc that reaches each server at its serf
@@ -54,13 +54,13 @@ func ServerHTTP(port int) ServerAPIFunc {
 	}
 }
 
-// ErrNoServerAPI is wrapped by the gate error of a condition that needs a
-// server's own /v1/agent/self when GateOptions.ServerAPI is not set and the
+// ErrNoServerAPI is wrapped by the *GateError of a condition that needs a
+// server's own /v1/agent/self when Config.ServerAPI is not set and the
 // agent asked is another one.
 var ErrNoServerAPI = errors.New("no way to reach the server's own HTTP API")
 
-// GateOptions tune Gate. The zero value uses the defaults.
-type GateOptions struct {
+// gateOptions tune awaitGate. The zero value uses the defaults.
+type gateOptions struct {
 	// Timeout bounds the wait (0: DefaultGateTimeout).
 	Timeout time.Duration
 	// MaxInterval caps the backoff between attempts (0:
@@ -98,30 +98,40 @@ type GateOptions struct {
 	OnEra func(Era)
 }
 
-// Gate waits until every condition in step.Gate holds, checking them in
-// order with exponential backoff, bound by opt.Timeout and ctx. Each attempt
-// asks Consul each question at most once. It returns nil when all hold, and
-// otherwise a *GateError naming the step, node, condition and API era with
-// the last observed value.
+// awaitGate waits until every condition in step.Gate holds, bound by
+// opt.Timeout and ctx, and returns nil, or else a *GateError naming the
+// step, node, condition and API era with the last observed value. Each
+// attempt gathers what the conditions need (gateInputs: each endpoint read
+// at most once, by the means of the cluster's API era; errors kept as data)
+// and judges them in order (judgeAttempt: pure, the time an input); the
+// attempts are spaced by exponential backoff, and this loop is the only
+// part that sleeps. A read that the gate's own deadline cut says nothing
+// of the cluster: the gate then fails on what the last finished attempt
+// saw. An endpoint the agent does not have (*MissingEndpointError) lowers
+// the era; it is never taken for an outage. Raft stats of a server other
+// than the agent asked need opt.ServerAPI.
 //
 // Conditions are about the step's node (swap-server; the new leader for
-// transfer-leader) or each node of a wave (swap-clients). Each attempt first
-// observes the cluster's API era (see Era and ObserveEra) and checks each
-// condition with that era's means:
+// transfer-leader; the new or the retired server for add-server and
+// retire-server) or each node of a wave (swap-clients). This is the one
+// list of what each means, one judge each in gate_judge.go:
 //
 //   - leader-known: /v1/status/leader names a leader (for transfer-leader:
-//     the step's Target)
+//     the step's Target, or another server already on step.To)
 //   - version: the node's serf build tag is step.To's release (build
 //     metadata ignored: 1.10.12+ent passes a 1.10.12 step)
+//   - serf-alive: the node is alive in serf (and reports step.To, if set)
 //   - voter: the node is a voter in the Raft configuration (before 0.7: in
 //     /v1/status/peers)
 //   - autopilot-healthy: autopilot says the node is healthy; without
 //     autopilot health: alive in serf, in the peer set, a leader or
 //     follower in its raft stats with its last contact within
 //     base.LastContactThreshold
-//   - stable: it has been healthy for base.ServerStabilizationTime,
+//   - stable: it has been seen healthy for base.ServerStabilizationTime,
 //     counted from the gate's own observations on this host's monotonic
-//     clock, never from a server's clock (see GateOptions.Since)
+//     clock, never from a server's clock (see gateOptions.Since); an
+//     attempt that does not see it healthy, or an outage of its own API
+//     (the alive watch), starts the count again
 //   - trailing-logs: it trails the current leader by at most
 //     base.MaxTrailingLogs entries (without autopilot: last_log_index in
 //     the raft stats of both)
@@ -133,15 +143,9 @@ type GateOptions struct {
 //     stats); the leader itself passes
 //   - failure-tolerance: autopilot FailureTolerance >= base.FailureTolerance
 //     (without autopilot: voters alive in serf less a quorum)
-//   - serf-alive: the node is alive in serf (and reports step.To, if set)
 //   - removed: the node is not in the Raft configuration (peer set) and not
-//     alive (or leaving) in serf: a retired server has left (for add-server
-//     and retire-server steps, step.Node is the new or the retired server)
-//
-// An endpoint the agent does not have (*MissingEndpointError) lowers the
-// era for that attempt; it is never taken for an outage. Raft stats of a
-// server other than the agent asked need opt.ServerAPI.
-func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt GateOptions) error {
+//     alive (or leaving) in serf: a retired server has left
+func awaitGate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt gateOptions) error {
 	timeout := cmp.Or(max(opt.Timeout, 0), DefaultGateTimeout)
 	maxInterval := cmp.Or(max(opt.MaxInterval, 0), DefaultGateMaxInterval)
 	if len(step.Gate) == 0 {
@@ -209,10 +213,10 @@ func gateError(ctx context.Context, step planner.Step, last *verdict, timeout ti
 	return ge
 }
 
-// gateReporter calls GateOptions.OnEra when the era changes and OnWaiting
+// gateReporter calls gateOptions.OnEra when the era changes and OnWaiting
 // when the reason for waiting does (or RepeatWaiting has passed).
 type gateReporter struct {
-	opt     GateOptions
+	opt     gateOptions
 	lastEra Era
 	cond    planner.GateCheck
 	node    string

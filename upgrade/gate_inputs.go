@@ -155,7 +155,7 @@ func uncheckable(err error) *readError {
 }
 
 // era is the attempt's API era: that of the members' tags, lowered when the
-// era's endpoints answered 404 (see ObserveEra).
+// era's endpoints answered 404 (see Era).
 func (in *gateInputs) era() (Era, *readError) {
 	members, err := in.Members.get("/v1/agent/members")
 	if err != nil {
@@ -393,7 +393,7 @@ func (g *gatherer) readServer(node, why string) serverAnswer {
 		return serverAnswer{Err: rerr}
 	}
 	if got := selfString(self, "NodeName"); got != "" && got != node {
-		return serverAnswer{Err: uncheckable(fmt.Errorf("the HTTP API reached for %s answers as %s; check GateOptions.ServerAPI's address and port", node, got))}
+		return serverAnswer{Err: uncheckable(fmt.Errorf("the HTTP API reached for %s answers as %s; check Config.ServerAPI's address and port", node, got))}
 	}
 	rs, err := parseRaftStats(self)
 	switch {
@@ -430,7 +430,7 @@ func (g *gatherer) serverSelf(node, why string) (Consul, map[string]map[string]a
 			return nil, nil, err
 		}
 		if asked := selfString(self, "NodeName"); asked != node {
-			return nil, nil, uncheckable(fmt.Errorf("%s needs %s's own /v1/agent/self, and the agent asked is %s: %w; set GateOptions.ServerAPI (Config.ServerAPI), e.g. upgrade.ServerHTTP(8500)", why, node, orUnknown(asked), ErrNoServerAPI))
+			return nil, nil, uncheckable(fmt.Errorf("%s needs %s's own /v1/agent/self, and the agent asked is %s: %w; set Config.ServerAPI, e.g. upgrade.ServerHTTP(8500)", why, node, orUnknown(asked), ErrNoServerAPI))
 		}
 		return g.c, self, nil
 	}

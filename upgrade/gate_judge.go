@@ -497,12 +497,8 @@ func legacyHealth(in *gateInputs, n string, threshold time.Duration) (string, *r
 }
 
 // judgeStable: the server has been seen healthy for ServerStabilizationTime,
-// counted from the gate's own observations on this host's clock (see
-// GateOptions.Since). Autopilot's StableSince, a time on the servers'
-// clocks, is never compared with this host's: it only restarts the count
-// when it moves between attempts (a restart the gate did not see). So a
-// clock skewed either way changes nothing, and a count from an attempt that
-// saw the server healthy (never one before) errs on the long side.
+// counted from the gate's own observations (see gateOptions.Since); any
+// attempt that does not see it healthy counts as not healthy.
 func judgeStable(j judging) verdict {
 	n, era, v, ok := j.server()
 	if !ok {
@@ -558,7 +554,7 @@ type gateCarry struct {
 	// counts from no earlier.
 	Start time.Time `json:"start"`
 	// Floor is the earliest moment stability may count from: the swap
-	// (GateOptions.Since), then every attempt in which a condition failed
+	// (gateOptions.Since), then every attempt in which a condition failed
 	// or the server's own API did not answer.
 	Floor time.Time `json:"floor"`
 	// Stable is the gate's own count of the server's stability.
