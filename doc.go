@@ -9,8 +9,8 @@
 //     stepping-stone path, the next step and the whole plan come out. No IO,
 //     no clock, no logging.
 //   - upgrade: the IO around it. Discover reads a live cluster through
-//     consul/api into a planner.Cluster; Run performs the loop below; Gate
-//     waits until the cluster is provably healthy again.
+//     consul/api into a planner.Cluster; Run performs the loop below, whose
+//     gates wait until the cluster is provably healthy again after each step.
 //   - transport: the node-swap contract (one small interface and optional
 //     ones), with transport/transporttest (an in-memory fake with fault
 //     injection and the conformance suite every transport passes),

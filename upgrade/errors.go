@@ -18,8 +18,10 @@ var ErrGateTimeout = errors.New("gate timed out")
 // be evaluated at all).
 type GateError struct {
 	Step planner.Step
-	// Node is the node the failing condition is about ("" for cluster-wide
-	// conditions such as leader-known and failure-tolerance).
+	// Node is the node the failing condition is about. For a cluster-wide
+	// condition (leader-known, failure-tolerance) it is the step's server
+	// (swapped, added or retired; a transfer's new leader), and "" on a
+	// client wave.
 	Node      string
 	Condition planner.GateCheck
 	// Detail is the last observed value against the wanted one.
