@@ -234,8 +234,8 @@
 // # API eras
 //
 // Consul's HTTP API grew with its versions, and Discover, MeasureBaseline,
-// Gate and the backup read each era with what it has (see Era and
-// ObserveEra; the era is that of the oldest server's serf tags):
+// the gates and the backup read each era with what it has (see Era; the era
+// is that of the oldest server's serf tags):
 //
 //   - before 0.7 (EraPeers): the peer set from /v1/status/peers; no raft
 //     stats in /v1/agent/self, so each server's progress and contact with

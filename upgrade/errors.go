@@ -18,8 +18,10 @@ var ErrGateTimeout = errors.New("gate timed out")
 // be evaluated at all).
 type GateError struct {
 	Step planner.Step
-	// Node is the node the failing condition is about ("" for cluster-wide
-	// conditions such as leader-known and failure-tolerance).
+	// Node is the node the failing condition is about. For a cluster-wide
+	// condition (leader-known, failure-tolerance) it is the step's server
+	// (swapped, added or retired; a transfer's new leader), and "" on a
+	// client wave.
 	Node      string
 	Condition planner.GateCheck
 	// Detail is the last observed value against the wanted one.
@@ -99,13 +101,17 @@ func (e *HaltError) Error() string {
 func (e *HaltError) Unwrap() error { return e.Err }
 
 // StuckError reports that the planner chose the same step again right after
-// it acted and its gate passed: the observed cluster does not move, so
-// repeating the step would loop forever.
+// it acted and its gate passed: the observed cluster does not move (or
+// moved back: a leadership transfer whose old leader won an election
+// since), so repeating the step would loop forever.
 type StuckError struct {
 	Step planner.Step
 }
 
 func (e *StuckError) Error() string {
+	if e.Step.Kind == planner.StepTransferLeader {
+		return fmt.Sprintf("%s was chosen again after it succeeded: %s leads again (it won an election after leadership was handed to %s and the gate passed); run again to hand leadership over again, and if %s keeps winning, find out why before going on", stepString(e.Step), e.Step.Node, e.Step.Target, e.Step.Node)
+	}
 	return fmt.Sprintf("%s was chosen again after it succeeded: the observed cluster did not change (check that the transport really installs %s and that the agent reports it in its serf build tag)", stepString(e.Step), e.Step.To)
 }
 

@@ -191,8 +191,8 @@ func (r *runner) unlock(ctx context.Context) error {
 	return nil
 }
 
-func (r *runner) gateOptions(onWait func(cond planner.GateCheck, node, detail string)) GateOptions {
-	return GateOptions{Timeout: r.cfg.GateTimeout, MaxInterval: r.cfg.GateMaxInterval, OnWaiting: onWait, ServerAPI: r.cfg.ServerAPI}
+func (r *runner) gateOptions(onWait func(cond planner.GateCheck, node, detail string)) gateOptions {
+	return gateOptions{Timeout: r.cfg.GateTimeout, MaxInterval: r.cfg.GateMaxInterval, OnWaiting: onWait, ServerAPI: r.cfg.ServerAPI}
 }
 
 // consul is the Consul of datacenter dc: its entry in cfg.Datacenters, else
@@ -655,7 +655,7 @@ func (r *runner) gate(ctx context.Context, step planner.Step, rec StepRecord, fa
 	opt.OnEra = func(e Era) { era = e }
 	opt.RepeatWaiting = GateWaitingRepeat
 	opt.Since = gateStart // the swapped agent has just started: stability counts from here
-	gerr := Gate(ctx, r.consul(step.Datacenter), step, r.baseline(step.Datacenter), opt)
+	gerr := awaitGate(ctx, r.consul(step.Datacenter), step, r.baseline(step.Datacenter), opt)
 	r.gated(gerr) // touched.go
 	if gerr != nil {
 		var ge *GateError
@@ -957,7 +957,7 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 	} else {
 		check.Gate = []planner.GateCheck{planner.GateSerfAlive}
 	}
-	if gerr := Gate(rctx, r.consul(step.Datacenter), check, r.baseline(step.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
+	if gerr := awaitGate(rctx, r.consul(step.Datacenter), check, r.baseline(step.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
 		r.emit(ctx, Event{Kind: EventGateWaiting, Step: check, Node: node, Condition: cond, Detail: "after rollback: " + detail})
 	})); gerr != nil {
 		h.RollbackErr = fmt.Errorf("rolled back %v but the cluster did not become healthy: %w", failed, gerr)
@@ -1046,7 +1046,7 @@ func (r *runner) failAdd(ctx context.Context, h *HaltError) *HaltError {
 	h.RolledBackNodes = []string{node}
 	check := h.Step
 	check.Gate = []planner.GateCheck{planner.GateLeaderKnown, planner.GateRemoved}
-	if gerr := Gate(rctx, r.consul(check.Datacenter), check, r.baseline(check.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
+	if gerr := awaitGate(rctx, r.consul(check.Datacenter), check, r.baseline(check.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
 		r.emit(ctx, Event{Kind: EventGateWaiting, Step: check, Node: node, Condition: cond, Detail: "after retiring the new server: " + detail})
 	})); gerr != nil {
 		h.RollbackErr = fmt.Errorf("retired the new server %s but the cluster did not settle: %w", node, gerr)

@@ -65,14 +65,16 @@ func crashing(loop bool) badTarget {
 			path := filepath.Join(dir, "consul-"+h.To+"-"+name)
 			script := fmt.Sprintf(`#!/bin/sh
 # %s: a consul %s agent killed 5 s after its start (setpriv: the agent
-# also dies with this script)
+# also dies with this script); asked its version, it answers as the
+# target does (the run's pre-flight asks)
+if [ "$1" = version ]; then exec %[3]q version; fi
 while :; do
-	setpriv --pdeathsig KILL %q "$@" &
+	setpriv --pdeathsig KILL %[3]q "$@" &
 	pid=$!
 	sleep 5
 	kill -9 $pid
 	wait $pid
-	%s
+	%[4]s
 done
 `, name, h.To, real, again)
 			if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
@@ -94,16 +96,21 @@ done
 }
 
 // wrongVersion: the path the target version resolves to holds the old
-// version's binary (a mislabelled artifact). The swapped agent starts and
-// answers, but with the old version; transport/local refuses it
-// (*local.StartError: it never answered with the target within the start
-// timeout) and the run halts on the swap.
+// version's agent behind a `version` that answers the target's (a
+// mislabelled artifact that the run's pre-flight, which only asks the
+// binary its version, cannot tell; an honest one is refused there, before
+// anything is touched: see the unit tests of transport/local's
+// CheckArtifact). The swapped agent starts and answers, but with the old
+// version; transport/local refuses it (*local.StartError: it never
+// answered with the target within the start timeout) and the run halts on
+// the swap.
 var wrongVersion = badTarget{
 	name: "wrong-version",
 	binary: func(t *testing.T, h hop, dir string) string {
 		old := consulrig.Binary(t, h.From)
 		path := filepath.Join(dir, "consul-"+h.To+"-holding-"+h.From)
-		if err := os.Symlink(old, path); err != nil {
+		script := fmt.Sprintf("#!/bin/sh\nif [ \"$1\" = version ]; then echo 'Consul v%s'; exit 0; fi\nexec %q \"$@\"\n", h.To, old)
+		if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
 			t.Fatal(err)
 		}
 		return path

@@ -170,6 +170,14 @@ type Cluster struct {
 	txnCrashed    []string // servers a transaction crashed (session.go)
 }
 
+// defaultSnapshot is the archive of a new cluster, built once: gzip is the
+// dearest part of NewCluster, and a test that plays thousands of clusters
+// (the property test of package upgrade) builds one per cluster otherwise.
+// The archive is only ever read.
+var defaultSnapshot = sync.OnceValue(func() []byte {
+	return Snapshot(DefaultLastIndex, 1, []byte("simulated consul state"))
+})
+
 // NewCluster returns a healthy cluster of servers s1..sN (s1 leads, every
 // server a voter) and clients c1..cM, all on version. A negative count means
 // none. Options change the defaults: restart delay DefaultRestartDelay,
@@ -181,7 +189,7 @@ func NewCluster(servers, clients int, version string, opts ...Option) *Cluster {
 		restartDelay:  DefaultRestartDelay,
 		stabilization: DefaultStabilizationTime,
 		stableSince:   time.Now(),
-		snapshot:      Snapshot(DefaultLastIndex, 1, []byte("simulated consul state")),
+		snapshot:      defaultSnapshot(),
 		acls:          ACLsDisabled,
 		dc:            Datacenter,
 		primary:       Datacenter,

@@ -300,8 +300,13 @@ func TestRunClientWavesRespectMaxUnavailable(t *testing.T) {
 // node is touched, the follower goes back to 1.12.9 and the cluster ends
 // healthy with all its data.
 func TestRunHaltsAndRollsBackBrokenBinary(t *testing.T) {
+	// The broken build answers `version` as the target (so the run's
+	// pre-flight, which asks every binary its version, lets it through, as
+	// it would a build that only fails once it runs an agent) and dies at
+	// start.
 	broken := t.TempDir() + "/consul-broken"
-	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho 'broken consul build' >&2\nexit 1\n"), 0o755); err != nil {
+	script := fmt.Sprintf("#!/bin/sh\nif [ \"$1\" = version ]; then echo 'Consul v%s'; exit 0; fi\necho 'broken consul build' >&2\nexit 1\n", scenario.ToVersion)
+	if err := os.WriteFile(broken, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	real := consulrig.Resolver(t)
