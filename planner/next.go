@@ -129,11 +129,14 @@ func backupFor(low *version.Version) (BackupKind, string) {
 // own (whole) path instead.
 //
 // With the replace strategy the servers of a datacenter are not swapped but
-// replaced (see replaceStep): a new server on the hop's version is added,
+// replaced: a new server on the hop's version is added,
 // then an old one retired, until none is left below it. Replace needs every
 // server on 0.8.0 or later (autopilot); below that Next returns an error
 // wrapping ErrNotSupported. A policy field with an unknown value gives a
-// *PolicyError, a version that does not parse a *VersionError.
+// *PolicyError, a waiver of an unknown rule ID a *WaiverError. A version
+// that does not parse (an agent's or the target) is the blocking finding
+// bad-version, so Next returns the *RefusedError; only with bad-version
+// waived does the parser's *VersionError come back instead.
 func Next(c Cluster, target string, pol Policy) (Step, error) {
 	if err := CheckWaivers(pol); err != nil {
 		return Step{}, err

@@ -42,7 +42,7 @@ const (
 // and otherwise a server is healthy when it is alive in serf, in the peer
 // set and a leader is known.
 //
-// Discover does not set Cluster.SnapshotVersion: that is the runner's record.
+// Discover does not set Cluster.SnapshotVersion: that is the run's record.
 func Discover(ctx context.Context, c Consul) (planner.Cluster, error) {
 	cl, _, err := discover(ctx, c)
 	return cl, err

@@ -332,9 +332,9 @@ func TestLogicalBackupOfA04ClusterHoldsTheKVTreeAndACLTokensAndIsReadBack(t *tes
 		}
 	}
 	dir := t.TempDir()
-	info, err := SaveLogicalBackup(t.Context(), inProcessConsul(t, s), SnapshotDir(dir), "dc1", "0.4.1")
+	info, err := saveLogicalBackup(t.Context(), inProcessConsul(t, s), SnapshotDir(dir), "dc1", "0.4.1")
 	if err != nil {
-		t.Fatalf("SaveLogicalBackup: %v", err)
+		t.Fatalf("saveLogicalBackup: %v", err)
 	}
 	if info.Kind != planner.BackupLogical || info.Keys != 3 || info.ACLTokens != 2 || !info.Reread || len(info.SHA256) != 64 {
 		t.Errorf("info %+v: want a logical backup of 3 keys and 2 ACL tokens, read back, with its SHA-256", info)
@@ -349,9 +349,9 @@ func TestLogicalBackupOfA04ClusterHoldsTheKVTreeAndACLTokensAndIsReadBack(t *tes
 	f, err := os.Open(files[0])
 	mustDo(t, err)
 	defer f.Close()
-	back, meta, err := VerifyLogicalBackup(f)
+	back, meta, err := verifyLogicalBackup(f)
 	if err != nil {
-		t.Fatalf("VerifyLogicalBackup of the written file: %v", err)
+		t.Fatalf("verifyLogicalBackup of the written file: %v", err)
 	}
 	if back.Keys != 3 || !meta.ACLs || meta.Version != "0.4.1" || !strings.Contains(meta.NotRestorable, "sessions") {
 		t.Errorf("meta %+v: want 3 keys, ACLs, version 0.4.1 and what it cannot restore", meta)
@@ -362,10 +362,10 @@ func TestALogicalBackupThatCannotReadTheACLsFailsTyped(t *testing.T) {
 	s := consultest.NewCluster(3, 0, "0.6.4", consultest.WithEra(consultest.Era06), consultest.WithACLs(consultest.ACLsLegacy))
 	c := &noACLs{consulEra: inProcessConsul(t, s).(consulEra)}
 	w := &memSink{}
-	_, err := SaveLogicalBackup(t.Context(), c, w.open, "dc1", "0.6.4")
-	var be *BackupError
+	_, err := saveLogicalBackup(t.Context(), c, w.open, "dc1", "0.6.4")
+	var be *backupError
 	if !errors.As(err, &be) || be.Part != "read acls" {
-		t.Fatalf("err = %v, want a *BackupError in part read acls", err)
+		t.Fatalf("err = %v, want a *backupError in part read acls", err)
 	}
 	if w.Len() != 0 {
 		t.Errorf("%d bytes were written for a failed backup", w.Len())
@@ -385,26 +385,26 @@ func TestATamperedLogicalBackupIsRefused(t *testing.T) {
 	s := consultest.NewCluster(3, 0, "0.4.1", consultest.WithEra(consultest.Era04))
 	archive, _, err := buildLogicalBackup(t.Context(), inProcessConsul(t, s), "dc1", "0.4.1")
 	mustDo(t, err)
-	if _, _, err := VerifyLogicalBackup(bytes.NewReader(archive)); err != nil {
+	if _, _, err := verifyLogicalBackup(bytes.NewReader(archive)); err != nil {
 		t.Fatalf("the untouched archive: %v", err)
 	}
 	cut := archive[:len(archive)/2]
-	if _, _, err := VerifyLogicalBackup(bytes.NewReader(cut)); !errors.Is(err, ErrSnapshotInvalid) {
+	if _, _, err := verifyLogicalBackup(bytes.NewReader(cut)); !errors.Is(err, ErrSnapshotInvalid) {
 		t.Errorf("a truncated archive: err = %v, want ErrSnapshotInvalid", err)
 	}
 	// A kv.json changed after its checksum was taken.
-	meta := []byte(`{"format":"` + LogicalBackupFormat + `","version":"0.4.1","keys":1}`)
+	meta := []byte(`{"format":"` + logicalBackupFormat + `","version":"0.4.1","keys":1}`)
 	kv := []byte(`[{"Key":"a","Value":"b2s="}]`)
 	files := []consultest.SnapshotFile{{Name: "meta.json", Data: meta}, {Name: "kv.json", Data: kv}}
 	sums := consultest.SnapshotSums(files...)
 	files[1].Data = []byte(`[{"Key":"a","Value":"bm8="}]`)
 	tampered, err := consultest.Archive(append(files, consultest.SnapshotFile{Name: "SHA256SUMS", Data: sums})...)
 	mustDo(t, err)
-	if _, _, err := VerifyLogicalBackup(bytes.NewReader(tampered)); !errors.Is(err, ErrSnapshotInvalid) || !strings.Contains(err.Error(), "kv.json has SHA-256") {
+	if _, _, err := verifyLogicalBackup(bytes.NewReader(tampered)); !errors.Is(err, ErrSnapshotInvalid) || !strings.Contains(err.Error(), "kv.json has SHA-256") {
 		t.Errorf("a tampered kv.json: err = %v, want ErrSnapshotInvalid naming kv.json", err)
 	}
 	// A snapshot archive is not a logical backup.
-	if _, _, err := VerifyLogicalBackup(bytes.NewReader(makeSnapshot(t, snapshotFiles{}))); !errors.Is(err, ErrSnapshotInvalid) {
+	if _, _, err := verifyLogicalBackup(bytes.NewReader(makeSnapshot(t, snapshotFiles{}))); !errors.Is(err, ErrSnapshotInvalid) {
 		t.Errorf("a snapshot archive: err = %v, want ErrSnapshotInvalid", err)
 	}
 }

@@ -61,11 +61,14 @@ func (e *GateError) Error() string {
 
 func (e *GateError) Unwrap() error { return e.Err }
 
-// HaltError stops a run: a step failed (its act or its gate), or the run
-// could not go on after a step. Nothing after it was touched. RolledBack
-// reports whether the failed node was put back on its old binary and the
-// cluster was seen healthy again. Touched is what the run touched before it
-// halted, this step included (empty when it halted before acting).
+// HaltError stops a run at a step that acted and then failed: the step
+// touched at least one node (stopped it, or may have; started, provisioned
+// or retired it; asked for a leadership transfer), and its act or its gate
+// failed. A step that failed before it touched anything is a
+// *StepRefusedError instead. Nothing after the step was touched.
+// RolledBack reports whether the failed node was put back on its old
+// binary and the cluster was seen healthy again. Touched is what the run
+// touched, this step included (never empty).
 type HaltError struct {
 	Step       planner.Step
 	Err        error
@@ -80,7 +83,7 @@ type HaltError struct {
 func (e *HaltError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "upgrade halted at %s: %v", stepString(e.Step), e.Err)
-	var refused *RollbackRefusedError
+	var refused *QuorumError
 	switch {
 	case e.RolledBack:
 		fmt.Fprintf(&b, "; rolled back %s to the previous binary and the cluster is healthy again", strings.Join(e.RolledBackNodes, ", "))

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -153,11 +154,17 @@ func TestRealLogicalBackupOf064(t *testing.T) {
 		t.Errorf("RaftConfiguration on 0.6.4: err = %v, want ErrEndpointMissing", err)
 	}
 
+	// The backup is Run's first step: one step (MaxSteps), without the lock
+	// (whose key would be in the backup too).
 	dir := t.TempDir()
-	info, err := upgrade.SaveLogicalBackup(ctx, c, upgrade.SnapshotDir(dir), "dc1", "0.6.4")
-	if err != nil {
-		t.Fatalf("SaveLogicalBackup: %v", err)
+	res, err := upgrade.Run(ctx, upgrade.Config{
+		Consul: c, Transport: cl.Transport(), Target: "0.7.5", Snapshot: upgrade.SnapshotDir(dir),
+		MaxSteps: 1, NoLock: true, ServerAPI: upgrade.ServerHTTP(8500), GateTimeout: time.Minute,
+	})
+	if err != nil || !res.Stopped || len(res.Steps) != 1 || res.Steps[0].Snapshot == nil {
+		t.Fatalf("Run = %+v, %v; want one step, the backup, and a clean stop", res, err)
 	}
+	info := res.Steps[0].Snapshot
 	if info.Keys != 3 || !info.Reread || info.Kind != planner.BackupLogical {
 		t.Errorf("backup %+v: want 3 keys, read back", info)
 	}
@@ -170,12 +177,12 @@ func TestRealLogicalBackupOf064(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	back, meta, err := upgrade.VerifyLogicalBackup(f)
+	back, err := upgrade.VerifySnapshot(f)
 	if err != nil {
-		t.Fatalf("VerifyLogicalBackup: %v", err)
+		t.Fatalf("VerifySnapshot: %v", err)
 	}
-	if back.Keys != 3 || meta.Index == 0 || meta.Version != "0.6.4" {
-		t.Errorf("read back %+v / %+v: want 3 keys at a non-zero index, version 0.6.4", back, meta)
+	if back.Kind != planner.BackupLogical || back.Keys != 3 || back.Index == 0 || !strings.HasPrefix(back.ID, "logical-0.6.4-") {
+		t.Errorf("read back %+v: want a logical backup of 3 keys at a non-zero index, taken on 0.6.4", back)
 	}
 }
 
