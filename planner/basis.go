@@ -722,7 +722,7 @@ func atLeastVersion(v, want string) bool {
 	if err != nil {
 		return false
 	}
-	return !a.Core().LessThan(b.Core())
+	return !coreOf(a).LessThan(coreOf(b))
 }
 
 // afterVersion reports whether version v is later than from.

@@ -221,8 +221,125 @@ type builtin struct {
 // compiled is a rule with its constraints parsed.
 type compiled struct {
 	builtin
-	from, to version.Constraints
+	from, to constraints
 	err      error
+}
+
+// constraints is a rule's From or To parsed: one or more go-version
+// constraints, any of which may match ("< 1.8.13 || >= 1.9.0, < 1.9.7").
+// An empty one matches nothing; callers test len first ("" matches every
+// version).
+type constraints []constraintGroup
+
+// constraintGroup is one go-version constraint list (all must match), with
+// a form that compares release versions without allocating: Check runs for
+// every rule on every hop, and go-version's own comparison formats both
+// versions as strings each time.
+type constraintGroup struct {
+	c     version.Constraints
+	parts []constraintPart // nil when some part needs go-version itself
+}
+
+// constraintPart is one comparison of a release version: op is one of
+// "=", "!=", "<", "<=", ">", ">=".
+type constraintPart struct {
+	op  string
+	seg [3]int64
+}
+
+// parseConstraints parses s: go-version constraints, several joined by
+// "||".
+func parseConstraints(s string) (constraints, error) {
+	groups := strings.Split(s, "||")
+	out := make(constraints, 0, len(groups))
+	for _, g := range groups {
+		c, err := version.NewConstraint(strings.TrimSpace(g))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, constraintGroup{c: c, parts: fastParts(c)})
+	}
+	return out, nil
+}
+
+// fastParts returns the comparisons of c, or nil when one of them is not
+// a plain comparison with a release version (~>, a pre-release).
+func fastParts(c version.Constraints) []constraintPart {
+	parts := make([]constraintPart, 0, len(c))
+	for _, one := range c {
+		s := strings.TrimSpace(one.String())
+		var op string
+		for _, o := range []string{"<=", ">=", "!=", "~>", "<", ">", "="} {
+			if strings.HasPrefix(s, o) {
+				op, s = o, strings.TrimSpace(s[len(o):])
+				break
+			}
+		}
+		if op == "" {
+			op = "="
+		}
+		seg, ok := releaseSegments(mustVersion(s))
+		if op == "~>" || !ok {
+			return nil
+		}
+		parts = append(parts, constraintPart{op: op, seg: seg})
+	}
+	return parts
+}
+
+// Check reports whether v satisfies any of the constraints.
+func (cs constraints) Check(v *version.Version) bool {
+	seg, release := releaseSegments(v)
+	for _, g := range cs {
+		if g.parts == nil || !release {
+			if g.c.Check(v) {
+				return true
+			}
+			continue
+		}
+		if g.match(seg) {
+			return true
+		}
+	}
+	return false
+}
+
+// match reports whether a release version with segments seg satisfies
+// every part of g (go-version's comparison: segments in order, metadata
+// ignored).
+func (g constraintGroup) match(seg [3]int64) bool {
+	for _, p := range g.parts {
+		c := 0
+		for i := range seg {
+			if seg[i] != p.seg[i] {
+				if seg[i] < p.seg[i] {
+					c = -1
+				} else {
+					c = 1
+				}
+				break
+			}
+		}
+		var ok bool
+		switch p.op {
+		case "=":
+			ok = c == 0
+		case "!=":
+			ok = c != 0
+		case "<":
+			ok = c < 0
+		case "<=":
+			ok = c <= 0
+		case ">":
+			ok = c > 0
+		case ">=":
+			ok = c >= 0
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 type option func(*builtin)
@@ -340,7 +457,7 @@ func oldClientsBelow(rc RuleContext, v string) bool {
 		return false
 	}
 	for _, c := range rc.Cluster.Clients {
-		if cv, err := parseVersion(c.Version); err == nil && !versionAtLeast(cv.Core().String(), v) {
+		if cv, err := parseVersion(c.Version); err == nil && !versionAtLeast(coreOf(cv).String(), v) {
 			return true
 		}
 	}
@@ -467,7 +584,7 @@ func leaderAtLeast(rc RuleContext, v string) bool {
 func versionIs(s, v string) bool {
 	sv, err := parseVersion(s)
 	m := mustVersion(v)
-	return err == nil && m != nil && sv.Core().Equal(m)
+	return err == nil && m != nil && coreOf(sv).Equal(m)
 }
 
 // serversOnCore lists the observed servers whose version's core is v.
@@ -478,7 +595,7 @@ func serversOnCore(rc RuleContext, v string) []string {
 	m := mustVersion(v)
 	var out []string
 	for _, s := range rc.Cluster.Servers {
-		if sv, err := parseVersion(s.Version); err == nil && m != nil && sv.Core().Equal(m) {
+		if sv, err := parseVersion(s.Version); err == nil && m != nil && coreOf(sv).Equal(m) {
 			out = append(out, s.Name)
 		}
 	}
@@ -1142,10 +1259,10 @@ func compileAll(bs []builtin) []compiled {
 func compile(b builtin) compiled {
 	c := compiled{builtin: b}
 	if b.From != "" {
-		c.from, c.err = version.NewConstraint(b.From)
+		c.from, c.err = parseConstraints(b.From)
 	}
 	if c.err == nil && b.To != "" {
-		c.to, c.err = version.NewConstraint(b.To)
+		c.to, c.err = parseConstraints(b.To)
 	}
 	return c
 }
@@ -1179,7 +1296,7 @@ func PrimaryLast(h Hop, f Features) bool {
 	if err1 != nil || err2 != nil {
 		return false
 	}
-	from, to = from.Core(), to.Core()
+	from, to = coreOf(from), coreOf(to)
 	if between(from, v085, v124) && between(to, v124, v130) {
 		return true
 	}
@@ -1193,5 +1310,5 @@ func versionAtLeast(s, min string) bool {
 		return false
 	}
 	m := mustVersion(min)
-	return m != nil && !v.Core().LessThan(m)
+	return m != nil && !coreOf(v).LessThan(m)
 }

@@ -118,7 +118,7 @@ func newChecker(c *Cluster, target string, pol *Policy) *checker {
 	k := &checker{c: c, pol: pol, targetRaw: target, defaultDC: defaultDatacenter(c), fired: map[RuleID]bool{}}
 	k.target, k.targetErr = k.vc.Parse(target)
 	if k.target != nil {
-		k.targetCore = k.target.Core()
+		k.targetCore = coreOf(k.target)
 	}
 
 	k.servers = make([]serverState, len(c.Servers))
@@ -129,10 +129,10 @@ func newChecker(c *Cluster, target string, pol *Policy) *checker {
 		e := k.vc.entry(s.Version)
 		if e.err == nil {
 			st.v, st.core = e.v, e.core
-			if k.lowest == nil || st.v.LessThan(k.lowest) {
+			if k.lowest == nil || lessThan(st.v, k.lowest) {
 				k.lowest = st.v
 			}
-			if m := k.dcMax[st.dc]; m == nil || st.v.GreaterThan(m) {
+			if m := k.dcMax[st.dc]; m == nil || lessThan(m, st.v) {
 				k.dcMax[st.dc] = st.v
 			}
 		}
@@ -186,8 +186,8 @@ func newChecker(c *Cluster, target string, pol *Policy) *checker {
 				k.path, k.pathErr = nil, fmt.Errorf("hop %s -> %s does not parse", h.From, h.To)
 				break
 			}
-			k.pathFrom = append(k.pathFrom, f.Core())
-			k.pathTo = append(k.pathTo, t.Core())
+			k.pathFrom = append(k.pathFrom, coreOf(f))
+			k.pathTo = append(k.pathTo, coreOf(t))
 		}
 	}
 
@@ -357,11 +357,11 @@ func (k *checker) evalServers(i int, r *compiled, rc RuleContext) {
 	from, to := k.pathFrom[i], k.pathTo[i]
 	sev, msg := k.severity(r, rc), k.message(r, rc)
 	for _, s := range k.servers {
-		if s.core == nil || !s.core.LessThan(to) {
+		if s.core == nil || !lessThan(s.core, to) {
 			continue
 		}
 		eff, value := from, h.From
-		if s.core.GreaterThan(from) {
+		if lessThan(from, s.core) {
 			eff, value = s.core, s.s.Version
 		}
 		if len(r.from) > 0 && !r.from.Check(eff) {
@@ -386,7 +386,7 @@ func (k *checker) evalClients(i int, r *compiled, rc RuleContext) {
 			continue
 		}
 		eff, value := g.core, g.raw
-		if !leaveBehind && from.GreaterThan(eff) {
+		if !leaveBehind && lessThan(eff, from) {
 			eff, value = from, h.From
 		}
 		if len(r.from) > 0 && !r.from.Check(eff) {
@@ -586,7 +586,7 @@ func (k *checker) stopsNoVoter(servers []*serverState) string {
 		return ""
 	}
 	for _, s := range servers {
-		if s.core == nil || s.core.LessThan(k.targetCore) {
+		if s.core == nil || lessThan(s.core, k.targetCore) {
 			return ""
 		}
 	}
@@ -706,7 +706,7 @@ func (k *checker) checkDowngrade(r *compiled) {
 		return
 	}
 	for _, s := range k.servers {
-		if s.v != nil && s.v.GreaterThan(k.target) {
+		if s.v != nil && lessThan(k.target, s.v) {
 			k.precheck(r, s.s.Name, s.s.Version,
 				fmt.Sprintf("server %s runs %s, newer than the target %s", s.s.Name, s.s.Version, k.targetRaw))
 		}
@@ -715,7 +715,7 @@ func (k *checker) checkDowngrade(r *compiled) {
 	var idx []int32
 	var values []string
 	for _, g := range k.groups {
-		if g.v != nil && g.v.GreaterThan(k.target) {
+		if g.v != nil && lessThan(k.target, g.v) {
 			count += g.count
 			idx = append(idx, g.first...)
 			values = appendUnique(values, g.raw)
@@ -857,7 +857,7 @@ func (k *checker) checkClientSkew(r *compiled) {
 	by := map[string]*agg{}
 	for _, g := range k.groups {
 		max := k.dcMax[g.dc]
-		if g.v == nil || max == nil || !g.v.GreaterThan(max) {
+		if g.v == nil || max == nil || !lessThan(max, g.v) {
 			continue
 		}
 		a := by[g.dc]
@@ -893,7 +893,7 @@ func (k *checker) checkUnsupported(r *compiled) {
 		return
 	}
 	// A downgrade to 2.x never builds a path; report the target anyway.
-	if k.targetCore != nil && !k.targetCore.LessThan(maxSupported) && k.pathErr == nil && k.path == nil && k.lowest == nil {
+	if k.targetCore != nil && !lessThan(k.targetCore, maxSupported) && k.pathErr == nil && k.path == nil && k.lowest == nil {
 		k.precheck(r, "", k.targetRaw, fmt.Sprintf("target %s is beyond the catalogue (< %s)", k.targetRaw, maxSupported))
 	}
 }
@@ -905,7 +905,7 @@ type byVersion struct {
 }
 
 func (b byVersion) Len() int           { return len(b.vs) }
-func (b byVersion) Less(i, j int) bool { return b.vs[i].LessThan(b.vs[j]) }
+func (b byVersion) Less(i, j int) bool { return lessThan(b.vs[i], b.vs[j]) }
 func (b byVersion) Swap(i, j int) {
 	b.vs[i], b.vs[j] = b.vs[j], b.vs[i]
 	b.raws[i], b.raws[j] = b.raws[j], b.raws[i]

@@ -137,14 +137,14 @@ func Path(from, to string, pol Policy) ([]Hop, error) {
 
 // pathVersions is Path on parsed versions.
 func pathVersions(f, t *version.Version, pol Policy) ([]Hop, error) {
-	fc, tc := f.Core(), t.Core()
-	if !fc.LessThan(maxSupported) {
+	fc, tc := coreOf(f), coreOf(t)
+	if !lessThan(fc, maxSupported) {
 		return nil, &UnsupportedVersionError{Value: f.Original(), Limit: "< " + maxSupported.String()}
 	}
-	if !tc.LessThan(maxSupported) {
+	if !lessThan(tc, maxSupported) {
 		return nil, &UnsupportedVersionError{Value: t.Original(), Limit: "< " + maxSupported.String()}
 	}
-	if t.LessThan(f) {
+	if lessThan(t, f) {
 		return nil, &DowngradeError{From: f.Original(), To: t.Original()}
 	}
 	for _, r := range pol.Releases {
@@ -162,7 +162,7 @@ func pathVersions(f, t *version.Version, pol Policy) ([]Hop, error) {
 		if err != nil {
 			return nil, err
 		}
-		if next == nil || !next.GreaterThan(cur) || next.GreaterThan(t) {
+		if next == nil || !lessThan(cur, next) || lessThan(t, next) {
 			// Never loop or overshoot: go straight to the target.
 			next, rule, reason = t, "", "final hop to the target"
 		}
@@ -184,47 +184,47 @@ func pathVersions(f, t *version.Version, pol Policy) ([]Hop, error) {
 
 // between reports lo <= v < hi.
 func between(v, lo, hi *version.Version) bool {
-	return !v.LessThan(lo) && v.LessThan(hi)
+	return !lessThan(v, lo) && lessThan(v, hi)
 }
 
 // nextStone chooses the stone after cur on the way to t.
 func nextStone(cur, t *version.Version, pol Policy) (*version.Version, RuleID, string, error) {
-	c, tc := cur.Core(), t.Core()
+	c, tc := coreOf(cur), coreOf(t)
 	var next *version.Version
 	var rule RuleID
 	var reason string
 	switch {
-	case c.LessThan(v051) && !tc.LessThan(v060):
+	case lessThan(c, v051) && !lessThan(tc, v060):
 		next, rule = mustVersion("0.5.2"), RuleRaftBoltDB
 		reason = "the LMDB -> BoltDB Raft store migrator ships only in 0.5.1+ of 0.5.x and was removed in 0.6.0: every server boots 0.5.2 once"
-	case c.LessThan(v070) && !tc.LessThan(v080):
+	case lessThan(c, v070) && !lessThan(tc, v080):
 		next, rule = mustVersion("0.7.5"), RuleRaftProtocol07
 		reason = "only adjacent Raft protocols interoperate (<= 0.6 speak 0, 0.7 speaks 1, 0.8 speaks 1-3): servers pass through 0.7.5"
-	case c.LessThan(v085) && !tc.LessThan(v124):
+	case lessThan(c, v085) && !lessThan(tc, v124):
 		// 0.7.x joins the 1.2.4 path through 0.8.5 as well: it speaks Raft
 		// protocol 1, which 0.8 still speaks.
 		next, rule = mustVersion("0.8.5"), RuleDedicated124
 		reason = "the dedicated path to 1.2.4 starts at 0.8.5: servers on 0.8.0-0.8.4 (and older) go to 0.8.5 first"
-	case between(c, v085, v124) && !tc.LessThan(v124):
+	case between(c, v085, v124) && !lessThan(tc, v124):
 		next, rule = v124, RuleDedicated124
 		reason = "dedicated path: 0.8.5-1.2.3 go straight to 1.2.4"
-	case between(c, v169, v1819) && !tc.LessThan(v1819):
+	case between(c, v169, v1819) && !lessThan(tc, v1819):
 		next, rule = v1819, RuleDedicated1819
 		reason = "dedicated path: 1.6.9-1.8.18 go straight to 1.8.19"
-	case between(c, v124, v1610) && !tc.LessThan(v1610):
+	case between(c, v124, v1610) && !lessThan(tc, v1610):
 		next, rule = v1610, RuleDedicated1610
 		reason = "dedicated path: 1.2.4-1.6.9 go straight to 1.6.10 (legacy ACL tokens are migrated on 1.6.x)"
-	case pol.Enterprise && between(c, v190, v197) && !tc.LessThan(v1100):
+	case pol.Enterprise && between(c, v190, v197) && !lessThan(tc, v1100):
 		next, rule = mustVersion("1.9.17"), RuleEnterprise110
 		reason = "Consul Enterprise reaches 1.10 only from 1.8.13+ or 1.9.7+ (licensing): servers go to 1.9.17 first"
-	case between(c, v180, v1100) && !tc.LessThan(v1100):
+	case between(c, v180, v1100) && !lessThan(tc, v1100):
 		next, rule = v11012, RuleDedicated11012
 		reason = "dedicated path: 1.8.0-1.9.17 go to 1.10.12"
-		if tc.LessThan(v11012) {
+		if lessThan(tc, v11012) {
 			next = t
 			reason = "dedicated path: 1.8.0-1.9.17 go to 1.10.x"
 		}
-	case pol.Enterprise && between(c, v1100, v1107) && !tc.LessThan(v1110):
+	case pol.Enterprise && between(c, v1100, v1107) && !lessThan(tc, v1110):
 		next, rule = v11012, RuleEnterprise1107
 		reason = "Consul Enterprise 1.10.0-1.10.6 agents deregister their services once servers run 1.11+: everything goes to 1.10.12 first"
 	}
@@ -232,7 +232,7 @@ func nextStone(cur, t *version.Version, pol Policy) (*version.Version, RuleID, s
 		// Stones forced by a rule are still bounded by the majors rule,
 		// except the dedicated paths, which are documented jumps.
 		dedicated := rule == RuleDedicated124 || rule == RuleDedicated1610 || rule == RuleDedicated1819 || rule == RuleDedicated11012
-		if dedicated || Majors(c, next.Core()) <= 2 {
+		if dedicated || Majors(c, coreOf(next)) <= 2 {
 			if !next.Equal(t) && !released(next, pol) {
 				return nil, "", "", &ReleaseError{Need: next.Original(), Rule: rule, Reason: reason}
 			}
@@ -278,10 +278,10 @@ func stoneOnLine(idx int, pol Policy) string {
 	var best *version.Version
 	for _, r := range pol.Releases {
 		v, err := ParseVersion(r)
-		if err != nil || minorIndex(v.Core()) != idx || knownBadRelease(v) || classifyRelease(v, pol.Enterprise, nil) == releaseUnknown {
+		if err != nil || minorIndex(coreOf(v)) != idx || knownBadRelease(v) || classifyRelease(v, pol.Enterprise, nil) == releaseUnknown {
 			continue
 		}
-		if best == nil || v.GreaterThan(best) {
+		if best == nil || lessThan(best, v) {
 			best = v
 		}
 	}
@@ -305,7 +305,7 @@ func knownBadRelease(v *version.Version) bool {
 
 // majorsStone applies the max-majors-per-hop rule on the way to t.
 func majorsStone(cur, t *version.Version, pol Policy) (*version.Version, RuleID, string, error) {
-	c, tc := cur.Core(), t.Core()
+	c, tc := coreOf(cur), coreOf(t)
 	ci, ti := minorIndex(c), minorIndex(tc)
 	if ti-ci <= 2 {
 		return t, "", fmt.Sprintf("final hop: %d major(s), within %s (at most 2)", ti-ci, RuleMaxMajors), nil
