@@ -950,17 +950,17 @@ func catalogue() []builtin {
 		knownBad(RuleKnownBad100, "= 1.0.0", urlVersionSpecific,
 			"1.0.0 is a known-bad target: autopilot promoted new servers in pairs and could strand rolling upgrades without quorum",
 			"target 1.0.1 or later (1.0.8 is the newest 1.0.x)"),
-		def(RuleReplaceAutopilot100, KindOrdering, Blocking, "", ">= 1.0.1", urlVersionSpecific,
-			"replace strategy while servers run 1.0.0: its autopilot promotes new servers only in pairs, so a one-at-a-time replacement can stall or lose quorum (GH-3611)",
-			"take the hop out of 1.0.0 in place (strategy in-place, or raft_protocol = 2, under which new servers join as voters), then replace on 1.0.1+; after a replacement that ran on 1.0.0, consul force-leave the stale old servers",
+		def(RuleReplaceAutopilot100, KindOrdering, Blocking, "", "", urlVersionSpecific,
+			"replace strategy while servers run autopilot before 1.0.1 on Raft protocol 3 (1.0.0 by default, 0.8/0.9 configured to 3): it promotes new servers only in pairs, so a one-at-a-time replacement can stall or lose quorum (GH-3611)",
+			"take the hop past 1.0.0 in place (strategy in-place, or raft_protocol = 2, under which new servers join as voters), then replace on 1.0.1+; after a replacement that ran on such servers, consul force-leave the stale old servers",
 			once, when(func(rc RuleContext) bool {
-				return !inPlace(rc) && feat(rc).RaftProtocol != 2 && len(serversOnCore(rc, "1.0.0")) > 0
+				return !inPlace(rc) && len(pairwisePromoters(rc)) > 0
 			}),
 			msgBy(func(rc RuleContext) string {
-				return fmt.Sprintf("replace strategy while server(s) %s run 1.0.0: 1.0.0 autopilot promotes new servers only in pairs (1.0.1 promotes each once stable), so the plan's single new server is never promoted and stale old servers need force-leave (GH-3611)",
-					strings.Join(serversOnCore(rc, "1.0.0"), ", "))
+				return fmt.Sprintf("replace strategy while server(s) %s run autopilot before 1.0.1 on Raft protocol 3: it promotes new servers only in pairs (1.0.1 promotes each once stable), so the plan's single new server is never promoted and stale old servers need force-leave (GH-3611)",
+					joinNames(pairwisePromoters(rc), 5))
 			}),
-			limit("no 1.0.0 server while replacing")),
+			limit("no server before 1.0.1 on raft protocol 3 while replacing")),
 		def(RuleRaftProtocol310, KindRaft, Info, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
 			"1.0 defaults to raft_protocol 3, which needs every server on 0.8+",
 			"when the servers run raft protocol 2 (the 0.8/0.9 default), start the upgraded servers with raft_protocol = 2 until no 0.x server remains, then move every server to 3 in a separate rolling restart (before 1.9); the peers.json format changes too",
@@ -983,8 +983,20 @@ func catalogue() []builtin {
 			})),
 		def(RuleSingleServerRaft10, KindPrecheck, Warning, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
 			"a single server restarted in place on Raft protocol 3 cannot elect itself",
-			"keep raft_protocol = 2 on the single server, or prepare a peers.json with its node ID",
-			when(func(rc RuleContext) bool { return smallestDatacenter(rc) == 1 && feat(rc).RaftProtocol != 2 })),
+			"keep raft_protocol = 2 in the single server's configuration for the 1.x binary, or prepare a peers.json with its node ID",
+			when(func(rc RuleContext) bool { return smallestDatacenter(rc) == 1 }),
+			sevBy(func(rc RuleContext) Severity {
+				if feat(rc).RaftProtocol == 2 {
+					return Info
+				}
+				return Warning
+			}),
+			msgBy(func(rc RuleContext) string {
+				if feat(rc).RaftProtocol == 2 {
+					return "a single server restarted in place on Raft protocol 3 cannot elect itself; raft protocol 2 is reported, which is also the 0.8/0.9 default: only raft_protocol = 2 in the configuration the 1.x binary starts with keeps it (1.0 defaults to 3)"
+				}
+				return "a single server restarted in place on Raft protocol 3 (the 1.0 default) cannot elect itself"
+			})),
 		def(RuleConfigRewrite10, KindConfig, Info, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
 			"1.0 drops deprecated flags and keys and wants .hcl/.json config files",
 			"rewrite the configs and run consul validate with the 1.0 binary before the hop"),
@@ -1020,8 +1032,11 @@ func catalogue() []builtin {
 		// 1.6 and 1.7.
 		def(RuleLegacyACLs16, KindACL, Blocking, ">= 1.4.0, < 1.7.0", ">= 1.7.0", urlPath16,
 			"legacy ACL tokens are still in use: the 1.6.x upgrade guide requires migrating them before upgrading past 1.6.x",
-			"stop on 1.6.10 (the path does), wait until every token has an AccessorID, migrate each legacy token (consul acl token update -id <id> -upgrade-legacy) and confirm none is left (Features.LegacyACLs false) before the next hop",
-			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs }), limit("no legacy tokens past 1.6.x")),
+			"plan to 1.6.10 first (the path stops there), wait until every token has an AccessorID, migrate each legacy token (consul acl token update -id <id> -upgrade-legacy) and confirm none is left (Features.LegacyACLs false) before planning further",
+			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs }), limit("no legacy tokens past 1.6.x"),
+			msgBy(func(rc RuleContext) string {
+				return legacyMessage(rc, "legacy ACL tokens are still in use: the 1.6.x upgrade guide requires migrating them before upgrading past 1.6.x")
+			})),
 		def(RuleManagedProxiesRemoved16, KindPrecheck, Warning, "< 1.6.0", ">= 1.6.0", urlVersionSpecific,
 			"managed proxies are removed in 1.6",
 			"move managed proxies to sidecar service registrations before the hop",
@@ -1054,7 +1069,10 @@ func catalogue() []builtin {
 		def(RuleLegacyACLsPanic19, KindACL, Warning, "< 1.9.0", ">= 1.9.0", "https://github.com/hashicorp/consul/issues/9566",
 			"servers panicked on 1.9.x with legacy ACL tokens still in use",
 			"migrate legacy tokens before 1.9 and rehearse the hop on a snapshot copy",
-			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs })),
+			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs }),
+			msgBy(func(rc RuleContext) string {
+				return legacyMessage(rc, "servers panicked on 1.9.x with legacy ACL tokens still in use")
+			})),
 		def(RuleCentralConfig19, KindConfig, Info, "< 1.9.0", ">= 1.9.0", urlVersionSpecific,
 			"enable_central_service_config defaults to true from 1.9",
 			"set it to false explicitly if the old behaviour is needed"),
@@ -1074,7 +1092,10 @@ func catalogue() []builtin {
 		def(RuleLegacyACLs111, KindACL, Blocking, "< 1.11.0", ">= 1.11.0", urlRelease1110,
 			"legacy ACL tokens are still in use and 1.11 removes the legacy ACL system",
 			"migrate every legacy token to the new ACL system on 1.6.x-1.10.x (consul acl token update -upgrade-legacy) and stop using legacy endpoints before the hop",
-			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs }), limit("no legacy tokens")),
+			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs }), limit("no legacy tokens"),
+			msgBy(func(rc RuleContext) string {
+				return legacyMessage(rc, "legacy ACL tokens are still in use and 1.11 removes the legacy ACL system")
+			})),
 		def(RuleACLTokenRenames111, KindConfig, Info, "< 1.11.0", ">= 1.11.0", urlVersionSpecific,
 			"acl.tokens master/agent_master are renamed initial_management/agent_recovery",
 			"rename the keys and scripts (the old names still work for now)"),

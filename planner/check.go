@@ -23,7 +23,12 @@ import (
 // clusters with 100,000 clients.
 //
 // A cluster or target on a Consul Enterprise build (+ent) is checked as
-// Enterprise whether or not pol.Enterprise is set.
+// Enterprise whether or not pol.Enterprise is set, and the rules read c's
+// features with the facts its versions imply added (a fact declared is
+// never cleared): ACLs on with a server below 1.4.0 mean every token is a
+// legacy one; legacy tokens or ACL replication mean ACLs are on. Rules
+// whose fact depends on a version ask it per version: the Raft protocol a
+// server runs (configured, else its version's default).
 func Check(c Cluster, target string, pol Policy) Findings {
 	pol = withObservedEnterprise(&c, target, pol)
 	k := newChecker(&c, target, &pol)
@@ -138,6 +143,9 @@ func newChecker(c *Cluster, target string, pol *Policy) *checker {
 		}
 		k.servers[i] = st
 	}
+	// The rules read the features with what the versions imply (c is
+	// Check's own copy of the cluster).
+	c.Features = impliedFeatures(c.Features, k.lowest)
 
 	// Clients mostly share a handful of (datacenter, version) pairs: look
 	// them up by a short linear scan, and by a map only once there are many.

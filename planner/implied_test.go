@@ -1,0 +1,157 @@
+package planner
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// Issue 22: facts the versions imply, minimums rather than bug ranges,
+// stepping stones before refusals. Each test here is built from the
+// example the docs give for the rule (the source is named above it); the
+// firing and quiet cases of each rule are in ruleCases.
+
+// refusedBy returns the rule IDs of the unwaived blocking findings of err,
+// a *RefusedError (nil for a nil err; the test fails on another error).
+func refusedBy(t *testing.T, err error) []RuleID {
+	t.Helper()
+	if err == nil {
+		return nil
+	}
+	var re *RefusedError
+	if !errors.As(err, &re) {
+		t.Fatalf("error %v is not a *RefusedError", err)
+	}
+	var ids []RuleID
+	for _, f := range re.Findings {
+		ids = append(ids, f.Rule)
+	}
+	return ids
+}
+
+// hopsOf is "from -> to, from -> to" for a path.
+func hopsOf(path []Hop) string {
+	var parts []string
+	for _, h := range path {
+		parts = append(parts, h.From+" -> "+h.To)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func TestImpliedFeatures(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		f      Features
+		lowest string
+		want   Features
+	}{
+		{"ACLs on servers below 1.4 hold only legacy tokens", Features{ACLs: true}, "1.3.1", Features{ACLs: true, LegacyACLs: true}},
+		{"ACLs on 0.8 hold only legacy tokens", Features{ACLs: true}, "0.8.5", Features{ACLs: true, LegacyACLs: true}},
+		{"ACLs on 1.4 may hold new tokens: the observer says", Features{ACLs: true}, "1.4.0", Features{ACLs: true}},
+		{"no ACLs, no tokens", Features{}, "1.3.1", Features{}},
+		{"legacy tokens mean ACLs are on", Features{LegacyACLs: true}, "1.6.10", Features{ACLs: true, LegacyACLs: true}},
+		{"ACL replication means ACLs are on", Features{ACLReplication: true}, "1.6.10", Features{ACLs: true, ACLReplication: true}},
+		{"ACL replication on 1.3 replicates legacy tokens", Features{ACLReplication: true}, "1.3.1", Features{ACLs: true, ACLReplication: true, LegacyACLs: true}},
+		{"a declared fact is never cleared", Features{ACLs: true, LegacyACLs: true}, "1.10.12", Features{ACLs: true, LegacyACLs: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := impliedFeatures(tc.f, mustVersion(tc.lowest)); got.ACLs != tc.want.ACLs || got.LegacyACLs != tc.want.LegacyACLs || got.ACLReplication != tc.want.ACLReplication {
+				t.Fatalf("impliedFeatures(%+v, %s) = %+v, want %+v", tc.f, tc.lowest, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDefaultRaftProtocolFollowsTheVersionNotes(t *testing.T) {
+	for v, want := range map[string]int{"0.6.4": 0, "0.7.5": 1, "0.8.0": 2, "0.9.4": 2, "1.0.0": 3, "1.8.19": 3, "1.16.1": 3} {
+		if got := defaultRaftProtocol(mustVersion(v)); got != want {
+			t.Errorf("defaultRaftProtocol(%s) = %d, want %d", v, got, want)
+		}
+	}
+}
+
+// Instructions index, worked example "1.3.1 -> latest 1.12: 1.6.10 ->
+// 1.8.19 -> 1.10.12 -> 1.12.x", with ACLs on. The upgrade-to-1.6.x page:
+// legacy tokens must be migrated on 1.6.x before going further; on 1.3.1
+// every token is a legacy token (the new ACL system came with 1.4.0), so
+// the plan is refused at 1.6.10 -> 1.8.19 although nobody declared them,
+// while the plan to 1.6.10 goes ahead, and once the tokens are migrated
+// the rest of the example plans.
+func TestRuleLegacyACLsBeforeLeaving16_DocsExample(t *testing.T) {
+	c := baseCluster("1.3.1")
+	c.Features.ACLs = true
+	p, err := Plan(c, "1.12.9", Policy{})
+	if got := refusedBy(t, err); !slices.Contains(got, RuleLegacyACLs16) {
+		t.Fatalf("1.3.1 with ACLs to 1.12.9: refused by %v, want %s", got, RuleLegacyACLs16)
+	}
+	if got, want := hopsOf(p.Path), "1.3.1 -> 1.6.10, 1.6.10 -> 1.8.19, 1.8.19 -> 1.10.12, 1.10.12 -> 1.12.9"; got != want {
+		t.Errorf("path %s, want the docs' %s", got, want)
+	}
+	for _, f := range findRule(p.Findings, RuleLegacyACLs16) {
+		if f.Hop != "1.6.10 -> 1.8.19" || !strings.Contains(f.Message, "s1 runs 1.3.1") {
+			t.Errorf("finding %s: want it on the hop leaving 1.6.x, naming the server whose version implies legacy tokens", f)
+		}
+	}
+	if _, err := Plan(c, "1.6.10", Policy{}); err != nil {
+		t.Fatalf("plan to 1.6.10, where the tokens are migrated: %v", err)
+	}
+	migrated := baseCluster("1.6.10")
+	migrated.Features.ACLs = true
+	if _, err := Plan(migrated, "1.12.9", Policy{}); err != nil {
+		t.Fatalf("plan from 1.6.10 with the tokens migrated: %v", err)
+	}
+}
+
+// Version-specific notes, 1.11.x: "The legacy ACL system that was deprecated
+// in Consul 1.4.0 was removed in 1.11.0." A cluster that still runs ACLs on
+// 1.3 has nothing but legacy tokens, so 1.11 is refused for it.
+func TestRuleLegacyACLsRemoved111_DocsExample(t *testing.T) {
+	c := baseCluster("1.3.1")
+	c.Features.ACLs = true
+	fs := Check(c, "1.11.11", Policy{Waive: []RuleID{RuleLegacyACLs16}})
+	hits := findRule(fs, RuleLegacyACLs111)
+	if len(hits) != 1 || hits[0].Severity != Blocking || hits[0].Hop != "1.10.12 -> 1.11.11" {
+		t.Fatalf("legacy-acls-removed-1.11 findings %v, want one blocking on 1.10.12 -> 1.11.11", hits)
+	}
+	if w := findRule(fs, RuleLegacyACLsPanic19); len(w) != 1 || w[0].Severity != Warning {
+		t.Errorf("legacy-acls-panic-1.9 findings %v, want one warning (GH-9566: servers panicked on 1.9 with legacy tokens)", w)
+	}
+}
+
+// Version-specific notes, 1.0.1: "Consul 1.0 (and earlier versions of
+// Consul when running with Raft protocol 3) had an issue where performing
+// rolling updates of Consul servers could result in an outage from old
+// servers remaining in the cluster. Autopilot [...] was also waiting to
+// promote servers to voters in pairs". 0.9.4 servers configured to Raft
+// protocol 3 promote in pairs as 1.0.0 does; on their default (2) new
+// servers join as voters.
+func TestRuleReplaceAutopilotPairs_DocsExample(t *testing.T) {
+	c := baseCluster("0.9.4")
+	c.Clients = nil
+	c.Features.RaftProtocol = 3
+	_, err := Plan(c, "1.0.8", Policy{Strategy: Replace})
+	if got := refusedBy(t, err); !slices.Contains(got, RuleReplaceAutopilot100) {
+		t.Fatalf("replace on 0.9.4 with raft protocol 3: refused by %v, want %s", got, RuleReplaceAutopilot100)
+	}
+	c.Features.RaftProtocol = 0
+	if _, err := Plan(c, "1.0.8", Policy{Strategy: Replace}); err != nil {
+		t.Fatalf("replace on 0.9.4 with its default raft protocol 2: %v", err)
+	}
+}
+
+// Version-specific notes, 1.0: "If running a single Consul server,
+// restarting it in-place will result in that server not being able to
+// elect itself as a leader. To avoid this, either set the Raft protocol
+// back to 2, or use Manual Recovery Using peers.json". A single 0.9.4
+// server reporting raft protocol 2 says only what 0.9 defaults to: the
+// finding stays, as information, saying the 1.x binary needs 2 configured.
+func TestRuleSingleServerRaft10_DocsExample(t *testing.T) {
+	c := baseCluster("0.9.4")
+	c.Servers = c.Servers[2:]
+	c.Features.RaftProtocol = 2
+	hits := findRule(Check(c, "1.0.8", Policy{}), RuleSingleServerRaft10)
+	if len(hits) != 1 || hits[0].Severity != Info || !strings.Contains(hits[0].Message, "0.8/0.9 default") {
+		t.Fatalf("findings %v, want one info finding saying 2 is the 0.8/0.9 default", hits)
+	}
+}
