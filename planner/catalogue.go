@@ -42,9 +42,12 @@ const (
 	// RuleDisableUpgradeMigration: Enterprise autopilot upgrade migration
 	// interferes with in-place rolling upgrades.
 	RuleDisableUpgradeMigration RuleID = "disable-upgrade-migration"
-	// RuleEnterprise1107Clients: Enterprise clients left behind on
-	// 1.10.0-1.10.6 while servers go to 1.11+.
+	// RuleEnterprise1107Clients: Enterprise clients left behind below
+	// 1.10.7 while servers go to 1.11+.
 	RuleEnterprise1107Clients RuleID = "enterprise-1.10.7-left-behind-clients"
+	// RuleEnterprise110Clients: Enterprise clients left behind below
+	// 1.8.13 (or on 1.9.0-1.9.6) while servers go to 1.10+.
+	RuleEnterprise110Clients RuleID = "enterprise-1.10-left-behind-clients"
 	// RuleReplaceAutopilot100: the replace strategy on servers running
 	// 1.0.0, whose autopilot promotes new servers only in pairs.
 	RuleReplaceAutopilot100 RuleID = "replace-autopilot-pairs-1.0.0"
@@ -827,10 +830,14 @@ func catalogue() []builtin {
 			"Consul Enterprise 1.10.0-1.10.6 agents deregister their own services once servers run 1.11+",
 			"nothing to do: the path brings servers and clients to 1.10.12 before 1.11",
 			asStone),
-		def(RuleEnterprise1107Clients, KindOrdering, Blocking, ">= 1.10.0, < 1.10.7", ">= 1.11.0", urlVersionSpecific,
-			"Consul Enterprise clients left behind on 1.10.0-1.10.6 deregister their own services and checks once servers run 1.11+",
+		def(RuleEnterprise1107Clients, KindOrdering, Blocking, "< 1.10.7", ">= 1.11.0", urlVersionSpecific,
+			"Consul Enterprise clients left behind below 1.10.7 while servers go to 1.11+: the 1.11 notes ask every client and server on 1.10.7 or later before any server runs 1.11 (1.10.0-1.10.6 deregister their own services and checks; older agents are not forward compatible either)",
 			"bring these clients to 1.10.7 or later (1.10.12) before any server goes to 1.11: plan with client waves, or run a plan to 1.10.12 first and leave them behind only after it",
 			scope(ScopeClients), when(enterprise), limit("clients on 1.10.7+ before servers run 1.11")),
+		def(RuleEnterprise110Clients, KindOrdering, Warning, "< 1.8.13 || >= 1.9.0, < 1.9.7", ">= 1.10.0", urlPath110,
+			"Consul Enterprise clients left behind below 1.8.13 (or on 1.9.0-1.9.6) while servers go to 1.10+: Enterprise 1.10 is reached only from 1.8.13+ or 1.9.7+, every agent through the newest 1.8.x/1.9.x first, and older agents are not forward compatible with 1.10's licensing (agents may fail to start)",
+			"bring these clients to the newest 1.8.x or 1.9.x (1.8.19, 1.9.17) before any server goes to 1.10: plan with client waves, or run a plan to 1.9.17 first and leave them behind only after it",
+			scope(ScopeClients), when(enterprise), limit("clients on 1.8.13+ or 1.9.7+ before servers run 1.10")),
 
 		// 0.4 and 0.5.
 		def(RuleACLMixedServers04, KindACL, Warning, "< 0.4.0", ">= 0.4.0", urlChangelog040,

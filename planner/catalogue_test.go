@@ -303,6 +303,23 @@ func ruleCases() []ruleCase {
 			})},
 		{"Consul CE clients left on 1.10.3 are not affected (enterprise-1.10.7-left-behind-clients)", RuleEnterprise1107Clients, "1.10.12", "1.11.11", false, "",
 			leftOn("1.10.3")},
+		{"Enterprise clients left on 1.9.17 are below 1.10.7 too and block servers going to 1.11 (enterprise-1.10.7-left-behind-clients)", RuleEnterprise1107Clients, "1.10.12", "1.11.11", true, Blocking,
+			mods(ent, leftOn("1.9.17"))},
+		{"Enterprise clients left on 1.9.3 warn when servers go to 1.10 (enterprise-1.10-left-behind-clients)", RuleEnterprise110Clients, "1.9.17", "1.10.12", true, Warning,
+			mods(ent, leftOn("1.9.3"))},
+		{"Enterprise clients left on 1.8.12 warn when servers go to 1.10 (enterprise-1.10-left-behind-clients)", RuleEnterprise110Clients, "1.9.17", "1.10.12", true, Warning,
+			mods(ent, leftOn("1.8.12"))},
+		{"Enterprise clients left on 1.9.7 may stay when servers go to 1.10 (enterprise-1.10-left-behind-clients)", RuleEnterprise110Clients, "1.9.17", "1.10.12", false, "",
+			mods(ent, leftOn("1.9.7"))},
+		{"Enterprise clients left on 1.8.13 may stay when servers go to 1.10 (enterprise-1.10-left-behind-clients)", RuleEnterprise110Clients, "1.9.17", "1.10.12", false, "",
+			mods(ent, leftOn("1.8.13"))},
+		{"Enterprise clients on 1.9.3 upgraded in waves pass 1.9.17 first (enterprise-1.10-left-behind-clients)", RuleEnterprise110Clients, "1.9.17", "1.10.12", false, "",
+			mods(ent, func(c *Cluster, _ *Policy) {
+				for i := range c.Clients {
+					c.Clients[i].Version = "1.9.3"
+				}
+			})},
+		{"Consul CE clients left on 1.9.3 have no license to lose (enterprise-1.10-left-behind-clients)", RuleEnterprise110Clients, "1.9.17", "1.10.12", false, "", leftOn("1.9.3")},
 		{"replacing servers that run 1.0.0 stalls on pairwise promotion (replace-autopilot-pairs-1.0.0)", RuleReplaceAutopilot100, "1.0.0", "1.0.8", true, Blocking,
 			func(_ *Cluster, p *Policy) { p.Strategy = Replace }},
 		{"replacing 1.0.0 servers on raft protocol 2 adds voters directly (replace-autopilot-pairs-1.0.0)", RuleReplaceAutopilot100, "1.0.0", "1.0.8", false, "",

@@ -155,3 +155,46 @@ func TestRuleSingleServerRaft10_DocsExample(t *testing.T) {
 		t.Fatalf("findings %v, want one info finding saying 2 is the 0.8/0.9 default", hits)
 	}
 }
+
+// Version-specific notes, 1.11.x, "1.10 Compatibility": "Before upgrading
+// Consul Enterprise servers to 1.11 or later, you should first upgrade all
+// Consul client and server agents to 1.10.7 or higher". Clients left on
+// 1.9.17 miss that minimum as much as clients left on 1.10.4 (the release
+// with the deregistration bug) do; clients on 1.10.7 meet it.
+func TestRuleEnterprise1107LeftBehindClients_DocsExample(t *testing.T) {
+	c := baseCluster("1.10.12+ent")
+	c.Clients = []Client{{Name: "web-1", Version: "1.9.17+ent"}, {Name: "web-2", Version: "1.10.4+ent"}, {Name: "web-3", Version: "1.10.7+ent"}}
+	pol := Policy{Clients: ClientPolicy{Mode: ClientLeaveBehind}}
+	_, err := Plan(c, "1.11.11+ent", pol)
+	if got := refusedBy(t, err); !slices.Contains(got, RuleEnterprise1107Clients) {
+		t.Fatalf("refused by %v, want %s", got, RuleEnterprise1107Clients)
+	}
+	hits := findRule(Check(c, "1.11.11+ent", pol), RuleEnterprise1107Clients)
+	if len(hits) != 1 || !strings.HasPrefix(hits[0].Node, "2 clients (web-1, web-2)") {
+		t.Fatalf("findings %v, want one naming web-1 and web-2 (not web-3, on 1.10.7)", hits)
+	}
+	// In waves the clients reach 1.10.12 before any server goes to 1.11.
+	pol.Clients.Mode = ClientWaves
+	if _, err := Plan(c, "1.11.11+ent", pol); err != nil {
+		t.Fatalf("with client waves: %v", err)
+	}
+}
+
+// Version-specific notes, 1.10.0, "Licensing Changes": "You can only upgrade
+// to Consul Enterprise 1.10 from the following Enterprise versions: 1.8
+// release series: 1.8.13+; 1.9 release series: 1.9.7+. Other versions of
+// Consul Enterprise are not forward compatible with v1.10"; the 1.10.x
+// upgrade page takes servers, then clients, to the newest 1.8.x/1.9.x
+// first. Clients left behind on 1.8.12 and 1.9.6 are below it, those on
+// 1.8.13 and 1.9.7 are not.
+func TestRuleEnterprise110LeftBehindClients_DocsExample(t *testing.T) {
+	c := baseCluster("1.9.17+ent")
+	c.Clients = []Client{
+		{Name: "a", Version: "1.8.12+ent"}, {Name: "b", Version: "1.8.13+ent"},
+		{Name: "c", Version: "1.9.6+ent"}, {Name: "d", Version: "1.9.7+ent"},
+	}
+	hits := findRule(Check(c, "1.10.12+ent", Policy{Clients: ClientPolicy{Mode: ClientLeaveBehind}}), RuleEnterprise110Clients)
+	if len(hits) != 1 || hits[0].Severity != Warning || !strings.HasPrefix(hits[0].Node, "2 clients (a, c)") {
+		t.Fatalf("findings %v, want one warning naming a (1.8.12) and c (1.9.6)", hits)
+	}
+}
