@@ -1130,11 +1130,10 @@ func catalogue() []builtin {
 			"1.13.0 is a known-bad target with the service mesh: servers fail to restore pre-1.13 state that holds mesh proxy registrations (GH-14107)",
 			"target 1.13.1 or later (1.13.9 is the newest 1.13.x)",
 			"the service mesh (proxy registrations)", "Features.Connect", meshUse),
-		def(RuleGRPCTLS113, KindSteppingStone, Blocking, "< 1.12.0", ">= 1.13.0", urlVersionSpecific,
-			"tls.defaults hold certificates without an HTTPS port: 1.13 turns on gRPC TLS and Envoy loses plaintext gRPC",
-			"target 1.12.9 first, move the certificate material into tls.https / tls.internal_rpc, then continue to 1.13+",
-			when(func(rc RuleContext) bool { t := feat(rc).TLS; return t.CertMaterial && !t.HTTPSPort }),
-			limit("via 1.12.x with interface-specific TLS")),
+		def(RuleGRPCTLS113, KindSteppingStone, Blocking, "< 1.13.0", ">= 1.13.0, < 1.14.0", urlVersionSpecific,
+			"tls.defaults hold certificates without an HTTPS port: agents landing on 1.13 serve gRPC over TLS and Envoy loses its plaintext xDS connection",
+			"move the certificate material out of tls.defaults (and the legacy top-level keys) into tls.https / tls.internal_rpc before the hop into 1.13; that needs the 1.12 tls stanza, so the path stops on 1.12.x for agents below it, and a target past 1.13 is reached from 1.12 without landing on 1.13",
+			evalBy((*checker).checkGRPCTLS113), limit("certificates out of tls.defaults before 1.13, on 1.12+")),
 		def(RuleAutoEncryptGRPC113, KindConfig, Blocking, "< 1.13.0", ">= 1.13.0", urlVersionSpecific,
 			"with auto-encrypt/auto-config, 1.13.0-1.13.1 force TLS on gRPC and 1.13.2+ need tls.grpc.use_auto_cert",
 			"target 1.13.2+ and set tls.grpc.use_auto_cert = true when Envoy relies on auto-encrypt certificates",
@@ -1159,7 +1158,28 @@ func catalogue() []builtin {
 		def(RuleGRPCTLSPort114, KindConfig, Blocking, "< 1.14.0", ">= 1.14.0", urlVersionSpecific,
 			"gRPC is served over TLS: from 1.14 ports.grpc is plaintext only and TLS moves to ports.grpc_tls",
 			"configure ports.grpc_tls (default 8503 on servers) and re-bootstrap Envoy with -grpc-ca-file before the hop",
-			when(func(rc RuleContext) bool { return feat(rc).TLS.GRPCTLS }), limit("ports.grpc_tls configured")),
+			when(func(rc RuleContext) bool {
+				on, _ := grpcTLSCrossing(rc)
+				return on && (feat(rc).TLS.GRPCTLS || envoyUse(rc) != No)
+			}),
+			sevBy(func(rc RuleContext) Severity {
+				if feat(rc).TLS.GRPCTLS || envoyUse(rc) == Yes {
+					return Blocking
+				}
+				return Warning
+			}),
+			msgBy(func(rc RuleContext) string {
+				const summary = "gRPC is served over TLS: from 1.14 ports.grpc is plaintext only and TLS moves to ports.grpc_tls"
+				_, why := grpcTLSCrossing(rc)
+				switch {
+				case feat(rc).TLS.GRPCTLS:
+					return summary
+				case envoyUse(rc) == Yes:
+					return summary + " (" + why + ")"
+				}
+				return unknownUse(summary+" ("+why+")", "Envoy over TLS gRPC", `set Features.Envoy to "yes" or "no", or Features.TLS.GRPCTLS`)
+			}),
+			limit("ports.grpc_tls configured")),
 		def(RulePeeringConnectDefaults114, KindConfig, Info, "< 1.14.0", ">= 1.14.0", urlVersionSpecific,
 			"1.14 enables cluster peering and Connect by default",
 			"set peering.enabled / connect.enabled = false to keep the old behaviour"),

@@ -103,14 +103,17 @@ var (
 	meshOff    = func(c *Cluster, _ *Policy) { c.Features.Connect = No }
 	envoyOn    = func(c *Cluster, _ *Policy) { c.Features.Envoy = Yes }
 	envoyTLSOn = func(c *Cluster, _ *Policy) { c.Features.Envoy = Yes; c.Features.TLS.HTTPSPort = true }
-	agentless  = func(c *Cluster, _ *Policy) { c.Features.Connect = Yes; c.Features.AgentlessMesh = Yes }
-	termGWs    = func(c *Cluster, _ *Policy) { c.Features.TerminatingGateways = Yes }
-	legacyACLs = func(c *Cluster, _ *Policy) { c.Features.ACLs = true; c.Features.LegacyACLs = true }
-	ent        = func(_ *Cluster, p *Policy) { p.Enterprise = true }
-	asListed   = func(_ *Cluster, p *Policy) { p.ServerOrder = AsListed }
-	noClients  = func(c *Cluster, _ *Policy) { c.Clients = nil }
-	oneServer  = func(c *Cluster, _ *Policy) { c.Servers = c.Servers[2:] }
-	twoServers = func(c *Cluster, _ *Policy) { c.Servers = c.Servers[1:] }
+	// certsNoHTTPS: certificates in tls.defaults (or the legacy keys) and
+	// no HTTPS port.
+	certsNoHTTPS = func(c *Cluster, _ *Policy) { c.Features.TLS.CertMaterial = true }
+	agentless    = func(c *Cluster, _ *Policy) { c.Features.Connect = Yes; c.Features.AgentlessMesh = Yes }
+	termGWs      = func(c *Cluster, _ *Policy) { c.Features.TerminatingGateways = Yes }
+	legacyACLs   = func(c *Cluster, _ *Policy) { c.Features.ACLs = true; c.Features.LegacyACLs = true }
+	ent          = func(_ *Cluster, p *Policy) { p.Enterprise = true }
+	asListed     = func(_ *Cluster, p *Policy) { p.ServerOrder = AsListed }
+	noClients    = func(c *Cluster, _ *Policy) { c.Clients = nil }
+	oneServer    = func(c *Cluster, _ *Policy) { c.Servers = c.Servers[2:] }
+	twoServers   = func(c *Cluster, _ *Policy) { c.Servers = c.Servers[1:] }
 	// missingS1: s1 died and autopilot removed it (run after twoServers).
 	missingS1 = func(c *Cluster, _ *Policy) {
 		c.Missing = append(c.Missing, MissingServer{Name: "s1", Version: c.Servers[0].Version, Status: "left"})
@@ -462,10 +465,16 @@ func ruleCases() []ruleCase {
 		{"1.13.0 warns when mesh use is unknown (known-bad-1.13.0)", "known-bad-1.13.0", "1.12.9", "1.13.0", true, Warning, nil},
 		{"a cluster without the mesh may target 1.13.0 (known-bad-1.13.0)", "known-bad-1.13.0", "1.12.9", "1.13.0", false, "", meshOff},
 		{"1.13.1 is fine (known-bad-1.13.0)", "known-bad-1.13.0", "1.12.9", "1.13.1", false, "", connectOn},
-		{"certificates in tls.defaults without HTTPS crossing 1.13 from 1.11 block: go via 1.12 (grpc-tls-1.13)", RuleGRPCTLS113, "1.11.11", "1.13.9", true, Blocking,
-			func(c *Cluster, _ *Policy) { c.Features.TLS.CertMaterial = true }},
-		{"certificates with an HTTPS port keep gRPC plaintext (grpc-tls-1.13)", RuleGRPCTLS113, "1.11.11", "1.13.9", false, "",
+		{"certificates in tls.defaults without HTTPS stop the path from 1.11 on 1.12, which then skips 1.13 (grpc-tls-1.13)", RuleGRPCTLS113, "1.11.11", "1.14.11", true, Info, certsNoHTTPS},
+		{"certificates in tls.defaults without HTTPS on 1.12 going to 1.13 must move first: a warning (grpc-tls-1.13)", RuleGRPCTLS113, "1.12.9", "1.13.9", true, Warning, certsNoHTTPS},
+		{"with Envoy, a hop from 1.11 onto 1.13 that no 1.12 release can break blocks (grpc-tls-1.13)", RuleGRPCTLS113, "1.11.11", "1.13.9", true, Blocking,
+			mods(certsNoHTTPS, envoyOn, func(_ *Cluster, p *Policy) { p.Releases = []string{"1.11.11", "1.13.9"} })},
+		{"Envoy use unknown on such a hop only warns (grpc-tls-1.13)", RuleGRPCTLS113, "1.11.11", "1.13.9", true, Warning,
+			mods(certsNoHTTPS, func(_ *Cluster, p *Policy) { p.Releases = []string{"1.11.11", "1.13.9"} })},
+		{"certificates with an HTTPS port keep gRPC on TLS already (grpc-tls-1.13)", RuleGRPCTLS113, "1.11.11", "1.13.9", false, "",
 			func(c *Cluster, _ *Policy) { c.Features.TLS.CertMaterial = true; c.Features.TLS.HTTPSPort = true }},
+		{"certificates without HTTPS and no mesh have no Envoy to cut (grpc-tls-1.13)", RuleGRPCTLS113, "1.11.11", "1.13.9", false, "", mods(certsNoHTTPS, meshOff)},
+		{"1.12 to 1.14 never runs 1.13, so the certificates may stay (grpc-tls-1.13)", RuleGRPCTLS113, "1.12.9", "1.14.11", false, "", certsNoHTTPS},
 		{"auto-encrypt targeting 1.13.1 forces gRPC TLS and blocks (auto-encrypt-grpc-1.13)", "auto-encrypt-grpc-1.13", "1.12.9", "1.13.1", true, Blocking,
 			func(c *Cluster, _ *Policy) { c.Features.TLS.AutoEncrypt = true }},
 		{"auto-encrypt targeting 1.13.9 only needs use_auto_cert (auto-encrypt-grpc-1.13)", "auto-encrypt-grpc-1.13", "1.12.9", "1.13.9", true, Warning,
@@ -480,6 +489,11 @@ func ruleCases() []ruleCase {
 		{"TLS gRPC crossing 1.14 blocks until ports.grpc_tls is set (grpc-tls-port-1.14)", RuleGRPCTLSPort114, "1.13.9", "1.14.11", true, Blocking,
 			func(c *Cluster, _ *Policy) { c.Features.TLS.GRPCTLS = true }},
 		{"plaintext gRPC crosses 1.14 (grpc-tls-port-1.14)", RuleGRPCTLSPort114, "1.13.9", "1.14.11", false, "", nil},
+		{"an HTTPS port with certificates before 1.13 serves gRPC over TLS too: with Envoy, crossing 1.14 blocks (grpc-tls-port-1.14)", RuleGRPCTLSPort114, "1.12.9", "1.14.11", true, Blocking,
+			mods(envoyOn, func(c *Cluster, _ *Policy) { c.Features.TLS.CertMaterial = true; c.Features.TLS.HTTPSPort = true })},
+		{"certificates in tls.defaults on 1.13 serve gRPC over TLS: Envoy use unknown warns (grpc-tls-port-1.14)", RuleGRPCTLSPort114, "1.13.9", "1.14.11", true, Warning, certsNoHTTPS},
+		{"certificates in tls.defaults on 1.13 without the mesh serve no Envoy (grpc-tls-port-1.14)", RuleGRPCTLSPort114, "1.13.9", "1.14.11", false, "", mods(certsNoHTTPS, meshOff)},
+		{"certificates without HTTPS before 1.13 leave gRPC plaintext (grpc-tls-port-1.14)", RuleGRPCTLSPort114, "1.12.9", "1.14.11", false, "", mods(certsNoHTTPS, envoyOn)},
 		{"1.14 turns on peering and Connect (peering-connect-defaults-1.14)", "peering-connect-defaults-1.14", "1.13.9", "1.14.11", true, Info, nil},
 		{"agents on 1.14 have them on already (peering-connect-defaults-1.14)", "peering-connect-defaults-1.14", "1.14.0", "1.14.11", false, "", nil},
 		{"1.13 peerings do not survive 1.14 (experimental-peering-1.14)", "experimental-peering-1.14", "1.13.9", "1.14.11", true, Info, nil},

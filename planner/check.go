@@ -28,7 +28,9 @@ import (
 // never cleared): ACLs on with a server below 1.4.0 mean every token is a
 // legacy one; legacy tokens or ACL replication mean ACLs are on. Rules
 // whose fact depends on a version ask it per version: the Raft protocol a
-// server runs (configured, else its version's default).
+// server runs (configured, else its version's default), whether gRPC is
+// served over TLS before 1.14 (an HTTPS port before 1.13, tls.defaults
+// certificates on 1.13).
 func Check(c Cluster, target string, pol Policy) Findings {
 	pol = withObservedEnterprise(&c, target, pol)
 	k := newChecker(&c, target, &pol)
@@ -186,7 +188,7 @@ func newChecker(c *Cluster, target string, pol *Policy) *checker {
 	}
 
 	if k.lowest != nil && k.target != nil {
-		k.path, k.pathErr = pathVersions(k.lowest, k.target, *pol)
+		k.path, k.pathErr = pathVersions(k.lowest, k.target, *pol, factsOf(c.Features))
 		for _, h := range k.path {
 			f, _ := k.vc.Parse(h.From)
 			t, _ := k.vc.Parse(h.To)

@@ -198,3 +198,80 @@ func TestRuleEnterprise110LeftBehindClients_DocsExample(t *testing.T) {
 		t.Fatalf("findings %v, want one warning naming a (1.8.12) and c (1.9.6)", hits)
 	}
 }
+
+// Version-specific notes, 1.13.x, "Modify the Consul agent's TLS
+// configuration": with certificates in tls.defaults (or the deprecated
+// top-level keys) and no HTTPS port, 1.13 serves gRPC over TLS and Envoy
+// disconnects; the fix needs the 1.12 tls stanza: "If upgrading directly
+// from pre-1.12 Consul, the above configuration change cannot be made
+// before upgrading. Therefore, consider upgrading agents to Consul 1.12
+// before upgrading to 1.13." A 1.11.11 mesh is planned through 1.12.9
+// (servers and clients) instead of refused, with a warning to move the
+// certificates before the hop into 1.13; a target past 1.13 is reached
+// from 1.12 without landing on 1.13 at all.
+func TestRuleGRPCTLS113_DocsExample(t *testing.T) {
+	c := baseCluster("1.11.11")
+	c.Features.Connect, c.Features.Envoy = Yes, Yes
+	c.Features.TLS.CertMaterial = true
+	p, err := Plan(c, "1.13.9", Policy{})
+	if err != nil {
+		t.Fatalf("1.11.11 to 1.13.9 with certificates in tls.defaults: %v", err)
+	}
+	if got, want := hopsOf(p.Path), "1.11.11 -> 1.12.9, 1.12.9 -> 1.13.9"; got != want {
+		t.Fatalf("path %s, want %s", got, want)
+	}
+	if p.Path[0].Rule != RuleGRPCTLS113 {
+		t.Errorf("the 1.12.9 stone names rule %q, want %s", p.Path[0].Rule, RuleGRPCTLS113)
+	}
+	// Every agent is on 1.12 before any goes to 1.13.
+	on113 := false
+	for _, s := range p.Steps {
+		if s.Kind != StepSwapServer && s.Kind != StepSwapClients {
+			continue
+		}
+		if s.To == "1.13.9" {
+			on113 = true
+		} else if on113 {
+			t.Fatalf("step %s goes to %s after a step went to 1.13.9", s, s.To)
+		}
+	}
+	warned := false
+	for _, f := range findRule(p.Findings, RuleGRPCTLS113) {
+		warned = warned || (f.Hop == "1.12.9 -> 1.13.9" && f.Severity == Warning && strings.Contains(f.Message, "tls.https / tls.internal_rpc"))
+	}
+	if !warned {
+		t.Errorf("no warning on 1.12.9 -> 1.13.9 telling to move the certificates: %v", findRule(p.Findings, RuleGRPCTLS113))
+	}
+	p, err = Plan(c, "1.14.11", Policy{})
+	if err != nil {
+		t.Fatalf("1.11.11 to 1.14.11: %v", err)
+	}
+	if got, want := hopsOf(p.Path), "1.11.11 -> 1.12.9, 1.12.9 -> 1.14.11"; got != want {
+		t.Fatalf("path %s, want %s (no landing on 1.13)", got, want)
+	}
+	// The upgrade package checks the versions a run installs with PathFor.
+	hops, err := PathFor("1.11.11", "1.14.11", Policy{}, c.Features)
+	if err != nil || hopsOf(hops) != hopsOf(p.Path) {
+		t.Fatalf("PathFor = %s, %v; want the plan's path %s", hopsOf(hops), err, hopsOf(p.Path))
+	}
+}
+
+// Version-specific notes, 1.14.x, "Changes to gRPC TLS configuration":
+// "Make configuration changes if using ports.grpc in conjunction with any
+// of the following settings that enables encryption: tls.grpc,
+// tls.defaults, auto_encrypt, auto_config". On 1.13 the certificates in
+// tls.defaults serve gRPC over TLS, so a mesh on 1.13.9 going to 1.14 must
+// move to ports.grpc_tls, whether or not GRPCTLS was declared.
+func TestRuleGRPCTLSPort114_DocsExample(t *testing.T) {
+	c := baseCluster("1.13.9")
+	c.Features.Connect, c.Features.Envoy = Yes, Yes
+	c.Features.TLS.CertMaterial = true
+	_, err := Plan(c, "1.14.11", Policy{})
+	if got := refusedBy(t, err); !slices.Contains(got, RuleGRPCTLSPort114) {
+		t.Fatalf("refused by %v, want %s", got, RuleGRPCTLSPort114)
+	}
+	hits := findRule(Check(c, "1.14.11", Policy{}), RuleGRPCTLSPort114)
+	if len(hits) != 1 || !strings.Contains(hits[0].Message, "tls.defaults") {
+		t.Fatalf("findings %v, want one saying why gRPC runs over TLS on 1.13.9", hits)
+	}
+}

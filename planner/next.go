@@ -431,7 +431,7 @@ func (st *state) refreshPath() error {
 		st.path, st.hopTo, st.pathFrom = []Hop{}, nil, from
 		return nil
 	}
-	p, err := Path(st.vs.strs[from], st.target, st.pol)
+	p, err := PathFor(st.vs.strs[from], st.target, st.pol, st.c.Features)
 	if err != nil {
 		return err
 	}

@@ -113,7 +113,43 @@ const maxHops = 64
 // one whether or not pol.Enterprise is set, and when to carries build
 // metadata every stepping stone carries the same (1.9.17+ent on the way to
 // 1.10.12+ent), so a transport fetches the same edition at every hop.
+//
+// Path knows nothing of the cluster's features; PathFor adds the stones
+// they call for, and is the path Check, Next and Plan follow.
 func Path(from, to string, pol Policy) ([]Hop, error) {
+	return pathFor(from, to, pol, pathFacts{})
+}
+
+// PathFor is Path for a cluster whose features are f: it adds the stepping
+// stones those features call for. Today that is one: with certificates in
+// tls.defaults (or the legacy top-level keys), no HTTPS port and Envoy not
+// known to be absent (Features.Envoy, Features.Connect), agents below 1.12
+// do not land on 1.13.x, which would serve gRPC over TLS and cut Envoy's
+// plaintext xDS: they stop on 1.12.x (the newest 1.12 patch, or the newest
+// listed in pol.Releases), where the tls stanza lets the operator move the
+// certificates into tls.https / tls.internal_rpc, and a target beyond 1.13
+// is then reached from 1.12 without landing on 1.13 at all (RuleGRPCTLS113;
+// version-specific notes, 1.13.x: "consider upgrading agents to Consul 1.12
+// before upgrading to 1.13"). Check, Next and Plan compute their path with
+// it, and so should anything that must agree with them (a runner checking
+// the versions a run will install).
+func PathFor(from, to string, pol Policy, f Features) ([]Hop, error) {
+	return pathFor(from, to, pol, factsOf(f))
+}
+
+// pathFacts are the facts of a cluster that place stepping stones.
+type pathFacts struct {
+	// grpcTLS113: agents must not land on 1.13.x from below 1.12
+	// (grpcTLS113Risk).
+	grpcTLS113 bool
+}
+
+func factsOf(f Features) pathFacts {
+	return pathFacts{grpcTLS113: grpcTLS113Risk(f)}
+}
+
+// pathFor is Path and PathFor.
+func pathFor(from, to string, pol Policy, facts pathFacts) ([]Hop, error) {
 	f, err := ParseVersion(from)
 	if err != nil {
 		return nil, err
@@ -125,7 +161,7 @@ func Path(from, to string, pol Policy) ([]Hop, error) {
 	if !pol.Enterprise && (enterpriseBuild(from) || enterpriseBuild(to)) {
 		pol.Enterprise = true
 	}
-	hops, err := pathVersions(f, t, pol)
+	hops, err := pathVersions(f, t, pol, facts)
 	if err != nil {
 		return nil, err
 	}
@@ -135,8 +171,8 @@ func Path(from, to string, pol Policy) ([]Hop, error) {
 	return hops, nil
 }
 
-// pathVersions is Path on parsed versions.
-func pathVersions(f, t *version.Version, pol Policy) ([]Hop, error) {
+// pathVersions is pathFor on parsed versions.
+func pathVersions(f, t *version.Version, pol Policy, facts pathFacts) ([]Hop, error) {
 	fc, tc := coreOf(f), coreOf(t)
 	if !lessThan(fc, maxSupported) {
 		return nil, &UnsupportedVersionError{Value: f.Original(), Limit: "< " + maxSupported.String()}
@@ -158,7 +194,7 @@ func pathVersions(f, t *version.Version, pol Policy) ([]Hop, error) {
 		if len(hops) == maxHops {
 			return nil, fmt.Errorf("path %s -> %s: more than %d hops (limit %d); this is a planner bug, please report it with both versions", f.Original(), t.Original(), maxHops, maxHops)
 		}
-		next, rule, reason, err := nextStone(cur, t, pol)
+		next, rule, reason, err := nextStone(cur, t, pol, facts)
 		if err != nil {
 			return nil, err
 		}
@@ -188,7 +224,23 @@ func between(v, lo, hi *version.Version) bool {
 }
 
 // nextStone chooses the stone after cur on the way to t.
-func nextStone(cur, t *version.Version, pol Policy) (*version.Version, RuleID, string, error) {
+func nextStone(cur, t *version.Version, pol Policy, facts pathFacts) (*version.Version, RuleID, string, error) {
+	next, rule, reason, err := ruleStone(cur, t, pol)
+	if err != nil || next == nil || !facts.grpcTLS113 {
+		return next, rule, reason, err
+	}
+	// gRPC TLS: agents below 1.12 do not land on 1.13.x; they stop on
+	// 1.12.x, where the certificates can move out of tls.defaults.
+	if c, n := coreOf(cur), coreOf(next); lessThan(c, v1120) && between(n, v1130, v1140) {
+		if s := stoneOnLine(minorIndex(v1120), pol); s != "" {
+			return mustVersion(s), RuleGRPCTLS113, fmt.Sprintf("tls.defaults (or the legacy top-level keys) hold certificates and no HTTPS port is set: agents landing on 1.13 would serve gRPC over TLS and cut Envoy's plaintext xDS; moving the certificates into tls.https / tls.internal_rpc needs the tls stanza of 1.12, so the agents stop on %s (and go past 1.13 from there when the target is beyond it)", s), nil
+		}
+	}
+	return next, rule, reason, err
+}
+
+// ruleStone is nextStone without the stones of the cluster's features.
+func ruleStone(cur, t *version.Version, pol Policy) (*version.Version, RuleID, string, error) {
 	c, tc := coreOf(cur), coreOf(t)
 	var next *version.Version
 	var rule RuleID
