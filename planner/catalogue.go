@@ -1091,10 +1091,19 @@ func catalogue() []builtin {
 			"Consul Enterprise 1.10 servers need the license in config or environment before they start",
 			"set license_path (or CONSUL_LICENSE_PATH / CONSUL_LICENSE) on servers, and on clients and snapshot agents when ACLs are off",
 			when(enterprise)),
-		def(RuleEnvoyXDSV3110, KindOrdering, Warning, "< 1.10.0", ">= 1.10.0", urlVersionSpecific,
-			"1.10 moves Envoy to xDS v3 and 1.11 drops v2",
-			"upgrade Envoy to a version both Consul versions support, convert escape hatches to v3, upgrade Consul, then re-bootstrap Envoy with the 1.10+ CLI before 1.11",
-			when(envoy)),
+		def(RuleEnvoyXDSV3110, KindOrdering, Warning, "< 1.11.0", ">= 1.10.0", urlVersionSpecific,
+			"1.10 moves Envoy to xDS v3 and 1.11 drops v2: every Envoy must be re-bootstrapped with the 1.10+ CLI before 1.11",
+			"upgrade Envoy to a version both Consul versions support, convert escape hatches to v3, upgrade Consul to 1.10, re-bootstrap every Envoy with the 1.10+ CLI (consul connect envoy), and only then go to 1.11",
+			// Every path from below 1.10 to 1.11+ stops on 1.10.12 (the
+			// dedicated paths), so a hop never skips 1.10: the rule judges
+			// the hop into 1.10 and the hop into 1.11.
+			when(envoy),
+			msgBy(func(rc RuleContext) string {
+				if f := hopFrom(rc); f != nil && !coreOf(f).LessThan(v1100) {
+					return "1.11 drops xDS v2 (Envoy 1.16 and older): every Envoy must have been re-bootstrapped with the 1.10+ CLI, speaking xDS v3, before this hop"
+				}
+				return "1.10 moves Envoy to xDS v3 and 1.11 drops v2: follow the stairstep (Envoy first, then Consul, then re-bootstrap every Envoy with the 1.10+ CLI) before going on to 1.11"
+			})),
 		// 1.11 and 1.12.
 		def(RuleLegacyACLs111, KindACL, Blocking, "< 1.11.0", ">= 1.11.0", urlRelease1110,
 			"legacy ACL tokens are still in use and 1.11 removes the legacy ACL system",

@@ -443,6 +443,8 @@ func ruleCases() []ruleCase {
 		{"Consul CE needs no license (enterprise-license-1.10)", "enterprise-license-1.10", "1.9.17", "1.10.12", false, "", nil},
 		{"Envoy crossing 1.10 moves to xDS v3 (envoy-xds-v3-1.10)", "envoy-xds-v3-1.10", "1.9.17", "1.10.12", true, Warning, envoyOn},
 		{"no Envoy, no xDS change (envoy-xds-v3-1.10)", "envoy-xds-v3-1.10", "1.9.17", "1.10.12", false, "", nil},
+		{"Envoy on 1.10 going to 1.11 must speak xDS v3 already (envoy-xds-v3-1.10)", "envoy-xds-v3-1.10", "1.10.12", "1.11.11", true, Warning, envoyOn},
+		{"agents on 1.11 dropped xDS v2 already (envoy-xds-v3-1.10)", "envoy-xds-v3-1.10", "1.11.0", "1.11.11", false, "", envoyOn},
 		{"legacy ACL tokens crossing 1.11 block until migrated (legacy-acls-removed-1.11)", RuleLegacyACLs111, "1.10.12", "1.11.11", true, Blocking, legacyACLs},
 		{"migrated tokens cross 1.11 (legacy-acls-removed-1.11)", RuleLegacyACLs111, "1.10.12", "1.11.11", false, "", acls},
 		{"ACLs on servers below 1.4 going to 1.11 hold legacy tokens (legacy-acls-removed-1.11)", RuleLegacyACLs111, "1.3.1", "1.11.11", true, Blocking, acls},

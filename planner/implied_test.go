@@ -275,3 +275,17 @@ func TestRuleGRPCTLSPort114_DocsExample(t *testing.T) {
 		t.Fatalf("findings %v, want one saying why gRPC runs over TLS on 1.13.9", hits)
 	}
 }
+
+// Version-specific notes, 1.11.x, "Envoy xDS Protocol Upgrades": "When
+// upgrading to Consul 1.10, you must ensure that the Envoy sidecars are
+// restarted and bootstrapped using a version of the Consul CLI >= 1.10.
+// This ensures your sidecars are supported by Consul 1.11." A mesh already
+// on 1.10.12 going to 1.11 is reminded, not only one crossing 1.10.
+func TestRuleEnvoyXDSV3110_DocsExample(t *testing.T) {
+	c := baseCluster("1.10.12")
+	c.Features.Connect, c.Features.Envoy = Yes, Yes
+	hits := findRule(Check(c, "1.11.11", Policy{}), RuleEnvoyXDSV3110)
+	if len(hits) != 1 || hits[0].Severity != Warning || !strings.Contains(hits[0].Message, "re-bootstrapped with the 1.10+ CLI") {
+		t.Fatalf("findings %v, want one warning that Envoy must have been re-bootstrapped with the 1.10+ CLI", hits)
+	}
+}
