@@ -920,7 +920,7 @@ func catalogue() []builtin {
 		knownBad(RuleKnownBad080, "= 0.8.0", urlGH2889,
 			"0.8.0 is a known-bad target: its leader writes a Raft entry older servers panic on",
 			"target 0.8.1 or later (0.8.5 is the newest 0.8.x)"),
-		def(RuleLeaderPanic080, KindOrdering, Warning, "< 0.8.0", ">= 0.8.0", urlGH2889,
+		def(RuleLeaderPanic080, KindOrdering, Blocking, "< 0.8.0", ">= 0.8.0", urlGH2889,
 			"a 0.8.0 leader writes an autopilot Raft entry that older servers panic on",
 			"swap followers first and the leader last, and prefer 0.8.1+ as the target; once a 0.8.0 server leads older ones, swap the older servers at once",
 			once, when(func(rc RuleContext) bool {
@@ -968,7 +968,7 @@ func catalogue() []builtin {
 					joinNames(pairwisePromoters(rc), 5))
 			}),
 			limit("no server before 1.0.1 on raft protocol 3 while replacing")),
-		def(RuleRaftProtocol310, KindRaft, Info, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
+		def(RuleRaftProtocol310, KindRaft, Warning, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
 			"1.0 defaults to raft_protocol 3, which needs every server on 0.8+",
 			"when the servers run raft protocol 2 (the 0.8/0.9 default), start the upgraded servers with raft_protocol = 2 until no 0.x server remains, then move every server to 3 in a separate rolling restart (before 1.9); the peers.json format changes too",
 			// Measured on real agents: 0.8.5 -> 1.2.4 with the 1.2.4 servers

@@ -567,6 +567,11 @@ func ruleCases() []ruleCase {
 }
 
 func TestEveryRule(t *testing.T) {
+	// The catalogue carries the most severe severity a rule can have.
+	most := map[RuleID]Severity{}
+	for _, r := range Catalogue() {
+		most[r.ID] = r.Severity
+	}
 	for _, tc := range allRuleCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			c := baseCluster(tc.from)
@@ -593,6 +598,9 @@ func TestEveryRule(t *testing.T) {
 			for _, f := range hits {
 				if tc.sev != "" && f.Severity != tc.sev {
 					t.Errorf("rule %s: severity %s, want %s (%s)", tc.rule, f.Severity, tc.sev, f)
+				}
+				if severityRank(f.Severity) < severityRank(most[tc.rule]) {
+					t.Errorf("rule %s: a %s finding, but the catalogue says the rule is at most %s", tc.rule, f.Severity, most[tc.rule])
 				}
 				if f.Message == "" || f.Hint == "" || f.URL == "" || f.Kind == "" {
 					t.Errorf("rule %s: finding lacks message, hint, URL or kind: %+v", tc.rule, f)
