@@ -13,7 +13,10 @@ import (
 
 // Check returns every finding for upgrading c to target under pol: the
 // cluster's own pre-checks, then the built-in and the policy's rules for
-// every hop of the path from the lowest server version to target. Findings
+// every hop of the servers' path to target (from the lowest server version,
+// each hop ending no further than the first stepping stone of any server
+// version it moves, or of a client version at or above the lowest server
+// that follows in waves; with a single version, Path's). Findings
 // come in a stable order: by hop (pre-checks first), then severity
 // (blocking, warning, info), rule ID and node. Blocking findings whose rule
 // ID is in pol.Waive are marked Waived and still listed.
@@ -188,7 +191,23 @@ func newChecker(c *Cluster, target string, pol *Policy) *checker {
 	}
 
 	if k.lowest != nil && k.target != nil {
-		k.path, k.pathErr = pathVersions(k.lowest, k.target, *pol, factsOf(c.Features))
+		// The servers' versions, and those of clients at or above the
+		// lowest server that follow the hops in waves (clients below it
+		// are counted on the hop's From: Next brings them up first).
+		vs := make([]*version.Version, 0, len(k.servers)+len(k.groups))
+		for _, s := range k.servers {
+			if s.v != nil {
+				vs = append(vs, s.v)
+			}
+		}
+		if pol.Clients.Mode != ClientLeaveBehind {
+			for _, g := range k.groups {
+				if g.v != nil && !lessThan(g.v, k.lowest) {
+					vs = append(vs, g.v)
+				}
+			}
+		}
+		k.path, k.pathErr = clusterPath(vs, k.target, *pol, factsOf(c.Features))
 		for _, h := range k.path {
 			f, _ := k.vc.Parse(h.From)
 			t, _ := k.vc.Parse(h.To)

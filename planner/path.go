@@ -2,6 +2,7 @@ package planner
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	version "github.com/hashicorp/go-version"
@@ -194,26 +195,120 @@ func pathVersions(f, t *version.Version, pol Policy, facts pathFacts) ([]Hop, er
 		if len(hops) == maxHops {
 			return nil, fmt.Errorf("path %s -> %s: more than %d hops (limit %d); this is a planner bug, please report it with both versions", f.Original(), t.Original(), maxHops, maxHops)
 		}
-		next, rule, reason, err := nextStone(cur, t, pol, facts)
+		h, next, err := hopAfter(cur, t, pol, facts)
 		if err != nil {
 			return nil, err
 		}
-		if next == nil || !lessThan(cur, next) || lessThan(t, next) {
-			// Never loop or overshoot: go straight to the target.
-			next, rule, reason = t, "", "final hop to the target"
+		hops = append(hops, h)
+		cur = next
+	}
+	return hops, nil
+}
+
+// hopAfter is the hop of the path from cur (< t) to t that starts at cur,
+// and the version it lands on.
+func hopAfter(cur, t *version.Version, pol Policy, facts pathFacts) (Hop, *version.Version, error) {
+	next, rule, reason, err := nextStone(cur, t, pol, facts)
+	if err != nil {
+		return Hop{}, nil, err
+	}
+	if next == nil || !lessThan(cur, next) || lessThan(t, next) {
+		// Never loop or overshoot: go straight to the target.
+		next, rule, reason = t, "", "final hop to the target"
+	}
+	if next != t && next.Equal(t) {
+		// A stone equal to the target is the target, metadata and all.
+		next = t
+	} else if next != t && t.Metadata() != "" && next.Metadata() == "" {
+		// Stones are the target's edition: 1.9.17+ent on the way to
+		// 1.10.12+ent.
+		if v := mustVersion(next.Original() + "+" + t.Metadata()); v != nil {
+			next = v
 		}
-		if next != t && next.Equal(t) {
-			// A stone equal to the target is the target, metadata and all.
-			next = t
-		} else if next != t && t.Metadata() != "" && next.Metadata() == "" {
-			// Stones are the target's edition: 1.9.17+ent on the way to
-			// 1.10.12+ent.
-			if v := mustVersion(next.Original() + "+" + t.Metadata()); v != nil {
-				next = v
+	}
+	return Hop{From: cur.Original(), To: next.Original(), Rule: rule, Reason: reason}, next, nil
+}
+
+// clusterPath is the path of a cluster whose agents run the versions vs
+// (any order, at least one, duplicates allowed) to t: hop by hop from the
+// lowest version, each hop ending on the nearest of the first stepping
+// stones of every version it moves (the versions below where it lands).
+// So no agent skips a stone of its own path: an Enterprise server on 1.9.1
+// beside servers on 1.8.5 stops on 1.9.17 before 1.10 (the licensing stone
+// of its own path), although the path from 1.8.5 alone goes 1.8.19 ->
+// 1.10.x. Agents below a hop's end move to it, those at or above it wait;
+// for a cluster on one version it is the path from that version. A hop
+// shortened for a higher version names that version's rule and says so.
+func clusterPath(vs []*version.Version, t *version.Version, pol Policy, facts pathFacts) ([]Hop, error) {
+	set := make([]*version.Version, 0, len(vs))
+	for _, v := range vs {
+		if v != nil && lessThan(v, t) {
+			set = append(set, v)
+		}
+	}
+	if len(set) == 0 {
+		// Every agent is at or past t: no hop, but the checks of a path
+		// (a downgrade, a version beyond the catalogue) still apply.
+		var low *version.Version
+		for _, v := range vs {
+			if v != nil && (low == nil || lessThan(v, low)) {
+				low = v
 			}
 		}
-		hops = append(hops, Hop{From: cur.Original(), To: next.Original(), Rule: rule, Reason: reason})
-		cur = next
+		if low == nil {
+			return nil, nil
+		}
+		return pathVersions(low, t, pol, facts)
+	}
+	slices.SortFunc(set, func(a, b *version.Version) int {
+		if c := compareVersions(a, b); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Original(), b.Original())
+	})
+	set = slices.CompactFunc(set, func(a, b *version.Version) bool { return compareVersions(a, b) == 0 })
+	// The lowest version's own path validates the inputs (versions beyond
+	// the catalogue, the policy's releases) once.
+	if _, err := pathVersions(set[0], t, pol, facts); err != nil {
+		return nil, err
+	}
+	var hops []Hop
+	for len(set) > 0 {
+		if len(hops) == maxHops {
+			return nil, fmt.Errorf("path %s -> %s: more than %d hops (limit %d); this is a planner bug, please report it with the cluster's versions", vs[0].Original(), t.Original(), maxHops, maxHops)
+		}
+		h, to, err := hopAfter(set[0], t, pol, facts)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range set[1:] {
+			if !lessThan(v, to) {
+				break
+			}
+			hv, tv, err := hopAfter(v, t, pol, facts)
+			if err != nil {
+				return nil, err
+			}
+			if lessThan(tv, to) {
+				to = tv
+				h = Hop{From: set[0].Original(), To: hv.To, Rule: hv.Rule,
+					Reason: fmt.Sprintf("agents on %s must not go past %s: %s", v.Original(), hv.To, hv.Reason)}
+			}
+		}
+		hops = append(hops, h)
+		// The versions below to land on it.
+		k := 0
+		for k < len(set) && lessThan(set[k], to) {
+			k++
+		}
+		rest := set[k:]
+		if !lessThan(to, t) {
+			break
+		}
+		if len(rest) == 0 || compareVersions(rest[0], to) != 0 {
+			rest = append([]*version.Version{to}, rest...)
+		}
+		set = rest
 	}
 	return hops, nil
 }

@@ -345,6 +345,18 @@ func (r *runner) swapTargetKnown(step planner.Step, f planner.Features) error {
 					return nil
 				}
 			}
+			// In a cluster of several versions a node may stop short of its
+			// own first stepping stone, on one that a newer node must not
+			// skip (the planner's cluster path): a version above From and
+			// not beyond that first stone is on the way too.
+			if len(hops) > 0 {
+				from, err1 := planner.ParseVersion(step.From)
+				to, err2 := planner.ParseVersion(step.To)
+				first, err3 := planner.ParseVersion(hops[0].To)
+				if err1 == nil && err2 == nil && err3 == nil && from.LessThan(to) && !first.LessThan(to) {
+					return nil
+				}
+			}
 		}
 	}
 	return fmt.Errorf("%s is neither this run's target %s nor a hop on the way to it", step.To, r.cfg.Target)
