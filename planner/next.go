@@ -319,6 +319,13 @@ func newState(c *Cluster, target string, pol Policy) (*state, error) {
 		st.dcs[d].listed = append(st.dcs[d].listed, i)
 	}
 	st.cliV = make([]int32, len(c.Clients))
+	// Clients name few datacenters, in runs or interleaved: a short list
+	// of the names seen spares a map lookup per client.
+	type rawDC struct {
+		name string
+		idx  int
+	}
+	var recent []rawDC
 	lastDC, lastIdx := "\x00", 0
 	lastVer, lastID := "", -1
 	for i := range c.Clients {
@@ -333,7 +340,19 @@ func newState(c *Cluster, target string, pol Policy) (*state, error) {
 		st.cliV[i] = int32(id)
 		addCount(&st.cliCount, id, 1)
 		if cl.Datacenter != lastDC {
-			lastDC, lastIdx = cl.Datacenter, dcOf(cl.Datacenter)
+			lastDC, lastIdx = cl.Datacenter, -1
+			for _, r := range recent {
+				if r.name == lastDC {
+					lastIdx = r.idx
+					break
+				}
+			}
+			if lastIdx < 0 {
+				lastIdx = dcOf(lastDC)
+				if len(recent) < 16 {
+					recent = append(recent, rawDC{lastDC, lastIdx})
+				}
+			}
 		}
 		d := st.dcs[lastIdx]
 		d.clients = append(d.clients, int32(i))
