@@ -249,7 +249,7 @@ func (r *runner) resumeSwap(ctx context.Context, c planner.Cluster) (*StepRecord
 	refuse := func(reason string) error {
 		return &SwapRecordError{Key: key, Node: step.Node, To: step.To, Holder: rec.Holder, Reason: reason}
 	}
-	if err := r.swapTargetKnown(step); err != nil {
+	if err := r.swapTargetKnown(step, c.Features); err != nil {
 		return nil, refuse(err.Error())
 	}
 	dc := step.Datacenter
@@ -325,15 +325,27 @@ func (r *runner) resumeSwap(ctx context.Context, c planner.Cluster) (*StepRecord
 }
 
 // swapTargetKnown checks that a recorded swap goes to this run's target or
-// to one of the hops on the way.
-func (r *runner) swapTargetKnown(step planner.Step) error {
+// to one of the hops on the way (the path of a cluster with features f).
+func (r *runner) swapTargetKnown(step planner.Step, f planner.Features) error {
 	if planner.SameVersion(step.To, r.cfg.Target) {
 		return nil
 	}
 	if step.From != "" {
-		if hops, err := planner.Path(step.From, r.cfg.Target, r.cfg.Policy); err == nil {
+		if hops, err := planner.PathFor(step.From, r.cfg.Target, r.cfg.Policy, f); err == nil {
 			for _, h := range hops {
 				if planner.SameVersion(h.To, step.To) {
+					return nil
+				}
+			}
+			// In a cluster of several versions a node may stop short of its
+			// own first stepping stone, on one that a newer node must not
+			// skip (the planner's cluster path): a version above From and
+			// not beyond that first stone is on the way too.
+			if len(hops) > 0 {
+				from, err1 := planner.ParseVersion(step.From)
+				to, err2 := planner.ParseVersion(step.To)
+				first, err3 := planner.ParseVersion(hops[0].To)
+				if err1 == nil && err2 == nil && err3 == nil && from.LessThan(to) && !first.LessThan(to) {
 					return nil
 				}
 			}
