@@ -446,7 +446,7 @@ func (e *expected) advance(steps []Step, c Cluster) int {
 					done++
 				}
 			}
-			return done
+			return done + e.advanceHop(steps, i, c)
 		}
 		switch s.Kind {
 		case StepSwapServer:
@@ -481,6 +481,77 @@ func (e *expected) advance(steps []Step, c Cluster) int {
 		}
 	}
 	return len(steps)
+}
+
+// advanceHop moves e along by the done swap-server steps of the hop and
+// datacenter that steps[i], not done, begins, when ServerHop says a run may
+// take that hop's servers in another order on c, and returns how many it
+// found.
+func (e *expected) advanceHop(steps []Step, i int, c Cluster) int {
+	end, reorder := ServerHop(steps, i, c)
+	if !reorder {
+		return 0
+	}
+	done := 0
+	for j := i + 1; j < end; j++ {
+		s := steps[j]
+		if s.Kind != StepSwapServer || !StepDoneIn(c, steps, j) {
+			continue
+		}
+		if sv := e.servers[s.Node]; sv != nil {
+			sv.Version = s.To
+			e.dc(sv.dc).leaderOpen = true
+			done++
+		}
+	}
+	return done
+}
+
+// oneDC reports whether two datacenter names may name one datacenter (""
+// is the one a single-datacenter cluster or step leaves unnamed).
+func oneDC(a, b string) bool { return a == b || a == "" || b == "" }
+
+// ServerHop returns the end (exclusive) of the run of server steps
+// (swap-server and transfer-leader, one datacenter, one To) that steps[i]
+// begins, and whether a run may carry them out in another order on c.
+//
+// A plan simulates the leader it was reviewed with: each hop takes that
+// leader's followers first and the leader last (or hands leadership over
+// before its swap). When the real leader's swap at the end of a hop
+// elected another server, c's leader of that datacenter is not the one the
+// plan simulated for the next hop (the node of its last swap-server), and
+// Next takes the followers of the new leader first: the same servers to the
+// same version, in another order. Only then may they come out of order;
+// otherwise a server of the hop changed before its turn was changed by
+// something else than the plan, and the plan is stale.
+func ServerHop(steps []Step, i int, c Cluster) (end int, reorder bool) {
+	server := func(k StepKind) bool { return k == StepSwapServer || k == StepTransferLeader }
+	if i < 0 || i >= len(steps) || !server(steps[i].Kind) {
+		return i, false
+	}
+	head := steps[i]
+	simulated, transfer := "", false
+	end = i
+	for ; end < len(steps); end++ {
+		s := steps[end]
+		if !server(s.Kind) || !oneDC(s.Datacenter, head.Datacenter) || !SameVersion(s.To, head.To) {
+			break
+		}
+		if s.Kind == StepSwapServer {
+			simulated = s.Node
+		} else {
+			transfer = true
+		}
+	}
+	for _, sv := range c.Servers {
+		if !sv.Leader || !oneDC(sv.Datacenter, head.Datacenter) {
+			continue
+		}
+		// With a transfer in the hop, the leader may be the simulated one
+		// again: a server already on To that leadership was handed to.
+		return end, sv.Name != simulated || transfer && atLeastVersion(sv.Version, head.To)
+	}
+	return end, false // no leader: nothing explains another order
 }
 
 // underway marks the server of the unfinished swap u as under way when u

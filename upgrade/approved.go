@@ -188,22 +188,55 @@ func pathString(path []planner.Hop) string {
 }
 
 // matchPlan finds got in the approved plan: the steps from index from on
-// that are already done in c are passed over, and the first that is not
-// must be got. It returns that step's index, or a *PlanDivergedError.
-func matchPlan(p *planner.UpgradePlan, from int, c planner.Cluster, got planner.Step) (int, error) {
+// that are already done in c are passed over, and the first that is not,
+// first, must be got, or got must be a step of the same hop and
+// datacenter further on (see reordered). It returns got's index in the
+// plan and first, or a *PlanDivergedError.
+func matchPlan(p *planner.UpgradePlan, from int, c planner.Cluster, got planner.Step) (at, first int, err error) {
 	i := from
 	for i < len(p.Steps) && stepDone(c, p.Steps, i) {
 		i++
 	}
 	if i == len(p.Steps) {
-		return i, &PlanDivergedError{Index: i, Total: len(p.Steps), Node: got.Node, Got: got,
+		return i, i, &PlanDivergedError{Index: i, Total: len(p.Steps), Node: got.Node, Got: got,
 			Reason: "every step of the plan is done, and the cluster still needs another"}
 	}
 	want := p.Steps[i]
-	if node, reason := stepDiff(c, want, got); reason != "" {
-		return i, &PlanDivergedError{Index: i, Total: len(p.Steps), Node: node, Want: want, Got: got, Reason: reason}
+	node, reason := stepDiff(c, want, got)
+	if reason == "" {
+		return i, i, nil
 	}
-	return i, nil
+	if j := reordered(p, i, c, got); j >= 0 {
+		return j, i, nil
+	}
+	return i, i, &PlanDivergedError{Index: i, Total: len(p.Steps), Node: node, Want: want, Got: got, Reason: reason}
+}
+
+// reordered finds got among the server steps of the hop and datacenter the
+// plan is at, steps[i] on, when planner.ServerHop says the run may take
+// them in another order on c (the leader elected after the previous hop is
+// not the one the plan simulated), and returns its index, or -1: a swap of
+// a server whose step there is not done, or a transfer where the hop has
+// one (it hands leadership from the real leader, not the simulated one).
+// The servers and versions are the ones reviewed.
+func reordered(p *planner.UpgradePlan, i int, c planner.Cluster, got planner.Step) int {
+	end, ok := planner.ServerHop(p.Steps, i, c)
+	if !ok {
+		return -1
+	}
+	for j := i; j < end; j++ {
+		s := p.Steps[j]
+		switch {
+		case s.Kind != got.Kind || !sameDC(s.Datacenter, got.Datacenter) || !planner.SameVersion(s.To, got.To):
+		case got.Kind == planner.StepTransferLeader:
+			return j
+		case s.Node == got.Node && !stepDone(c, p.Steps, j):
+			if _, reason := stepDiff(c, s, got); reason == "" {
+				return j
+			}
+		}
+	}
+	return -1
 }
 
 // stepDone reports whether steps[i] is already done in c (see

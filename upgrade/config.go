@@ -61,7 +61,11 @@ type Config struct {
 	// steps: before each step, the step decided from the cluster observed
 	// just then must be the plan's next step that is not yet done in the
 	// cluster (steps done already, by an earlier run or by hand, are
-	// passed over, so a stopped run resumes). Anything else halts the run
+	// passed over, so a stopped run resumes). The one reordering accepted
+	// is that of a hop's server steps when the leader is not the one the
+	// plan simulated (an election after the previous hop, or during this
+	// one): the same servers to the same version, the real leader's
+	// followers first (planner.ServerHop). Anything else halts the run
 	// before the step touches anything, with a *PlanDivergedError; so
 	// does, at the start, an agent on a version the plan's path does not
 	// contain. Before that, and before every step, the plan's basis (what

@@ -436,6 +436,11 @@ func (w *propWorld) beforeStep(ctx context.Context, info StepInfo) (StepDecision
 		if !propPlanStep(p, info.Index, info.Step) {
 			w.violate("(d) step %s asked about as step %d of an approved plan whose steps are %s", info.Step, info.Index+1, propSteps(p.Steps))
 		}
+		if st := info.Step; st.Kind == planner.StepTransferLeader {
+			if n, ok := w.dcOf(st.Target).sim.Node(st.Target); !ok || propOlder(n.Version, st.To) {
+				w.violate("(d) step %s hands leadership to a server not on %s (%+v)", st, st.To, n)
+			}
+		}
 		// The plan was reviewed on its basis: a server it recorded as a
 		// healthy voter that autopilot has removed since, or that the
 		// fault schedule killed and nobody revived, makes it stale
@@ -484,8 +489,15 @@ func propPlanStep(p *planner.UpgradePlan, i int, step planner.Step) bool {
 		return false
 	}
 	want := p.Steps[i]
-	if want.Kind != step.Kind || want.Node != step.Node || want.Target != step.Target ||
-		!sameDC(want.Datacenter, step.Datacenter) || !planner.SameVersion(want.To, step.To) {
+	if want.Kind != step.Kind || !sameDC(want.Datacenter, step.Datacenter) || !planner.SameVersion(want.To, step.To) {
+		return false
+	}
+	// A hop's servers may come in another order than the plan's when the
+	// leader changed (planner.ServerHop): the step at i is then the one of
+	// the same server, and a transfer hands leadership from the real
+	// leader, which the plan could not name (its target's version is
+	// checked apart).
+	if step.Kind != planner.StepTransferLeader && (want.Node != step.Node || want.Target != step.Target) {
 		return false
 	}
 	if step.Kind == planner.StepSwapClients {

@@ -113,19 +113,20 @@ func serverNames(c planner.Cluster) string {
 }
 
 type runner struct {
-	cfg      Config
-	em       emitter
-	res      *Result
-	base     Baseline            // the run's own datacenter's
-	bases    map[string]Baseline // every observed datacenter's
-	ownDC    string              // the datacenter of cfg.Consul's agent
-	snapshot string              // the version the last verified snapshot of this run was taken on
-	lock     *Lock               // held from the first action until the run ends
-	lost     <-chan struct{}
-	planAt   int // with Config.Plan: the index of the plan's first step not yet done by this run
-	idx      int // the current step's index (StepInfo.Index)
-	total    int // the current step's total (StepInfo.Total)
-	estimate int // without Config.Plan: the steps the plan at the start counted
+	cfg       Config
+	em        emitter
+	res       *Result
+	base      Baseline            // the run's own datacenter's
+	bases     map[string]Baseline // every observed datacenter's
+	ownDC     string              // the datacenter of cfg.Consul's agent
+	snapshot  string              // the version the last verified snapshot of this run was taken on
+	lock      *Lock               // held from the first action until the run ends
+	lost      <-chan struct{}
+	planAt    int // with Config.Plan: the index of the plan's first step not yet done by this run
+	planFirst int // with Config.Plan: the first step not done when the step at idx was decided (idx itself, unless the hop's servers came in another order)
+	idx       int // the current step's index (StepInfo.Index)
+	total     int // the current step's total (StepInfo.Total)
+	estimate  int // without Config.Plan: the steps the plan at the start counted
 
 	touch       touchLog      // the nodes this run touched (touched.go)
 	gatedResume *planner.Step // a recorded swap found done, which this run only gated (swaprecord.go)
@@ -353,7 +354,7 @@ func (r *runner) decideFirst(c planner.Cluster) (planner.Step, error) {
 	if err != nil || r.cfg.Plan == nil || step.Kind == planner.StepDone {
 		return step, err
 	}
-	r.idx, err = matchPlan(r.cfg.Plan, 0, c, step)
+	r.idx, r.planFirst, err = matchPlan(r.cfg.Plan, 0, c, step)
 	r.total = len(r.cfg.Plan.Steps) // a halt before the step names its place
 	return step, err
 }
@@ -374,11 +375,11 @@ func (r *runner) position(c planner.Cluster, step planner.Step) error {
 		if err := p.CheckBasis(c); err != nil {
 			return err // stale: nothing of the step is touched
 		}
-		i, err := matchPlan(p, r.planAt, r.withSnapshot(c), step)
+		i, first, err := matchPlan(p, r.planAt, r.withSnapshot(c), step)
 		if err != nil {
 			return err
 		}
-		r.idx, r.total = i, len(p.Steps)
+		r.idx, r.planFirst, r.total = i, first, len(p.Steps)
 		return nil
 	}
 	r.idx = len(r.res.Steps)
@@ -449,7 +450,7 @@ func (r *runner) stop(ctx context.Context, c planner.Cluster, step planner.Step,
 	switch {
 	case step.Kind == planner.StepDone:
 	case r.cfg.Plan != nil:
-		r.res.Remaining = slices.Clone(r.cfg.Plan.Steps[r.idx:])
+		r.res.Remaining = slices.Clone(r.cfg.Plan.Steps[min(r.idx, r.planFirst):])
 	default:
 		if p, err := planner.Plan(r.withSnapshot(c), r.cfg.Target, r.cfg.Policy); err == nil {
 			r.res.Remaining = p.Steps

@@ -370,3 +370,82 @@ func TestConfigRefusesAnUnknownWaiver(t *testing.T) {
 		t.Fatalf("err = %v, want a ConfigError on Policy.Waive wrapping a *planner.WaiverError that suggests %s", err, planner.PrecheckServerUnhealthy)
 	}
 }
+
+// An approved plan of two hops simulates the leader as it was reviewed, but
+// the real leader's swap at the end of the first hop elects another server,
+// so the second hop takes its followers in another order. The run carries
+// the same steps in the order the cluster needs (the plan's servers, to the
+// plan's versions, the new leader last) instead of halting at hop 2.
+func TestRunWithAMultiHopApprovedPlanFollowsTheLeaderElectedAfterTheFirstHop(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRigAt(t, "0.6.4", 3, 1)
+		r.cfg.Target = "0.9.3"
+		r.cfg.ServerAPI = simServers(t, r.sim)
+		p := approvedPlan(t, r)
+		if len(p.Path) != 2 {
+			t.Fatalf("the plan's path is %v, want two hops", p.Path)
+		}
+		r.cfg.Plan, r.cfg.Target = p, ""
+		var order []string
+		var leaders []string
+		r.cfg.OnEvent = func(e Event) {
+			r.events = append(r.events, e)
+			if e.Kind == EventStepStarted && e.Step.Kind == planner.StepSwapServer {
+				order = append(order, e.Step.Node+"@"+e.Step.To)
+				leaders = append(leaders, r.sim.Leader())
+			}
+		}
+		res, err := Run(t.Context(), r.cfg)
+		if err != nil {
+			t.Fatalf("Run: %v (servers swapped in the order %v)", err, order)
+		}
+		if len(res.Steps) != len(p.Steps) {
+			t.Errorf("%d steps done, the plan has %d", len(res.Steps), len(p.Steps))
+		}
+		for i, o := range order {
+			node := o[:strings.Index(o, "@")]
+			last := i == 2 || i == 5
+			if last != (node == leaders[i]) {
+				t.Errorf("swap %d (%s) when %s led: the leader goes last in each hop (order %v)", i+1, o, leaders[i], order)
+			}
+		}
+		for _, n := range []string{"s1", "s2", "s3", "c1"} {
+			if v := r.sim.Version(n); v != "0.9.3" {
+				t.Errorf("%s runs %s, want 0.9.3", n, v)
+			}
+		}
+	})
+}
+
+// The same on releases that hand leadership over before the leader's swap:
+// the plan's transfers name the leader it simulated, the run's the leader
+// elected after each hop.
+func TestRunWithAMultiHopApprovedPlanAndTransfersReachesTheTarget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRigAt(t, "1.15.4", 3, 1)
+		r.cfg.Target = "1.19.2"
+		p := approvedPlan(t, r)
+		transfers := 0
+		for _, s := range p.Steps {
+			if s.Kind == planner.StepTransferLeader {
+				transfers++
+			}
+		}
+		if len(p.Path) < 2 || transfers == 0 {
+			t.Fatalf("the plan's path is %v with %d transfer(s), want two hops or more and a transfer", p.Path, transfers)
+		}
+		r.cfg.Plan, r.cfg.Target = p, ""
+		res, err := Run(t.Context(), r.cfg)
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if len(res.Steps) > len(p.Steps) {
+			t.Errorf("%d steps done, the plan has %d", len(res.Steps), len(p.Steps))
+		}
+		for _, n := range []string{"s1", "s2", "s3", "c1"} {
+			if v := r.sim.Version(n); v != "1.19.2" {
+				t.Errorf("%s runs %s, want 1.19.2", n, v)
+			}
+		}
+	})
+}

@@ -532,6 +532,9 @@ func (r *runner) execute(ctx context.Context, step planner.Step) (StepRecord, er
 	}
 	r.res.Steps = append(r.res.Steps, rec)
 	r.planAt = r.idx + 1
+	if r.planFirst < r.idx {
+		r.planAt = r.planFirst // steps of the hop passed over are still to come
+	}
 	done := d.step
 	r.prev = &done
 	return rec, nil

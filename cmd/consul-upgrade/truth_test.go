@@ -18,6 +18,7 @@ import (
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
 )
 
 // shellWords splits a printed command line as a POSIX shell would (plain
@@ -112,7 +113,7 @@ func savePlan(t *testing.T, args ...string) string {
 // match the plan any more. The old code exited 3 and said "nothing was
 // touched"; the record says s2 was touched, so it is a halt (1) that names
 // s2 and how far it got.
-func TestApplyStepThatSwappedAServerThenDivergedExits1AndSaysWhatItTouched(t *testing.T) {
+func TestApplyStepThatSwappedAServerThenFoundThePlanStaleExits1AndSaysWhatItTouched(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sim := newSim(3, 0)
 		fake := withSim(t, sim)
@@ -121,7 +122,11 @@ func TestApplyStepThatSwappedAServerThenDivergedExits1AndSaysWhatItTouched(t *te
 		fake.OnSwap = func(req transport.SwapRequest) {
 			mirror(req)
 			if req.Node == "s2" {
-				mustSim(t, sim.SetLeader("s3")) // the plan swaps s3 next, as a follower; now it leads
+				// s3, next in the plan, is put back on 1.12.8 by hand: the
+				// plan no longer describes the cluster. (A leader change
+				// would not do: the hop's servers then follow the new
+				// leader, the same servers to the same version.)
+				mustSim(t, sim.Swap("s3", "1.12.8", true))
 			}
 		}
 		code, out, stderr := cli(t, "apply", "-plan", planFile, "-step")
@@ -136,8 +141,8 @@ func TestApplyStepThatSwappedAServerThenDivergedExits1AndSaysWhatItTouched(t *te
 				t.Errorf("stdout lacks %q:\n%s", want, out)
 			}
 		}
-		if !strings.Contains(stderr, "diverged from the approved plan") || !strings.Contains(stderr, "touched by this run: s2") {
-			t.Errorf("stderr %q does not give the divergence and the touch", stderr)
+		if !strings.Contains(stderr, "the saved plan is stale") || !strings.Contains(stderr, "version of s3: recorded 1.12.9, observed 1.12.8") || !strings.Contains(stderr, "touched by this run: s2") {
+			t.Errorf("stderr %q does not give the stale plan, its difference and the touch", stderr)
 		}
 	})
 }
@@ -448,12 +453,13 @@ func TestTheSuggestedCommandsRunAsPrinted(t *testing.T) {
 		if code != exitOK || !strings.Contains(out, "step 2 of 4: swap-server s3") {
 			t.Fatalf("the suggested next step %q: exit %d\n%s\n%s", next, code, out, stderr)
 		}
-		// The cluster moves away from the plan (s4, next as a follower,
-		// now leads): the re-plan line runs too.
-		mustSim(t, sim.SetLeader("s4"))
+		// The cluster moves away from the plan (s4, next, is put back on
+		// 1.12.8 by hand): the re-plan line runs too.
+		mustSim(t, sim.Swap("s4", "1.12.8", true))
+		time.Sleep(consultest.DefaultRestartDelay)
 		code, out, _ = pasted(t, lineAfter(t, out, "Run it with:"))
 		if code != exitDiverged {
-			t.Fatalf("apply on a diverged cluster: exit %d\n%s", code, out)
+			t.Fatalf("apply on a cluster the plan no longer describes: exit %d\n%s", code, out)
 		}
 		replan := strings.TrimPrefix(lineAfter(t, out, "Nothing in the cluster was touched by this run."), "Plan again: ")
 		for _, want := range []string{"-to 1.13.9", "-http-addr 10.0.0.1", "-feature Envoy=no", "-no-snapshot", "-out '" + planFile + "'"} {
