@@ -3,9 +3,9 @@
 // watches a long run on a dashboard instead of one terminal.
 //
 // The metrics are derived from the run's events and nothing else: a
-// Metrics is an upgrade.Config.OnEvent, so Run and ExecuteStep need no
-// option of their own, and the orchestrator's behaviour cannot depend on
-// whether anyone scrapes.
+// Metrics is an upgrade.Config.OnEvent, so Run, a Session (upgrade.Open)
+// and ExecuteStep need no option of their own, and the orchestrator's
+// behaviour cannot depend on whether anyone scrapes.
 //
 //	m, err := metrics.New(prometheus.DefaultRegisterer)
 //	...

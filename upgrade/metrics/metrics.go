@@ -261,7 +261,8 @@ func (m *Metrics) Observe(ev upgrade.Event) {
 	case upgrade.EventHalted:
 		m.halts.WithLabelValues(HaltType(ev.Err)).Inc()
 		m.setState(StateHalted)
-		for _, t := range touchedBy(ev.Err) {
+		touched, _ := upgrade.TouchedBy(ev.Err)
+		for _, t := range touched {
 			m.touch(t.Datacenter, t.Node, string(t.Role))
 		}
 		if !m.gateStart.IsZero() && m.gateEnd.IsZero() {
@@ -343,19 +344,6 @@ func roleOf(step planner.Step) string {
 	return RoleServer
 }
 
-// touchedBy is the record of what a run touched that its error carries.
-func touchedBy(err error) upgrade.Touched {
-	var h *upgrade.HaltError
-	if errors.As(err, &h) {
-		return h.Touched
-	}
-	var a *upgrade.AbortedError
-	if errors.As(err, &a) {
-		return a.Touched
-	}
-	return nil
-}
-
 // haltTypes maps the error types a run returns to the type label of
 // consul_upgrade_halts_total, most specific first: a *HaltError is
 // labelled by its cause.
@@ -374,22 +362,30 @@ var haltTypes = []struct {
 	{"lock-move", as[*upgrade.LockMoveError]},
 	{"swap-record", as[*upgrade.SwapRecordError]},
 	{"aborted", as[*upgrade.AbortedError]},
-	{"stop-refused", as[*upgrade.StopRefusedError]},
+	{"quorum", as[*upgrade.QuorumError]},
 	{"transfer", as[*upgrade.TransferError]},
-	{"backup", as[*upgrade.BackupError]},
+	{"backup", func(err error) bool { return errors.Is(err, upgrade.ErrSnapshotInvalid) }},
 	{"swap", as[*transport.SwapError]},
 	{"agent-unreachable", as[*upgrade.AgentUnreachableError]},
+	{"missing-ability", func(err error) bool {
+		return errors.Is(err, upgrade.ErrNoEraReader) || errors.Is(err, upgrade.ErrNoServerAPI) ||
+			errors.Is(err, upgrade.ErrNoRaftStats) || errors.Is(err, upgrade.ErrEndpointMissing)
+	}},
 	{"config", as[*upgrade.ConfigError]},
 	{"canceled", func(err error) bool {
 		return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 	}},
+	{"step-refused", as[*upgrade.StepRefusedError]},
 }
 
 // HaltType is the type label that consul_upgrade_halts_total gives err: the
 // first of gate, stuck, plan-diverged, stale-plan, refused, preflight,
-// locked, lock-lost, lock-move, swap-record, aborted, stop-refused,
-// transfer, backup, swap, agent-unreachable, config, canceled that err
-// is (or wraps), else other.
+// locked, lock-lost, lock-move, swap-record, aborted, quorum, transfer,
+// backup (ErrSnapshotInvalid), swap, agent-unreachable, missing-ability
+// (ErrNoEraReader, ErrNoServerAPI, ErrNoRaftStats, ErrEndpointMissing),
+// config, canceled that err is (or wraps), then step-refused for a
+// *StepRefusedError whose cause is none of these, else other. A
+// *HaltError or a *StepRefusedError is labelled by its cause.
 func HaltType(err error) string {
 	for _, t := range haltTypes {
 		if t.is(err) {
