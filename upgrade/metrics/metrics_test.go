@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -405,7 +406,14 @@ func TestTheMetricsFollowPrometheusNamingConventions(t *testing.T) {
 	if len(mfs) != 14 {
 		t.Errorf("%d metrics gathered, want the 14 of the package doc", len(mfs))
 	}
+	doc, err := os.ReadFile("doc.go")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, mf := range mfs {
+		if row := "//\t" + strings.TrimPrefix(mf.GetName(), "consul_upgrade_") + " "; !strings.Contains(string(doc), row) {
+			t.Errorf("%s has no row in the package doc's table", mf.GetName())
+		}
 		if !strings.HasPrefix(mf.GetName(), "consul_upgrade_") {
 			t.Errorf("%s lacks the consul_upgrade_ prefix", mf.GetName())
 		}
