@@ -172,6 +172,8 @@ func BenchmarkScale(b *testing.B) {
 		flight   flightLog
 		waveFrom time.Time
 		waveTime time.Duration
+		waveCPU0 time.Duration
+		waveCPU  time.Duration
 	)
 	cfg := upgrade.Config{
 		Consul:      consul,
@@ -187,7 +189,7 @@ func BenchmarkScale(b *testing.B) {
 			case upgrade.EventStepStarted:
 				res.Detail.Steps++
 				if ev.Step.Kind == planner.StepSwapClients {
-					waveFrom = ev.Time
+					waveFrom, waveCPU0 = ev.Time, cpuTime()
 					bound := max(1, (len(ev.Step.Nodes)*upgrade.DefaultClientConcurrencyPercent+99)/100)
 					res.Detail.Bound = max(res.Detail.Bound, bound)
 					say("step %d of %d: %s wave %d, %d client(s), %d at a time", ev.Index+1, ev.Total, ev.Step.Datacenter, ev.Step.Wave, len(ev.Step.Nodes), bound)
@@ -216,6 +218,7 @@ func BenchmarkScale(b *testing.B) {
 				if ev.Step.Kind == planner.StepSwapClients {
 					res.Waves++
 					waveTime += ev.Time.Sub(waveFrom)
+					waveCPU += cpuTime() - waveCPU0
 				}
 				say("  done: %s", ev.Detail)
 			case upgrade.EventHalted:
@@ -269,11 +272,12 @@ func BenchmarkScale(b *testing.B) {
 	res.OrchestratorCPUS = (cpuTime() - cpu0).Seconds()
 	mu.Lock()
 	res.ClientsSwapped = swapped
-	res.Detail.ClientWavesS = waveTime.Seconds()
+	res.Detail.ClientWavesS, res.Detail.ClientWavesCPUS = waveTime.Seconds(), waveCPU.Seconds()
 	res.Detail.InFlightMax, res.Detail.InFlightMean = flight.max, flight.mean()
 	mu.Unlock()
 	if res.ClientsSwapped > 0 {
-		res.Detail.CPUMsPerClientSwap = res.OrchestratorCPUS * 1000 / float64(res.ClientsSwapped)
+		res.Detail.CPUMsPerClientSwap = waveCPU.Seconds() * 1000 / float64(res.ClientsSwapped)
+		res.Detail.CPUMsPerClientSwapAll = res.OrchestratorCPUS * 1000 / float64(res.ClientsSwapped)
 	}
 	if waveTime > 0 {
 		res.Detail.SwapsPerS = float64(res.ClientsSwapped) / waveTime.Seconds()
