@@ -40,6 +40,7 @@ var layers = []layer{
 	{pkg: "upgrade", module: []string{"planner", "transport"}, deps: []string{consulAPI, goVersion, backoff}},
 	// Not upgrade: upgrade's own tests import the simulator.
 	{pkg: "upgrade/consultest", module: []string{"transport", "transport/transporttest"}, deps: []string{consulAPI, goVersion}},
+	{pkg: "upgrade/metrics", module: []string{"planner", "transport", "upgrade"}, deps: prometheus},
 	{pkg: "upgrade/rehearsal", module: []string{"planner", "transport", "transport/local", "upgrade", "internal/proc", "internal/traffic"}, deps: []string{porcupine, goVersion}},
 
 	{pkg: "cmd/consul-upgrade", publicOnly: true},
@@ -55,6 +56,8 @@ const (
 	backoff    = "github.com/cenkalti/backoff/v4"
 	porcupine  = "github.com/anishathalye/porcupine"
 )
+
+var prometheus = []string{"github.com/prometheus/client_golang/prometheus", "github.com/prometheus/client_golang/prometheus/collectors", "github.com/prometheus/client_golang/prometheus/promhttp"}
 
 var xcryptoSSH = []string{"golang.org/x/crypto/ssh", "golang.org/x/crypto/ssh/agent", "golang.org/x/crypto/ssh/knownhosts"}
 

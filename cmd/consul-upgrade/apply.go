@@ -40,6 +40,13 @@ Snapshots are saved in -snapshot-dir; the run records each verified backup in
 the KV store next to the upgrade lock, so a stepped or restarted apply does not
 take the hop's backup again. The lock is held from before the first step to the end
 of the command.
+
+To watch a run from elsewhere, -metrics-addr serves its Prometheus metrics
+(consul_upgrade_*: the run's state, steps done and planned, the step under way
+and the gate condition it waits on, how long its gate has waited, nodes touched,
+halts by type) at /metrics while it lasts, and -metrics-linger after it.
+-probe-writes KEY writes KEY every -probe-interval through the agent apply talks
+to and counts the writes the cluster did not take.
 `
 
 func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -63,6 +70,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	serverPort := fs.Int("server-http-port", 8500, "HTTP `PORT` of every server, for the gates of eras without autopilot health (0: none)")
 	lockKey := fs.String("lock-key", "", "KV `KEY` of the upgrade lock (default "+upgrade.DefaultLockKey+")")
 	features := addFeatureFlag(fs)
+	watchF := addWatchFlags(fs) // metrics.go
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: consul-upgrade apply -plan FILE -inventory FILE [-http-addr ADDRESS[,ADDRESS...]] [-dc NAME=ADDRESS[,ADDRESS...]]... [-yes | -step] [-output text|json] [flags]\n\n%s\nFlags:\n", applyHelp)
 		fs.PrintDefaults()
@@ -80,6 +88,9 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if *conc < 0 || *serverPort < 0 || *serverPort > 65535 {
 		return o.fail(usagef("-client-concurrency and -server-http-port must not be negative (-server-http-port at most 65535)"))
+	}
+	if err := watchF.check(); err != nil {
+		return o.fail(err)
 	}
 	interactive := !*yes && stdinIsTerminal()
 	if !*yes && !*step && !interactive {
@@ -99,6 +110,11 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return o.fail(err)
 		}
 	}
+	watch, err := startWatch(watchF, stderr)
+	if err != nil {
+		return o.fail(err)
+	}
+	defer watch.end(ctx) // after the outcome is printed: the probe's figures, then -metrics-linger
 	rep := newReporter(stdout, o.json, plan.Steps, *stab)
 	cluster, err := conn.connect(ctx, rep.switched)
 	if err != nil {
@@ -129,7 +145,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		Policy:            plan.Policy,
 		Plan:              plan,
 		Snapshot:          upgrade.SnapshotDir(*snapDir),
-		OnEvent:           rep.event,
+		OnEvent:           watch.onEvent(rep.event),
 		Rollback:          *rollback,
 		GateTimeout:       *gateTimeout,
 		StabilizationTime: *stab,
@@ -166,6 +182,10 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if *serverPort > 0 {
 		cfg.ServerAPI = upgrade.ServerHTTP(*serverPort)
 	}
+	if err := watch.startProbe(ctx, watchF, cluster.consul); err != nil {
+		return o.fail(err)
+	}
+	watch.ran = true
 	res, err := upgrade.Run(ctx, cfg)
 	// What to run next, as it can be pasted: this apply again, with the
 	// flags given (less -yes and -step), or plan again for a diverged

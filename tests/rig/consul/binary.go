@@ -7,7 +7,8 @@
 // Address blocks: a cluster claims block N (1..200) by holding an exclusive
 // flock on /tmp/consulrig/block-N.lock for its lifetime, so packages that go
 // test runs in parallel never collide. Servers get 127.0.N.11, .12, ...;
-// clients 127.0.N.21, .22, .... Every agent process id is appended to
+// clients 127.0.N.21, .22, ..., and past 200 clients 127.N.1.21, ...,
+// 127.N.2.21, ... (ClientAddress). Every agent process id is appended to
 // /tmp/consulrig/block-N.pids, and agents a crashed earlier run left behind
 // are killed (after checking their command line) before the block is reused.
 //

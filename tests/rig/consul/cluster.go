@@ -30,11 +30,41 @@ const (
 	LockDir = "/tmp/consulrig"
 	// MaxBlocks is how many address blocks (127.0.1.x .. 127.0.200.x) exist.
 	MaxBlocks = 200
-	// MaxServers and MaxClients bound a cluster's size (the address plan
-	// has room for 9 servers, .11-.19, and 200 clients, .21-.220).
+	// MaxServers and MaxClients bound a cluster's size. The address plan
+	// of block N: servers on 127.0.N.11-.19, the first 200 clients on
+	// 127.0.N.21-.220, and the clients after them (for clusters of real
+	// size) on 127.N.1.21-.220, 127.N.2.21-.220, ...: block N also owns
+	// 127.N.0.0/16, which no other address of the rigs uses (see
+	// ClientAddress).
 	MaxServers = 9
-	MaxClients = 200
+	MaxClients = 2000
+	// blockClients is how many clients fit in one /24 of the plan.
+	blockClients = 200
 )
+
+// ClientAddress is the address of client i (1-based) of block n: 127.0.n.(20+i)
+// for the first 200, then 127.n.k.21-.220 for k = 1, 2, ... Every agent's
+// -bind and -client are its own address, with Consul's default ports.
+func ClientAddress(n, i int) string {
+	if i <= blockClients {
+		return fmt.Sprintf("127.0.%d.%d", n, 20+i)
+	}
+	j := i - blockClients - 1
+	return fmt.Sprintf("127.%d.%d.%d", n, 1+j/blockClients, 21+j%blockClients)
+}
+
+// addresses lists the addresses of block n for a cluster of the given
+// size: servers first, then clients.
+func addresses(n, servers, clients int) []string {
+	var out []string
+	for i := 1; i <= servers; i++ {
+		out = append(out, fmt.Sprintf("127.0.%d.%d", n, 10+i))
+	}
+	for i := 1; i <= clients; i++ {
+		out = append(out, ClientAddress(n, i))
+	}
+	return out
+}
 
 // Options describe a cluster to start. The zero value is 3 servers and 1
 // client on DefaultVersion in DefaultDatacenter.
@@ -72,6 +102,15 @@ type Options struct {
 	// Resolver, when set, finds the binaries (to inject a broken one);
 	// by default binaries come from BinDir and are built when missing.
 	Resolver local.BinaryResolver
+	// ReadyTimeout bounds the start of every agent and the wait for a
+	// healthy cluster in Start; 0 means ReadyTimeout (enough for tens of
+	// agents, not for hundreds on 2 cores).
+	ReadyTimeout time.Duration
+	// StartConcurrency bounds how many agents start at once (each until
+	// its HTTP API answers with its version); 0 starts them all at once.
+	// Hundreds of agents starting together on 2 cores miss the
+	// transport's start timeout.
+	StartConcurrency int
 }
 
 // Cluster is a running test cluster. Its agents are stopped and its
@@ -131,18 +170,11 @@ func Start(t testing.TB, opt Options) *Cluster {
 		resolver = local.Dir(BinDir(t))
 	}
 
-	c := &Cluster{t: t, version: opt.Version, addr: map[string]string{}, opt: opt}
-	ips := func(n int) []string {
-		var out []string
-		for i := 1; i <= opt.Servers; i++ {
-			out = append(out, fmt.Sprintf("127.0.%d.%d", n, 10+i))
-		}
-		for i := 1; i <= opt.Clients; i++ {
-			out = append(out, fmt.Sprintf("127.0.%d.%d", n, 20+i))
-		}
-		return out
+	if opt.ReadyTimeout < 0 || opt.StartConcurrency < 0 {
+		t.Fatalf("consulrig: ReadyTimeout %s and StartConcurrency %d must not be negative (0: the defaults)", opt.ReadyTimeout, opt.StartConcurrency)
 	}
-	c.claimBlock(ips)
+	c := &Cluster{t: t, version: opt.Version, addr: map[string]string{}, opt: opt}
+	c.claimBlock(func(n int) []string { return addresses(n, opt.Servers, opt.Clients) })
 	t.Cleanup(c.cleanup)
 
 	dir, err := os.MkdirTemp("", fmt.Sprintf("consulrig-b%d-", c.block))
@@ -189,7 +221,7 @@ func Start(t testing.TB, opt Options) *Cluster {
 	}
 	for i := 1; i <= opt.Clients; i++ {
 		name := opt.NodePrefix + "c" + strconv.Itoa(i)
-		ip := fmt.Sprintf("127.0.%d.%d", c.block, 20+i)
+		ip := ClientAddress(c.block, i)
 		c.clients = append(c.clients, name)
 		args := []string{"-advertise=" + ip, "-log-level=debug", "-retry-interval=1s"}
 		args = append(args, join...)
@@ -202,15 +234,30 @@ func Start(t testing.TB, opt Options) *Cluster {
 	tr.OnStart(c.recordPID)
 	c.tr = tr
 
-	ctx, cancel := context.WithTimeout(context.Background(), ReadyTimeout)
+	ready := opt.ReadyTimeout
+	if ready == 0 {
+		ready = ReadyTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), ready)
 	defer cancel()
 	began := time.Now()
 	var wg sync.WaitGroup
 	errs := make([]error, len(agents))
+	slots := make(chan struct{}, max(opt.StartConcurrency, len(agents)))
+	if opt.StartConcurrency > 0 {
+		slots = make(chan struct{}, opt.StartConcurrency)
+	}
 	for i, a := range agents {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			select {
+			case slots <- struct{}{}:
+				defer func() { <-slots }()
+			case <-ctx.Done():
+				errs[i] = fmt.Errorf("node %s not started: %w", a.Name, ctx.Err())
+				return
+			}
 			errs[i] = tr.Start(ctx, a.Name)
 		}()
 	}
@@ -220,7 +267,7 @@ func Start(t testing.TB, opt Options) *Cluster {
 	}
 	started := time.Now()
 	if err := c.WaitHealthy(ctx); err != nil {
-		t.Fatalf("consulrig: block %d on consul %s not ready within %s: %v%s", c.block, opt.Version, ReadyTimeout, err, c.logTails(15))
+		t.Fatalf("consulrig: block %d on consul %s not ready within %s: %v%s", c.block, opt.Version, ready, err, c.logTails(15))
 	}
 	t.Logf("consulrig: block %d: %d servers, %d clients on consul %s in %s: agents answered after %s, healthy %s later (dir %s)",
 		c.block, opt.Servers, opt.Clients, opt.Version, time.Since(began).Round(time.Millisecond),
