@@ -173,14 +173,18 @@ func (e *FleetError) Error() string {
 	return b.String()
 }
 
-// Resolve returns the host of every node, by the rules of the fleet (see
-// Fleet). Every problem found is returned at once in a *FleetError: a rule
-// that is malformed (a group without a name or a match, a bad port or
-// role, an Addr with a port), an entry in Nodes for a node the list does
-// not hold, a node no rule gives a user or binary path, a node without an
-// address, and settings that contradict each other (ServiceSystemd with
-// StopCmd). The hosts are then checked as New checks them.
-func (f Fleet) Resolve(nodes []Node) (map[string]Host, error) {
+// Validate checks the rules alone, without nodes: what Resolve refuses
+// whatever the catalog lists (a group without a name or a match, a bad
+// port or role, an Addr with a port, an unknown Service). It returns a
+// *FleetError or nil.
+func (f Fleet) Validate() error {
+	if ps := f.ruleProblems(); len(ps) > 0 {
+		return &FleetError{Problems: ps}
+	}
+	return nil
+}
+
+func (f Fleet) ruleProblems() []FleetProblem {
 	var problems []FleetProblem
 	add := func(p FleetProblem) { problems = append(problems, p) }
 	checkSettings := func(rule string, s Settings) {
@@ -226,6 +230,27 @@ func (f Fleet) Resolve(nodes []Node) (map[string]Host, error) {
 		checkSettings(rule, g.Set)
 	}
 
+	for _, name := range slices.Sorted(maps.Keys(f.Nodes)) {
+		if err := transport.ValidateNode(name); err != nil {
+			add(FleetProblem{Node: name, Rule: fmt.Sprintf("nodes[%q]", name), Problem: fmt.Sprintf("is not a node name: %v", err), Fix: "give the node's name as the catalog lists it"})
+			continue
+		}
+		checkSettings(fmt.Sprintf("nodes[%q]", name), f.Nodes[name])
+	}
+	return problems
+}
+
+// Resolve returns the host of every node, by the rules of the fleet (see
+// Fleet). Every problem found is returned at once in a *FleetError: a rule
+// that is malformed (a group without a name or a match, a bad port or
+// role, an Addr with a port), an entry in Nodes for a node the list does
+// not hold, a node no rule gives a user or binary path, a node without an
+// address, and settings that contradict each other (ServiceSystemd with
+// StopCmd). The hosts are then checked as New checks them.
+func (f Fleet) Resolve(nodes []Node) (map[string]Host, error) {
+	problems := f.ruleProblems()
+	add := func(p FleetProblem) { problems = append(problems, p) }
+
 	byName := map[string]Node{}
 	for i, n := range nodes {
 		rule := "the catalog"
@@ -246,7 +271,6 @@ func (f Fleet) Resolve(nodes []Node) (map[string]Host, error) {
 		if _, ok := byName[name]; !ok {
 			add(FleetProblem{Node: name, Rule: rule, Problem: fmt.Sprintf("names a node the catalog does not list (it lists %d: %s)", len(byName), sample(slices.Sorted(maps.Keys(byName)), 8)), Fix: "fix the name, or remove the entry"})
 		}
-		checkSettings(rule, f.Nodes[name])
 	}
 
 	hosts := map[string]Host{}

@@ -266,3 +266,18 @@ func TestResolvedHostsAreTakenByNew(t *testing.T) {
 		t.Fatalf("New(resolved hosts) = %v", err)
 	}
 }
+
+func TestValidateChecksTheRulesWithoutNodes(t *testing.T) {
+	if err := fleet().Validate(); err != nil {
+		t.Fatalf("Validate of a good fleet = %v", err)
+	}
+	f := fleet()
+	f.Groups = append(f.Groups, ssh.Group{Name: "all", Set: ssh.Settings{Port: -1}})
+	f.Nodes["bad name"] = ssh.Settings{}
+	err := f.Validate()
+	for _, want := range []string{`group "all": match is empty`, `group "all": Port is -1`, `node bad name: nodes["bad name"]: is not a node name`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate = %v, want it to say %q", err, want)
+		}
+	}
+}
