@@ -73,7 +73,7 @@ func (t *Transport) dial(ctx context.Context, h *host) (*conn, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("dial %s: %w", h.addr, ctx.Err())
 		}
-		return nil, unreachable("connect", fmt.Errorf("dial %s: %w", h.addr, err))
+		return nil, unreachable("connect", err)
 	}
 	deadline, _ := dctx.Deadline()
 	_ = nc.SetDeadline(deadline)
