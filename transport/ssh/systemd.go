@@ -24,7 +24,8 @@ import (
 // active within StartTimeout), or its old main process did not go away
 // after the stop signal (StopTimeout). It carries the unit's state and the
 // tail of its journal, which usually says why (a config the new version
-// refuses, a missing data dir). A unit that did not come up wraps
+// refuses, a missing data dir). A unit that did not come up (including
+// one whose systemctl start failed and that is not running) wraps
 // transport.ErrNotRunning.
 type UnitError struct {
 	Node string
@@ -215,7 +216,14 @@ func (c *conn) startUnit(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return err
 		}
+		// A systemctl that waits for the unit (Type=exec, or a
+		// replacement that watches the process) fails the start itself
+		// when the agent exits at once: a unit that is not running after
+		// that did not come up.
 		s, _ := c.unit(ctx)
+		if !s.running() {
+			err = fmt.Errorf("%w: %w", transport.ErrNotRunning, err)
+		}
 		return c.unitError(ctx, "start", s, 0, err)
 	}
 	began := time.Now()
