@@ -9,8 +9,10 @@
 //     stepping-stone path, the next step and the whole plan come out. No IO,
 //     no clock, no logging.
 //   - upgrade: the IO around it. Discover reads a live cluster through
-//     consul/api into a planner.Cluster; Run performs the loop below; Gate
-//     waits until the cluster is provably healthy again.
+//     consul/api into a planner.Cluster; a Session (upgrade.Open) carries
+//     out the loop below one step at a time, and Run is that loop with
+//     approvals; each step's gate waits until the cluster is provably
+//     healthy again.
 //   - transport: the node-swap contract (one small interface and optional
 //     ones), with transport/transporttest (an in-memory fake with fault
 //     injection and the conformance suite every transport passes),
@@ -19,16 +21,35 @@
 //
 // # The caller's loop
 //
-// upgrade.Run does this for you; written out, a caller's duties are:
+// upgrade.Run does this for you; an embedder that drives the upgrade itself
+// runs it with a Session:
 //
-//  1. Observe: c := upgrade.Discover(ctx, consul) — the cluster as it is now,
-//     the current leader included. Re-read it before every step: leadership
-//     moves, and a crashed run resumes from reality, not from a log.
-//  2. Decide: step, err := planner.Next(c, target, policy). A refusal
-//     (*planner.RefusedError) means nothing may be touched. StepDone ends the
-//     loop.
-//  3. Act: perform the step (a snapshot, a swap through a
-//     transport.Transport, a leadership transfer).
+//	s, err := upgrade.Open(ctx, cfg) // validate, take the lock, finish a swap a dead run left
+//	if err != nil {
+//		return err // refused: nothing was touched
+//	}
+//	defer s.Close(ctx) // give the lock back
+//	for {
+//		step, err := s.Next(ctx) // observe, then decide
+//		if err != nil || step.Kind == planner.StepDone {
+//			return err
+//		}
+//		if _, err := s.Execute(ctx, step); err != nil { // act, then gate
+//			return err // a *upgrade.HaltError when the step acted and failed
+//		}
+//	}
+//
+// Each turn does the duties of the loop:
+//
+//  1. Observe: the cluster as it is now, the current leader included,
+//     re-read before every step: leadership moves, and a crashed run resumes
+//     from reality, not from a log.
+//  2. Decide: planner.Next(cluster, target, policy), a pure function. A
+//     refusal (*planner.RefusedError) means nothing may be touched.
+//     StepDone ends the loop.
+//  3. Act: perform the step (a backup, a swap through a
+//     transport.Transport, a leadership transfer), under the lock held from
+//     Open to Close.
 //  4. Gate: wait until every condition in step.Gate holds (a leader, the new
 //     version, a stable voter within trailing-log bounds, failure tolerance
 //     restored) before the next observation. A gate that does not hold halts

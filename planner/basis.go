@@ -83,12 +83,20 @@ func newBasis(c *Cluster) *Basis {
 		d := get(dcOf(m.Datacenter))
 		d.Missing = append(d.Missing, m)
 	}
-	for _, cl := range c.Clients {
-		d := get(dcOf(cl.Datacenter))
+	for _, g := range groupClients(c.Clients, func(rawDC string) int {
+		get(dcOf(rawDC))
+		return at[dcOf(rawDC)]
+	}) {
+		d := &b.Datacenters[g.dc]
 		if d.Clients == nil {
 			d.Clients = map[string][]string{}
 		}
-		d.Clients[cl.Version] = append(d.Clients[cl.Version], cl.Name)
+		if have, ok := d.Clients[g.ver]; ok {
+			// "" and the default datacenter's name are one datacenter.
+			d.Clients[g.ver] = append(have, g.names...)
+		} else {
+			d.Clients[g.ver] = g.names
+		}
 	}
 	for i := range b.Datacenters {
 		d := &b.Datacenters[i]
@@ -105,7 +113,9 @@ func newBasis(c *Cluster) *Basis {
 		sort.SliceStable(d.Servers, func(a, b int) bool { return d.Servers[a].Name < d.Servers[b].Name })
 		sort.SliceStable(d.Missing, func(a, b int) bool { return d.Missing[a].Name < d.Missing[b].Name })
 		for _, names := range d.Clients {
-			slices.Sort(names)
+			if !slices.IsSorted(names) {
+				slices.Sort(names)
+			}
 		}
 	}
 	sort.SliceStable(b.Datacenters, func(i, j int) bool { return b.Datacenters[i].Name < b.Datacenters[j].Name })
@@ -114,6 +124,81 @@ func newBasis(c *Cluster) *Basis {
 		b.UnfinishedSwap = &u
 	}
 	return b
+}
+
+// clientNames are the names of the clients of one datacenter (an index)
+// on one version.
+type clientNames struct {
+	dc    int
+	ver   string
+	names []string
+}
+
+// groupClients groups the clients by datacenter and version, dcIndex
+// giving the index of a client's datacenter. It counts the groups in a
+// first pass and fills each name list, allocated at its size, in a second:
+// a basis of 100,000 clients holds 100,000 names and not the garbage of
+// lists grown one name at a time; a client's group is found by a short
+// scan of the few groups a cluster has (a map only past scanGroups).
+func groupClients(clients []Client, dcIndex func(rawDC string) int) []clientNames {
+	type group struct {
+		rawDC string
+		n     int
+		clientNames
+	}
+	const scanGroups = 16
+	var groups []group
+	var index map[[2]string]int
+	last := -1
+	find := func(cl *Client) int {
+		if last >= 0 && groups[last].rawDC == cl.Datacenter && groups[last].ver == cl.Version {
+			return last
+		}
+		if index != nil {
+			if g, ok := index[[2]string{cl.Datacenter, cl.Version}]; ok {
+				last = g
+				return g
+			}
+			return -1
+		}
+		for g := range groups {
+			if groups[g].rawDC == cl.Datacenter && groups[g].ver == cl.Version {
+				last = g
+				return g
+			}
+		}
+		return -1
+	}
+	for i := range clients {
+		cl := &clients[i]
+		g := find(cl)
+		if g < 0 {
+			g = len(groups)
+			groups = append(groups, group{rawDC: cl.Datacenter, clientNames: clientNames{dc: dcIndex(cl.Datacenter), ver: cl.Version}})
+			if index != nil {
+				index[[2]string{cl.Datacenter, cl.Version}] = g
+			} else if len(groups) > scanGroups {
+				index = make(map[[2]string]int, 2*len(groups))
+				for k := range groups {
+					index[[2]string{groups[k].rawDC, groups[k].ver}] = k
+				}
+			}
+			last = g
+		}
+		groups[g].n++
+	}
+	for g := range groups {
+		groups[g].names = make([]string, 0, groups[g].n)
+	}
+	for i := range clients {
+		g := find(&clients[i])
+		groups[g].names = append(groups[g].names, clients[i].Name)
+	}
+	out := make([]clientNames, len(groups))
+	for g := range groups {
+		out[g] = groups[g].clientNames
+	}
+	return out
 }
 
 // lines describe the basis for a person, a line per datacenter, one per
@@ -722,7 +807,7 @@ func atLeastVersion(v, want string) bool {
 	if err != nil {
 		return false
 	}
-	return !a.Core().LessThan(b.Core())
+	return !coreOf(a).LessThan(coreOf(b))
 }
 
 // afterVersion reports whether version v is later than from.

@@ -42,9 +42,12 @@ const (
 	// RuleDisableUpgradeMigration: Enterprise autopilot upgrade migration
 	// interferes with in-place rolling upgrades.
 	RuleDisableUpgradeMigration RuleID = "disable-upgrade-migration"
-	// RuleEnterprise1107Clients: Enterprise clients left behind on
-	// 1.10.0-1.10.6 while servers go to 1.11+.
+	// RuleEnterprise1107Clients: Enterprise clients left behind below
+	// 1.10.7 while servers go to 1.11+.
 	RuleEnterprise1107Clients RuleID = "enterprise-1.10.7-left-behind-clients"
+	// RuleEnterprise110Clients: Enterprise clients left behind below
+	// 1.8.13 (or on 1.9.0-1.9.6) while servers go to 1.10+.
+	RuleEnterprise110Clients RuleID = "enterprise-1.10-left-behind-clients"
 	// RuleReplaceAutopilot100: the replace strategy on servers running
 	// 1.0.0, whose autopilot promotes new servers only in pairs.
 	RuleReplaceAutopilot100 RuleID = "replace-autopilot-pairs-1.0.0"
@@ -221,8 +224,125 @@ type builtin struct {
 // compiled is a rule with its constraints parsed.
 type compiled struct {
 	builtin
-	from, to version.Constraints
+	from, to constraints
 	err      error
+}
+
+// constraints is a rule's From or To parsed: one or more go-version
+// constraints, any of which may match ("< 1.8.13 || >= 1.9.0, < 1.9.7").
+// An empty one matches nothing; callers test len first ("" matches every
+// version).
+type constraints []constraintGroup
+
+// constraintGroup is one go-version constraint list (all must match), with
+// a form that compares release versions without allocating: Check runs for
+// every rule on every hop, and go-version's own comparison formats both
+// versions as strings each time.
+type constraintGroup struct {
+	c     version.Constraints
+	parts []constraintPart // nil when some part needs go-version itself
+}
+
+// constraintPart is one comparison of a release version: op is one of
+// "=", "!=", "<", "<=", ">", ">=".
+type constraintPart struct {
+	op  string
+	seg [3]int64
+}
+
+// parseConstraints parses s: go-version constraints, several joined by
+// "||".
+func parseConstraints(s string) (constraints, error) {
+	groups := strings.Split(s, "||")
+	out := make(constraints, 0, len(groups))
+	for _, g := range groups {
+		c, err := version.NewConstraint(strings.TrimSpace(g))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, constraintGroup{c: c, parts: fastParts(c)})
+	}
+	return out, nil
+}
+
+// fastParts returns the comparisons of c, or nil when one of them is not
+// a plain comparison with a release version (~>, a pre-release).
+func fastParts(c version.Constraints) []constraintPart {
+	parts := make([]constraintPart, 0, len(c))
+	for _, one := range c {
+		s := strings.TrimSpace(one.String())
+		var op string
+		for _, o := range []string{"<=", ">=", "!=", "~>", "<", ">", "="} {
+			if strings.HasPrefix(s, o) {
+				op, s = o, strings.TrimSpace(s[len(o):])
+				break
+			}
+		}
+		if op == "" {
+			op = "="
+		}
+		seg, ok := releaseSegments(mustVersion(s))
+		if op == "~>" || !ok {
+			return nil
+		}
+		parts = append(parts, constraintPart{op: op, seg: seg})
+	}
+	return parts
+}
+
+// Check reports whether v satisfies any of the constraints.
+func (cs constraints) Check(v *version.Version) bool {
+	seg, release := releaseSegments(v)
+	for _, g := range cs {
+		if g.parts == nil || !release {
+			if g.c.Check(v) {
+				return true
+			}
+			continue
+		}
+		if g.match(seg) {
+			return true
+		}
+	}
+	return false
+}
+
+// match reports whether a release version with segments seg satisfies
+// every part of g (go-version's comparison: segments in order, metadata
+// ignored).
+func (g constraintGroup) match(seg [3]int64) bool {
+	for _, p := range g.parts {
+		c := 0
+		for i := range seg {
+			if seg[i] != p.seg[i] {
+				if seg[i] < p.seg[i] {
+					c = -1
+				} else {
+					c = 1
+				}
+				break
+			}
+		}
+		var ok bool
+		switch p.op {
+		case "=":
+			ok = c == 0
+		case "!=":
+			ok = c != 0
+		case "<":
+			ok = c < 0
+		case "<=":
+			ok = c <= 0
+		case ">":
+			ok = c > 0
+		case ">=":
+			ok = c >= 0
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
 }
 
 type option func(*builtin)
@@ -340,7 +460,7 @@ func oldClientsBelow(rc RuleContext, v string) bool {
 		return false
 	}
 	for _, c := range rc.Cluster.Clients {
-		if cv, err := parseVersion(c.Version); err == nil && !versionAtLeast(cv.Core().String(), v) {
+		if cv, err := parseVersion(c.Version); err == nil && !versionAtLeast(coreOf(cv).String(), v) {
 			return true
 		}
 	}
@@ -467,7 +587,7 @@ func leaderAtLeast(rc RuleContext, v string) bool {
 func versionIs(s, v string) bool {
 	sv, err := parseVersion(s)
 	m := mustVersion(v)
-	return err == nil && m != nil && sv.Core().Equal(m)
+	return err == nil && m != nil && coreOf(sv).Equal(m)
 }
 
 // serversOnCore lists the observed servers whose version's core is v.
@@ -478,7 +598,7 @@ func serversOnCore(rc RuleContext, v string) []string {
 	m := mustVersion(v)
 	var out []string
 	for _, s := range rc.Cluster.Servers {
-		if sv, err := parseVersion(s.Version); err == nil && m != nil && sv.Core().Equal(m) {
+		if sv, err := parseVersion(s.Version); err == nil && m != nil && coreOf(sv).Equal(m) {
 			out = append(out, s.Name)
 		}
 	}
@@ -710,10 +830,14 @@ func catalogue() []builtin {
 			"Consul Enterprise 1.10.0-1.10.6 agents deregister their own services once servers run 1.11+",
 			"nothing to do: the path brings servers and clients to 1.10.12 before 1.11",
 			asStone),
-		def(RuleEnterprise1107Clients, KindOrdering, Blocking, ">= 1.10.0, < 1.10.7", ">= 1.11.0", urlVersionSpecific,
-			"Consul Enterprise clients left behind on 1.10.0-1.10.6 deregister their own services and checks once servers run 1.11+",
+		def(RuleEnterprise1107Clients, KindOrdering, Blocking, "< 1.10.7", ">= 1.11.0", urlVersionSpecific,
+			"Consul Enterprise clients left behind below 1.10.7 while servers go to 1.11+: the 1.11 notes ask every client and server on 1.10.7 or later before any server runs 1.11 (1.10.0-1.10.6 deregister their own services and checks; older agents are not forward compatible either)",
 			"bring these clients to 1.10.7 or later (1.10.12) before any server goes to 1.11: plan with client waves, or run a plan to 1.10.12 first and leave them behind only after it",
 			scope(ScopeClients), when(enterprise), limit("clients on 1.10.7+ before servers run 1.11")),
+		def(RuleEnterprise110Clients, KindOrdering, Warning, "< 1.8.13 || >= 1.9.0, < 1.9.7", ">= 1.10.0", urlPath110,
+			"Consul Enterprise clients left behind below 1.8.13 (or on 1.9.0-1.9.6) while servers go to 1.10+: Enterprise 1.10 is reached only from 1.8.13+ or 1.9.7+, every agent through the newest 1.8.x/1.9.x first, and older agents are not forward compatible with 1.10's licensing (agents may fail to start)",
+			"bring these clients to the newest 1.8.x or 1.9.x (1.8.19, 1.9.17) before any server goes to 1.10: plan with client waves, or run a plan to 1.9.17 first and leave them behind only after it",
+			scope(ScopeClients), when(enterprise), limit("clients on 1.8.13+ or 1.9.7+ before servers run 1.10")),
 
 		// 0.4 and 0.5.
 		def(RuleACLMixedServers04, KindACL, Warning, "< 0.4.0", ">= 0.4.0", urlChangelog040,
@@ -796,7 +920,7 @@ func catalogue() []builtin {
 		knownBad(RuleKnownBad080, "= 0.8.0", urlGH2889,
 			"0.8.0 is a known-bad target: its leader writes a Raft entry older servers panic on",
 			"target 0.8.1 or later (0.8.5 is the newest 0.8.x)"),
-		def(RuleLeaderPanic080, KindOrdering, Warning, "< 0.8.0", ">= 0.8.0", urlGH2889,
+		def(RuleLeaderPanic080, KindOrdering, Blocking, "< 0.8.0", ">= 0.8.0", urlGH2889,
 			"a 0.8.0 leader writes an autopilot Raft entry that older servers panic on",
 			"swap followers first and the leader last, and prefer 0.8.1+ as the target; once a 0.8.0 server leads older ones, swap the older servers at once",
 			once, when(func(rc RuleContext) bool {
@@ -833,18 +957,18 @@ func catalogue() []builtin {
 		knownBad(RuleKnownBad100, "= 1.0.0", urlVersionSpecific,
 			"1.0.0 is a known-bad target: autopilot promoted new servers in pairs and could strand rolling upgrades without quorum",
 			"target 1.0.1 or later (1.0.8 is the newest 1.0.x)"),
-		def(RuleReplaceAutopilot100, KindOrdering, Blocking, "", ">= 1.0.1", urlVersionSpecific,
-			"replace strategy while servers run 1.0.0: its autopilot promotes new servers only in pairs, so a one-at-a-time replacement can stall or lose quorum (GH-3611)",
-			"take the hop out of 1.0.0 in place (strategy in-place, or raft_protocol = 2, under which new servers join as voters), then replace on 1.0.1+; after a replacement that ran on 1.0.0, consul force-leave the stale old servers",
+		def(RuleReplaceAutopilot100, KindOrdering, Blocking, "", "", urlVersionSpecific,
+			"replace strategy while servers run autopilot before 1.0.1 on Raft protocol 3 (1.0.0 by default, 0.8/0.9 configured to 3): it promotes new servers only in pairs, so a one-at-a-time replacement can stall or lose quorum (GH-3611)",
+			"take the hop past 1.0.0 in place (strategy in-place, or raft_protocol = 2, under which new servers join as voters), then replace on 1.0.1+; after a replacement that ran on such servers, consul force-leave the stale old servers",
 			once, when(func(rc RuleContext) bool {
-				return !inPlace(rc) && feat(rc).RaftProtocol != 2 && len(serversOnCore(rc, "1.0.0")) > 0
+				return !inPlace(rc) && len(pairwisePromoters(rc)) > 0
 			}),
 			msgBy(func(rc RuleContext) string {
-				return fmt.Sprintf("replace strategy while server(s) %s run 1.0.0: 1.0.0 autopilot promotes new servers only in pairs (1.0.1 promotes each once stable), so the plan's single new server is never promoted and stale old servers need force-leave (GH-3611)",
-					strings.Join(serversOnCore(rc, "1.0.0"), ", "))
+				return fmt.Sprintf("replace strategy while server(s) %s run autopilot before 1.0.1 on Raft protocol 3: it promotes new servers only in pairs (1.0.1 promotes each once stable), so the plan's single new server is never promoted and stale old servers need force-leave (GH-3611)",
+					joinNames(pairwisePromoters(rc), 5))
 			}),
-			limit("no 1.0.0 server while replacing")),
-		def(RuleRaftProtocol310, KindRaft, Info, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
+			limit("no server before 1.0.1 on raft protocol 3 while replacing")),
+		def(RuleRaftProtocol310, KindRaft, Warning, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
 			"1.0 defaults to raft_protocol 3, which needs every server on 0.8+",
 			"when the servers run raft protocol 2 (the 0.8/0.9 default), start the upgraded servers with raft_protocol = 2 until no 0.x server remains, then move every server to 3 in a separate rolling restart (before 1.9); the peers.json format changes too",
 			// Measured on real agents: 0.8.5 -> 1.2.4 with the 1.2.4 servers
@@ -866,8 +990,20 @@ func catalogue() []builtin {
 			})),
 		def(RuleSingleServerRaft10, KindPrecheck, Warning, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
 			"a single server restarted in place on Raft protocol 3 cannot elect itself",
-			"keep raft_protocol = 2 on the single server, or prepare a peers.json with its node ID",
-			when(func(rc RuleContext) bool { return smallestDatacenter(rc) == 1 && feat(rc).RaftProtocol != 2 })),
+			"keep raft_protocol = 2 in the single server's configuration for the 1.x binary, or prepare a peers.json with its node ID",
+			when(func(rc RuleContext) bool { return smallestDatacenter(rc) == 1 }),
+			sevBy(func(rc RuleContext) Severity {
+				if feat(rc).RaftProtocol == 2 {
+					return Info
+				}
+				return Warning
+			}),
+			msgBy(func(rc RuleContext) string {
+				if feat(rc).RaftProtocol == 2 {
+					return "a single server restarted in place on Raft protocol 3 cannot elect itself; raft protocol 2 is reported, which is also the 0.8/0.9 default: only raft_protocol = 2 in the configuration the 1.x binary starts with keeps it (1.0 defaults to 3)"
+				}
+				return "a single server restarted in place on Raft protocol 3 (the 1.0 default) cannot elect itself"
+			})),
 		def(RuleConfigRewrite10, KindConfig, Info, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
 			"1.0 drops deprecated flags and keys and wants .hcl/.json config files",
 			"rewrite the configs and run consul validate with the 1.0 binary before the hop"),
@@ -903,8 +1039,11 @@ func catalogue() []builtin {
 		// 1.6 and 1.7.
 		def(RuleLegacyACLs16, KindACL, Blocking, ">= 1.4.0, < 1.7.0", ">= 1.7.0", urlPath16,
 			"legacy ACL tokens are still in use: the 1.6.x upgrade guide requires migrating them before upgrading past 1.6.x",
-			"stop on 1.6.10 (the path does), wait until every token has an AccessorID, migrate each legacy token (consul acl token update -id <id> -upgrade-legacy) and confirm none is left (Features.LegacyACLs false) before the next hop",
-			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs }), limit("no legacy tokens past 1.6.x")),
+			"plan to 1.6.10 first (the path stops there), wait until every token has an AccessorID, migrate each legacy token (consul acl token update -id <id> -upgrade-legacy) and confirm none is left (Features.LegacyACLs false) before planning further",
+			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs }), limit("no legacy tokens past 1.6.x"),
+			msgBy(func(rc RuleContext) string {
+				return legacyMessage(rc, "legacy ACL tokens are still in use: the 1.6.x upgrade guide requires migrating them before upgrading past 1.6.x")
+			})),
 		def(RuleManagedProxiesRemoved16, KindPrecheck, Warning, "< 1.6.0", ">= 1.6.0", urlVersionSpecific,
 			"managed proxies are removed in 1.6",
 			"move managed proxies to sidecar service registrations before the hop",
@@ -937,7 +1076,10 @@ func catalogue() []builtin {
 		def(RuleLegacyACLsPanic19, KindACL, Warning, "< 1.9.0", ">= 1.9.0", "https://github.com/hashicorp/consul/issues/9566",
 			"servers panicked on 1.9.x with legacy ACL tokens still in use",
 			"migrate legacy tokens before 1.9 and rehearse the hop on a snapshot copy",
-			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs })),
+			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs }),
+			msgBy(func(rc RuleContext) string {
+				return legacyMessage(rc, "servers panicked on 1.9.x with legacy ACL tokens still in use")
+			})),
 		def(RuleCentralConfig19, KindConfig, Info, "< 1.9.0", ">= 1.9.0", urlVersionSpecific,
 			"enable_central_service_config defaults to true from 1.9",
 			"set it to false explicitly if the old behaviour is needed"),
@@ -949,15 +1091,27 @@ func catalogue() []builtin {
 			"Consul Enterprise 1.10 servers need the license in config or environment before they start",
 			"set license_path (or CONSUL_LICENSE_PATH / CONSUL_LICENSE) on servers, and on clients and snapshot agents when ACLs are off",
 			when(enterprise)),
-		def(RuleEnvoyXDSV3110, KindOrdering, Warning, "< 1.10.0", ">= 1.10.0", urlVersionSpecific,
-			"1.10 moves Envoy to xDS v3 and 1.11 drops v2",
-			"upgrade Envoy to a version both Consul versions support, convert escape hatches to v3, upgrade Consul, then re-bootstrap Envoy with the 1.10+ CLI before 1.11",
-			when(envoy)),
+		def(RuleEnvoyXDSV3110, KindOrdering, Warning, "< 1.11.0", ">= 1.10.0", urlVersionSpecific,
+			"1.10 moves Envoy to xDS v3 and 1.11 drops v2: every Envoy must be re-bootstrapped with the 1.10+ CLI before 1.11",
+			"upgrade Envoy to a version both Consul versions support, convert escape hatches to v3, upgrade Consul to 1.10, re-bootstrap every Envoy with the 1.10+ CLI (consul connect envoy), and only then go to 1.11",
+			// Every path from below 1.10 to 1.11+ stops on 1.10.12 (the
+			// dedicated paths), so a hop never skips 1.10: the rule judges
+			// the hop into 1.10 and the hop into 1.11.
+			when(envoy),
+			msgBy(func(rc RuleContext) string {
+				if f := hopFrom(rc); f != nil && !coreOf(f).LessThan(v1100) {
+					return "1.11 drops xDS v2 (Envoy 1.16 and older): every Envoy must have been re-bootstrapped with the 1.10+ CLI, speaking xDS v3, before this hop"
+				}
+				return "1.10 moves Envoy to xDS v3 and 1.11 drops v2: follow the stairstep (Envoy first, then Consul, then re-bootstrap every Envoy with the 1.10+ CLI) before going on to 1.11"
+			})),
 		// 1.11 and 1.12.
 		def(RuleLegacyACLs111, KindACL, Blocking, "< 1.11.0", ">= 1.11.0", urlRelease1110,
 			"legacy ACL tokens are still in use and 1.11 removes the legacy ACL system",
 			"migrate every legacy token to the new ACL system on 1.6.x-1.10.x (consul acl token update -upgrade-legacy) and stop using legacy endpoints before the hop",
-			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs }), limit("no legacy tokens")),
+			when(func(rc RuleContext) bool { return feat(rc).LegacyACLs }), limit("no legacy tokens"),
+			msgBy(func(rc RuleContext) string {
+				return legacyMessage(rc, "legacy ACL tokens are still in use and 1.11 removes the legacy ACL system")
+			})),
 		def(RuleACLTokenRenames111, KindConfig, Info, "< 1.11.0", ">= 1.11.0", urlVersionSpecific,
 			"acl.tokens master/agent_master are renamed initial_management/agent_recovery",
 			"rename the keys and scripts (the old names still work for now)"),
@@ -985,11 +1139,10 @@ func catalogue() []builtin {
 			"1.13.0 is a known-bad target with the service mesh: servers fail to restore pre-1.13 state that holds mesh proxy registrations (GH-14107)",
 			"target 1.13.1 or later (1.13.9 is the newest 1.13.x)",
 			"the service mesh (proxy registrations)", "Features.Connect", meshUse),
-		def(RuleGRPCTLS113, KindSteppingStone, Blocking, "< 1.12.0", ">= 1.13.0", urlVersionSpecific,
-			"tls.defaults hold certificates without an HTTPS port: 1.13 turns on gRPC TLS and Envoy loses plaintext gRPC",
-			"target 1.12.9 first, move the certificate material into tls.https / tls.internal_rpc, then continue to 1.13+",
-			when(func(rc RuleContext) bool { t := feat(rc).TLS; return t.CertMaterial && !t.HTTPSPort }),
-			limit("via 1.12.x with interface-specific TLS")),
+		def(RuleGRPCTLS113, KindSteppingStone, Blocking, "< 1.13.0", ">= 1.13.0, < 1.14.0", urlVersionSpecific,
+			"tls.defaults hold certificates without an HTTPS port: agents landing on 1.13 serve gRPC over TLS and Envoy loses its plaintext xDS connection",
+			"move the certificate material out of tls.defaults (and the legacy top-level keys) into tls.https / tls.internal_rpc before the hop into 1.13; that needs the 1.12 tls stanza, so the path stops on 1.12.x for agents below it, and a target past 1.13 is reached from 1.12 without landing on 1.13",
+			evalBy((*checker).checkGRPCTLS113), limit("certificates out of tls.defaults before 1.13, on 1.12+")),
 		def(RuleAutoEncryptGRPC113, KindConfig, Blocking, "< 1.13.0", ">= 1.13.0", urlVersionSpecific,
 			"with auto-encrypt/auto-config, 1.13.0-1.13.1 force TLS on gRPC and 1.13.2+ need tls.grpc.use_auto_cert",
 			"target 1.13.2+ and set tls.grpc.use_auto_cert = true when Envoy relies on auto-encrypt certificates",
@@ -1014,7 +1167,28 @@ func catalogue() []builtin {
 		def(RuleGRPCTLSPort114, KindConfig, Blocking, "< 1.14.0", ">= 1.14.0", urlVersionSpecific,
 			"gRPC is served over TLS: from 1.14 ports.grpc is plaintext only and TLS moves to ports.grpc_tls",
 			"configure ports.grpc_tls (default 8503 on servers) and re-bootstrap Envoy with -grpc-ca-file before the hop",
-			when(func(rc RuleContext) bool { return feat(rc).TLS.GRPCTLS }), limit("ports.grpc_tls configured")),
+			when(func(rc RuleContext) bool {
+				on, _ := grpcTLSCrossing(rc)
+				return on && (feat(rc).TLS.GRPCTLS || envoyUse(rc) != No)
+			}),
+			sevBy(func(rc RuleContext) Severity {
+				if feat(rc).TLS.GRPCTLS || envoyUse(rc) == Yes {
+					return Blocking
+				}
+				return Warning
+			}),
+			msgBy(func(rc RuleContext) string {
+				const summary = "gRPC is served over TLS: from 1.14 ports.grpc is plaintext only and TLS moves to ports.grpc_tls"
+				_, why := grpcTLSCrossing(rc)
+				switch {
+				case feat(rc).TLS.GRPCTLS:
+					return summary
+				case envoyUse(rc) == Yes:
+					return summary + " (" + why + ")"
+				}
+				return unknownUse(summary+" ("+why+")", "Envoy over TLS gRPC", `set Features.Envoy to "yes" or "no", or Features.TLS.GRPCTLS`)
+			}),
+			limit("ports.grpc_tls configured")),
 		def(RulePeeringConnectDefaults114, KindConfig, Info, "< 1.14.0", ">= 1.14.0", urlVersionSpecific,
 			"1.14 enables cluster peering and Connect by default",
 			"set peering.enabled / connect.enabled = false to keep the old behaviour"),
@@ -1142,10 +1316,10 @@ func compileAll(bs []builtin) []compiled {
 func compile(b builtin) compiled {
 	c := compiled{builtin: b}
 	if b.From != "" {
-		c.from, c.err = version.NewConstraint(b.From)
+		c.from, c.err = parseConstraints(b.From)
 	}
 	if c.err == nil && b.To != "" {
-		c.to, c.err = version.NewConstraint(b.To)
+		c.to, c.err = parseConstraints(b.To)
 	}
 	return c
 }
@@ -1179,7 +1353,7 @@ func PrimaryLast(h Hop, f Features) bool {
 	if err1 != nil || err2 != nil {
 		return false
 	}
-	from, to = from.Core(), to.Core()
+	from, to = coreOf(from), coreOf(to)
 	if between(from, v085, v124) && between(to, v124, v130) {
 		return true
 	}
@@ -1193,5 +1367,5 @@ func versionAtLeast(s, min string) bool {
 		return false
 	}
 	m := mustVersion(min)
-	return m != nil && !v.Core().LessThan(m)
+	return m != nil && !coreOf(v).LessThan(m)
 }

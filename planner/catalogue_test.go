@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-
-	version "github.com/hashicorp/go-version"
 )
 
 func TestCatalogueRulesAreWellFormed(t *testing.T) {
@@ -38,7 +36,7 @@ func TestCatalogueRulesAreWellFormed(t *testing.T) {
 			if c == "" {
 				continue
 			}
-			if _, err := version.NewConstraint(c); err != nil {
+			if _, err := parseConstraints(c); err != nil {
 				t.Errorf("rule %s: constraint %q does not parse: %v", r.ID, c, err)
 			}
 		}
@@ -105,14 +103,17 @@ var (
 	meshOff    = func(c *Cluster, _ *Policy) { c.Features.Connect = No }
 	envoyOn    = func(c *Cluster, _ *Policy) { c.Features.Envoy = Yes }
 	envoyTLSOn = func(c *Cluster, _ *Policy) { c.Features.Envoy = Yes; c.Features.TLS.HTTPSPort = true }
-	agentless  = func(c *Cluster, _ *Policy) { c.Features.Connect = Yes; c.Features.AgentlessMesh = Yes }
-	termGWs    = func(c *Cluster, _ *Policy) { c.Features.TerminatingGateways = Yes }
-	legacyACLs = func(c *Cluster, _ *Policy) { c.Features.ACLs = true; c.Features.LegacyACLs = true }
-	ent        = func(_ *Cluster, p *Policy) { p.Enterprise = true }
-	asListed   = func(_ *Cluster, p *Policy) { p.ServerOrder = AsListed }
-	noClients  = func(c *Cluster, _ *Policy) { c.Clients = nil }
-	oneServer  = func(c *Cluster, _ *Policy) { c.Servers = c.Servers[2:] }
-	twoServers = func(c *Cluster, _ *Policy) { c.Servers = c.Servers[1:] }
+	// certsNoHTTPS: certificates in tls.defaults (or the legacy keys) and
+	// no HTTPS port.
+	certsNoHTTPS = func(c *Cluster, _ *Policy) { c.Features.TLS.CertMaterial = true }
+	agentless    = func(c *Cluster, _ *Policy) { c.Features.Connect = Yes; c.Features.AgentlessMesh = Yes }
+	termGWs      = func(c *Cluster, _ *Policy) { c.Features.TerminatingGateways = Yes }
+	legacyACLs   = func(c *Cluster, _ *Policy) { c.Features.ACLs = true; c.Features.LegacyACLs = true }
+	ent          = func(_ *Cluster, p *Policy) { p.Enterprise = true }
+	asListed     = func(_ *Cluster, p *Policy) { p.ServerOrder = AsListed }
+	noClients    = func(c *Cluster, _ *Policy) { c.Clients = nil }
+	oneServer    = func(c *Cluster, _ *Policy) { c.Servers = c.Servers[2:] }
+	twoServers   = func(c *Cluster, _ *Policy) { c.Servers = c.Servers[1:] }
 	// missingS1: s1 died and autopilot removed it (run after twoServers).
 	missingS1 = func(c *Cluster, _ *Policy) {
 		c.Missing = append(c.Missing, MissingServer{Name: "s1", Version: c.Servers[0].Version, Status: "left"})
@@ -305,6 +306,23 @@ func ruleCases() []ruleCase {
 			})},
 		{"Consul CE clients left on 1.10.3 are not affected (enterprise-1.10.7-left-behind-clients)", RuleEnterprise1107Clients, "1.10.12", "1.11.11", false, "",
 			leftOn("1.10.3")},
+		{"Enterprise clients left on 1.9.17 are below 1.10.7 too and block servers going to 1.11 (enterprise-1.10.7-left-behind-clients)", RuleEnterprise1107Clients, "1.10.12", "1.11.11", true, Blocking,
+			mods(ent, leftOn("1.9.17"))},
+		{"Enterprise clients left on 1.9.3 warn when servers go to 1.10 (enterprise-1.10-left-behind-clients)", RuleEnterprise110Clients, "1.9.17", "1.10.12", true, Warning,
+			mods(ent, leftOn("1.9.3"))},
+		{"Enterprise clients left on 1.8.12 warn when servers go to 1.10 (enterprise-1.10-left-behind-clients)", RuleEnterprise110Clients, "1.9.17", "1.10.12", true, Warning,
+			mods(ent, leftOn("1.8.12"))},
+		{"Enterprise clients left on 1.9.7 may stay when servers go to 1.10 (enterprise-1.10-left-behind-clients)", RuleEnterprise110Clients, "1.9.17", "1.10.12", false, "",
+			mods(ent, leftOn("1.9.7"))},
+		{"Enterprise clients left on 1.8.13 may stay when servers go to 1.10 (enterprise-1.10-left-behind-clients)", RuleEnterprise110Clients, "1.9.17", "1.10.12", false, "",
+			mods(ent, leftOn("1.8.13"))},
+		{"Enterprise clients on 1.9.3 upgraded in waves pass 1.9.17 first (enterprise-1.10-left-behind-clients)", RuleEnterprise110Clients, "1.9.17", "1.10.12", false, "",
+			mods(ent, func(c *Cluster, _ *Policy) {
+				for i := range c.Clients {
+					c.Clients[i].Version = "1.9.3"
+				}
+			})},
+		{"Consul CE clients left on 1.9.3 have no license to lose (enterprise-1.10-left-behind-clients)", RuleEnterprise110Clients, "1.9.17", "1.10.12", false, "", leftOn("1.9.3")},
 		{"replacing servers that run 1.0.0 stalls on pairwise promotion (replace-autopilot-pairs-1.0.0)", RuleReplaceAutopilot100, "1.0.0", "1.0.8", true, Blocking,
 			func(_ *Cluster, p *Policy) { p.Strategy = Replace }},
 		{"replacing 1.0.0 servers on raft protocol 2 adds voters directly (replace-autopilot-pairs-1.0.0)", RuleReplaceAutopilot100, "1.0.0", "1.0.8", false, "",
@@ -312,9 +330,15 @@ func ruleCases() []ruleCase {
 		{"leaving 1.0.0 in place promotes nobody (replace-autopilot-pairs-1.0.0)", RuleReplaceAutopilot100, "1.0.0", "1.0.8", false, "", nil},
 		{"replacing servers on 1.0.1 promotes each new server once stable (replace-autopilot-pairs-1.0.0)", RuleReplaceAutopilot100, "1.0.1", "1.0.8", false, "",
 			func(_ *Cluster, p *Policy) { p.Strategy = Replace }},
+		{"replacing 0.9 servers configured to raft protocol 3 stalls on pairwise promotion too (replace-autopilot-pairs-1.0.0)", RuleReplaceAutopilot100, "0.9.4", "1.0.8", true, Blocking,
+			mods(raftProto(3), func(_ *Cluster, p *Policy) { p.Strategy = Replace })},
+		{"replacing 0.9 servers on their default raft protocol 2 adds voters directly (replace-autopilot-pairs-1.0.0)", RuleReplaceAutopilot100, "0.9.4", "1.0.8", false, "",
+			func(_ *Cluster, p *Policy) { p.Strategy = Replace }},
 		{"legacy ACL tokens leaving 1.6.x block until migrated (legacy-acls-before-leaving-1.6)", RuleLegacyACLs16, "1.5.3", "1.8.19", true, Blocking, legacyACLs},
 		{"legacy ACL tokens may reach 1.6.10, where they are migrated (legacy-acls-before-leaving-1.6)", RuleLegacyACLs16, "1.5.3", "1.6.10", false, "", legacyACLs},
 		{"migrated tokens leave 1.6.x (legacy-acls-before-leaving-1.6)", RuleLegacyACLs16, "1.6.10", "1.8.19", false, "", acls},
+		{"ACLs on servers below 1.4 are legacy tokens, declared or not, and block leaving 1.6.x (legacy-acls-before-leaving-1.6)", RuleLegacyACLs16, "1.3.1", "1.8.19", true, Blocking, acls},
+		{"ACLs on servers below 1.4 may reach 1.6.10 (legacy-acls-before-leaving-1.6)", RuleLegacyACLs16, "1.3.1", "1.6.10", false, "", acls},
 		{"servers already on 0.5 have no tombstone window (tombstone-window-0.5)", RuleTombstoneWindow, "0.5.0", "0.5.2", false, "", nil},
 		{"servers below 0.5.1 migrate the Raft store on first boot (raft-boltdb-migration-0.5.1)", RuleRaftBoltDB, "0.4.1", "0.5.2", true, Info, nil},
 		{"servers on 0.5.1 already migrated (raft-boltdb-migration-0.5.1)", RuleRaftBoltDB, "0.5.1", "0.5.2", false, "", nil},
@@ -367,6 +391,7 @@ func ruleCases() []ruleCase {
 		{"servers on 1.0 already default to 3 (raft-protocol-3-1.0)", "raft-protocol-3-1.0", "1.0.1", "1.0.8", false, "", nil},
 		{"a single server crossing 1.0 cannot elect itself (single-server-raft-1.0)", "single-server-raft-1.0", "0.9.4", "1.0.8", true, Warning, oneServer},
 		{"three servers crossing 1.0 elect normally (single-server-raft-1.0)", "single-server-raft-1.0", "0.9.4", "1.0.8", false, "", nil},
+		{"a single 0.9 server reporting raft protocol 2, its default, still needs 2 pinned for 1.0 (single-server-raft-1.0)", "single-server-raft-1.0", "0.9.4", "1.0.8", true, Info, mods(oneServer, raftProto(2))},
 		{"1.0 drops deprecated config (config-rewrite-1.0)", "config-rewrite-1.0", "0.9.4", "1.0.8", true, Info, nil},
 		{"configs on 1.0 are already rewritten (config-rewrite-1.0)", "config-rewrite-1.0", "1.0.1", "1.0.8", false, "", nil},
 		{"1.0 refuses invalid checks (strict-checks-1.0)", "strict-checks-1.0", "0.9.4", "1.0.8", true, Info, nil},
@@ -409,6 +434,7 @@ func ruleCases() []ruleCase {
 		{"raft_protocol 3 crosses 1.9 (raft-protocol-3-1.9)", RuleRaftProtocol3v19, "1.8.19", "1.9.17", false, "", raftProto(3)},
 		{"legacy tokens crossing 1.9 risk server panics (legacy-acls-panic-1.9)", "legacy-acls-panic-1.9", "1.8.19", "1.9.17", true, Warning, legacyACLs},
 		{"no legacy tokens, no 1.9 panic (legacy-acls-panic-1.9)", "legacy-acls-panic-1.9", "1.8.19", "1.9.17", false, "", acls},
+		{"ACLs on servers below 1.4 going to 1.9 hold legacy tokens (legacy-acls-panic-1.9)", "legacy-acls-panic-1.9", "1.3.1", "1.9.17", true, Warning, acls},
 		{"1.9 turns on central service config (central-config-1.9)", "central-config-1.9", "1.8.19", "1.9.17", true, Info, nil},
 		{"agents on 1.9 have it on already (central-config-1.9)", "central-config-1.9", "1.9.0", "1.9.17", false, "", nil},
 		{"Connect crossing 1.9 migrates intentions (intentions-migration-1.9)", "intentions-migration-1.9", "1.8.19", "1.9.17", true, Info, connectOn},
@@ -417,8 +443,11 @@ func ruleCases() []ruleCase {
 		{"Consul CE needs no license (enterprise-license-1.10)", "enterprise-license-1.10", "1.9.17", "1.10.12", false, "", nil},
 		{"Envoy crossing 1.10 moves to xDS v3 (envoy-xds-v3-1.10)", "envoy-xds-v3-1.10", "1.9.17", "1.10.12", true, Warning, envoyOn},
 		{"no Envoy, no xDS change (envoy-xds-v3-1.10)", "envoy-xds-v3-1.10", "1.9.17", "1.10.12", false, "", nil},
+		{"Envoy on 1.10 going to 1.11 must speak xDS v3 already (envoy-xds-v3-1.10)", "envoy-xds-v3-1.10", "1.10.12", "1.11.11", true, Warning, envoyOn},
+		{"agents on 1.11 dropped xDS v2 already (envoy-xds-v3-1.10)", "envoy-xds-v3-1.10", "1.11.0", "1.11.11", false, "", envoyOn},
 		{"legacy ACL tokens crossing 1.11 block until migrated (legacy-acls-removed-1.11)", RuleLegacyACLs111, "1.10.12", "1.11.11", true, Blocking, legacyACLs},
 		{"migrated tokens cross 1.11 (legacy-acls-removed-1.11)", RuleLegacyACLs111, "1.10.12", "1.11.11", false, "", acls},
+		{"ACLs on servers below 1.4 going to 1.11 hold legacy tokens (legacy-acls-removed-1.11)", RuleLegacyACLs111, "1.3.1", "1.11.11", true, Blocking, acls},
 		{"1.11 renames the master tokens (acl-token-renames-1.11)", "acl-token-renames-1.11", "1.10.12", "1.11.11", true, Info, nil},
 		{"agents on 1.11 know the new names (acl-token-renames-1.11)", "acl-token-renames-1.11", "1.11.0", "1.11.11", false, "", nil},
 		{"1.11 moves Raft to bbolt (bbolt-1.11)", "bbolt-1.11", "1.10.12", "1.11.11", true, Info, nil},
@@ -438,10 +467,16 @@ func ruleCases() []ruleCase {
 		{"1.13.0 warns when mesh use is unknown (known-bad-1.13.0)", "known-bad-1.13.0", "1.12.9", "1.13.0", true, Warning, nil},
 		{"a cluster without the mesh may target 1.13.0 (known-bad-1.13.0)", "known-bad-1.13.0", "1.12.9", "1.13.0", false, "", meshOff},
 		{"1.13.1 is fine (known-bad-1.13.0)", "known-bad-1.13.0", "1.12.9", "1.13.1", false, "", connectOn},
-		{"certificates in tls.defaults without HTTPS crossing 1.13 from 1.11 block: go via 1.12 (grpc-tls-1.13)", RuleGRPCTLS113, "1.11.11", "1.13.9", true, Blocking,
-			func(c *Cluster, _ *Policy) { c.Features.TLS.CertMaterial = true }},
-		{"certificates with an HTTPS port keep gRPC plaintext (grpc-tls-1.13)", RuleGRPCTLS113, "1.11.11", "1.13.9", false, "",
+		{"certificates in tls.defaults without HTTPS stop the path from 1.11 on 1.12, which then skips 1.13 (grpc-tls-1.13)", RuleGRPCTLS113, "1.11.11", "1.14.11", true, Info, certsNoHTTPS},
+		{"certificates in tls.defaults without HTTPS on 1.12 going to 1.13 must move first: a warning (grpc-tls-1.13)", RuleGRPCTLS113, "1.12.9", "1.13.9", true, Warning, certsNoHTTPS},
+		{"with Envoy, a hop from 1.11 onto 1.13 that no 1.12 release can break blocks (grpc-tls-1.13)", RuleGRPCTLS113, "1.11.11", "1.13.9", true, Blocking,
+			mods(certsNoHTTPS, envoyOn, func(_ *Cluster, p *Policy) { p.Releases = []string{"1.11.11", "1.13.9"} })},
+		{"Envoy use unknown on such a hop only warns (grpc-tls-1.13)", RuleGRPCTLS113, "1.11.11", "1.13.9", true, Warning,
+			mods(certsNoHTTPS, func(_ *Cluster, p *Policy) { p.Releases = []string{"1.11.11", "1.13.9"} })},
+		{"certificates with an HTTPS port keep gRPC on TLS already (grpc-tls-1.13)", RuleGRPCTLS113, "1.11.11", "1.13.9", false, "",
 			func(c *Cluster, _ *Policy) { c.Features.TLS.CertMaterial = true; c.Features.TLS.HTTPSPort = true }},
+		{"certificates without HTTPS and no mesh have no Envoy to cut (grpc-tls-1.13)", RuleGRPCTLS113, "1.11.11", "1.13.9", false, "", mods(certsNoHTTPS, meshOff)},
+		{"1.12 to 1.14 never runs 1.13, so the certificates may stay (grpc-tls-1.13)", RuleGRPCTLS113, "1.12.9", "1.14.11", false, "", certsNoHTTPS},
 		{"auto-encrypt targeting 1.13.1 forces gRPC TLS and blocks (auto-encrypt-grpc-1.13)", "auto-encrypt-grpc-1.13", "1.12.9", "1.13.1", true, Blocking,
 			func(c *Cluster, _ *Policy) { c.Features.TLS.AutoEncrypt = true }},
 		{"auto-encrypt targeting 1.13.9 only needs use_auto_cert (auto-encrypt-grpc-1.13)", "auto-encrypt-grpc-1.13", "1.12.9", "1.13.9", true, Warning,
@@ -456,6 +491,11 @@ func ruleCases() []ruleCase {
 		{"TLS gRPC crossing 1.14 blocks until ports.grpc_tls is set (grpc-tls-port-1.14)", RuleGRPCTLSPort114, "1.13.9", "1.14.11", true, Blocking,
 			func(c *Cluster, _ *Policy) { c.Features.TLS.GRPCTLS = true }},
 		{"plaintext gRPC crosses 1.14 (grpc-tls-port-1.14)", RuleGRPCTLSPort114, "1.13.9", "1.14.11", false, "", nil},
+		{"an HTTPS port with certificates before 1.13 serves gRPC over TLS too: with Envoy, crossing 1.14 blocks (grpc-tls-port-1.14)", RuleGRPCTLSPort114, "1.12.9", "1.14.11", true, Blocking,
+			mods(envoyOn, func(c *Cluster, _ *Policy) { c.Features.TLS.CertMaterial = true; c.Features.TLS.HTTPSPort = true })},
+		{"certificates in tls.defaults on 1.13 serve gRPC over TLS: Envoy use unknown warns (grpc-tls-port-1.14)", RuleGRPCTLSPort114, "1.13.9", "1.14.11", true, Warning, certsNoHTTPS},
+		{"certificates in tls.defaults on 1.13 without the mesh serve no Envoy (grpc-tls-port-1.14)", RuleGRPCTLSPort114, "1.13.9", "1.14.11", false, "", mods(certsNoHTTPS, meshOff)},
+		{"certificates without HTTPS before 1.13 leave gRPC plaintext (grpc-tls-port-1.14)", RuleGRPCTLSPort114, "1.12.9", "1.14.11", false, "", mods(certsNoHTTPS, envoyOn)},
 		{"1.14 turns on peering and Connect (peering-connect-defaults-1.14)", "peering-connect-defaults-1.14", "1.13.9", "1.14.11", true, Info, nil},
 		{"agents on 1.14 have them on already (peering-connect-defaults-1.14)", "peering-connect-defaults-1.14", "1.14.0", "1.14.11", false, "", nil},
 		{"1.13 peerings do not survive 1.14 (experimental-peering-1.14)", "experimental-peering-1.14", "1.13.9", "1.14.11", true, Info, nil},
@@ -477,6 +517,8 @@ func ruleCases() []ruleCase {
 		{"agents on 1.15 no longer read it (serverless-plugin-1.15)", "serverless-plugin-1.15", "1.15.0", "1.15.10", false, "", nil},
 		{"ACLs crossing 1.15 lose the migration code (acl-migration-removed-1.15)", "acl-migration-removed-1.15", "1.14.11", "1.15.10", true, Warning, acls},
 		{"no ACLs, no migration code needed (acl-migration-removed-1.15)", "acl-migration-removed-1.15", "1.14.11", "1.15.10", false, "", nil},
+		{"legacy tokens declared without ACLs mean ACLs are on (acl-migration-removed-1.15)", "acl-migration-removed-1.15", "1.14.11", "1.15.10", true, Warning,
+			func(c *Cluster, _ *Policy) { c.Features.LegacyACLs = true }},
 		{"a WAL log store before 1.15 cannot exist yet (raft-logstore-1.15)", "raft-logstore-1.15", "1.14.11", "1.15.10", true, Warning,
 			func(c *Cluster, _ *Policy) { c.Features.RaftLogStore = "wal" }},
 		{"BoltDB crosses 1.15 unchanged (raft-logstore-1.15)", "raft-logstore-1.15", "1.14.11", "1.15.10", false, "",
@@ -525,6 +567,11 @@ func ruleCases() []ruleCase {
 }
 
 func TestEveryRule(t *testing.T) {
+	// The catalogue carries the most severe severity a rule can have.
+	most := map[RuleID]Severity{}
+	for _, r := range Catalogue() {
+		most[r.ID] = r.Severity
+	}
 	for _, tc := range allRuleCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			c := baseCluster(tc.from)
@@ -551,6 +598,9 @@ func TestEveryRule(t *testing.T) {
 			for _, f := range hits {
 				if tc.sev != "" && f.Severity != tc.sev {
 					t.Errorf("rule %s: severity %s, want %s (%s)", tc.rule, f.Severity, tc.sev, f)
+				}
+				if severityRank(f.Severity) < severityRank(most[tc.rule]) {
+					t.Errorf("rule %s: a %s finding, but the catalogue says the rule is at most %s", tc.rule, f.Severity, most[tc.rule])
 				}
 				if f.Message == "" || f.Hint == "" || f.URL == "" || f.Kind == "" {
 					t.Errorf("rule %s: finding lacks message, hint, URL or kind: %+v", tc.rule, f)

@@ -13,7 +13,10 @@ import (
 
 // Check returns every finding for upgrading c to target under pol: the
 // cluster's own pre-checks, then the built-in and the policy's rules for
-// every hop of the path from the lowest server version to target. Findings
+// every hop of the servers' path to target (from the lowest server version,
+// each hop ending no further than the first stepping stone of any server
+// version it moves, or of a client version at or above the lowest server
+// that follows in waves; with a single version, Path's). Findings
 // come in a stable order: by hop (pre-checks first), then severity
 // (blocking, warning, info), rule ID and node. Blocking findings whose rule
 // ID is in pol.Waive are marked Waived and still listed.
@@ -23,7 +26,14 @@ import (
 // clusters with 100,000 clients.
 //
 // A cluster or target on a Consul Enterprise build (+ent) is checked as
-// Enterprise whether or not pol.Enterprise is set.
+// Enterprise whether or not pol.Enterprise is set, and the rules read c's
+// features with the facts its versions imply added (a fact declared is
+// never cleared): ACLs on with a server below 1.4.0 mean every token is a
+// legacy one; legacy tokens or ACL replication mean ACLs are on. Rules
+// whose fact depends on a version ask it per version: the Raft protocol a
+// server runs (configured, else its version's default), whether gRPC is
+// served over TLS before 1.14 (an HTTPS port before 1.13, tls.defaults
+// certificates on 1.13).
 func Check(c Cluster, target string, pol Policy) Findings {
 	pol = withObservedEnterprise(&c, target, pol)
 	k := newChecker(&c, target, &pol)
@@ -118,7 +128,7 @@ func newChecker(c *Cluster, target string, pol *Policy) *checker {
 	k := &checker{c: c, pol: pol, targetRaw: target, defaultDC: defaultDatacenter(c), fired: map[RuleID]bool{}}
 	k.target, k.targetErr = k.vc.Parse(target)
 	if k.target != nil {
-		k.targetCore = k.target.Core()
+		k.targetCore = coreOf(k.target)
 	}
 
 	k.servers = make([]serverState, len(c.Servers))
@@ -129,15 +139,18 @@ func newChecker(c *Cluster, target string, pol *Policy) *checker {
 		e := k.vc.entry(s.Version)
 		if e.err == nil {
 			st.v, st.core = e.v, e.core
-			if k.lowest == nil || st.v.LessThan(k.lowest) {
+			if k.lowest == nil || lessThan(st.v, k.lowest) {
 				k.lowest = st.v
 			}
-			if m := k.dcMax[st.dc]; m == nil || st.v.GreaterThan(m) {
+			if m := k.dcMax[st.dc]; m == nil || lessThan(m, st.v) {
 				k.dcMax[st.dc] = st.v
 			}
 		}
 		k.servers[i] = st
 	}
+	// The rules read the features with what the versions imply (c is
+	// Check's own copy of the cluster).
+	c.Features = impliedFeatures(c.Features, k.lowest)
 
 	// Clients mostly share a handful of (datacenter, version) pairs: look
 	// them up by a short linear scan, and by a map only once there are many.
@@ -178,7 +191,23 @@ func newChecker(c *Cluster, target string, pol *Policy) *checker {
 	}
 
 	if k.lowest != nil && k.target != nil {
-		k.path, k.pathErr = pathVersions(k.lowest, k.target, *pol)
+		// The servers' versions, and those of clients at or above the
+		// lowest server that follow the hops in waves (clients below it
+		// are counted on the hop's From: Next brings them up first).
+		vs := make([]*version.Version, 0, len(k.servers)+len(k.groups))
+		for _, s := range k.servers {
+			if s.v != nil {
+				vs = append(vs, s.v)
+			}
+		}
+		if pol.Clients.Mode != ClientLeaveBehind {
+			for _, g := range k.groups {
+				if g.v != nil && !lessThan(g.v, k.lowest) {
+					vs = append(vs, g.v)
+				}
+			}
+		}
+		k.path, k.pathErr = clusterPath(vs, k.target, *pol, factsOf(c.Features))
 		for _, h := range k.path {
 			f, _ := k.vc.Parse(h.From)
 			t, _ := k.vc.Parse(h.To)
@@ -186,8 +215,8 @@ func newChecker(c *Cluster, target string, pol *Policy) *checker {
 				k.path, k.pathErr = nil, fmt.Errorf("hop %s -> %s does not parse", h.From, h.To)
 				break
 			}
-			k.pathFrom = append(k.pathFrom, f.Core())
-			k.pathTo = append(k.pathTo, t.Core())
+			k.pathFrom = append(k.pathFrom, coreOf(f))
+			k.pathTo = append(k.pathTo, coreOf(t))
 		}
 	}
 
@@ -357,11 +386,11 @@ func (k *checker) evalServers(i int, r *compiled, rc RuleContext) {
 	from, to := k.pathFrom[i], k.pathTo[i]
 	sev, msg := k.severity(r, rc), k.message(r, rc)
 	for _, s := range k.servers {
-		if s.core == nil || !s.core.LessThan(to) {
+		if s.core == nil || !lessThan(s.core, to) {
 			continue
 		}
 		eff, value := from, h.From
-		if s.core.GreaterThan(from) {
+		if lessThan(from, s.core) {
 			eff, value = s.core, s.s.Version
 		}
 		if len(r.from) > 0 && !r.from.Check(eff) {
@@ -386,7 +415,7 @@ func (k *checker) evalClients(i int, r *compiled, rc RuleContext) {
 			continue
 		}
 		eff, value := g.core, g.raw
-		if !leaveBehind && from.GreaterThan(eff) {
+		if !leaveBehind && lessThan(eff, from) {
 			eff, value = from, h.From
 		}
 		if len(r.from) > 0 && !r.from.Check(eff) {
@@ -586,7 +615,7 @@ func (k *checker) stopsNoVoter(servers []*serverState) string {
 		return ""
 	}
 	for _, s := range servers {
-		if s.core == nil || s.core.LessThan(k.targetCore) {
+		if s.core == nil || lessThan(s.core, k.targetCore) {
 			return ""
 		}
 	}
@@ -706,7 +735,7 @@ func (k *checker) checkDowngrade(r *compiled) {
 		return
 	}
 	for _, s := range k.servers {
-		if s.v != nil && s.v.GreaterThan(k.target) {
+		if s.v != nil && lessThan(k.target, s.v) {
 			k.precheck(r, s.s.Name, s.s.Version,
 				fmt.Sprintf("server %s runs %s, newer than the target %s", s.s.Name, s.s.Version, k.targetRaw))
 		}
@@ -715,7 +744,7 @@ func (k *checker) checkDowngrade(r *compiled) {
 	var idx []int32
 	var values []string
 	for _, g := range k.groups {
-		if g.v != nil && g.v.GreaterThan(k.target) {
+		if g.v != nil && lessThan(k.target, g.v) {
 			count += g.count
 			idx = append(idx, g.first...)
 			values = appendUnique(values, g.raw)
@@ -857,7 +886,7 @@ func (k *checker) checkClientSkew(r *compiled) {
 	by := map[string]*agg{}
 	for _, g := range k.groups {
 		max := k.dcMax[g.dc]
-		if g.v == nil || max == nil || !g.v.GreaterThan(max) {
+		if g.v == nil || max == nil || !lessThan(max, g.v) {
 			continue
 		}
 		a := by[g.dc]
@@ -893,7 +922,7 @@ func (k *checker) checkUnsupported(r *compiled) {
 		return
 	}
 	// A downgrade to 2.x never builds a path; report the target anyway.
-	if k.targetCore != nil && !k.targetCore.LessThan(maxSupported) && k.pathErr == nil && k.path == nil && k.lowest == nil {
+	if k.targetCore != nil && !lessThan(k.targetCore, maxSupported) && k.pathErr == nil && k.path == nil && k.lowest == nil {
 		k.precheck(r, "", k.targetRaw, fmt.Sprintf("target %s is beyond the catalogue (< %s)", k.targetRaw, maxSupported))
 	}
 }
@@ -905,7 +934,7 @@ type byVersion struct {
 }
 
 func (b byVersion) Len() int           { return len(b.vs) }
-func (b byVersion) Less(i, j int) bool { return b.vs[i].LessThan(b.vs[j]) }
+func (b byVersion) Less(i, j int) bool { return lessThan(b.vs[i], b.vs[j]) }
 func (b byVersion) Swap(i, j int) {
 	b.vs[i], b.vs[j] = b.vs[j], b.vs[i]
 	b.raws[i], b.raws[j] = b.raws[j], b.raws[i]

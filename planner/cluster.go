@@ -147,7 +147,9 @@ type Client struct {
 // value means: ACLs off, defaults everywhere, and the use of the mesh
 // features (Connect, Envoy, agentless mesh, terminating gateways) unknown.
 // A rule tied to a feature whose use is unknown reports a warning ("blocking
-// if you use X; not observed here") instead of refusing the plan.
+// if you use X; not observed here") instead of refusing the plan. What the
+// agents' versions prove needs no declaring: Check adds it (see Check), so
+// ACLs on a cluster with a server below 1.4.0 count as legacy tokens.
 type Features struct {
 	// ACLs is true when the ACL system is enabled.
 	ACLs bool `json:"acls,omitempty"`

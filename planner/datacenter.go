@@ -45,13 +45,23 @@ func datacenterNames(c *Cluster) []string {
 	for i := range c.Servers {
 		add(resolve(c.Servers[i].Datacenter))
 	}
+	// Clients name few datacenters, in runs or interleaved: a short list of
+	// the names seen spares a map lookup per client.
 	last := "\x00"
+	var raw []string
 	for i := range c.Clients {
-		// Clients come in long runs of one datacenter.
-		if dc := c.Clients[i].Datacenter; dc != last {
-			add(resolve(dc))
-			last = dc
+		dc := c.Clients[i].Datacenter
+		if dc == last {
+			continue
 		}
+		last = dc
+		if len(raw) < 16 {
+			if slices.Contains(raw, dc) {
+				continue
+			}
+			raw = append(raw, dc)
+		}
+		add(resolve(dc))
 	}
 	slices.Sort(names)
 	if primary == "" && len(names) > 0 {

@@ -10,9 +10,12 @@ import (
 // datacenters in the order each hop records, which is DatacenterOrder's,
 // and Check's datacenter-order finding says the same.
 func TestDatacenterOrderIsTheOrderThePlanFollows(t *testing.T) {
-	for _, from := range []string{"1.5.2", "1.6.9", "0.9.4"} {
+	// 0.9.4 with ACLs has only legacy tokens, which must be migrated on
+	// 1.6.x before going further (legacy-acls-before-leaving-1.6): it is
+	// planned to 1.6.10, over the 1.2.4 and the 1.6.10 path.
+	for _, tc := range []struct{ from, target string }{{"1.5.2", "1.8.19"}, {"1.6.9", "1.8.19"}, {"0.9.4", "1.6.10"}} {
+		from, target := tc.from, tc.target
 		c := threeDC(from)
-		target := "1.8.19"
 		p, err := Plan(c, target, Policy{Clients: ClientPolicy{BatchSize: 20}})
 		if err != nil {
 			t.Fatalf("%s: %v", from, err)

@@ -108,9 +108,13 @@ func backupFor(low *version.Version) (BackupKind, string) {
 // and continues where reality is; nothing is done twice.
 //
 // Next first runs Check and returns its *RefusedError when a blocking
-// finding is not waived. Then it computes the Path from the lowest version
-// in use (servers, and clients unless they are left behind) to target and
-// works on the first hop some agent has not reached:
+// finding is not waived. Then it computes the cluster's path to target
+// over the versions in use (servers, and clients unless they are left
+// behind): from the lowest, each hop ending on the nearest first stepping
+// stone of every version it moves (PathFor's, with the cluster's features),
+// so that no agent skips a stone of its own path; on a cluster of one
+// version it is PathFor from that version. Next works on the first hop some
+// agent has not reached:
 //
 //  1. a snapshot, before the first server swap of the hop (when
 //     c.SnapshotVersion is not the servers' lowest version and the policy
@@ -129,11 +133,14 @@ func backupFor(low *version.Version) (BackupKind, string) {
 // own (whole) path instead.
 //
 // With the replace strategy the servers of a datacenter are not swapped but
-// replaced (see replaceStep): a new server on the hop's version is added,
+// replaced: a new server on the hop's version is added,
 // then an old one retired, until none is left below it. Replace needs every
 // server on 0.8.0 or later (autopilot); below that Next returns an error
 // wrapping ErrNotSupported. A policy field with an unknown value gives a
-// *PolicyError, a version that does not parse a *VersionError.
+// *PolicyError, a waiver of an unknown rule ID a *WaiverError. A version
+// that does not parse (an agent's or the target) is the blocking finding
+// bad-version, so Next returns the *RefusedError; only with bad-version
+// waived does the parser's *VersionError come back instead.
 func Next(c Cluster, target string, pol Policy) (Step, error) {
 	if err := CheckWaivers(pol); err != nil {
 		return Step{}, err
@@ -252,7 +259,10 @@ type state struct {
 
 	// path and the hop ranks, for the path computed from pathFrom.
 	path     []Hop
-	pathFrom int // version id the path starts from (-1: none yet)
+	pathFrom int   // version id the path starts from (-1: none yet)
+	pathIDs  []int // the version ids in use the path was computed from
+	mark     []bool
+	idBuf    []int
 	hopTo    []int
 }
 
@@ -312,6 +322,13 @@ func newState(c *Cluster, target string, pol Policy) (*state, error) {
 		st.dcs[d].listed = append(st.dcs[d].listed, i)
 	}
 	st.cliV = make([]int32, len(c.Clients))
+	// Clients name few datacenters, in runs or interleaved: a short list
+	// of the names seen spares a map lookup per client.
+	type rawDC struct {
+		name string
+		idx  int
+	}
+	var recent []rawDC
 	lastDC, lastIdx := "\x00", 0
 	lastVer, lastID := "", -1
 	for i := range c.Clients {
@@ -326,7 +343,19 @@ func newState(c *Cluster, target string, pol Policy) (*state, error) {
 		st.cliV[i] = int32(id)
 		addCount(&st.cliCount, id, 1)
 		if cl.Datacenter != lastDC {
-			lastDC, lastIdx = cl.Datacenter, dcOf(cl.Datacenter)
+			lastDC, lastIdx = cl.Datacenter, -1
+			for _, r := range recent {
+				if r.name == lastDC {
+					lastIdx = r.idx
+					break
+				}
+			}
+			if lastIdx < 0 {
+				lastIdx = dcOf(lastDC)
+				if len(recent) < 16 {
+					recent = append(recent, rawDC{lastDC, lastIdx})
+				}
+			}
 		}
 		d := st.dcs[lastIdx]
 		d.clients = append(d.clients, int32(i))
@@ -392,46 +421,89 @@ func validatePolicy(p *Policy) error {
 func (st *state) clientsUpgraded() bool { return st.pol.Clients.Mode != ClientLeaveBehind }
 
 // lowest returns the version id of the lowest version in use (servers, and
-// clients unless left behind) and of the servers alone.
+// clients unless left behind) and of the servers alone. Of equal versions
+// spelt differently (1.7.2 and 1.7.2+ent) it picks the spelling that sorts
+// first, so the choice depends only on the versions in use, not on the
+// order they were first seen: Plan, which has seen every version of its
+// simulation, and Next on the same state then name the same hop.
 func (st *state) lowest() (all, servers int) {
-	if st.gone == nil {
-		servers = st.srvV[0]
-		for _, id := range st.srvV[1:] {
-			if st.vs.r(id) < st.vs.r(servers) {
-				servers = id
-			}
-		}
-	} else {
-		servers = -1
-		for i, id := range st.srvV {
-			if !st.gone[i] && (servers < 0 || st.vs.r(id) < st.vs.r(servers)) {
-				servers = id
-			}
+	below := func(a, b int) bool {
+		ra, rb := st.vs.r(a), st.vs.r(b)
+		return ra < rb || (ra == rb && st.vs.strs[a] < st.vs.strs[b])
+	}
+	servers = -1
+	for i, id := range st.srvV {
+		if (st.gone == nil || !st.gone[i]) && (servers < 0 || below(id, servers)) {
+			servers = id
 		}
 	}
 	all = servers
 	if st.clientsUpgraded() {
-		minRank := st.vs.r(all)
 		for id, n := range st.cliCount {
-			if n > 0 && st.vs.rank[id] < minRank {
-				minRank, all = st.vs.rank[id], id
+			if n > 0 && below(id, all) {
+				all = id
 			}
 		}
 	}
 	return all, servers
 }
 
-// refreshPath recomputes the path when the lowest version in use changed.
+// inUseIDs returns the ids of the versions in use, ascending: the
+// servers' (not retired), and the clients' unless they are left behind. It
+// reuses st's buffers; the result is valid until the next call.
+func (st *state) inUseIDs() []int {
+	n := len(st.vs.strs)
+	if cap(st.mark) < n {
+		st.mark = make([]bool, n)
+	}
+	mark := st.mark[:n]
+	clear(mark)
+	for i, id := range st.srvV {
+		if st.gone == nil || !st.gone[i] {
+			mark[id] = true
+		}
+	}
+	if st.clientsUpgraded() {
+		for id, c := range st.cliCount {
+			if c > 0 {
+				mark[id] = true
+			}
+		}
+	}
+	ids := st.idBuf[:0]
+	for id, in := range mark {
+		if in {
+			ids = append(ids, id)
+		}
+	}
+	st.idBuf = ids
+	return ids
+}
+
+// refreshPath recomputes the path when the versions in use changed: the
+// cluster's path (clusterPath) over them. Plan's simulation keeps the path
+// while its steps only move agents within a hop that changes no version's
+// first stepping stone; Next computes it afresh from the observed cluster,
+// and the two agree because both take it from the versions in use.
 func (st *state) refreshPath() error {
 	from, _ := st.lowest()
-	if from == st.pathFrom && st.path != nil {
+	ids := st.inUseIDs()
+	if st.path != nil && from == st.pathFrom && slices.Equal(ids, st.pathIDs) {
 		return nil
 	}
+	st.pathIDs = append(st.pathIDs[:0], ids...)
 	if st.vs.r(from) >= st.vs.r(st.tgt) {
 		st.path, st.hopTo, st.pathFrom = []Hop{}, nil, from
 		return nil
 	}
-	p, err := Path(st.vs.strs[from], st.target, st.pol)
+	vers := make([]*version.Version, len(ids))
+	for i, id := range ids {
+		vers[i] = st.vs.vers[id]
+	}
+	p, err := clusterPath(vers, st.vs.vers[st.tgt], st.pol, factsOf(st.c.Features))
+	if err == nil {
+		err = CheckRelease(st.target, st.pol)
+	}
 	if err != nil {
 		return err
 	}

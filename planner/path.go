@@ -2,6 +2,7 @@ package planner
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	version "github.com/hashicorp/go-version"
@@ -113,7 +114,43 @@ const maxHops = 64
 // one whether or not pol.Enterprise is set, and when to carries build
 // metadata every stepping stone carries the same (1.9.17+ent on the way to
 // 1.10.12+ent), so a transport fetches the same edition at every hop.
+//
+// Path knows nothing of the cluster's features; PathFor adds the stones
+// they call for, and is the path Check, Next and Plan follow.
 func Path(from, to string, pol Policy) ([]Hop, error) {
+	return pathFor(from, to, pol, pathFacts{})
+}
+
+// PathFor is Path for a cluster whose features are f: it adds the stepping
+// stones those features call for. Today that is one: with certificates in
+// tls.defaults (or the legacy top-level keys), no HTTPS port and Envoy not
+// known to be absent (Features.Envoy, Features.Connect), agents below 1.12
+// do not land on 1.13.x, which would serve gRPC over TLS and cut Envoy's
+// plaintext xDS: they stop on 1.12.x (the newest 1.12 patch, or the newest
+// listed in pol.Releases), where the tls stanza lets the operator move the
+// certificates into tls.https / tls.internal_rpc, and a target beyond 1.13
+// is then reached from 1.12 without landing on 1.13 at all (RuleGRPCTLS113;
+// version-specific notes, 1.13.x: "consider upgrading agents to Consul 1.12
+// before upgrading to 1.13"). Check, Next and Plan compute their path with
+// it, and so should anything that must agree with them (a runner checking
+// the versions a run will install).
+func PathFor(from, to string, pol Policy, f Features) ([]Hop, error) {
+	return pathFor(from, to, pol, factsOf(f))
+}
+
+// pathFacts are the facts of a cluster that place stepping stones.
+type pathFacts struct {
+	// grpcTLS113: agents must not land on 1.13.x from below 1.12
+	// (grpcTLS113Risk).
+	grpcTLS113 bool
+}
+
+func factsOf(f Features) pathFacts {
+	return pathFacts{grpcTLS113: grpcTLS113Risk(f)}
+}
+
+// pathFor is Path and PathFor.
+func pathFor(from, to string, pol Policy, facts pathFacts) ([]Hop, error) {
 	f, err := ParseVersion(from)
 	if err != nil {
 		return nil, err
@@ -125,7 +162,7 @@ func Path(from, to string, pol Policy) ([]Hop, error) {
 	if !pol.Enterprise && (enterpriseBuild(from) || enterpriseBuild(to)) {
 		pol.Enterprise = true
 	}
-	hops, err := pathVersions(f, t, pol)
+	hops, err := pathVersions(f, t, pol, facts)
 	if err != nil {
 		return nil, err
 	}
@@ -135,16 +172,16 @@ func Path(from, to string, pol Policy) ([]Hop, error) {
 	return hops, nil
 }
 
-// pathVersions is Path on parsed versions.
-func pathVersions(f, t *version.Version, pol Policy) ([]Hop, error) {
-	fc, tc := f.Core(), t.Core()
-	if !fc.LessThan(maxSupported) {
+// pathVersions is pathFor on parsed versions.
+func pathVersions(f, t *version.Version, pol Policy, facts pathFacts) ([]Hop, error) {
+	fc, tc := coreOf(f), coreOf(t)
+	if !lessThan(fc, maxSupported) {
 		return nil, &UnsupportedVersionError{Value: f.Original(), Limit: "< " + maxSupported.String()}
 	}
-	if !tc.LessThan(maxSupported) {
+	if !lessThan(tc, maxSupported) {
 		return nil, &UnsupportedVersionError{Value: t.Original(), Limit: "< " + maxSupported.String()}
 	}
-	if t.LessThan(f) {
+	if lessThan(t, f) {
 		return nil, &DowngradeError{From: f.Original(), To: t.Original()}
 	}
 	for _, r := range pol.Releases {
@@ -158,73 +195,183 @@ func pathVersions(f, t *version.Version, pol Policy) ([]Hop, error) {
 		if len(hops) == maxHops {
 			return nil, fmt.Errorf("path %s -> %s: more than %d hops (limit %d); this is a planner bug, please report it with both versions", f.Original(), t.Original(), maxHops, maxHops)
 		}
-		next, rule, reason, err := nextStone(cur, t, pol)
+		h, next, err := hopAfter(cur, t, pol, facts)
 		if err != nil {
 			return nil, err
 		}
-		if next == nil || !next.GreaterThan(cur) || next.GreaterThan(t) {
-			// Never loop or overshoot: go straight to the target.
-			next, rule, reason = t, "", "final hop to the target"
+		hops = append(hops, h)
+		cur = next
+	}
+	return hops, nil
+}
+
+// hopAfter is the hop of the path from cur (< t) to t that starts at cur,
+// and the version it lands on.
+func hopAfter(cur, t *version.Version, pol Policy, facts pathFacts) (Hop, *version.Version, error) {
+	next, rule, reason, err := nextStone(cur, t, pol, facts)
+	if err != nil {
+		return Hop{}, nil, err
+	}
+	if next == nil || !lessThan(cur, next) || lessThan(t, next) {
+		// Never loop or overshoot: go straight to the target.
+		next, rule, reason = t, "", "final hop to the target"
+	}
+	if next != t && next.Equal(t) {
+		// A stone equal to the target is the target, metadata and all.
+		next = t
+	} else if next != t && t.Metadata() != "" && next.Metadata() == "" {
+		// Stones are the target's edition: 1.9.17+ent on the way to
+		// 1.10.12+ent.
+		if v := mustVersion(next.Original() + "+" + t.Metadata()); v != nil {
+			next = v
 		}
-		if next != t && next.Equal(t) {
-			// A stone equal to the target is the target, metadata and all.
-			next = t
-		} else if next != t && t.Metadata() != "" && next.Metadata() == "" {
-			// Stones are the target's edition: 1.9.17+ent on the way to
-			// 1.10.12+ent.
-			if v := mustVersion(next.Original() + "+" + t.Metadata()); v != nil {
-				next = v
+	}
+	return Hop{From: cur.Original(), To: next.Original(), Rule: rule, Reason: reason}, next, nil
+}
+
+// clusterPath is the path of a cluster whose agents run the versions vs
+// (any order, at least one, duplicates allowed) to t: hop by hop from the
+// lowest version, each hop ending on the nearest of the first stepping
+// stones of every version it moves (the versions below where it lands).
+// So no agent skips a stone of its own path: an Enterprise server on 1.9.1
+// beside servers on 1.8.5 stops on 1.9.17 before 1.10 (the licensing stone
+// of its own path), although the path from 1.8.5 alone goes 1.8.19 ->
+// 1.10.x. Agents below a hop's end move to it, those at or above it wait;
+// for a cluster on one version it is the path from that version. A hop
+// shortened for a higher version names that version's rule and says so.
+func clusterPath(vs []*version.Version, t *version.Version, pol Policy, facts pathFacts) ([]Hop, error) {
+	set := make([]*version.Version, 0, len(vs))
+	for _, v := range vs {
+		if v != nil && lessThan(v, t) {
+			set = append(set, v)
+		}
+	}
+	if len(set) == 0 {
+		// Every agent is at or past t: no hop, but the checks of a path
+		// (a downgrade, a version beyond the catalogue) still apply.
+		var low *version.Version
+		for _, v := range vs {
+			if v != nil && (low == nil || lessThan(v, low)) {
+				low = v
 			}
 		}
-		hops = append(hops, Hop{From: cur.Original(), To: next.Original(), Rule: rule, Reason: reason})
-		cur = next
+		if low == nil {
+			return nil, nil
+		}
+		return pathVersions(low, t, pol, facts)
+	}
+	slices.SortFunc(set, func(a, b *version.Version) int {
+		if c := compareVersions(a, b); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Original(), b.Original())
+	})
+	set = slices.CompactFunc(set, func(a, b *version.Version) bool { return compareVersions(a, b) == 0 })
+	// The lowest version's own path validates the inputs (versions beyond
+	// the catalogue, the policy's releases) once.
+	if _, err := pathVersions(set[0], t, pol, facts); err != nil {
+		return nil, err
+	}
+	var hops []Hop
+	for len(set) > 0 {
+		if len(hops) == maxHops {
+			return nil, fmt.Errorf("path %s -> %s: more than %d hops (limit %d); this is a planner bug, please report it with the cluster's versions", vs[0].Original(), t.Original(), maxHops, maxHops)
+		}
+		h, to, err := hopAfter(set[0], t, pol, facts)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range set[1:] {
+			if !lessThan(v, to) {
+				break
+			}
+			hv, tv, err := hopAfter(v, t, pol, facts)
+			if err != nil {
+				return nil, err
+			}
+			if lessThan(tv, to) {
+				to = tv
+				h = Hop{From: set[0].Original(), To: hv.To, Rule: hv.Rule,
+					Reason: fmt.Sprintf("agents on %s must not go past %s: %s", v.Original(), hv.To, hv.Reason)}
+			}
+		}
+		hops = append(hops, h)
+		// The versions below to land on it.
+		k := 0
+		for k < len(set) && lessThan(set[k], to) {
+			k++
+		}
+		rest := set[k:]
+		if !lessThan(to, t) {
+			break
+		}
+		if len(rest) == 0 || compareVersions(rest[0], to) != 0 {
+			rest = append([]*version.Version{to}, rest...)
+		}
+		set = rest
 	}
 	return hops, nil
 }
 
 // between reports lo <= v < hi.
 func between(v, lo, hi *version.Version) bool {
-	return !v.LessThan(lo) && v.LessThan(hi)
+	return !lessThan(v, lo) && lessThan(v, hi)
 }
 
 // nextStone chooses the stone after cur on the way to t.
-func nextStone(cur, t *version.Version, pol Policy) (*version.Version, RuleID, string, error) {
-	c, tc := cur.Core(), t.Core()
+func nextStone(cur, t *version.Version, pol Policy, facts pathFacts) (*version.Version, RuleID, string, error) {
+	next, rule, reason, err := ruleStone(cur, t, pol)
+	if err != nil || next == nil || !facts.grpcTLS113 {
+		return next, rule, reason, err
+	}
+	// gRPC TLS: agents below 1.12 do not land on 1.13.x; they stop on
+	// 1.12.x, where the certificates can move out of tls.defaults.
+	if c, n := coreOf(cur), coreOf(next); lessThan(c, v1120) && between(n, v1130, v1140) {
+		if s := stoneOnLine(minorIndex(v1120), pol); s != "" {
+			return mustVersion(s), RuleGRPCTLS113, fmt.Sprintf("tls.defaults (or the legacy top-level keys) hold certificates and no HTTPS port is set: agents landing on 1.13 would serve gRPC over TLS and cut Envoy's plaintext xDS; moving the certificates into tls.https / tls.internal_rpc needs the tls stanza of 1.12, so the agents stop on %s (and go past 1.13 from there when the target is beyond it)", s), nil
+		}
+	}
+	return next, rule, reason, err
+}
+
+// ruleStone is nextStone without the stones of the cluster's features.
+func ruleStone(cur, t *version.Version, pol Policy) (*version.Version, RuleID, string, error) {
+	c, tc := coreOf(cur), coreOf(t)
 	var next *version.Version
 	var rule RuleID
 	var reason string
 	switch {
-	case c.LessThan(v051) && !tc.LessThan(v060):
+	case lessThan(c, v051) && !lessThan(tc, v060):
 		next, rule = mustVersion("0.5.2"), RuleRaftBoltDB
 		reason = "the LMDB -> BoltDB Raft store migrator ships only in 0.5.1+ of 0.5.x and was removed in 0.6.0: every server boots 0.5.2 once"
-	case c.LessThan(v070) && !tc.LessThan(v080):
+	case lessThan(c, v070) && !lessThan(tc, v080):
 		next, rule = mustVersion("0.7.5"), RuleRaftProtocol07
 		reason = "only adjacent Raft protocols interoperate (<= 0.6 speak 0, 0.7 speaks 1, 0.8 speaks 1-3): servers pass through 0.7.5"
-	case c.LessThan(v085) && !tc.LessThan(v124):
+	case lessThan(c, v085) && !lessThan(tc, v124):
 		// 0.7.x joins the 1.2.4 path through 0.8.5 as well: it speaks Raft
 		// protocol 1, which 0.8 still speaks.
 		next, rule = mustVersion("0.8.5"), RuleDedicated124
 		reason = "the dedicated path to 1.2.4 starts at 0.8.5: servers on 0.8.0-0.8.4 (and older) go to 0.8.5 first"
-	case between(c, v085, v124) && !tc.LessThan(v124):
+	case between(c, v085, v124) && !lessThan(tc, v124):
 		next, rule = v124, RuleDedicated124
 		reason = "dedicated path: 0.8.5-1.2.3 go straight to 1.2.4"
-	case between(c, v169, v1819) && !tc.LessThan(v1819):
+	case between(c, v169, v1819) && !lessThan(tc, v1819):
 		next, rule = v1819, RuleDedicated1819
 		reason = "dedicated path: 1.6.9-1.8.18 go straight to 1.8.19"
-	case between(c, v124, v1610) && !tc.LessThan(v1610):
+	case between(c, v124, v1610) && !lessThan(tc, v1610):
 		next, rule = v1610, RuleDedicated1610
 		reason = "dedicated path: 1.2.4-1.6.9 go straight to 1.6.10 (legacy ACL tokens are migrated on 1.6.x)"
-	case pol.Enterprise && between(c, v190, v197) && !tc.LessThan(v1100):
+	case pol.Enterprise && between(c, v190, v197) && !lessThan(tc, v1100):
 		next, rule = mustVersion("1.9.17"), RuleEnterprise110
 		reason = "Consul Enterprise reaches 1.10 only from 1.8.13+ or 1.9.7+ (licensing): servers go to 1.9.17 first"
-	case between(c, v180, v1100) && !tc.LessThan(v1100):
+	case between(c, v180, v1100) && !lessThan(tc, v1100):
 		next, rule = v11012, RuleDedicated11012
 		reason = "dedicated path: 1.8.0-1.9.17 go to 1.10.12"
-		if tc.LessThan(v11012) {
+		if lessThan(tc, v11012) {
 			next = t
 			reason = "dedicated path: 1.8.0-1.9.17 go to 1.10.x"
 		}
-	case pol.Enterprise && between(c, v1100, v1107) && !tc.LessThan(v1110):
+	case pol.Enterprise && between(c, v1100, v1107) && !lessThan(tc, v1110):
 		next, rule = v11012, RuleEnterprise1107
 		reason = "Consul Enterprise 1.10.0-1.10.6 agents deregister their services once servers run 1.11+: everything goes to 1.10.12 first"
 	}
@@ -232,7 +379,7 @@ func nextStone(cur, t *version.Version, pol Policy) (*version.Version, RuleID, s
 		// Stones forced by a rule are still bounded by the majors rule,
 		// except the dedicated paths, which are documented jumps.
 		dedicated := rule == RuleDedicated124 || rule == RuleDedicated1610 || rule == RuleDedicated1819 || rule == RuleDedicated11012
-		if dedicated || Majors(c, next.Core()) <= 2 {
+		if dedicated || Majors(c, coreOf(next)) <= 2 {
 			if !next.Equal(t) && !released(next, pol) {
 				return nil, "", "", &ReleaseError{Need: next.Original(), Rule: rule, Reason: reason}
 			}
@@ -278,10 +425,10 @@ func stoneOnLine(idx int, pol Policy) string {
 	var best *version.Version
 	for _, r := range pol.Releases {
 		v, err := ParseVersion(r)
-		if err != nil || minorIndex(v.Core()) != idx || knownBadRelease(v) || classifyRelease(v, pol.Enterprise, nil) == releaseUnknown {
+		if err != nil || minorIndex(coreOf(v)) != idx || knownBadRelease(v) || classifyRelease(v, pol.Enterprise, nil) == releaseUnknown {
 			continue
 		}
-		if best == nil || v.GreaterThan(best) {
+		if best == nil || lessThan(best, v) {
 			best = v
 		}
 	}
@@ -305,7 +452,7 @@ func knownBadRelease(v *version.Version) bool {
 
 // majorsStone applies the max-majors-per-hop rule on the way to t.
 func majorsStone(cur, t *version.Version, pol Policy) (*version.Version, RuleID, string, error) {
-	c, tc := cur.Core(), t.Core()
+	c, tc := coreOf(cur), coreOf(t)
 	ci, ti := minorIndex(c), minorIndex(tc)
 	if ti-ci <= 2 {
 		return t, "", fmt.Sprintf("final hop: %d major(s), within %s (at most 2)", ti-ci, RuleMaxMajors), nil

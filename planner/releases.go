@@ -228,7 +228,7 @@ func (e *UnknownReleaseError) Error() string {
 // unknownRelease explains why v (spelt raw) is not a release.
 func unknownRelease(raw string, v *version.Version) *UnknownReleaseError {
 	e := &UnknownReleaseError{Value: raw}
-	core := v.Core()
+	core := coreOf(v)
 	s := core.Segments()
 	l, lineKnown := findLine(s[0], s[1])
 	newest := releaseLines[len(releaseLines)-1]
@@ -290,7 +290,7 @@ func CheckRelease(target string, pol Policy) error {
 			return nil
 		}
 	}
-	if !v.Core().LessThan(maxSupported) {
+	if !coreOf(v).LessThan(maxSupported) {
 		return &UnsupportedVersionError{Value: target, Limit: "< " + maxSupported.String()}
 	}
 	if classifyRelease(v, pol.Enterprise || enterpriseBuild(target), &pol) != releaseUnknown {

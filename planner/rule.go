@@ -58,7 +58,8 @@ func joinRuleIDs(ids []RuleID, sep string) string {
 // Rule is one upgrade rule as data. A rule applies to a hop (from -> to)
 // when From matches the version a node runs before the hop, To matches the
 // hop's target, and When (if set) holds. Both constraints use go-version
-// syntax (">= 0.5.0, < 0.5.1"); "" matches every version.
+// syntax (">= 0.5.0, < 0.5.1"), and several joined by "||" match when any
+// of them does ("< 1.8.13 || >= 1.9.0, < 1.9.7"); "" matches every version.
 type Rule struct {
 	ID       RuleID   `json:"id"`
 	Kind     Kind     `json:"kind"`

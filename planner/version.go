@@ -26,8 +26,12 @@ func ParseVersion(s string) (*version.Version, error) {
 	return v, nil
 }
 
-// parseVersion does the work of ParseVersion with a plain error.
+// parseVersion does the work of ParseVersion with a plain error. A known
+// release (canonical by construction) is not parsed again.
 func parseVersion(s string) (*version.Version, error) {
+	if v, ok := knownVersions[s]; ok {
+		return v, nil
+	}
 	cv, err := parseSpelling(s)
 	if err != nil {
 		return nil, err
@@ -104,7 +108,7 @@ func DefaultStopMode(role string, from, to string) StopMode {
 	if err != nil {
 		return StopKill
 	}
-	if v.Core().LessThan(stopModeCutover) {
+	if coreOf(v).LessThan(stopModeCutover) {
 		return StopKill
 	}
 	return StopTerminate
@@ -141,7 +145,7 @@ func (vc *VersionCache) entry(s string) cachedVersion {
 	var e cachedVersion
 	e.v, e.err = ParseVersion(s)
 	if e.err == nil {
-		e.core = e.v.Core()
+		e.core = coreOf(e.v)
 	}
 	vc.m[s] = e
 	return e
@@ -188,11 +192,82 @@ func (e *UnsupportedVersionError) Error() string {
 var maxSupported = version.Must(version.NewVersion("2.0.0"))
 
 // mustVersion parses a version known at compile time. It is only used on
-// literals of this package, which the tests parse.
+// literals of this package, which the tests parse, and on versions built
+// from parsed ones.
 func mustVersion(s string) *version.Version {
+	if v, ok := knownVersions[s]; ok {
+		return v
+	}
 	v, err := version.NewVersion(s)
 	if err != nil {
 		return nil
 	}
 	return v
+}
+
+// knownVersions are the releases of the catalogue, parsed once when the
+// package is initialised and never written after: go-version parses with a
+// regular expression, and a plan asks for the same few versions (the
+// agents', the stones', the rules' own) again and again. The versions are
+// shared and never modified.
+var knownVersions = func() map[string]*version.Version {
+	m := make(map[string]*version.Version, len(releaseList))
+	for _, r := range releaseList {
+		if v, err := version.NewVersion(r); err == nil {
+			m[r] = v
+		}
+	}
+	return m
+}()
+
+// coreOf is v.Core() (v without pre-release and metadata): v itself when
+// it has neither, a known release when its core is one, else parsed.
+func coreOf(v *version.Version) *version.Version {
+	seg := v.Segments64()
+	if len(seg) == 3 && v.Prerelease() == "" && v.Metadata() == "" {
+		return v
+	}
+	if len(seg) >= 3 {
+		if k, ok := knownVersions[fmt.Sprintf("%d.%d.%d", seg[0], seg[1], seg[2])]; ok {
+			return k
+		}
+	}
+	return v.Core()
+}
+
+// compareVersions is a.Compare(b) without the allocations of go-version's
+// Compare, which formats both versions first: release versions compare by
+// their segments (metadata ignored, as go-version does), others by
+// go-version.
+func compareVersions(a, b *version.Version) int {
+	sa, ra := releaseSegments(a)
+	sb, rb := releaseSegments(b)
+	if !ra || !rb {
+		return a.Compare(b)
+	}
+	for i := range sa {
+		switch {
+		case sa[i] < sb[i]:
+			return -1
+		case sa[i] > sb[i]:
+			return 1
+		}
+	}
+	return 0
+}
+
+// lessThan is a.LessThan(b) by compareVersions.
+func lessThan(a, b *version.Version) bool { return compareVersions(a, b) < 0 }
+
+// releaseSegments returns v's segments when v is a release version (three
+// segments, no pre-release; metadata allowed).
+func releaseSegments(v *version.Version) ([3]int64, bool) {
+	if v == nil || v.Prerelease() != "" {
+		return [3]int64{}, false
+	}
+	seg := v.Segments64()
+	if len(seg) != 3 {
+		return [3]int64{}, false
+	}
+	return [3]int64{seg[0], seg[1], seg[2]}, true
 }

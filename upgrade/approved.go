@@ -14,21 +14,21 @@ type StepDecision int
 const (
 	// Approve carries the step out. It is the zero value.
 	Approve StepDecision = iota
-	// Skip ends the run cleanly before the step: nothing of it is touched,
+	// StopHere ends the run cleanly before the step: nothing of it is touched,
 	// Run returns a Result with Stopped set and the steps left in
 	// Remaining, and a nil error. A later run resumes at this step.
-	Skip
+	StopHere
 	// Abort ends the run before the step with an *AbortedError.
 	Abort
 )
 
-// String is "approve", "skip" or "abort".
+// String is "approve", "stop-here" or "abort".
 func (d StepDecision) String() string {
 	switch d {
 	case Approve:
 		return "approve"
-	case Skip:
-		return "skip"
+	case StopHere:
+		return "stop-here"
 	case Abort:
 		return "abort"
 	}
@@ -46,7 +46,7 @@ type StepInfo struct {
 	// observed at the start of the run still counted (an estimate; never
 	// less than Index+1).
 	Total int
-	// Step is the step about to be carried out, as the runner decided it
+	// Step is the step about to be carried out, as the run decided it
 	// from the cluster observed just now.
 	Step planner.Step
 }
@@ -73,11 +73,13 @@ func (e *AbortedError) Error() string {
 
 func (e *AbortedError) Unwrap() error { return e.Err }
 
-// PlanDivergedError is returned by Run when the cluster no longer matches
-// Config.Plan: the step the observed cluster needs next is not the next
-// step of the approved plan that is not yet done, or an agent runs a
-// version the plan's path does not contain. It is returned before that
-// step touches anything.
+// PlanDivergedError is returned by Run and a Session when the cluster no
+// longer matches Config.Plan: the step the observed cluster needs next is
+// not the next step of the approved plan that is not yet done, or an agent
+// runs a version the plan's path does not contain; and by Session.Execute
+// given a step that is not the one the cluster needs now (Want is the step
+// given, Got the one decided; the Session goes on). It is returned before
+// that step touches anything.
 type PlanDivergedError struct {
 	// Index is the 0-based index in the plan's steps of the step the plan
 	// expected next (len(Steps) when the plan has none left; -1 when the
@@ -95,9 +97,14 @@ type PlanDivergedError struct {
 	Got  planner.Step
 	// Reason says what differs.
 	Reason string
+
+	given bool // Session.Execute's: Want is the step it was given
 }
 
 func (e *PlanDivergedError) Error() string {
+	if e.given {
+		return fmt.Sprintf("the step given to Execute (%s) is not the one the cluster needs now (%s): %s; it was not touched: ask Next for the step", e.Want, e.Got, e.Reason)
+	}
 	var b strings.Builder
 	b.WriteString("the cluster has diverged from the approved plan")
 	if e.Index >= 0 {

@@ -19,19 +19,13 @@ import (
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 )
 
-// LogicalBackupFormat is the format name in a logical backup's meta.json.
-const LogicalBackupFormat = "consul-upgrade-logical-backup/1"
+// logicalBackupFormat is the format name in a logical backup's meta.json.
+const logicalBackupFormat = "consul-upgrade-logical-backup/1"
 
-// LogicalBackupMeta is the meta.json of a logical backup: the backup taken
-// before a hop away from a Consul below 0.7.1, which has no snapshot API.
-//
-// A logical backup is a gzip-compressed tar of meta.json, kv.json (the
-// whole KV tree as /v1/kv/?recurse returns it, values base64), acls.json
-// (the ACL tokens from the legacy /v1/acl/list, when ACLs are on) and
-// SHA256SUMS (the SHA-256 of each other file). It restores the KV tree and
-// the ACL tokens through the HTTP API; it cannot restore
-// planner.LogicalBackupOmits.
-type LogicalBackupMeta struct {
+// logicalBackupMeta is the meta.json of a logical backup (see
+// VerifySnapshot): the backup taken before a hop away from a Consul below
+// 0.7.1, which has no snapshot API.
+type logicalBackupMeta struct {
 	Format     string `json:"format"`
 	Datacenter string `json:"datacenter,omitempty"`
 	// Version is the servers' version the backup was taken on.
@@ -47,16 +41,16 @@ type LogicalBackupMeta struct {
 	NotRestorable string `json:"not_restorable"`
 }
 
-// BackupError reports a logical backup that failed: Part is the stage
+// backupError reports a logical backup that failed: Part is the stage
 // ("read kv", "read acls", "open", "write", "verify", "re-read", "commit").
-type BackupError struct {
+type backupError struct {
 	Datacenter string
 	Version    string
 	Part       string
 	Err        error
 }
 
-func (e *BackupError) Error() string {
+func (e *backupError) Error() string {
 	where := ""
 	if e.Datacenter != "" {
 		where = " of " + e.Datacenter
@@ -64,7 +58,7 @@ func (e *BackupError) Error() string {
 	return fmt.Sprintf("logical backup%s before leaving %s: %s: %v", where, e.Version, e.Part, e.Err)
 }
 
-func (e *BackupError) Unwrap() error { return e.Err }
+func (e *backupError) Unwrap() error { return e.Err }
 
 // aclsOn reports whether the agent's configuration or the servers' tags say
 // ACLs are on: acl_datacenter set (0.4 to 1.3) or the serf "acls" tag
@@ -83,10 +77,10 @@ func aclsOn(self map[string]map[string]any, members []*api.AgentMember) bool {
 
 // buildLogicalBackup reads the KV tree (and the ACL tokens when ACLs are on)
 // through c and returns the archive.
-func buildLogicalBackup(ctx context.Context, c Consul, dc, ver string) ([]byte, LogicalBackupMeta, error) {
-	meta := LogicalBackupMeta{Format: LogicalBackupFormat, Datacenter: dc, Version: ver, NotRestorable: planner.LogicalBackupOmits}
-	fail := func(part string, err error) ([]byte, LogicalBackupMeta, error) {
-		return nil, meta, &BackupError{Datacenter: dc, Version: ver, Part: part, Err: err}
+func buildLogicalBackup(ctx context.Context, c Consul, dc, ver string) ([]byte, logicalBackupMeta, error) {
+	meta := logicalBackupMeta{Format: logicalBackupFormat, Datacenter: dc, Version: ver, NotRestorable: planner.LogicalBackupOmits}
+	fail := func(part string, err error) ([]byte, logicalBackupMeta, error) {
+		return nil, meta, &backupError{Datacenter: dc, Version: ver, Part: part, Err: err}
 	}
 	self, err := c.AgentSelf(ctx)
 	if err != nil {
@@ -162,15 +156,15 @@ func buildLogicalBackup(ctx context.Context, c Consul, dc, ver string) ([]byte, 
 	return buf.Bytes(), meta, nil
 }
 
-// VerifyLogicalBackup reads a logical backup archive to the end and checks
-// it: gzip-compressed tar with meta.json (of LogicalBackupFormat), kv.json
+// verifyLogicalBackup reads a logical backup archive to the end and checks
+// it: gzip-compressed tar with meta.json (of logicalBackupFormat), kv.json
 // and SHA256SUMS (and acls.json when meta.json says ACLs), every file's
 // SHA-256 as listed, kv.json and acls.json decoding to as many entries as
 // meta.json counts. Content errors wrap ErrSnapshotInvalid. The returned
 // info has Kind planner.BackupLogical; its SHA256 is left to the caller.
-func VerifyLogicalBackup(r io.Reader) (SnapshotInfo, LogicalBackupMeta, error) {
+func verifyLogicalBackup(r io.Reader) (SnapshotInfo, logicalBackupMeta, error) {
 	info := SnapshotInfo{Kind: planner.BackupLogical}
-	var meta LogicalBackupMeta
+	var meta logicalBackupMeta
 	invalid := func(format string, a ...any) error {
 		return fmt.Errorf("%w: logical backup: %s", ErrSnapshotInvalid, fmt.Sprintf(format, a...))
 	}
@@ -200,6 +194,18 @@ func VerifyLogicalBackup(r io.Reader) (SnapshotInfo, LogicalBackupMeta, error) {
 	if _, err := io.Copy(io.Discard, zr); err != nil {
 		return info, meta, invalid("reading the gzip stream: %v", err)
 	}
+	return checkLogical(content, sums)
+}
+
+// checkLogical checks the files of a logical backup archive: content holds
+// meta.json, kv.json, acls.json and SHA256SUMS, sums the SHA-256 of every
+// file of the archive.
+func checkLogical(content map[string][]byte, sums map[string]string) (SnapshotInfo, logicalBackupMeta, error) {
+	info := SnapshotInfo{Kind: planner.BackupLogical}
+	var meta logicalBackupMeta
+	invalid := func(format string, a ...any) error {
+		return fmt.Errorf("%w: logical backup: %s", ErrSnapshotInvalid, fmt.Sprintf(format, a...))
+	}
 	for _, n := range []string{"meta.json", "kv.json", "SHA256SUMS"} {
 		if _, ok := content[n]; !ok {
 			return info, meta, invalid("missing %s (want meta.json, kv.json and SHA256SUMS)", n)
@@ -210,7 +216,7 @@ func VerifyLogicalBackup(r io.Reader) (SnapshotInfo, LogicalBackupMeta, error) {
 		return info, meta, invalid("%v", err)
 	}
 	info.Files = files
-	for n := range content {
+	for n := range sums {
 		if _, ok := files[n]; !ok && n != "SHA256SUMS" {
 			return info, meta, invalid("SHA256SUMS does not list %s", n)
 		}
@@ -218,8 +224,8 @@ func VerifyLogicalBackup(r io.Reader) (SnapshotInfo, LogicalBackupMeta, error) {
 	if err := json.Unmarshal(content["meta.json"], &meta); err != nil {
 		return info, meta, invalid("meta.json is not JSON: %v", err)
 	}
-	if meta.Format != LogicalBackupFormat {
-		return info, meta, invalid("meta.json format is %q, want %q", meta.Format, LogicalBackupFormat)
+	if meta.Format != logicalBackupFormat {
+		return info, meta, invalid("meta.json format is %q, want %q", meta.Format, logicalBackupFormat)
 	}
 	var pairs []*api.KVPair
 	if err := json.Unmarshal(content["kv.json"], &pairs); err != nil {
@@ -272,18 +278,18 @@ func checkSums(listed []byte, sums map[string]string) (map[string]string, error)
 	return out, nil
 }
 
-// SaveLogicalBackup takes a logical backup of datacenter dc through c (the
-// KV tree, and the ACL tokens when ACLs are on; see LogicalBackupMeta),
+// saveLogicalBackup takes a logical backup of datacenter dc through c (the
+// KV tree, and the ACL tokens when ACLs are on; see logicalBackupMeta),
 // verifies the archive and writes it to the sink open returns for dc and
 // version. When the sink is a SnapshotRereader (SnapshotDir's are), what
 // was written is read back and verified again, its SHA-256 compared with
 // the archive's. The sink is committed only when all of that passed, and
 // aborted otherwise (see SnapshotSink). It is the backup Run takes before
 // a hop away from a version below 0.7.1, which has no snapshot API. Errors
-// are *BackupError.
-func SaveLogicalBackup(ctx context.Context, c Consul, open SnapshotFunc, dc, version string) (SnapshotInfo, error) {
+// are *backupError.
+func saveLogicalBackup(ctx context.Context, c Consul, open SnapshotFunc, dc, version string) (SnapshotInfo, error) {
 	fail := func(part string, err error) (SnapshotInfo, error) {
-		return SnapshotInfo{Kind: planner.BackupLogical}, &BackupError{Datacenter: dc, Version: version, Part: part, Err: err}
+		return SnapshotInfo{Kind: planner.BackupLogical}, &backupError{Datacenter: dc, Version: version, Part: part, Err: err}
 	}
 	archive, _, err := buildLogicalBackup(ctx, c, dc, version)
 	if err != nil {
@@ -291,7 +297,7 @@ func SaveLogicalBackup(ctx context.Context, c Consul, open SnapshotFunc, dc, ver
 	}
 	sum := sha256.Sum256(archive)
 	digest := hex.EncodeToString(sum[:])
-	info, _, err := VerifyLogicalBackup(bytes.NewReader(archive))
+	info, _, err := verifyLogicalBackup(bytes.NewReader(archive))
 	if err != nil {
 		return fail("verify", err)
 	}
@@ -330,7 +336,7 @@ func reread(ctx context.Context, rr SnapshotRereader, digest string) error {
 	if err != nil {
 		return err
 	}
-	if _, _, err := VerifyLogicalBackup(bytes.NewReader(back)); err != nil {
+	if _, _, err := verifyLogicalBackup(bytes.NewReader(back)); err != nil {
 		return err
 	}
 	if got := sha256.Sum256(back); hex.EncodeToString(got[:]) != digest {

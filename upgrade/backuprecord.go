@@ -26,9 +26,9 @@ type KVStore interface {
 	KVDelete(ctx context.Context, key string) error
 }
 
-// BackupRecord is what a run keeps in the KV store, at BackupKey(lock key),
-// after a verified backup: a later run (one that was stopped after MaxSteps
-// or a Skip, or one restarted after a crash) that finds a record of a
+// BackupRecord is what a run keeps in the KV store next to the lock (at
+// consul-upgrade/backup for the default lock key), after a verified backup: a later run (one that was stopped after MaxSteps
+// or a StopHere, or one restarted after a crash) that finds a record of a
 // backup taken on the servers' current version, no older than
 // Config.BackupMaxAge, does not take another for the same hop. A run that
 // reaches the target deletes the record.
@@ -43,20 +43,26 @@ type BackupRecord struct {
 	Taken  time.Time `json:"taken"`
 	// Snapshots describes the verified archive of each datacenter, by name.
 	Snapshots map[string]SnapshotInfo `json:"snapshots,omitempty"`
+	// Key is the KV key the record was read from (set by
+	// ReadBackupRecord; not stored).
+	Key string `json:"-"`
 }
 
-// BackupKey is the KV key of the backup record next to the lock at lockKey
-// ("": DefaultLockKey): "consul-upgrade/backup" for "consul-upgrade/lock".
-func BackupKey(lockKey string) string {
+// recordKey is the KV key of the record name ("backup", "swap") next to the
+// lock at lockKey ("": DefaultLockKey): "consul-upgrade/backup" for
+// "consul-upgrade/lock"; "upgrade-lock-backup" for a key without a "/".
+func recordKey(lockKey, name string) string {
 	if lockKey == "" {
 		lockKey = DefaultLockKey
 	}
 	i := strings.LastIndex(lockKey, "/")
-	if i < 0 || lockKey[i+1:] == "backup" {
-		return lockKey + "-backup"
+	if i < 0 || lockKey[i+1:] == name {
+		return lockKey + "-" + name
 	}
-	return lockKey[:i+1] + "backup"
+	return lockKey[:i+1] + name
 }
+
+func backupKey(lockKey string) string { return recordKey(lockKey, "backup") }
 
 // ReadBackupRecord reads the backup record next to the lock at lockKey
 // ("": DefaultLockKey) through c, which must implement KVStore (NewConsul's
@@ -66,7 +72,7 @@ func ReadBackupRecord(ctx context.Context, c Consul, lockKey string) (*BackupRec
 	if !ok {
 		return nil, fmt.Errorf("read the backup record: the Consul given (%T) does not implement upgrade.KVStore; pass upgrade.NewConsul(client)", c)
 	}
-	key := BackupKey(lockKey)
+	key := backupKey(lockKey)
 	b, found, err := kv.KVGet(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("read the backup record %s: %w", key, err)
@@ -78,6 +84,7 @@ func ReadBackupRecord(ctx context.Context, c Consul, lockKey string) (*BackupRec
 	if err := json.Unmarshal(b, &rec); err != nil {
 		return nil, fmt.Errorf("read the backup record %s: not a backup record (%v); delete the key (consul kv delete %s) and the next run takes a new backup", key, err, key)
 	}
+	rec.Key = key
 	return &rec, nil
 }
 
@@ -108,7 +115,7 @@ func (r *runner) loadBackup(ctx context.Context) {
 	if _, ok := r.cfg.Consul.(KVStore); !ok || r.snapshot != "" {
 		return
 	}
-	key := BackupKey(r.cfg.LockKey)
+	key := backupKey(r.cfg.LockKey)
 	rec, err := ReadBackupRecord(ctx, r.cfg.Consul, r.cfg.LockKey)
 	switch {
 	case err != nil:
@@ -136,7 +143,7 @@ func (r *runner) recordBackup(ctx context.Context, rec StepRecord) {
 	if !ok {
 		return
 	}
-	key := BackupKey(r.cfg.LockKey)
+	key := backupKey(r.cfg.LockKey)
 	br := BackupRecord{Version: rec.Step.From, Target: r.cfg.Target, Holder: r.holder(), Taken: time.Now().UTC(), Snapshots: rec.Snapshots}
 	b, err := json.Marshal(br)
 	if err == nil {
@@ -155,7 +162,7 @@ func (r *runner) forgetBackup(ctx context.Context) {
 	if !ok {
 		return
 	}
-	key := BackupKey(r.cfg.LockKey)
+	key := backupKey(r.cfg.LockKey)
 	if err := kv.KVDelete(ctx, key); err != nil {
 		r.emit(ctx, Event{Kind: EventBackupRecord, Err: fmt.Errorf("delete the backup record %s: %w", key, err), Detail: "delete it by hand (consul kv delete " + key + ")"})
 	}

@@ -77,7 +77,7 @@ type Config struct {
 	Plan *planner.UpgradePlan
 	// BeforeStep, when set, is asked before each step (after the step was
 	// decided and checked against Plan, before anything of it is touched):
-	// Approve carries it out, Skip ends the run cleanly before it
+	// Approve carries it out, StopHere ends the run cleanly before it
 	// (Result.Stopped), Abort or an error ends the run with an
 	// *AbortedError. The cluster is observed again after an approval that
 	// took a while, and a step that changed meanwhile is asked about again.
@@ -100,7 +100,7 @@ type Config struct {
 	// (transport.RollbackChecker) is refused by Validate, and the
 	// pre-flight check also checks each node's current binary. A server whose rollback would stop it while
 	// the other voters up make no quorum is left running
-	// (*RollbackRefusedError in HaltError.RollbackErr).
+	// (*QuorumError in HaltError.RollbackErr).
 	Rollback bool
 	// RollbackTimeout bounds a rollback (0: twice the gate timeout, 10m
 	// by default): the quorum check, the transport's Rollback (or Retire
@@ -137,7 +137,7 @@ type Config struct {
 	// from the gate's own observations.
 	StabilizationTime time.Duration
 	// MaxSteps bounds the number of steps of a run (0: DefaultMaxSteps).
-	// A run that reaches it ends cleanly, as BeforeStep's Skip does
+	// A run that reaches it ends cleanly, as BeforeStep's StopHere does
 	// (Result.Stopped, a nil error): MaxSteps 1 does one step at a time,
 	// and each run resumes where the last one stopped.
 	MaxSteps int

@@ -41,7 +41,7 @@ type Consul interface {
 
 // EraReader is the optional part of Consul that the eras before the Raft
 // configuration endpoint and the snapshot API (before 0.7 and 0.7.1) need:
-// Discover and Gate read the peer set and each server's progress through
+// Discover and the gates read the peer set and each server's progress through
 // it, and the logical backup the KV tree and ACL tokens. NewConsul
 // implements it; a Consul without it works with clusters of 0.7.1 and
 // later, and fails with ErrNoEraReader on older ones.

@@ -42,7 +42,7 @@ const (
 // and otherwise a server is healthy when it is alive in serf, in the peer
 // set and a leader is known.
 //
-// Discover does not set Cluster.SnapshotVersion: that is the runner's record.
+// Discover does not set Cluster.SnapshotVersion: that is the run's record.
 func Discover(ctx context.Context, c Consul) (planner.Cluster, error) {
 	cl, _, err := discover(ctx, c)
 	return cl, err
@@ -77,23 +77,6 @@ func DiscoverDatacenters(ctx context.Context, c Consul, others map[string]Consul
 	}
 	r := &runner{cfg: cfg, res: &Result{}}
 	return r.observe(ctx)
-}
-
-// ObserveEra returns the API era of the cluster behind c: the era of its
-// oldest server's serf tags (build, raft_vsn), lowered when the agent asked
-// answers 404 for the era's endpoints (*MissingEndpointError: an agent older
-// than the servers). It never mistakes a missing endpoint for an outage;
-// any other error is returned.
-func ObserveEra(ctx context.Context, c Consul) (Era, error) {
-	members, err := c.Members(ctx)
-	if err != nil {
-		return "", fmt.Errorf("observe the API era: %w", err)
-	}
-	v, err := observeViews(ctx, c, members)
-	if err != nil {
-		return "", fmt.Errorf("observe the API era: %w", err)
-	}
-	return v.era, nil
 }
 
 // views is what one look at the cluster reads beyond members and leader,

@@ -5,29 +5,101 @@
 // until the cluster is provably healthy again before anything else is
 // touched.
 //
-// The caller's loop, which Run implements:
+// # The loop
 //
-//  1. Discover the cluster, every time: the leader is re-read before every
-//     step, so a leader change mid-run is simply observed.
-//  2. Ask planner.Next for the next step; a refused plan touches nothing.
-//     Before a server is stopped, the current Raft configuration must keep
-//     a quorum without it (*StopRefusedError otherwise), unless the stop is
-//     the datacenter's planned outage (a single server; EventPlannedOutage).
-//  3. Act on the step: save and verify a snapshot, swap a server or a wave of
-//     clients through the transport, or transfer leadership.
-//  4. Gate on the step's conditions (leader known, version, voter,
-//     autopilot-healthy, stable, trailing logs, failure tolerance, serf
-//     alive) with exponential backoff, bound by a timeout and the context.
-//  5. On any failure, halt: never cascade. Optionally roll the failed node
-//     back and wait until the cluster is healthy again.
+// Run carries out a whole upgrade. An embedder that drives the upgrade
+// itself (another orchestrator's loop, a controller's reconcile) opens a
+// Session and runs the same loop; Run is this loop plus approvals
+// (Config.BeforeStep), Config.MaxSteps and its last event:
 //
-// What a run touched is recorded as it acts (Result.Touched, and the same
-// record in a *HaltError's or an *AbortedError's Touched): each node
-// stopped, started, gated or rolled back, from the transport's own report
-// (transport.SwapRequest.Progress, EventNodeStopped and EventNodeStarted)
-// and its *transport.SwapError's Phase. A run refused or halted before it
-// acted has an empty record; a caller decides what to say (and the CLI its
-// exit code) from the record, never from the error's type alone.
+//	s, err := upgrade.Open(ctx, cfg) // validate, lock, finish a dead run's swap, baseline
+//	if err != nil {
+//		return err
+//	}
+//	defer s.Close(ctx) // gives the lock back, even after ctx ended
+//	for {
+//		step, err := s.Next(ctx) // observe and decide
+//		if err != nil || step.Kind == planner.StepDone {
+//			return err
+//		}
+//		if _, err := s.Execute(ctx, step); err != nil { // act and gate
+//			return err
+//		}
+//	}
+//
+// Each turn:
+//
+//  1. Next observes the cluster, every time (the leader is re-read before
+//     every step, so a leader change mid-run is simply observed), with the
+//     backup the run took or an earlier run recorded and the declared
+//     features, and asks planner.Next for the next step; a refused plan
+//     touches nothing.
+//  2. Execute acts on the step: save and verify a backup, swap a server or a
+//     wave of clients through the transport, transfer leadership, or add
+//     or retire a server. Before a server is stopped, the current Raft
+//     configuration must keep a quorum without it (*QuorumError
+//     otherwise), unless the stop is the datacenter's planned outage (a
+//     single server; EventPlannedOutage).
+//  3. Execute then gates on the step's conditions (leader known, version,
+//     voter, autopilot-healthy, stable, trailing logs, failure tolerance,
+//     serf alive) with exponential backoff, bound by a timeout and the
+//     context.
+//  4. On any failure, halt: never cascade (the Session ends; a new one
+//     observes afresh). Optionally roll the failed node back and wait until
+//     the cluster is healthy again.
+//
+// The lock is held from Open to Close, with no gap between steps; a backup
+// is taken once per hop; the approved plan (Config.Plan) and the lock are
+// checked before every step, and once more before StepDone is reported.
+//
+// What a run touched is recorded as it acts (Result.Touched, Session.Result,
+// and the same record in the Touched of a *HaltError, a *StepRefusedError
+// and an *AbortedError): each node stopped, started, gated or rolled back,
+// from the transport's own report (transport.SwapRequest.Progress,
+// EventNodeStopped and EventNodeStarted) and its *transport.SwapError's
+// Phase. A run refused before it acted has an empty record.
+//
+// # Errors
+//
+// Every error of Run, Open, Next and Execute says whether the cluster was
+// touched: a refusal before acting leaves the step (and, at Open, the
+// cluster) as it was; a *HaltError is a step that acted and failed. What a
+// program does, by type (errors.As; the causes are wrapped):
+//
+//	error                    touched        what to do
+//	*ConfigError             nothing        fix the config (Field, Value, Problem); a person or the code
+//	*LockedError             nothing        another run holds the lock (Holder): retry later
+//	*planner.RefusedError    nothing        fix the cluster or the policy (each finding names its fix), re-plan
+//	*planner.StalePlanError  nothing        the cluster changed since review: re-plan and review
+//	*PlanDivergedError       not the step   Run with a plan: re-plan and review; from Execute: ask Next again
+//	*SwapRecordError         nothing        a dead run's swap cannot be finished safely: a person checks the node
+//	*PreflightError          nothing        a binary is missing on a host (Problems): stage it, retry
+//	*AbortedError            not the step   BeforeStep said abort: run again when ready
+//	*StepRefusedError        not the step   nothing of Step was touched; act on its Err, below
+//	*HaltError               the step       Touched says which nodes and how far; RolledBack says whether
+//	                                        they were put back: if not (RollbackErr, Touched.Down), a person
+//	                                        looks first; the next run finishes a recorded server swap
+//
+// The causes a *StepRefusedError or a *HaltError wraps:
+//
+//	*QuorumError             the voters left up would lose the quorum: bring the missing server back, retry;
+//	                         in HaltError.RollbackErr (Rollback set) the swapped server was left running: a person
+//	*LockMoveError           the lock cannot leave the node the step stops: make a server reachable
+//	                         (Config.ServerAPI), retry
+//	ErrLockLost              another run may act now: a person checks (consul-upgrade status) first
+//	*StuckError              the step did not change the cluster: check the transport and the build tag
+//	*GateError               not healthy in time (ErrGateTimeout) or cannot be checked: a person looks at Node
+//	*transport.SwapError     the transport failed in Phase (validate and stage touch nothing): fix, retry
+//	*TransferError           leadership did not move (ErrTransferNotReady, ErrTransferElectionLost): retry
+//	*AgentUnreachableError   no agent answered: retry when one does
+//	ErrSnapshotInvalid       the backup did not verify, nothing committed: fix the destination, retry
+//	ErrNoEraReader, ErrNoServerAPI, ErrNoRaftStats, ErrEndpointMissing (*MissingEndpointError)
+//	                         an ability or endpoint the era needs is missing: fix the Consul (see below)
+//
+// A cancelled context ends the run with an error wrapping
+// context.Canceled: a *HaltError when the step under way had touched a node
+// (after the rollback Config.Rollback asks for, which runs anyway), else a
+// refusal. TouchedBy returns the record any of these errors carries.
 //
 // # Approved plans, step by step
 //
@@ -46,23 +118,20 @@
 // difference, recorded against observed (as `terraform apply` refuses a
 // saved plan whose state changed). Steps already done (by an earlier run,
 // or by hand) are passed over, so a stopped run resumes. Config.BeforeStep is asked before each step with its StepInfo
-// (index and total) and approves, skips (the run ends cleanly:
+// (index and total) and approves, stops the run there (StopHere: it ends cleanly,
 // Result.Stopped and Result.Remaining, a nil error) or aborts
 // (*AbortedError). Config.MaxSteps ends a run cleanly the same way:
 // MaxSteps 1 goes one step per run.
 //
 // The backup taken before a hop is recorded in the KV store next to the
-// lock (BackupRecord at BackupKey, through the optional KVStore that
+// lock (BackupRecord, through the optional KVStore that
 // NewConsul's Consul implements), so a stepped or restarted run does not
 // take it again for the same hop (within Config.BackupMaxAge); a run that
 // reaches the target deletes the record. Each server swap is recorded
-// there too while it lasts (SwapRecord at SwapKey): a run that died
+// there too while it lasts (SwapRecord): a run that died
 // between stopping a server and starting it leaves the record, and the
 // next run, holding the lock, finishes that swap before it plans
 // (EventSwapRecord) instead of refusing a cluster with a server down.
-//
-// Embedders that run their own loop (Discover, planner.Next) carry out one
-// step with ExecuteStep: the same backup, swap, gate and rollback as Run.
 //
 // # Progress
 //
@@ -100,13 +169,27 @@
 // address tried, and the gate or observation waiting on it halts the run
 // at its timeout. Nothing is acted on without an answer.
 //
+// # Consul and its abilities
+//
+// Consul is the nine calls every run makes; what only some runs need is an
+// optional interface, probed by type assertion (as io/fs probes ReadFileFS):
+// EraReader (clusters before 0.7.1), FeatureReader (the features the
+// version rules read), Locker and KVStore (the lock and the records). A
+// test fake implements Consul alone; the Consuls of NewConsul, ConnectAddr
+// and Failover implement them all. One interface of twenty-two methods
+// would make every fake and every wrapper write them all.
+//
 // To wrap Config.Consul (for metrics, tracing, logging), use Intercept: the
-// wrapper it returns implements each optional interface (Locker, KVStore,
-// EraReader, FeatureReader) exactly when the wrapped Consul does. A struct
-// embedding Consul keeps only Consul's methods; Config.Validate refuses a
-// Consul without Locker and KVStore unless Config.NoLock, and a run whose
-// Consul lacks FeatureReader says what it cannot observe
-// (EventAbilityMissing).
+// wrapper it returns implements each optional interface exactly when the
+// wrapped Consul does. A wrapper made the usual Go way (a struct embedding
+// Consul) keeps only Consul's nine methods, and no ability is lost
+// silently, nor after anything was touched: Config.Validate refuses a
+// Consul without Locker and KVStore unless Config.NoLock; a Consul without
+// FeatureReader is reported (EventAbilityMissing) and what it cannot
+// observe is listed in Features.Unobserved, which the planner reports
+// (features-not-observed); a cluster before 0.7.1 is refused with
+// ErrNoEraReader when it is observed, and a Config.ServerAPI whose Consul
+// lacks EraReader before the first server swap that needs it.
 //
 // # Datacenters
 //
@@ -151,8 +234,8 @@
 // # API eras
 //
 // Consul's HTTP API grew with its versions, and Discover, MeasureBaseline,
-// Gate and the backup read each era with what it has (see Era and
-// ObserveEra; the era is that of the oldest server's serf tags):
+// the gates and the backup read each era with what it has (see Era; the era
+// is that of the oldest server's serf tags):
 //
 //   - before 0.7 (EraPeers): the peer set from /v1/status/peers; no raft
 //     stats in /v1/agent/self, so each server's progress and contact with
@@ -181,7 +264,7 @@
 // taken for an outage and never retried as one.
 //
 // Before 0.7.1 there is no snapshot API: the snapshot step takes a logical
-// backup instead (SaveLogicalBackup: the KV tree, the ACL tokens when ACLs
+// backup instead (the KV tree, the ACL tokens when ACLs
 // are on, SHA-256 checksums, read back and verified), which cannot restore
 // sessions, catalog registrations, prepared queries or the raft state
 // (planner.LogicalBackupOmits).

@@ -12,7 +12,7 @@ import (
 )
 
 // Era is the generation of Consul's HTTP API a cluster answers with. It
-// decides how Discover, MeasureBaseline and Gate observe the cluster:
+// decides how Discover, MeasureBaseline and the gates observe the cluster:
 //
 //	era            Raft peer set                    server health              backup
 //	pre-0.7        /v1/status/peers                 each server's stale read   logical (KV, ACLs)
@@ -23,7 +23,8 @@ import (
 // The era of a cluster is that of its oldest server (an operator endpoint is
 // forwarded to the leader, which may be the old one), lowered further when
 // the agent asked does not have an endpoint (a client left behind on an old
-// version): see ObserveEra.
+// version). GateError.Era and Event.Era name the era a gate applied;
+// Baseline.Era the one the baseline was measured in.
 type Era string
 
 const (
@@ -74,7 +75,7 @@ var (
 // server that has not left (its build tag), and EraRaftProtocol2 from 0.8
 // on while any server's raft_vsn tag is below 3. A server whose build tag
 // does not parse is not counted; with no server to go by, the era is
-// EraAutopilot and Gate and Discover lower it when an endpoint turns out to
+// EraAutopilot and the gates and Discover lower it when an endpoint turns out to
 // be missing.
 func eraOfMembers(members []*api.AgentMember) Era {
 	var low *version.Version
@@ -115,7 +116,7 @@ var ErrEndpointMissing = errors.New("endpoint missing from this consul version")
 
 // MissingEndpointError reports an HTTP endpoint the agent does not have: it
 // answered 404 for its path, as a Consul older than the endpoint does. It is
-// not an outage and is never retried as one: Discover and Gate fall back to
+// not an outage and is never retried as one: Discover and the gates fall back to
 // the older era's means when they can, and otherwise stop with it.
 type MissingEndpointError struct {
 	// Path is the endpoint ("/v1/operator/raft/configuration").
@@ -134,20 +135,20 @@ func (e *MissingEndpointError) Unwrap() error { return ErrEndpointMissing }
 // Stats.raft (0.7 and later; the values are strings there), or as a stale
 // read's headers tell it before 0.7 (Stale).
 type raftStats struct {
-	State        string // "Leader", "Follower", "Candidate"
-	CommitIndex  uint64
-	LastLogIndex uint64
+	State        string `json:"state"` // "Leader", "Follower", "Candidate"
+	CommitIndex  uint64 `json:"commit_index"`
+	LastLogIndex uint64 `json:"last_log_index"`
 	// LastContact is the time since the server last heard from the leader;
 	// 0 on the leader; Never when it never did.
-	LastContact time.Duration
-	Never       bool
-	NumPeers    int
-	Leader      bool // Stats.consul.leader
-	Node        string
+	LastContact time.Duration `json:"last_contact,omitempty"`
+	Never       bool          `json:"never,omitempty"`
+	NumPeers    int           `json:"num_peers,omitempty"`
+	Leader      bool          `json:"leader,omitempty"` // Stats.consul.leader
+	Node        string        `json:"node,omitempty"`
 	// Stale: read from a stale read's headers (before 0.7), not raft
 	// stats: CommitIndex and LastLogIndex are then the server's catalog
 	// index, an approximation of how far it has applied the log.
-	Stale bool
+	Stale bool `json:"stale,omitempty"`
 }
 
 // statsFromStale builds a server's raft state from a stale read it

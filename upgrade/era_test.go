@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,9 +60,9 @@ func TestDiscoverReadsEachEraWithWhatItHas(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				s := consultest.NewCluster(3, 2, tc.version, consultest.WithEra(tc.era))
 				c := inProcessConsul(t, s)
-				era, err := ObserveEra(t.Context(), c)
+				era, err := observeEra(t.Context(), c)
 				if err != nil {
-					t.Fatalf("ObserveEra: %v", err)
+					t.Fatalf("observeEra: %v", err)
 				}
 				if era != tc.want {
 					t.Errorf("era = %s, want %s", era, tc.want)
@@ -148,14 +149,14 @@ func TestAnAgentOlderThanItsServersLowersTheEraInsteadOfFailing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := consultest.NewCluster(3, 0, "1.12.9")
 		c := &olderAgent{consulEra: inProcessConsul(t, s).(consulEra)}
-		era, err := ObserveEra(t.Context(), c)
+		era, err := observeEra(t.Context(), c)
 		if err != nil || era != EraPeers {
-			t.Fatalf("ObserveEra = %s, %v; want %s, nil", era, err, EraPeers)
+			t.Fatalf("observeEra = %s, %v; want %s, nil", era, err, EraPeers)
 		}
 		step := planner.Step{Kind: planner.StepSwapServer, Node: "s1", To: "1.12.9",
 			Gate: []planner.GateCheck{planner.GateLeaderKnown, planner.GateVoter, planner.GateFailureTolerance}}
 		var eras []Era
-		err = Gate(t.Context(), c, step, base3, GateOptions{OnEra: func(e Era) { eras = append(eras, e) }})
+		err = awaitGate(t.Context(), c, step, base3, gateOptions{OnEra: func(e Era) { eras = append(eras, e) }})
 		if err != nil {
 			t.Fatalf("Gate: %v", err)
 		}
@@ -164,7 +165,7 @@ func TestAnAgentOlderThanItsServersLowersTheEraInsteadOfFailing(t *testing.T) {
 		}
 		// One attempt: the 404 was not retried as an outage.
 		if c.raftCalls != 2 || c.peerCalls != 2 {
-			t.Errorf("raft configuration asked %d times, peers %d times; want 2 each (ObserveEra, then the one gate attempt)", c.raftCalls, c.peerCalls)
+			t.Errorf("raft configuration asked %d times, peers %d times; want 2 each (observeEra, then the one gate attempt)", c.raftCalls, c.peerCalls)
 		}
 	})
 }
@@ -194,7 +195,7 @@ func TestGatePassesAfterASwapInEveryEraAndSaysWhichChecksItApplied(t *testing.T)
 				start := time.Now()
 				var eras []Era
 				var waited []planner.GateCheck
-				err = Gate(t.Context(), c, step, base, GateOptions{
+				err = awaitGate(t.Context(), c, step, base, gateOptions{
 					ServerAPI: simServers(t, s), Since: start,
 					OnEra:     func(e Era) { eras = append(eras, e) },
 					OnWaiting: func(cond planner.GateCheck, node, detail string) { waited = append(waited, cond) },
@@ -229,7 +230,7 @@ func TestWithoutAutopilotStabilityIsCountedFromTheGatesOwnObservations(t *testin
 		step := planner.Step{Kind: planner.StepSwapServer, Node: "s2", To: "0.6.4", Gate: legacyGate}
 		start := time.Now()
 		var last string
-		err := Gate(t.Context(), c, step, base, GateOptions{ServerAPI: simServers(t, s), MaxInterval: time.Second,
+		err := awaitGate(t.Context(), c, step, base, gateOptions{ServerAPI: simServers(t, s), MaxInterval: time.Second,
 			OnWaiting: func(cond planner.GateCheck, node, detail string) { last = detail }})
 		if err != nil {
 			t.Fatalf("Gate: %v", err)
@@ -262,7 +263,7 @@ func TestWithoutAutopilotACommitIndexThatTrailsFailsTheGateNamingBothIndexes(t *
 				mustDo(t, s.SetLastIndex("s2", 4000))
 				c := inProcessConsul(t, s)
 				step := planner.Step{Kind: planner.StepSwapServer, Node: "s2", To: tc.version, Gate: legacyGate}
-				err := Gate(t.Context(), c, step, base3, GateOptions{ServerAPI: simServers(t, s), Timeout: time.Minute})
+				err := awaitGate(t.Context(), c, step, base3, gateOptions{ServerAPI: simServers(t, s), Timeout: time.Minute})
 				var ge *GateError
 				if !errors.As(err, &ge) || !errors.Is(err, ErrGateTimeout) {
 					t.Fatalf("err = %v, want a *GateError that timed out", err)
@@ -286,7 +287,7 @@ func TestWithoutAutopilotAServerThatLostTheLeaderFailsLastContact(t *testing.T) 
 		mustDo(t, s.SetNeverHealthy("s3", true)) // its raft stats say last_contact: never
 		c := inProcessConsul(t, s)
 		step := planner.Step{Kind: planner.StepSwapServer, Node: "s3", To: "0.7.5", Gate: legacyGate}
-		err := Gate(t.Context(), c, step, base3, GateOptions{ServerAPI: simServers(t, s), Timeout: time.Minute})
+		err := awaitGate(t.Context(), c, step, base3, gateOptions{ServerAPI: simServers(t, s), Timeout: time.Minute})
 		var ge *GateError
 		if !errors.As(err, &ge) || ge.Condition != planner.GateLastContact || ge.Era != EraRaftConfig {
 			t.Fatalf("err = %v, want a last-contact gate error in the 0.7 era", err)
@@ -303,7 +304,7 @@ func TestWithoutServerAPIAGateThatNeedsAnotherServersStatsStopsAtOnceNamingTheFi
 		c := inProcessConsul(t, s) // the agent asked is s1
 		step := planner.Step{Kind: planner.StepSwapServer, Node: "s2", To: "0.5.2", Gate: legacyGate}
 		start := time.Now()
-		err := Gate(t.Context(), c, step, base3, GateOptions{})
+		err := awaitGate(t.Context(), c, step, base3, gateOptions{})
 		if !errors.Is(err, ErrNoServerAPI) {
 			t.Fatalf("err = %v, want ErrNoServerAPI", err)
 		}
@@ -315,7 +316,7 @@ func TestWithoutServerAPIAGateThatNeedsAnotherServersStatsStopsAtOnceNamingTheFi
 		}
 		// The agent asked is the leader s1: its own stats need no ServerAPI.
 		lead := planner.Step{Kind: planner.StepSwapServer, Node: "s1", To: "0.5.2", Gate: legacyGate}
-		if err := Gate(t.Context(), c, lead, base3, GateOptions{}); err != nil {
+		if err := awaitGate(t.Context(), c, lead, base3, gateOptions{}); err != nil {
 			t.Errorf("gate on the agent asked: %v", err)
 		}
 	})
@@ -331,9 +332,9 @@ func TestLogicalBackupOfA04ClusterHoldsTheKVTreeAndACLTokensAndIsReadBack(t *tes
 		}
 	}
 	dir := t.TempDir()
-	info, err := SaveLogicalBackup(t.Context(), inProcessConsul(t, s), SnapshotDir(dir), "dc1", "0.4.1")
+	info, err := saveLogicalBackup(t.Context(), inProcessConsul(t, s), SnapshotDir(dir), "dc1", "0.4.1")
 	if err != nil {
-		t.Fatalf("SaveLogicalBackup: %v", err)
+		t.Fatalf("saveLogicalBackup: %v", err)
 	}
 	if info.Kind != planner.BackupLogical || info.Keys != 3 || info.ACLTokens != 2 || !info.Reread || len(info.SHA256) != 64 {
 		t.Errorf("info %+v: want a logical backup of 3 keys and 2 ACL tokens, read back, with its SHA-256", info)
@@ -348,9 +349,9 @@ func TestLogicalBackupOfA04ClusterHoldsTheKVTreeAndACLTokensAndIsReadBack(t *tes
 	f, err := os.Open(files[0])
 	mustDo(t, err)
 	defer f.Close()
-	back, meta, err := VerifyLogicalBackup(f)
+	back, meta, err := verifyLogicalBackup(f)
 	if err != nil {
-		t.Fatalf("VerifyLogicalBackup of the written file: %v", err)
+		t.Fatalf("verifyLogicalBackup of the written file: %v", err)
 	}
 	if back.Keys != 3 || !meta.ACLs || meta.Version != "0.4.1" || !strings.Contains(meta.NotRestorable, "sessions") {
 		t.Errorf("meta %+v: want 3 keys, ACLs, version 0.4.1 and what it cannot restore", meta)
@@ -361,10 +362,10 @@ func TestALogicalBackupThatCannotReadTheACLsFailsTyped(t *testing.T) {
 	s := consultest.NewCluster(3, 0, "0.6.4", consultest.WithEra(consultest.Era06), consultest.WithACLs(consultest.ACLsLegacy))
 	c := &noACLs{consulEra: inProcessConsul(t, s).(consulEra)}
 	w := &memSink{}
-	_, err := SaveLogicalBackup(t.Context(), c, w.open, "dc1", "0.6.4")
-	var be *BackupError
+	_, err := saveLogicalBackup(t.Context(), c, w.open, "dc1", "0.6.4")
+	var be *backupError
 	if !errors.As(err, &be) || be.Part != "read acls" {
-		t.Fatalf("err = %v, want a *BackupError in part read acls", err)
+		t.Fatalf("err = %v, want a *backupError in part read acls", err)
 	}
 	if w.Len() != 0 {
 		t.Errorf("%d bytes were written for a failed backup", w.Len())
@@ -384,26 +385,26 @@ func TestATamperedLogicalBackupIsRefused(t *testing.T) {
 	s := consultest.NewCluster(3, 0, "0.4.1", consultest.WithEra(consultest.Era04))
 	archive, _, err := buildLogicalBackup(t.Context(), inProcessConsul(t, s), "dc1", "0.4.1")
 	mustDo(t, err)
-	if _, _, err := VerifyLogicalBackup(bytes.NewReader(archive)); err != nil {
+	if _, _, err := verifyLogicalBackup(bytes.NewReader(archive)); err != nil {
 		t.Fatalf("the untouched archive: %v", err)
 	}
 	cut := archive[:len(archive)/2]
-	if _, _, err := VerifyLogicalBackup(bytes.NewReader(cut)); !errors.Is(err, ErrSnapshotInvalid) {
+	if _, _, err := verifyLogicalBackup(bytes.NewReader(cut)); !errors.Is(err, ErrSnapshotInvalid) {
 		t.Errorf("a truncated archive: err = %v, want ErrSnapshotInvalid", err)
 	}
 	// A kv.json changed after its checksum was taken.
-	meta := []byte(`{"format":"` + LogicalBackupFormat + `","version":"0.4.1","keys":1}`)
+	meta := []byte(`{"format":"` + logicalBackupFormat + `","version":"0.4.1","keys":1}`)
 	kv := []byte(`[{"Key":"a","Value":"b2s="}]`)
 	files := []consultest.SnapshotFile{{Name: "meta.json", Data: meta}, {Name: "kv.json", Data: kv}}
 	sums := consultest.SnapshotSums(files...)
 	files[1].Data = []byte(`[{"Key":"a","Value":"bm8="}]`)
 	tampered, err := consultest.Archive(append(files, consultest.SnapshotFile{Name: "SHA256SUMS", Data: sums})...)
 	mustDo(t, err)
-	if _, _, err := VerifyLogicalBackup(bytes.NewReader(tampered)); !errors.Is(err, ErrSnapshotInvalid) || !strings.Contains(err.Error(), "kv.json has SHA-256") {
+	if _, _, err := verifyLogicalBackup(bytes.NewReader(tampered)); !errors.Is(err, ErrSnapshotInvalid) || !strings.Contains(err.Error(), "kv.json has SHA-256") {
 		t.Errorf("a tampered kv.json: err = %v, want ErrSnapshotInvalid naming kv.json", err)
 	}
 	// A snapshot archive is not a logical backup.
-	if _, _, err := VerifyLogicalBackup(bytes.NewReader(makeSnapshot(t, snapshotFiles{}))); !errors.Is(err, ErrSnapshotInvalid) {
+	if _, _, err := verifyLogicalBackup(bytes.NewReader(makeSnapshot(t, snapshotFiles{}))); !errors.Is(err, ErrSnapshotInvalid) {
 		t.Errorf("a snapshot archive: err = %v, want ErrSnapshotInvalid", err)
 	}
 }
@@ -425,4 +426,22 @@ func TestAConsulWithoutEraReaderNamesWhatItLacks(t *testing.T) {
 			t.Fatalf("Discover of 0.6.4 without EraReader = %v, want ErrNoEraReader", err)
 		}
 	})
+}
+
+// observeEra returns the API era of the cluster behind c, as Discover,
+// MeasureBaseline and the gates observe it: the era of its
+// oldest server's serf tags (build, raft_vsn), lowered when the agent asked
+// answers 404 for the era's endpoints (*MissingEndpointError: an agent older
+// than the servers). It never mistakes a missing endpoint for an outage;
+// any other error is returned.
+func observeEra(ctx context.Context, c Consul) (Era, error) {
+	members, err := c.Members(ctx)
+	if err != nil {
+		return "", fmt.Errorf("observe the API era: %w", err)
+	}
+	v, err := observeViews(ctx, c, members)
+	if err != nil {
+		return "", fmt.Errorf("observe the API era: %w", err)
+	}
+	return v.era, nil
 }

@@ -18,8 +18,10 @@ var ErrGateTimeout = errors.New("gate timed out")
 // be evaluated at all).
 type GateError struct {
 	Step planner.Step
-	// Node is the node the failing condition is about ("" for cluster-wide
-	// conditions such as leader-known and failure-tolerance).
+	// Node is the node the failing condition is about. For a cluster-wide
+	// condition (leader-known, failure-tolerance) it is the step's server
+	// (swapped, added or retired; a transfer's new leader), and "" on a
+	// client wave.
 	Node      string
 	Condition planner.GateCheck
 	// Detail is the last observed value against the wanted one.
@@ -59,11 +61,14 @@ func (e *GateError) Error() string {
 
 func (e *GateError) Unwrap() error { return e.Err }
 
-// HaltError stops a run: a step failed (its act or its gate), or the run
-// could not go on after a step. Nothing after it was touched. RolledBack
-// reports whether the failed node was put back on its old binary and the
-// cluster was seen healthy again. Touched is what the run touched before it
-// halted, this step included (empty when it halted before acting).
+// HaltError stops a run at a step that acted and then failed: the step
+// touched at least one node (stopped it, or may have; started, provisioned
+// or retired it; asked for a leadership transfer), and its act or its gate
+// failed. A step that failed before it touched anything is a
+// *StepRefusedError instead. Nothing after the step was touched.
+// RolledBack reports whether the failed node was put back on its old
+// binary and the cluster was seen healthy again. Touched is what the run
+// touched, this step included (never empty).
 type HaltError struct {
 	Step       planner.Step
 	Err        error
@@ -78,7 +83,7 @@ type HaltError struct {
 func (e *HaltError) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "upgrade halted at %s: %v", stepString(e.Step), e.Err)
-	var refused *RollbackRefusedError
+	var refused *QuorumError
 	switch {
 	case e.RolledBack:
 		fmt.Fprintf(&b, "; rolled back %s to the previous binary and the cluster is healthy again", strings.Join(e.RolledBackNodes, ", "))

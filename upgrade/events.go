@@ -25,7 +25,7 @@ const (
 	EventHalted        EventKind = "halted"         // the run stopped on an error
 	EventBackupRecord  EventKind = "backup-record"  // a backup record was found, written or could not be (Err); see BackupRecord
 	EventSwapRecord    EventKind = "swap-record"    // a run found the swap record of a run that died and finished that swap (see SwapRecord), or could not delete one (Err)
-	EventStopped       EventKind = "stopped"        // the run ended cleanly before a step (BeforeStep said skip, or MaxSteps)
+	EventStopped       EventKind = "stopped"        // the run ended cleanly before a step (BeforeStep said StopHere, or MaxSteps)
 	EventDone          EventKind = "done"           // the cluster reached the target
 	EventLocked        EventKind = "locked"         // the run took the cluster-wide upgrade lock
 	EventUnlocked      EventKind = "unlocked"       // the run gave the lock back (Err set if it could not)
@@ -38,7 +38,7 @@ const (
 // what the run does without it, and how to keep it (Intercept).
 const EventAbilityMissing EventKind = "ability-missing"
 
-// Event is one thing the runner reports, delivered synchronously through
+// Event is one thing a run reports, delivered synchronously through
 // Config.OnEvent in the order it happened.
 type Event struct {
 	Kind EventKind

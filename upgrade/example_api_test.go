@@ -2,13 +2,11 @@ package upgrade_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http/httptest"
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
-	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
 )
@@ -99,66 +97,6 @@ func ExampleDiscover() {
 	// server s3 1.12.9 leader=false voter=true healthy=true
 	// client c1 1.12.9
 	// client c2 1.12.9
-}
-
-// Gate waits until the cluster is provably healthy again after a step. An
-// embedder that swaps nodes itself decides with planner.Next, acts, and
-// gates; a server that never comes back healthy ends the gate with a
-// *GateError naming the condition, the node and what was observed.
-func ExampleGate() {
-	ctx := context.Background()
-	sim := quick(3, 0)
-	client, err := sim.Client()
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	consul := upgrade.NewConsul(client)
-	base, err := upgrade.MeasureBaseline(ctx, consul)
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	c, err := upgrade.Discover(ctx, consul)
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	step, err := planner.Next(c, "1.13.9", planner.Policy{NoSnapshot: true})
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	fmt.Println("next:", step.Kind, step.Node, "gate:", step.Gate)
-
-	// Act (any transport would do), then gate.
-	fake := sim.NewFake()
-	sim.SetNeverHealthy(step.Node, true) // the fault: autopilot never calls it healthy
-	if err := fake.Swap(ctx, transport.SwapRequest{Node: step.Node, Role: transport.RoleServer, From: step.From, To: step.To, StopMode: step.StopMode}); err != nil {
-		fmt.Println(err)
-		return
-	}
-	waitedOnHealth := false
-	err = upgrade.Gate(ctx, consul, step, base, upgrade.GateOptions{
-		Timeout: time.Second, MaxInterval: 10 * time.Millisecond,
-		OnWaiting: func(cond planner.GateCheck, node, detail string) {
-			if cond == planner.GateAutopilotHealthy && node == step.Node {
-				waitedOnHealth = true // detail says what autopilot reported
-			}
-		},
-	})
-	var ge *upgrade.GateError
-	fmt.Println("gate error:", errors.As(err, &ge), "after", ge.Timeout)
-	fmt.Println("waited on autopilot-healthy of", step.Node+":", waitedOnHealth)
-
-	sim.SetNeverHealthy(step.Node, false)
-	err = upgrade.Gate(ctx, consul, step, base, upgrade.GateOptions{Timeout: 10 * time.Second, MaxInterval: 10 * time.Millisecond})
-	fmt.Println("after the fault is cleared:", err)
-	// Output:
-	// next: swap-server s2 gate: [leader-known version voter autopilot-healthy stable trailing-logs failure-tolerance]
-	// gate error: true after 1s
-	// waited on autopilot-healthy of s2: true
-	// after the fault is cleared: <nil>
 }
 
 // ConnectAddr reaches an agent by address, with the rest of the client

@@ -63,14 +63,6 @@ func TestExecuteStepDrivenByTheCallersOwnLoopReachesTheTarget(t *testing.T) {
 	})
 }
 
-func kindStrings(ks []planner.StepKind) []string {
-	var out []string
-	for _, k := range ks {
-		out = append(out, string(k))
-	}
-	return out
-}
-
 func TestExecuteStepHaltsAndRollsBackAFailedSwapAsRunDoes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRunRig(t, 3, 0)
@@ -95,6 +87,10 @@ func TestExecuteStepRefusesAServerTheClusterDoesNotHave(t *testing.T) {
 		_, err := ExecuteStep(t.Context(), r.cfg, planner.Step{Kind: planner.StepSwapServer, Node: "s9", To: "1.13.9"})
 		if err == nil || !strings.Contains(err.Error(), `server "s9" of swap-server s9 -> 1.13.9 is not in the cluster (servers: s1, s2, s3)`) {
 			t.Fatalf("err = %v, want a refusal naming s9 and the servers", err)
+		}
+		var refused *StepRefusedError
+		if !errors.As(err, &refused) {
+			t.Errorf("err is %T, want a *StepRefusedError (nothing touched)", err)
 		}
 		if len(r.tr.swapped()) != 0 || len(r.sim.Sessions()) != 0 {
 			t.Errorf("a refused step touched the cluster")

@@ -1,140 +1,30 @@
 package upgrade
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	"github.com/hashicorp/consul/api"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 )
 
-// Gate defaults.
+// Gate defaults: Config.GateTimeout and Config.GateMaxInterval when 0.
 const (
 	DefaultGateTimeout     = 5 * time.Minute
 	DefaultGateMaxInterval = 2 * time.Second
-	// DefaultStabilizationTime is autopilot's default
-	// ServerStabilizationTime, used when the configuration names none.
-	DefaultStabilizationTime = 10 * time.Second
-	// DefaultMaxTrailingLogs is autopilot's default MaxTrailingLogs, used
-	// when the configuration names none. Without autopilot it also bounds
-	// how far a server's commit index may trail the leader's.
-	DefaultMaxTrailingLogs = 250
-	// DefaultLastContactThreshold is autopilot's default
-	// LastContactThreshold: a follower that has not heard from the leader
-	// for longer is unhealthy.
-	DefaultLastContactThreshold = 200 * time.Millisecond
 )
 
-// Baseline is what the cluster looked like before the run: the gates compare
-// against it.
-type Baseline struct {
-	// FailureTolerance is autopilot's FailureTolerance before the run; the
-	// failure-tolerance gate waits until it is back.
-	FailureTolerance int `json:"failure_tolerance"`
-	// MaxTrailingLogs is autopilot's MaxTrailingLogs (0 in a baseline that
-	// was never measured, Taken zero: Gate uses DefaultMaxTrailingLogs).
-	MaxTrailingLogs uint64 `json:"max_trailing_logs"`
-	// ServerStabilizationTime is autopilot's ServerStabilizationTime (0 in
-	// a baseline that was never measured, Taken zero: Gate uses
-	// DefaultStabilizationTime; a measured 0 is kept).
-	ServerStabilizationTime time.Duration `json:"server_stabilization_time"`
-	// LastContactThreshold is autopilot's LastContactThreshold (0 in a
-	// baseline never measured: Gate uses DefaultLastContactThreshold).
-	LastContactThreshold time.Duration `json:"last_contact_threshold"`
-	// Healthy is autopilot's cluster-wide verdict before the run (without
-	// autopilot: a leader was known and every voter was alive in serf).
-	Healthy bool `json:"healthy"`
-	// Era is the API era the baseline was measured in.
-	Era Era `json:"era,omitempty"`
-	// Taken is when the baseline was measured.
-	Taken time.Time `json:"taken"`
-}
-
-// MeasureBaseline reads autopilot's health and configuration. In an era
-// without autopilot health (before 0.8, or 0.8+ on raft protocol 2) the
-// failure tolerance is counted from the peer set (voters alive in serf, less
-// a quorum), the autopilot configuration is read where it exists (0.8+) and
-// otherwise autopilot's defaults stand in for it.
-func MeasureBaseline(ctx context.Context, c Consul) (Baseline, error) {
-	var b Baseline
-	members, err := c.Members(ctx)
-	if err != nil {
-		return b, fmt.Errorf("measure baseline: %w", err)
-	}
-	v, err := observeViews(ctx, c, members)
-	if err != nil {
-		return b, fmt.Errorf("measure baseline (%s era): %w", v.era, err)
-	}
-	b.Era = v.era
-	b.MaxTrailingLogs = DefaultMaxTrailingLogs
-	b.ServerStabilizationTime = DefaultStabilizationTime
-	b.LastContactThreshold = DefaultLastContactThreshold
-	if v.era.Autopilot() {
-		b.FailureTolerance = v.health.FailureTolerance
-		b.Healthy = v.health.Healthy
-	} else {
-		leader, err := c.Leader(ctx)
-		if err != nil {
-			return b, fmt.Errorf("measure baseline: %w", err)
-		}
-		voters, alive := peerTolerance(v.raft, members)
-		b.FailureTolerance = max(0, alive-(voters/2+1))
-		b.Healthy = leader != "" && voters > 0 && alive == voters
-	}
-	if v.era == EraAutopilot || v.era == EraRaftProtocol2 {
-		ac, err := c.AutopilotConfiguration(ctx)
-		if err != nil && !errors.Is(err, ErrEndpointMissing) {
-			return b, fmt.Errorf("measure baseline: %w", err)
-		}
-		if err == nil {
-			if ac.MaxTrailingLogs != 0 {
-				b.MaxTrailingLogs = ac.MaxTrailingLogs
-			}
-			if ac.ServerStabilizationTime != nil {
-				b.ServerStabilizationTime = ac.ServerStabilizationTime.Duration()
-			}
-			if ac.LastContactThreshold != nil && ac.LastContactThreshold.Duration() > 0 {
-				b.LastContactThreshold = ac.LastContactThreshold.Duration()
-			}
-		}
-	}
-	b.Taken = time.Now()
-	return b, nil
-}
-
-// peerTolerance counts the voters of the Raft configuration and those of
-// them alive in serf.
-func peerTolerance(raft *api.RaftConfiguration, members []*api.AgentMember) (voters, alive int) {
-	if raft == nil {
-		return 0, 0
-	}
-	for _, rs := range raft.Servers {
-		if rs == nil || !rs.Voter {
-			continue
-		}
-		voters++
-		for _, m := range members {
-			if m != nil && m.Tags["role"] == "consul" && (m.Name == rs.Node || raftAddr(m) == rs.Address) && m.Status == serfAlive {
-				alive++
-				break
-			}
-		}
-	}
-	return voters, alive
-}
-
 // ServerAPIFunc returns a Consul talking to the HTTP API of the server node
-// itself, whose serf address is addr. Gate needs it in the eras without
-// autopilot health, where a server's Raft state (commit index, last
-// contact) is only in its own /v1/agent/self.
+// itself, whose serf address is addr (Config.ServerAPI). The gates need it
+// in the eras without autopilot health, where a server's Raft state (commit
+// index, last contact) is only in its own /v1/agent/self.
 type ServerAPIFunc func(node, addr string) (Consul, error)
 
 // ServerHTTP returns a ServerAPIFunc that reaches each server at its serf
@@ -164,13 +54,13 @@ func ServerHTTP(port int) ServerAPIFunc {
 	}
 }
 
-// ErrNoServerAPI is wrapped by the gate error of a condition that needs a
-// server's own /v1/agent/self when GateOptions.ServerAPI is not set and the
+// ErrNoServerAPI is wrapped by the *GateError of a condition that needs a
+// server's own /v1/agent/self when Config.ServerAPI is not set and the
 // agent asked is another one.
 var ErrNoServerAPI = errors.New("no way to reach the server's own HTTP API")
 
-// GateOptions tune Gate. The zero value uses the defaults.
-type GateOptions struct {
+// gateOptions tune awaitGate. The zero value uses the defaults.
+type gateOptions struct {
 	// Timeout bounds the wait (0: DefaultGateTimeout).
 	Timeout time.Duration
 	// MaxInterval caps the backoff between attempts (0:
@@ -208,30 +98,40 @@ type GateOptions struct {
 	OnEra func(Era)
 }
 
-// Gate waits until every condition in step.Gate holds, checking them in
-// order with exponential backoff, bound by opt.Timeout and ctx. Each attempt
-// asks Consul each question at most once. It returns nil when all hold, and
-// otherwise a *GateError naming the step, node, condition and API era with
-// the last observed value.
+// awaitGate waits until every condition in step.Gate holds, bound by
+// opt.Timeout and ctx, and returns nil, or else a *GateError naming the
+// step, node, condition and API era with the last observed value. Each
+// attempt gathers what the conditions need (gateInputs: each endpoint read
+// at most once, by the means of the cluster's API era; errors kept as data)
+// and judges them in order (judgeAttempt: pure, the time an input); the
+// attempts are spaced by exponential backoff, and this loop is the only
+// part that sleeps. A read that the gate's own deadline cut says nothing
+// of the cluster: the gate then fails on what the last finished attempt
+// saw. An endpoint the agent does not have (*MissingEndpointError) lowers
+// the era; it is never taken for an outage. Raft stats of a server other
+// than the agent asked need opt.ServerAPI.
 //
 // Conditions are about the step's node (swap-server; the new leader for
-// transfer-leader) or each node of a wave (swap-clients). Each attempt first
-// observes the cluster's API era (see Era and ObserveEra) and checks each
-// condition with that era's means:
+// transfer-leader; the new or the retired server for add-server and
+// retire-server) or each node of a wave (swap-clients). This is the one
+// list of what each means, one judge each in gate_judge.go:
 //
 //   - leader-known: /v1/status/leader names a leader (for transfer-leader:
-//     the step's Target)
+//     the step's Target, or another server already on step.To)
 //   - version: the node's serf build tag is step.To's release (build
 //     metadata ignored: 1.10.12+ent passes a 1.10.12 step)
+//   - serf-alive: the node is alive in serf (and reports step.To, if set)
 //   - voter: the node is a voter in the Raft configuration (before 0.7: in
 //     /v1/status/peers)
 //   - autopilot-healthy: autopilot says the node is healthy; without
 //     autopilot health: alive in serf, in the peer set, a leader or
 //     follower in its raft stats with its last contact within
 //     base.LastContactThreshold
-//   - stable: it has been healthy for base.ServerStabilizationTime,
+//   - stable: it has been seen healthy for base.ServerStabilizationTime,
 //     counted from the gate's own observations on this host's monotonic
-//     clock, never from a server's clock (see GateOptions.Since)
+//     clock, never from a server's clock (see gateOptions.Since); an
+//     attempt that does not see it healthy, or an outage of its own API
+//     (the alive watch), starts the count again
 //   - trailing-logs: it trails the current leader by at most
 //     base.MaxTrailingLogs entries (without autopilot: last_log_index in
 //     the raft stats of both)
@@ -243,913 +143,103 @@ type GateOptions struct {
 //     stats); the leader itself passes
 //   - failure-tolerance: autopilot FailureTolerance >= base.FailureTolerance
 //     (without autopilot: voters alive in serf less a quorum)
-//   - serf-alive: the node is alive in serf (and reports step.To, if set)
 //   - removed: the node is not in the Raft configuration (peer set) and not
-//     alive (or leaving) in serf: a retired server has left (for add-server
-//     and retire-server steps, step.Node is the new or the retired server)
-//
-// An endpoint the agent does not have (*MissingEndpointError) lowers the
-// era for that attempt; it is never taken for an outage. Raft stats of a
-// server other than the agent asked need opt.ServerAPI.
-func Gate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt GateOptions) error {
-	timeout := opt.Timeout
-	if timeout <= 0 {
-		timeout = DefaultGateTimeout
-	}
-	maxInterval := opt.MaxInterval
-	if maxInterval <= 0 {
-		maxInterval = DefaultGateMaxInterval
-	}
+//     alive (or leaving) in serf: a retired server has left
+func awaitGate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt gateOptions) error {
+	timeout := cmp.Or(max(opt.Timeout, 0), DefaultGateTimeout)
+	maxInterval := cmp.Or(max(opt.MaxInterval, 0), DefaultGateMaxInterval)
 	if len(step.Gate) == 0 {
 		return nil
 	}
-	if base.Taken.IsZero() { // not measured: autopilot's defaults
-		if base.MaxTrailingLogs == 0 {
-			base.MaxTrailingLogs = DefaultMaxTrailingLogs
-		}
-		if base.ServerStabilizationTime == 0 {
-			base.ServerStabilizationTime = DefaultStabilizationTime
-		}
-	}
-	if base.LastContactThreshold <= 0 {
-		base.LastContactThreshold = DefaultLastContactThreshold
-	}
+	base = base.withDefaults()
 	gctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	var last verdict
-	var lastEra Era
-	var reported struct {
-		cond planner.GateCheck
-		node string
-		set  bool
-		at   time.Time
-	}
-	// floor is the earliest moment stability may count from: the swap, and
-	// then every attempt in which another condition failed or the server
-	// was seen unhealthy. A StableSince older than what this gate itself saw
-	// (a new leader's autopilot may report one) proves nothing.
-	floor := opt.Since
-	start := time.Now()
-	var stab stability // reset whenever an attempt fails for another reason
-	var cur *observation
+	carry := gateCarry{Start: time.Now(), Floor: opt.Since}
 	var alive *aliveWatch
 	if watchesAlive(step, opt) {
 		alive = watchAlive(gctx, c, step.Node, opt.ServerAPI, AliveInterval)
 	}
-	reportEra := func() {
-		if cur != nil && cur.eraOK && cur.eraErr == nil && cur.era != lastEra {
-			lastEra = cur.era
-			if opt.OnEra != nil {
-				opt.OnEra(cur.era)
-			}
+	rep := &gateReporter{opt: opt}
+	op := func() error {
+		g := newGatherer(gctx, c, opt.ServerAPI)
+		in := g.gather(step, alive)
+		a := judgeAttempt(step, base, in, carry)
+		carry = a.carry
+		if g.eraRead {
+			rep.era(in) // before the waiting report, which may name the era
 		}
-	}
-	wait := func(v verdict) error {
-		last = v
-		reportEra() // before the waiting report, which may name the era
-		changed := !reported.set || reported.cond != v.cond || reported.node != v.node
-		again := opt.RepeatWaiting > 0 && time.Since(reported.at) >= opt.RepeatWaiting
-		if opt.OnWaiting != nil && (changed || again) {
-			reported.cond, reported.node, reported.set, reported.at = v.cond, v.node, true, time.Now()
-			opt.OnWaiting(v.cond, v.node, v.detail)
+		switch a.outcome {
+		case attemptPassed:
+			return nil
+		case attemptStopped:
+			return backoff.Permanent(a.v.Err)
+		case attemptWaiting:
+			rep.waiting(a.v)
 		}
 		return errNotYet
-	}
-	op := func() error {
-		out, outWhy := alive.last()
-		if out.After(floor) { // the server's agent was down since: count again
-			floor = out
-			stab = stability{}
-		}
-		prev := last // the verdict the last finished attempt failed on
-		o := &observation{ctx: gctx, c: c, since: floor, start: start, serverAPI: opt.ServerAPI, stab: &stab}
-		cur = o
-		defer reportEra()
-		var young *verdict // stable failed only for want of time
-		for _, cond := range step.Gate {
-			v := o.check(step, base, cond)
-			if v.apiErr != nil && gctx.Err() != nil && prev.cond != "" {
-				// The gate's own deadline cut this read short: it says
-				// nothing of the cluster, and the verdict of the last
-				// attempt that finished stays the reason the gate failed.
-				last = prev
-				return errNotYet
-			}
-			last = v
-			switch {
-			case v.fatal != nil:
-				return backoff.Permanent(v.fatal)
-			case v.ok:
-			case cond == planner.GateStable && !v.unhealthy:
-				young = &v // look on: a later failing condition is the real cause
-			default:
-				floor = time.Now()
-				stab = stability{}
-				return wait(v)
-			}
-		}
-		if young != nil {
-			if !out.IsZero() {
-				young.detail += outageDetail(step.Node, out, outWhy)
-			}
-			return wait(*young) // every other condition holds: the server needs time
-		}
-		return nil
 	}
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = min(250*time.Millisecond, maxInterval)
 	b.MaxInterval = maxInterval
 	b.MaxElapsedTime = 0 // bound by gctx instead
-	err := backoff.Retry(op, backoff.WithContext(b, gctx))
-	if err == nil {
+	if err := backoff.Retry(op, backoff.WithContext(b, gctx)); err == nil {
 		return nil
 	}
-	ge := &GateError{Step: step, Node: last.node, Condition: last.cond, Detail: last.detail, Timeout: timeout, Era: lastEra}
+	return gateError(ctx, step, carry.Last, timeout, rep.lastEra)
+}
+
+// gateError is the error of a gate that did not pass: the verdict the last
+// finished attempt failed on (nil: none finished).
+func gateError(ctx context.Context, step planner.Step, last *verdict, timeout time.Duration, era Era) *GateError {
+	var v verdict
+	if last != nil {
+		v = *last
+	}
+	ge := &GateError{Step: step, Node: v.Node, Condition: v.Cond, Detail: v.Detail, Timeout: timeout, Era: era}
 	if ge.Node == "" && step.Kind != planner.StepSwapClients {
 		ge.Node = gateSubject(step) // a cluster-wide condition still names the step's node
 	}
 	switch {
-	case last.fatal != nil:
-		ge.Err = last.fatal
+	case v.fatal():
+		ge.Err = v.Err
 	case ctx.Err() != nil:
 		ge.Err = ctx.Err()
-	case last.apiErr != nil:
-		ge.Err = fmt.Errorf("%w: last error: %w", ErrGateTimeout, last.apiErr)
+	case v.Err != nil:
+		ge.Err = fmt.Errorf("%w: last error: %w", ErrGateTimeout, v.Err)
 	default:
 		ge.Err = ErrGateTimeout
 	}
 	return ge
 }
 
+// gateReporter calls gateOptions.OnEra when the era changes and OnWaiting
+// when the reason for waiting does (or RepeatWaiting has passed).
+type gateReporter struct {
+	opt     gateOptions
+	lastEra Era
+	cond    planner.GateCheck
+	node    string
+	set     bool
+	at      time.Time
+}
+
+func (r *gateReporter) era(in *gateInputs) {
+	if e, err := in.era(); err == nil && e != r.lastEra {
+		r.lastEra = e
+		if r.opt.OnEra != nil {
+			r.opt.OnEra(e)
+		}
+	}
+}
+
+func (r *gateReporter) waiting(v verdict) {
+	changed := !r.set || r.cond != v.Cond || r.node != v.Node
+	again := r.opt.RepeatWaiting > 0 && time.Since(r.at) >= r.opt.RepeatWaiting
+	if r.opt.OnWaiting != nil && (changed || again) {
+		r.cond, r.node, r.set, r.at = v.Cond, v.Node, true, time.Now()
+		r.opt.OnWaiting(v.Cond, v.Node, v.Detail)
+	}
+}
+
 var errNotYet = errors.New("gate condition does not hold yet")
-
-// verdict is the outcome of one condition in one attempt.
-type verdict struct {
-	cond   planner.GateCheck
-	ok     bool
-	node   string
-	detail string
-	apiErr error // the condition could not be read this time (retried)
-	// unhealthy: the stable condition failed because the server is not
-	// healthy (not merely healthy for too short a time).
-	unhealthy bool
-	fatal     error // the condition can never be checked (not retried)
-}
-
-// observation memoizes one attempt's answers so that each Consul call is
-// made at most once per attempt.
-type observation struct {
-	ctx       context.Context
-	c         Consul
-	since     time.Time // stability counts from no earlier than this (see Gate)
-	start     time.Time // the gate's start: without autopilot, stability counts from no earlier
-	serverAPI ServerAPIFunc
-	stab      *stability // the gate's count of the server's stability, across attempts
-
-	members    []*api.AgentMember
-	membersErr error
-	membersOK  bool
-
-	leader    string
-	leaderErr error
-	leaderOK  bool
-
-	raft    *api.RaftConfiguration
-	raftErr error
-	raftOK  bool
-
-	health    *api.OperatorHealthReply
-	healthErr error
-	healthOK  bool
-
-	era    Era
-	eraErr error
-	eraOK  bool
-
-	peers    *api.RaftConfiguration // built from /v1/status/peers
-	peersErr error
-	peersOK  bool
-
-	self    map[string]map[string]any // the agent asked
-	selfErr error
-	selfOK  bool
-
-	stats map[string]statsAnswer // by node
-}
-
-type statsAnswer struct {
-	s     raftStats
-	err   error
-	fatal error
-}
-
-func (o *observation) getMembers() ([]*api.AgentMember, error) {
-	if !o.membersOK {
-		o.members, o.membersErr = o.c.Members(o.ctx)
-		o.membersOK = true
-	}
-	return o.members, o.membersErr
-}
-
-func (o *observation) getLeader() (string, error) {
-	if !o.leaderOK {
-		o.leader, o.leaderErr = o.c.Leader(o.ctx)
-		o.leaderOK = true
-	}
-	return o.leader, o.leaderErr
-}
-
-func (o *observation) getRaft() (*api.RaftConfiguration, error) {
-	if !o.raftOK {
-		o.raft, o.raftErr = o.c.RaftConfiguration(o.ctx)
-		o.raftOK = true
-	}
-	return o.raft, o.raftErr
-}
-
-func (o *observation) getHealth() (*api.OperatorHealthReply, error) {
-	if !o.healthOK {
-		o.health, o.healthErr = o.c.AutopilotHealth(o.ctx)
-		o.healthOK = true
-	}
-	return o.health, o.healthErr
-}
-
-// getEra is the attempt's API era: the members' tags, lowered when the era's
-// endpoints answer 404.
-func (o *observation) getEra() (Era, error) {
-	if o.eraOK {
-		return o.era, o.eraErr
-	}
-	o.eraOK = true
-	members, err := o.getMembers()
-	if err != nil {
-		o.eraErr = err
-		return "", err
-	}
-	e := eraOfMembers(members)
-	if e.RaftConfig() {
-		if _, err := o.getRaft(); errors.Is(err, ErrEndpointMissing) {
-			e = EraPeers
-		}
-	}
-	if e.Autopilot() {
-		if _, err := o.getHealth(); errors.Is(err, ErrEndpointMissing) {
-			e = EraRaftConfig
-		}
-	}
-	o.era = e
-	return e, nil
-}
-
-// getPeerSet is the era's view of the Raft peer set: the Raft configuration
-// from 0.7, /v1/status/peers before.
-func (o *observation) getPeerSet() (*api.RaftConfiguration, error) {
-	era, err := o.getEra()
-	if err != nil {
-		return nil, err
-	}
-	if era.RaftConfig() {
-		return o.getRaft()
-	}
-	if !o.peersOK {
-		o.peersOK = true
-		var peers []string
-		var er EraReader
-		if er, o.peersErr = eraReader(o.c, "read the peer set (before 0.7)"); o.peersErr == nil {
-			if peers, o.peersErr = er.Peers(o.ctx); o.peersErr == nil {
-				o.peers = raftFromPeers(o.members, peers)
-			}
-		}
-	}
-	return o.peers, o.peersErr
-}
-
-func (o *observation) getSelf() (map[string]map[string]any, error) {
-	if !o.selfOK {
-		o.self, o.selfErr = o.c.AgentSelf(o.ctx)
-		o.selfOK = true
-	}
-	return o.self, o.selfErr
-}
-
-// getStats reads the raft stats of server node from its own
-// /v1/agent/self: through opt.ServerAPI, or from the agent asked when it is
-// that server. Without a way to reach it, the answer is fatal.
-func (o *observation) getStats(node, why string) statsAnswer {
-	if a, ok := o.stats[node]; ok {
-		return a
-	}
-	if o.stats == nil {
-		o.stats = map[string]statsAnswer{}
-	}
-	a := o.readStats(node, why)
-	o.stats[node] = a
-	return a
-}
-
-func (o *observation) readStats(node, why string) statsAnswer {
-	var a statsAnswer
-	var c Consul
-	if o.serverAPI != nil {
-		members, err := o.getMembers()
-		if err != nil {
-			a.err = err
-			return a
-		}
-		addr := ""
-		if m := findMember(members, node); m != nil {
-			addr = m.Addr
-		}
-		if c, a.err = o.serverAPI(node, addr); a.err != nil {
-			a.err = fmt.Errorf("reach %s's HTTP API: %w", node, a.err)
-			return a
-		}
-	} else {
-		self, err := o.getSelf()
-		if err != nil {
-			a.err = err
-			return a
-		}
-		if asked := selfString(self, "NodeName"); asked != node {
-			a.fatal = fmt.Errorf("%s needs %s's own /v1/agent/self, and the agent asked is %s: %w; set GateOptions.ServerAPI (Config.ServerAPI), e.g. upgrade.ServerHTTP(8500)", why, node, orUnknown(asked), ErrNoServerAPI)
-			return a
-		}
-		c = o.c
-	}
-	self, err := c.AgentSelf(o.ctx)
-	if err != nil {
-		a.err = fmt.Errorf("%s's /v1/agent/self: %w", node, err)
-		return a
-	}
-	if got := selfString(self, "NodeName"); got != "" && got != node {
-		a.fatal = fmt.Errorf("the HTTP API reached for %s answers as %s; check GateOptions.ServerAPI's address and port", node, got)
-		return a
-	}
-	a.s, err = parseRaftStats(self)
-	if errors.Is(err, ErrNoRaftStats) && selfBool(self, "Server") {
-		// Before 0.7 a server's /v1/agent/self has no stats: a stale read
-		// it answers itself tells its catalog index and last contact.
-		er, serr := eraReader(c, "read a pre-0.7 server's state")
-		var ss StaleState
-		if serr == nil {
-			ss, serr = er.StaleState(o.ctx)
-		}
-		if serr != nil {
-			a.err = fmt.Errorf("%s's stale read: %w", node, serr)
-			return a
-		}
-		lead, lerr := o.leaderNode()
-		if lerr != nil {
-			a.err = lerr
-			return a
-		}
-		a.s, err = statsFromStale(node, ss, lead == node), nil
-	}
-	if err != nil {
-		a.fatal = fmt.Errorf("%s: %w", node, err)
-	}
-	return a
-}
-
-func selfBool(self map[string]map[string]any, key string) bool {
-	b, _ := self["Config"][key].(bool)
-	return b
-}
-
-// leaderNode names the current leader ("" during an election).
-func (o *observation) leaderNode() (string, error) {
-	leader, err := o.getLeader()
-	if err != nil || leader == "" {
-		return "", err
-	}
-	members, err := o.getMembers()
-	if err != nil {
-		return "", err
-	}
-	raft, _ := o.getPeerSet() // optional: only a fallback for the name
-	return leaderName(members, raft, leader), nil
-}
-
-// gateSubject is the server a step's server conditions are about.
-func gateSubject(step planner.Step) string {
-	if step.Kind == planner.StepTransferLeader && step.Target != "" {
-		return step.Target
-	}
-	return step.Node
-}
-
-// gateNodes are the nodes a step's per-node conditions are about.
-func gateNodes(step planner.Step) []string {
-	if step.Kind == planner.StepSwapClients {
-		return step.Nodes
-	}
-	if n := gateSubject(step); n != "" {
-		return []string{n}
-	}
-	return nil
-}
-
-func (o *observation) check(step planner.Step, base Baseline, cond planner.GateCheck) verdict {
-	v := verdict{cond: cond}
-	apiFail := func(node string, err error) verdict {
-		v.node, v.apiErr, v.detail = node, err, err.Error()
-		return v
-	}
-	// The per-server conditions are about the step's one server.
-	var n string
-	switch cond {
-	case planner.GateVoter, planner.GateAutopilotHealthy, planner.GateStable, planner.GateTrailingLogs, planner.GateRemoved,
-		planner.GateCommitIndex, planner.GateLastContact:
-		if n = gateSubject(step); n == "" {
-			v.fatal = fmt.Errorf("step names no server to check")
-			return v
-		}
-		v.node = n
-	}
-	// The server conditions depend on the era's endpoints.
-	var era Era
-	switch cond {
-	case planner.GateVersion, planner.GateSerfAlive, planner.GateLeaderKnown:
-	default:
-		var err error
-		if era, err = o.getEra(); err != nil {
-			return apiFail(n, err)
-		}
-	}
-	switch cond {
-	case planner.GateLeaderKnown:
-		leader, err := o.getLeader()
-		if err != nil {
-			return apiFail("", err)
-		}
-		if leader == "" {
-			v.detail = "no raft leader is known"
-			return v
-		}
-		if step.Kind == planner.StepTransferLeader && step.Target != "" {
-			name, err := o.leaderNode()
-			if err != nil {
-				return apiFail("", err)
-			}
-			if name != step.Target {
-				members, err := o.getMembers()
-				if err != nil {
-					return apiFail("", err)
-				}
-				// Another voter already on the new version leading serves
-				// the transfer as well (see the runner's transferLeader).
-				if !upgradedLeader(members, step, name) {
-					v.node = step.Target
-					v.detail = fmt.Sprintf("the leader is %s (%s), want %s or another server on %s", orUnknown(name), leader, step.Target, step.To)
-					return v
-				}
-			}
-		}
-		v.ok = true
-		return v
-
-	case planner.GateVersion, planner.GateSerfAlive:
-		nodes := gateNodes(step)
-		if len(nodes) == 0 {
-			v.fatal = fmt.Errorf("step names no node to check")
-			return v
-		}
-		if cond == planner.GateVersion && step.To == "" {
-			v.fatal = fmt.Errorf("step names no target version to check")
-			return v
-		}
-		members, err := o.getMembers()
-		if err != nil {
-			return apiFail(nodes[0], err)
-		}
-		// A client wave names thousands of nodes: index the members once
-		// (the first of a name, as findMember) instead of a scan per node.
-		byName := make(map[string]*api.AgentMember, len(members))
-		for _, m := range members {
-			if m == nil {
-				continue
-			}
-			if _, seen := byName[m.Name]; !seen {
-				byName[m.Name] = m
-			}
-		}
-		for _, n := range nodes {
-			m := byName[n]
-			v.node = n
-			switch {
-			case m == nil:
-				v.detail = fmt.Sprintf("%s is not a serf member", n)
-				return v
-			case cond == planner.GateSerfAlive && m.Status != serfAlive:
-				v.detail = fmt.Sprintf("%s is %s in serf, want alive", n, serfStatus(m.Status))
-				return v
-			case step.To != "" && !planner.SameVersion(buildVersion(m.Tags["build"]), step.To):
-				// Build metadata is ignored: 1.10.12+ent is on a 1.10.12 step.
-				v.detail = fmt.Sprintf("%s reports %s in its serf build tag, want %s", n, orUnknown(buildVersion(m.Tags["build"])), step.To)
-				return v
-			}
-		}
-		v.node = ""
-		v.ok = true
-		return v
-
-	case planner.GateVoter:
-		raft, err := o.getPeerSet()
-		if err != nil {
-			return apiFail(n, err)
-		}
-		members, _ := o.getMembers() // optional: matches by raft ID or address too
-		rs := raftServerByName(raft, members, n)
-		switch {
-		case rs == nil && !era.RaftConfig():
-			v.detail = fmt.Sprintf("%s (%s) is not in /v1/status/peers", n, memberRaftAddr(members, n))
-		case rs == nil:
-			v.detail = fmt.Sprintf("%s is not in the raft configuration", n)
-		case !rs.Voter:
-			v.detail = fmt.Sprintf("%s is a non-voter in the raft configuration", n)
-		default:
-			v.ok = true
-		}
-		return v
-
-	case planner.GateAutopilotHealthy, planner.GateStable, planner.GateTrailingLogs:
-		if !era.Autopilot() {
-			return o.checkWithoutAutopilot(v, n, base)
-		}
-		h, err := o.getHealth()
-		if err != nil {
-			return apiFail(n, err)
-		}
-		s := healthByName(h, n)
-		if s == nil {
-			v.detail = fmt.Sprintf("%s is missing from autopilot health", n)
-			return v
-		}
-		switch cond {
-		case planner.GateAutopilotHealthy:
-			if !s.Healthy {
-				v.detail = fmt.Sprintf("autopilot reports %s unhealthy (serf %s, last contact %s, last index %d)", n, orUnknown(s.SerfStatus), lastContact(s), s.LastIndex)
-				return v
-			}
-		case planner.GateStable:
-			if !s.Healthy || s.StableSince.IsZero() {
-				v.detail = fmt.Sprintf("%s is not healthy yet, so not stable (needs %s healthy, ServerStabilizationTime)", n, base.ServerStabilizationTime)
-				v.unhealthy = true
-				return v
-			}
-			from := o.stableFrom(s.StableSince)
-			if since := time.Since(from); since < base.ServerStabilizationTime {
-				v.detail = fmt.Sprintf("%s healthy for %s, needs %s (ServerStabilizationTime)", n, since.Round(time.Millisecond), base.ServerStabilizationTime)
-				return v
-			}
-		case planner.GateTrailingLogs:
-			var lead *api.ServerHealth
-			for i := range h.Servers {
-				if h.Servers[i].Leader {
-					lead = &h.Servers[i]
-				}
-			}
-			if lead == nil {
-				v.detail = "autopilot health names no leader to compare log indexes with"
-				return v
-			}
-			if lead.LastIndex > s.LastIndex && lead.LastIndex-s.LastIndex > base.MaxTrailingLogs {
-				v.detail = fmt.Sprintf("%s trails the leader %s by %d log entries (MaxTrailingLogs: at most %d)", n, lead.Name, lead.LastIndex-s.LastIndex, base.MaxTrailingLogs)
-				return v
-			}
-		}
-		v.ok = true
-		return v
-
-	case planner.GateCommitIndex:
-		return o.checkIndex(v, n, base, "commit_index", func(s raftStats) uint64 { return s.CommitIndex })
-
-	case planner.GateLastContact:
-		if era.Autopilot() {
-			h, err := o.getHealth()
-			if err != nil {
-				return apiFail(n, err)
-			}
-			s := healthByName(h, n)
-			switch {
-			case s == nil:
-				v.detail = fmt.Sprintf("%s is missing from autopilot health", n)
-				return v
-			case !s.Leader && (s.LastContact == nil || s.LastContact.Duration() > base.LastContactThreshold):
-				v.detail = fmt.Sprintf("%s last heard from the leader %s ago (LastContactThreshold: at most %s)", n, lastContact(s), base.LastContactThreshold)
-				return v
-			}
-			v.ok = true
-			return v
-		}
-		a := o.getStats(n, "last-contact of "+n)
-		if a.fatal != nil {
-			v.fatal = a.fatal
-			return v
-		}
-		if a.err != nil {
-			return apiFail(n, a.err)
-		}
-		if d := contactProblem(a.s, base.LastContactThreshold); d != "" {
-			v.detail = n + " " + d
-			return v
-		}
-		v.ok = true
-		return v
-
-	case planner.GateFailureTolerance:
-		if !era.Autopilot() {
-			raft, err := o.getPeerSet()
-			if err != nil {
-				return apiFail("", err)
-			}
-			members, err := o.getMembers()
-			if err != nil {
-				return apiFail("", err)
-			}
-			voters, alive := peerTolerance(raft, members)
-			if ft := max(0, alive-(voters/2+1)); ft < base.FailureTolerance {
-				v.detail = fmt.Sprintf("failure tolerance is %d (%d of %d voters alive in serf), was %d before the upgrade", ft, alive, voters, base.FailureTolerance)
-				return v
-			}
-			v.ok = true
-			return v
-		}
-		h, err := o.getHealth()
-		if err != nil {
-			return apiFail("", err)
-		}
-		if h.FailureTolerance < base.FailureTolerance {
-			v.detail = fmt.Sprintf("failure tolerance is %d, was %d before the upgrade", h.FailureTolerance, base.FailureTolerance)
-			return v
-		}
-		v.ok = true
-		return v
-
-	case planner.GateRemoved:
-		raft, err := o.getPeerSet()
-		if err != nil {
-			return apiFail(n, err)
-		}
-		members, err := o.getMembers()
-		if err != nil {
-			return apiFail(n, err)
-		}
-		m := findMember(members, n)
-		if m != nil && (m.Status == serfAlive || m.Status == serfLeaving) {
-			v.detail = fmt.Sprintf("%s is still %s in serf, want left or gone", n, serfStatus(m.Status))
-			return v
-		}
-		if raft != nil {
-			for _, rs := range raft.Servers {
-				if rs != nil && (rs.Node == n || (m != nil && raftServer(raft, m) == rs)) {
-					v.detail = fmt.Sprintf("%s is still in the raft configuration (voter %t)", n, rs.Voter)
-					return v
-				}
-			}
-		}
-		v.ok = true
-		return v
-	}
-	v.fatal = fmt.Errorf("unknown gate condition %q (known: leader-known, version, voter, autopilot-healthy, stable, trailing-logs, commit-index, last-contact, failure-tolerance, serf-alive, removed)", cond)
-	return v
-}
-
-// stability is a gate's own count of how long the server has been seen
-// healthy, on this host's monotonic clock.
-type stability struct {
-	// first is when an attempt of this gate first saw the server healthy
-	// (with every earlier condition holding) since it last saw otherwise;
-	// zero: not yet.
-	first time.Time
-	// autopilotSince is autopilot's StableSince at that attempt (zero
-	// without autopilot). It is compared only with later values of
-	// itself: a change means autopilot saw the server unhealthy between
-	// two attempts, and the count starts again.
-	autopilotSince time.Time
-}
-
-// stableFrom returns when the server's stability counts from: the first
-// attempt of this gate that saw it healthy with the current autopilot
-// StableSince, and no earlier than the gate's floor (the swap, the last
-// attempt in which something failed). Autopilot's StableSince is a time on
-// the servers' clocks: it is never compared with this host's clock, which
-// may be ahead of or behind theirs by any amount, so the count can be
-// neither cut short nor stretched by a skew. Counting from an attempt that
-// saw the server healthy (never from one before it) errs on the long side.
-func (o *observation) stableFrom(autopilotSince time.Time) time.Time {
-	st := o.stab
-	if st == nil {
-		st = &stability{}
-		o.stab = st
-	}
-	if st.first.IsZero() || !st.autopilotSince.Equal(autopilotSince) {
-		st.first, st.autopilotSince = time.Now(), autopilotSince
-	}
-	if o.since.After(st.first) {
-		return o.since
-	}
-	return st.first
-}
-
-// checkWithoutAutopilot checks autopilot-healthy, stable and trailing-logs
-// the way Consul's upgrade guide does before autopilot: from the peer set,
-// serf and the raft stats of the server (and the leader).
-func (o *observation) checkWithoutAutopilot(v verdict, n string, base Baseline) verdict {
-	if v.cond == planner.GateTrailingLogs {
-		return o.checkIndex(v, n, base, "last_log_index", func(s raftStats) uint64 { return s.LastLogIndex })
-	}
-	why := fmt.Sprintf("%s of %s", v.cond, n)
-	detail, err, fatal := o.legacyHealth(n, base, why)
-	switch {
-	case fatal != nil:
-		v.fatal = fatal
-		return v
-	case err != nil:
-		v.apiErr, v.detail = err, err.Error()
-		return v
-	case detail != "":
-		v.detail = detail
-		if v.cond == planner.GateStable {
-			v.detail = detail + ", so not stable"
-			v.unhealthy = true
-		}
-		return v
-	}
-	if v.cond == planner.GateStable {
-		from := o.stableFrom(time.Time{})
-		if from.Before(o.start) {
-			from = o.start
-		}
-		if since := time.Since(from); since < base.ServerStabilizationTime {
-			v.detail = fmt.Sprintf("%s seen healthy for %s, needs %s (counted from this gate's observations: no autopilot)", n, since.Round(time.Millisecond), base.ServerStabilizationTime)
-			return v
-		}
-	}
-	v.ok = true
-	return v
-}
-
-// legacyHealth is a server's health without autopilot: alive in serf, in
-// the peer set, leader or follower in its raft stats and in recent contact
-// with the leader. It returns what is wrong ("" when healthy).
-func (o *observation) legacyHealth(n string, base Baseline, why string) (detail string, err, fatal error) {
-	members, err := o.getMembers()
-	if err != nil {
-		return "", err, nil
-	}
-	m := findMember(members, n)
-	if m == nil {
-		return fmt.Sprintf("%s is not a serf member", n), nil, nil
-	}
-	if m.Status != serfAlive {
-		return fmt.Sprintf("%s is %s in serf", n, serfStatus(m.Status)), nil, nil
-	}
-	raft, err := o.getPeerSet()
-	if err != nil {
-		return "", err, nil
-	}
-	if raftServerByName(raft, members, n) == nil {
-		return fmt.Sprintf("%s (%s) is not in the raft peer set", n, raftAddr(m)), nil, nil
-	}
-	a := o.getStats(n, why)
-	if a.fatal != nil || a.err != nil {
-		return "", a.err, a.fatal
-	}
-	if st := a.s.State; !strings.EqualFold(st, "leader") && !strings.EqualFold(st, "follower") {
-		return fmt.Sprintf("%s is in raft state %s, want Leader or Follower", n, orUnknown(st)), nil, nil
-	}
-	if d := contactProblem(a.s, base.LastContactThreshold); d != "" {
-		return n + " " + d, nil, nil
-	}
-	return "", nil, nil
-}
-
-// contactProblem says what is wrong with a server's last contact ("" when
-// it is recent enough or the server leads).
-func contactProblem(s raftStats, threshold time.Duration) string {
-	switch {
-	case s.Leader:
-		return ""
-	case s.Never && s.Stale:
-		return "knows no leader (X-Consul-KnownLeader: false in a stale read)"
-	case s.Never:
-		return "has never heard from a leader (raft last_contact: never)"
-	case s.LastContact > threshold && s.Stale:
-		return fmt.Sprintf("last heard from the leader %s ago (X-Consul-LastContact of a stale read; at most %s)", s.LastContact, threshold)
-	case s.LastContact > threshold:
-		return fmt.Sprintf("last heard from the leader %s ago (raft last_contact; at most %s)", s.LastContact, threshold)
-	}
-	return ""
-}
-
-// checkIndex compares a raft stats index of server n with the leader's:
-// n may trail by at most base.MaxTrailingLogs.
-func (o *observation) checkIndex(v verdict, n string, base Baseline, stat string, index func(raftStats) uint64) verdict {
-	apiFail := func(err error) verdict {
-		v.apiErr, v.detail = err, err.Error()
-		return v
-	}
-	lead, err := o.leaderNode()
-	if err != nil {
-		return apiFail(err)
-	}
-	if lead == "" {
-		v.detail = fmt.Sprintf("no leader is known to compare %s's %s with", n, stat)
-		return v
-	}
-	a := o.getStats(n, fmt.Sprintf("%s of %s", v.cond, n))
-	if a.fatal != nil {
-		v.fatal = a.fatal
-		return v
-	}
-	if a.err != nil {
-		return apiFail(a.err)
-	}
-	if lead == n {
-		v.ok = true // the leader is its own reference
-		return v
-	}
-	l := o.getStats(lead, fmt.Sprintf("%s of %s (the leader's %s to compare with)", v.cond, n, stat))
-	if l.fatal != nil {
-		v.fatal = l.fatal
-		return v
-	}
-	if l.err != nil {
-		return apiFail(l.err)
-	}
-	li, si := index(l.s), index(a.s)
-	if a.s.Stale || l.s.Stale {
-		stat = "catalog index (X-Consul-Index of a stale read: no raft stats over HTTP before 0.7)"
-	}
-	if li > si && li-si > base.MaxTrailingLogs {
-		v.detail = fmt.Sprintf("%s's %s is %d, the leader %s's %d: %d behind (at most %d, MaxTrailingLogs)", n, stat, si, lead, li, li-si, base.MaxTrailingLogs)
-		return v
-	}
-	v.ok = true
-	return v
-}
-
-func memberRaftAddr(members []*api.AgentMember, name string) string {
-	if m := findMember(members, name); m != nil {
-		return raftAddr(m)
-	}
-	return "no serf member"
-}
-
-func raftServerByName(raft *api.RaftConfiguration, members []*api.AgentMember, name string) *api.RaftServer {
-	if m := findMember(members, name); m != nil {
-		return raftServer(raft, m)
-	}
-	if raft == nil {
-		return nil
-	}
-	for _, rs := range raft.Servers {
-		if rs != nil && rs.Node == name {
-			return rs
-		}
-	}
-	return nil
-}
-
-func healthByName(h *api.OperatorHealthReply, name string) *api.ServerHealth {
-	if h == nil {
-		return nil
-	}
-	for i := range h.Servers {
-		if h.Servers[i].Name == name {
-			return &h.Servers[i]
-		}
-	}
-	return nil
-}
-
-func lastContact(s *api.ServerHealth) string {
-	if s.LastContact == nil {
-		return "unknown"
-	}
-	return s.LastContact.Duration().String()
-}
-
-func serfStatus(st int) string {
-	switch st {
-	case serfAlive:
-		return "alive"
-	case serfLeaving:
-		return "leaving"
-	case serfLeft:
-		return "left"
-	case serfFailed:
-		return "failed"
-	}
-	return fmt.Sprintf("status %d", st)
-}
-
-func orUnknown(s string) string {
-	if s == "" {
-		return "(unknown)"
-	}
-	return s
-}

@@ -11,7 +11,7 @@ import (
 )
 
 // AliveInterval is how often a server's gate asks the swapped server's own
-// HTTP API whether it is up while the gate waits (GateOptions.ServerAPI
+// HTTP API whether it is up while the gate waits (Config.ServerAPI
 // needed). Autopilot does not see an agent that a supervisor restarts
 // within a second or two: serf never marks it failed and the leader keeps
 // the raft stats it last fetched. The gate's own attempts are seconds
@@ -88,7 +88,7 @@ func (w *aliveWatch) last() (time.Time, error) {
 
 // watchesAlive reports whether a gate of step polls its server's own API:
 // a server swap whose gate has the stable condition.
-func watchesAlive(step planner.Step, opt GateOptions) bool {
+func watchesAlive(step planner.Step, opt gateOptions) bool {
 	if step.Kind != planner.StepSwapServer || opt.ServerAPI == nil {
 		return false
 	}
@@ -102,6 +102,6 @@ func watchesAlive(step planner.Step, opt GateOptions) bool {
 
 // outageDetail says, for a waiting report, that stability counts again
 // from an outage the gate saw.
-func outageDetail(node string, at time.Time, why error) string {
-	return fmt.Sprintf("; %s's own HTTP API did not answer %s ago (%v): a restart, so stability counts again from then", node, time.Since(at).Round(100*time.Millisecond), why)
+func outageDetail(node string, now time.Time, o outage) string {
+	return fmt.Sprintf("; %s's own HTTP API did not answer %s ago (%s): a restart, so stability counts again from then", node, now.Sub(o.At).Round(100*time.Millisecond), o.Why)
 }

@@ -56,9 +56,9 @@ func TestGateSeesAServerThatCrashLoopsUnderAutopilotsNose(t *testing.T) {
 					}
 				}
 				var last string
-				opt := GateOptions{Timeout: 90 * time.Second, Since: start, MaxInterval: 2 * time.Second, ServerAPI: servers,
+				opt := gateOptions{Timeout: 90 * time.Second, Since: start, MaxInterval: 2 * time.Second, ServerAPI: servers,
 					OnWaiting: func(cond planner.GateCheck, node, detail string) { last = detail }}
-				err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, opt)
+				err := awaitGate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, opt)
 				if !loop {
 					if err != nil {
 						t.Fatalf("a steady server's gate: %v", err)
@@ -95,8 +95,8 @@ func TestGateWithAServerAPIThatNeverAnswersStillPasses(t *testing.T) {
 		c := inProcessConsul(t, s)
 		mustDo(t, s.Swap("s2", "1.13.9", true))
 		servers := func(node, addr string) (Consul, error) { return unreachableAPI{}, nil }
-		opt := GateOptions{Timeout: 90 * time.Second, Since: time.Now(), MaxInterval: 2 * time.Second, ServerAPI: servers}
-		if err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, opt); err != nil {
+		opt := gateOptions{Timeout: 90 * time.Second, Since: time.Now(), MaxInterval: 2 * time.Second, ServerAPI: servers}
+		if err := awaitGate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, opt); err != nil {
 			t.Fatalf("gate with an unreachable ServerAPI: %v", err)
 		}
 	})

@@ -47,13 +47,13 @@ func TestGateStabilityIgnoresTheSkewOfTheServersClocks(t *testing.T) {
 				mustDo(t, s.Swap("s2", "1.13.9", true))
 				swapped := time.Now()
 				var healthySeen time.Time
-				opt := GateOptions{Timeout: time.Minute, Since: swapped, MaxInterval: 500 * time.Millisecond,
+				opt := gateOptions{Timeout: time.Minute, Since: swapped, MaxInterval: 500 * time.Millisecond,
 					OnWaiting: func(cond planner.GateCheck, node, detail string) {
 						if cond == planner.GateStable && healthySeen.IsZero() {
 							healthySeen = time.Now()
 						}
 					}}
-				if err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, opt); err != nil {
+				if err := awaitGate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, opt); err != nil {
 					t.Fatalf("Gate with the servers' clocks %s off: %v", skew, err)
 				}
 				if healthySeen.IsZero() {
@@ -88,8 +88,8 @@ func TestGateStabilityRestartsWhenAutopilotsStableSinceMoves(t *testing.T) {
 					mustDo(t, s.Swap("s2", "1.13.9", true)) // back at once, StableSince moves
 					flapped = time.Now()
 				}()
-				opt := GateOptions{Timeout: time.Minute, Since: swapped, MaxInterval: 2 * time.Second}
-				if err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, opt); err != nil {
+				opt := gateOptions{Timeout: time.Minute, Since: swapped, MaxInterval: 2 * time.Second}
+				if err := awaitGate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, opt); err != nil {
 					t.Fatalf("Gate: %v", err)
 				}
 				if flapped.IsZero() {

@@ -23,7 +23,7 @@ func TestTheRemovedGateWaitsUntilTheRetiredServerHasLeftTheRaftConfiguration(t *
 		}()
 		start := time.Now()
 		var w waitLog
-		if err := Gate(t.Context(), c, step, base3, w.opt(5*time.Minute)); err != nil {
+		if err := awaitGate(t.Context(), c, step, base3, w.opt(5*time.Minute)); err != nil {
 			t.Fatalf("Gate: %v", err)
 		}
 		if waited := time.Since(start); waited < 30*time.Second || waited > 30*time.Second+2*DefaultGateMaxInterval {
@@ -39,7 +39,7 @@ func TestTheRemovedGateTimesOutNamingAServerThatNeverLeaves(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := consultest.NewCluster(3, 0, "1.12.9")
 		step := planner.Step{Kind: planner.StepRetireServer, Node: "s3", Gate: []planner.GateCheck{planner.GateRemoved}}
-		err := Gate(t.Context(), inProcessConsul(t, s), step, base3, GateOptions{Timeout: time.Minute})
+		err := awaitGate(t.Context(), inProcessConsul(t, s), step, base3, gateOptions{Timeout: time.Minute})
 		var ge *GateError
 		if !errors.As(err, &ge) || ge.Condition != planner.GateRemoved || ge.Node != "s3" || !errors.Is(err, ErrGateTimeout) {
 			t.Fatalf("err = %v, want a timeout of the removed gate naming s3", err)

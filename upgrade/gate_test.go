@@ -31,8 +31,8 @@ type waitLog struct {
 	details []string
 }
 
-func (w *waitLog) opt(timeout time.Duration) GateOptions {
-	return GateOptions{Timeout: timeout, OnWaiting: func(c planner.GateCheck, node, detail string) {
+func (w *waitLog) opt(timeout time.Duration) gateOptions {
+	return gateOptions{Timeout: timeout, OnWaiting: func(c planner.GateCheck, node, detail string) {
 		w.conds = append(w.conds, c)
 		w.details = append(w.details, detail)
 	}}
@@ -46,12 +46,15 @@ func TestGatePassesOnlyOnceAutopilotIsHealthyAndTheServerStableForTheStabilizati
 		mustDo(t, s.Swap("s2", "1.13.9", true)) // s2 restarts: failed and unhealthy (429) for 20s
 		c := inProcessConsul(t, s)
 		var w waitLog
-		err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, w.opt(5*time.Minute))
+		err := awaitGate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, w.opt(5*time.Minute))
 		if err != nil {
 			t.Fatalf("Gate: %v", err)
 		}
 		elapsed := time.Since(start)
-		if elapsed < 30*time.Second || elapsed > 30*time.Second+2*DefaultGateMaxInterval {
+		// Two attempts may lag: the first that sees s2 healthy, the first
+		// after the stabilization time; the backoff's jitter (±50%) makes
+		// each interval up to 1.5 × DefaultGateMaxInterval.
+		if elapsed < 30*time.Second || elapsed > 30*time.Second+3*DefaultGateMaxInterval {
 			t.Errorf("gate passed after %s, want just after 30s (20s restart + 10s stabilization)", elapsed)
 		}
 		if s.Calls("/v1/operator/autopilot/health") < 5 {
@@ -80,7 +83,7 @@ func TestGateFollowsALeaderChangeAndComparesLogsWithTheCurrentLeader(t *testing.
 		c := inProcessConsul(t, s)
 		var w waitLog
 		start := time.Now()
-		if err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, w.opt(time.Minute)); err != nil {
+		if err := awaitGate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, w.opt(time.Minute)); err != nil {
 			t.Fatalf("Gate: %v", err)
 		}
 		if el := time.Since(start); el < 5*time.Second {
@@ -102,7 +105,7 @@ func TestGateTrailingLogsFailsWhenTheServerTrailsTheCurrentLeaderTooFar(t *testi
 		s := consultest.NewCluster(3, 0, "1.13.9", consultest.WithStableSince(time.Now().Add(-time.Minute)))
 		mustDo(t, s.SetLastIndex("s1", 1000))
 		mustDo(t, s.SetLastIndex("s2", 100))
-		err := Gate(t.Context(), inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{Timeout: 30 * time.Second})
+		err := awaitGate(t.Context(), inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base3, gateOptions{Timeout: 30 * time.Second})
 		var ge *GateError
 		if !errors.As(err, &ge) || ge.Condition != planner.GateTrailingLogs {
 			t.Fatalf("err = %v, want a *GateError on trailing-logs", err)
@@ -127,7 +130,7 @@ func TestGateTimesOutNamingNodeAndConditionWhenTheAPIIsDown(t *testing.T) {
 				s := consultest.NewCluster(3, 0, "1.13.9")
 				tc.fault(s)
 				start := time.Now()
-				err := Gate(t.Context(), inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{Timeout: time.Minute})
+				err := awaitGate(t.Context(), inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base3, gateOptions{Timeout: time.Minute})
 				var ge *GateError
 				if !errors.As(err, &ge) {
 					t.Fatalf("err = %v, want *GateError", err)
@@ -153,7 +156,7 @@ func TestGateReportsANonVoterThatNeverBecomesAVoter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := consultest.NewCluster(3, 0, "1.13.9", consultest.WithStableSince(time.Now().Add(-time.Minute)))
 		mustDo(t, s.SetVoter("s2", false))
-		err := Gate(t.Context(), inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{})
+		err := awaitGate(t.Context(), inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base3, gateOptions{})
 		var ge *GateError
 		if !errors.As(err, &ge) {
 			t.Fatalf("err = %v, want *GateError", err)
@@ -176,7 +179,7 @@ func TestGateAsksEachQuestionOncePerAttempt(t *testing.T) {
 		// attempt pass.
 		base := base3
 		base.Taken, base.ServerStabilizationTime = time.Now(), 0
-		if err := Gate(t.Context(), inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base, GateOptions{}); err != nil {
+		if err := awaitGate(t.Context(), inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base, gateOptions{}); err != nil {
 			t.Fatalf("Gate on a healthy cluster: %v", err)
 		}
 		for _, p := range []string{"/v1/status/leader", "/v1/agent/members", "/v1/operator/raft/configuration", "/v1/operator/autopilot/health"} {
@@ -192,7 +195,7 @@ func TestGateFailureToleranceWaitsUntilItIsBackToTheBaseline(t *testing.T) {
 		s := consultest.NewCluster(3, 0, "1.13.9", consultest.WithStableSince(time.Now().Add(-time.Minute)))
 		mustDo(t, s.SetNeverHealthy("s3", true)) // tolerance stays 0 of the baseline 1
 		step := planner.Step{Kind: planner.StepSwapServer, Node: "s2", To: "1.13.9", Gate: []planner.GateCheck{planner.GateFailureTolerance}}
-		err := Gate(t.Context(), inProcessConsul(t, s), step, base3, GateOptions{Timeout: 10 * time.Second})
+		err := awaitGate(t.Context(), inProcessConsul(t, s), step, base3, gateOptions{Timeout: 10 * time.Second})
 		var ge *GateError
 		if !errors.As(err, &ge) || ge.Condition != planner.GateFailureTolerance || ge.Detail != "failure tolerance is 0, was 1 before the upgrade" {
 			t.Fatalf("err = %v, want failure-tolerance 0 vs 1", err)
@@ -206,7 +209,7 @@ func TestGateOnAClientWaveWaitsForEveryNodeToBeAliveOnTheNewVersion(t *testing.T
 		mustDo(t, s.Swap("c1", "1.13.9", true))
 		mustDo(t, s.Swap("c2", "1.13.9", false)) // c2 did not come up
 		step := planner.Step{Kind: planner.StepSwapClients, Nodes: []string{"c1", "c2"}, To: "1.13.9", Gate: []planner.GateCheck{planner.GateVersion, planner.GateSerfAlive}}
-		err := Gate(t.Context(), inProcessConsul(t, s), step, base3, GateOptions{Timeout: 20 * time.Second})
+		err := awaitGate(t.Context(), inProcessConsul(t, s), step, base3, gateOptions{Timeout: 20 * time.Second})
 		var ge *GateError
 		if !errors.As(err, &ge) || ge.Node != "c2" {
 			t.Fatalf("err = %v, want a *GateError naming c2", err)
@@ -222,7 +225,7 @@ func TestGateStopsAtOnceOnAConditionItDoesNotKnow(t *testing.T) {
 		s := consultest.NewCluster(1, 0, "1.13.9")
 		start := time.Now()
 		step := planner.Step{Kind: planner.StepSwapServer, Node: "s1", To: "1.13.9", Gate: []planner.GateCheck{"quorum-vibes"}}
-		err := Gate(t.Context(), inProcessConsul(t, s), step, base3, GateOptions{})
+		err := awaitGate(t.Context(), inProcessConsul(t, s), step, base3, gateOptions{})
 		var ge *GateError
 		if !errors.As(err, &ge) || errors.Is(err, ErrGateTimeout) || !strings.Contains(err.Error(), "cannot be checked") {
 			t.Fatalf("err = %v, want a permanent *GateError", err)
@@ -239,7 +242,7 @@ func TestGateEndsWithTheContext(t *testing.T) {
 		mustDo(t, s.SetVoter("s2", false))
 		ctx, cancel := context.WithTimeout(t.Context(), 7*time.Second)
 		defer cancel()
-		err := Gate(ctx, inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{})
+		err := awaitGate(ctx, inProcessConsul(t, s), swapStep("s2", "1.12.9", "1.13.9"), base3, gateOptions{})
 		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrGateTimeout) {
 			t.Fatalf("err = %v, want the context's deadline, not the gate timeout", err)
 		}
@@ -266,8 +269,8 @@ func TestGateStabilityCountsFromTheSwapWhenAutopilotMissedAQuickRestart(t *testi
 		time.Sleep(time.Minute)
 		swapped := time.Now()
 		c := inProcessConsul(t, s)
-		opt := GateOptions{Timeout: 5 * time.Minute, Since: swapped}
-		if err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, opt); err != nil {
+		opt := gateOptions{Timeout: 5 * time.Minute, Since: swapped}
+		if err := awaitGate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, opt); err != nil {
 			t.Fatalf("Gate: %v", err)
 		}
 		if waited := time.Since(swapped); waited < 10*time.Second {
@@ -290,8 +293,8 @@ func TestGateKeepsAMeasuredStabilizationTimeOfZero(t *testing.T) {
 		}
 		mustDo(t, s.Swap("s2", "1.13.9", true))
 		swapped := time.Now()
-		opt := GateOptions{Timeout: time.Minute, Since: swapped}
-		if err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base, opt); err != nil {
+		opt := gateOptions{Timeout: time.Minute, Since: swapped}
+		if err := awaitGate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base, opt); err != nil {
 			t.Fatalf("Gate: %v", err)
 		}
 		if waited := time.Since(swapped); waited >= DefaultStabilizationTime {
@@ -314,8 +317,8 @@ func TestGateCountsStabilityFromTheLastTimeItSawTheServerUnhealthy(t *testing.T)
 			time.Sleep(5 * time.Second)
 			mustDo(t, s.SetNeverHealthy("s2", false))
 		}()
-		opt := GateOptions{Timeout: time.Minute, Since: start, MaxInterval: 500 * time.Millisecond}
-		if err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, opt); err != nil {
+		opt := gateOptions{Timeout: time.Minute, Since: start, MaxInterval: 500 * time.Millisecond}
+		if err := awaitGate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, opt); err != nil {
 			t.Fatalf("Gate: %v", err)
 		}
 		if elapsed := time.Since(start); elapsed < 15*time.Second-time.Second {
@@ -350,7 +353,7 @@ func TestGateTimingOutMidReadNamesTheConditionThatWasFailing(t *testing.T) {
 		s := consultest.NewCluster(3, 0, "1.13.9", consultest.WithStableSince(time.Now().Add(-time.Minute)))
 		mustDo(t, s.SetNeverHealthy("s3", true)) // tolerance stays 0 of the baseline 1
 		c := slowRaft{apiConsul: inProcessConsul(t, s).(*apiConsul), from: time.Now().Add(50 * time.Second)}
-		err := Gate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, GateOptions{Timeout: time.Minute})
+		err := awaitGate(t.Context(), c, swapStep("s2", "1.12.9", "1.13.9"), base3, gateOptions{Timeout: time.Minute})
 		var ge *GateError
 		if !errors.As(err, &ge) || !errors.Is(err, ErrGateTimeout) {
 			t.Fatalf("err = %v, want a *GateError wrapping ErrGateTimeout", err)
@@ -360,6 +363,38 @@ func TestGateTimingOutMidReadNamesTheConditionThatWasFailing(t *testing.T) {
 		}
 		if strings.Contains(err.Error(), "deadline exceeded") {
 			t.Errorf("message %q blames the read the gate's own deadline cut short", err)
+		}
+	})
+}
+
+// An attempt that cannot read the server's health (the API unreachable)
+// does not see it healthy: the stability count starts again after it. (The
+// gate counted such an attempt as "healthy, not yet for long enough" and
+// passed 10s after its first sighting, though the server could not be read
+// for 3s of them.)
+func TestGateStabilityCountsAgainAfterAnAttemptThatCouldNotReadTheServer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := consultest.NewCluster(3, 0, "1.13.9", consultest.WithStableSince(time.Now().Add(-time.Hour)))
+		c := inProcessConsul(t, s)
+		start := time.Now()
+		var back time.Time
+		go func() {
+			time.Sleep(5 * time.Second)
+			s.SetUnreachable(true)
+			time.Sleep(3 * time.Second)
+			s.SetUnreachable(false)
+			back = time.Now()
+		}()
+		step := planner.Step{Kind: planner.StepSwapServer, Node: "s2", To: "1.13.9", Gate: []planner.GateCheck{planner.GateStable}}
+		opt := gateOptions{Timeout: time.Minute, Since: start, MaxInterval: 500 * time.Millisecond}
+		if err := awaitGate(t.Context(), c, step, base3, opt); err != nil {
+			t.Fatalf("Gate: %v", err)
+		}
+		if back.IsZero() {
+			t.Fatalf("the gate passed %s after it started, before the API was back", time.Since(start))
+		}
+		if waited := time.Since(back); waited < 10*time.Second {
+			t.Errorf("the gate passed %s after the API answered again, want the 10s stabilization time counted from then", waited)
 		}
 	})
 }

@@ -527,8 +527,9 @@ func (w *routed) KVDelete(ctx context.Context, key string) error {
 // The lock: Locker, and the lock's own calls (plumbing), each routed, so
 // that the lock is renewed and moved through whichever Consul answers.
 
-// Lock implements Locker: through the lock's own calls when they reach
-// NewConsul's Consul (lockWith), else through the wrapped Consul's Locker.
+// Lock implements Locker: with the session lock NewConsul's Consul takes,
+// through the lock's own calls when they reach such a Consul, else through
+// the wrapped Consul's Locker.
 func (w *routed) Lock(ctx context.Context, key string, holder LockHolder) (*Lock, error) {
 	if w.lockFn != nil {
 		return w.lockFn(ctx, key, holder)

@@ -66,7 +66,9 @@ type LockHolder struct {
 	Since  time.Time `json:"since"`
 }
 
-// Lock is a held upgrade lock.
+// Lock is a held upgrade lock, as the Locker of NewConsul's, Failover's
+// and Intercept's Consuls returns it (a Lock made elsewhere holds nothing:
+// its Release returns nil).
 type Lock struct {
 	// Key is the KV key.
 	Key string
@@ -75,8 +77,11 @@ type Lock struct {
 
 	release func(context.Context) error
 	keep    func(ctx context.Context, req keepRequest) (lockMoved, error)
-	once    sync.Once
-	err     error
+	// held renews the lock's session now and reports whether Consul still
+	// has it (nil: only Lost tells).
+	held func(ctx context.Context) bool
+	once sync.Once
+	err  error
 }
 
 // keepRequest is what a run knows before a step stops nodes (see
@@ -122,7 +127,11 @@ func (l *Lock) keepOff(ctx context.Context, req keepRequest) (lockMoved, error) 
 
 // Release gives the lock back. It is safe to call more than once.
 func (l *Lock) Release(ctx context.Context) error {
-	l.once.Do(func() { l.err = l.release(ctx) })
+	l.once.Do(func() {
+		if l.release != nil {
+			l.err = l.release(ctx)
+		}
+	})
 	return l.err
 }
 
@@ -329,6 +338,21 @@ func lockWith(ctx context.Context, s sessionAPI, key string, holder LockHolder) 
 			st.mu.Lock()
 			defer st.mu.Unlock()
 			return st.keepOff(ctx, s, req)
+		},
+		held: func(context.Context) bool {
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			select {
+			case <-lost:
+				return false
+			default:
+			}
+			// A renewal that gets no answer is not a loss (renewOnce).
+			if _, gone := st.renewOnce(s, time.Now()); gone {
+				st.lose()
+				return false
+			}
+			return true
 		},
 		release: func(ctx context.Context) error {
 			close(stop)

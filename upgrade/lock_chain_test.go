@@ -205,10 +205,10 @@ func TestARunRefusesAStopThatWouldLoseALockThatCannotMove(t *testing.T) {
 		r.cfg.ServerAPI = simServers(t, r.sim)
 		r.cfg.Target = "0.8.5"
 		_, err = Run(t.Context(), r.cfg)
-		var he *HaltError
+		var he *StepRefusedError
 		var lme *LockMoveError
 		if !errors.As(err, &he) || !errors.As(err, &lme) || he.Step.Kind != planner.StepSwapClients || lme.Node != "c1" {
-			t.Fatalf("Run = %v; want a halt at the client wave with a *LockMoveError naming c1", err)
+			t.Fatalf("Run = %v; want a *StepRefusedError of the client wave wrapping a *LockMoveError naming c1", err)
 		}
 		for _, sw := range r.tr.swaps {
 			if sw.Node == "c1" {

@@ -184,7 +184,7 @@ func (r *runner) preflightChecks(c planner.Cluster, hops []planner.Hop) []prefli
 
 // preflightPath is the path the run takes from c: the approved plan's, or
 // the planner's from the lowest server version (Enterprise when an agent
-// or the target is).
+// or the target is, with the stones c's features call for: PathFor).
 func (r *runner) preflightPath(c planner.Cluster) ([]planner.Hop, error) {
 	if r.cfg.Plan != nil {
 		return r.cfg.Plan.Path, nil
@@ -200,7 +200,7 @@ func (r *runner) preflightPath(c planner.Cluster) ([]planner.Hop, error) {
 	for _, cl := range c.Clients {
 		pol.Enterprise = pol.Enterprise || planner.IsEnterprise(cl.Version)
 	}
-	return planner.Path(low.Original(), r.cfg.Target, pol)
+	return planner.PathFor(low.Original(), r.cfg.Target, pol, c.Features)
 }
 
 // preflight checks, before anything is touched, that every node the run

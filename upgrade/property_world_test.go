@@ -740,7 +740,7 @@ func (w *propWorld) applyFault(f propFault) string {
 		}
 		return "the run's context is cancelled"
 	case fSkip:
-		w.decision = Skip
+		w.decision = StopHere
 		return "BeforeStep says skip"
 	case fAbort:
 		w.decision = Abort
@@ -834,7 +834,7 @@ func (w *propWorld) afterRun(ctx context.Context, res *Result, err error) {
 
 	// (c)
 	var rec *SwapRecord
-	if b, ok := w.dcs[0].sim.KV(SwapKey("")); ok {
+	if b, ok := w.dcs[0].sim.KV(swapKey); ok {
 		rec = &SwapRecord{}
 		if jerr := json.Unmarshal(b, rec); jerr != nil {
 			w.violate("(c) the swap record does not read: %v", jerr)
@@ -936,10 +936,12 @@ func propTyped(err error) bool {
 		conf    *ConfigError
 		locked  *LockedError
 		swaprec *SwapRecordError
+		stepref *StepRefusedError
 	)
 	switch {
 	case errors.As(err, &halt), errors.As(err, &aborted), errors.As(err, &refused), errors.As(err, &stale),
-		errors.As(err, &div), errors.As(err, &pre), errors.As(err, &conf), errors.As(err, &locked), errors.As(err, &swaprec):
+		errors.As(err, &div), errors.As(err, &pre), errors.As(err, &conf), errors.As(err, &locked), errors.As(err, &swaprec),
+		errors.As(err, &stepref):
 		return true
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return true

@@ -11,45 +11,30 @@ import (
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 )
 
-// RollbackRefusedError reports a server rollback that was not attempted:
-// rolling a server back stops it, and without it the voters that are up
-// would not make a quorum (for instance when another server died while the
-// swapped one was gated: failure tolerance 0). Stopping it would leave the
-// datacenter without a leader, so the run halts with the swapped server
-// left running.
-type RollbackRefusedError struct {
-	Node   string
-	Voters int      // voters in the Raft configuration
-	Up     []string // the other voters that are up (alive in serf, healthy where autopilot tells)
-	Quorum int
+// QuorumError refuses to stop a server because the voters of the current
+// Raft configuration left up without it would not make a quorum: the
+// datacenter would have no leader. Before a swap (Rollback false) nothing
+// was touched: it happens when a server died, or autopilot removed a dead
+// one, after the previous step's gate passed, or when a voter is down or
+// unhealthy under a waived pre-check. Before a rollback (Rollback true, in
+// HaltError.RollbackErr) the swapped server is left running on the new
+// version: another server died while it was gated.
+type QuorumError struct {
+	Node     string
+	Voters   int      // voters in the Raft configuration
+	Up       []string // the other voters that are up (alive in serf, healthy where autopilot tells)
+	Quorum   int
+	Rollback bool // the stop was a rollback's
 }
 
-func (e *RollbackRefusedError) Error() string {
+func (e *QuorumError) Error() string {
 	up := "none"
 	if len(e.Up) > 0 {
 		up = strings.Join(e.Up, ", ")
 	}
-	return fmt.Sprintf("rollback of server %s refused: stopping it would leave %d of %d voters up (%s), below the quorum of %d; bring the down servers back first, then resume the run or roll %s back by hand",
-		e.Node, len(e.Up), e.Voters, up, e.Quorum, e.Node)
-}
-
-// StopRefusedError reports a server swap that was not started: stopping
-// the server would leave the other voters of the current Raft
-// configuration that are up below a quorum. It happens when a server died,
-// or autopilot removed a dead one, after the previous step's gate passed,
-// or when a voter is down or unhealthy under a waived pre-check. Nothing
-// was touched.
-type StopRefusedError struct {
-	Node   string
-	Voters int      // voters in the Raft configuration
-	Up     []string // the other voters that are up
-	Quorum int
-}
-
-func (e *StopRefusedError) Error() string {
-	up := "none"
-	if len(e.Up) > 0 {
-		up = strings.Join(e.Up, ", ")
+	if e.Rollback {
+		return fmt.Sprintf("rollback of server %s refused: stopping it would leave %d of %d voters up (%s), below the quorum of %d; bring the down servers back first, then resume the run or roll %s back by hand",
+			e.Node, len(e.Up), e.Voters, up, e.Quorum, e.Node)
 	}
 	return fmt.Sprintf("server %s not stopped to be swapped: stopping it would leave %d of %d voters of the current Raft configuration up (%s), below the quorum of %d; a voter is down or not healthy, or a server was removed from the Raft configuration (autopilot removes one that died): bring it back (or replace it) and wait until it is a healthy voter, then run again",
 		e.Node, len(e.Up), e.Voters, up, e.Quorum)
@@ -177,14 +162,14 @@ func stopVerdict(ctx context.Context, c Consul, node, dc string, waived bool, ba
 // quorumWithout checks, before server node is stopped to be rolled back,
 // that the other voters that are up still make a quorum (see stopVerdict):
 // it returns the planned outage's reason when the stop is one, and a
-// *RollbackRefusedError when the stop would lose the quorum.
+// *QuorumError (Rollback set) when the stop would lose the quorum.
 func quorumWithout(ctx context.Context, c Consul, node, dc string, waived bool, baseTolerance int) (outage string, err error) {
 	q, outage, ok, err := stopVerdict(ctx, c, node, dc, waived, baseTolerance)
 	switch {
 	case err != nil:
 		return "", fmt.Errorf("rollback of server %s not attempted: %w", node, err)
 	case !ok:
-		return "", &RollbackRefusedError{Node: node, Voters: q.Voters, Up: q.Up, Quorum: q.Quorum}
+		return "", &QuorumError{Node: node, Voters: q.Voters, Up: q.Up, Quorum: q.Quorum, Rollback: true}
 	}
 	return outage, nil
 }

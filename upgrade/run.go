@@ -49,7 +49,7 @@ type Result struct {
 	// Plan is the preview of a dry run (nil otherwise).
 	Plan *planner.UpgradePlan `json:"plan,omitempty"`
 	// Stopped is true when the run ended cleanly before reaching the
-	// target: Config.BeforeStep said Skip, or Config.MaxSteps steps were
+	// target: Config.BeforeStep said StopHere, or Config.MaxSteps steps were
 	// done. Run's error is then nil and nothing of the next step was
 	// touched; a new run resumes there.
 	Stopped bool `json:"stopped,omitempty"`
@@ -63,26 +63,28 @@ type Result struct {
 }
 
 // Run upgrades the cluster behind cfg.Consul to cfg.Target, one step at a
-// time: Discover, planner.Next, act, Gate; until Next says done.
+// time: the loop of a Session (Open, then Next and Execute until Next says
+// done, then Close), with cfg.BeforeStep asked before each step; a dry run
+// (cfg.DryRun) returns the plan and touches nothing.
 //
 // A refused plan (*planner.RefusedError) is returned before anything is
 // touched. So is a *PreflightError: after taking the lock and before the
 // first action, a transport that is a transport.ArtifactChecker must find
-// every binary the run will need on every node (see preflight.go). A
-// failed act or gate halts the run with a *HaltError; nothing
-// after the failed step is touched (halt, never cascade). With cfg.Rollback,
-// the failed node is rolled back through the transport first and Run waits
-// until the cluster is healthy again; a server is not rolled back when
-// stopping it would leave the other voters without a quorum
-// (*RollbackRefusedError). A step chosen again right after it
-// succeeded halts with a *StuckError.
+// every binary the run will need on every node. A step that acted and
+// failed (its act or its gate) halts the run with a *HaltError, one refused
+// before it acted with a *StepRefusedError; nothing after it is touched
+// (halt, never cascade). With cfg.Rollback, the failed node is rolled back
+// through the transport first and Run waits until the cluster is healthy
+// again; a server is not rolled back when stopping it would leave the
+// other voters without a quorum (a *QuorumError in HaltError.RollbackErr). The package doc's
+// table (# Errors) says what a program does with each error.
 //
 // With cfg.Plan, only the approved plan's steps are carried out; a cluster
-// that diverged from it halts the run before the step with a
+// that diverged from it stops the run before the step with a
 // *PlanDivergedError. cfg.BeforeStep is asked before each step. A run that
-// reaches cfg.MaxSteps, or whose BeforeStep says Skip, ends cleanly: a nil
-// error and Result.Stopped, with the steps left in Result.Remaining; the
-// next run resumes there. Abort ends it with an *AbortedError.
+// reaches cfg.MaxSteps, or whose BeforeStep says StopHere, ends cleanly: a
+// nil error and Result.Stopped, with the steps left in Result.Remaining;
+// the next run resumes there. Abort ends it with an *AbortedError.
 //
 // Holding the lock, a run keeps a SwapRecord while it swaps a server. A
 // run that finds one (a run died or halted during that swap) finishes that
@@ -95,92 +97,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
 		return res, err
 	}
-	cfg = cfg.withPlan()
-	r := &runner{cfg: cfg, em: emitter{on: cfg.OnEvent, log: cfg.Logger}, res: res}
+	r := newRunner(cfg.withPlan(), res) // session.go
 	err := r.run(ctx)
 	res.Touched = r.touch.snapshot() // touched.go
 	r.fillTouched(err)
 	return res, err
-}
-
-// ExecuteStep carries out one step the way Run does, for embedders that
-// drive planner.Next themselves (another orchestrator's loop): it observes
-// the cluster, takes the upgrade lock (unless cfg.NoLock) for the step's
-// duration, measures the baseline, acts (a verified backup, recorded as
-// Run records it; a server swap with the stop mode the step names; a
-// client wave with cfg.ClientConcurrency; a leadership transfer; an added
-// or retired server), and waits for the step's gate. A failed act or gate
-// returns a *HaltError, after a rollback when cfg.Rollback is set, exactly
-// as in Run.
-//
-// cfg is validated as for Run; Target may be "" (the step's To is used).
-// cfg.Plan, BeforeStep and MaxSteps do not apply: the caller chose the
-// step. A step naming a server that is not in the cluster is refused
-// before anything is touched. To decide steps the way Run does, set the
-// observed cluster's SnapshotVersion from ReadBackupRecord before calling
-// planner.Next, so a backup is not taken twice.
-func ExecuteStep(ctx context.Context, cfg Config, step planner.Step) (StepRecord, error) {
-	rec := StepRecord{Step: step}
-	if cfg.Target == "" && cfg.Plan == nil {
-		cfg.Target = step.To
-	}
-	if err := cfg.Validate(); err != nil {
-		return rec, err
-	}
-	cfg = cfg.withPlan()
-	cfg.Plan, cfg.BeforeStep = nil, nil
-	r := &runner{cfg: cfg, em: emitter{on: cfg.OnEvent, log: cfg.Logger}, res: &Result{}}
-	switch step.Kind {
-	case planner.StepSnapshot, planner.StepSwapServer, planner.StepTransferLeader, planner.StepSwapClients, planner.StepAddServer, planner.StepRetireServer:
-	default:
-		return rec, &HaltError{Step: step, Err: fmt.Errorf("step kind %q is not one that can be carried out (known: snapshot, swap-server, transfer-leader, swap-clients, add-server, retire-server)", step.Kind)}
-	}
-	r.noteAbilities(ctx) // abilities.go
-	c, err := r.observe(ctx)
-	if err != nil {
-		return rec, err
-	}
-	if err := stepNodesKnown(c, step); err != nil {
-		return rec, &HaltError{Step: step, Err: err}
-	}
-	if lk, ok := cfg.Consul.(Locker); ok && !cfg.NoLock {
-		lock, err := r.takeLock(ctx, lk)
-		if err != nil {
-			return rec, err
-		}
-		r.lock, r.lost = lock, lock.Lost
-		defer r.unlock(ctx)
-	}
-	if err := r.measure(ctx); err != nil {
-		return rec, err
-	}
-	rec, herr := r.do(ctx, c, step)
-	if herr != nil {
-		r.fillTouched(herr)
-		return rec, herr
-	}
-	return rec, nil
-}
-
-// stepNodesKnown refuses a step that names a server the cluster does not
-// have.
-func stepNodesKnown(c planner.Cluster, step planner.Step) error {
-	has := func(name string) bool {
-		return slices.ContainsFunc(c.Servers, func(s planner.Server) bool { return s.Name == name })
-	}
-	var names []string
-	switch step.Kind {
-	case planner.StepSwapServer, planner.StepRetireServer:
-		names = []string{step.Node}
-	case planner.StepTransferLeader:
-		names = []string{step.Node, step.Target}
-	}
-	for _, n := range names {
-		if !has(n) {
-			return fmt.Errorf("server %q of %s is not in the cluster (servers: %s); decide the step again from the cluster as it is (planner.Next)", n, step, serverNames(c))
-		}
-	}
-	return nil
 }
 
 func serverNames(c planner.Cluster) string {
@@ -208,6 +129,15 @@ type runner struct {
 
 	touch       touchLog      // the nodes this run touched (touched.go)
 	gatedResume *planner.Step // a recorded swap found done, which this run only gated (swaprecord.go)
+
+	// The session (session.go).
+	prev    *planner.Step // the step done last (a resumed swap, then each step executed)
+	opened  *decision     // the first step, decided by open and not yet handed out
+	decided *decision     // the step next handed out last, not yet executed
+	ended   error         // the error that ended the session
+	closed  bool
+	at      planner.Step // the step decided before open failed, for the halted event
+	chosen  bool         // ExecuteStep's: the caller chose the step; open decides nothing
 }
 
 // emit delivers ev, with the current step's index and total when it is
@@ -243,24 +173,26 @@ func (r *runner) holder() string {
 	return fmt.Sprintf("consul-upgrade on %s, pid %d", host, os.Getpid())
 }
 
-// unlock gives the lock back (once), even when ctx has ended.
-func (r *runner) unlock(ctx context.Context) {
+// unlock gives the lock back (once), even when ctx has ended, and returns
+// the release's error.
+func (r *runner) unlock(ctx context.Context) error {
 	l := r.lock
 	if l == nil {
-		return
+		return nil
 	}
 	r.lock = nil
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := l.Release(rctx); err != nil {
 		r.emit(ctx, Event{Kind: EventUnlocked, Err: err, Detail: "the lock could not be given back; it expires with its session"})
-		return
+		return err
 	}
 	r.emit(ctx, Event{Kind: EventUnlocked, Detail: "upgrade lock " + l.Key + " released"})
+	return nil
 }
 
-func (r *runner) gateOptions(onWait func(cond planner.GateCheck, node, detail string)) GateOptions {
-	return GateOptions{Timeout: r.cfg.GateTimeout, MaxInterval: r.cfg.GateMaxInterval, OnWaiting: onWait, ServerAPI: r.cfg.ServerAPI}
+func (r *runner) gateOptions(onWait func(cond planner.GateCheck, node, detail string)) gateOptions {
+	return gateOptions{Timeout: r.cfg.GateTimeout, MaxInterval: r.cfg.GateMaxInterval, OnWaiting: onWait, ServerAPI: r.cfg.ServerAPI}
 }
 
 // consul is the Consul of datacenter dc: its entry in cfg.Datacenters, else
@@ -341,7 +273,47 @@ func (r *runner) measure(ctx context.Context) error {
 	return nil
 }
 
+// run is Run: a dry run, or the Session's loop (session.go) with
+// approvals, MaxSteps and the run's last event.
 func (r *runner) run(ctx context.Context) error {
+	if r.cfg.DryRun {
+		return r.dryRun(ctx)
+	}
+	if err := r.open(ctx); err != nil {
+		return r.halt(ctx, err)
+	}
+	maxSteps := r.cfg.MaxSteps
+	if maxSteps == 0 {
+		maxSteps = DefaultMaxSteps
+	}
+	for {
+		step, err := r.next(ctx)
+		if err != nil {
+			return r.halt(ctx, err)
+		}
+		if step.Kind == planner.StepDone {
+			r.unlock(ctx)
+			r.emit(ctx, Event{Kind: EventDone, Step: step, Detail: fmt.Sprintf("%d step(s) done; every agent runs %s", len(r.res.Steps), r.cfg.Target)})
+			return nil
+		}
+		if len(r.res.Steps) >= maxSteps {
+			return r.stop(ctx, r.decided.c, step, fmt.Sprintf("stopped after %d step(s) (Config.MaxSteps); the next run resumes at step %d of %d: %s", len(r.res.Steps), r.idx+1, r.total, step))
+		}
+		if r.cfg.BeforeStep != nil {
+			var stop bool
+			step, stop, err = r.ask(ctx, step)
+			if stop || err != nil {
+				return err
+			}
+		}
+		if _, err := r.execute(ctx, step); err != nil {
+			return r.halt(ctx, err)
+		}
+	}
+}
+
+// dryRun observes the cluster and returns its plan, touching nothing.
+func (r *runner) dryRun(ctx context.Context) error {
 	r.emit(ctx, Event{Kind: EventRunStarted, Detail: "target " + r.cfg.Target})
 	r.noteAbilities(ctx) // abilities.go
 	c, err := r.observe(ctx)
@@ -351,143 +323,18 @@ func (r *runner) run(ctx context.Context) error {
 	}
 	r.res.Cluster = c
 	r.loadBackup(ctx)
-
-	if r.cfg.DryRun {
-		c.UnfinishedSwap = r.noteSwap(ctx) // the plan's basis records it
-		plan, err := planner.Plan(r.withSnapshot(c), r.cfg.Target, r.cfg.Policy)
-		r.res.Plan = plan
-		if err != nil {
-			r.emit(ctx, Event{Kind: EventHalted, Err: err})
-			return err
-		}
-		if err := r.preflight(ctx, c, true); err != nil { // preflight.go: problems reported, not refused
-			r.emit(ctx, Event{Kind: EventPreflight, Err: err, Detail: "pre-flight check not made"})
-		}
-		r.emit(ctx, Event{Kind: EventDone, Detail: fmt.Sprintf("dry run: %d step(s) planned, nothing touched", len(plan.Steps))})
-		return nil
-	}
-
-	// Decide once before measuring anything, so that a refused plan (or a
-	// cluster that diverged from the approved one) returns having only
-	// read. But a swap record (swaprecord.go) is a server swap that a run
-	// which died left half done, and the planner would refuse the cluster
-	// it left (a server down): the run then takes the lock first and
-	// finishes that swap before it plans.
-	var step planner.Step
-	var prev *planner.Step // the step done last (the resumed swap, then each step of the loop)
-	if !r.peekSwap(ctx) {
-		if step, err = r.decideFirst(c); err != nil {
-			r.emit(ctx, Event{Kind: EventHalted, Step: step, Err: err})
-			return err
-		}
-	}
-	if lk, ok := r.cfg.Consul.(Locker); ok && !r.cfg.NoLock {
-		lock, err := r.takeLock(ctx, lk)
-		if err != nil {
-			r.emit(ctx, Event{Kind: EventHalted, Step: step, Err: err})
-			return err
-		}
-		r.lock, r.lost = lock, lock.Lost
-		defer r.unlock(ctx) // on every path; halt and done unlock first, so their event is the last
-		// Another run may have acted between the first look and the lock:
-		// look again, holding it.
-		var resumed *StepRecord
-		if c, err = r.observe(ctx); err == nil {
-			r.res.Cluster = c
-			if err = r.preflight(ctx, c, false); err == nil { // preflight.go: before the first action
-				resumed, err = r.resumeSwap(ctx, c)
-			}
-		}
-		if err == nil {
-			r.loadBackup(ctx)
-			if resumed != nil {
-				r.res.Steps = append(r.res.Steps, *resumed)
-				prev = &resumed.Step
-				if c, step, err = r.decideAfter(ctx, resumed.Step); err != nil {
-					err = &HaltError{Step: resumed.Step, Err: err} // after a touch: a halt
-				}
-			} else if r.gatedResume != nil {
-				// A recorded swap found done was gated: decide from the
-				// cluster after that gate, not from the one seen before it.
-				prev = r.gatedResume
-				if c, step, err = r.decideAfter(ctx, *prev); err != nil {
-					err = &HaltError{Step: *prev, Err: err}
-				}
-			} else {
-				step, err = r.decideFirst(c)
-			}
-		}
-		if err != nil {
-			r.unlock(ctx)
-			var h *HaltError
-			if errors.As(err, &h) {
-				r.emit(ctx, Event{Kind: EventHalted, Step: h.Step, Condition: gateCondition(h.Err), Err: err})
-			} else {
-				r.emit(ctx, Event{Kind: EventHalted, Step: step, Err: err})
-			}
-			return err
-		}
-	} else if err = r.preflight(ctx, c, false); err != nil { // preflight.go: no lock, before the first action
+	c.UnfinishedSwap = r.noteSwap(ctx) // the plan's basis records it
+	plan, err := planner.Plan(r.withSnapshot(c), r.cfg.Target, r.cfg.Policy)
+	r.res.Plan = plan
+	if err != nil {
 		r.emit(ctx, Event{Kind: EventHalted, Err: err})
 		return err
 	}
-	if err = r.measure(ctx); err != nil {
-		r.emit(ctx, Event{Kind: EventHalted, Err: err})
-		return err
+	if err := r.preflight(ctx, c, true); err != nil { // preflight.go: problems reported, not refused
+		r.emit(ctx, Event{Kind: EventPreflight, Err: err, Detail: "pre-flight check not made"})
 	}
-	if r.cfg.Plan == nil {
-		if p, perr := planner.Plan(r.withSnapshot(c), r.cfg.Target, r.cfg.Policy); perr == nil {
-			r.estimate = len(r.res.Steps) + len(p.Steps) // a resumed swap is done already
-		}
-	}
-
-	maxSteps := r.cfg.MaxSteps
-	if maxSteps == 0 {
-		maxSteps = DefaultMaxSteps
-	}
-	for first := true; ; first = false {
-		if !first {
-			c, step, err = r.decideAfter(ctx, *prev)
-			if err != nil {
-				return r.halt(ctx, &HaltError{Step: *prev, Err: err})
-			}
-		}
-		if step.Kind == planner.StepDone {
-			r.forgetBackup(ctx)
-			r.unlock(ctx)
-			r.emit(ctx, Event{Kind: EventDone, Step: step, Detail: fmt.Sprintf("%d step(s) done; every agent runs %s", len(r.res.Steps), r.cfg.Target)})
-			return nil
-		}
-		if prev != nil && sameStep(*prev, step) {
-			return r.halt(ctx, &HaltError{Step: step, Err: &StuckError{Step: step}})
-		}
-		if err := r.position(c, step); err != nil {
-			return r.halt(ctx, &HaltError{Step: step, Err: err})
-		}
-		select {
-		case <-r.lost:
-			return r.halt(ctx, &HaltError{Step: step, Err: errLockLost()})
-		default:
-		}
-		if len(r.res.Steps) >= maxSteps {
-			return r.stop(ctx, c, step, fmt.Sprintf("stopped after %d step(s) (Config.MaxSteps); the next run resumes at step %d of %d: %s", len(r.res.Steps), r.idx+1, r.total, step))
-		}
-		if r.cfg.BeforeStep != nil {
-			var stop bool
-			c, step, stop, err = r.ask(ctx, c, step)
-			if stop || err != nil {
-				return err
-			}
-		}
-		rec, herr := r.do(ctx, c, step)
-		if herr != nil {
-			return r.halt(ctx, herr)
-		}
-		r.res.Steps = append(r.res.Steps, rec)
-		r.planAt = r.idx + 1
-		s := step
-		prev = &s
-	}
+	r.emit(ctx, Event{Kind: EventDone, Detail: fmt.Sprintf("dry run: %d step(s) planned, nothing touched", len(plan.Steps))})
+	return nil
 }
 
 // decideFirst decides the first step of a run from c and, with an
@@ -547,47 +394,51 @@ const GateWaitingRepeat = 15 * time.Second
 // observed again and the step decided anew.
 const approvalReobserve = 10 * time.Second
 
-// ask asks Config.BeforeStep about step. It returns the cluster and the step
-// to carry out, or stop with the run's error (nil for a clean stop).
-func (r *runner) ask(ctx context.Context, c planner.Cluster, step planner.Step) (planner.Cluster, planner.Step, bool, error) {
+// ask asks Config.BeforeStep about step, the Session's decision. It returns
+// the step to carry out, or stop with the run's error (nil for a clean
+// stop). An approval that took a while is followed by a new decision, kept
+// as the Session's, and a step that changed is asked about again.
+func (r *runner) ask(ctx context.Context, step planner.Step) (planner.Step, bool, error) {
 	for {
 		asked := time.Now()
 		info := StepInfo{Index: r.idx, Total: r.total, Step: step}
 		dec, err := r.cfg.BeforeStep(ctx, info)
 		switch {
-		case err == nil && dec == Skip:
-			return c, step, true, r.stop(ctx, c, step, fmt.Sprintf("stopped before step %d of %d (BeforeStep said skip): %s", r.idx+1, r.total, step))
+		case err == nil && dec == StopHere:
+			return step, true, r.stop(ctx, r.decided.c, step, fmt.Sprintf("stopped before step %d of %d (BeforeStep said stop here): %s", r.idx+1, r.total, step))
 		case err == nil && dec == Approve:
 		case err == nil && dec == Abort:
-			return c, step, true, r.abort(ctx, &AbortedError{Index: r.idx, Total: r.total, Step: step})
+			return step, true, r.abort(ctx, &AbortedError{Index: r.idx, Total: r.total, Step: step})
 		case err == nil:
-			return c, step, true, r.abort(ctx, &AbortedError{Index: r.idx, Total: r.total, Step: step, Err: fmt.Errorf("BeforeStep returned %v, which is not Approve, Skip or Abort", dec)})
+			return step, true, r.abort(ctx, &AbortedError{Index: r.idx, Total: r.total, Step: step, Err: fmt.Errorf("BeforeStep returned %v, which is not Approve, StopHere or Abort", dec)})
 		default:
-			return c, step, true, r.abort(ctx, &AbortedError{Index: r.idx, Total: r.total, Step: step, Err: err})
+			return step, true, r.abort(ctx, &AbortedError{Index: r.idx, Total: r.total, Step: step, Err: err})
 		}
 		if time.Since(asked) < approvalReobserve {
-			return c, step, false, nil
+			r.decided.at = time.Now() // approved now: Execute acts on it without observing again
+			return step, false, nil
 		}
 		// The approval took a while: the cluster may have moved.
 		c2, err := r.discover(ctx)
 		if err != nil {
-			return c, step, true, r.halt(ctx, &HaltError{Step: step, Err: fmt.Errorf("observe the cluster after the approval: %w", err)})
+			return step, true, r.halt(ctx, refuse(step, fmt.Errorf("observe the cluster after the approval: %w", err)))
 		}
 		r.res.Cluster = c2
 		step2, err := planner.Next(r.withSnapshot(c2), r.cfg.Target, r.cfg.Policy)
 		if err != nil {
-			return c2, step, true, r.halt(ctx, &HaltError{Step: step, Err: fmt.Errorf("decide the step after the approval: %w", err)})
+			return step, true, r.halt(ctx, refuse(step, fmt.Errorf("decide the step after the approval: %w", err)))
 		}
+		r.decided = &decision{c: c2, step: step2, at: time.Now()}
 		if sameStep(step, step2) {
-			return c2, step2, false, nil
+			return step2, false, nil
 		}
 		if step2.Kind == planner.StepDone {
-			return c2, step2, true, r.stop(ctx, c2, step2, "the cluster reached the target while the step was being approved")
+			return step2, true, r.stop(ctx, c2, step2, "the cluster reached the target while the step was being approved")
 		}
 		if err := r.position(c2, step2); err != nil {
-			return c2, step2, true, r.halt(ctx, &HaltError{Step: step2, Err: err})
+			return step2, true, r.halt(ctx, refuse(step2, err))
 		}
-		c, step = c2, step2 // ask again about the new step
+		step = step2 // ask again about the new step
 	}
 }
 
@@ -618,11 +469,29 @@ func (r *runner) abort(ctx context.Context, e *AbortedError) error {
 	return e
 }
 
-func (r *runner) halt(ctx context.Context, h *HaltError) error {
-	r.fillTouched(h)
+// halt ends the run on err: the record into err, the lock given back, a
+// halted event naming the step concerned.
+func (r *runner) halt(ctx context.Context, err error) error {
+	r.fillTouched(err)
 	r.unlock(ctx)
-	r.emit(ctx, Event{Kind: EventHalted, Step: h.Step, Condition: gateCondition(h.Err), Err: h})
-	return h
+	var (
+		h  *HaltError
+		sr *StepRefusedError
+		pd *PlanDivergedError
+	)
+	var step planner.Step
+	switch {
+	case errors.As(err, &h):
+		step = h.Step
+	case errors.As(err, &sr):
+		step = sr.Step
+	case errors.As(err, &pd):
+		step = pd.Got
+	default:
+		step = r.at
+	}
+	r.emit(ctx, Event{Kind: EventHalted, Step: step, Condition: gateCondition(err), Err: err})
+	return err
 }
 
 func gateCondition(err error) planner.GateCheck {
@@ -707,7 +576,7 @@ func (r *runner) discover(ctx context.Context) (planner.Cluster, error) {
 func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (StepRecord, *HaltError) {
 	rec := StepRecord{Step: step, Started: time.Now()}
 	r.touch.beginStep()
-	if err := r.canGate(step); err != nil {
+	if err := r.canGate(c, step); err != nil {
 		return rec, &HaltError{Step: step, Err: err} // before acting: nothing is touched
 	}
 	r.emit(ctx, Event{Kind: EventStepStarted, Step: step, Detail: step.Reason})
@@ -786,7 +655,7 @@ func (r *runner) gate(ctx context.Context, step planner.Step, rec StepRecord, fa
 	opt.OnEra = func(e Era) { era = e }
 	opt.RepeatWaiting = GateWaitingRepeat
 	opt.Since = gateStart // the swapped agent has just started: stability counts from here
-	gerr := Gate(ctx, r.consul(step.Datacenter), step, r.baseline(step.Datacenter), opt)
+	gerr := awaitGate(ctx, r.consul(step.Datacenter), step, r.baseline(step.Datacenter), opt)
 	r.gated(gerr) // touched.go
 	if gerr != nil {
 		var ge *GateError
@@ -883,7 +752,7 @@ func (r *runner) keepLockOff(ctx context.Context, c planner.Cluster, step planne
 // previous gate passed (autopilot can report a dead server healthy for
 // several seconds) and autopilot's dead-server cleanup then removes it, or
 // a voter can be down or unhealthy under a waived pre-check. A refusal is a
-// *StopRefusedError, with nothing touched. The datacenter's planned outage
+// *QuorumError, with nothing touched. The datacenter's planned outage
 // (its only voter; or two voters with no-spare-voter waived on a cluster
 // that began so) is allowed and reported (EventPlannedOutage).
 func (r *runner) quorumBeforeStop(ctx context.Context, step planner.Step) error {
@@ -892,7 +761,7 @@ func (r *runner) quorumBeforeStop(ctx context.Context, step planner.Step) error 
 	case err != nil:
 		return fmt.Errorf("%s not stopped: %w", step.Node, err)
 	case !ok:
-		return &StopRefusedError{Node: step.Node, Voters: q.Voters, Up: q.Up, Quorum: q.Quorum}
+		return &QuorumError{Node: step.Node, Voters: q.Voters, Up: q.Up, Quorum: q.Quorum}
 	}
 	if outage != "" {
 		r.emit(ctx, Event{Kind: EventPlannedOutage, Step: step, Detail: outage})
@@ -925,7 +794,7 @@ func (r *runner) snapshotAll(ctx context.Context, step planner.Step) (map[string
 			where = "datacenter " + dc + ": "
 		}
 		if logical {
-			info, err := SaveLogicalBackup(ctx, r.consul(dc), open, dc, step.From)
+			info, err := saveLogicalBackup(ctx, r.consul(dc), open, dc, step.From)
 			if err != nil {
 				return out, fmt.Errorf("%s%w", where, err)
 			}
@@ -1060,7 +929,7 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 			if qerr != nil {
 				h.RollbackErr = qerr
 				what := " not attempted: the quorum check failed"
-				if refused := (*RollbackRefusedError)(nil); errors.As(qerr, &refused) {
+				if refused := (*QuorumError)(nil); errors.As(qerr, &refused) {
 					what = " refused"
 				}
 				r.emit(ctx, Event{Kind: EventRolledBack, Step: step, Detail: "rollback of " + node + what + note, Err: qerr})
@@ -1088,7 +957,7 @@ func (r *runner) fail(ctx context.Context, step planner.Step, err error, failed 
 	} else {
 		check.Gate = []planner.GateCheck{planner.GateSerfAlive}
 	}
-	if gerr := Gate(rctx, r.consul(step.Datacenter), check, r.baseline(step.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
+	if gerr := awaitGate(rctx, r.consul(step.Datacenter), check, r.baseline(step.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
 		r.emit(ctx, Event{Kind: EventGateWaiting, Step: check, Node: node, Condition: cond, Detail: "after rollback: " + detail})
 	})); gerr != nil {
 		h.RollbackErr = fmt.Errorf("rolled back %v but the cluster did not become healthy: %w", failed, gerr)
@@ -1177,7 +1046,7 @@ func (r *runner) failAdd(ctx context.Context, h *HaltError) *HaltError {
 	h.RolledBackNodes = []string{node}
 	check := h.Step
 	check.Gate = []planner.GateCheck{planner.GateLeaderKnown, planner.GateRemoved}
-	if gerr := Gate(rctx, r.consul(check.Datacenter), check, r.baseline(check.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
+	if gerr := awaitGate(rctx, r.consul(check.Datacenter), check, r.baseline(check.Datacenter), r.gateOptions(func(cond planner.GateCheck, node, detail string) {
 		r.emit(ctx, Event{Kind: EventGateWaiting, Step: check, Node: node, Condition: cond, Detail: "after retiring the new server: " + detail})
 	})); gerr != nil {
 		h.RollbackErr = fmt.Errorf("retired the new server %s but the cluster did not settle: %w", node, gerr)
@@ -1191,17 +1060,44 @@ func (r *runner) failAdd(ctx context.Context, h *HaltError) *HaltError {
 
 // canGate refuses, before acting, a step whose gate could not be checked:
 // in an era without autopilot health, a server's raft state is only in its
-// own HTTP API, which needs Config.ServerAPI.
-func (r *runner) canGate(step planner.Step) error {
+// own HTTP API, which needs Config.ServerAPI; before 0.7 it is read through
+// that API's EraReader, which a ServerAPI wrapping its Consul the usual Go
+// way would lose.
+func (r *runner) canGate(c planner.Cluster, step planner.Step) error {
 	era := r.baseline(step.Datacenter).Era
-	if r.cfg.ServerAPI != nil || era == "" || era.Autopilot() {
+	if era == "" || era.Autopilot() {
 		return nil
 	}
 	for _, cond := range step.Gate {
 		switch cond {
 		case planner.GateCommitIndex, planner.GateLastContact, planner.GateAutopilotHealthy, planner.GateStable, planner.GateTrailingLogs:
-			return &ConfigError{Field: "ServerAPI", Problem: fmt.Sprintf("is nil, and the gate of %s checks %s, which in the %s era (%s) needs each server's own HTTP API; set Config.ServerAPI, e.g. upgrade.ServerHTTP(8500)", stepString(step), cond, era, era.Checks())}
+			if r.cfg.ServerAPI == nil {
+				return &ConfigError{Field: "ServerAPI", Problem: fmt.Sprintf("is nil, and the gate of %s checks %s, which in the %s era (%s) needs each server's own HTTP API; set Config.ServerAPI, e.g. upgrade.ServerHTTP(8500)", stepString(step), cond, era, era.Checks())}
+			}
+			if era.RaftConfig() {
+				return nil
+			}
+			return r.serverAPIReadsEra(c, step, cond)
 		}
+	}
+	return nil
+}
+
+// serverAPIReadsEra checks that Config.ServerAPI gives, for a server of the
+// step's datacenter, a Consul that implements EraReader.
+func (r *runner) serverAPIReadsEra(c planner.Cluster, step planner.Step, cond planner.GateCheck) error {
+	for _, s := range c.Servers {
+		if !sameDC(s.Datacenter, step.Datacenter) {
+			continue
+		}
+		sc, err := r.cfg.ServerAPI(s.Name, s.Address)
+		if err != nil || sc == nil {
+			continue // the gate reports a server it cannot reach
+		}
+		if _, ok := sc.(EraReader); !ok {
+			return &ConfigError{Field: "ServerAPI", Value: fmt.Sprintf("%T", sc), Problem: fmt.Sprintf("gives for %s a Consul that does not implement upgrade.EraReader, and the gate of %s checks %s, which before 0.7 reads each server's state through it; return the Consul of upgrade.NewConsul or upgrade.ServerHTTP, or wrap it with upgrade.Intercept, which keeps its abilities", s.Name, stepString(step), cond)}
+		}
+		return nil
 	}
 	return nil
 }

@@ -18,8 +18,8 @@ func TestBackupKeyIsNextToTheLock(t *testing.T) {
 		"upgrade-lock":        "upgrade-lock-backup",
 		"ops/backup":          "ops/backup-backup",
 	} {
-		if got := BackupKey(lock); got != want {
-			t.Errorf("BackupKey(%q) = %q, want %q", lock, got, want)
+		if got := backupKey(lock); got != want {
+			t.Errorf("backupKey(%q) = %q, want %q", lock, got, want)
 		}
 	}
 }
@@ -109,7 +109,7 @@ func TestReadLockHolderSaysWhoHoldsTheLockDuringARun(t *testing.T) {
 				t.Error(err)
 			}
 			during = h
-			return Skip, nil
+			return StopHere, nil
 		}
 		if _, err := Run(t.Context(), r.cfg); err != nil {
 			t.Fatal(err)

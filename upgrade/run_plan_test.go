@@ -114,10 +114,10 @@ func TestRunWithAnApprovedPlanHaltsBeforeTouchingAServerOnceTheLeaderMovedWithou
 			}
 		}
 		res, err := Run(t.Context(), r.cfg)
-		var h *HaltError
+		var h *StepRefusedError
 		var se *planner.StalePlanError
 		if !errors.As(err, &h) || !errors.As(err, &se) {
-			t.Fatalf("err = %v, want a *HaltError wrapping a *planner.StalePlanError", err)
+			t.Fatalf("err = %v, want a *StepRefusedError wrapping a *planner.StalePlanError", err)
 		}
 		if se.Done != 1 || len(se.Diffs) != 1 || se.Diffs[0].Item != "leader" {
 			t.Errorf("stale %+v, want the leader named, with the snapshot done", se)
@@ -283,7 +283,7 @@ func TestBeforeStepSkipEndsTheRunCleanlyBeforeTheStep(t *testing.T) {
 		r := newRunRig(t, 3, 0)
 		r.cfg.BeforeStep = func(ctx context.Context, s StepInfo) (StepDecision, error) {
 			if s.Index == 2 {
-				return Skip, nil
+				return StopHere, nil
 			}
 			return Approve, nil
 		}

@@ -122,7 +122,7 @@ func TestRunRollsBackASingleServerAsItsPlannedOutage(t *testing.T) {
 		if !slices.Equal(r.tr.rollbacks, []string{"s1"}) {
 			t.Errorf("rollbacks %v (rollback error %v), want s1 rolled back", r.tr.rollbacks, h.RollbackErr)
 		}
-		var refused *RollbackRefusedError
+		var refused *QuorumError
 		if errors.As(h.RollbackErr, &refused) {
 			t.Errorf("the single server's rollback was refused: %v", h.RollbackErr)
 		}
@@ -146,10 +146,10 @@ func TestRunRefusesAStopThatLosesTheQuorumEvenWhenTheRunBeganWithToleranceZero(t
 		if res.Baseline.FailureTolerance != 0 {
 			t.Fatalf("baseline %+v: want failure tolerance 0", res.Baseline)
 		}
-		var h *HaltError
-		var refused *StopRefusedError
-		if !errors.As(err, &h) || !errors.As(err, &refused) {
-			t.Fatalf("err = %v, want a *HaltError wrapping a *StopRefusedError", err)
+		var h *StepRefusedError
+		var refused *QuorumError
+		if !errors.As(err, &h) || !errors.As(err, &refused) || refused.Rollback {
+			t.Fatalf("err = %v, want a *StepRefusedError wrapping a *QuorumError of a swap's stop", err)
 		}
 		if refused.Voters != 3 || refused.Quorum != 2 || !slices.Equal(refused.Up, []string{"s1"}) {
 			t.Errorf("refusal %+v, want 3 voters, quorum 2, only the leader s1 up", refused)

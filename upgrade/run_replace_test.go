@@ -131,9 +131,9 @@ func TestRunReplaceHaltsWhenProvisioningFailsAndTouchesNothingElse(t *testing.T)
 		r.cfg.Policy.NoSnapshot = true
 		f.FailNextProvision(errors.New("no capacity in the pool"))
 		_, err := Run(t.Context(), r.cfg)
-		var h *HaltError
+		var h *StepRefusedError
 		if !errors.As(err, &h) || h.Step.Kind != planner.StepAddServer || !strings.Contains(err.Error(), "no capacity in the pool") {
-			t.Fatalf("err = %v, want a halt on add-server carrying the transport's error", err)
+			t.Fatalf("err = %v, want a *StepRefusedError of add-server carrying the transport's error (nothing was provisioned)", err)
 		}
 		for _, c := range f.Calls() {
 			if c.Op != transporttest.OpProvision {

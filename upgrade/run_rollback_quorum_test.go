@@ -14,7 +14,7 @@ import (
 // A second server dies while the first follower's swap is gated: the gate
 // times out on failure tolerance, and rolling the swapped server back would
 // stop it while it and the leader are the only voters up. The run halts
-// without the rollback, with a *RollbackRefusedError naming what is up.
+// without the rollback, with a *QuorumError naming what is up.
 func TestRunDoesNotRollBackAServerWhenTheOthersWouldLoseTheirQuorum(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRunRig(t, 3, 0)
@@ -40,12 +40,12 @@ func TestRunDoesNotRollBackAServerWhenTheOthersWouldLoseTheirQuorum(t *testing.T
 		}
 		var h *HaltError
 		var ge *GateError
-		var refused *RollbackRefusedError
+		var refused *QuorumError
 		if !errors.As(err, &h) || !errors.As(err, &ge) || ge.Condition != planner.GateFailureTolerance {
 			t.Fatalf("err = %v, want a *HaltError on the failure-tolerance gate", err)
 		}
-		if !errors.As(h.RollbackErr, &refused) {
-			t.Fatalf("rollback error %v, want a *RollbackRefusedError", h.RollbackErr)
+		if !errors.As(h.RollbackErr, &refused) || !refused.Rollback {
+			t.Fatalf("rollback error %v, want a *QuorumError of a rollback", h.RollbackErr)
 		}
 		if refused.Node != swapped || refused.Voters != 3 || refused.Quorum != 2 || len(refused.Up) != 1 || refused.Up[0] != r.sim.Leader() {
 			t.Errorf("refusal %+v, want %s refused with only the leader %s up of 3 voters (quorum 2)", refused, swapped, r.sim.Leader())

@@ -16,7 +16,7 @@ func untouched(t *testing.T, r *runRig, res *Result) {
 	if len(r.tr.swapped()) != 0 || len(r.snapshots) != 0 || len(r.sim.Sessions()) != 0 || (res != nil && len(res.Steps) != 0) {
 		t.Errorf("a refused run touched the cluster: swaps %v, snapshots %v, sessions %v, steps %v", r.tr.swapped(), r.snapshots, r.sim.Sessions(), res.Steps)
 	}
-	if _, found, _ := r.cfg.Consul.(KVStore).KVGet(t.Context(), SwapKey("")); found {
+	if _, found, _ := r.cfg.Consul.(KVStore).KVGet(t.Context(), swapRecordKey("")); found {
 		t.Error("a refused run left a swap record")
 	}
 }

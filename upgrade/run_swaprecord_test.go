@@ -23,8 +23,8 @@ func TestSwapKeyIsNextToTheLock(t *testing.T) {
 		"upgrade-lock":        "upgrade-lock-swap",
 		"ops/swap":            "ops/swap-swap",
 	} {
-		if got := SwapKey(lock); got != want {
-			t.Errorf("SwapKey(%q) = %q, want %q", lock, got, want)
+		if got := swapRecordKey(lock); got != want {
+			t.Errorf("swapRecordKey(%q) = %q, want %q", lock, got, want)
 		}
 	}
 }
@@ -332,12 +332,12 @@ func TestARunHaltsBeforeTheStopWhenTheSwapRecordCannotBeWritten(t *testing.T) {
 		r := newRunRig(t, 3, 0)
 		r.cfg.Consul = swapPutFails{r.cfg.Consul.(*apiConsul)}
 		res, err := Run(t.Context(), r.cfg)
-		var h *HaltError
+		var h *StepRefusedError
 		if !errors.As(err, &h) || h.Step.Kind != planner.StepSwapServer || !strings.Contains(err.Error(), "not stopped: record the swap in "+swapKey) {
-			t.Fatalf("err = %v, want a halt at the first server swap naming the record", err)
+			t.Fatalf("err = %v, want a *StepRefusedError of the first server swap naming the record", err)
 		}
-		if len(r.tr.swapped()) != 0 || h.RolledBack {
-			t.Errorf("swaps %v (rolled back %v), want none: the server must not be touched", r.tr.swapped(), h.RolledBack)
+		if len(r.tr.swapped()) != 0 {
+			t.Errorf("swaps %v, want none: the server must not be touched", r.tr.swapped())
 		}
 		if len(res.Steps) != 1 || res.Steps[0].Step.Kind != planner.StepSnapshot {
 			t.Errorf("steps %v, want only the snapshot", res.Steps)

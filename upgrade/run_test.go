@@ -29,11 +29,16 @@ type runRig struct {
 // newRunRig builds the rig on a cluster of 1.12.9 agents that has been
 // stable for an hour and serves a valid snapshot; opts come on top.
 func newRunRig(t *testing.T, servers, clients int, opts ...consultest.Option) *runRig {
+	return newRunRigAt(t, "1.12.9", servers, clients, opts...)
+}
+
+// newRunRigAt is newRunRig on agents of version, aiming at 1.13.9.
+func newRunRigAt(t *testing.T, version string, servers, clients int, opts ...consultest.Option) *runRig {
 	opts = append([]consultest.Option{
 		consultest.WithStableSince(time.Now().Add(-time.Hour)),
 		consultest.WithSnapshot(makeSnapshot(t, snapshotFiles{})),
 	}, opts...)
-	r := &runRig{sim: consultest.NewCluster(servers, clients, "1.12.9", opts...)}
+	r := &runRig{sim: consultest.NewCluster(servers, clients, version, opts...)}
 	r.tr = newFakeTransport(func(node, version string, ok bool) {
 		if err := r.sim.Swap(node, version, ok); err != nil {
 			t.Error(err)

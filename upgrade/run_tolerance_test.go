@@ -31,10 +31,10 @@ func TestRunHaltsWhenAServerIsLostMidRunAndTwoVotersAreLeft(t *testing.T) {
 		if dead == "" {
 			t.Fatal("no server swap passed its gate: the fault was never injected")
 		}
-		var h *HaltError
+		var h *StepRefusedError
 		var re *planner.RefusedError
 		if !errors.As(err, &h) || !errors.As(err, &re) || len(re.Findings) != 1 || re.Findings[0].Rule != planner.PrecheckNoSpareVoter {
-			t.Fatalf("err = %v, want a *HaltError wrapping a refusal by %s", err, planner.PrecheckNoSpareVoter)
+			t.Fatalf("err = %v, want a *StepRefusedError wrapping a refusal by %s", err, planner.PrecheckNoSpareVoter)
 		}
 		if swaps := r.tr.swapped(); len(swaps) != 1 || swaps[0].Node != dead {
 			t.Errorf("server swaps %v, want only %s's: no server stopped while the tolerance was 0", swaps, dead)
@@ -46,7 +46,7 @@ func TestRunHaltsWhenAServerIsLostMidRunAndTwoVotersAreLeft(t *testing.T) {
 // through, but the waiver accepts a cluster that began without a spare,
 // not one that lost a server during the run (its baseline tolerance was
 // 1). The stop check reads the current Raft configuration and halts the
-// run before it stops a second server, with a *StopRefusedError, nothing
+// run before it stops a second server, with a *QuorumError, nothing
 // stopped.
 func TestRunDoesNotStopAServerWhoseStopWouldLoseTheQuorum(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -64,10 +64,10 @@ func TestRunDoesNotStopAServerWhoseStopWouldLoseTheQuorum(t *testing.T) {
 		if dead == "" {
 			t.Fatal("no server swap passed its gate: the fault was never injected")
 		}
-		var h *HaltError
-		var refused *StopRefusedError
-		if !errors.As(err, &h) || !errors.As(err, &refused) {
-			t.Fatalf("err = %v, want a *HaltError wrapping a *StopRefusedError", err)
+		var h *StepRefusedError
+		var refused *QuorumError
+		if !errors.As(err, &h) || !errors.As(err, &refused) || refused.Rollback {
+			t.Fatalf("err = %v, want a *StepRefusedError wrapping a *QuorumError of a swap's stop", err)
 		}
 		if refused.Node != h.Step.Node || refused.Voters != 2 || refused.Quorum != 2 || len(refused.Up) != 1 || refused.Up[0] != r.sim.Leader() {
 			t.Errorf("refusal %+v, want %s refused with only the leader %s up of 2 voters (quorum 2)", refused, h.Step.Node, r.sim.Leader())

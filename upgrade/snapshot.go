@@ -35,7 +35,7 @@ type SnapshotInfo struct {
 	Files map[string]string `json:"files"`
 	// Kind is the kind of backup: planner.BackupSnapshot (Consul's
 	// snapshot API; "" in records from before logical backups existed) or
-	// planner.BackupLogical (see LogicalBackupMeta).
+	// planner.BackupLogical (see VerifySnapshot).
 	Kind planner.BackupKind `json:"kind,omitempty"`
 	// Keys and ACLTokens count what a logical backup holds.
 	Keys      int `json:"keys,omitempty"`
@@ -51,10 +51,19 @@ type SnapshotInfo struct {
 	Path string `json:"path,omitempty"`
 }
 
-// VerifySnapshot reads a Consul snapshot archive to the end and checks it:
-// gzip-compressed tar, holding meta.json, state.bin and SHA256SUMS, with the
-// SHA-256 of every file listed in SHA256SUMS matching. Content errors wrap
-// ErrSnapshotInvalid.
+// VerifySnapshot reads a backup archive to the end and checks it: a Consul
+// snapshot (the snapshot API's: gzip-compressed tar holding meta.json,
+// state.bin and SHA256SUMS), or a logical backup, which a run takes before
+// a hop away from a Consul below 0.7.1 (no snapshot API there): a
+// gzip-compressed tar of meta.json (its format, datacenter, version, Raft
+// index and counts), kv.json (the whole KV tree as /v1/kv/?recurse returns
+// it, values base64), acls.json (the ACL tokens from the legacy
+// /v1/acl/list, when ACLs are on) and SHA256SUMS. A logical backup restores
+// the KV tree and the ACL tokens through the HTTP API; it cannot restore
+// planner.LogicalBackupOmits. Every file's SHA-256 must be the one listed
+// in SHA256SUMS, and a logical backup's kv.json and acls.json must hold as
+// many entries as its meta.json counts. The info's Kind says which kind the
+// archive is. Content errors wrap ErrSnapshotInvalid.
 func VerifySnapshot(r io.Reader) (SnapshotInfo, error) {
 	info := SnapshotInfo{Kind: planner.BackupSnapshot}
 	invalid := func(format string, a ...any) error {
@@ -67,8 +76,7 @@ func VerifySnapshot(r io.Reader) (SnapshotInfo, error) {
 	defer zr.Close()
 	tr := tar.NewReader(zr)
 	sums := map[string]string{}
-	var meta []byte
-	var listed []byte
+	kept := map[string][]byte{} // every file but state.bin, which may be large
 	haveState := false
 	for {
 		h, err := tr.Next()
@@ -81,7 +89,7 @@ func VerifySnapshot(r io.Reader) (SnapshotInfo, error) {
 		hash := sha256.New()
 		var keep bytes.Buffer
 		var w io.Writer = hash
-		if h.Name == "meta.json" || h.Name == "SHA256SUMS" {
+		if h.Name != "state.bin" {
 			w = io.MultiWriter(hash, &keep)
 		}
 		n, err := io.Copy(w, tr)
@@ -89,19 +97,24 @@ func VerifySnapshot(r io.Reader) (SnapshotInfo, error) {
 			return info, invalid("reading %s: %v after %d bytes (truncated or corrupt archive)", h.Name, err, n)
 		}
 		sums[h.Name] = hex.EncodeToString(hash.Sum(nil))
-		switch h.Name {
-		case "meta.json":
-			meta = keep.Bytes()
-		case "SHA256SUMS":
-			listed = keep.Bytes()
-		case "state.bin":
+		if h.Name == "state.bin" {
 			haveState = true
 			info.StateSize = n
+		} else {
+			kept[h.Name] = keep.Bytes()
 		}
 	}
 	// Drain the gzip stream so its checksum and length are verified too.
 	if _, err := io.Copy(io.Discard, zr); err != nil {
 		return info, invalid("reading the gzip stream: %v", err)
+	}
+	meta, listed := kept["meta.json"], kept["SHA256SUMS"]
+	var format struct {
+		Format string `json:"format"`
+	}
+	if _, kv := kept["kv.json"]; (kv || json.Unmarshal(meta, &format) == nil && format.Format != "") && !haveState {
+		info, _, err := checkLogical(kept, sums)
+		return info, err
 	}
 	var missing []string
 	if meta == nil {

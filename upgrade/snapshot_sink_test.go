@@ -32,9 +32,9 @@ func TestACustomSinkIsAbortedNeverCommittedOnAnArchiveThatFailsVerification(t *t
 				sink := &memSink{}
 				r.cfg.Snapshot = sink.open
 				res, err := Run(t.Context(), r.cfg)
-				var h *HaltError
+				var h *StepRefusedError
 				if !errors.As(err, &h) || h.Step.Kind != planner.StepSnapshot || !errors.Is(err, ErrSnapshotInvalid) {
-					t.Fatalf("Run = %v, want a halt at the snapshot step wrapping ErrSnapshotInvalid", err)
+					t.Fatalf("Run = %v, want a *StepRefusedError of the snapshot step wrapping ErrSnapshotInvalid", err)
 				}
 				if sink.aborted != 1 || sink.committed != 0 {
 					t.Errorf("sink aborted %d, committed %d time(s); want aborted once and never committed", sink.aborted, sink.committed)
@@ -58,9 +58,9 @@ func TestASinkWhoseCommitFailsHaltsTheRunBeforeTheFirstServerSwap(t *testing.T) 
 		sink := &memSink{commitErr: errors.New("bucket quota exceeded")}
 		r.cfg.Snapshot = sink.open
 		res, err := Run(t.Context(), r.cfg)
-		var h *HaltError
+		var h *StepRefusedError
 		if !errors.As(err, &h) || h.Step.Kind != planner.StepSnapshot || !strings.Contains(err.Error(), "commit the destination: bucket quota exceeded") {
-			t.Fatalf("Run = %v, want a halt at the snapshot step naming the commit's error", err)
+			t.Fatalf("Run = %v, want a *StepRefusedError of the snapshot step naming the commit's error", err)
 		}
 		if sink.committed != 1 || sink.aborted != 1 {
 			t.Errorf("sink committed %d, aborted %d time(s); want one failed commit, then an abort", sink.committed, sink.aborted)
@@ -68,7 +68,7 @@ func TestASinkWhoseCommitFailsHaltsTheRunBeforeTheFirstServerSwap(t *testing.T) 
 		if len(r.tr.swapped()) != 0 || len(res.Steps) != 0 {
 			t.Errorf("swaps %v, steps %v: want no server swapped without a backup", r.tr.swapped(), res.Steps)
 		}
-		if _, ok := r.sim.KV(BackupKey("")); ok {
+		if _, ok := r.sim.KV(backupKey("")); ok {
 			t.Error("a backup record was written for a backup whose commit failed")
 		}
 	})
@@ -102,10 +102,10 @@ func TestALogicalBackupThatFailsItsRereadIsAbortedNeverCommitted(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			sink := &rereadSink{damage: damage}
-			_, err := SaveLogicalBackup(t.Context(), c, sink.open, "dc1", "0.6.4")
-			var be *BackupError
+			_, err := saveLogicalBackup(t.Context(), c, sink.open, "dc1", "0.6.4")
+			var be *backupError
 			if !errors.As(err, &be) || be.Part != "re-read" || !errors.Is(err, ErrSnapshotInvalid) {
-				t.Fatalf("SaveLogicalBackup = %v, want a *BackupError in part re-read wrapping ErrSnapshotInvalid", err)
+				t.Fatalf("saveLogicalBackup = %v, want a *backupError in part re-read wrapping ErrSnapshotInvalid", err)
 			}
 			if sink.aborted != 1 || sink.committed != 0 {
 				t.Errorf("sink aborted %d, committed %d time(s); want aborted once and never committed", sink.aborted, sink.committed)
@@ -113,7 +113,7 @@ func TestALogicalBackupThatFailsItsRereadIsAbortedNeverCommitted(t *testing.T) {
 		})
 	}
 	sink := &rereadSink{damage: func(b []byte) []byte { return b }}
-	info, err := SaveLogicalBackup(t.Context(), c, sink.open, "dc1", "0.6.4")
+	info, err := saveLogicalBackup(t.Context(), c, sink.open, "dc1", "0.6.4")
 	if err != nil || !info.Reread || sink.committed != 1 || sink.aborted != 0 {
 		t.Errorf("an intact copy: err %v, reread %v, committed %d, aborted %d; want it read back and committed once", err, info.Reread, sink.committed, sink.aborted)
 	}
@@ -235,9 +235,9 @@ func TestARunOfA070ClusterThroughAConsulWithoutEraReaderHaltsAtTheBackupBeforeAn
 		sink := &memSink{}
 		r.cfg.Snapshot = sink.open
 		_, err := Run(t.Context(), r.cfg)
-		var be *BackupError
+		var be *backupError
 		if !errors.Is(err, ErrNoEraReader) || !errors.As(err, &be) {
-			t.Fatalf("Run = %v, want a *BackupError wrapping ErrNoEraReader", err)
+			t.Fatalf("Run = %v, want a *backupError wrapping ErrNoEraReader", err)
 		}
 		if len(r.tr.swapped()) != 0 || sink.committed != 0 {
 			t.Errorf("swaps %v, commits %d: want nothing touched", r.tr.swapped(), sink.committed)

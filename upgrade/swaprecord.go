@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
@@ -14,7 +13,8 @@ import (
 )
 
 // SwapRecord is what a run that holds the upgrade lock keeps in the KV
-// store, at SwapKey(lock key), while it swaps a server: written right
+// store next to the lock (at consul-upgrade/swap for the default lock key)
+// while it swaps a server: written right
 // before it asks the transport to swap the server, deleted once the step's
 // gate passed (or after a completed rollback). A record found by a later
 // run is the swap of a run that died (SIGKILL, a lost host) or halted on
@@ -30,10 +30,9 @@ import (
 //     SwapRequest; a transport starts a stopped agent), gated, and the
 //     record deleted.
 //
-// Anything else (a server alive but not healthy off To for
-// swapResumeSettle, down on a third version, not a server, a To that is
-// not the run's target or a hop to it) is refused with a *SwapRecordError,
-// touching nothing.
+// Anything else (a server alive but not healthy off To for 30 seconds, down
+// on a third version, not a server, a To that is not the run's target or a
+// hop to it) is refused with a *SwapRecordError, touching nothing.
 //
 // Only the recorded server is ever acted on this way.
 type SwapRecord struct {
@@ -53,20 +52,12 @@ type SwapRecord struct {
 	// (a baseline measured with the server down would count one server
 	// less of failure tolerance).
 	Baseline Baseline `json:"baseline"`
+	// Key is the KV key the record was read from (set by ReadSwapRecord;
+	// not stored).
+	Key string `json:"-"`
 }
 
-// SwapKey is the KV key of the swap record next to the lock at lockKey
-// ("": DefaultLockKey): "consul-upgrade/swap" for "consul-upgrade/lock".
-func SwapKey(lockKey string) string {
-	if lockKey == "" {
-		lockKey = DefaultLockKey
-	}
-	i := strings.LastIndex(lockKey, "/")
-	if i < 0 || lockKey[i+1:] == "swap" {
-		return lockKey + "-swap"
-	}
-	return lockKey[:i+1] + "swap"
-}
+func swapRecordKey(lockKey string) string { return recordKey(lockKey, "swap") }
 
 // SwapRecordError refuses a run that found a swap record it must not act
 // on: one that cannot be read, names a node that is not a server of the
@@ -106,7 +97,7 @@ func ReadSwapRecord(ctx context.Context, c Consul, lockKey string) (*SwapRecord,
 	if !ok {
 		return nil, fmt.Errorf("read the swap record: the Consul given (%T) does not implement upgrade.KVStore; pass upgrade.NewConsul(client)", c)
 	}
-	key := SwapKey(lockKey)
+	key := swapRecordKey(lockKey)
 	b, found, err := kv.KVGet(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("read the swap record %s: %w", key, err)
@@ -122,6 +113,7 @@ func ReadSwapRecord(ctx context.Context, c Consul, lockKey string) (*SwapRecord,
 		return nil, &SwapRecordError{Key: key, Node: rec.Step.Node, To: rec.Step.To, Holder: rec.Holder,
 			Reason: fmt.Sprintf("its step is %q, not a swap-server step naming a node and a version", rec.Step.String())}
 	}
+	rec.Key = key
 	return &rec, nil
 }
 
@@ -147,7 +139,7 @@ func (r *runner) recordSwap(ctx context.Context, step planner.Step) error {
 	if !ok || r.lock == nil {
 		return nil
 	}
-	key := SwapKey(r.cfg.LockKey)
+	key := swapRecordKey(r.cfg.LockKey)
 	rec := SwapRecord{Step: step, Node: step.Node, Role: transport.RoleServer, Datacenter: step.Datacenter,
 		From: step.From, To: step.To, Holder: r.holder(), Started: time.Now().UTC(), Baseline: r.baseline(step.Datacenter)}
 	b, err := json.Marshal(rec)
@@ -166,7 +158,7 @@ func (r *runner) forgetSwap(ctx context.Context, step planner.Step) {
 	if !ok || r.lock == nil {
 		return
 	}
-	key := SwapKey(r.cfg.LockKey)
+	key := swapRecordKey(r.cfg.LockKey)
 	if err := kv.KVDelete(ctx, key); err != nil {
 		r.emit(ctx, Event{Kind: EventSwapRecord, Step: step, Err: fmt.Errorf("delete the swap record %s: %w", key, err),
 			Detail: "the next run checks " + step.Node + " again before it plans; or delete it by hand (consul kv delete " + key + ")"})
@@ -215,7 +207,7 @@ func (r *runner) noteSwap(ctx context.Context) *planner.UnfinishedSwap {
 		r.emit(ctx, Event{Kind: EventSwapRecord, Err: err, Detail: "a run refuses this record, touching nothing"})
 	case rec != nil:
 		r.emit(ctx, Event{Kind: EventSwapRecord, Step: rec.Step, Detail: fmt.Sprintf("%s holds the swap of %s to %s started by %q at %s and not finished; a run (not a dry run) finishes it before it plans",
-			SwapKey(r.cfg.LockKey), rec.Node, rec.To, rec.Holder, rec.Started.Format(time.RFC3339))})
+			swapRecordKey(r.cfg.LockKey), rec.Node, rec.To, rec.Holder, rec.Started.Format(time.RFC3339))})
 	}
 	return rec.Unfinished()
 }
@@ -252,12 +244,12 @@ func (r *runner) resumeSwap(ctx context.Context, c planner.Cluster) (*StepRecord
 	case rec == nil:
 		return nil, nil
 	}
-	key := SwapKey(r.cfg.LockKey)
+	key := swapRecordKey(r.cfg.LockKey)
 	step := rec.Step
 	refuse := func(reason string) error {
 		return &SwapRecordError{Key: key, Node: step.Node, To: step.To, Holder: rec.Holder, Reason: reason}
 	}
-	if err := r.swapTargetKnown(step); err != nil {
+	if err := r.swapTargetKnown(step, c.Features); err != nil {
 		return nil, refuse(err.Error())
 	}
 	dc := step.Datacenter
@@ -333,15 +325,27 @@ func (r *runner) resumeSwap(ctx context.Context, c planner.Cluster) (*StepRecord
 }
 
 // swapTargetKnown checks that a recorded swap goes to this run's target or
-// to one of the hops on the way.
-func (r *runner) swapTargetKnown(step planner.Step) error {
+// to one of the hops on the way (the path of a cluster with features f).
+func (r *runner) swapTargetKnown(step planner.Step, f planner.Features) error {
 	if planner.SameVersion(step.To, r.cfg.Target) {
 		return nil
 	}
 	if step.From != "" {
-		if hops, err := planner.Path(step.From, r.cfg.Target, r.cfg.Policy); err == nil {
+		if hops, err := planner.PathFor(step.From, r.cfg.Target, r.cfg.Policy, f); err == nil {
 			for _, h := range hops {
 				if planner.SameVersion(h.To, step.To) {
+					return nil
+				}
+			}
+			// In a cluster of several versions a node may stop short of its
+			// own first stepping stone, on one that a newer node must not
+			// skip (the planner's cluster path): a version above From and
+			// not beyond that first stone is on the way too.
+			if len(hops) > 0 {
+				from, err1 := planner.ParseVersion(step.From)
+				to, err2 := planner.ParseVersion(step.To)
+				first, err3 := planner.ParseVersion(hops[0].To)
+				if err1 == nil && err2 == nil && err3 == nil && from.LessThan(to) && !first.LessThan(to) {
 					return nil
 				}
 			}

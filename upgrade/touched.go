@@ -75,7 +75,7 @@ const (
 	RollbackFailed RollbackResult = "failed"
 	// RollbackRefused: not attempted, because stopping the node again
 	// would leave the other voters without a quorum
-	// (*RollbackRefusedError).
+	// (*QuorumError).
 	RollbackRefused RollbackResult = "refused"
 	// RollbackNotTried: not attempted, because the rollback of another
 	// node of the step failed first.
@@ -221,13 +221,18 @@ func (ts Touched) Summary() string {
 	return strings.Join(parts, "; ")
 }
 
-// TouchedBy returns the record an error of Run or ExecuteStep carries (a
-// *HaltError's or an *AbortedError's Touched), and whether it carries one.
-// Every other error of Run is returned before anything was touched.
+// TouchedBy returns the record an error of Run or a Session carries (the
+// Touched of a *HaltError, a *StepRefusedError or an *AbortedError), and
+// whether it carries one. Every other error of Run, Open, Next and Execute
+// is returned before anything was touched.
 func TouchedBy(err error) (Touched, bool) {
 	var h *HaltError
 	if errors.As(err, &h) {
 		return h.Touched, true
+	}
+	var sr *StepRefusedError
+	if errors.As(err, &sr) {
+		return sr.Touched, true
 	}
 	var a *AbortedError
 	if errors.As(err, &a) {
@@ -296,6 +301,13 @@ func (l *touchLog) has(node string) bool {
 		}
 	}
 	return false
+}
+
+// stepTouched reports whether the step under way touched any node.
+func (l *touchLog) stepTouched() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.list) > l.from
 }
 
 // eachOfStep calls fn on every entry of the step under way.
@@ -428,7 +440,7 @@ func (r *runner) rolledBack(h *HaltError, failed []string) {
 		})
 		return
 	}
-	var refused *RollbackRefusedError
+	var refused *QuorumError
 	isRefused := errors.As(h.RollbackErr, &refused)
 	for _, node := range failed {
 		r.touch.update(node, func(t *NodeTouch) {
@@ -447,11 +459,15 @@ func (r *runner) rolledBack(h *HaltError, failed []string) {
 	}
 }
 
-// fillTouched puts the record into a halt or an abort.
+// fillTouched puts the record into a halt, a refused step or an abort.
 func (r *runner) fillTouched(err error) {
 	var h *HaltError
 	if errors.As(err, &h) {
 		h.Touched = r.touch.snapshot()
+	}
+	var sr *StepRefusedError
+	if errors.As(err, &sr) {
+		sr.Touched = r.touch.snapshot()
 	}
 	var a *AbortedError
 	if errors.As(err, &a) {

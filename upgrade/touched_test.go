@@ -259,7 +259,14 @@ func TestALockLostBetweenStepsHaltsWithTheRecordOfTheStepsBefore(t *testing.T) {
 		if !errors.Is(err, ErrLockLost) {
 			t.Fatalf("err = %v, want ErrLockLost", err)
 		}
-		touched := haltTouched(t, res, err)
+		var h *StepRefusedError
+		if !errors.As(err, &h) {
+			t.Fatalf("err = %v (%T), want a *StepRefusedError: nothing of the next step was touched", err, err)
+		}
+		if got, ok := TouchedBy(err); !ok || !reflect.DeepEqual(got, res.Touched) || !reflect.DeepEqual(h.Touched, res.Touched) {
+			t.Errorf("TouchedBy = %+v, %v, StepRefusedError.Touched %+v; want the Result's record %+v", got, ok, h.Touched, res.Touched)
+		}
+		touched := h.Touched
 		// The run notices the loss at its next renewal: the record holds
 		// exactly the swaps made until then, each gated, and not the step
 		// it halted before.
@@ -272,8 +279,6 @@ func TestALockLostBetweenStepsHaltsWithTheRecordOfTheStepsBefore(t *testing.T) {
 				t.Errorf("touch %+v not gated", tc)
 			}
 		}
-		var h *HaltError
-		errors.As(err, &h)
 		if slices.Contains(swapped, h.Step.Node) {
 			t.Errorf("halted at %s, which was swapped", h.Step)
 		}

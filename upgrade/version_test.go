@@ -148,11 +148,11 @@ func TestGateVersionIgnoresBuildMetadata(t *testing.T) {
 		sim := consultest.NewCluster(3, 0, "1.10.12+ent")
 		c := inProcessConsul(t, sim)
 		step := planner.Step{Kind: planner.StepSwapServer, Node: "s2", From: "1.10.2+ent", To: "1.10.12", Gate: []planner.GateCheck{planner.GateVersion}}
-		if err := Gate(t.Context(), c, step, Baseline{}, GateOptions{Timeout: time.Minute}); err != nil {
+		if err := awaitGate(t.Context(), c, step, Baseline{}, gateOptions{Timeout: time.Minute}); err != nil {
 			t.Fatalf("Gate on 1.10.12+ent for a 1.10.12 step: %v", err)
 		}
 		mustDo(t, sim.Swap("s2", "1.10.11+ent", true))
-		err := Gate(t.Context(), c, step, Baseline{}, GateOptions{Timeout: time.Minute})
+		err := awaitGate(t.Context(), c, step, Baseline{}, gateOptions{Timeout: time.Minute})
 		var ge *GateError
 		if !errors.As(err, &ge) || ge.Condition != planner.GateVersion || !strings.Contains(err.Error(), "1.10.11+ent") {
 			t.Fatalf("Gate on 1.10.11+ent for a 1.10.12 step = %v, want a version *GateError naming 1.10.11+ent", err)

@@ -163,7 +163,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 				fmt.Fprintln(stderr)
 			}
 			declined = true
-			return upgrade.Skip, nil
+			return upgrade.StopHere, nil
 		},
 	}
 	if *step {

@@ -45,7 +45,7 @@ func judge(err error, touched upgrade.Touched) (end string, code int) {
 		pe *planner.PolicyError
 		de *planner.DowngradeError
 		sr *upgrade.SwapRecordError
-		st *upgrade.StopRefusedError
+		st *upgrade.QuorumError
 		pd *upgrade.PlanDivergedError
 		dv *divergedError
 		ab *upgrade.AbortedError
@@ -95,12 +95,17 @@ func errorType(err error) string {
 	return ""
 }
 
-// causeType names the type of what a halt or an abort wrapped (a
-// *upgrade.GateError, a *transport.SwapError, ...), "" otherwise.
+// causeType names the type of what a halt, a refused step or an abort
+// wrapped (a *upgrade.GateError, a *transport.SwapError, a
+// *upgrade.QuorumError, ...), "" otherwise.
 func causeType(err error) string {
 	var h *upgrade.HaltError
 	if errors.As(err, &h) {
 		return errorType(h.Err)
+	}
+	var sr *upgrade.StepRefusedError
+	if errors.As(err, &sr) {
+		return errorType(sr.Err)
 	}
 	var a *upgrade.AbortedError
 	if errors.As(err, &a) && a.Err != nil {

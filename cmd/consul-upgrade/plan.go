@@ -86,7 +86,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		rec, rerr := upgrade.ReadSwapRecord(ctx, cluster.consul, *lockKey)
 		c.UnfinishedSwap = rec.Unfinished() // the plan's basis records it
 		if *output != "json" {
-			noteUnfinishedSwap(stdout, rec, rerr, *lockKey) // first, before the plan
+			noteUnfinishedSwap(stdout, rec, rerr) // first, before the plan
 		} else if rerr != nil {
 			fmt.Fprintf(stderr, "consul-upgrade plan: %v\n", rerr)
 		}

@@ -386,8 +386,13 @@ func (r *reporter) ended(err error, res *upgrade.Result, next []string) int {
 		ev := r.last(jsonEvent{Event: end, Error: err.Error(), ErrorType: errorType(err), CauseType: causeType(err)}, code, res)
 		ev.Next = next
 		var he *upgrade.HaltError
-		if errors.As(err, &he) {
+		var sr *upgrade.StepRefusedError
+		switch {
+		case errors.As(err, &he):
 			s := he.Step
+			ev.Step = &s
+		case errors.As(err, &sr) && sr.Step.Kind != "":
+			s := sr.Step
 			ev.Step = &s
 		}
 		r.emit(ev)

@@ -45,7 +45,7 @@ func printStale(w io.Writer, se *planner.StalePlanError) {
 // noteUnfinishedSwap prints, first, the swap a dead run left unfinished:
 // apply finishes it before anything else. A record that cannot be read is
 // said too; apply refuses it, touching nothing.
-func noteUnfinishedSwap(w io.Writer, rec *upgrade.SwapRecord, err error, lockKey string) {
+func noteUnfinishedSwap(w io.Writer, rec *upgrade.SwapRecord, err error) {
 	switch {
 	case err != nil:
 		fmt.Fprintf(w, "Unfinished swap: %v\n\n", err)
@@ -54,7 +54,7 @@ func noteUnfinishedSwap(w io.Writer, rec *upgrade.SwapRecord, err error, lockKey
 		if rec.Holder != "" {
 			fmt.Fprintf(w, " by %q", rec.Holder)
 		}
-		fmt.Fprintf(w, "; the next apply finishes it before anything else (%s). The plan below assumes the cluster as observed now.\n\n", upgrade.SwapKey(lockKey))
+		fmt.Fprintf(w, "; the next apply finishes it before anything else (%s). The plan below assumes the cluster as observed now.\n\n", rec.Key)
 	}
 }
 

@@ -103,7 +103,7 @@ func TestPlanReportsAnUnfinishedSwapFirst(t *testing.T) {
 		rec := upgrade.SwapRecord{Step: planner.Step{Kind: planner.StepSwapServer, Node: "s2", From: "1.12.9", To: "1.13.9"},
 			Node: "s2", From: "1.12.9", To: "1.13.9", Holder: "consul-upgrade apply on host, pid 7", Started: time.Now().Add(-time.Minute)}
 		data, _ := json.Marshal(rec)
-		if err := upgrade.NewConsul(client).(upgrade.KVStore).KVPut(t.Context(), upgrade.SwapKey(""), data); err != nil {
+		if err := upgrade.NewConsul(client).(upgrade.KVStore).KVPut(t.Context(), "consul-upgrade/swap", data); err != nil {
 			t.Fatal(err)
 		}
 		planFile := filepath.Join(t.TempDir(), "plan.json")

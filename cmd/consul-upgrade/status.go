@@ -201,7 +201,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		if fi, err := os.Stat(*planFile); err == nil && !rep.Unplaced && pr.SnapshotVersion != "" && rep.Backup != nil && rep.Backup.Taken.Before(fi.ModTime()) {
 			for i, s := range plan.Steps[:min(pr.Done, len(plan.Steps))] {
 				if s.Kind == planner.StepSnapshot && planner.SameVersion(s.From, pr.SnapshotVersion) {
-					rep.DoneNote = fmt.Sprintf("step %d, the snapshot before leaving %s, counts as done: the backup %q recorded %s ago, before this plan was saved, covers it (%s), and apply does not take it again", i+1, s.From, rep.Backup.Holder, durationText(time.Since(rep.Backup.Taken)), upgrade.BackupKey(*lockKey))
+					rep.DoneNote = fmt.Sprintf("step %d, the snapshot before leaving %s, counts as done: the backup %q recorded %s ago, before this plan was saved, covers it (%s), and apply does not take it again", i+1, s.From, rep.Backup.Holder, durationText(time.Since(rep.Backup.Taken)), rep.Backup.Key)
 				}
 			}
 		}
@@ -260,7 +260,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		if w.Holder != "" {
 			fmt.Fprintf(stdout, " by %q", w.Holder)
 		}
-		fmt.Fprintf(stdout, "; the next apply finishes it first (%s)\n", upgrade.SwapKey(rep.LockKey))
+		fmt.Fprintf(stdout, "; the next apply finishes it first (%s)\n", w.Key)
 	}
 	if rep.SerfOnly {
 		fmt.Fprintf(stdout, "Servers (as serf lists them; the cluster could not be observed whole, see the warnings):\n")

@@ -231,7 +231,7 @@ func TestAResumedGateSaysHowLongItWaitedNotTheTimeSinceYearOne(t *testing.T) {
 		}
 		rec := upgrade.SwapRecord{Step: p.Steps[0], Node: "s2", Role: transport.RoleServer, Datacenter: "dc1", From: "1.12.9", To: "1.13.9", Holder: "a run that died", Started: time.Now().UTC()}
 		b, _ := json.Marshal(rec)
-		sim.PutKV(upgrade.SwapKey(""), b)
+		sim.PutKV("consul-upgrade/swap", b)
 		code, out, stderr := cli(t, "apply", "-plan", planFile, "-step")
 		if code != exitOK {
 			t.Fatalf("exit %d\n%s\n%s", code, out, stderr)

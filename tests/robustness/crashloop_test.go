@@ -40,8 +40,8 @@ type badTarget struct {
 	// The run must then halt before it stops another server: the next
 	// decision is refused (server-unhealthy while the dead server is still
 	// a voter, no-spare-voter once autopilot removed it: a
-	// *planner.RefusedError at the broken server's step), or, should it
-	// get that far, the stop is (*upgrade.StopRefusedError).
+	// *planner.RefusedError), or, should it get that far, the stop is
+	// (*upgrade.QuorumError); either is a *upgrade.StepRefusedError.
 	diesAfterGate bool
 }
 
@@ -164,7 +164,8 @@ func badTargetRun(t *testing.T, h hop, bt badTarget) {
 		cl       *consulrig.Cluster
 		before   map[string]int
 		halt     *upgrade.HaltError
-		rolled   []string // rolled-back events
+		late     *upgrade.StepRefusedError // the run's error when it stopped before the step after the broken server's
+		rolled   []string                  // rolled-back events
 		swapped  string
 		lateHalt bool // halted before stopping the next server, not at the broken one
 	)
@@ -190,37 +191,35 @@ func badTargetRun(t *testing.T, h hop, bt badTarget) {
 			}
 		},
 		Halted: func(t *testing.T, err error) {
-			if !errors.As(err, &halt) {
-				t.Fatalf("run error %T %v, want a *upgrade.HaltError", err, err)
-			}
-			var re *planner.RefusedError
-			if bt.diesAfterGate && halt.Step.Node == swapped && errors.As(err, &re) && refusedOnlyBy(re, planner.PrecheckServerUnhealthy, planner.PrecheckNoSpareVoter) {
+			// The broken agent died after its gate passed: the run stopped
+			// before its next step, touching nothing of it (the next
+			// decision refused, or the next stop refused for the quorum).
+			var notStarted *upgrade.StepRefusedError
+			if errors.As(err, &notStarted) {
 				g.mu.Lock()
 				acts := g.acts
 				g.mu.Unlock()
-				if len(acts) != 1 {
-					t.Fatalf("the run asked the transport for %v after the broken %s died, then was refused: %v", acts, swapped, err)
+				var re *planner.RefusedError
+				var refused *upgrade.QuorumError
+				refusedPlan := errors.As(err, &re) && refusedOnlyBy(re, planner.PrecheckServerUnhealthy, planner.PrecheckNoSpareVoter)
+				refusedStop := errors.As(err, &refused) && refused.Node == notStarted.Step.Node && notStarted.Step.Node != swapped
+				if !bt.diesAfterGate || !(refusedPlan || refusedStop) || len(acts) != 1 {
+					t.Fatalf("the run asked the transport for %v about the broken %s, then stopped before %q: %v", acts, swapped, notStarted.Step, err)
 				}
-				lateHalt = true
-				t.Logf("OUTCOME the gate of the broken %s passed (its agent died after autopilot last saw it); the next step was refused before anything else was stopped: %v", swapped, firstLine(err.Error()))
+				lateHalt, late = true, notStarted
+				t.Logf("OUTCOME the gate of the broken %s passed (its agent died after autopilot last saw it); the run stopped before its next step, touching nothing of it: %v", swapped, firstLine(err.Error()))
 				return
+			}
+			if !errors.As(err, &halt) {
+				t.Fatalf("run error %T %v, want a *upgrade.HaltError (or a *upgrade.StepRefusedError after the broken server's gate passed)", err, err)
 			}
 			if halt.Step.Node != swapped {
-				g.mu.Lock()
-				acts := g.acts
-				g.mu.Unlock()
-				var refused *upgrade.StopRefusedError
-				if !bt.diesAfterGate || !errors.As(err, &refused) || refused.Node != halt.Step.Node || len(acts) != 1 {
-					t.Fatalf("the run went past the broken %s (asked the transport for %v) and halted at %s %s: %v", swapped, acts, halt.Step.Kind, halt.Step.Node, err)
-				}
-				lateHalt = true
-				t.Logf("OUTCOME the gate of the broken %s passed (its agent died after autopilot last saw it); the run went on to %s and halted before stopping it: %v", swapped, halt.Step.Node, firstLine(err.Error()))
-				return
+				t.Fatalf("the run went past the broken %s and halted at %s %s: %v", swapped, halt.Step.Kind, halt.Step.Node, err)
 			}
 			bt.halted(t, h, err)
 		},
 	})
-	if halt == nil {
+	if halt == nil && late == nil {
 		t.Fatal("the run did not halt")
 	}
 	wantActs := []string{"swap " + swapped, "rollback " + swapped}
@@ -229,8 +228,8 @@ func badTargetRun(t *testing.T, h hop, bt badTarget) {
 		// Nothing rolled back (the broken server's step had passed): the
 		// operator rolls it back by hand.
 		wantActs = wantActs[:1]
-		if halt.RolledBack || len(halt.RolledBackNodes) > 0 {
-			t.Errorf("rolled back %v at a step that stopped nothing", halt.RolledBackNodes)
+		if len(rolled) > 0 {
+			t.Errorf("rolled back %q at a step that stopped nothing", rolled)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		err := cl.Transport().Rollback(ctx, swapped)
@@ -274,8 +273,15 @@ func badTargetRun(t *testing.T, h hop, bt badTarget) {
 			t.Errorf("%s runs %s after the rollback, want %s (every agent on the old version)", m.Name, m.Build(), h.From)
 		}
 	}
+	var at, why string
+	var back []string
+	if late != nil {
+		at, why = late.Step.Node, firstLine(late.Error())
+	} else {
+		at, why, back = halt.Step.Node, firstLine(halt.Error()), halt.RolledBackNodes
+	}
 	t.Logf("FIGURES %s, %s: run wall %s; halted at %s (late halt %v): %v; rolled back %v (events %q); traffic %s; writer lost %d of %d",
-		bt.name, h, fig.Wall.Round(100*time.Millisecond), halt.Step.Node, lateHalt, firstLine(halt.Error()), halt.RolledBackNodes, rolled, tr.Report, len(fig.Lost), len(fig.Writes.Acked))
+		bt.name, h, fig.Wall.Round(100*time.Millisecond), at, lateHalt, why, back, rolled, tr.Report, len(fig.Lost), len(fig.Writes.Acked))
 }
 
 func firstLine(s string) string {

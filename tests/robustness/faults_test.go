@@ -218,7 +218,7 @@ func killWhileGatedWaits(t *testing.T, h hop, report *traffic.Report) {
 // the killed server stays down, the gate timeout is 45 s and rollback is
 // on. The run halts with a *upgrade.HaltError wrapping a
 // *upgrade.GateError on failure-tolerance; it refuses to roll the swapped
-// server back (*upgrade.RollbackRefusedError: that would stop a second
+// server back (*upgrade.QuorumError: that would stop a second
 // server, and before the refusal existed it did, for a few seconds without
 // a quorum), and it stops nothing else. The traffic through the surviving
 // agents stays linearizable. On each hop (1.12.9 -> 1.13.9, 1.15.4 ->
@@ -255,9 +255,9 @@ func killWhileGatedHalts(t *testing.T, h hop) {
 			if halt.RolledBack || len(halt.RolledBackNodes) > 0 {
 				t.Errorf("the run rolled back %v while a second server was down", halt.RolledBackNodes)
 			}
-			var refused *upgrade.RollbackRefusedError
+			var refused *upgrade.QuorumError
 			if !errors.As(halt.RollbackErr, &refused) {
-				t.Errorf("rollback error %v, want a *upgrade.RollbackRefusedError", halt.RollbackErr)
+				t.Errorf("rollback error %v, want a *upgrade.QuorumError", halt.RollbackErr)
 			}
 		},
 	})

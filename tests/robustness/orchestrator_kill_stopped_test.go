@@ -115,7 +115,7 @@ func orchestratorKillStopped(t *testing.T, from, to string) {
 	if err != nil || rec == nil || rec.Node != victim || rec.To != to {
 		t.Fatalf("after the child died the swap record is %+v (err %v), want the swap of %s to %s", rec, err, victim, to)
 	}
-	t.Logf("FAULT the orchestrator child was SIGKILLed after %s was stopped (%s) and before it was started; record %s by %q", victim, mode, upgrade.SwapKey(""), rec.Holder)
+	t.Logf("FAULT the orchestrator child was SIGKILLed after %s was stopped (%s) and before it was started; record %s by %q", victim, mode, rec.Key, rec.Holder)
 
 	// Run 2: in this process, once the dead child's lock has expired.
 	var events []upgrade.Event

@@ -42,7 +42,7 @@ const (
 //   - sessions (create, renew, destroy, info) and KV keys (get, put,
 //     acquire, release, delete)
 //   - PUT /v1/txn with the KV verbs check-session, lock and unlock, from
-//     0.7.0 on the agent addressed and the leader (see serveTxn)
+//     0.7.0 on the agent addressed and the leader
 //   - GET /v1/acl/replication, /v1/acl/tokens, /v1/connect/intentions,
 //     /v1/config/<kind> and /v1/catalog/nodes, from WithFeatures
 //

@@ -1,4 +1,4 @@
-// Package eras_test tests Discover, Gate and the logical backup on real
+// Package eras_test tests Discover, the gates and the logical backup on real
 // Consul agents of the old API eras (0.6.4, 0.7.5, 0.8.5 on raft protocol
 // 2), started by tests/rig/consul. They never skip: a missing Consul binary
 // fails the test.
@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,16 +47,9 @@ func TestRealOldErasAreDiscoveredAndGated(t *testing.T) {
 			cl := consulrig.Start(t, consulrig.Options{Version: tc.version, Servers: 3, Clients: 1})
 			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 			defer cancel()
-			// Ask the client agent: Discover and Gate reach the servers'
+			// Ask the client agent: Discover and the gates reach the servers'
 			// own HTTP APIs on their addresses and the default port.
 			c := upgrade.NewConsul(scenario.APIClient(t, cl, cl.Clients()[0]))
-			era, err := upgrade.ObserveEra(ctx, c)
-			if err != nil {
-				t.Fatalf("ObserveEra: %v", err)
-			}
-			if era != tc.era {
-				t.Errorf("era = %s, want %s", era, tc.era)
-			}
 			// What each era lacks answers as missing (404), not as an
 			// outage; 0.8 on raft protocol 2 has autopilot health but it
 			// refuses to answer (500), which the era avoids asking.
@@ -93,9 +87,10 @@ func TestRealOldErasAreDiscoveredAndGated(t *testing.T) {
 			if base.Era != tc.era || base.FailureTolerance != 1 || !base.Healthy {
 				t.Errorf("baseline %+v: want era %s, failure tolerance 1, healthy", base, tc.era)
 			}
-			base.ServerStabilizationTime = 3 * time.Second
 
-			// Restart a follower (kill -9, no leave) and gate on it.
+			// Restart a follower (kill -9, no leave) as a step of its own:
+			// ExecuteStep acts through the rig's transport and waits for the
+			// step's gate as Run does, on the era's checks.
 			follower := ""
 			for _, s := range got.Servers {
 				if !s.Leader {
@@ -103,31 +98,38 @@ func TestRealOldErasAreDiscoveredAndGated(t *testing.T) {
 					break
 				}
 			}
-			step := planner.Step{Kind: planner.StepSwapServer, Node: follower, From: tc.version, To: tc.version, Gate: tc.gate}
-			began := time.Now()
-			if err := cl.Transport().Swap(ctx, transport.SwapRequest{Node: follower, Role: transport.RoleServer,
-				From: tc.version, To: tc.version, StopMode: transport.StopKill}); err != nil {
-				t.Fatalf("restart %s: %v", follower, err)
-			}
+			const stabilization = 3 * time.Second
+			step := planner.Step{Kind: planner.StepSwapServer, Node: follower, From: tc.version, To: tc.version,
+				StopMode: transport.StopKill, Gate: tc.gate}
 			var eras []upgrade.Era
 			var waited []planner.GateCheck
-			err = upgrade.Gate(ctx, c, step, base, upgrade.GateOptions{
-				Timeout: 2 * time.Minute, Since: time.Now(), ServerAPI: upgrade.ServerHTTP(8500),
-				OnEra: func(e upgrade.Era) { eras = append(eras, e) },
-				OnWaiting: func(cond planner.GateCheck, node, detail string) {
-					waited = append(waited, cond)
-					t.Logf("waiting: %s %s: %s", cond, node, detail)
+			began := time.Now()
+			_, err = upgrade.ExecuteStep(ctx, upgrade.Config{
+				Consul: c, Transport: cl.Transport(), Target: tc.version, NoLock: true,
+				Policy: planner.Policy{NoSnapshot: true}, ServerAPI: upgrade.ServerHTTP(8500),
+				StabilizationTime: stabilization, GateTimeout: 2 * time.Minute,
+				OnEvent: func(e upgrade.Event) {
+					if e.Kind != upgrade.EventGateWaiting && e.Kind != upgrade.EventStepDone {
+						return
+					}
+					if e.Era != "" && (len(eras) == 0 || eras[len(eras)-1] != e.Era) {
+						eras = append(eras, e.Era)
+					}
+					if e.Kind == upgrade.EventGateWaiting {
+						waited = append(waited, e.Condition)
+						t.Logf("waiting: %s %s: %s", e.Condition, e.Node, e.Detail)
+					}
 				},
-			})
+			}, step)
 			if err != nil {
-				t.Fatalf("Gate after restarting %s: %v", follower, err)
+				t.Fatalf("restart %s and gate: %v", follower, err)
 			}
-			t.Logf("consul %s: gate on %s passed %s after the restart (eras %v, waited on %v)", tc.version, follower, time.Since(began).Round(time.Millisecond), eras, waited)
+			t.Logf("consul %s: gate on %s passed %s after the restart began (eras %v, waited on %v)", tc.version, follower, time.Since(began).Round(time.Millisecond), eras, waited)
 			if !slices.Equal(eras, []upgrade.Era{tc.era}) {
 				t.Errorf("gate eras = %v, want [%s]", eras, tc.era)
 			}
-			if time.Since(began) < base.ServerStabilizationTime {
-				t.Errorf("gate passed after %s, before the stabilization time %s", time.Since(began), base.ServerStabilizationTime)
+			if time.Since(began) < stabilization {
+				t.Errorf("gate passed after %s, before the stabilization time %s", time.Since(began), stabilization)
 			}
 		})
 	}
@@ -152,11 +154,17 @@ func TestRealLogicalBackupOf064(t *testing.T) {
 		t.Errorf("RaftConfiguration on 0.6.4: err = %v, want ErrEndpointMissing", err)
 	}
 
+	// The backup is Run's first step: one step (MaxSteps), without the lock
+	// (whose key would be in the backup too).
 	dir := t.TempDir()
-	info, err := upgrade.SaveLogicalBackup(ctx, c, upgrade.SnapshotDir(dir), "dc1", "0.6.4")
-	if err != nil {
-		t.Fatalf("SaveLogicalBackup: %v", err)
+	res, err := upgrade.Run(ctx, upgrade.Config{
+		Consul: c, Transport: cl.Transport(), Target: "0.7.5", Snapshot: upgrade.SnapshotDir(dir),
+		MaxSteps: 1, NoLock: true, ServerAPI: upgrade.ServerHTTP(8500), GateTimeout: time.Minute,
+	})
+	if err != nil || !res.Stopped || len(res.Steps) != 1 || res.Steps[0].Snapshot == nil {
+		t.Fatalf("Run = %+v, %v; want one step, the backup, and a clean stop", res, err)
 	}
+	info := res.Steps[0].Snapshot
 	if info.Keys != 3 || !info.Reread || info.Kind != planner.BackupLogical {
 		t.Errorf("backup %+v: want 3 keys, read back", info)
 	}
@@ -169,12 +177,12 @@ func TestRealLogicalBackupOf064(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	back, meta, err := upgrade.VerifyLogicalBackup(f)
+	back, err := upgrade.VerifySnapshot(f)
 	if err != nil {
-		t.Fatalf("VerifyLogicalBackup: %v", err)
+		t.Fatalf("VerifySnapshot: %v", err)
 	}
-	if back.Keys != 3 || meta.Index == 0 || meta.Version != "0.6.4" {
-		t.Errorf("read back %+v / %+v: want 3 keys at a non-zero index, version 0.6.4", back, meta)
+	if back.Kind != planner.BackupLogical || back.Keys != 3 || back.Index == 0 || !strings.HasPrefix(back.ID, "logical-0.6.4-") {
+		t.Errorf("read back %+v: want a logical backup of 3 keys at a non-zero index, taken on 0.6.4", back)
 	}
 }
 
@@ -259,8 +267,8 @@ func runAcrossEras(t *testing.T, from, to string, backup planner.BackupKind, gat
 	if !slices.Equal(eras, gateEras) {
 		t.Errorf("server gates applied %v, want %v", eras, gateEras)
 	}
-	if era, err := upgrade.ObserveEra(ctx, c); err != nil || era != eraAfter {
-		t.Errorf("era after the run = %s, %v; want %s", era, err, eraAfter)
+	if b, err := upgrade.MeasureBaseline(ctx, c); err != nil || b.Era != eraAfter {
+		t.Errorf("era after the run = %s, %v; want %s", b.Era, err, eraAfter)
 	}
 	after, err := upgrade.Discover(ctx, c)
 	if err != nil {
