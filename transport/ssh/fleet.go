@@ -278,14 +278,12 @@ func (f Fleet) Resolve(nodes []Node) (map[string]Host, error) {
 		n := byName[name]
 		r := resolved{from: map[string]string{}}
 		r.apply("defaults", f.Defaults)
-		var groups []string
 		for i, g := range f.Groups {
 			if g.Match.matches(n) {
 				label := fmt.Sprintf("group %q", g.Name)
 				if g.Name == "" {
 					label = fmt.Sprintf("group #%d", i+1)
 				}
-				groups = append(groups, label)
 				r.apply(label, g.Set)
 			}
 		}
