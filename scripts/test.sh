@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh — the project's whole test run, on a fresh machine: installs or
-# builds what the tests need (Debian's openssh-server and iptables, the MPL-2.0 Consul
+# builds what the tests need (Debian's openssh-server, iptables and systemctl (a
+# systemd stand-in, unpacked into the cache, not installed), the MPL-2.0 Consul
 # binaries from the Go module proxy, cached outside the repository), then
 # checks and runs both Go modules: the root module (the library, the CLI and
 # their unit tests, which need no Consul binary and no sshd) and tests/ (its
@@ -17,6 +18,11 @@ if [ -n "$unformatted" ]; then echo "gofmt would change:"; echo "$unformatted"; 
 if [ -x scripts/ensure-sshd.sh ]; then
   echo "== sshd"
   scripts/ensure-sshd.sh
+fi
+
+if [ -x scripts/ensure-systemctl.sh ]; then
+  echo "== systemctl stand-in (Debian's systemctl package, unpacked into the cache)"
+  scripts/ensure-systemctl.sh
 fi
 
 if [ -x scripts/ensure-iptables.sh ]; then

@@ -20,8 +20,9 @@ import (
 // ErrNotChecked when the transport has no way to tell (the caller reports
 // the node as not verified, not as fine), and an error wrapping
 // ErrUnknownNode or ErrInvalidRequest for a node or version it refuses, as
-// Swap would. Any other error (the host cannot be reached, ctx ended) means
-// the check could not be made.
+// Swap would, and an error wrapping ErrUnreachable when the node's host
+// cannot be reached (its address and the reason in the message). Any other
+// error (ctx ended) means the check could not be made.
 type ArtifactChecker interface {
 	CheckArtifact(ctx context.Context, node string, role Role, version string) error
 }

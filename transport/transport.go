@@ -121,6 +121,11 @@ var (
 	ErrInvalidRequest = errors.New("invalid swap request")
 	ErrArtifact       = errors.New("artifact unavailable or corrupt")
 	ErrNotRunning     = errors.New("agent did not come up")
+	// ErrUnreachable: the node's host could not be reached (no
+	// connection, no handshake, an untrusted host key, a refused login),
+	// so nothing was done on it. A pre-flight check (ArtifactChecker)
+	// returns it too, naming the host and the reason.
+	ErrUnreachable = errors.New("host unreachable")
 )
 
 // Phase is where a swap failed.

@@ -5,7 +5,7 @@ import (
 	"go/doc"
 	"go/parser"
 	"go/token"
-	"io/fs"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -15,13 +15,22 @@ import (
 func packageDoc(t *testing.T) (*doc.Package, map[string]bool) {
 	t.Helper()
 	fset := token.NewFileSet()
-	pkgs, err := parser.ParseDir(fset, ".", func(fi fs.FileInfo) bool { return !strings.HasSuffix(fi.Name(), "_test.go") }, parser.ParseComments)
+	entries, err := os.ReadDir(".")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := pkgs["upgrade"]
+	var files []*ast.File
+	for _, e := range entries {
+		if n := e.Name(); strings.HasSuffix(n, ".go") && !strings.HasSuffix(n, "_test.go") {
+			f, err := parser.ParseFile(fset, n, nil, parser.ParseComments)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files = append(files, f)
+		}
+	}
 	unexported := map[string]bool{}
-	for _, f := range p.Files {
+	for _, f := range files {
 		for _, d := range f.Decls {
 			switch d := d.(type) {
 			case *ast.FuncDecl:
@@ -46,7 +55,11 @@ func packageDoc(t *testing.T) (*doc.Package, map[string]bool) {
 			}
 		}
 	}
-	return doc.New(p, "upgrade", 0), unexported
+	p, err := doc.NewFromFiles(fset, files, "github.com/seed-e5e14ead/consul-upgrade/upgrade")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, unexported
 }
 
 // The package doc's table (# Errors) names every error type and sentinel

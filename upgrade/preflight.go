@@ -60,11 +60,19 @@ func (e *PreflightError) Error() string {
 	var groups []*group
 	byKey := map[string]*group{}
 	nodes := map[string]bool{}
+	unreachable := map[string]bool{} // hosts the transport could not reach (transport.ErrUnreachable)
 	for _, p := range e.Problems {
 		nodes[p.Node] = true
 		var ae *transport.ArtifactError
 		key := ""
-		if errors.As(p.Err, &ae) {
+		switch {
+		case errors.Is(p.Err, transport.ErrUnreachable):
+			// One clause per host, whatever the versions checked on it.
+			if unreachable[p.Node] {
+				continue
+			}
+			unreachable[p.Node] = true
+		case errors.As(p.Err, &ae):
 			key = fmt.Sprintf("%s\x00%v\x00%s\x00%s\x00%s", p.Version, p.Rollback, ae.Checked, ae.Problem, ae.Fix)
 		}
 		if g := byKey[key]; key != "" && g != nil {
@@ -78,11 +86,23 @@ func (e *PreflightError) Error() string {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "pre-flight: %d node(s) cannot get a binary the run needs; the run was refused before anything was touched", len(nodes))
+	switch missing := len(nodes) - len(unreachable); {
+	case len(unreachable) == 0:
+		fmt.Fprintf(&b, "pre-flight: %d node(s) cannot get a binary the run needs", missing)
+	case missing == 0:
+		fmt.Fprintf(&b, "pre-flight: %d node(s) cannot be reached", len(unreachable))
+	default:
+		fmt.Fprintf(&b, "pre-flight: %d node(s) cannot be reached and %d cannot get a binary the run needs", len(unreachable), missing)
+	}
+	b.WriteString("; the run was refused before anything was touched")
 	for i, g := range groups {
 		if i == 10 {
 			fmt.Fprintf(&b, "; and %d more", len(groups)-i)
 			break
+		}
+		if unreachable[g.p.Node] && errors.Is(g.p.Err, transport.ErrUnreachable) {
+			fmt.Fprintf(&b, "; %s: %v", g.nodes[0], g.p.Err)
+			continue
 		}
 		what := "the swap to"
 		if g.p.Rollback {

@@ -289,3 +289,47 @@ func TestNodesThatFailTheSameCheckAreNamedTogether(t *testing.T) {
 		t.Errorf("error:\n%s\nwant\n%s", got, want)
 	}
 }
+
+// unreachableFake is the fake with hosts the transport cannot reach, as
+// transport/ssh reports a host whose sshd refuses the connection.
+type unreachableFake struct {
+	*transporttest.Fake
+	down map[string]bool
+}
+
+func (u unreachableFake) CheckArtifact(ctx context.Context, node string, role transport.Role, version string) error {
+	if u.down[node] {
+		return fmt.Errorf("node %s: host 10.0.0.9:22 cannot be reached as ops (connect): connection refused: %w", node, transport.ErrUnreachable)
+	}
+	return u.Fake.CheckArtifact(ctx, node, role, version)
+}
+
+func TestAHostThatCannotBeReachedRefusesTheRunBeforeTheFirstStopNamedOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 2)
+		f := withFake(r)
+		r.cfg.Rollback = true // two checks per node: the target and the version to return to
+		f.MissingBinary("c1", "1.13.9")
+		r.cfg.Transport = unreachableFake{Fake: f, down: map[string]bool{"c2": true, "s3": true}}
+		_, err := Run(t.Context(), r.cfg)
+		var pe *PreflightError
+		if !errors.As(err, &pe) || !errors.Is(err, transport.ErrUnreachable) {
+			t.Fatalf("Run = %v, want a *PreflightError wrapping transport.ErrUnreachable", err)
+		}
+		msg := err.Error()
+		for _, w := range []string{
+			"pre-flight: 2 node(s) cannot be reached and 1 cannot get a binary the run needs; the run was refused before anything was touched",
+			"; client c2: node c2: host 10.0.0.9:22 cannot be reached as ops (connect): connection refused",
+			"; server s3: node s3: host",
+			"client c1, for the swap to 1.13.9",
+		} {
+			if !strings.Contains(msg, w) {
+				t.Errorf("error does not say %q:\n%s", w, msg)
+			}
+		}
+		if n := strings.Count(msg, "node c2: host"); n != 1 {
+			t.Errorf("c2 is named %d times, want once (it failed both its checks the same way):\n%s", n, msg)
+		}
+		untouchedFake(t, r, f)
+	})
+}

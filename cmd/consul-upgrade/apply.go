@@ -105,8 +105,9 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return o.fail(err)
 	}
 	tr := testTransport
+	var inv *loadedInventory
 	if tr == nil {
-		if tr, err = loadTransport(*invFile, *kind, splitList(*knownHosts), *sshKey, *sshAgent); err != nil {
+		if inv, err = loadTransport(*invFile, *kind, splitList(*knownHosts), *sshKey, *sshAgent); err != nil {
 			return o.fail(err)
 		}
 	}
@@ -122,6 +123,11 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if err := cluster.checkPlan(ctx, plan, *planFile); err != nil {
 		return o.fail(err)
+	}
+	if inv != nil { // an ssh fleet's hosts come from the catalog
+		if tr, err = inv.transport(ctx, cluster); err != nil {
+			return o.fail(err)
+		}
 	}
 	if err := os.MkdirAll(*snapDir, 0o755); err != nil {
 		return o.fail(usagef("-snapshot-dir: %v", err))

@@ -51,8 +51,9 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return o.fail(err)
 	}
+	var inv *loadedInventory
 	if *invFile != "" && testTransport == nil {
-		if _, err := loadTransport(*invFile, "", nil, "", false); err != nil {
+		if inv, err = loadTransport(*invFile, "", nil, "", false); err != nil {
 			return o.fail(err)
 		}
 	}
@@ -74,6 +75,11 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return o.fail(err)
 		}
 		cluster.features = fc
+		if inv != nil && inv.needsCluster() { // the fleet's hosts, from this catalog, now
+			if _, err := inv.transport(ctx, cluster); err != nil {
+				return o.fail(err)
+			}
+		}
 		if c, err = cluster.discover(ctx); err != nil {
 			return o.fail(fmt.Errorf("discover the cluster through %s: %w", conn.address(), err))
 		}

@@ -2,6 +2,7 @@ package ssh
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -24,8 +25,10 @@ var _ transport.ArtifactChecker = (*Transport)(nil)
 //     SHA-256 from here, as a swap would stream it.
 //
 // A node that cannot is a *transport.ArtifactError saying what was
-// checked. A host that cannot be reached is an error (the check could not
-// be made, and a swap could not be either).
+// checked. A host that cannot be reached is an *UnreachableError (wrapping
+// transport.ErrUnreachable) naming its address and why: a swap could not
+// reach it either, so the pre-flight refuses the run before anything is
+// stopped.
 func (t *Transport) CheckArtifact(ctx context.Context, node string, role transport.Role, version string) error {
 	if err := transport.ValidateCheck(node, role, version); err != nil {
 		return err
@@ -39,6 +42,10 @@ func (t *Transport) CheckArtifact(ctx context.Context, node string, role transpo
 	}
 	c, err := t.dial(ctx, h)
 	if err != nil {
+		var ue *UnreachableError
+		if errors.As(err, &ue) {
+			return err // names the node, the host and why
+		}
 		return fmt.Errorf("node %s: check consul %s: %w", node, version, err)
 	}
 	defer c.Close()

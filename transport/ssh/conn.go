@@ -27,24 +27,30 @@ type conn struct {
 }
 
 // dial connects to the host, checking its key, within DialTimeout and ctx.
+// A host that cannot be reached is an *UnreachableError (the context's
+// error, when ctx ended, is returned as it is).
 func (t *Transport) dial(ctx context.Context, h *host) (*conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	auth, closeAuth, err := t.auth()
+	auth, closeAuth, err := t.auth(h)
 	if err != nil {
 		return nil, err
 	}
 	defer closeAuth()
+	unreachable := func(stage string, err error) error {
+		return &UnreachableError{Node: h.node, Addr: h.addr, User: h.User, Stage: stage, Err: err}
+	}
 
 	var keyErr error
+	keyOK := false // the host key was checked and trusted: what fails next is the login
 	cfg := &gossh.ClientConfig{
 		User:    h.User,
 		Auth:    auth,
 		Timeout: h.DialTimeout,
 	}
 	if t.insecure {
-		cfg.HostKeyCallback = gossh.InsecureIgnoreHostKey()
+		cfg.HostKeyCallback = func(string, net.Addr, gossh.PublicKey) error { keyOK = true; return nil }
 	} else {
 		cb, algos := t.hostKeys.callback, t.hostKeys.algorithms(h.addr)
 		cfg.HostKeyAlgorithms = algos
@@ -52,6 +58,8 @@ func (t *Transport) dial(ctx context.Context, h *host) (*conn, error) {
 			err := cb(hostname, remote, key)
 			if err != nil {
 				keyErr = t.hostKeys.explain(h.addr, key, err)
+			} else {
+				keyOK = true
 			}
 			return err
 		}
@@ -62,7 +70,10 @@ func (t *Transport) dial(ctx context.Context, h *host) (*conn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(dctx, "tcp", h.addr)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", h.addr, err)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("dial %s: %w", h.addr, ctx.Err())
+		}
+		return nil, unreachable("connect", err)
 	}
 	deadline, _ := dctx.Deadline()
 	_ = nc.SetDeadline(deadline)
@@ -71,16 +82,22 @@ func (t *Transport) dial(ctx context.Context, h *host) (*conn, error) {
 	unwatch()
 	if err != nil {
 		_ = nc.Close()
-		if keyErr != nil {
-			return nil, keyErr
-		}
-		if ctx.Err() != nil {
+		switch {
+		case keyErr != nil:
+			return nil, unreachable("host key", keyErr)
+		case ctx.Err() != nil:
 			return nil, fmt.Errorf("ssh handshake with %s: %w", h.addr, ctx.Err())
+		case dctx.Err() != nil:
+			stage := "handshake"
+			if keyOK {
+				stage = "login"
+			}
+			return nil, unreachable(stage, fmt.Errorf("ssh handshake with %s (dial timeout %v): %w", h.addr, h.DialTimeout, dctx.Err()))
+		case keyOK:
+			return nil, unreachable("login", fmt.Errorf("ssh login to %s as %s: %w", h.addr, h.User, err))
+		default:
+			return nil, unreachable("handshake", fmt.Errorf("ssh handshake with %s: %w", h.addr, err))
 		}
-		if dctx.Err() != nil {
-			return nil, fmt.Errorf("ssh handshake with %s (dial timeout %v): %w", h.addr, h.DialTimeout, dctx.Err())
-		}
-		return nil, fmt.Errorf("ssh handshake with %s as %s: %w", h.addr, h.User, err)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	client := gossh.NewClient(c, chans, reqs)

@@ -41,4 +41,34 @@
 // command is cut on both sides. The remote login shell must be a POSIX
 // shell, and the host needs coreutils (or busybox): timeout, mktemp, dd,
 // sha256sum, chmod, ln, mv, rm, test (and curl or wget for WithFetch).
+//
+// # Fleets
+//
+// A Fleet gives the hosts of a whole cluster by rule instead of host by
+// host: Defaults for every node (user, port, binary path, service manager,
+// key file, timeouts), Groups that override them for the nodes their Match
+// selects (role, datacenter, node meta), and Nodes entries for single
+// nodes. A node's own entry wins over the groups, a later group over an
+// earlier one, the groups over the defaults; the address is the catalog's
+// unless a rule sets Addr. Resolve takes the nodes the catalog lists (Node:
+// name, address, role, datacenter, node meta) and returns the hosts New
+// takes, or a *FleetError listing every problem at once (the node, the
+// rule, the field, the fix); Validate checks the rules alone, before the
+// catalog is read. The CLI's ssh inventory takes a "fleet" instead of
+// "hosts" and lists the nodes from the serf members and the catalog.
+//
+// A host that cannot be reached (no connection, no SSH handshake, an
+// untrusted host key, a refused login) is an *UnreachableError naming the
+// node, the address dialled and the stage, wrapping
+// transport.ErrUnreachable; CheckArtifact returns it, so upgrade's
+// pre-flight names every such host and refuses the run before the first
+// stop.
+//
+// With Service ServiceSystemd the agent is the systemd unit Host.Unit: the
+// stop signals the unit's main process (systemctl kill --kill-who=main) and
+// waits until it is gone; the start is systemctl start, then ActiveState
+// active (and, unless the unit is Type=notify, one main PID for
+// UnitSettle). A unit that ends failed, or is not active within
+// StartTimeout, is a *UnitError with its state and the tail of journalctl
+// -u, wrapping transport.ErrNotRunning.
 package ssh

@@ -13,6 +13,45 @@ import (
 // anything on the host is touched.
 const PhaseConnect transport.Phase = "connect"
 
+// UnreachableError reports a host the transport could not reach: no TCP
+// connection, no SSH handshake, a host key known_hosts does not trust, or a
+// refused login. Nothing was run on the host. It wraps
+// transport.ErrUnreachable and the cause (a *HostKeyError for a key, a
+// net.Error for a connection, ...). A pre-flight check (CheckArtifact)
+// returns it before anything is stopped.
+type UnreachableError struct {
+	Node string
+	Addr string // the address dialled, host:port
+	User string
+	// Stage is where it failed: "connect" (TCP), "handshake" (the SSH
+	// protocol, before the host key), "host key" or "login" (the host
+	// key was trusted; authentication failed or the host hung up).
+	Stage string
+	Err   error
+}
+
+func (e *UnreachableError) Error() string {
+	var fix string
+	switch e.Stage {
+	case "connect":
+		fix = "check that sshd listens there and that the address is the host's (the catalog's address, or Addr/Port in the inventory)"
+	case "handshake":
+		fix = "check that an SSH server answers on that port (DialTimeout bounds the handshake)"
+	case "host key":
+		fix = "" // the *HostKeyError says what to do
+	case "login":
+		fix = fmt.Sprintf("check that %s's authorized_keys on the host lists the key given (KeyFile, WithKeyFile or the agent's keys)", e.User)
+	}
+	s := fmt.Sprintf("node %s: host %s cannot be reached as %s (%s): %v", e.Node, e.Addr, e.User, e.Stage, e.Err)
+	if fix != "" {
+		s += "; " + fix
+	}
+	return s
+}
+
+// Unwrap returns transport.ErrUnreachable and the cause.
+func (e *UnreachableError) Unwrap() []error { return []error{transport.ErrUnreachable, e.Err} }
+
 // ErrHostKey is wrapped by every *HostKeyError.
 var ErrHostKey = errors.New("host key not trusted")
 

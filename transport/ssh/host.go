@@ -8,6 +8,8 @@ import (
 
 	"time"
 
+	gossh "golang.org/x/crypto/ssh"
+
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/transport/internal/argv"
 )
@@ -18,6 +20,50 @@ const (
 	DefaultStopTimeout    = 30 * time.Second
 	DefaultStartTimeout   = time.Minute
 	DefaultDialTimeout    = 15 * time.Second
+	// DefaultUnitSettle is how long a systemd unit that is not
+	// Type=notify must stay active, on one main process, after a start
+	// before the swap counts the agent as up (Host.UnitSettle).
+	DefaultUnitSettle = 2 * time.Second
+	// DefaultJournalLines is how many lines of the unit's journal a
+	// *UnitError carries.
+	DefaultJournalLines = 30
+)
+
+// DefaultUnit is the systemd unit of a host whose Service is
+// ServiceSystemd and whose Unit is empty.
+const DefaultUnit = "consul.service"
+
+// Service is how a host's agent process is managed: how the swap stops it,
+// starts it and tells whether it runs.
+type Service string
+
+// The service managers a Host can name.
+const (
+	// ServiceCommands (also the empty Service) runs Host.StopCmd, waits
+	// until Host.CheckCmd says the agent is down, then runs Host.StartCmd
+	// and waits until CheckCmd says it runs. The default commands drive a
+	// systemd unit named consul through systemctl kill / start /
+	// is-active; a host without systemd gives its own (a pidfile recipe).
+	ServiceCommands Service = "commands"
+	// ServiceSupervisor runs StopCmd and lets a supervisor (systemd
+	// Restart=always, upstart respawn, runit) start the agent again; the
+	// swap waits only until CheckCmd says it runs. It is what
+	// Host.SupervisorRestarts says.
+	ServiceSupervisor Service = "supervisor"
+	// ServiceSystemd drives the agent as the systemd unit Host.Unit
+	// through systemctl and journalctl (Host.Systemctl, Host.Journalctl):
+	// the stop mode's signal to the unit's main process (systemctl kill
+	// --kill-who=main --signal=SIGKILL for stop mode kill: a plain
+	// systemctl stop would send the unit's KillSignal, and a client with
+	// leave_on_terminate would leave), a wait until that process is gone
+	// (its MainPID changed, or the unit is inactive or failed), systemctl
+	// start, and a wait until ActiveState is active (for a unit that is
+	// not Type=notify: active on one main process for Host.UnitSettle).
+	// A unit that ends failed, or is not active within StartTimeout, is a
+	// *UnitError carrying its state and the tail of its journal
+	// (journalctl -u UNIT -n 30). StopCmd, StartCmd, CheckCmd and
+	// SupervisorRestarts do not apply and must be left unset.
+	ServiceSystemd Service = "systemd"
 )
 
 // Default command templates, for a host whose agent runs as the systemd
@@ -79,6 +125,28 @@ type Host struct {
 	// command). A hung command is then only cut locally: the connection
 	// closes, but the remote process may live on.
 	SkipRemoteTimeout bool
+
+	// Service is how the agent is managed: ServiceCommands (the default,
+	// ""), ServiceSupervisor or ServiceSystemd; see their documentation.
+	Service Service
+	// Unit is the agent's systemd unit, for ServiceSystemd (default
+	// DefaultUnit).
+	Unit string
+	// Systemctl and Journalctl are the commands ServiceSystemd runs, as
+	// argv prefixes (default {"systemctl"} and {"journalctl"}), e.g.
+	// {"sudo", "-n", "systemctl"} for a login user that is not root.
+	Systemctl, Journalctl []string
+	// UnitSettle is how long a unit that is not Type=notify must be seen
+	// active on one main process after a start (default
+	// DefaultUnitSettle): systemd reports a Type=simple unit active as
+	// soon as it forked, so an agent that exits on a bad config would
+	// otherwise count as up.
+	UnitSettle time.Duration
+
+	// KeyFile is a private key (unencrypted, PEM or OpenSSH) for this
+	// host only, tried before the transport's own keys (WithKeyFile,
+	// WithKey, WithSigner, WithAgent). New reads it.
+	KeyFile string
 }
 
 // Vars are the values a command template can use.
@@ -111,6 +179,17 @@ type host struct {
 	node                          string
 	addr                          string
 	stop, start, check, versionTp argv.Command
+	key                           gossh.Signer // from KeyFile, read by New
+}
+
+// systemd reports whether the host's agent is a systemd unit driven by
+// ServiceSystemd.
+func (p *host) systemd() bool { return p.Service == ServiceSystemd }
+
+// supervised reports whether a supervisor starts the agent again after a
+// stop (ServiceSupervisor, or SupervisorRestarts).
+func (p *host) supervised() bool {
+	return p.Service == ServiceSupervisor || p.SupervisorRestarts
 }
 
 func (h Host) prepare(node string) (*host, error) {
@@ -144,10 +223,42 @@ func (h Host) prepare(node string) (*host, error) {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"CommandTimeout", h.CommandTimeout}, {"StopTimeout", h.StopTimeout}, {"StartTimeout", h.StartTimeout}, {"DialTimeout", h.DialTimeout}} {
+	}{{"CommandTimeout", h.CommandTimeout}, {"StopTimeout", h.StopTimeout}, {"StartTimeout", h.StartTimeout}, {"DialTimeout", h.DialTimeout}, {"UnitSettle", h.UnitSettle}} {
 		if d.v < 0 {
 			add("%s is %v; give a positive duration or 0 for the default", d.name, d.v)
 		}
+	}
+	switch h.Service {
+	case "", ServiceCommands, ServiceSupervisor:
+		if h.Unit != "" || h.Systemctl != nil || h.Journalctl != nil {
+			add("Unit, Systemctl and Journalctl are for Service %q; set Service to %q or leave them unset", ServiceSystemd, ServiceSystemd)
+		}
+	case ServiceSystemd:
+		var set []string
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"StopCmd", h.StopCmd != nil}, {"StartCmd", h.StartCmd != nil}, {"CheckCmd", h.CheckCmd != nil}, {"SupervisorRestarts", h.SupervisorRestarts}} {
+			if f.set {
+				set = append(set, f.name)
+			}
+		}
+		if len(set) > 0 {
+			add("Service %q drives the unit through systemctl, but %s %s set; leave %s unset, or set Service to %q to run your own commands", ServiceSystemd, strings.Join(set, ", "), isAre(len(set)), strings.Join(set, ", "), ServiceCommands)
+		}
+		if strings.ContainsAny(h.Unit, "/\x00\n") || strings.HasPrefix(h.Unit, "-") {
+			add("Unit %q is not a systemd unit name; give e.g. consul.service", h.Unit)
+		}
+		for _, c := range []struct {
+			name string
+			argv []string
+		}{{"Systemctl", h.Systemctl}, {"Journalctl", h.Journalctl}} {
+			if c.argv != nil && (len(c.argv) == 0 || c.argv[0] == "") {
+				add("%s is empty; give the command (argv), e.g. [\"sudo\", \"-n\", \"systemctl\"], or leave it nil for the default", c.name)
+			}
+		}
+	default:
+		add("Service %q is not one of %q, %q, %q; name how the agent is managed", h.Service, ServiceCommands, ServiceSupervisor, ServiceSystemd)
 	}
 	p := &host{Host: h, node: node, addr: addr}
 	parse := func(field string, args, def []string) argv.Command {
@@ -189,7 +300,28 @@ func (h Host) prepare(node string) (*host, error) {
 	if p.DialTimeout == 0 {
 		p.DialTimeout = DefaultDialTimeout
 	}
+	if p.systemd() {
+		if p.Unit == "" {
+			p.Unit = DefaultUnit
+		}
+		if p.Systemctl == nil {
+			p.Systemctl = []string{"systemctl"}
+		}
+		if p.Journalctl == nil {
+			p.Journalctl = []string{"journalctl"}
+		}
+		if p.UnitSettle == 0 {
+			p.UnitSettle = DefaultUnitSettle
+		}
+	}
 	return p, nil
+}
+
+func isAre(n int) string {
+	if n == 1 {
+		return "is"
+	}
+	return "are"
 }
 
 func (p *host) vars(req transport.SwapRequest) Vars {

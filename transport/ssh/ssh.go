@@ -94,17 +94,34 @@ type config struct {
 // OpenSSH format) in file p.
 func WithKeyFile(p string) Option {
 	return func(c *config) error {
-		b, err := os.ReadFile(p)
+		s, err := readKeyFile(p)
 		if err != nil {
-			return fmt.Errorf("read key file: %w", err)
-		}
-		s, err := gossh.ParsePrivateKey(b)
-		if err != nil {
-			return fmt.Errorf("key file %s: %w; give an unencrypted key, or load it into ssh-agent and use WithAgent", p, err)
+			return err
 		}
 		c.signers = append(c.signers, s)
 		return nil
 	}
+}
+
+func readKeyFile(p string) (gossh.Signer, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("read key file: %w", err)
+	}
+	s, err := gossh.ParsePrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: %w; give an unencrypted key, or load it into ssh-agent and use WithAgent", p, err)
+	}
+	return s, nil
+}
+
+func everyHostHasKey(hosts map[string]Host) bool {
+	for _, h := range hosts {
+		if h.KeyFile == "" {
+			return false
+		}
+	}
+	return len(hosts) > 0
 }
 
 // WithKey authenticates with an unencrypted private key given as PEM bytes.
@@ -215,8 +232,8 @@ func New(hosts map[string]Host, opts ...Option) (*Transport, error) {
 			return nil, fmt.Errorf("ssh transport: %w", err)
 		}
 	}
-	if len(c.signers) == 0 && !c.useAgent {
-		return nil, errors.New("ssh transport: no authentication method; give WithKeyFile, WithKey, WithSigner or WithAgent")
+	if len(c.signers) == 0 && !c.useAgent && !everyHostHasKey(hosts) {
+		return nil, errors.New("ssh transport: no authentication method; give WithKeyFile, WithKey, WithSigner or WithAgent (or a KeyFile on every host)")
 	}
 	t := &Transport{hosts: map[string]*host{}, signers: c.signers, agentSock: c.agentSock, insecure: c.insecure, resolver: c.resolver, mirror: c.mirror}
 	if !c.insecure {
@@ -240,11 +257,27 @@ func New(hosts map[string]Host, opts ...Option) (*Transport, error) {
 	}
 	sort.Strings(names)
 	var errs []error
+	keys := map[string]gossh.Signer{} // by KeyFile: each file is read once
 	for _, n := range names {
 		h, err := hosts[n].prepare(n)
 		if err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		if f := h.KeyFile; f != "" {
+			if _, ok := keys[f]; !ok {
+				s, err := readKeyFile(f)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("host for node %q: KeyFile: %w", n, err))
+					keys[f] = nil
+					continue
+				}
+				keys[f] = s
+			}
+			if h.key = keys[f]; h.key == nil {
+				errs = append(errs, fmt.Errorf("host for node %q: KeyFile %s could not be read (see above)", n, f))
+				continue
+			}
 		}
 		t.hosts[n] = h
 	}
@@ -254,11 +287,15 @@ func New(hosts map[string]Host, opts ...Option) (*Transport, error) {
 	return t, nil
 }
 
-func (t *Transport) auth() ([]gossh.AuthMethod, func(), error) {
+func (t *Transport) auth(h *host) ([]gossh.AuthMethod, func(), error) {
 	var methods []gossh.AuthMethod
 	closer := func() {}
-	if len(t.signers) > 0 {
-		methods = append(methods, gossh.PublicKeys(t.signers...))
+	signers := t.signers
+	if h.key != nil {
+		signers = append([]gossh.Signer{h.key}, signers...)
+	}
+	if len(signers) > 0 {
+		methods = append(methods, gossh.PublicKeys(signers...))
 	}
 	if t.agentSock != "" {
 		ac, err := net.Dial("unix", t.agentSock)
@@ -336,6 +373,19 @@ func (t *Transport) restart(ctx context.Context, c *conn, v Vars, want string, r
 		return &transport.SwapError{Node: v.Node, Phase: phase, To: want, Err: err}
 	}
 	h := c.h
+	if h.systemd() {
+		if running {
+			if err := c.stopUnit(ctx, v); err != nil {
+				return fail(stopPhase, err)
+			}
+			report(transport.PhaseStop)
+		}
+		if err := c.startUnit(ctx); err != nil {
+			return fail(startPhase, err)
+		}
+		report(transport.PhaseStart)
+		return c.verify(ctx, v, want, fail)
+	}
 	if running {
 		argv, err := h.stop.Render(v)
 		if err != nil {
@@ -344,14 +394,14 @@ func (t *Transport) restart(ctx context.Context, c *conn, v Vars, want string, r
 		if _, err := c.must(ctx, "stop", argv, nil); err != nil {
 			return fail(stopPhase, err)
 		}
-		if !h.SupervisorRestarts {
+		if !h.supervised() {
 			if err := c.waitRunning(ctx, v, false, h.StopTimeout); err != nil {
 				return fail(stopPhase, err)
 			}
 		}
 		report(transport.PhaseStop)
 	}
-	if !h.SupervisorRestarts || !running {
+	if !h.supervised() || !running {
 		argv, err := h.start.Render(v)
 		if err != nil {
 			return fail(startPhase, err)
@@ -364,6 +414,11 @@ func (t *Transport) restart(ctx context.Context, c *conn, v Vars, want string, r
 		return fail(startPhase, err)
 	}
 	report(transport.PhaseStart)
+	return c.verify(ctx, v, want, fail)
+}
+
+// verify checks that VersionCmd reports want after a restart.
+func (c *conn) verify(ctx context.Context, v Vars, want string, fail func(transport.Phase, error) error) error {
 	got, err := c.version(ctx, v)
 	if err != nil {
 		return fail(transport.PhaseVerify, err)
@@ -535,8 +590,16 @@ func (c *conn) version(ctx context.Context, v Vars) (string, error) {
 	return parseVersion(string(r.stdout))
 }
 
-// running runs CheckCmd: exit 0 is running, any other exit is not.
+// running runs CheckCmd: exit 0 is running, any other exit is not. For a
+// systemd unit (ServiceSystemd) it is ActiveState active (or reloading).
 func (c *conn) running(ctx context.Context, v Vars) (bool, error) {
+	if c.h.systemd() {
+		s, err := c.unit(ctx)
+		if err != nil {
+			return false, err
+		}
+		return s.running(), nil
+	}
 	argv, err := c.h.check.Render(v)
 	if err != nil {
 		return false, err

@@ -68,6 +68,29 @@ func SSHDPath() string {
 // the test (never skips) when sshd is missing or does not come up.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return start(t, nil)
+}
+
+// StartOn starts one sshd listening on every listen address ("ip:port",
+// loopback addresses only), as if each were a host of its own: the known_hosts
+// file lists the host key for each, and Addr is the first. Tests of fleets
+// use it to reach each agent's host at the agent's own address.
+func StartOn(t testing.TB, listen ...string) *Server {
+	t.Helper()
+	if len(listen) == 0 {
+		t.Fatal("sshrig: StartOn needs at least one address")
+	}
+	for _, a := range listen {
+		host, _, err := net.SplitHostPort(a)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			t.Fatalf("sshrig: listen address %q is not a loopback ip:port", a)
+		}
+	}
+	return start(t, listen)
+}
+
+func start(t testing.TB, listen []string) *Server {
+	t.Helper()
 	sshd := SSHDPath()
 	if _, err := os.Stat(sshd); err != nil {
 		t.Fatalf("sshrig: OpenSSH server %s not found (%v); run scripts/ensure-sshd.sh (installs Debian's openssh-server) or set SSHRIG_SSHD", sshd, err)
@@ -100,32 +123,37 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("sshrig: %v", err)
 	}
 
-	port := freePort(t)
-	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if len(listen) == 0 {
+		listen = []string{net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))}
+	}
+	s.Addr = listen[0]
 	s.KnownHosts = filepath.Join(dir, "known_hosts")
-	line := knownhosts.Line([]string{knownhosts.Normalize(s.Addr)}, s.HostKey) + "\n"
-	if err := os.WriteFile(s.KnownHosts, []byte(line), 0o600); err != nil {
+	var lines, listenConf []string
+	for _, a := range listen {
+		lines = append(lines, knownhosts.Line([]string{knownhosts.Normalize(a)}, s.HostKey)+"\n")
+		listenConf = append(listenConf, "ListenAddress "+a)
+	}
+	if err := os.WriteFile(s.KnownHosts, []byte(strings.Join(lines, "")), 0o600); err != nil {
 		t.Fatalf("sshrig: %v", err)
 	}
 
 	config := filepath.Join(dir, "sshd_config")
-	conf := strings.Join([]string{
-		"ListenAddress 127.0.0.1:" + strconv.Itoa(port),
-		"HostKey " + hostKeyFile,
-		"AuthorizedKeysFile " + authorized,
-		"PidFile " + filepath.Join(dir, "sshd.pid"),
+	conf := strings.Join(append(listenConf,
+		"HostKey "+hostKeyFile,
+		"AuthorizedKeysFile "+authorized,
+		"PidFile "+filepath.Join(dir, "sshd.pid"),
 		"PasswordAuthentication no",
 		"KbdInteractiveAuthentication no",
 		"PubkeyAuthentication yes",
 		"StrictModes no",
 		"UsePAM no",
 		"PermitRootLogin prohibit-password",
-		"AllowUsers " + u.Username,
+		"AllowUsers "+u.Username,
 		"MaxStartups 100:30:200",
 		"MaxSessions 100",
 		"LogLevel VERBOSE",
 		"",
-	}, "\n")
+	), "\n")
 	if err := os.WriteFile(config, []byte(conf), 0o600); err != nil {
 		t.Fatalf("sshrig: %v", err)
 	}
