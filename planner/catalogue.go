@@ -590,21 +590,6 @@ func versionIs(s, v string) bool {
 	return err == nil && m != nil && coreOf(sv).Equal(m)
 }
 
-// serversOnCore lists the observed servers whose version's core is v.
-func serversOnCore(rc RuleContext, v string) []string {
-	if rc.Cluster == nil {
-		return nil
-	}
-	m := mustVersion(v)
-	var out []string
-	for _, s := range rc.Cluster.Servers {
-		if sv, err := parseVersion(s.Version); err == nil && m != nil && coreOf(sv).Equal(m) {
-			out = append(out, s.Name)
-		}
-	}
-	return out
-}
-
 // catalogue is the built-in rule set, in the order Catalogue returns it.
 func catalogue() []builtin {
 	return []builtin{
