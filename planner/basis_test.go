@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -372,5 +373,45 @@ func TestThePlansOwnUnfinishedSwapIsNotStale(t *testing.T) {
 	c.Servers[1].Healthy = false // and s2 is down too: that is a change
 	if ds := staleDiffs(t, p, c); !hasDiff(ds, "health of s2: recorded healthy, observed not healthy") {
 		t.Errorf("diffs %v: want s2's health", ds)
+	}
+}
+
+// When the leader is not the one the plan simulated, the hop's servers come
+// in the order Next gives (the new leader last): the plan is not stale for
+// a server of the hop swapped before its turn, and ServerHop says so; with
+// the simulated leader still leading, it is.
+func TestAHopsServersSwappedInAnotherOrderAfterALeaderChangeKeepThePlan(t *testing.T) {
+	c, p := basisPlan(t)
+	first := slices.IndexFunc(p.Steps, func(s Step) bool { return s.Kind == StepSwapServer })
+	if first < 0 || p.Steps[first].Node != "s1" || p.Steps[first+2].Node != "s3" {
+		t.Fatalf("plan %v: want s1, s2, then the leader s3", p.Steps)
+	}
+	done := cloneCluster(c)
+	for _, s := range p.Steps[:first+1] {
+		applyStep(t, &done, s)
+	}
+	// An election after s1's swap: s2 leads, so Next takes s3 before s2.
+	done.Servers[2].Leader, done.Servers[1].Leader = false, true
+	if end, ok := ServerHop(p.Steps, first+1, done); !ok || end != first+3 {
+		t.Errorf("ServerHop = %d, %v; want %d, true (the leader is s2, the plan simulated s3)", end, ok, first+3)
+	}
+	next, err := Next(done, "1.13.9", Policy{})
+	if err != nil || next.Kind != StepSwapServer || next.Node != "s3" {
+		t.Fatalf("Next = %v, %v; want s3's swap (a follower now)", next, err)
+	}
+	applyStep(t, &done, next)
+	if err := p.CheckBasis(done); err != nil {
+		t.Errorf("CheckBasis after s3 swapped before s2 (s2 leads): %v", err)
+	}
+
+	// The same versions with s3, the simulated leader, still leading: s3
+	// was changed before its turn by something else than the plan.
+	still := cloneCluster(done)
+	still.Servers[1].Leader, still.Servers[2].Leader = false, true
+	if _, ok := ServerHop(p.Steps, first+1, still); ok {
+		t.Errorf("ServerHop allows another order while the simulated leader s3 leads")
+	}
+	if err := p.CheckBasis(still); err == nil {
+		t.Errorf("CheckBasis = nil with s3 (the leader) swapped before s2, want stale")
 	}
 }
