@@ -56,6 +56,7 @@ type replica struct {
 var (
 	firstDatacenterFlag = version.Must(version.NewVersion("0.7.0"))
 	firstRaft3          = version.Must(version.NewVersion("1.0.0"))
+	firstSnapshotAPI    = version.Must(version.NewVersion("0.7.1"))
 )
 
 func before(v string, limit *version.Version) bool {
