@@ -34,9 +34,13 @@ import (
 //
 // Options that cannot be rehearsed are refused before anything starts:
 // *OptionsError, *MissingBinaryError (one per missing version, joined;
-// each names the command that builds it) or the planner's refusal. Once
-// the replica runs, Run returns a Report whatever happens; its error is
-// the upgrade's (a *upgrade.HaltError, or ctx's), or a teardown failure.
+// each names the command that builds it), *SnapshotFileError (a backup
+// file that does not verify) or the planner's refusal; with WithData, a
+// backup of the live cluster that fails is returned before the replica
+// starts. Once the replica runs, Run returns a Report whatever happens;
+// its error is the upgrade's (a *upgrade.HaltError, or ctx's), one
+// wrapping ErrDataNotRestored, or a teardown failure. Data not read back
+// equal is not an error: Report.Data says so (DataReport.Equal).
 // An upgrade that completes with lost writes or a history that is not
 // linearizable is not an error: the report says so (Report.Linearizable,
 // Report.Traffic.Lost).
