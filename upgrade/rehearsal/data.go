@@ -38,11 +38,20 @@ const (
 	// that agent's anti-entropy), which is the replica being a replica,
 	// not the upgrade.
 	KindServices = "services"
+	// KindACLTokens is the ACL tokens (with Options.Token): accessor ID,
+	// description, policy names, local, and the secret by SHA-256.
+	KindACLTokens = "acl-tokens"
+	// KindACLPolicies is the ACL policies (with Options.Token): ID, name,
+	// description, datacenters and the rules by SHA-256.
+	KindACLPolicies = "acl-policies"
 )
 
 // notCompared names what a Consul snapshot restores that a rehearsal does
 // not read back.
-const notCompared = "ACL tokens and policies, intentions, config entries, sessions and prepared queries are restored with a snapshot but not read back (the replica runs without ACLs)"
+const notCompared = "ACL tokens and policies (without Options.Token: the replica then runs without ACLs), intentions, config entries, sessions and prepared queries are restored with a snapshot but not read back"
+
+// notComparedWithACLs is notCompared when the ACLs are compared.
+const notComparedWithACLs = "intentions, config entries, sessions and prepared queries are restored with a snapshot but not read back"
 
 // SnapshotFileError is a backup file given in Options.Snapshot that a
 // rehearsal cannot restore: it cannot be read, or it is not a verified
@@ -103,7 +112,16 @@ type DataDifference struct {
 	Name     string `json:"name"`
 	Restored string `json:"restored"`
 	ReadBack string `json:"read_back"`
+	// ByDesign, when set, says why the new version changes this entry
+	// on purpose (Consul's leader rewrites the builtin global-management
+	// policy to each version's rules); it does not count against Equal.
+	ByDesign string `json:"by_design,omitempty"`
 }
+
+// builtinManagementPolicy is the ID of Consul's builtin global-management
+// policy, whose rules each version's leader rewrites to its own (1.13
+// adds peering = "write").
+const builtinManagementPolicy = "00000000-0000-0000-0000-000000000001"
 
 func (d DataDifference) String() string {
 	restored, back := d.Restored, d.ReadBack
@@ -119,7 +137,18 @@ func (d DataDifference) String() string {
 // Equal reports whether the data was restored, read back after the
 // upgrade, and every entry compared was equal.
 func (d *DataReport) Equal() bool {
-	return d != nil && d.Err == "" && d.ReadBack && len(d.Differences) == 0
+	return d != nil && d.Err == "" && d.ReadBack && len(d.unexpected()) == 0
+}
+
+// unexpected are the differences not made by design.
+func (d *DataReport) unexpected() []DataDifference {
+	var out []DataDifference
+	for _, x := range d.Differences {
+		if x.ByDesign == "" {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // state is the replica's state as compared: per kind, each entry's name
@@ -180,7 +209,11 @@ func compareState(restored, back state, sessions map[string]string) []DataDiffer
 			if !ok && kind == KindKV && sessions[name] != "" {
 				got = "(held by session " + sessions[name] + " at the restore; the replica invalidates a session whose node or TTL it does not keep)"
 			}
-			out = append(out, DataDifference{Kind: kind, Name: name, Restored: want, ReadBack: got})
+			diff := DataDifference{Kind: kind, Name: name, Restored: want, ReadBack: got}
+			if kind == KindACLPolicies && name == builtinManagementPolicy && ok && strings.HasPrefix(got, "global-management ") {
+				diff.ByDesign = "the builtin global-management policy: each version's leader rewrites its rules to the version's own"
+			}
+			out = append(out, diff)
 		}
 	}
 	return out
@@ -198,18 +231,27 @@ func mapsKeys[V any](m map[string]V) func(func(string) bool) {
 
 // dataClient reads and writes a replica's state over its HTTP API.
 type dataClient struct {
-	http *http.Client
-	addr string // host:port of an agent
+	http  *http.Client
+	addr  string // host:port of an agent
+	token string // X-Consul-Token ("" none); ACLs are read only with one
 }
 
-func newDataClient(addr string) *dataClient {
-	return &dataClient{http: &http.Client{Timeout: time.Minute}, addr: addr}
+func newDataClient(addr, token string) *dataClient {
+	return &dataClient{http: &http.Client{Timeout: time.Minute}, addr: addr, token: token}
+}
+
+func (c *dataClient) request(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+c.addr+path, body)
+	if err == nil && c.token != "" {
+		req.Header.Set("X-Consul-Token", c.token)
+	}
+	return req, err
 }
 
 // get decodes the JSON answer of path into v; a 404 leaves v as it is
 // (an empty KV tree answers 404).
 func (c *dataClient) get(ctx context.Context, path string, v any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+c.addr+path, nil)
+	req, err := c.request(ctx, http.MethodGet, path, nil)
 	if err != nil {
 		return err
 	}
@@ -232,7 +274,7 @@ func (c *dataClient) get(ctx context.Context, path string, v any) error {
 }
 
 func (c *dataClient) put(ctx context.Context, path string, body io.Reader) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut, "http://"+c.addr+path, body)
+	req, err := c.request(ctx, http.MethodPut, path, body)
 	if err != nil {
 		return err
 	}
@@ -302,7 +344,65 @@ func (c *dataClient) readState(ctx context.Context, skipPrefix string) (st state
 			st[KindServices][e.Node+"/"+e.ServiceID] = describeService(e)
 		}
 	}
+	if c.token == "" {
+		return st, sessions, nil
+	}
+	st[KindACLTokens], st[KindACLPolicies] = map[string]string{}, map[string]string{}
+	var tokens []aclToken
+	if err := c.get(ctx, "/v1/acl/tokens", &tokens); err != nil {
+		return nil, nil, err
+	}
+	for _, tk := range tokens {
+		st[KindACLTokens][tk.AccessorID] = describeToken(tk)
+	}
+	var policies []struct{ ID string }
+	if err := c.get(ctx, "/v1/acl/policies", &policies); err != nil {
+		return nil, nil, err
+	}
+	for _, p := range policies {
+		var pol aclPolicy
+		if err := c.get(ctx, "/v1/acl/policy/"+url.PathEscape(p.ID), &pol); err != nil {
+			return nil, nil, err
+		}
+		st[KindACLPolicies][p.ID] = describePolicy(pol)
+	}
 	return st, sessions, nil
+}
+
+// aclToken is an entry of /v1/acl/tokens.
+type aclToken struct {
+	AccessorID  string
+	SecretID    string
+	Description string
+	Policies    []struct{ Name string }
+	Local       bool
+}
+
+func describeToken(t aclToken) string {
+	var names []string
+	for _, p := range t.Policies {
+		names = append(names, p.Name)
+	}
+	slices.Sort(names)
+	secret := "no secret listed"
+	if t.SecretID != "" {
+		s := sha256.Sum256([]byte(t.SecretID))
+		secret = "secret sha256 " + hex.EncodeToString(s[:])[:16]
+	}
+	return fmt.Sprintf("%q policies [%s] local %v, %s", t.Description, strings.Join(names, ","), t.Local, secret)
+}
+
+// aclPolicy is /v1/acl/policy/<id>.
+type aclPolicy struct {
+	Name, Description, Rules string
+	Datacenters              []string
+}
+
+func describePolicy(p aclPolicy) string {
+	s := sha256.Sum256([]byte(p.Rules))
+	dcs := slices.Clone(p.Datacenters)
+	slices.Sort(dcs)
+	return fmt.Sprintf("%s %q datacenters [%s], rules %d bytes, sha256 %s", p.Name, p.Description, strings.Join(dcs, ","), len(p.Rules), hex.EncodeToString(s[:])[:16])
 }
 
 // agentNodes returns the nodes with a serfHealth check.
@@ -327,6 +427,7 @@ type dataRun struct {
 	rep      *DataReport
 	file     string
 	tmp      string // the 0700 folder of a backup taken here ("" for a given file)
+	token    string // Options.Token
 	restored state
 	sessions map[string]string
 }
@@ -368,7 +469,7 @@ func (s shape) lowestServer() string {
 // takeBackup takes the live cluster's backup (read only) into a new
 // folder of mode 0700, its file 0600.
 func takeBackup(ctx context.Context, r *resolved) (*dataRun, error) {
-	d := &dataRun{rep: &DataReport{Target: r.target}}
+	d := &dataRun{rep: &DataReport{Target: r.target}, token: r.Token}
 	if r.Snapshot != "" {
 		d.file, d.rep.Source, d.rep.Backup = r.Snapshot, r.Snapshot, r.snapshotInfo
 		return d, nil
@@ -404,7 +505,7 @@ func (d *dataRun) restore(ctx context.Context, rp *replica, servers int) error {
 			server = s.HTTPAddr()
 		}
 	}
-	c := newDataClient(server)
+	c := newDataClient(server, d.token)
 	if d.rep.Backup.Kind == planner.BackupLogical {
 		if err := d.restoreLogical(ctx, c); err != nil {
 			return err
@@ -438,9 +539,13 @@ func (d *dataRun) restore(ctx context.Context, rp *replica, servers int) error {
 			break
 		}
 		cancel()
-		d.rep.NotCompared = append(d.rep.NotCompared, notCompared)
+		if d.token != "" {
+			d.rep.NotCompared = append(d.rep.NotCompared, notComparedWithACLs)
+		} else {
+			d.rep.NotCompared = append(d.rep.NotCompared, notCompared)
+		}
 	}
-	st, sessions, err := newDataClient(rp.consulAddr()).readState(ctx, "")
+	st, sessions, err := newDataClient(rp.consulAddr(), d.token).readState(ctx, "")
 	if err != nil {
 		return fmt.Errorf("read the restored state: %w", err)
 	}
@@ -537,7 +642,7 @@ func (d *dataRun) readBack(ctx context.Context, rp *replica, skipPrefix string, 
 	var back state
 	var err error
 	for _, s := range rp.readOrder() {
-		back, _, err = newDataClient(s).readState(rctx, skipPrefix)
+		back, _, err = newDataClient(s, d.token).readState(rctx, skipPrefix)
 		if err == nil {
 			break
 		}
@@ -638,22 +743,29 @@ func (d *DataReport) Row() string {
 	fmt.Fprintf(&b, "restored from %s: %d KV entries", src, d.Restored[KindKV])
 	if d.Backup.Kind != planner.BackupLogical {
 		fmt.Fprintf(&b, ", %d service instance(s) on non-agent nodes (those on agents are not compared)", d.Restored[KindServices])
+		if n, ok := d.Restored[KindACLTokens]; ok {
+			fmt.Fprintf(&b, ", %d ACL token(s), %d ACL polic(ies)", n, d.Restored[KindACLPolicies])
+		}
 	}
+	bad := d.unexpected()
 	switch {
-	case d.ReadBack && len(d.Differences) == 0:
+	case d.ReadBack && len(bad) == 0:
 		fmt.Fprintf(&b, "; after the upgrade every entry read back equal")
 	case d.ReadBack:
 		var names []string
-		for _, x := range d.Differences[:min(len(d.Differences), 5)] {
+		for _, x := range bad[:min(len(bad), 5)] {
 			names = append(names, x.Kind+" "+x.Name)
 		}
 		more := ""
-		if len(d.Differences) > 5 {
-			more = fmt.Sprintf(" and %d more", len(d.Differences)-5)
+		if len(bad) > 5 {
+			more = fmt.Sprintf(" and %d more", len(bad)-5)
 		}
-		fmt.Fprintf(&b, "; after the upgrade %d entr(ies) NOT read back equal: %s%s (see Data)", len(d.Differences), strings.Join(names, ", "), more)
+		fmt.Fprintf(&b, "; after the upgrade %d entr(ies) NOT read back equal: %s%s (see Data)", len(bad), strings.Join(names, ", "), more)
 	default:
 		fmt.Fprintf(&b, "; NOT read back after the upgrade")
+	}
+	if n := len(d.Differences) - len(bad); n > 0 && d.ReadBack {
+		fmt.Fprintf(&b, ", but %d changed by the new version by design (see Data)", n)
 	}
 	if d.Err != "" {
 		fmt.Fprintf(&b, " (%s)", d.Err)
@@ -681,7 +793,11 @@ func (d *DataReport) writeDataSection(p func(string, ...any)) {
 	} else {
 		p("a Consul snapshot (%s) at Raft index %d, term %d, state.bin %d bytes.", d.Backup.ID, d.Backup.Index, d.Backup.Term, d.Backup.StateSize)
 	}
-	p(" Compared after the upgrade: KV entries (key, flags, value by length and SHA-256) and service instances on non-agent nodes (node, ID, name, tags, address, port, meta).")
+	p(" Compared after the upgrade: KV entries (key, flags, value by length and SHA-256) and service instances on non-agent nodes (node, ID, name, tags, address, port, meta)")
+	if _, ok := d.Restored[KindACLTokens]; ok {
+		p(", ACL tokens (accessor, description, policy names, local, secret by SHA-256) and ACL policies (ID, name, description, datacenters, rules by SHA-256)")
+	}
+	p(".")
 	for _, n := range d.NotCompared {
 		p(" Not compared: %s.", n)
 	}
@@ -695,16 +811,19 @@ func (d *DataReport) writeDataSection(p func(string, ...any)) {
 	if len(d.Differences) > maxDifferencesListed {
 		p("The first %d of %d entries not read back equal:\n\n", maxDifferencesListed, len(d.Differences))
 	}
-	p("| kind | entry | restored | read back |\n|---|---|---|---|\n")
+	p("| kind | entry | restored | read back | by design |\n|---|---|---|---|---|\n")
 	for _, x := range d.Differences[:min(len(d.Differences), maxDifferencesListed)] {
-		restored, back := x.Restored, x.ReadBack
+		restored, back, why := x.Restored, x.ReadBack, x.ByDesign
 		if restored == "" {
 			restored = "absent"
 		}
 		if back == "" {
 			back = "absent"
 		}
-		p("| %s | %s | %s | %s |\n", x.Kind, mdEscape(x.Name), mdEscape(restored), mdEscape(back))
+		if why == "" {
+			why = "no: not read back equal"
+		}
+		p("| %s | %s | %s | %s | %s |\n", x.Kind, mdEscape(x.Name), mdEscape(restored), mdEscape(back), mdEscape(why))
 	}
 }
 

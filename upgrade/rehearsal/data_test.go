@@ -122,7 +122,7 @@ func fakeReplica(t *testing.T, emptyKV bool) *httptest.Server {
 
 func TestReadStateComparesServicesOfNonAgentNodesAndSkipsTheTraffic(t *testing.T) {
 	srv := fakeReplica(t, false)
-	st, sessions, err := newDataClient(strings.TrimPrefix(srv.URL, "http://")).readState(t.Context(), "rehearsal")
+	st, sessions, err := newDataClient(strings.TrimPrefix(srv.URL, "http://"), "").readState(t.Context(), "rehearsal")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestReadStateComparesServicesOfNonAgentNodesAndSkipsTheTraffic(t *testing.T
 	}
 
 	empty := fakeReplica(t, true)
-	st, _, err = newDataClient(strings.TrimPrefix(empty.URL, "http://")).readState(t.Context(), "")
+	st, _, err = newDataClient(strings.TrimPrefix(empty.URL, "http://"), "").readState(t.Context(), "")
 	if err != nil || len(st[KindKV]) != 0 {
 		t.Errorf("an empty KV tree (404): %v, %v; want no entries and no error", st[KindKV], err)
 	}
@@ -182,6 +182,17 @@ func TestTheDataRowSaysWhatWasRestoredReadBackAndStarted(t *testing.T) {
 			d.OnTarget, d.Started = 1, false
 			d.StartProblem = "the upgrade halted: step 2 (swap-server s2): start consul 1.13.9: exited; s2: panic: object missing primary index"
 		}, "the replica did NOT start on 1.13.9 (1 of 3 servers on it): the upgrade halted: step 2 (swap-server s2): start consul 1.13.9: exited; s2: panic: object missing primary index", true},
+		{"the builtin management policy rewritten by the new version", func(d *DataReport) {
+			d.Restored[KindACLTokens], d.Restored[KindACLPolicies] = 2, 1
+			d.Differences = compareState(
+				state{KindACLPolicies: {builtinManagementPolicy: describePolicy(aclPolicy{Name: "global-management", Rules: "acl = \"write\""})}},
+				state{KindACLPolicies: {builtinManagementPolicy: describePolicy(aclPolicy{Name: "global-management", Rules: "acl = \"write\"\npeering = \"write\""})}}, nil)
+		}, "2 ACL token(s), 1 ACL polic(ies); after the upgrade every entry read back equal, but 1 changed by the new version by design (see Data)", true},
+		{"another policy changed", func(d *DataReport) {
+			d.Differences = compareState(
+				state{KindACLPolicies: {"p-1": describePolicy(aclPolicy{Name: "app", Rules: "a"})}},
+				state{KindACLPolicies: {"p-1": describePolicy(aclPolicy{Name: "app", Rules: "b"})}}, nil)
+		}, "after the upgrade 1 entr(ies) NOT read back equal: acl-policies p-1 (see Data)", false},
 		{"not restored", func(d *DataReport) { d.Restored, d.ReadBack, d.Err = nil, false, "PUT /v1/snapshot: 500" },
 			"NOT restored from a Consul snapshot of the live cluster (read only): PUT /v1/snapshot: 500", false},
 		{"not read back", func(d *DataReport) {
@@ -219,8 +230,8 @@ func TestReportMarkdownHasTheDataRowAndListsEveryDifference(t *testing.T) {
 		"2 entr(ies) NOT read back equal: kv app/b\\|c, services ext/db-1 (see Data)",
 		"## Data\n\nThe backup restored: live cluster, a Consul snapshot (2-1234-5678) at Raft index 1234, term 2",
 		"Not compared: " + notCompared,
-		"| kv | app/b\\|c | flags 0, 1 bytes, sha256 aa | flags 0, 2 bytes, sha256 bb |",
-		"| services | ext/db-1 | db tags [] :5433 | absent |",
+		"| kv | app/b\\|c | flags 0, 1 bytes, sha256 aa | flags 0, 2 bytes, sha256 bb | no: not read back equal |",
+		"| services | ext/db-1 | db tags [] :5433 | absent | no: not read back equal |",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("report.md lacks %q\n%s", want, md)

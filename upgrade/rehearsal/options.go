@@ -83,6 +83,16 @@ type Options struct {
 	// logical backup a run took. It is verified before anything starts
 	// (*SnapshotFileError) and never modified or removed.
 	Snapshot string
+	// Token is a management token of the live cluster, for a cluster with
+	// ACLs on (1.4 and later): with it the replica's agents run with ACLs
+	// enabled (default policy allow; Token their initial management token
+	// and their default token, in a 0600 configuration file, so it is
+	// valid before the restore as after it and the run's requests carry
+	// it), and the restored ACL tokens and policies are
+	// read back with it and compared. Leave it empty for a cluster with
+	// ACLs off (a restored state without the token would lock the
+	// rehearsal out).
+	Token string
 }
 
 // DefaultBinDir is where scripts/build-consul.sh caches its binaries:
@@ -193,6 +203,9 @@ func resolve(o Options) (*resolved, error) {
 	if o.WithData && o.Snapshot == "" && o.Source == nil {
 		add("Source", "", "is nil with WithData; give the live cluster's Consul (it is only read) or a backup file in Options.Snapshot")
 	}
+	if o.Token != "" && !o.WithData && o.Snapshot == "" {
+		add("Token", "", "is set without WithData or Snapshot; it is for reading a restored cluster's ACLs")
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -220,6 +233,13 @@ func resolve(o Options) (*resolved, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if o.Token != "" {
+		for _, v := range r.shape.versions(nil) {
+			if before(v, firstNewACLs) {
+				return nil, &OptionsError{Field: "Token", Problem: fmt.Sprintf("is set for a replica on %s; ACL tokens and policies are compared from 1.4.0 (the new ACL system); leave it empty", v)}
+			}
+		}
 	}
 	if o.Snapshot != "" && r.snapshotInfo.Kind != planner.BackupLogical {
 		if low := r.shape.lowestServer(); before(low, firstSnapshotAPI) {
