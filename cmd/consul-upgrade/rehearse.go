@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -109,6 +110,13 @@ func runRehearse(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		}
 		opt.Cluster, opt.Target = &c, *to
 	}
+	if opt.WithData || opt.Snapshot != "" {
+		token, err := aclToken(opt)
+		if err != nil {
+			return fail(stderr, "rehearse", err)
+		}
+		opt.Token = token
+	}
 	opt.Logf = func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
 	opt.OnEvent = func(e upgrade.Event) { printRehearsalEvent(stdout, e) }
 
@@ -170,4 +178,33 @@ func printRehearsalEvent(w io.Writer, e upgrade.Event) {
 		msg = e.Err.Error()
 	}
 	fmt.Fprintf(w, "%s  %-12s %-15s %-10s %s\n", e.Time.Format("15:04:05.000"), e.Kind, e.Step.Kind, node, msg)
+}
+
+// aclToken is the token a rehearsal with data reads the restored ACLs
+// with: on a cluster with ACLs on whose servers all run 1.4 or later,
+// the operator's CONSUL_HTTP_TOKEN (or CONSUL_HTTP_TOKEN_FILE's), which
+// must be a management token (the snapshot needs one too); "" otherwise.
+func aclToken(opt rehearsal.Options) (string, error) {
+	c := opt.Cluster
+	if c == nil || !c.Features.ACLs {
+		return "", nil
+	}
+	for _, s := range c.Servers {
+		v, err := planner.ParseVersion(s.Version)
+		if err != nil || v.Segments()[0] < 1 || v.Segments()[0] == 1 && v.Segments()[1] < 4 {
+			return "", nil // legacy ACLs: not compared
+		}
+	}
+	token := os.Getenv("CONSUL_HTTP_TOKEN")
+	if f := os.Getenv("CONSUL_HTTP_TOKEN_FILE"); token == "" && f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", usagef("CONSUL_HTTP_TOKEN_FILE: %v", err)
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	if token == "" {
+		return "", usagef("the cluster has ACLs on: set CONSUL_HTTP_TOKEN to a management token for -with-data (the snapshot needs one, and the replica reads the restored ACL tokens and policies with it)")
+	}
+	return token, nil
 }
