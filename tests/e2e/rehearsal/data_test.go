@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	consulrig "github.com/seed-e5e14ead/consul-upgrade/tests/rig/consul"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
@@ -25,9 +27,18 @@ import (
 // its JSON answer into out (when not nil).
 func httpDo(t *testing.T, method, addr, path string, body []byte, out any) {
 	t.Helper()
+	httpDoToken(t, "", method, addr, path, body, out)
+}
+
+// httpDoToken is httpDo with an ACL token.
+func httpDoToken(t *testing.T, token, method, addr, path string, body []byte, out any) {
+	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, "http://"+addr+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("X-Consul-Token", token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -298,5 +309,73 @@ func TestACorruptedSnapshotIsRefusedBeforeAnyAgentStarts(t *testing.T) {
 	}
 	if _, serr := os.Stat(out); !errors.Is(serr, os.ErrNotExist) {
 		t.Errorf("the refused rehearsal created its output folder (%v)", serr)
+	}
+}
+
+// The second case of the issue: a real 1.12.9 cluster with ACLs on (a
+// management token, policies and tokens made through the API) rehearsed
+// to 1.13.9 on its own data: the replica runs with ACLs enabled and the
+// operator's token as its initial management token, and after the
+// upgrade every KV entry, ACL token and ACL policy is read back equal,
+// but for the builtin global-management policy, whose rules 1.13's leader
+// rewrites (a change by design, which the report names as such).
+func TestRehearseWithDataReadsBackACLTokensAndPolicies(t *testing.T) {
+	const root = "4e6f7421-0000-4000-8000-726f6f74746b"
+	acl := `-hcl=acl { enabled = true default_policy = "allow" tokens { initial_management = "` + root + `" } }`
+	live := consulrig.Start(t, consulrig.Options{Version: "1.12.9", ExtraServerArgs: []string{acl}, ExtraClientArgs: []string{acl}})
+	addr := live.HTTPAddr(live.Servers()[0])
+	keys := fillKV(t, addr, 20)
+	for i := range 3 {
+		body, _ := json.Marshal(map[string]any{"Name": fmt.Sprintf("app-%d", i), "Description": "app policy", "Rules": fmt.Sprintf(`key_prefix "app/%d/" { policy = "write" }`, i)})
+		var pol struct{ ID string }
+		httpDoToken(t, root, http.MethodPut, addr, "/v1/acl/policy", body, &pol)
+		body, _ = json.Marshal(map[string]any{"Description": fmt.Sprintf("token of app %d", i), "Policies": []map[string]string{{"ID": pol.ID}}})
+		httpDoToken(t, root, http.MethodPut, addr, "/v1/acl/token", body, nil)
+	}
+	var tokens, policies []json.RawMessage
+	httpDoToken(t, root, http.MethodGet, addr, "/v1/acl/tokens", nil, &tokens)
+	httpDoToken(t, root, http.MethodGet, addr, "/v1/acl/policies", nil, &policies)
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.Token = addr, root
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := upgrade.NewConsul(client)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	c, err := upgrade.Discover(ctx, src)
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	out := t.TempDir()
+	rep, err := rehearsal.Run(t.Context(), rehearsal.Options{
+		Cluster: &c, Target: "1.13.9", Clients: 1, OutDir: out,
+		WithData: true, Source: src, Token: root, Logf: t.Logf,
+	})
+	checkRehearsal(t, rep, err, out, false)
+	d := rep.Data
+	if d == nil {
+		t.Fatal("no data in the report of a rehearsal with data")
+	}
+	t.Logf("DATA ROW | data | %s |", d.Row())
+	if d.Restored[rehearsal.KindKV] != len(keys) || d.Restored[rehearsal.KindACLTokens] != len(tokens) || d.Restored[rehearsal.KindACLPolicies] != len(policies) {
+		t.Errorf("restored %v: want %d KV entries, the live cluster's %d ACL tokens and %d policies", d.Restored, len(keys), len(tokens), len(policies))
+	}
+	if !d.Equal() || !d.Started {
+		t.Errorf("data equal %v (differences %v, err %q), started %v: want every entry equal on 1.13.9", d.Equal(), d.Differences, d.Err, d.Started)
+	}
+	// The one change allowed: 1.13's leader rewrites the builtin
+	// global-management policy's rules (it adds peering).
+	for _, x := range d.Differences {
+		t.Logf("BY DESIGN %s (%s)", x, x.ByDesign)
+		if x.Kind != rehearsal.KindACLPolicies || x.Name != "00000000-0000-0000-0000-000000000001" {
+			t.Errorf("difference %s: only the builtin global-management policy may change", x)
+		}
+	}
+	md, _ := os.ReadFile(filepath.Join(out, "report.md"))
+	if !strings.Contains(string(md), fmt.Sprintf("%d ACL token(s), %d ACL polic(ies); after the upgrade every entry read back equal", len(tokens), len(policies))) {
+		t.Errorf("report.md's data row:\n%s", md)
 	}
 }
