@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -199,8 +200,8 @@ func describeService(e serviceEntry) string {
 // whose TTL nobody renews).
 func compareState(restored, back state, sessions map[string]string) []DataDifference {
 	var out []DataDifference
-	for _, kind := range slices.Sorted(mapsKeys(restored)) {
-		for _, name := range slices.Sorted(mapsKeys(restored[kind])) {
+	for _, kind := range slices.Sorted(maps.Keys(restored)) {
+		for _, name := range slices.Sorted(maps.Keys(restored[kind])) {
 			want := restored[kind][name]
 			got, ok := back[kind][name]
 			if ok && got == want {
@@ -217,16 +218,6 @@ func compareState(restored, back state, sessions map[string]string) []DataDiffer
 		}
 	}
 	return out
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // dataClient reads and writes a replica's state over its HTTP API.
@@ -332,7 +323,7 @@ func (c *dataClient) readState(ctx context.Context, skipPrefix string) (st state
 	if err := c.get(ctx, "/v1/catalog/services", &names); err != nil {
 		return nil, nil, err
 	}
-	for _, name := range slices.Sorted(mapsKeys(names)) {
+	for _, name := range slices.Sorted(maps.Keys(names)) {
 		var inst []serviceEntry
 		if err := c.get(ctx, "/v1/catalog/service/"+url.PathEscape(name), &inst); err != nil {
 			return nil, nil, err
@@ -525,8 +516,10 @@ func (d *dataRun) restore(ctx context.Context, rp *replica, servers int) error {
 		}
 		// The leader reaps the live cluster's agents, which are not
 		// members of the replica, right after the restore.
+		// Bounded by 2 minutes; the state read after is what is compared
+		// either way.
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		for {
+		for sctx.Err() == nil {
 			nodes, err := c.agentNodes(sctx)
 			if err == nil && !slices.ContainsFunc(nodes, func(n string) bool { return !slices.Contains(members, n) }) {
 				break
@@ -534,9 +527,7 @@ func (d *dataRun) restore(ctx context.Context, rp *replica, servers int) error {
 			select {
 			case <-sctx.Done():
 			case <-time.After(500 * time.Millisecond):
-				continue
 			}
-			break
 		}
 		cancel()
 		if d.token != "" {
