@@ -36,7 +36,7 @@ func TestRehearseIsACommandWithItsFlags(t *testing.T) {
 	if code != exitOK {
 		t.Errorf("rehearse -h: exit %d", code)
 	}
-	for _, flag := range []string{"-plan", "-cluster", "-to", "-clients", "-out", "-bin-dir", "-policy"} {
+	for _, flag := range []string{"-plan", "-cluster", "-to", "-clients", "-out", "-bin-dir", "-policy", "-with-data", "-snapshot"} {
 		if !strings.Contains(errOut, flag) {
 			t.Errorf("rehearse -h does not document %s:\n%s", flag, errOut)
 		}
@@ -45,6 +45,10 @@ func TestRehearseIsACommandWithItsFlags(t *testing.T) {
 
 func TestRehearseRefusesBadFlagsBeforeStartingAnything(t *testing.T) {
 	cluster := writeFile(t, "cluster.json", threeServers)
+	corrupt := writeFile(t, "corrupt.snap", "not a snapshot")
+	aclCluster := writeFile(t, "acl-cluster.json", strings.Replace(threeServers, `"features": {}`, `"features": {"acls": true}`, 1))
+	t.Setenv("CONSUL_HTTP_TOKEN", "")
+	t.Setenv("CONSUL_HTTP_TOKEN_FILE", "")
 	out := t.TempDir()
 	for _, tc := range []struct {
 		name string
@@ -58,6 +62,9 @@ func TestRehearseRefusesBadFlagsBeforeStartingAnything(t *testing.T) {
 		{"a negative client count", []string{"-cluster", cluster, "-to", "1.16.1", "-out", out, "-clients", "-1"}, "-clients -1 is negative"},
 		{"too many clients", []string{"-cluster", cluster, "-to", "1.16.1", "-out", out, "-clients", "99"}, "Options.Clients 99"},
 		{"a cluster file that is not one", []string{"-cluster", writeFile(t, "bad.json", `{"servers": 3}`), "-to", "1.16.1", "-out", out}, "-cluster"},
+		{"data without a live cluster to take it from", []string{"-cluster", cluster, "-to", "1.16.1", "-out", out, "-with-data"}, "-with-data takes its backup from the live cluster"},
+		{"data of a cluster with ACLs and no token", []string{"-cluster", aclCluster, "-to", "1.16.1", "-out", out, "-snapshot", corrupt}, "the cluster has ACLs on: set CONSUL_HTTP_TOKEN"},
+		{"a snapshot file that is not one", []string{"-cluster", cluster, "-to", "1.16.1", "-out", out, "-snapshot", corrupt}, "snapshot file " + corrupt + " cannot be restored"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, errOut := cli(t, append([]string{"rehearse"}, tc.args...)...)

@@ -15,6 +15,24 @@
 //     a band per step (darker while it waited for its gate), a dashed line
 //     per election and a strip where no leader was known.
 //
+// On the cluster's own data (Options.WithData, or Options.Snapshot for a
+// backup file): a backup of the live cluster is taken through
+// Options.Source, which is only read (a Consul snapshot from 0.7.1, the
+// logical backup of the KV tree below it), kept in a folder only the
+// operator can read and removed when Run returns; it is restored into the
+// replica on the cluster's versions before the upgrade. After the upgrade
+// every KV entry and every service instance on a node that is not an agent
+// is read back and compared with what the replica held once restored, and
+// the report's data row says what was restored, what was not read back
+// equal (each entry by name; values by length and SHA-256, never in
+// clear) and whether every server started on the target: a state the new
+// version cannot load shows as a server that did not come back, with its
+// log's errors. ACL tokens and policies, intentions, config entries,
+// sessions and prepared queries are restored with a snapshot but not
+// compared (the replica runs without ACLs); the services of the cluster's
+// agents are replaced by the replica's own agents, so they are not
+// compared either.
+//
 // Every agent process it starts is killed by its pid and waited for when
 // Run returns, however it returns (a cancelled ctx included: wire Ctrl-C to
 // ctx with signal.NotifyContext).

@@ -65,6 +65,34 @@ type Options struct {
 	// Logf, when set, receives progress lines (starting the replica,
 	// tearing it down).
 	Logf func(format string, args ...any)
+
+	// WithData rehearses on the cluster's own data: before the replica
+	// starts, a backup of the live cluster is taken through Source (a
+	// Consul snapshot from 0.7.1, the logical backup below; the cluster is
+	// only read), into a folder of mode 0700 (the file 0600) removed when
+	// Run returns. It is restored into the replica on the cluster's
+	// versions before the upgrade, and after the upgrade the replica's
+	// state is read back and compared with what was restored
+	// (Report.Data).
+	WithData bool
+	// Source is the live cluster's Consul, read for the backup of
+	// WithData (upgrade.ConnectAddr's, say). Unused with Snapshot.
+	Source upgrade.Consul
+	// Snapshot is a backup file to restore instead of taking one (it
+	// implies WithData): a Consul snapshot (`consul snapshot save`) or a
+	// logical backup a run took. It is verified before anything starts
+	// (*SnapshotFileError) and never modified or removed.
+	Snapshot string
+	// Token is a management token of the live cluster, for a cluster with
+	// ACLs on (1.4 and later): with it the replica's agents run with ACLs
+	// enabled (default policy allow; Token their initial management token
+	// and their default token, in a 0600 configuration file, so it is
+	// valid before the restore as after it and the run's requests carry
+	// it), and the restored ACL tokens and policies are
+	// read back with it and compared. Leave it empty for a cluster with
+	// ACLs off (a restored state without the token would lock the
+	// rehearsal out).
+	Token string
 }
 
 // DefaultBinDir is where scripts/build-consul.sh caches its binaries:
@@ -130,7 +158,12 @@ type resolved struct {
 	shape  shape
 	bins   map[string]string // version -> binary
 	path   []planner.Hop
+	// snapshotInfo is Options.Snapshot verified.
+	snapshotInfo upgrade.SnapshotInfo
 }
+
+// withData reports whether the rehearsal restores the cluster's data.
+func (r *resolved) withData() bool { return r.WithData || r.Snapshot != "" }
 
 // resolve validates o, applies the defaults, derives the replica's shape
 // and finds every binary. Errors are *OptionsError, *MissingBinaryError
@@ -167,8 +200,21 @@ func resolve(o Options) (*resolved, error) {
 	if o.Timeout < 0 {
 		add("Timeout", o.Timeout.String(), "is negative; use 0 for the default or a positive duration")
 	}
+	if o.WithData && o.Snapshot == "" && o.Source == nil {
+		add("Source", "", "is nil with WithData; give the live cluster's Consul (it is only read) or a backup file in Options.Snapshot")
+	}
+	if o.Token != "" && !o.WithData && o.Snapshot == "" {
+		add("Token", "", "is set without WithData or Snapshot; it is for reading a restored cluster's ACLs")
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
+	}
+	if o.Snapshot != "" {
+		info, err := verifyFile(o.Snapshot)
+		if err != nil {
+			return nil, err
+		}
+		r.snapshotInfo = info
 	}
 	if r.BinDir == "" {
 		r.BinDir = DefaultBinDir()
@@ -187,6 +233,18 @@ func resolve(o Options) (*resolved, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if o.Token != "" {
+		for _, v := range r.shape.versions(nil) {
+			if before(v, firstNewACLs) {
+				return nil, &OptionsError{Field: "Token", Problem: fmt.Sprintf("is set for a replica on %s; ACL tokens and policies are compared from 1.4.0 (the new ACL system); leave it empty", v)}
+			}
+		}
+	}
+	if o.Snapshot != "" && r.snapshotInfo.Kind != planner.BackupLogical {
+		if low := r.shape.lowestServer(); before(low, firstSnapshotAPI) {
+			return nil, &OptionsError{Field: "Snapshot", Value: o.Snapshot, Problem: fmt.Sprintf("is a Consul snapshot, which the replica's servers on %s cannot restore (the snapshot API came in 0.7.1); give a logical backup of the cluster", low)}
+		}
 	}
 	// The path of the replica: the planner's own, from the replica's
 	// shape (the same versions as the cluster's datacenter).

@@ -17,6 +17,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/traffic"
+	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 )
@@ -33,9 +34,13 @@ import (
 //
 // Options that cannot be rehearsed are refused before anything starts:
 // *OptionsError, *MissingBinaryError (one per missing version, joined;
-// each names the command that builds it) or the planner's refusal. Once
-// the replica runs, Run returns a Report whatever happens; its error is
-// the upgrade's (a *upgrade.HaltError, or ctx's), or a teardown failure.
+// each names the command that builds it), *SnapshotFileError (a backup
+// file that does not verify) or the planner's refusal; with WithData, a
+// backup of the live cluster that fails is returned before the replica
+// starts. Once the replica runs, Run returns a Report whatever happens;
+// its error is the upgrade's (a *upgrade.HaltError, or ctx's), one
+// wrapping ErrDataNotRestored, or a teardown failure. Data not read back
+// equal is not an error: Report.Data says so (DataReport.Equal).
 // An upgrade that completes with lost writes or a history that is not
 // linearizable is not an error: the report says so (Report.Linearizable,
 // Report.Traffic.Lost).
@@ -54,6 +59,20 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 		return nil, fmt.Errorf("rehearsal: output folder: %w", err)
 	}
 
+	var data *dataRun
+	if r.withData() {
+		if r.Snapshot == "" {
+			r.logf("taking a backup of the live cluster (read only)")
+		}
+		if data, err = takeBackup(ctx, r); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if cerr := data.cleanup(); cerr != nil {
+				err = errors.Join(err, fmt.Errorf("rehearsal: removing the backup taken: %w", cerr))
+			}
+		}()
+	}
 	r.logf("starting the replica: %d server(s), %d client(s) of datacenter %s", len(r.shape.servers), len(r.shape.clients), r.shape.datacenter)
 	rp, err := startReplica(ctx, r)
 	if err != nil {
@@ -81,7 +100,30 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 	}()
 	r.logf("replica ready on 127.0.%d.x (logs in %s)", rp.block, rp.dir)
 
-	runErr := rehearse(ctx, r, rp, rep)
+	prefix := "rehearsal"
+	var runErr error
+	if data != nil {
+		rep.Data = data.rep
+		r.logf("restoring %s (%s) into the replica", data.rep.Source, data.rep.Backup.Kind)
+		if rerr := data.restore(ctx, rp, len(r.shape.servers)); rerr != nil {
+			data.rep.Err = rerr.Error()
+			runErr = fmt.Errorf("%w: %w", ErrDataNotRestored, rerr)
+		} else {
+			prefix = trafficPrefix(data.restored)
+			if data.rep.Backup.Kind == planner.BackupLogical {
+				r.logf("restored: %d KV entries (a logical backup holds no catalog)", data.rep.Restored[KindKV])
+			} else {
+				r.logf("restored: %d KV entries, %d service instance(s) on non-agent nodes", data.rep.Restored[KindKV], data.rep.Restored[KindServices])
+			}
+		}
+	}
+	if runErr == nil {
+		runErr = rehearse(ctx, r, rp, rep, prefix)
+		if data != nil {
+			r.logf("reading the data back")
+			data.readBack(ctx, rp, prefix, runErr)
+		}
+	}
 	rep.Done = runErr == nil
 	if runErr != nil {
 		rep.Err = runErr.Error()
@@ -93,7 +135,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 }
 
 // rehearse runs the upgrade under traffic and fills in rep.
-func rehearse(ctx context.Context, r *resolved, rp *replica, rep *Report) error {
+func rehearse(ctx context.Context, r *resolved, rp *replica, rep *Report, prefix string) error {
 	consul, err := upgrade.ConnectAddr(rp.consulAddr())
 	if err != nil {
 		return err
@@ -106,7 +148,7 @@ func rehearse(ctx context.Context, r *resolved, rp *replica, rep *Report) error 
 			}
 		}
 	}
-	rec, err := traffic.Start(traffic.Config{Endpoints: eps, Prefix: "rehearsal", Rate: r.Rate, MaxDuration: r.Timeout})
+	rec, err := traffic.Start(traffic.Config{Endpoints: eps, Prefix: prefix, Rate: r.Rate, MaxDuration: r.Timeout})
 	if err != nil {
 		return err
 	}

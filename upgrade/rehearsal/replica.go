@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -56,6 +57,9 @@ type replica struct {
 var (
 	firstDatacenterFlag = version.Must(version.NewVersion("0.7.0"))
 	firstRaft3          = version.Must(version.NewVersion("1.0.0"))
+	firstSnapshotAPI    = version.Must(version.NewVersion("0.7.1"))
+	firstNewACLs        = version.Must(version.NewVersion("1.4.0"))
+	firstInitialMgmt    = version.Must(version.NewVersion("1.11.0"))
 )
 
 func before(v string, limit *version.Version) bool {
@@ -107,6 +111,13 @@ func startReplica(ctx context.Context, r *resolved) (_ *replica, err error) {
 			}
 			if server && !before(v, firstRaft3) && rp.anyServerBefore(firstRaft3) {
 				flags = append(flags, "-raft-protocol=2")
+			}
+			if r.Token != "" {
+				f, err := rp.aclConfig(v, r.Token)
+				if err != nil {
+					return nil, err
+				}
+				flags = append(flags, "-config-file="+f)
 			}
 			return flags, nil
 		}
@@ -365,4 +376,29 @@ func writeNodeID(dataDir, dir, name string) error {
 	x := hex.EncodeToString(h[:16])
 	id := x[0:8] + "-" + x[8:12] + "-" + x[12:16] + "-" + x[16:20] + "-" + x[20:32]
 	return os.WriteFile(filepath.Join(dataDir, "node-id"), []byte(id), 0o644)
+}
+
+// aclConfig writes (once per version) the ACL configuration of a replica
+// whose cluster has ACLs on: enabled, default policy allow, and token its
+// initial management token (1.11 and later; "master" before), so the
+// operator's token works before the restore as after it, and its default
+// token, so the run (whose snapshots need a management token) and the
+// recorded traffic use it without naming it. The file is 0600 in the replica's
+// folder, removed with it; the token never appears on a command line.
+func (rp *replica) aclConfig(v, token string) (string, error) {
+	name := "initial_management"
+	if before(v, firstInitialMgmt) {
+		name = "master"
+	}
+	body, err := json.Marshal(map[string]any{"acl": map[string]any{
+		"enabled": true, "default_policy": "allow", "tokens": map[string]string{name: token, "default": token},
+	}})
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(rp.dir, "acl-"+name+".json")
+	if err := os.WriteFile(p, body, 0o600); err != nil {
+		return "", fmt.Errorf("ACL configuration of the replica: %w", err)
+	}
+	return p, nil
 }

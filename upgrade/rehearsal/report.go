@@ -64,6 +64,9 @@ type Report struct {
 	// Done is true when the run reached the target; Err is why not.
 	Done bool   `json:"done"`
 	Err  string `json:"err,omitempty"`
+	// Data is what a rehearsal with data (Options.WithData) restored and
+	// read back (nil without).
+	Data *DataReport `json:"data,omitempty"`
 	// PIDs are the agent processes the rehearsal started (all stopped
 	// when Run returns).
 	PIDs []int `json:"pids"`
@@ -273,6 +276,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	p("| | |\n|---|---|\n")
 	p("| run | %s |\n", status)
+	if r.Data != nil {
+		p("| data | %s |\n", mdEscape(r.Data.Row()))
+	}
 	p("| linearizability | %s (Porcupine, %d operations, checked in %s) |\n", r.Verdict(), r.Traffic.Ops, dur(r.Traffic.CheckTime))
 	if r.Defect != nil {
 		p("| explained by | [%s](%s) (fixed in %s): %s |\n", r.Defect.ID, r.Defect.URL, r.Defect.FixedIn, mdEscape(r.Defect.Summary))
@@ -310,6 +316,10 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	if len(r.Steps) == 0 {
 		p("| | no step started | | | | | | | |\n")
+	}
+
+	if r.Data != nil {
+		r.Data.writeDataSection(p)
 	}
 
 	p("\n## Leaders\n\nThe leader at the start, then every election the servers logged (log time: one-second precision before Consul 1.0).\n\n| at | leader | |\n|---|---|---|\n")
