@@ -50,9 +50,8 @@
 //  3. Act: perform the step (a backup, a swap through a
 //     transport.Transport, a leadership transfer), under the lock held from
 //     Open to Close.
-//  4. Gate: wait until every condition in step.Gate holds (a leader, the new
-//     version, a stable voter within trailing-log bounds, failure tolerance
-//     restored) before the next observation. A gate that does not hold halts
+//  4. Gate: wait until every condition in step.Gate holds (each a
+//     planner.GateCheck, the one list of them) before the next observation. A gate that does not hold halts
 //     the run; nothing else is touched.
 //
 // planner.Plan runs the same decision against a simulated cluster until done,

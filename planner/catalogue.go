@@ -956,11 +956,9 @@ func catalogue() []builtin {
 		def(RuleRaftProtocol310, KindRaft, Warning, "< 1.0.0", ">= 1.0.0", urlVersionSpecific,
 			"1.0 defaults to raft_protocol 3, which needs every server on 0.8+",
 			"when the servers run raft protocol 2 (the 0.8/0.9 default), start the upgraded servers with raft_protocol = 2 until no 0.x server remains, then move every server to 3 in a separate rolling restart (before 1.9); the peers.json format changes too",
-			// Measured on real agents: 0.8.5 -> 1.2.4 with the 1.2.4 servers
-			// on their default protocol 3 beside 0.8.5 ones on 2 lost its
-			// leader for over 30 s after the leader's swap; with
-			// raft_protocol = 2 on 1.2.4 the hop had one short election
-			// (tests/e2e/hops/old).
+			// A warning, not info: 1.x servers on protocol 3 beside 0.x ones
+			// on 2 can lose their leader after the leader's swap (real runs:
+			// tests/README.md; TestHop_0_8_5_to_1_2_4 in tests/e2e/hops/old).
 			sevBy(func(rc RuleContext) Severity {
 				if feat(rc).RaftProtocol == 3 {
 					return Info

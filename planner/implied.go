@@ -9,7 +9,7 @@ import (
 
 // Facts the versions imply. A rule that reads a fact of Features must not
 // wait for it to be declared when the versions the cluster runs already
-// prove it (issue 22): every ACL token of a cluster whose servers run below
+// prove it: every ACL token of a cluster whose servers run below
 // 1.4.0 is a legacy token; a server on 0.8 or 0.9 runs Raft protocol 2
 // unless configured otherwise; before 1.13 an HTTPS port turns TLS on for
 // gRPC too, and on 1.13 certificates in tls.defaults do. Check applies

@@ -40,10 +40,9 @@
 //     configuration must keep a quorum without it (*QuorumError
 //     otherwise), unless the stop is the datacenter's planned outage (a
 //     single server; EventPlannedOutage).
-//  3. Execute then gates on the step's conditions (leader known, version,
-//     voter, autopilot-healthy, stable, trailing logs, failure tolerance,
-//     serf alive) with exponential backoff, bound by a timeout and the
-//     context.
+//  3. Execute then gates on the step's conditions (step.Gate; each is a
+//     planner.GateCheck, the one list of them) with exponential backoff,
+//     bound by a timeout and the context.
 //  4. On any failure, halt: never cascade (the Session ends; a new one
 //     observes afresh). Optionally roll the failed node back and wait until
 //     the cluster is healthy again.

@@ -29,8 +29,8 @@ const lockTTL = 30 * time.Second
 // a KV key held by a TTL session that asks for no health checks, so
 // swapping the agent it talks to does not drop the lock. An agent before
 // 1.0 ignores that and binds the session to the serfHealth check of its
-// node (0.6.4 to 0.9.3, measured: it is the agent the session is made
-// through that decides), and at any version a node that leaves, or stays
+// node (the agent the session is made through decides; pinned on real
+// agents by TestRealALockTakenThroughANodeDiesWithIt), and at any version a node that leaves, or stays
 // dead through an election, takes its sessions with it. So, before Run
 // stops the node the lock's session is on, it moves the lock to a session
 // on a server that stays up, by the first way the cluster offers:
@@ -255,8 +255,8 @@ func (a *apiConsul) renewSession(ctx context.Context, id string) (bool, error) {
 	// for it to be ready: a server that has just won an election (the old
 	// leader, restarted on its new version, often wins again) may not have
 	// replayed its log yet and not know a session made since its last
-	// snapshot. Seen on real 1.12.9 -> 1.13.9 runs right after the leader's
-	// swap. A consistent read waits for the leader to be ready (Consul
+	// snapshot (TestARenewalsNotFoundIsConfirmedBeforeTheLockIsLost). A
+	// consistent read waits for the leader to be ready (Consul
 	// 0.9.0 and later), so the session is gone only when that read says so.
 	info, _, err := a.c.Session().Info(id, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil {
@@ -750,11 +750,10 @@ func (st *heldLock) handed(ctx context.Context, s sessionAPI) {
 // was made through, and Consul destroys it, so the lock is lost, when that
 // node leaves the catalog. A dead agent's node does: a server restarted
 // while the agent is dead never hears of it, and once it leads it
-// deregisters the node as reaped (real 1.12.9 -> 1.13.9 with the run's
-// first agent killed mid-gate: the lock went at the leader's swap). So once
-// the run has failed over, the lock moves to a session made through the
-// agent now in use, in one transaction that only commits while the old
-// session still holds the key.
+// deregisters the node as reaped. So once the run has failed over, the
+// lock moves to a session made through the agent now in use, in one
+// transaction that only commits while the old session still holds the key
+// (TestTheLockMovesToTheAgentTheRunFailedOverTo).
 type lockMover interface {
 	// agent names the agent calls go through now.
 	agent() string

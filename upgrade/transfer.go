@@ -25,9 +25,9 @@ import (
 // is decided again from a fresh observation, so it only happens once the
 // target leads.
 //
-// Under writes, a transfer can lose its election (on 1.15.4 -> 1.16.1: 2
-// of 31 loaded runs here, and three asks in a row in one CI run). The
-// leader tells the target to campaign once it has sent it every entry, but
+// Under writes, a transfer can lose its election (how often, on real
+// agents: tests/README.md; pinned by
+// TestRunAsksAgainAtOnceWhenTheTargetLosesItsElection). The leader tells the target to campaign once it has sent it every entry, but
 // an entry still in flight has not reached the target's log, so the other
 // servers answer "rejecting vote request since our last index is greater"
 // and, an election timeout later, elect a server with the longer log:

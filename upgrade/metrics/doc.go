@@ -57,9 +57,7 @@
 //
 // The kind label takes the planner's step kinds (snapshot, swap-server,
 // transfer-leader, swap-clients, add-server, retire-server); condition the
-// gate checks (leader-known, version, voter, autopilot-healthy, stable,
-// trailing-logs, failure-tolerance, serf-alive, removed, commit-index,
-// last-contact); type the labels of HaltType (gate, stuck, plan-diverged,
+// gate's conditions (the values of planner.GateCheck); type the labels of HaltType (gate, stuck, plan-diverged,
 // stale-plan, refused, preflight, locked, lock-lost, lock-move,
 // swap-record, aborted, quorum, transfer, backup, swap, agent-unreachable,
 // missing-ability, config, canceled, step-refused, other).

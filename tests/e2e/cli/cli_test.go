@@ -22,7 +22,7 @@ import (
 // apply -yes to the end; plan and the last status are given a closed port
 // before the agent's address, and fail over to it. With
 // CONSUL_UPGRADE_TRANSCRIPT=FILE it writes the commands and their output to
-// FILE (the README's session). On the way, a third -step given a gate
+// FILE (the session in tests/README.md). On the way, a third -step given a gate
 // timeout it cannot meet halts after it touched a server: exit 1, the JSON
 // error object carries the record, status shows the unfinished swap, and
 // the last apply gates it before it goes on.
