@@ -95,6 +95,12 @@
 //	ErrSnapshotInvalid       the backup did not verify, nothing committed: fix the destination, retry
 //	ErrNoEraReader, ErrNoServerAPI, ErrNoRaftStats, ErrEndpointMissing (*MissingEndpointError)
 //	                         an ability or endpoint the era needs is missing: fix the Consul (see below)
+//	ErrNoAutopilotWriter     (refusal, autopilot-cleanup-pinned) dead-server cleanup could not be turned off
+//	                         before a server stop: give the token operator:write, or turn it off yourself
+//
+// ErrAutopilotChanged is no error of a run: an EventAutopilotRestored carries
+// it when the autopilot configuration was changed by someone else while the
+// run had CleanupDeadServers pinned, and the run left it as it found it.
 //
 // A cancelled context ends the run with an error wrapping
 // context.Canceled: a *HaltError when the step under way had touched a node

@@ -245,6 +245,7 @@ type routed struct {
 // routes them too.
 type plumbing interface {
 	lockCalls
+	AutopilotWriter // autopilot.go: always there, failing with ErrNoAutopilotWriter when the Consul reached lacks it
 	agent() string
 }
 

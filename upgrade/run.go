@@ -138,6 +138,8 @@ type runner struct {
 	closed  bool
 	at      planner.Step // the step decided before open failed, for the halted event
 	chosen  bool         // ExecuteStep's: the caller chose the step; open decides nothing
+
+	pins map[string]*autopilotPin // autopilot's dead-server cleanup, by datacenter (autopilot.go)
 }
 
 // emit delivers ev, with the current step's index and total when it is
@@ -173,22 +175,24 @@ func (r *runner) holder() string {
 	return fmt.Sprintf("consul-upgrade on %s, pid %d", host, os.Getpid())
 }
 
-// unlock gives the lock back (once), even when ctx has ended, and returns
-// the release's error.
+// unlock puts autopilot's CleanupDeadServers back (autopilot.go), then
+// gives the lock back (once), even when ctx has ended, and returns what
+// could not be restored or released.
 func (r *runner) unlock(ctx context.Context) error {
+	restoreErr := r.restoreAutopilot(ctx)
 	l := r.lock
 	if l == nil {
-		return nil
+		return restoreErr
 	}
 	r.lock = nil
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := l.Release(rctx); err != nil {
 		r.emit(ctx, Event{Kind: EventUnlocked, Err: err, Detail: "the lock could not be given back; it expires with its session"})
-		return err
+		return errors.Join(restoreErr, err)
 	}
 	r.emit(ctx, Event{Kind: EventUnlocked, Detail: "upgrade lock " + l.Key + " released"})
-	return nil
+	return restoreErr
 }
 
 func (r *runner) gateOptions(onWait func(cond planner.GateCheck, node, detail string)) gateOptions {
@@ -596,6 +600,9 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 			r.recordBackup(ctx, rec)
 		}
 	case planner.StepSwapServer:
+		if err = r.pinAutopilot(ctx, step); err != nil { // autopilot.go
+			break // nothing touched: no rollback
+		}
 		if err = r.quorumBeforeStop(ctx, step); err != nil {
 			break // nothing touched: no rollback
 		}

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 )
 
@@ -168,6 +170,9 @@ type Cluster struct {
 	left          []*node  // servers RemoveDeadServer took out: left in serf
 	era           Era      // the API generation the agents answer with
 	txnCrashed    []string // servers a transaction crashed (session.go)
+
+	apConf   *api.AutopilotConfiguration  // autopilot.go; nil: the defaults
+	apWrites []api.AutopilotConfiguration // autopilot.go
 }
 
 // defaultSnapshot is the archive of a new cluster, built once: gzip is the

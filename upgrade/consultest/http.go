@@ -35,7 +35,8 @@ const (
 //   - GET /v1/operator/raft/configuration (500 without a leader)
 //   - GET /v1/operator/autopilot/health: 200 when every server is healthy,
 //     429 otherwise, with the same body
-//   - GET /v1/operator/autopilot/configuration
+//   - GET and PUT /v1/operator/autopilot/configuration, with ?cas= (see
+//     SetAutopilotConfig, AutopilotWrites)
 //   - GET /v1/snapshot: the configured archive
 //   - POST /v1/operator/raft/transfer-leader?id=: moves leadership to a
 //     healthy voter
@@ -111,9 +112,7 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		c.serveHealth(w, now)
 	case "/v1/operator/autopilot/configuration":
-		ac := api.NewAutopilotConfiguration()
-		ac.ServerStabilizationTime = api.NewReadableDuration(c.stabilization)
-		writeJSON(w, http.StatusOK, ac)
+		c.serveAutopilotConfig(w, r) // autopilot.go
 	case "/v1/snapshot":
 		if r.Method != http.MethodGet {
 			http.Error(w, "consultest: restoring a snapshot is not simulated", http.StatusMethodNotAllowed)
