@@ -89,6 +89,8 @@
 //	ErrLockLost              another run may act now: a person checks (consul-upgrade status) first
 //	*StuckError              the step did not change the cluster: check the transport and the build tag
 //	*GateError               not healthy in time (ErrGateTimeout) or cannot be checked: a person looks at Node
+//	                         (ErrElectionStorm: raft-term, the term rose by more than MaxTermRise elections
+//	                         during the step: a person reads the servers' logs before anything restarts)
 //	*transport.SwapError     the transport failed in Phase (validate and stage touch nothing): fix, retry
 //	*TransferError           leadership did not move (ErrTransferNotReady, ErrTransferElectionLost): retry
 //	*AgentUnreachableError   no agent answered: retry when one does

@@ -140,6 +140,7 @@ type runner struct {
 	chosen  bool         // ExecuteStep's: the caller chose the step; open decides nothing
 
 	pins map[string]*autopilotPin // autopilot's dead-server cleanup, by datacenter (autopilot.go)
+	term termRead                 // the raft term before the step under way acted (gate_term.go)
 }
 
 // emit delivers ev, with the current step's index and total when it is
@@ -584,6 +585,7 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		return rec, &HaltError{Step: step, Err: err} // before acting: nothing is touched
 	}
 	r.emit(ctx, Event{Kind: EventStepStarted, Step: step, Detail: step.Reason})
+	r.term = r.termBefore(ctx, step) // gate_term.go: the raft term before the step acts
 
 	if herr := r.keepLockOff(ctx, c, step); herr != nil {
 		return rec, herr
@@ -661,8 +663,9 @@ func (r *runner) gate(ctx context.Context, step planner.Step, rec StepRecord, fa
 	})
 	opt.OnEra = func(e Era) { era = e }
 	opt.RepeatWaiting = GateWaitingRepeat
-	opt.Since = gateStart // the swapped agent has just started: stability counts from here
-	gerr := awaitGate(ctx, r.consul(step.Datacenter), step, r.baseline(step.Datacenter), opt)
+	opt.Since = gateStart   // the swapped agent has just started: stability counts from here
+	opt.TermBefore = r.term // gate_term.go: withTermCheck adds raft-term
+	gerr := awaitGate(ctx, r.consul(step.Datacenter), withTermCheck(step), r.baseline(step.Datacenter), opt)
 	r.gated(gerr) // touched.go
 	if gerr != nil {
 		var ge *GateError

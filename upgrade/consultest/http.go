@@ -142,6 +142,7 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				c.leader, c.pinned = "", true
 			case miss.land != "":
 				c.leader, c.pinned = miss.land, false
+				c.term++
 			}
 			writeJSON(w, http.StatusOK, api.TransferLeaderResponse{Success: true})
 			return
@@ -149,6 +150,7 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for _, n := range c.nodes {
 			if n.server() && n.raftID() == id && n.voter && c.healthy(n, now) {
 				c.leader, c.pinned = n.name, false
+				c.term++ // the transfer's election
 				writeJSON(w, http.StatusOK, api.TransferLeaderResponse{Success: true})
 				return
 			}
