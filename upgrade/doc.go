@@ -74,6 +74,8 @@
 //	*PlanDivergedError       not the step   Run with a plan: re-plan and review; from Execute: ask Next again
 //	*SwapRecordError         nothing        a dead run's swap cannot be finished safely: a person checks the node
 //	*PreflightError          nothing        a binary is missing on a host (Problems): stage it, retry
+//	*AgentConfigError        nothing        an agent sets an option a release on the path removed (Problems):
+//	                                        change its configuration, or waive the rule by its ID, retry
 //	*AbortedError            not the step   BeforeStep said abort: run again when ready
 //	*StepRefusedError        not the step   nothing of Step was touched; act on its Err, below
 //	*HaltError               the step       Touched says which nodes and how far; RolledBack says whether

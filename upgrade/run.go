@@ -338,6 +338,7 @@ func (r *runner) dryRun(ctx context.Context) error {
 	if err := r.preflight(ctx, c, true); err != nil { // preflight.go: problems reported, not refused
 		r.emit(ctx, Event{Kind: EventPreflight, Err: err, Detail: "pre-flight check not made"})
 	}
+	_ = r.agentConfigPreflight(ctx, c, true) // agentconfig.go: reported, not refused
 	r.emit(ctx, Event{Kind: EventDone, Detail: fmt.Sprintf("dry run: %d step(s) planned, nothing touched", len(plan.Steps))})
 	return nil
 }

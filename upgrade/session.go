@@ -297,14 +297,17 @@ func (r *runner) open(ctx context.Context) error {
 	return nil
 }
 
-// preflightUnlessChosen is the pre-flight of the path to the target, but
-// for a step the caller chose (ExecuteStep), whose swap checks its own
-// binary.
+// preflightUnlessChosen is the pre-flight of the path to the target (the
+// binaries, then the agents' configuration), but for a step the caller
+// chose (ExecuteStep), whose swap checks its own binary.
 func (r *runner) preflightUnlessChosen(ctx context.Context, c planner.Cluster) error {
 	if r.chosen {
 		return nil
 	}
-	return r.preflight(ctx, c, false)
+	if err := r.preflight(ctx, c, false); err != nil {
+		return err
+	}
+	return r.agentConfigPreflight(ctx, c, false) // agentconfig.go
 }
 
 // ExecuteStep carries out one step the caller chose itself rather than one
