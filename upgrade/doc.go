@@ -105,6 +105,9 @@
 // ErrAutopilotChanged is no error of a run: an EventAutopilotRestored carries
 // it when the autopilot configuration was changed by someone else while the
 // run had CleanupDeadServers pinned, and the run left it as it found it.
+// ErrNoMetricsReader is no error of a run either: the pre-flight's
+// leader-log-covers-restart event carries it when the leader's metrics
+// cannot be read, and the run goes on.
 //
 // A cancelled context ends the run with an error wrapping
 // context.Canceled: a *HaltError when the step under way had touched a node

@@ -246,6 +246,7 @@ type routed struct {
 type plumbing interface {
 	lockCalls
 	AutopilotWriter // autopilot.go: always there, failing with ErrNoAutopilotWriter when the Consul reached lacks it
+	MetricsReader   // logage.go: likewise, with ErrNoMetricsReader
 	agent() string
 }
 

@@ -339,6 +339,7 @@ func (r *runner) dryRun(ctx context.Context) error {
 		r.emit(ctx, Event{Kind: EventPreflight, Err: err, Detail: "pre-flight check not made"})
 	}
 	_ = r.agentConfigPreflight(ctx, c, true) // agentconfig.go: reported, not refused
+	r.logAgePreflight(ctx, c)                // logage.go
 	r.emit(ctx, Event{Kind: EventDone, Detail: fmt.Sprintf("dry run: %d step(s) planned, nothing touched", len(plan.Steps))})
 	return nil
 }

@@ -117,14 +117,14 @@ func TestRunReportsEventsInOrder(t *testing.T) {
 			t.Fatalf("Run: %v", err)
 		}
 		k := r.kinds()
-		if len(k) < 7 || k[0] != EventRunStarted || k[1] != EventLocked || k[2] != EventPreflight || k[3] != EventPreflight || k[len(k)-3] != EventAutopilotRestored || k[len(k)-2] != EventUnlocked || k[len(k)-1] != EventDone {
-			t.Fatalf("events %v should start with run-started, locked, preflight (binaries), preflight (agent configuration) and end with autopilot-restored, unlocked, done", k)
+		if len(k) < 8 || k[0] != EventRunStarted || k[1] != EventLocked || k[2] != EventPreflight || k[3] != EventPreflight || k[4] != EventPreflight || k[len(k)-3] != EventAutopilotRestored || k[len(k)-2] != EventUnlocked || k[len(k)-1] != EventDone {
+			t.Fatalf("events %v should start with run-started, locked, preflight (binaries, agent configuration, the leader's log) and end with autopilot-restored, unlocked, done", k)
 		}
 		// Between them: step-started, [lock-moved], [autopilot-pinned
 		// before the first server stop], [snapshot-saved, backup-record],
 		// step-done, per step.
 		steps, pinned := 0, 0
-		for i := 4; i < len(k)-3; {
+		for i := 5; i < len(k)-3; {
 			if k[i] != EventStepStarted {
 				t.Fatalf("event %d is %s, want step-started (events %v)", i, k[i], k)
 			}

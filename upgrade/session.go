@@ -307,7 +307,11 @@ func (r *runner) preflightUnlessChosen(ctx context.Context, c planner.Cluster) e
 	if err := r.preflight(ctx, c, false); err != nil {
 		return err
 	}
-	return r.agentConfigPreflight(ctx, c, false) // agentconfig.go
+	if err := r.agentConfigPreflight(ctx, c, false); err != nil { // agentconfig.go
+		return err
+	}
+	r.logAgePreflight(ctx, c) // logage.go: a warning at most
+	return nil
 }
 
 // ExecuteStep carries out one step the caller chose itself rather than one

@@ -174,6 +174,8 @@ type Cluster struct {
 	apConf   *api.AutopilotConfiguration  // autopilot.go; nil: the defaults
 	apWrites []api.AutopilotConfiguration // autopilot.go
 	term     uint64                       // elections since the first (term.go: Term, AddElections)
+
+	logAge, lastRestore time.Duration // the leader's raft gauges (metrics.go)
 }
 
 // defaultSnapshot is the archive of a new cluster, built once: gzip is the

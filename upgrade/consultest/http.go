@@ -24,6 +24,7 @@ const (
 //   - GET /v1/agent/self: the agent addressed (ClientAt; else the first
 //     server), its datacenter, its configuration in the shape of its
 //     version (see Features) and, for a server from 0.7 on, its raft stats
+//   - GET /v1/agent/metrics: the leader's raft gauges (SetLeaderLogAge)
 //   - GET /v1/catalog/services: no services, with the headers of a stale
 //     read the agent addressed answers itself (X-Consul-Index its last
 //     index, X-Consul-LastContact, X-Consul-KnownLeader)
@@ -71,6 +72,8 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.serveMembers(w, now)
 	case "/v1/agent/self":
 		c.serveSelf(w, c.agentFor(r))
+	case "/v1/agent/metrics":
+		c.serveMetrics(w, c.agentFor(r)) // metrics.go
 	case "/v1/status/peers":
 		c.servePeers(w)
 	case "/v1/acl/list":
