@@ -95,6 +95,9 @@ type autopilotPin struct {
 	set   bool
 	was   bool
 	index uint64
+	// missing: the agent had no autopilot configuration (before 0.8); the
+	// next server stop looks again, since a hop may have brought it.
+	missing bool
 }
 
 // pinTries bounds the compare-and-set attempts of a pin: each failed one
@@ -104,10 +107,13 @@ const pinTries = 3
 
 // pinAutopilot turns autopilot's dead-server cleanup off in step's
 // datacenter before its first server stop (RuleAutopilotPinned), once per
-// datacenter and run. An error refuses the step before it stops anything.
+// datacenter and run (before 0.8, where there is no autopilot
+// configuration, again before each server stop: a hop may bring it). An
+// error refuses the step before it stops anything.
 func (r *runner) pinAutopilot(ctx context.Context, step planner.Step) error {
 	name := r.dcName(step.Datacenter)
-	if _, done := r.pins[name]; done {
+	prev, done := r.pins[name]
+	if done && !prev.missing {
 		return nil
 	}
 	if r.pins == nil {
@@ -128,7 +134,10 @@ func (r *runner) pinAutopilot(ctx context.Context, step planner.Step) error {
 		var me *MissingEndpointError
 		switch {
 		case errors.As(err, &me):
-			note("nothing to pin: the agent has no autopilot configuration (0.8.0 and later), so no dead-server cleanup")
+			if !done { // reported once; each later server stop looks again
+				note("nothing to pin yet: the agent has no autopilot configuration (0.8.0 and later), so no dead-server cleanup; looked for again before each server stop")
+			}
+			r.pins[name].missing = true
 			return nil
 		case err != nil:
 			return fmt.Errorf("%s: before the first server stop in %s the run turns autopilot's CleanupDeadServers off, and could not read its configuration: %w; fix the read, or set it off yourself (consul operator autopilot set-config -cleanup-dead-servers=false: the run then leaves it as it is)", RuleAutopilotPinned, name, err)

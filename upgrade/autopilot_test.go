@@ -193,3 +193,34 @@ func TestARefusedPinStopsNoServer(t *testing.T) {
 		}
 	})
 }
+
+func TestARunPinsDeadServerCleanupOnceAHopBringsAutopilot(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRigAt(t, "0.7.5", 3, 0, consultest.WithEra(consultest.Era07))
+		r.cfg.Target = "0.8.5"
+		r.cfg.ServerAPI = simServers(t, r.sim)
+		seen := cleanupAtSwaps(r)
+		inner := r.tr.onSwap
+		var once sync.Once
+		r.tr.onSwap = func(node, version string, ok bool) {
+			inner(node, version, ok)
+			// The first 0.8.5 server answers the autopilot configuration
+			// from now on (the endpoint is the agent's own).
+			once.Do(func() { r.sim.SetEra(consultest.Era08Raft2) })
+		}
+		if _, err := Run(t.Context(), r.cfg); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		got := seen()
+		if len(got) != 3 || got[1] || got[2] {
+			t.Errorf("CleanupDeadServers at the 3 server stops: %v, want the 2nd and 3rd off (the 1st had no autopilot)", got)
+		}
+		if !r.sim.AutopilotConfig().CleanupDeadServers || len(r.sim.AutopilotWrites()) != 2 {
+			t.Errorf("after the run: %+v, writes %d; want it pinned once and restored", r.sim.AutopilotConfig(), len(r.sim.AutopilotWrites()))
+		}
+		pinned := eventsOf(r, EventAutopilotPinned)
+		if len(pinned) != 2 || !strings.Contains(pinned[0].Detail, "no autopilot configuration") || !strings.Contains(pinned[1].Detail, "turned off") {
+			t.Errorf("pinned events %+v, want 'none yet', then 'turned off'", pinned)
+		}
+	})
+}
