@@ -110,7 +110,7 @@ func (r *runner) logAgePreflight(ctx context.Context, c planner.Cluster) {
 	case r.cfg.ServerAPI != nil:
 		sc, err := r.cfg.ServerAPI(leader, addr)
 		if err != nil {
-			r.emit(ctx, Event{Kind: EventPreflight, Node: leader, Err: err, Detail: fmt.Sprintf("%s: not checked: the leader %s's HTTP API cannot be reached", RuleLeaderLogAge, leader)})
+			r.emit(ctx, Event{Kind: EventPreflight, Node: leader, Err: err, Detail: fmt.Sprintf("%s: not checked: the leader %s's HTTP API cannot be reached: %v", RuleLeaderLogAge, leader, err)})
 			return
 		}
 		lc = sc
@@ -129,7 +129,7 @@ func (r *runner) logAgePreflight(ctx context.Context, c planner.Cluster) {
 	}
 	m, err := mr.AgentMetrics(ctx)
 	if err != nil {
-		r.emit(ctx, Event{Kind: EventPreflight, Node: leader, Err: err, Detail: fmt.Sprintf("%s: not checked: the leader %s's metrics could not be read", RuleLeaderLogAge, leader)})
+		r.emit(ctx, Event{Kind: EventPreflight, Node: leader, Err: err, Detail: fmt.Sprintf("%s: not checked: the leader %s's metrics could not be read: %v", RuleLeaderLogAge, leader, err)})
 		return
 	}
 	restart := r.cfg.GateTimeout
