@@ -63,6 +63,9 @@ const (
 	// upgrade guide checks each server's raft stats from /v1/agent/self:
 	GateCommitIndex GateCheck = "commit-index" // commit_index within MaxTrailingLogs of the leader's
 	GateLastContact GateCheck = "last-contact" // last_contact with the leader within LastContactThreshold
+	// The upgrade package adds this one to the gate of every server step
+	// (plans do not list it, so plans saved before it stay valid):
+	GateRaftTerm GateCheck = "raft-term" // the Raft term rose by no more elections than the step explains
 )
 
 // BackupKind is how a snapshot step saves the cluster's state.

@@ -73,6 +73,8 @@
 //	*PlanDivergedError       not the step   Run with a plan: re-plan and review; from Execute: ask Next again
 //	*SwapRecordError         nothing        a dead run's swap cannot be finished safely: a person checks the node
 //	*PreflightError          nothing        a binary is missing on a host (Problems): stage it, retry
+//	*AgentConfigError        nothing        an agent sets an option a release on the path removed (Problems):
+//	                                        change its configuration, or waive the rule by its ID, retry
 //	*AbortedError            not the step   BeforeStep said abort: run again when ready
 //	*StepRefusedError        not the step   nothing of Step was touched; act on its Err, below
 //	*HaltError               the step       Touched says which nodes and how far; RolledBack says whether
@@ -88,12 +90,23 @@
 //	ErrLockLost              another run may act now: a person checks (consul-upgrade status) first
 //	*StuckError              the step did not change the cluster: check the transport and the build tag
 //	*GateError               not healthy in time (ErrGateTimeout) or cannot be checked: a person looks at Node
+//	                         (ErrElectionStorm: raft-term, the term rose by more than MaxTermRise elections
+//	                         during the step: a person reads the servers' logs before anything restarts)
 //	*transport.SwapError     the transport failed in Phase (validate and stage touch nothing): fix, retry
 //	*TransferError           leadership did not move (ErrTransferNotReady, ErrTransferElectionLost): retry
 //	*AgentUnreachableError   no agent answered: retry when one does
 //	ErrSnapshotInvalid       the backup did not verify, nothing committed: fix the destination, retry
 //	ErrNoEraReader, ErrNoServerAPI, ErrNoRaftStats, ErrEndpointMissing (*MissingEndpointError)
 //	                         an ability or endpoint the era needs is missing: fix the Consul (see below)
+//	ErrNoAutopilotWriter     (refusal, autopilot-cleanup-pinned) dead-server cleanup could not be turned off
+//	                         before a server stop: give the token operator:write, or turn it off yourself
+//
+// ErrAutopilotChanged is no error of a run: an EventAutopilotRestored carries
+// it when the autopilot configuration was changed by someone else while the
+// run had CleanupDeadServers pinned, and the run left it as it found it.
+// ErrNoMetricsReader is no error of a run either: the pre-flight's
+// leader-log-covers-restart event carries it when the leader's metrics
+// cannot be read, and the run goes on.
 //
 // A cancelled context ends the run with an error wrapping
 // context.Canceled: a *HaltError when the step under way had touched a node

@@ -143,6 +143,7 @@ type raftStats struct {
 	LastContact time.Duration `json:"last_contact,omitempty"`
 	Never       bool          `json:"never,omitempty"`
 	NumPeers    int           `json:"num_peers,omitempty"`
+	Term        uint64        `json:"term,omitempty"`   // the raft term (0: not reported)
 	Leader      bool          `json:"leader,omitempty"` // Stats.consul.leader
 	Node        string        `json:"node,omitempty"`
 	// Stale: read from a stale read's headers (before 0.7), not raft
@@ -197,6 +198,9 @@ func parseRaftStats(self map[string]map[string]any) (raftStats, error) {
 	}
 	if n, err := strconv.Atoi(str("num_peers")); err == nil {
 		rs.NumPeers = n
+	}
+	if n, err := strconv.ParseUint(str("term"), 10, 64); err == nil {
+		rs.Term = n
 	}
 	switch lc := str("last_contact"); lc {
 	case "never":

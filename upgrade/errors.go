@@ -43,6 +43,8 @@ func (e *GateError) Error() string {
 		how = fmt.Sprintf("did not hold within %s", e.Timeout)
 	case errors.Is(e.Err, context.Canceled), errors.Is(e.Err, context.DeadlineExceeded):
 		how = "did not hold before the context ended"
+	case errors.Is(e.Err, ErrElectionStorm):
+		how = "failed"
 	default:
 		how = "cannot be checked"
 	}

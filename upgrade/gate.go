@@ -96,6 +96,10 @@ type gateOptions struct {
 	// first and whenever it changes (an upgrade moves a cluster to a later
 	// era).
 	OnEra func(Era)
+	// TermBefore is the raft term read before the step acted, which
+	// raft-term compares with (zero: not read; the condition then says it
+	// was not checked).
+	TermBefore termRead
 }
 
 // awaitGate waits until every condition in step.Gate holds, bound by
@@ -145,6 +149,13 @@ type gateOptions struct {
 //     (without autopilot: voters alive in serf less a quorum)
 //   - removed: the node is not in the Raft configuration (peer set) and not
 //     alive (or leaving) in serf: a retired server has left
+//   - raft-term: the raft term (the leader's raft stats through
+//     opt.ServerAPI, else the agent asked's when it is a server; 0.7 and
+//     later) rose
+//     since opt.TermBefore by at most MaxTermRise elections; more is an
+//     election storm, and the gate stops at once (ErrElectionStorm). Not
+//     checkable (before 0.7, no server's stats in reach): it holds, saying
+//     so. The runner adds it to every server step's gate
 func awaitGate(ctx context.Context, c Consul, step planner.Step, base Baseline, opt gateOptions) error {
 	timeout := cmp.Or(max(opt.Timeout, 0), DefaultGateTimeout)
 	maxInterval := cmp.Or(max(opt.MaxInterval, 0), DefaultGateMaxInterval)
@@ -155,7 +166,7 @@ func awaitGate(ctx context.Context, c Consul, step planner.Step, base Baseline, 
 	gctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	carry := gateCarry{Start: time.Now(), Floor: opt.Since}
+	carry := gateCarry{Start: time.Now(), Floor: opt.Since, TermBefore: opt.TermBefore.Term, TermFrom: opt.TermBefore.Node}
 	var alive *aliveWatch
 	if watchesAlive(step, opt) {
 		alive = watchAlive(gctx, c, step.Node, opt.ServerAPI, AliveInterval)
@@ -201,6 +212,8 @@ func gateError(ctx context.Context, step planner.Step, last *verdict, timeout ti
 		ge.Node = gateSubject(step) // a cluster-wide condition still names the step's node
 	}
 	switch {
+	case v.Halt:
+		ge.Err = ErrElectionStorm
 	case v.fatal():
 		ge.Err = v.Err
 	case ctx.Err() != nil:

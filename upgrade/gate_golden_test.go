@@ -124,6 +124,9 @@ func TestGateGoldenCasesCoverEveryConditionInEveryEra(t *testing.T) {
 	for _, era := range []Era{EraPeers, EraRaftConfig, EraRaftProtocol2, EraAutopilot} {
 		for _, cond := range everyCheck {
 			for _, ok := range []bool{true, false} {
+				if cond == planner.GateRaftTerm && era == EraPeers && !ok {
+					continue // before 0.7 no server reports its raft term over HTTP: never judged failing
+				}
 				if !seen[key{era, cond, ok}] {
 					t.Errorf("no golden case in the %s era where %s %s", era, cond, map[bool]string{true: "holds", false: "fails"}[ok])
 				}

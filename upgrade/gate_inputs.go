@@ -39,6 +39,8 @@ type gateInputs struct {
 	// Outage is the last time the swapped server's own HTTP API did not
 	// answer the alive watch (nil: never, or no watch).
 	Outage *outage `json:"outage,omitempty"`
+	// Term is the raft term a server reports (gate_term.go).
+	Term *answer[termRead] `json:"term,omitempty"`
 }
 
 // answer is one read: its value, or why there is none.
@@ -288,6 +290,8 @@ func (g *gatherer) need(step planner.Step, cond planner.GateCheck) {
 		} else {
 			g.peerSet()
 		}
+	case planner.GateRaftTerm:
+		g.term() // gate_term.go
 	}
 }
 

@@ -21,7 +21,7 @@ func gather(ctx context.Context, c Consul, serverAPI ServerAPIFunc, step planner
 var everyCheck = []planner.GateCheck{
 	planner.GateLeaderKnown, planner.GateVersion, planner.GateSerfAlive, planner.GateVoter,
 	planner.GateAutopilotHealthy, planner.GateStable, planner.GateTrailingLogs, planner.GateCommitIndex,
-	planner.GateLastContact, planner.GateFailureTolerance, planner.GateRemoved,
+	planner.GateLastContact, planner.GateFailureTolerance, planner.GateRemoved, planner.GateRaftTerm,
 }
 
 // One attempt reads each endpoint at most once (each server's own

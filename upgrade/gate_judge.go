@@ -32,6 +32,9 @@ type verdict struct {
 	// Stable is the stability count as the stable condition carries it
 	// on to the next attempt.
 	Stable *stability `json:"stable_count,omitempty"`
+	// Halt: the condition failed for good (an election storm: a term
+	// never comes down again), and the gate stops at once.
+	Halt bool `json:"halt,omitempty"`
 }
 
 // fatal reports whether the condition can never be checked.
@@ -92,7 +95,7 @@ func judgeAttempt(step planner.Step, base Baseline, in *gateInputs, c gateCarry)
 		switch {
 		case v.Err != nil && v.Err.Kind == readCut && c.Last != nil:
 			return attempt{outcome: attemptCut, v: v, carry: c}
-		case v.fatal():
+		case v.fatal() || v.Halt:
 			c.Last = &v
 			return attempt{outcome: attemptStopped, v: v, carry: c}
 		case v.OK:
@@ -135,13 +138,14 @@ var judges = map[planner.GateCheck]func(j judging) verdict{
 	planner.GateCommitIndex:      judgeCommitIndex,
 	planner.GateLastContact:      judgeLastContact,
 	planner.GateFailureTolerance: judgeFailureTolerance,
+	planner.GateRaftTerm:         judgeRaftTerm, // gate_term.go
 }
 
 // judge judges condition cond.
 func judge(cond planner.GateCheck, j judging) verdict {
 	f, ok := judges[cond]
 	if !ok {
-		v := unread("", uncheckable(fmt.Errorf("unknown gate condition %q (known: leader-known, version, voter, autopilot-healthy, stable, trailing-logs, commit-index, last-contact, failure-tolerance, serf-alive, removed)", cond)))
+		v := unread("", uncheckable(fmt.Errorf("unknown gate condition %q (known: leader-known, version, voter, autopilot-healthy, stable, trailing-logs, commit-index, last-contact, failure-tolerance, serf-alive, removed, raft-term)", cond)))
 		v.Cond = cond
 		return v
 	}
@@ -562,6 +566,11 @@ type gateCarry struct {
 	// Last is the verdict the last finished attempt failed on (nil: none
 	// yet).
 	Last *verdict `json:"last,omitempty"`
+	// TermBefore is the raft term read before the step acted, and
+	// TermFrom the server that reported it (0, "": not read); see
+	// gate_term.go.
+	TermBefore uint64 `json:"term_before,omitempty"`
+	TermFrom   string `json:"term_from,omitempty"`
 }
 
 // after is the carry once the alive watch's last outage is taken in: a

@@ -245,6 +245,8 @@ type routed struct {
 // routes them too.
 type plumbing interface {
 	lockCalls
+	AutopilotWriter // autopilot.go: always there, failing with ErrNoAutopilotWriter when the Consul reached lacks it
+	MetricsReader   // logage.go: likewise, with ErrNoMetricsReader
 	agent() string
 }
 

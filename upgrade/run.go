@@ -139,6 +139,9 @@ type runner struct {
 	closed  bool
 	at      planner.Step // the step decided before open failed, for the halted event
 	chosen  bool         // ExecuteStep's: the caller chose the step; open decides nothing
+
+	pins map[string]*autopilotPin // autopilot's dead-server cleanup, by datacenter (autopilot.go)
+	term termRead                 // the raft term before the step under way acted (gate_term.go)
 }
 
 // emit delivers ev, with the current step's index and total when it is
@@ -174,22 +177,24 @@ func (r *runner) holder() string {
 	return fmt.Sprintf("consul-upgrade on %s, pid %d", host, os.Getpid())
 }
 
-// unlock gives the lock back (once), even when ctx has ended, and returns
-// the release's error.
+// unlock puts autopilot's CleanupDeadServers back (autopilot.go), then
+// gives the lock back (once), even when ctx has ended, and returns what
+// could not be restored or released.
 func (r *runner) unlock(ctx context.Context) error {
+	restoreErr := r.restoreAutopilot(ctx)
 	l := r.lock
 	if l == nil {
-		return nil
+		return restoreErr
 	}
 	r.lock = nil
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := l.Release(rctx); err != nil {
 		r.emit(ctx, Event{Kind: EventUnlocked, Err: err, Detail: "the lock could not be given back; it expires with its session"})
-		return err
+		return errors.Join(restoreErr, err)
 	}
 	r.emit(ctx, Event{Kind: EventUnlocked, Detail: "upgrade lock " + l.Key + " released"})
-	return nil
+	return restoreErr
 }
 
 func (r *runner) gateOptions(onWait func(cond planner.GateCheck, node, detail string)) gateOptions {
@@ -334,6 +339,8 @@ func (r *runner) dryRun(ctx context.Context) error {
 	if err := r.preflight(ctx, c, true); err != nil { // preflight.go: problems reported, not refused
 		r.emit(ctx, Event{Kind: EventPreflight, Err: err, Detail: "pre-flight check not made"})
 	}
+	_ = r.agentConfigPreflight(ctx, c, true) // agentconfig.go: reported, not refused
+	r.logAgePreflight(ctx, c)                // logage.go
 	r.emit(ctx, Event{Kind: EventDone, Detail: fmt.Sprintf("dry run: %d step(s) planned, nothing touched", len(plan.Steps))})
 	return nil
 }
@@ -581,6 +588,7 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		return rec, &HaltError{Step: step, Err: err} // before acting: nothing is touched
 	}
 	r.emit(ctx, Event{Kind: EventStepStarted, Step: step, Detail: step.Reason})
+	r.term = r.termBefore(ctx, step) // gate_term.go: the raft term before the step acts
 
 	if herr := r.keepLockOff(ctx, c, step); herr != nil {
 		return rec, herr
@@ -597,6 +605,9 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 			r.recordBackup(ctx, rec)
 		}
 	case planner.StepSwapServer:
+		if err = r.pinAutopilot(ctx, step); err != nil { // autopilot.go
+			break // nothing touched: no rollback
+		}
 		if err = r.quorumBeforeStop(ctx, step); err != nil {
 			break // nothing touched: no rollback
 		}
@@ -655,8 +666,9 @@ func (r *runner) gate(ctx context.Context, step planner.Step, rec StepRecord, fa
 	})
 	opt.OnEra = func(e Era) { era = e }
 	opt.RepeatWaiting = GateWaitingRepeat
-	opt.Since = gateStart // the swapped agent has just started: stability counts from here
-	gerr := awaitGate(ctx, r.consul(step.Datacenter), step, r.baseline(step.Datacenter), opt)
+	opt.Since = gateStart   // the swapped agent has just started: stability counts from here
+	opt.TermBefore = r.term // gate_term.go: withTermCheck adds raft-term
+	gerr := awaitGate(ctx, r.consul(step.Datacenter), withTermCheck(step), r.baseline(step.Datacenter), opt)
 	r.gated(gerr) // touched.go
 	if gerr != nil {
 		var ge *GateError

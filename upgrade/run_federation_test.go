@@ -91,8 +91,15 @@ func TestRunTakesAFederationToTheTargetPrimaryFirstLeaderLastInEachDatacenter(t 
 			if n := sim.Calls("/v1/snapshot"); n != 1 {
 				t.Errorf("%s served /v1/snapshot %d times, want 1 (its own raft)", sim.Nodes()[0].Name, n)
 			}
-			if n := sim.Calls("/v1/operator/autopilot/configuration"); n != 1 {
-				t.Errorf("%s served the autopilot configuration %d times, want 1 (its baseline)", sim.Nodes()[0].Name, n)
+			// Its baseline (1), the pin of its dead-server cleanup before
+			// its first server stop (read, compare-and-set, read back: 3)
+			// and the restore at the end (read, compare-and-set: 2): each
+			// datacenter's autopilot is its own (autopilot.go).
+			if n := sim.Calls("/v1/operator/autopilot/configuration"); n != 6 {
+				t.Errorf("%s served the autopilot configuration %d times, want 6 (its baseline, its pin, its restore)", sim.Nodes()[0].Name, n)
+			}
+			if ac := sim.AutopilotConfig(); !ac.CleanupDeadServers || len(sim.AutopilotWrites()) != 2 {
+				t.Errorf("%s: CleanupDeadServers %t after the run with writes %+v, want it pinned and restored (on)", sim.Nodes()[0].Name, ac.CleanupDeadServers, sim.AutopilotWrites())
 			}
 		}
 		if got := slices.Sorted(func(yield func(string) bool) {

@@ -117,19 +117,24 @@ func TestRunReportsEventsInOrder(t *testing.T) {
 			t.Fatalf("Run: %v", err)
 		}
 		k := r.kinds()
-		if len(k) < 5 || k[0] != EventRunStarted || k[1] != EventLocked || k[2] != EventPreflight || k[len(k)-2] != EventUnlocked || k[len(k)-1] != EventDone {
-			t.Fatalf("events %v should start with run-started, locked, preflight and end with unlocked, done", k)
+		if len(k) < 8 || k[0] != EventRunStarted || k[1] != EventLocked || k[2] != EventPreflight || k[3] != EventPreflight || k[4] != EventPreflight || k[len(k)-3] != EventAutopilotRestored || k[len(k)-2] != EventUnlocked || k[len(k)-1] != EventDone {
+			t.Fatalf("events %v should start with run-started, locked, preflight (binaries, agent configuration, the leader's log) and end with autopilot-restored, unlocked, done", k)
 		}
-		// Between them: step-started, [lock-moved], [snapshot-saved,
-		// backup-record], step-done, per step.
-		steps := 0
-		for i := 3; i < len(k)-2; {
+		// Between them: step-started, [lock-moved], [autopilot-pinned
+		// before the first server stop], [snapshot-saved, backup-record],
+		// step-done, per step.
+		steps, pinned := 0, 0
+		for i := 5; i < len(k)-3; {
 			if k[i] != EventStepStarted {
 				t.Fatalf("event %d is %s, want step-started (events %v)", i, k[i], k)
 			}
 			i++
 			if k[i] == EventLockMoved {
 				i++
+			}
+			if k[i] == EventAutopilotPinned {
+				i++
+				pinned++
 			}
 			if k[i] == EventSnapshotSaved {
 				i++
@@ -144,8 +149,8 @@ func TestRunReportsEventsInOrder(t *testing.T) {
 			i++
 			steps++
 		}
-		if steps != len(res.Steps) {
-			t.Errorf("%d step-started/step-done pairs, %d steps in the result", steps, len(res.Steps))
+		if steps != len(res.Steps) || pinned != 1 {
+			t.Errorf("%d step-started/step-done pairs, %d steps in the result, %d autopilot-pinned (want 1)", steps, len(res.Steps), pinned)
 		}
 		var last time.Time
 		waited := false
@@ -244,8 +249,8 @@ func TestRunWithRollbackPutsTheFailedServerBackAndWaitsUntilItIsHealthy(t *testi
 			t.Errorf("message %q does not say what was rolled back", err)
 		}
 		k := r.kinds()
-		if !slices.Equal(k[len(k)-3:], []EventKind{EventRolledBack, EventUnlocked, EventHalted}) {
-			t.Errorf("events end with %v, want rolled-back, unlocked, halted (the terminal event last)", k)
+		if !slices.Equal(k[len(k)-4:], []EventKind{EventRolledBack, EventAutopilotRestored, EventUnlocked, EventHalted}) {
+			t.Errorf("events end with %v, want rolled-back, autopilot-restored, unlocked, halted (the terminal event last)", k)
 		}
 	})
 }

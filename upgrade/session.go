@@ -127,10 +127,12 @@ func (s *Session) Execute(ctx context.Context, step planner.Step) (StepRecord, e
 	return s.r.execute(ctx, step)
 }
 
-// Close gives the upgrade lock back, even when ctx has ended (the release
-// gets a short context of its own). It is safe to call more than once; only
-// the first call releases, and returns the release's error: a lock that
-// could not be given back expires with its session, within twice its TTL.
+// Close puts back autopilot's CleanupDeadServers where the Session turned
+// it off (RuleAutopilotPinned) and gives the upgrade lock back, even when
+// ctx has ended (each gets a context of its own). It is safe to call more
+// than once; only the first call does it, and returns what could not be
+// restored or released: a lock that could not be given back expires with
+// its session, within twice its TTL.
 // Next and Execute refuse to run after Close.
 func (s *Session) Close(ctx context.Context) error {
 	r := s.r
@@ -295,14 +297,21 @@ func (r *runner) open(ctx context.Context) error {
 	return nil
 }
 
-// preflightUnlessChosen is the pre-flight of the path to the target, but
-// for a step the caller chose (ExecuteStep), whose swap checks its own
-// binary.
+// preflightUnlessChosen is the pre-flight of the path to the target (the
+// binaries, then the agents' configuration), but for a step the caller
+// chose (ExecuteStep), whose swap checks its own binary.
 func (r *runner) preflightUnlessChosen(ctx context.Context, c planner.Cluster) error {
 	if r.chosen {
 		return nil
 	}
-	return r.preflight(ctx, c, false)
+	if err := r.preflight(ctx, c, false); err != nil {
+		return err
+	}
+	if err := r.agentConfigPreflight(ctx, c, false); err != nil { // agentconfig.go
+		return err
+	}
+	r.logAgePreflight(ctx, c) // logage.go: a warning at most
+	return nil
 }
 
 // ExecuteStep carries out one step the caller chose itself rather than one

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 )
 
@@ -168,6 +170,12 @@ type Cluster struct {
 	left          []*node  // servers RemoveDeadServer took out: left in serf
 	era           Era      // the API generation the agents answer with
 	txnCrashed    []string // servers a transaction crashed (session.go)
+
+	apConf   *api.AutopilotConfiguration  // autopilot.go; nil: the defaults
+	apWrites []api.AutopilotConfiguration // autopilot.go
+	term     uint64                       // elections since the first (term.go: Term, AddElections)
+
+	logAge, lastRestore time.Duration // the leader's raft gauges (metrics.go)
 }
 
 // defaultSnapshot is the archive of a new cluster, built once: gzip is the
@@ -256,6 +264,7 @@ func (c *Cluster) healthy(n *node, now time.Time) bool {
 func (c *Cluster) elect(now time.Time, except string) {
 	if c.reelect != "" && c.leader == "" && !now.Before(c.reelectAt) {
 		c.leader, c.pinned, c.reelect = c.reelect, false, ""
+		c.term++ // a new election, won by the old leader
 	}
 	if c.leader != "" || c.pinned {
 		return
@@ -263,6 +272,7 @@ func (c *Cluster) elect(now time.Time, except string) {
 	for _, n := range c.nodes {
 		if n.name != except && n.server() && n.voter && n.up(now) && !n.neverHealthy && !n.sick {
 			c.leader = n.name
+			c.term++ // each election is a new raft term (term.go)
 			return
 		}
 	}
@@ -328,6 +338,9 @@ func (c *Cluster) SetLeader(node string) error {
 	}
 	if !n.server() {
 		return fmt.Errorf("consultest: node %s is a client, and only a server can lead; pick a server", node)
+	}
+	if c.leader != node {
+		c.term++ // a new leader is a new election
 	}
 	c.leader, c.pinned = node, false
 	return nil

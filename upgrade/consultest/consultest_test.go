@@ -479,7 +479,7 @@ func TestSettersNameTheNodesThereAreWhenGivenAnUnknownOne(t *testing.T) {
 
 func TestAnUnsimulatedPathAnswers404(t *testing.T) {
 	sim := consultest.NewCluster(1, 0, "1.12.9")
-	if code := get(t, sim, "/v1/agent/metrics", nil); code != http.StatusNotFound {
+	if code := get(t, sim, "/v1/agent/host", nil); code != http.StatusNotFound {
 		t.Errorf("an unsimulated path answered %d, want 404", code)
 	}
 }

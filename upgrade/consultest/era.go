@@ -206,7 +206,7 @@ func (c *Cluster) serveSelf(w http.ResponseWriter, a *node) {
 		}
 		idx := strconv.FormatUint(a.lastIndex, 10)
 		stats["raft"] = map[string]string{"state": state, "commit_index": idx, "last_log_index": idx, "applied_index": idx,
-			"last_contact": contact, "num_peers": strconv.Itoa(max(0, voters-1))}
+			"last_contact": contact, "num_peers": strconv.Itoa(max(0, voters-1)), "term": strconv.FormatUint(c.raftTerm(), 10)}
 		stats["consul"]["leader"] = strconv.FormatBool(c.leader == a.name)
 	}
 	self["Stats"] = stats

@@ -42,6 +42,11 @@ type Features struct {
 	ZoneTag string
 	// NodeMeta is each node's node meta, by node name.
 	NodeMeta map[string]map[string]string
+	// AgentConfig is more of each node's configuration, by node name: keys
+	// and values added to its /v1/agent/self "Config" before 1.0 (the full
+	// configuration, as {"Reap": true}) and "DebugConfig" from 1.0 (the
+	// runtime configuration, as {"ConnectServerlessPluginEnabled": true}).
+	AgentConfig map[string]map[string]any
 }
 
 // WithFeatures sets what the agents report about their configuration and
@@ -88,6 +93,7 @@ func (c *Cluster) selfDocumentOf(a *node) map[string]map[string]any {
 		cfg["ACLDefaultPolicy"] = policy
 		cfg["Ports"] = map[string]any{"HTTPS": port(f.HTTPSPort)}
 		cfg["CertFile"], cfg["CAFile"], cfg["KeyFile"] = f.CertFile, f.CAFile, ""
+		c.addAgentConfig(a, cfg)
 		return map[string]map[string]any{"Config": cfg}
 	}
 	dbg := map[string]any{
@@ -120,7 +126,19 @@ func (c *Cluster) selfDocumentOf(a *node) map[string]map[string]any {
 	} else {
 		dbg["TLS"] = map[string]any{"GRPC": files, "HTTPS": files, "InternalRPC": files}
 	}
+	c.addAgentConfig(a, dbg)
 	return map[string]map[string]any{"Config": cfg, "DebugConfig": dbg}
+}
+
+// addAgentConfig adds node a's Features.AgentConfig to its configuration
+// section. Callers hold c.mu.
+func (c *Cluster) addAgentConfig(a *node, section map[string]any) {
+	if a == nil {
+		return
+	}
+	for k, v := range c.features.AgentConfig[a.name] {
+		section[k] = v
+	}
 }
 
 func (c *Cluster) raftProtocol() int {

@@ -24,6 +24,7 @@ const (
 //   - GET /v1/agent/self: the agent addressed (ClientAt; else the first
 //     server), its datacenter, its configuration in the shape of its
 //     version (see Features) and, for a server from 0.7 on, its raft stats
+//   - GET /v1/agent/metrics: the leader's raft gauges (SetLeaderLogAge)
 //   - GET /v1/catalog/services: no services, with the headers of a stale
 //     read the agent addressed answers itself (X-Consul-Index its last
 //     index, X-Consul-LastContact, X-Consul-KnownLeader)
@@ -35,7 +36,8 @@ const (
 //   - GET /v1/operator/raft/configuration (500 without a leader)
 //   - GET /v1/operator/autopilot/health: 200 when every server is healthy,
 //     429 otherwise, with the same body
-//   - GET /v1/operator/autopilot/configuration
+//   - GET and PUT /v1/operator/autopilot/configuration, with ?cas= (see
+//     SetAutopilotConfig, AutopilotWrites)
 //   - GET /v1/snapshot: the configured archive
 //   - POST /v1/operator/raft/transfer-leader?id=: moves leadership to a
 //     healthy voter
@@ -70,6 +72,8 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.serveMembers(w, now)
 	case "/v1/agent/self":
 		c.serveSelf(w, c.agentFor(r))
+	case "/v1/agent/metrics":
+		c.serveMetrics(w, c.agentFor(r)) // metrics.go
 	case "/v1/status/peers":
 		c.servePeers(w)
 	case "/v1/acl/list":
@@ -111,9 +115,7 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		c.serveHealth(w, now)
 	case "/v1/operator/autopilot/configuration":
-		ac := api.NewAutopilotConfiguration()
-		ac.ServerStabilizationTime = api.NewReadableDuration(c.stabilization)
-		writeJSON(w, http.StatusOK, ac)
+		c.serveAutopilotConfig(w, r) // autopilot.go
 	case "/v1/snapshot":
 		if r.Method != http.MethodGet {
 			http.Error(w, "consultest: restoring a snapshot is not simulated", http.StatusMethodNotAllowed)
@@ -143,6 +145,7 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				c.leader, c.pinned = "", true
 			case miss.land != "":
 				c.leader, c.pinned = miss.land, false
+				c.term++
 			}
 			writeJSON(w, http.StatusOK, api.TransferLeaderResponse{Success: true})
 			return
@@ -150,6 +153,7 @@ func (c *Cluster) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for _, n := range c.nodes {
 			if n.server() && n.raftID() == id && n.voter && c.healthy(n, now) {
 				c.leader, c.pinned = n.name, false
+				c.term++ // the transfer's election
 				writeJSON(w, http.StatusOK, api.TransferLeaderResponse{Success: true})
 				return
 			}

@@ -1,0 +1,226 @@
+package upgrade
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/seed-e5e14ead/consul-upgrade/transport"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
+)
+
+// cleanupAtSwaps records autopilot's CleanupDeadServers at each server
+// swap the transport is asked for, before it stops the server.
+func cleanupAtSwaps(r *runRig) func() []bool {
+	var mu sync.Mutex
+	var seen []bool
+	inner := r.tr.onSwap
+	r.tr.onSwap = func(node, version string, ok bool) {
+		if strings.HasPrefix(node, "s") {
+			mu.Lock()
+			seen = append(seen, r.sim.AutopilotConfig().CleanupDeadServers)
+			mu.Unlock()
+		}
+		inner(node, version, ok)
+	}
+	return func() []bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]bool(nil), seen...)
+	}
+}
+
+func eventsOf(r *runRig, k EventKind) []Event {
+	var out []Event
+	for _, e := range r.events {
+		if e.Kind == k {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func TestARunTurnsDeadServerCleanupOffBeforeTheFirstServerStopAndRestoresItAtTheEnd(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 1)
+		before := r.sim.AutopilotConfig()
+		if !before.CleanupDeadServers {
+			t.Fatalf("the simulated cluster starts with CleanupDeadServers off; the test needs Consul's default, on")
+		}
+		seen := cleanupAtSwaps(r)
+		if _, err := Run(t.Context(), r.cfg); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		got := seen()
+		if len(got) != 3 {
+			t.Fatalf("CleanupDeadServers seen at %d server swaps, want 3", len(got))
+		}
+		for i, on := range got {
+			if on {
+				t.Errorf("server swap %d stopped a server while autopilot's dead-server cleanup was on (%s)", i+1, RuleAutopilotPinned)
+			}
+		}
+		after := r.sim.AutopilotConfig()
+		if !after.CleanupDeadServers {
+			t.Errorf("CleanupDeadServers is off after the run, want the operator's value (on) back")
+		}
+		if after.ServerStabilizationTime.Duration() != before.ServerStabilizationTime.Duration() || after.MaxTrailingLogs != before.MaxTrailingLogs || after.LastContactThreshold.Duration() != before.LastContactThreshold.Duration() {
+			t.Errorf("the run changed other settings: before %+v, after %+v", before, after)
+		}
+		if w := r.sim.AutopilotWrites(); len(w) != 2 {
+			t.Errorf("%d autopilot writes, want 2 (pin once, restore once): %+v", len(w), w)
+		}
+		pinned, restored := eventsOf(r, EventAutopilotPinned), eventsOf(r, EventAutopilotRestored)
+		if len(pinned) != 1 || !strings.Contains(pinned[0].Detail, "turned off") || len(restored) != 1 || restored[0].Err != nil {
+			t.Errorf("pinned events %+v, restored events %+v: want one of each, the restore without error", pinned, restored)
+		}
+	})
+}
+
+func TestARunThatHaltsStillRestoresDeadServerCleanupUnderAContextOfItsOwn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		inner := r.tr.onSwap
+		r.tr.onSwap = func(node, version string, ok bool) {
+			inner(node, version, ok)
+			cancel() // the operator pressed ^C during the first swap
+		}
+		_, err := Run(ctx, r.cfg)
+		if err == nil {
+			t.Fatal("Run of a cancelled context returned nil")
+		}
+		if !r.sim.AutopilotConfig().CleanupDeadServers {
+			t.Errorf("a cancelled run left CleanupDeadServers off")
+		}
+		if restored := eventsOf(r, EventAutopilotRestored); len(restored) != 1 || restored[0].Err != nil {
+			t.Errorf("restored events %+v, want one without error", restored)
+		}
+	})
+}
+
+func TestARunLeavesAnAutopilotConfigurationSomeoneElseChangedAndSaysSo(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		inner := r.tr.onSwap
+		once := sync.Once{}
+		r.tr.onSwap = func(node, version string, ok bool) {
+			once.Do(func() {
+				r.sim.SetAutopilotConfig(func(ac *api.AutopilotConfiguration) { ac.MaxTrailingLogs = 500 })
+			})
+			inner(node, version, ok)
+		}
+		if _, err := Run(t.Context(), r.cfg); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		after := r.sim.AutopilotConfig()
+		if after.CleanupDeadServers || after.MaxTrailingLogs != 500 {
+			t.Errorf("the run overwrote a configuration someone else changed: %+v", after)
+		}
+		restored := eventsOf(r, EventAutopilotRestored)
+		if len(restored) != 1 || !errors.Is(restored[0].Err, ErrAutopilotChanged) {
+			t.Fatalf("restored events %+v, want one whose Err wraps ErrAutopilotChanged", restored)
+		}
+		for _, want := range []string{"left as it is", "-cleanup-dead-servers=true"} {
+			if !strings.Contains(restored[0].Err.Error(), want) {
+				t.Errorf("restore error %q does not say %q", restored[0].Err, want)
+			}
+		}
+	})
+}
+
+func TestARunLeavesDeadServerCleanupTheOperatorTurnedOffAlone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		r.sim.SetAutopilotConfig(func(ac *api.AutopilotConfiguration) { ac.CleanupDeadServers = false })
+		if _, err := Run(t.Context(), r.cfg); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if w := r.sim.AutopilotWrites(); len(w) != 1 {
+			t.Errorf("the run wrote the autopilot configuration %d time(s), want never (only the operator's write)", len(w)-1)
+		}
+		if pinned := eventsOf(r, EventAutopilotPinned); len(pinned) != 1 || !strings.Contains(pinned[0].Detail, "off already") {
+			t.Errorf("pinned events %+v, want one saying it is off already", pinned)
+		}
+	})
+}
+
+func TestARunOnAnEraWithoutAutopilotPinsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRigAt(t, "0.7.5", 3, 0, consultest.WithEra(consultest.Era07))
+		r.cfg.Target = "0.8.5"
+		r.cfg.ServerAPI = simServers(t, r.sim)
+		_, err := Run(t.Context(), r.cfg)
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if n := r.sim.Calls("/v1/operator/autopilot/configuration"); n == 0 {
+			t.Errorf("the run never asked for the autopilot configuration")
+		}
+		if w := r.sim.AutopilotWrites(); len(w) != 0 {
+			t.Errorf("the run wrote the autopilot configuration of a 0.7 cluster: %+v", w)
+		}
+		if pinned := eventsOf(r, EventAutopilotPinned); len(pinned) != 1 || !strings.Contains(pinned[0].Detail, "no autopilot configuration") {
+			t.Errorf("pinned events %+v, want one saying there is no autopilot configuration", pinned)
+		}
+	})
+}
+
+func TestARefusedPinStopsNoServer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		r.cfg.Consul = Intercept(r.cfg.Consul, func(ctx context.Context, call string, do func(context.Context) error) error {
+			if call == "AutopilotCASConfiguration" {
+				return errors.New("Permission denied: token lacks operator:write")
+			}
+			return do(ctx)
+		})
+		_, err := Run(t.Context(), r.cfg)
+		var sr *StepRefusedError
+		if !errors.As(err, &sr) || !strings.Contains(err.Error(), string(RuleAutopilotPinned)) || !strings.Contains(err.Error(), "operator:write") {
+			t.Fatalf("err = %v, want a *StepRefusedError naming %s and the fix", err, RuleAutopilotPinned)
+		}
+		for _, s := range r.tr.swapped() {
+			if s.Role == transport.RoleServer {
+				t.Errorf("server %s was swapped although the pin was refused", s.Node)
+			}
+		}
+	})
+}
+
+func TestARunPinsDeadServerCleanupOnceAHopBringsAutopilot(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRigAt(t, "0.7.5", 3, 0, consultest.WithEra(consultest.Era07))
+		r.cfg.Target = "0.8.5"
+		r.cfg.ServerAPI = simServers(t, r.sim)
+		seen := cleanupAtSwaps(r)
+		inner := r.tr.onSwap
+		var once sync.Once
+		r.tr.onSwap = func(node, version string, ok bool) {
+			inner(node, version, ok)
+			// The first 0.8.5 server answers the autopilot configuration
+			// from now on (the endpoint is the agent's own).
+			once.Do(func() { r.sim.SetEra(consultest.Era08Raft2) })
+		}
+		if _, err := Run(t.Context(), r.cfg); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		got := seen()
+		if len(got) != 3 || got[1] || got[2] {
+			t.Errorf("CleanupDeadServers at the 3 server stops: %v, want the 2nd and 3rd off (the 1st had no autopilot)", got)
+		}
+		if !r.sim.AutopilotConfig().CleanupDeadServers || len(r.sim.AutopilotWrites()) != 2 {
+			t.Errorf("after the run: %+v, writes %d; want it pinned once and restored", r.sim.AutopilotConfig(), len(r.sim.AutopilotWrites()))
+		}
+		pinned := eventsOf(r, EventAutopilotPinned)
+		if len(pinned) != 2 || !strings.Contains(pinned[0].Detail, "no autopilot configuration") || !strings.Contains(pinned[1].Detail, "turned off") {
+			t.Errorf("pinned events %+v, want 'none yet', then 'turned off'", pinned)
+		}
+	})
+}
