@@ -63,6 +63,15 @@ type AutopilotWriter interface {
 // autopilot configuration.
 var ErrNoAutopilotWriter = errors.New("this Consul does not implement upgrade.AutopilotWriter (upgrade.NewConsul's does; wrap with upgrade.Intercept to keep it)")
 
+// RuleUpgradeMigrationPinned names the same pin on Consul Enterprise: for
+// an in-place upgrade the run also sets DisableUpgradeMigration to true
+// (and puts the operator's value back at the end), since Enterprise's
+// upgrade migration may otherwise elect a server on the new version
+// before the old leader's turn, and the docs say to turn it off for an
+// in-place upgrade (planner's disable-upgrade-migration names the same
+// fact). The replace strategy leaves it alone.
+const RuleUpgradeMigrationPinned planner.RuleID = "upgrade-migration-pinned"
+
 // ErrAutopilotChanged is wrapped by the EventAutopilotRestored of a
 // configuration changed by someone else while the run had
 // CleanupDeadServers pinned: the run leaves it as it is.
@@ -90,11 +99,15 @@ func (w *routed) AutopilotCASConfiguration(ctx context.Context, conf *api.Autopi
 // configuration.
 type autopilotPin struct {
 	dc string // the step's Datacenter ("" for the run's own)
-	// set: the run wrote CleanupDeadServers false, at index; was is the
-	// operator's value before. Unset: nothing to restore.
-	set   bool
-	was   bool
-	index uint64
+	// set: the run wrote CleanupDeadServers false (and, with migration,
+	// DisableUpgradeMigration true), at index; was is the operator's
+	// CleanupDeadServers before, migWas its DisableUpgradeMigration.
+	// Unset: nothing to restore.
+	set       bool
+	was       bool
+	migration bool
+	migWas    bool
+	index     uint64
 	// missing: the agent had no autopilot configuration (before 0.8); the
 	// next server stop looks again, since a hop may have brought it.
 	missing bool
@@ -141,12 +154,20 @@ func (r *runner) pinAutopilot(ctx context.Context, step planner.Step) error {
 			return nil
 		case err != nil:
 			return fmt.Errorf("%s: before the first server stop in %s the run turns autopilot's CleanupDeadServers off, and could not read its configuration: %w; fix the read, or set it off yourself (consul operator autopilot set-config -cleanup-dead-servers=false: the run then leaves it as it is)", RuleAutopilotPinned, name, err)
-		case conf == nil || !conf.CleanupDeadServers:
+		case conf == nil:
+			note("nothing to pin: the agent answered no autopilot configuration")
+			return nil
+		}
+		migrate := r.pinsMigration(step) && !conf.DisableUpgradeMigration
+		if !conf.CleanupDeadServers && !migrate {
 			note("nothing to pin: CleanupDeadServers is off already, and the run leaves it so")
 			return nil
 		}
 		want := *conf
 		want.CleanupDeadServers = false
+		if migrate {
+			want.DisableUpgradeMigration = true
+		}
 		done, err := aw.AutopilotCASConfiguration(ctx, &want)
 		if err != nil {
 			return fmt.Errorf("%s: turning autopilot's CleanupDeadServers off in %s before the first server stop failed: %w; give the run's token operator:write, or set it off yourself (consul operator autopilot set-config -cleanup-dead-servers=false: the run then leaves it as it is)", RuleAutopilotPinned, name, err)
@@ -158,14 +179,33 @@ func (r *runner) pinAutopilot(ctx context.Context, step planner.Step) error {
 		if err != nil {
 			return fmt.Errorf("%s: autopilot's CleanupDeadServers was turned off in %s, and reading it back failed: %w; it is restored when the run ends", RuleAutopilotPinned, name, err)
 		}
-		r.pins[name] = &autopilotPin{dc: step.Datacenter, set: true, was: true, index: after.ModifyIndex}
-		if after.CleanupDeadServers {
+		r.pins[name] = &autopilotPin{dc: step.Datacenter, set: true, was: conf.CleanupDeadServers, migration: migrate, migWas: conf.DisableUpgradeMigration, index: after.ModifyIndex}
+		if after.CleanupDeadServers || migrate && !after.DisableUpgradeMigration {
 			return fmt.Errorf("%s: autopilot's CleanupDeadServers in %s reads true again right after the run turned it off (ModifyIndex %d): someone else is writing the configuration; stop them, or set it off yourself", RuleAutopilotPinned, name, after.ModifyIndex)
 		}
-		r.emit(ctx, Event{Kind: EventAutopilotPinned, Step: step, Detail: fmt.Sprintf("%s (%s): autopilot's CleanupDeadServers turned off for the run (was on; ModifyIndex %d -> %d), so that a server down for its swap is not removed from the raft configuration; restored when the run ends (%s)", RuleAutopilotPinned, name, conf.ModifyIndex, after.ModifyIndex, URLAutopilotPinned)})
+		mig := ""
+		if migrate {
+			mig = fmt.Sprintf("; and, on Consul Enterprise in place, DisableUpgradeMigration turned on (was off), so that upgrade migration does not elect a new-version server before the old leader's turn (%s)", RuleUpgradeMigrationPinned)
+		}
+		r.emit(ctx, Event{Kind: EventAutopilotPinned, Step: step, Detail: fmt.Sprintf("%s (%s): autopilot's CleanupDeadServers turned off for the run (was %s; ModifyIndex %d -> %d), so that a server down for its swap is not removed from the raft configuration%s; restored when the run ends (%s)", RuleAutopilotPinned, name, onOff(conf.CleanupDeadServers), conf.ModifyIndex, after.ModifyIndex, mig, URLAutopilotPinned)})
 		return nil
 	}
 	return fmt.Errorf("%s: autopilot's configuration in %s changed %d times between the run's read and its compare-and-set: someone else is writing it; try again when it is quiet, or set CleanupDeadServers off yourself", RuleAutopilotPinned, name, pinTries)
+}
+
+// pinsMigration reports whether the run also disables Enterprise's upgrade
+// migration before step (RuleUpgradeMigrationPinned): an in-place swap of
+// a Consul Enterprise server (by its version, or Policy.Enterprise).
+func (r *runner) pinsMigration(step planner.Step) bool {
+	ent := r.cfg.Policy.Enterprise || planner.IsEnterprise(step.From) || planner.IsEnterprise(step.To)
+	return ent && r.cfg.Policy.Strategy != planner.Replace
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 // restoreAutopilot puts the operator's CleanupDeadServers back in every
@@ -195,6 +235,9 @@ func (r *runner) restoreAutopilot(ctx context.Context) error {
 
 func (r *runner) restorePin(ctx, rctx context.Context, name string, p *autopilotPin) error {
 	fix := fmt.Sprintf("consul operator autopilot set-config -cleanup-dead-servers=%t", p.was)
+	if p.migration {
+		fix += fmt.Sprintf(" -disable-upgrade-migration=%t", p.migWas)
+	}
 	report := func(err error, detail string) error {
 		r.emit(ctx, Event{Kind: EventAutopilotRestored, Err: err, Detail: fmt.Sprintf("%s (%s): %s", RuleAutopilotPinned, name, detail)})
 		return err
@@ -216,6 +259,9 @@ func (r *runner) restorePin(ctx, rctx context.Context, name string, p *autopilot
 	}
 	want := *conf
 	want.CleanupDeadServers = p.was
+	if p.migration {
+		want.DisableUpgradeMigration = p.migWas
+	}
 	done, err := aw.AutopilotCASConfiguration(rctx, &want)
 	switch {
 	case err != nil:
@@ -228,6 +274,10 @@ func (r *runner) restorePin(ctx, rctx context.Context, name string, p *autopilot
 		}
 		return changed(now)
 	}
-	report(nil, fmt.Sprintf("autopilot's CleanupDeadServers restored to %t, the operator's value before the run", p.was))
+	mig := ""
+	if p.migration {
+		mig = fmt.Sprintf(" and DisableUpgradeMigration to %t", p.migWas)
+	}
+	report(nil, fmt.Sprintf("autopilot's CleanupDeadServers restored to %t%s, the operator's values before the run", p.was, mig))
 	return nil
 }

@@ -224,3 +224,81 @@ func TestARunPinsDeadServerCleanupOnceAHopBringsAutopilot(t *testing.T) {
 		}
 	})
 }
+
+// migrationAtSwaps records autopilot's DisableUpgradeMigration at each
+// server swap, before the server is stopped.
+func migrationAtSwaps(r *runRig) func() []bool {
+	var mu sync.Mutex
+	var seen []bool
+	inner := r.tr.onSwap
+	r.tr.onSwap = func(node, version string, ok bool) {
+		if strings.HasPrefix(node, "s") {
+			mu.Lock()
+			seen = append(seen, r.sim.AutopilotConfig().DisableUpgradeMigration)
+			mu.Unlock()
+		}
+		inner(node, version, ok)
+	}
+	return func() []bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]bool(nil), seen...)
+	}
+}
+
+// On Consul Enterprise in place, the run also turns upgrade migration off
+// for its stops (RuleUpgradeMigrationPinned) and puts the operator's value
+// back; an operator who turned it off already is left alone.
+func TestAnEnterpriseRunInPlaceDisablesUpgradeMigrationForItsStopsAndRestoresIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		r.cfg.Policy.Enterprise = true
+		seen := migrationAtSwaps(r)
+		if _, err := Run(t.Context(), r.cfg); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		got := seen()
+		if len(got) != 3 || got[0] != true || got[1] != true || got[2] != true {
+			t.Errorf("DisableUpgradeMigration at the server swaps %v, want true at all 3", got)
+		}
+		if after := r.sim.AutopilotConfig(); after.DisableUpgradeMigration || !after.CleanupDeadServers {
+			t.Errorf("after the run %+v: want the operator's values back (migration on, cleanup on)", after)
+		}
+		pinned := eventsOf(r, EventAutopilotPinned)
+		if len(pinned) != 1 || !strings.Contains(pinned[0].Detail, string(RuleUpgradeMigrationPinned)) {
+			t.Errorf("pinned events %+v: want one naming %s", pinned, RuleUpgradeMigrationPinned)
+		}
+	})
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		r.cfg.Policy.Enterprise = true
+		r.sim.SetAutopilotConfig(func(ac *api.AutopilotConfiguration) { ac.DisableUpgradeMigration = true })
+		if _, err := Run(t.Context(), r.cfg); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if after := r.sim.AutopilotConfig(); !after.DisableUpgradeMigration {
+			t.Errorf("the operator's DisableUpgradeMigration (on) was not left as it was: %+v", after)
+		}
+	})
+}
+
+// A CE run never touches upgrade migration (a field CE does not act on).
+func TestACERunLeavesUpgradeMigrationAlone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		seen := migrationAtSwaps(r)
+		if _, err := Run(t.Context(), r.cfg); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		for i, on := range seen() {
+			if on {
+				t.Errorf("server swap %d: DisableUpgradeMigration was set on a CE cluster", i+1)
+			}
+		}
+		for _, w := range r.sim.AutopilotWrites() {
+			if w.DisableUpgradeMigration {
+				t.Errorf("a CE run wrote DisableUpgradeMigration: %+v", w)
+			}
+		}
+	})
+}
