@@ -418,3 +418,29 @@ func sortVersions(vs []string) []string {
 	})
 	return slices.Compact(vs)
 }
+
+// Live is ReadOnly for a live cluster reached at address (as Connect
+// reaches it, "" for $CONSUL_HTTP_ADDR) with the given services. The ACL
+// reads are added when the client carries a token (CONSUL_HTTP_TOKEN or
+// CONSUL_HTTP_TOKEN_FILE) and the cluster returns that token's own record
+// (/v1/acl/token/self: ACLs on, 1.4 and later, the token valid); note says
+// why they were left out otherwise ("" when they are in).
+func Live(ctx context.Context, address string, services []string) (probes []Probe, note string, err error) {
+	c, err := Connect(address, "")
+	if err != nil {
+		return nil, "", err
+	}
+	acl := false
+	cfg := api.DefaultConfig()
+	switch {
+	case cfg.Token == "" && cfg.TokenFile == "":
+		note = "no ACL token given (CONSUL_HTTP_TOKEN), so the ACL reads are left out"
+	default:
+		if _, _, terr := c.ACL().TokenReadSelf(q(ctx)); terr != nil {
+			note = fmt.Sprintf("the ACL reads are left out: the token's own record could not be read (%v); ACLs are off, older than 1.4, or the token is not valid", terr)
+		} else {
+			acl = true
+		}
+	}
+	return ReadOnly(c, Options{Services: services, ACL: acl}), note, nil
+}
