@@ -119,9 +119,9 @@ func (r *Report) writeProbeSection(p func(string, ...any)) {
 			case !ok:
 				p(" - |")
 			case res.OK:
-				p(" ok %s |", dur(res.Latency))
+				p(" ok %s |", probeDur(res.Latency))
 			default:
-				p(" **FAIL** %s |", dur(res.Latency))
+				p(" **FAIL** %s |", probeDur(res.Latency))
 			}
 		}
 		p("\n")
@@ -147,4 +147,13 @@ func (r *Report) probeRow() string {
 		names = append(names, fmt.Sprintf("%s on %s", f.Probe, strings.Join(f.Versions, " + ")))
 	}
 	return fmt.Sprintf("%d probe run(s) in %d phase(s); %d FAILED: %s (see Probes)", len(r.Probes), len(phases), len(r.ProbeFindings), strings.Join(names, "; "))
+}
+
+// probeDur is a probe's latency: to the millisecond below a second (most
+// answers take a few).
+func probeDur(d time.Duration) string {
+	if d < time.Second {
+		return d.Round(time.Millisecond).String()
+	}
+	return dur(d)
 }

@@ -31,8 +31,8 @@ func TestAProbeThatBreaksInTheMixedWindowIsAFindingInTheReport(t *testing.T) {
 	for _, want := range []string{
 		"| probes | 6 probe run(s) in 3 phase(s); 1 FAILED: health-passing/web on 0.6.4 + 0.7.5 (see Probes) |",
 		"| probe | before (0.6.4) | step 2 (0.6.4 + 0.7.5) | after (0.7.5) |",
-		"| catalog-nodes | ok 10ms | ok 10ms | ok 10ms |",
-		"| health-passing/web | ok 10ms | **FAIL** 10ms | ok 10ms |",
+		"| catalog-nodes | ok 12ms | ok 12ms | ok 12ms |",
+		"| health-passing/web | ok 12ms | **FAIL** 12ms | ok 12ms |",
 		"- probe health-passing/web broke on 0.6.4 + 0.7.5 (step 2): /v1/health/service/web?passing returned no instance of the 2 registered",
 	} {
 		if !strings.Contains(md.String(), want) {
