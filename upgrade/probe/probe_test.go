@@ -90,6 +90,12 @@ func (f *fakeConsul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			})
 		}
 		reply(out)
+	case p == "/v1/acl/token/self":
+		if !f.acl {
+			http.Error(w, "ACL support disabled", http.StatusUnauthorized)
+			return
+		}
+		reply(map[string]any{"AccessorID": "a", "SecretID": r.Header.Get("X-Consul-Token")})
 	case p == "/v1/acl/tokens" || p == "/v1/acl/policies":
 		if !f.acl {
 			http.Error(w, "ACL support disabled", http.StatusUnauthorized)
@@ -233,5 +239,37 @@ func TestAProbeThatBreaksInTheMixedWindowIsAFindingNamingItsVersions(t *testing.
 	}
 	if got, want := fs[1].String(), "probe acl-tokens failed on 1.9.0 + 1.10.12 (before, after): 403"; got != want {
 		t.Errorf("finding %q; want %q (versions in version order, not text order)", got, want)
+	}
+}
+
+// Live adds the ACL reads only when a token is given and the cluster
+// returns its record; otherwise its note says why they are left out.
+func TestLiveAddsTheACLReadsOnlyWithATokenTheClusterKnows(t *testing.T) {
+	names := func(ps []probe.Probe) string {
+		var out []string
+		for _, p := range ps {
+			out = append(out, p.Name)
+		}
+		return strings.Join(out, " ")
+	}
+	on, off := newFake(), newFake()
+	off.acl = false
+	srvOn, srvOff := httptest.NewServer(on), httptest.NewServer(off)
+	t.Cleanup(srvOn.Close)
+	t.Cleanup(srvOff.Close)
+
+	t.Setenv("CONSUL_HTTP_TOKEN", "")
+	ps, note, err := probe.Live(t.Context(), srvOn.URL, nil)
+	if err != nil || strings.Contains(names(ps), "acl-") || !strings.Contains(note, "no ACL token given") {
+		t.Errorf("without a token: probes %q, note %q, err %v; want no ACL read and a note saying no token", names(ps), note, err)
+	}
+	t.Setenv("CONSUL_HTTP_TOKEN", "secret")
+	ps, note, err = probe.Live(t.Context(), srvOn.URL, []string{"web"})
+	if err != nil || names(ps) != "blocking-catalog health-passing/web catalog-nodes catalog-services acl-tokens acl-policies" || note != "" {
+		t.Errorf("with a token ACLs accept: probes %q, note %q, err %v; want the ACL reads and no note", names(ps), note, err)
+	}
+	ps, note, err = probe.Live(t.Context(), srvOff.URL, nil)
+	if err != nil || strings.Contains(names(ps), "acl-") || !strings.Contains(note, "401") {
+		t.Errorf("with a token ACLs off: probes %q, note %q, err %v; want no ACL read and a note carrying the 401", names(ps), note, err)
 	}
 }
