@@ -150,6 +150,12 @@ func rehearse(ctx context.Context, r *resolved, rp *replica, rep *Report, prefix
 			}
 		}
 	}
+	var pr *prober // built before the traffic starts: an error returns with nothing running
+	if !r.NoProbes {
+		if pr, err = newProber(r, rp, prefix); err != nil {
+			return err
+		}
+	}
 	rec, err := traffic.Start(traffic.Config{Endpoints: eps, Prefix: prefix, Rate: r.Rate, MaxDuration: r.Timeout})
 	if err != nil {
 		return err
@@ -162,11 +168,7 @@ func rehearse(ctx context.Context, r *resolved, rp *replica, rep *Report, prefix
 	marks := rp.markLogs()
 	leaderAtStart, _ := pollLeader(&http.Client{Timeout: 2 * time.Second}, []string{rp.consulAddr()}, rp.byIP())
 
-	var pr *prober
-	if !r.NoProbes {
-		if pr, err = newProber(r, rp, prefix); err != nil {
-			return err
-		}
+	if pr != nil {
 		pr.run(ctx, probe.PhaseBefore)
 	}
 
