@@ -40,8 +40,9 @@ var layers = []layer{
 	{pkg: "upgrade", module: []string{"planner", "transport"}, deps: []string{consulAPI, goVersion, backoff}},
 	// Not upgrade: upgrade's own tests import the simulator.
 	{pkg: "upgrade/consultest", module: []string{"transport", "transport/transporttest"}, deps: []string{consulAPI, goVersion}},
+	{pkg: "upgrade/probe", deps: []string{consulAPI, goVersion}},
 	{pkg: "upgrade/metrics", module: []string{"planner", "transport", "upgrade"}, deps: prometheus},
-	{pkg: "upgrade/rehearsal", module: []string{"planner", "transport", "transport/local", "upgrade", "internal/proc", "internal/traffic"}, deps: []string{porcupine, goVersion}},
+	{pkg: "upgrade/rehearsal", module: []string{"planner", "transport", "transport/local", "upgrade", "upgrade/probe", "internal/proc", "internal/traffic"}, deps: []string{porcupine, goVersion}},
 
 	{pkg: "cmd/consul-upgrade", publicOnly: true},
 	{pkg: "examples/local-upgrade", publicOnly: true},

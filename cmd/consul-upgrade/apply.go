@@ -14,6 +14,7 @@ import (
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
+	readprobe "github.com/seed-e5e14ead/consul-upgrade/upgrade/probe"
 )
 
 // Test hooks: the transport to use instead of the inventory's, and the
@@ -47,6 +48,10 @@ and the gate condition it waits on, how long its gate has waited, nodes touched,
 halts by type) at /metrics while it lasts, and -metrics-linger after it.
 -probe-writes KEY writes KEY every -probe-interval through the agent apply talks
 to and counts the writes the cluster did not take.
+-probes runs read-only probes (a blocking catalog query, ?passing of
+-probe-services, catalog reads, ACL reads with a token) before the run, after
+each step and after, and prints each result on stderr; a probe that fails does
+not stop the run (it only reads; the gates judge each step).
 `
 
 func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -71,6 +76,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	lockKey := fs.String("lock-key", "", "KV `KEY` of the upgrade lock (default "+upgrade.DefaultLockKey+")")
 	features := addFeatureFlag(fs)
 	watchF := addWatchFlags(fs) // metrics.go
+	probeF := addProbeFlags(fs) // probes.go
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: consul-upgrade apply -plan FILE -inventory FILE [-http-addr ADDRESS[,ADDRESS...]] [-dc NAME=ADDRESS[,ADDRESS...]]... [-yes | -step] [-output text|json] [flags]\n\n%s\nFlags:\n", applyHelp)
 		fs.PrintDefaults()
@@ -138,6 +144,11 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 	}
 
+	probes, err := startProbes(ctx, probeF, conn.probeAddr(), cluster.consul, stderr)
+	if err != nil {
+		return o.fail(err)
+	}
+
 	var answers *bufio.Reader
 	if interactive {
 		answers = bufio.NewReader(stdin)
@@ -151,7 +162,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		Policy:            plan.Policy,
 		Plan:              plan,
 		Snapshot:          upgrade.SnapshotDir(*snapDir),
-		OnEvent:           watch.onEvent(rep.event),
+		OnEvent:           probes.onEvent(ctx, watch.onEvent(rep.event)),
 		Rollback:          *rollback,
 		GateTimeout:       *gateTimeout,
 		StabilizationTime: *stab,
@@ -192,7 +203,12 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return o.fail(err)
 	}
 	watch.ran = true
+	probes.run(ctx, readprobe.PhaseBefore)
 	res, err := upgrade.Run(ctx, cfg)
+	if ctx.Err() == nil {
+		probes.run(ctx, readprobe.PhaseAfter)
+	}
+	probes.summary()
 	// What to run next, as it can be pasted: this apply again, with the
 	// flags given (less -yes and -step), or plan again for a diverged
 	// cluster.

@@ -36,6 +36,7 @@ func runRehearse(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	rate := fs.Float64("rate", rehearsal.DefaultRate, "recorded KV traffic, operations per second")
 	timeout := fs.Duration("timeout", rehearsal.DefaultTimeout, "bound on the whole rehearsal")
 	withData := fs.Bool("with-data", false, "rehearse on the cluster's own data: take a backup of the live cluster (-http-addr; a snapshot from 0.7.1, a logical backup below; only read), restore it into the replica before the upgrade, and read every KV entry and service back after it (the report's data row)")
+	probeServices := fs.String("probe-services", "consul", "comma-separated `SERVICES` whose ?passing health query is probed before, after each step and after (the report's probe table)")
 	snapshotFile := fs.String("snapshot", "", "`FILE` with a backup to restore instead of taking one (implies -with-data): a `consul snapshot save` file or a logical backup; verified before anything starts")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: consul-upgrade rehearse (-plan FILE [-cluster FILE] | -cluster FILE -to VERSION | -http-addr ADDRESS[,ADDRESS...] -to VERSION) -out DIR [-clients N] [-policy FILE] [-bin-dir DIR] [-with-data | -snapshot FILE]\n\n")
@@ -54,7 +55,7 @@ func runRehearse(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	if *withData && *snapshotFile == "" && (*planFile != "" || *clusterFile != "") {
 		return fail(stderr, "rehearse", usagef("-with-data takes its backup from the live cluster: give -http-addr with -to instead of -plan or -cluster, or a backup file with -snapshot"))
 	}
-	opt := rehearsal.Options{OutDir: *out, BinDir: *binDir, Rate: *rate, Timeout: *timeout, Clients: *clients, WithData: *withData, Snapshot: *snapshotFile}
+	opt := rehearsal.Options{OutDir: *out, BinDir: *binDir, Rate: *rate, Timeout: *timeout, Clients: *clients, WithData: *withData, Snapshot: *snapshotFile, ProbeServices: splitList(*probeServices)}
 	if *clients == 0 {
 		opt.Clients = -1 // the option's 0 means the default
 	}

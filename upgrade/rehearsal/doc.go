@@ -15,6 +15,19 @@
 //     a band per step (darker while it waited for its gate), a dashed line
 //     per election and a strip where no leader was known.
 //
+// Probes (package upgrade/probe) read the replica as the cluster's users
+// do, through its first agent, before the upgrade, after each step (the
+// mixed-version window) and after it: a blocking KV query that must
+// advance (on a key under the traffic's prefix that the rehearsal
+// writes), a blocking catalog query, `?passing` for Options.ProbeServices
+// ("consul" by default), catalog nodes and services, and with
+// Options.Token the ACL token and policy lists. report.md gets a probes
+// row, a table of probe × phase (each phase with its servers' versions)
+// and a finding for each probe that failed, naming the versions it failed
+// on and whether it had passed before (it broke). Streaming and, in a
+// federation, the secondary's /v1/acl/replication are not probed (one
+// datacenter is replicated).
+//
 // On the cluster's own data (Options.WithData, or Options.Snapshot for a
 // backup file): a backup of the live cluster is taken through
 // Options.Source, which is only read (a Consul snapshot from 0.7.1, the

@@ -66,6 +66,14 @@ type Options struct {
 	// tearing it down).
 	Logf func(format string, args ...any)
 
+	// ProbeServices are the services whose `?passing` health query is
+	// probed in each phase (see package upgrade/probe; empty: "consul").
+	// Name the services the cluster's users query; with WithData those
+	// registered on non-agent nodes are restored into the replica.
+	ProbeServices []string
+	// NoProbes leaves the probes out.
+	NoProbes bool
+
 	// WithData rehearses on the cluster's own data: before the replica
 	// starts, a backup of the live cluster is taken through Source (a
 	// Consul snapshot from 0.7.1, the logical backup below; the cluster is

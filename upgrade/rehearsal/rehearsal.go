@@ -20,6 +20,7 @@ import (
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade/probe"
 )
 
 // Run rehearses an upgrade: it starts a loopback replica of the cluster's
@@ -43,7 +44,8 @@ import (
 // equal is not an error: Report.Data says so (DataReport.Equal).
 // An upgrade that completes with lost writes or a history that is not
 // linearizable is not an error: the report says so (Report.Linearizable,
-// Report.Traffic.Lost).
+// Report.Traffic.Lost). Nor is a probe that fails: Report.ProbeFindings
+// names it with the versions it failed on.
 //
 // The replica's leader is whichever server it elects, so the steps Run
 // takes are those the planner chooses for the replica (the same policy
@@ -148,6 +150,12 @@ func rehearse(ctx context.Context, r *resolved, rp *replica, rep *Report, prefix
 			}
 		}
 	}
+	var pr *prober // built before the traffic starts: an error returns with nothing running
+	if !r.NoProbes {
+		if pr, err = newProber(r, rp, prefix); err != nil {
+			return err
+		}
+	}
 	rec, err := traffic.Start(traffic.Config{Endpoints: eps, Prefix: prefix, Rate: r.Rate, MaxDuration: r.Timeout})
 	if err != nil {
 		return err
@@ -159,6 +167,10 @@ func rehearse(ctx context.Context, r *resolved, rp *replica, rep *Report, prefix
 	watch := watchLeader(rp, origin)
 	marks := rp.markLogs()
 	leaderAtStart, _ := pollLeader(&http.Client{Timeout: 2 * time.Second}, []string{rp.consulAddr()}, rp.byIP())
+
+	if pr != nil {
+		pr.run(ctx, probe.PhaseBefore)
+	}
 
 	var mu sync.Mutex // OnEvent is synchronous; the mutex guards against a future change
 	open := -1        // index in rep.Steps of the step in progress
@@ -198,6 +210,11 @@ func rehearse(ctx context.Context, r *resolved, rp *replica, rep *Report, prefix
 				}
 			}
 			mu.Unlock()
+			if pr != nil && e.Kind == upgrade.EventStepDone {
+				// The mixed window: the probes run while the run waits
+				// (OnEvent is synchronous), before the next step acts.
+				pr.run(ctx, probe.AfterStep(e.Index))
+			}
 			if r.OnEvent != nil {
 				r.OnEvent(e)
 			}
@@ -215,6 +232,13 @@ func rehearse(ctx context.Context, r *resolved, rp *replica, rep *Report, prefix
 	}
 	if rep.Stabilization == 0 {
 		rep.Stabilization = upgrade.DefaultStabilizationTime
+	}
+	if pr != nil {
+		if ctx.Err() == nil {
+			pr.run(ctx, probe.PhaseAfter)
+		}
+		rep.Probes = pr.results
+		rep.ProbeFindings = probe.Findings(pr.results)
 	}
 	mu.Lock()
 	if open >= 0 { // a step cut short (ctx ended)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/seed-e5e14ead/consul-upgrade/internal/traffic"
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/upgrade/probe"
 )
 
 // Report is what a rehearsal measured. Every offset (At, Start, End...)
@@ -64,6 +65,12 @@ type Report struct {
 	// Done is true when the run reached the target; Err is why not.
 	Done bool   `json:"done"`
 	Err  string `json:"err,omitempty"`
+	// Probes are the results of the probes (package upgrade/probe) in
+	// every phase: before the upgrade, after each step, after it.
+	// ProbeFindings are the probes that failed in a phase, with the
+	// versions they failed on. A failing probe is not an error of Run.
+	Probes        []probe.Result  `json:"probes,omitempty"`
+	ProbeFindings []probe.Finding `json:"probe_findings,omitempty"`
 	// Data is what a rehearsal with data (Options.WithData) restored and
 	// read back (nil without).
 	Data *DataReport `json:"data,omitempty"`
@@ -279,6 +286,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	if r.Data != nil {
 		p("| data | %s |\n", mdEscape(r.Data.Row()))
 	}
+	if len(r.Probes) > 0 {
+		p("| probes | %s |\n", mdEscape(r.probeRow()))
+	}
 	p("| linearizability | %s (Porcupine, %d operations, checked in %s) |\n", r.Verdict(), r.Traffic.Ops, dur(r.Traffic.CheckTime))
 	if r.Defect != nil {
 		p("| explained by | [%s](%s) (fixed in %s): %s |\n", r.Defect.ID, r.Defect.URL, r.Defect.FixedIn, mdEscape(r.Defect.Summary))
@@ -320,6 +330,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 
 	if r.Data != nil {
 		r.Data.writeDataSection(p)
+	}
+	if len(r.Probes) > 0 {
+		r.writeProbeSection(p)
 	}
 
 	p("\n## Leaders\n\nThe leader at the start, then every election the servers logged (log time: one-second precision before Consul 1.0).\n\n| at | leader | |\n|---|---|---|\n")

@@ -98,6 +98,24 @@ func checkRehearsal(t *testing.T, rep *rehearsal.Report, err error, out string, 
 		len(rep.Traffic.Lost), rep.Elections(), rep.LeaderChanges(), dur(leaderless(rep, rep.Recorded)), dur(time.Duration(rep.ServerGates())*rep.Stabilization), rep.Verdict(), dur(rep.Traffic.CheckTime))
 }
 
+// noProbeFindings checks that the probes ran before, in the mixed window
+// and after, and that every one answered as expected in every phase (no
+// false finding on the era rehearsed).
+func noProbeFindings(t *testing.T, rep *rehearsal.Report) {
+	t.Helper()
+	phases, mixed := map[string]bool{}, false
+	for _, r := range rep.Probes {
+		phases[r.Phase] = true
+		mixed = mixed || len(r.Versions) == 2
+	}
+	if !phases["before"] || !phases["after"] || !mixed {
+		t.Errorf("probe phases %v (mixed window seen: %v): want before, a phase on two versions, after", phases, mixed)
+	}
+	for _, f := range rep.ProbeFindings {
+		t.Errorf("probe finding on a healthy replica: %s", f)
+	}
+}
+
 // keep copies the output folder to $REHEARSAL_KEEP, when set, to look at
 // the report (and, when the check failed, the history and Porcupine's
 // visualization).
@@ -127,6 +145,7 @@ func TestRehearseThe2015UpgradeScaledDown(t *testing.T) {
 	// it has replayed its log (seen in 2 of 5 runs here). That and only
 	// that is accepted.
 	checkRehearsal(t, rep, err, out, true)
+	noProbeFindings(t, rep)
 	if len(rep.Clients) != 3 || rep.RealClients != 700 || len(rep.Servers) != 3 {
 		t.Errorf("replica of %d servers and %d clients (of %d): want 3 and 3 (of 700)", len(rep.Servers), len(rep.Clients), rep.RealClients)
 	}
@@ -157,6 +176,7 @@ func TestRehearseAModernHop(t *testing.T) {
 		Cluster: cluster("1.15.4", 3, 50), Target: "1.16.1", Clients: 2, OutDir: out, Logf: t.Logf,
 	})
 	checkRehearsal(t, rep, err, out, false)
+	noProbeFindings(t, rep)
 	kinds := map[planner.StepKind]int{}
 	for _, s := range rep.Steps {
 		kinds[s.Step.Kind]++
