@@ -48,10 +48,12 @@ and the gate condition it waits on, how long its gate has waited, nodes touched,
 halts by type) at /metrics while it lasts, and -metrics-linger after it.
 -probe-writes KEY writes KEY every -probe-interval through the agent apply talks
 to and counts the writes the cluster did not take.
--probes runs read-only probes (a blocking catalog query, ?passing of
--probe-services, catalog reads, ACL reads with a token) before the run, after
-each step and after, and prints each result on stderr; a probe that fails does
-not stop the run (it only reads; the gates judge each step).
+-probes runs read-only probes (a blocking catalog query, ?passing and a
+blocking health query of -probe-services, catalog reads, ACL reads with a
+token, ACL replication in a -dc secondary) through -http-addr and each -dc
+before the run, after each step and after, and prints each result on stderr;
+a probe that fails does not stop the run (it only reads; the gates judge each
+step).
 `
 
 func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -144,7 +146,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 	}
 
-	probes, err := startProbes(ctx, probeF, conn.probeAddr(), cluster.consul, stderr)
+	probes, err := startProbes(ctx, probeF, conn.probeAddr(), conn.probeDCs(), cluster.consul, stderr)
 	if err != nil {
 		return o.fail(err)
 	}

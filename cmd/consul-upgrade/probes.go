@@ -5,7 +5,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade"
 	readprobe "github.com/seed-e5e14ead/consul-upgrade/upgrade/probe"
@@ -22,7 +24,7 @@ type probeFlags struct {
 
 func addProbeFlags(fs *flag.FlagSet) probeFlags {
 	return probeFlags{
-		on:       fs.Bool("probes", false, "run read-only probes (a blocking catalog query, ?passing of -probe-services, catalog nodes and services, ACL token and policy lists with a token) before the run, after each step and after, and print each result on stderr; a failing probe does not stop the run"),
+		on:       fs.Bool("probes", false, "run read-only probes (a blocking catalog query, ?passing and a blocking health query of -probe-services, catalog nodes and services, ACL token and policy lists with a token, ACL replication in a -dc secondary) through -http-addr and each -dc before the run, after each step and after, and print each result on stderr; a failing probe does not stop the run"),
 		services: fs.String("probe-services", "consul", "comma-separated `SERVICES` whose ?passing health query -probes reads"),
 	}
 }
@@ -40,9 +42,11 @@ type applyProbes struct {
 	failures int
 }
 
-// startProbes builds the probes (nil without -probes) and prints why ACL
-// reads are left out.
-func startProbes(ctx context.Context, f probeFlags, addr string, consul upgrade.Consul, out io.Writer) (*applyProbes, error) {
+// startProbes builds the probes (nil without -probes) through addr and,
+// named "DC: probe", through the first agent of each other datacenter of
+// dcs (-dc; a secondary with ACL replication adds acl-replication), and
+// prints why ACL reads are left out.
+func startProbes(ctx context.Context, f probeFlags, addr string, dcs map[string][]string, consul upgrade.Consul, out io.Writer) (*applyProbes, error) {
 	if !*f.on {
 		return nil, nil
 	}
@@ -52,6 +56,22 @@ func startProbes(ctx context.Context, f probeFlags, addr string, consul upgrade.
 	}
 	if note != "" {
 		fmt.Fprintf(out, "probes: %s\n", note)
+	}
+	for _, dc := range slices.Sorted(maps.Keys(dcs)) {
+		if len(dcs[dc]) == 0 {
+			continue
+		}
+		more, note, err := liveProbes(ctx, dcs[dc][0], splitList(*f.services))
+		if err != nil {
+			return nil, fmt.Errorf("-probes: datacenter %s: %w", dc, err)
+		}
+		if note != "" {
+			fmt.Fprintf(out, "probes: %s: %s\n", dc, note)
+		}
+		for _, p := range more {
+			p.Name = dc + ": " + p.Name
+			ps = append(ps, p)
+		}
 	}
 	return &applyProbes{probes: ps, consul: consul, out: out}, nil
 }
@@ -95,6 +115,19 @@ func (p *applyProbes) summary() {
 		return
 	}
 	fmt.Fprintf(p.out, "probes: %d probe result(s) FAILED (above); the run did not stop for them: probes only read, and the gates judged each step\n", p.failures)
+}
+
+// probeDCs is -dc's datacenters and addresses (nil without -dc or when
+// they do not parse: connect refuses them first).
+func (cf connectFlags) probeDCs() map[string][]string {
+	if cf.dcs == nil {
+		return nil
+	}
+	dcs, err := parseDatacenters(cf.dcs.vals)
+	if err != nil {
+		return nil
+	}
+	return dcs
 }
 
 // probeAddr is the first agent address of -http-addr (or

@@ -87,3 +87,39 @@ func TestApplyWithoutProbesBuildsNone(t *testing.T) {
 		}
 	})
 }
+
+// With -dc, the probes also go through the first agent of each other
+// datacenter, named "DC: probe" (a secondary's acl-replication among
+// them), and that datacenter's note is printed with its name.
+func TestProbesGoThroughEachOtherDatacenterNamedByIt(t *testing.T) {
+	old := liveProbes
+	t.Cleanup(func() { liveProbes = old })
+	var addrs []string
+	liveProbes = func(_ context.Context, addr string, _ []string) ([]readprobe.Probe, string, error) {
+		addrs = append(addrs, addr)
+		ps := []readprobe.Probe{{Name: "catalog-nodes", Run: func(context.Context) error { return nil }}}
+		if addr == "10.0.2.1:8500" {
+			return append(ps, readprobe.Probe{Name: "acl-replication", Run: func(context.Context) error { return nil }}), "", nil
+		}
+		return ps, "no ACL token given", nil
+	}
+	on, services := true, "consul"
+	var out strings.Builder
+	p, err := startProbes(t.Context(), probeFlags{on: &on, services: &services}, "10.0.1.1:8500", map[string][]string{"dc2": {"10.0.2.1:8500", "10.0.2.2:8500"}}, nil, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, pr := range p.probes {
+		names = append(names, pr.Name)
+	}
+	if got := strings.Join(names, ","); got != "catalog-nodes,dc2: catalog-nodes,dc2: acl-replication" {
+		t.Errorf("probes %q: want the own datacenter's, then dc2's named by it", got)
+	}
+	if strings.Join(addrs, ",") != "10.0.1.1:8500,10.0.2.1:8500" {
+		t.Errorf("probes built through %v: want the own agent, then dc2's first", addrs)
+	}
+	if !strings.Contains(out.String(), "probes: no ACL token given") {
+		t.Errorf("output %q lacks the own datacenter's note", out.String())
+	}
+}

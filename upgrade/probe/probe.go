@@ -16,9 +16,14 @@
 // rehearsal writes a key under its own prefix on the replica), so the
 // package itself never writes.
 //
-// Not probed: streaming (the /v1/health/service ?cached and gRPC
-// subscription path of hashicorp/consul#16850) and, in a federation, the
-// secondary's /v1/acl/replication.
+// A blocking health query (health-blocking/<service>) through a client
+// agent of 1.10 or later is served by the streaming backend, the path that
+// answered 500 "Key is required" during 1.12 → 1.13 (hashicorp/consul#16850);
+// through a server, or before 1.10, it is a plain blocking query. In a
+// secondary datacenter with ACLs on, Live adds acl-replication: the
+// replication must be running and its last success newer than its last
+// error (hashicorp/consul#22116, #16273: policy replication broke when the
+// primary moved ahead).
 package probe
 
 import (
@@ -42,6 +47,8 @@ const (
 	NameCatalogServices = "catalog-services"
 	NameACLTokens       = "acl-tokens"
 	NameACLPolicies     = "acl-policies"
+	NameHealthBlocking  = "health-blocking"
+	NameACLReplication  = "acl-replication"
 )
 
 // Phases of an upgrade in which probes run. The mixed window is named by
@@ -125,8 +132,8 @@ type Options struct {
 
 // ReadOnly is the set of probes that only read, safe against a live
 // cluster during a real upgrade: blocking-catalog, health-passing/<each
-// service>, catalog-nodes, catalog-services and, with ACL, acl-tokens and
-// acl-policies.
+// service> and health-blocking/<each service>, catalog-nodes,
+// catalog-services and, with ACL, acl-tokens and acl-policies.
 func ReadOnly(c *api.Client, o Options) []Probe {
 	services := o.Services
 	if len(services) == 0 {
@@ -134,7 +141,7 @@ func ReadOnly(c *api.Client, o Options) []Probe {
 	}
 	ps := []Probe{BlockingCatalog(c, o.Wait)}
 	for _, s := range services {
-		ps = append(ps, HealthPassing(c, s))
+		ps = append(ps, HealthPassing(c, s), HealthBlocking(c, s, o.Wait))
 	}
 	ps = append(ps, CatalogNodes(c), CatalogServices(c))
 	if o.ACL {
@@ -286,6 +293,64 @@ func HealthPassing(c *api.Client, service string) Probe {
 	}}
 }
 
+// HealthBlocking is a blocking query on /v1/health/service/<service>: it
+// reads the service's index and blocks on it for wait; Consul must answer
+// without an error within wait plus its jitter, with an index not below
+// the one read. Through a client agent of 1.10 or later it exercises the
+// streaming backend (hashicorp/consul#16850).
+func HealthBlocking(c *api.Client, service string, wait time.Duration) Probe {
+	wait = waitOr(wait)
+	path := "/v1/health/service/" + service
+	return Probe{Name: NameHealthBlocking + "/" + service, Run: func(ctx context.Context) error {
+		_, meta, err := c.Health().Service(service, "", false, q(ctx))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+		from := meta.LastIndex
+		bctx, cancel := context.WithTimeout(ctx, blockingSlack(wait))
+		defer cancel()
+		o := q(bctx)
+		o.WaitIndex, o.WaitTime = from, wait
+		_, m, err := c.Health().Service(service, "", false, o)
+		switch {
+		case errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil:
+			return fmt.Errorf("blocking read of %s at index %d did not come back within %s (wait %s); want an answer by the end of its wait", path, from, blockingSlack(wait), wait)
+		case err != nil:
+			return fmt.Errorf("blocking read of %s at index %d: %w", path, from, err)
+		case m.LastIndex < from:
+			return fmt.Errorf("blocking read of %s at index %d came back at index %d; want at least %d (the index went backwards)", path, from, m.LastIndex, from)
+		}
+		return nil
+	}}
+}
+
+// ACLReplication is /v1/acl/replication of a secondary datacenter's agent:
+// replication enabled and running, and its last success newer than its
+// last error.
+func ACLReplication(c *api.Client) Probe {
+	return Probe{Name: NameACLReplication, Run: func(ctx context.Context) error {
+		r, _, err := c.ACL().Replication(q(ctx))
+		switch {
+		case err != nil:
+			return fmt.Errorf("/v1/acl/replication: %w", err)
+		case !r.Enabled:
+			return fmt.Errorf("/v1/acl/replication says replication is not enabled; want it enabled in a secondary datacenter with ACLs on")
+		case !r.Running:
+			return fmt.Errorf("/v1/acl/replication says replication is not running (source %s, last success %s, last error %s); want it running", r.SourceDatacenter, stamp(r.LastSuccess), stamp(r.LastError))
+		case !r.LastError.IsZero() && !r.LastSuccess.After(r.LastError):
+			return fmt.Errorf("/v1/acl/replication: the last error (%s) is newer than the last success (%s); want replication succeeding", stamp(r.LastError), stamp(r.LastSuccess))
+		}
+		return nil
+	}}
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
 // CatalogNodes is /v1/catalog/nodes: at least one node.
 func CatalogNodes(c *api.Client) Probe {
 	return Probe{Name: NameCatalogNodes, Run: func(ctx context.Context) error {
@@ -424,7 +489,9 @@ func sortVersions(vs []string) []string {
 // reads are added when the client carries a token (CONSUL_HTTP_TOKEN or
 // CONSUL_HTTP_TOKEN_FILE) and the cluster returns that token's own record
 // (/v1/acl/token/self: ACLs on, 1.4 and later, the token valid); note says
-// why they were left out otherwise ("" when they are in).
+// why they were left out otherwise ("" when they are in). With them, an
+// agent of a secondary datacenter whose ACL replication is enabled adds
+// acl-replication.
 func Live(ctx context.Context, address string, services []string) (probes []Probe, note string, err error) {
 	c, err := Connect(address, "")
 	if err != nil {
@@ -442,5 +509,11 @@ func Live(ctx context.Context, address string, services []string) (probes []Prob
 			acl = true
 		}
 	}
-	return ReadOnly(c, Options{Services: services, ACL: acl}), note, nil
+	probes = ReadOnly(c, Options{Services: services, ACL: acl})
+	if acl {
+		if r, _, rerr := c.ACL().Replication(q(ctx)); rerr == nil && r.Enabled {
+			probes = append(probes, ACLReplication(c)) // a secondary datacenter
+		}
+	}
+	return probes, note, nil
 }

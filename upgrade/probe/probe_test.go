@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +29,11 @@ type fakeConsul struct {
 	nodes    int
 	acl      bool
 	noReturn bool // blocking catalog reads never come back
+	// streamErr: blocking health reads answer 500 with it (the mixed
+	// window of hashicorp/consul#16850).
+	streamErr string
+	// replication is /v1/acl/replication's answer (nil: 404).
+	replication map[string]any
 }
 
 func newFake() *fakeConsul {
@@ -80,6 +86,13 @@ func (f *fakeConsul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		reply(ns)
 	case strings.HasPrefix(p, "/v1/health/service/"):
 		name := strings.TrimPrefix(p, "/v1/health/service/")
+		if blockOn > 0 {
+			if f.streamErr != "" {
+				http.Error(w, f.streamErr, http.StatusInternalServerError)
+				return
+			}
+			time.Sleep(50 * time.Millisecond) // the wait, shortened
+		}
 		st, ok := f.status[name]
 		var out []map[string]any
 		if ok && (r.URL.Query().Has("passing") == false || st == api.HealthPassing) {
@@ -90,6 +103,12 @@ func (f *fakeConsul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			})
 		}
 		reply(out)
+	case p == "/v1/acl/replication":
+		if f.replication == nil {
+			http.NotFound(w, r)
+			return
+		}
+		reply(f.replication)
 	case p == "/v1/acl/token/self":
 		if !f.acl {
 			http.Error(w, "ACL support disabled", http.StatusUnauthorized)
@@ -133,7 +152,7 @@ func TestEveryReadOnlyProbePassesOnAHealthyCluster(t *testing.T) {
 	for _, p := range ps {
 		names = append(names, p.Name)
 	}
-	want := "blocking-catalog health-passing/consul catalog-nodes catalog-services acl-tokens acl-policies"
+	want := "blocking-catalog health-passing/consul health-blocking/consul catalog-nodes catalog-services acl-tokens acl-policies"
 	if got := strings.Join(names, " "); got != want {
 		t.Fatalf("ReadOnly's probes are %q; want %q", got, want)
 	}
@@ -151,7 +170,7 @@ func TestWithoutACLTheACLProbesAreLeftOut(t *testing.T) {
 	for _, p := range ps {
 		names = append(names, p.Name)
 	}
-	if got := strings.Join(names, " "); got != "blocking-catalog health-passing/web health-passing/db catalog-nodes catalog-services" {
+	if got := strings.Join(names, " "); got != "blocking-catalog health-passing/web health-blocking/web health-passing/db health-blocking/db catalog-nodes catalog-services" {
 		t.Errorf("probes %q: want one health probe per service and no ACL probe", got)
 	}
 }
@@ -265,11 +284,60 @@ func TestLiveAddsTheACLReadsOnlyWithATokenTheClusterKnows(t *testing.T) {
 	}
 	t.Setenv("CONSUL_HTTP_TOKEN", "secret")
 	ps, note, err = probe.Live(t.Context(), srvOn.URL, []string{"web"})
-	if err != nil || names(ps) != "blocking-catalog health-passing/web catalog-nodes catalog-services acl-tokens acl-policies" || note != "" {
+	if err != nil || names(ps) != "blocking-catalog health-passing/web health-blocking/web catalog-nodes catalog-services acl-tokens acl-policies" || note != "" {
 		t.Errorf("with a token ACLs accept: probes %q, note %q, err %v; want the ACL reads and no note", names(ps), note, err)
 	}
 	ps, note, err = probe.Live(t.Context(), srvOff.URL, nil)
 	if err != nil || strings.Contains(names(ps), "acl-") || !strings.Contains(note, "401") {
 		t.Errorf("with a token ACLs off: probes %q, note %q, err %v; want no ACL read and a note carrying the 401", names(ps), note, err)
+	}
+}
+
+// A blocking health query answering 500 in the mixed window (streaming's
+// "Key is required", hashicorp/consul#16850) fails health-blocking with
+// Consul's answer.
+func TestABlockingHealthQueryAnsweringAnErrorFailsItsProbe(t *testing.T) {
+	f := newFake()
+	f.streamErr = "Key is required"
+	res := probe.RunAll(t.Context(), []probe.Probe{probe.HealthBlocking(client(t, f), "consul", time.Second)}, probe.AfterStep(1), []string{"1.12.9", "1.13.9"})
+	if len(res) != 1 || res[0].OK || !strings.Contains(res[0].Err, "Key is required") || res[0].Probe != "health-blocking/consul" {
+		t.Errorf("results %v: want health-blocking/consul failed with Consul's 500", res)
+	}
+	f.streamErr = ""
+	if res := probe.RunAll(t.Context(), []probe.Probe{probe.HealthBlocking(client(t, f), "consul", time.Second)}, probe.PhaseAfter, nil); !res[0].OK {
+		t.Errorf("%s: want ok once the query answers", res[0])
+	}
+}
+
+// In a secondary datacenter (ACL replication enabled) Live adds
+// acl-replication, which fails when replication stopped or its last error
+// is newer than its last success.
+func TestACLReplicationIsProbedInASecondaryAndFailsWhenItStopsSucceeding(t *testing.T) {
+	f := newFake()
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	t.Setenv("CONSUL_HTTP_TOKEN", "secret")
+	ps, _, err := probe.Live(t.Context(), srv.URL, nil)
+	if err != nil || slices.ContainsFunc(ps, func(p probe.Probe) bool { return p.Name == "acl-replication" }) {
+		t.Fatalf("a primary (no replication): probes %v, err %v; want no acl-replication", ps, err)
+	}
+	ok := "2026-12-04T10:00:00Z"
+	f.replication = map[string]any{"Enabled": true, "Running": true, "SourceDatacenter": "dc1", "LastSuccess": ok, "LastError": "2026-12-04T09:00:00Z"}
+	ps, _, err = probe.Live(t.Context(), srv.URL, nil)
+	i := slices.IndexFunc(ps, func(p probe.Probe) bool { return p.Name == "acl-replication" })
+	if err != nil || i < 0 {
+		t.Fatalf("a secondary: probes %v, err %v; want acl-replication", ps, err)
+	}
+	rep := ps[i]
+	if res := probe.RunAll(t.Context(), []probe.Probe{rep}, probe.PhaseBefore, nil); !res[0].OK {
+		t.Errorf("%s: want ok while replication succeeds", res[0])
+	}
+	f.replication["LastError"] = "2026-12-04T11:00:00Z"
+	if res := probe.RunAll(t.Context(), []probe.Probe{rep}, probe.AfterStep(0), nil); res[0].OK || !strings.Contains(res[0].Err, "newer than the last success") {
+		t.Errorf("%s: want a failure naming the newer error", res[0])
+	}
+	f.replication["Running"] = false
+	if res := probe.RunAll(t.Context(), []probe.Probe{rep}, probe.PhaseAfter, nil); res[0].OK || !strings.Contains(res[0].Err, "not running") {
+		t.Errorf("%s: want a failure saying replication is not running", res[0])
 	}
 }
