@@ -2,6 +2,7 @@ package upgrade
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -24,7 +25,10 @@ import (
 // bounds that pruning, and with cleanup off there is none to bound). A
 // configuration someone else changed while the run held it is not
 // overwritten: the run says so (EventAutopilotRestored with
-// ErrAutopilotChanged) and leaves it as it found it.
+// ErrAutopilotChanged) and leaves it as it found it. While it holds the
+// pin, the operator's value is recorded next to the lock
+// (consul-upgrade/autopilot for the default lock key), so that the next
+// run restores it when this one dies first.
 const RuleAutopilotPinned planner.RuleID = "autopilot-cleanup-pinned"
 
 // URLAutopilotPinned is the source of RuleAutopilotPinned.
@@ -113,6 +117,64 @@ type autopilotPin struct {
 	missing bool
 }
 
+// pinRecord is what a run keeps next to the lock (consul-upgrade/autopilot
+// for the default lock key) while it has a datacenter's autopilot
+// configuration pinned: the operator's values and the index of the run's
+// write. A run that dies before it restores them leaves the record, and
+// the next run that finds the configuration still at that index takes the
+// pin over and restores the operator's values when it ends, instead of
+// taking the run's "off" for the operator's.
+type pinRecord struct {
+	CleanupDeadServers      bool   `json:"cleanup_dead_servers"`
+	Migration               bool   `json:"migration,omitempty"`
+	DisableUpgradeMigration bool   `json:"disable_upgrade_migration,omitempty"`
+	ModifyIndex             uint64 `json:"modify_index"`
+}
+
+func autopilotKey(lockKey string) string { return recordKey(lockKey, "autopilot") }
+
+// readPins reads the pin records (nil when there are none, or no record
+// can be kept).
+func (r *runner) readPins(ctx context.Context) map[string]pinRecord {
+	kv, ok := r.swapRecords()
+	if !ok {
+		return nil
+	}
+	b, found, err := kv.KVGet(ctx, autopilotKey(r.cfg.LockKey))
+	if err != nil || !found {
+		return nil
+	}
+	var recs map[string]pinRecord
+	if json.Unmarshal(b, &recs) != nil {
+		return nil
+	}
+	return recs
+}
+
+// savePins writes the records of the pins this run holds, or deletes the
+// record when it holds none.
+func (r *runner) savePins(ctx context.Context) error {
+	kv, ok := r.swapRecords()
+	if !ok {
+		return nil
+	}
+	recs := map[string]pinRecord{}
+	for name, p := range r.pins {
+		if p.set {
+			recs[name] = pinRecord{CleanupDeadServers: p.was, Migration: p.migration, DisableUpgradeMigration: p.migWas, ModifyIndex: p.index}
+		}
+	}
+	key := autopilotKey(r.cfg.LockKey)
+	if len(recs) == 0 {
+		return kv.KVDelete(ctx, key)
+	}
+	b, err := json.Marshal(recs)
+	if err != nil {
+		return err
+	}
+	return kv.KVPut(ctx, key, b)
+}
+
 // pinTries bounds the compare-and-set attempts of a pin: each failed one
 // means someone else wrote the configuration between the read and the
 // write.
@@ -158,6 +220,13 @@ func (r *runner) pinAutopilot(ctx context.Context, step planner.Step) error {
 			note("nothing to pin: the agent answered no autopilot configuration")
 			return nil
 		}
+		if rec, ok := r.readPins(ctx)[name]; ok && rec.ModifyIndex == conf.ModifyIndex {
+			// An earlier run pinned it and ended without restoring: its
+			// values are the operator's; this run restores them.
+			r.pins[name] = &autopilotPin{dc: step.Datacenter, set: true, was: rec.CleanupDeadServers, migration: rec.Migration, migWas: rec.DisableUpgradeMigration, index: rec.ModifyIndex}
+			r.emit(ctx, Event{Kind: EventAutopilotPinned, Step: step, Detail: fmt.Sprintf("%s (%s): an earlier run turned CleanupDeadServers off (ModifyIndex %d) and ended without restoring it: this run keeps it so and restores the operator's value (%s) when it ends", RuleAutopilotPinned, name, rec.ModifyIndex, onOff(rec.CleanupDeadServers))})
+			return nil
+		}
 		migrate := r.pinsMigration(step) && !conf.DisableUpgradeMigration
 		if !conf.CleanupDeadServers && !migrate {
 			note("nothing to pin: CleanupDeadServers is off already, and the run leaves it so")
@@ -180,6 +249,9 @@ func (r *runner) pinAutopilot(ctx context.Context, step planner.Step) error {
 			return fmt.Errorf("%s: autopilot's CleanupDeadServers was turned off in %s, and reading it back failed: %w; it is restored when the run ends", RuleAutopilotPinned, name, err)
 		}
 		r.pins[name] = &autopilotPin{dc: step.Datacenter, set: true, was: conf.CleanupDeadServers, migration: migrate, migWas: conf.DisableUpgradeMigration, index: after.ModifyIndex}
+		if err := r.savePins(ctx); err != nil {
+			return fmt.Errorf("%s: autopilot's CleanupDeadServers was turned off in %s, and the record of the operator's value could not be kept next to the lock: %w; it is restored when the run ends", RuleAutopilotPinned, name, err)
+		}
 		if after.CleanupDeadServers || migrate && !after.DisableUpgradeMigration {
 			return fmt.Errorf("%s: autopilot's CleanupDeadServers in %s reads true again right after the run turned it off (ModifyIndex %d): someone else is writing the configuration; stop them, or set it off yourself", RuleAutopilotPinned, name, after.ModifyIndex)
 		}
@@ -229,6 +301,11 @@ func (r *runner) restoreAutopilot(ctx context.Context) error {
 		if err := r.restorePin(ctx, rctx, name, p); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	// Restored, or left as someone else set it: either way no later run
+	// is to restore it.
+	if err := r.savePins(rctx); err != nil {
+		errs = append(errs, fmt.Errorf("%s: delete the pin record next to the lock: %w", RuleAutopilotPinned, err))
 	}
 	return errors.Join(errs...)
 }

@@ -3,6 +3,7 @@ package upgrade
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -299,6 +300,68 @@ func TestACERunLeavesUpgradeMigrationAlone(t *testing.T) {
 			if w.DisableUpgradeMigration {
 				t.Errorf("a CE run wrote DisableUpgradeMigration: %+v", w)
 			}
+		}
+	})
+}
+
+// A run that died with dead-server cleanup pinned left its record next to
+// the lock: the next run takes the pin over (the configuration still at
+// the dead run's index) and restores the operator's value, instead of
+// taking the dead run's "off" for it; the record is gone afterwards.
+func TestARunRestoresTheCleanupADeadRunPinnedAndLeftItsRecordFor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		r.sim.SetAutopilotConfig(func(ac *api.AutopilotConfiguration) { ac.CleanupDeadServers = false })
+		idx := r.sim.AutopilotConfig().ModifyIndex
+		r.sim.PutKV("consul-upgrade/autopilot", []byte(fmt.Sprintf(`{"dc1":{"cleanup_dead_servers":true,"modify_index":%d}}`, idx)))
+		if _, err := Run(t.Context(), r.cfg); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if !r.sim.AutopilotConfig().CleanupDeadServers {
+			t.Errorf("CleanupDeadServers is off after the run: the dead run's pin was taken for the operator's value")
+		}
+		if _, ok := r.sim.KV("consul-upgrade/autopilot"); ok {
+			t.Errorf("the pin record is still there after the run restored the value")
+		}
+		pinned := eventsOf(r, EventAutopilotPinned)
+		if len(pinned) != 1 || !strings.Contains(pinned[0].Detail, "ended without restoring it") {
+			t.Errorf("pinned events %+v: want one saying the earlier run's pin was taken over", pinned)
+		}
+	})
+	// The configuration changed since the dead run's write: it is the
+	// operator's now, and left as it is.
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		r.sim.SetAutopilotConfig(func(ac *api.AutopilotConfiguration) { ac.CleanupDeadServers = false })
+		idx := r.sim.AutopilotConfig().ModifyIndex
+		r.sim.PutKV("consul-upgrade/autopilot", []byte(fmt.Sprintf(`{"dc1":{"cleanup_dead_servers":true,"modify_index":%d}}`, idx)))
+		r.sim.SetAutopilotConfig(func(ac *api.AutopilotConfiguration) { ac.MaxTrailingLogs = 500 })
+		if _, err := Run(t.Context(), r.cfg); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if r.sim.AutopilotConfig().CleanupDeadServers {
+			t.Errorf("CleanupDeadServers turned on: a configuration the operator changed since the dead run was overwritten")
+		}
+	})
+}
+
+// While a run has cleanup pinned, the record of the operator's value is
+// next to the lock (a run that dies then leaves it for the next).
+func TestThePinRecordIsKeptWhileTheRunHoldsThePin(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		var during []string
+		inner := r.tr.onSwap
+		r.tr.onSwap = func(node, version string, ok bool) {
+			b, _ := r.sim.KV("consul-upgrade/autopilot")
+			during = append(during, string(b))
+			inner(node, version, ok)
+		}
+		if _, err := Run(t.Context(), r.cfg); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if len(during) == 0 || !strings.Contains(during[0], `"cleanup_dead_servers":true`) {
+			t.Errorf("pin record at the swaps %q: want the operator's value (true) recorded", during)
 		}
 	})
 }
