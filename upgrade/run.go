@@ -645,6 +645,12 @@ func (r *runner) do(ctx context.Context, c planner.Cluster, step planner.Step) (
 		if err == nil || !errors.As(err, &te) || te.Attempts > 0 {
 			r.touch.add(newTouch(step, r.idx, step.Node, transport.RoleServer, step.From))
 		}
+		if err == nil {
+			// The elections the transfer's asks started are the step's
+			// own (a target that lost one costs two, and the run asks
+			// again): raft-term counts from the new leader's term.
+			r.term = r.termBefore(ctx, step)
+		}
 	case planner.StepSwapClients:
 		failed, err = r.swapClients(ctx, c, step)
 	default:

@@ -659,3 +659,40 @@ func TestRunObservesAgainWhenThePlanIsRefusedForAMomentAfterAStep(t *testing.T) 
 		})
 	}
 }
+
+// The elections a transfer's own asks start are the step's: a target that
+// loses two elections (two more each: its campaign and the old leader's
+// return) moves the term by more than MaxTermRise, and raft-term counts
+// from the term after the transfer, so the gate passes (seen on a loaded
+// real 1.15.4 -> 1.16.1 rehearsal: 2 -> 6, halted as a storm).
+func TestATransferThatAskedAgainIsNoElectionStorm(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, rn, step := transferRig(t)
+		for range 2 {
+			if err := r.sim.SetTransferLostElection(3 * time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+		asks := 0
+		onEvent := rn.em.on
+		rn.em.on = func(e Event) {
+			if e.Kind == EventGateWaiting && strings.Contains(e.Detail, "asking ") {
+				asks++
+				if asks > 1 {
+					r.sim.AddElections(3) // the lost election, a split vote, the old leader's return
+				}
+			}
+			if onEvent != nil {
+				onEvent(e)
+			}
+		}
+		before := r.sim.Term()
+		step = withTermCheck(step)
+		if _, h := rn.do(t.Context(), planner.Cluster{}, step); h != nil {
+			t.Fatalf("transfer-leader with two lost elections: %v", h)
+		}
+		if rise := r.sim.Term() - before; rise <= MaxTermRise {
+			t.Errorf("the term rose by %d, want more than MaxTermRise (%d) for this test to mean anything", rise, MaxTermRise)
+		}
+	})
+}
