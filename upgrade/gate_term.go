@@ -13,15 +13,19 @@ import (
 // step may cause before its gate calls it an election storm
 // (planner.GateRaftTerm): a step explains one (the leader stopped or
 // transferred, or a restarted follower standing once before it hears from
-// the leader), and four more (split votes, and heartbeats late on a loaded
-// host) are tolerated; a storm keeps rising past that. The elections a
+// the leader), and seven more are tolerated: split votes, heartbeats late
+// on a loaded host, and a server cut off during the step, which stands
+// again each election timeout and, once back, makes the leader step down
+// for its higher term (about five for a 25 s partition without pre-vote,
+// which Consul's Raft lacks before 1.18). A storm keeps rising past that
+// well before the gate's timeout. The elections a
 // transfer's own asks start are not counted (the count starts from the
 // new leader's term). Servers that keep
 // standing and none winning for long is how a mixed-version cluster that
 // cannot agree shows itself (a leaving server drives its term up and
 // forces leader changes: hashicorp/consul PR 17758), and each election
 // fails writes; going on with the next server only makes it worse.
-const MaxTermRise = 5
+const MaxTermRise = 8
 
 // URLElectionStorm is the source of the raft-term gate condition.
 const URLElectionStorm = "https://github.com/hashicorp/consul/pull/17758"
