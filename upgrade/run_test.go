@@ -679,7 +679,7 @@ func TestATransferThatAskedAgainIsNoElectionStorm(t *testing.T) {
 			if e.Kind == EventGateWaiting && strings.Contains(e.Detail, "asking ") {
 				asks++
 				if asks > 1 {
-					r.sim.AddElections(3) // the lost election, a split vote, the old leader's return
+					r.sim.AddElections(MaxTermRise/2 + 1) // the lost election, split votes, the old leader's return
 				}
 			}
 			if onEvent != nil {
