@@ -15,16 +15,16 @@ import (
 	"github.com/seed-e5e14ead/consul-upgrade/upgrade/consultest"
 )
 
-// cleanupAtSwaps records autopilot's CleanupDeadServers at each server
-// swap the transport is asked for, before it stops the server.
-func cleanupAtSwaps(r *runRig) func() []bool {
+// autopilotAtSwaps records a field of autopilot's configuration at each
+// server swap the transport is asked for, before it stops the server.
+func autopilotAtSwaps(r *runRig, field func(api.AutopilotConfiguration) bool) func() []bool {
 	var mu sync.Mutex
 	var seen []bool
 	inner := r.tr.onSwap
 	r.tr.onSwap = func(node, version string, ok bool) {
 		if strings.HasPrefix(node, "s") {
 			mu.Lock()
-			seen = append(seen, r.sim.AutopilotConfig().CleanupDeadServers)
+			seen = append(seen, field(r.sim.AutopilotConfig()))
 			mu.Unlock()
 		}
 		inner(node, version, ok)
@@ -34,6 +34,11 @@ func cleanupAtSwaps(r *runRig) func() []bool {
 		defer mu.Unlock()
 		return append([]bool(nil), seen...)
 	}
+}
+
+// cleanupAtSwaps records CleanupDeadServers at each server swap.
+func cleanupAtSwaps(r *runRig) func() []bool {
+	return autopilotAtSwaps(r, func(c api.AutopilotConfiguration) bool { return c.CleanupDeadServers })
 }
 
 func eventsOf(r *runRig, k EventKind) []Event {
@@ -226,25 +231,9 @@ func TestARunPinsDeadServerCleanupOnceAHopBringsAutopilot(t *testing.T) {
 	})
 }
 
-// migrationAtSwaps records autopilot's DisableUpgradeMigration at each
-// server swap, before the server is stopped.
+// migrationAtSwaps records DisableUpgradeMigration at each server swap.
 func migrationAtSwaps(r *runRig) func() []bool {
-	var mu sync.Mutex
-	var seen []bool
-	inner := r.tr.onSwap
-	r.tr.onSwap = func(node, version string, ok bool) {
-		if strings.HasPrefix(node, "s") {
-			mu.Lock()
-			seen = append(seen, r.sim.AutopilotConfig().DisableUpgradeMigration)
-			mu.Unlock()
-		}
-		inner(node, version, ok)
-	}
-	return func() []bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]bool(nil), seen...)
-	}
+	return autopilotAtSwaps(r, func(c api.AutopilotConfiguration) bool { return c.DisableUpgradeMigration })
 }
 
 // On Consul Enterprise in place, the run also turns upgrade migration off
