@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
@@ -74,7 +76,7 @@ func (t *Transport) CheckArtifact(ctx context.Context, node string, role transpo
 	case fi.IsDir() || fi.Mode().Perm()&0o111 == 0:
 		return fail(fmt.Sprintf("it is not an executable file (mode %s)", fi.Mode()), "chmod +x it, or rebuild it", nil)
 	}
-	got, err := binaryVersion(ctx, path)
+	got, err := t.versions.of(ctx, path, fi)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("node %s: check consul %s: %w", node, version, ctx.Err())
@@ -85,6 +87,66 @@ func (t *Transport) CheckArtifact(ctx context.Context, node string, role transpo
 		return fail(fmt.Sprintf("it answers `version` with %s", got), "put the consul "+version+" binary there", nil)
 	}
 	return nil
+}
+
+// versionCache remembers what a binary file answered to `version`, so that
+// a pre-flight of hundreds of nodes sharing one binary runs it once, not
+// once a node (on 2 cores, 103 runs of 1.16.1's `version` at once timed out).
+// A file is known by its device, inode, size and modification time: a
+// binary replaced or rewritten since is run again. Failures are not kept;
+// checks of one file at the same time wait for one run.
+type versionCache struct {
+	mu   sync.Mutex
+	runs map[fileID]*versionRun
+}
+
+type fileID struct {
+	dev, ino uint64
+	size     int64
+	mtime    time.Time
+}
+
+type versionRun struct {
+	done    chan struct{}
+	version string
+	err     error
+}
+
+func (c *versionCache) of(ctx context.Context, path string, fi os.FileInfo) (string, error) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return binaryVersion(ctx, path)
+	}
+	id := fileID{dev: uint64(st.Dev), ino: st.Ino, size: fi.Size(), mtime: fi.ModTime()}
+	c.mu.Lock()
+	if c.runs == nil {
+		c.runs = map[fileID]*versionRun{}
+	}
+	r, found := c.runs[id]
+	if !found {
+		r = &versionRun{done: make(chan struct{})}
+		c.runs[id] = r
+	}
+	c.mu.Unlock()
+	if found {
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return "", fmt.Errorf("`%s version`: %w", path, ctx.Err())
+		}
+		if r.err == nil {
+			return r.version, nil
+		}
+		return binaryVersion(ctx, path) // its failure may have been its caller's context: run it for this one
+	}
+	r.version, r.err = binaryVersion(ctx, path)
+	if r.err != nil {
+		c.mu.Lock()
+		delete(c.runs, id)
+		c.mu.Unlock()
+	}
+	close(r.done)
+	return r.version, r.err
 }
 
 var versionLineRE = regexp.MustCompile(`(?m)^\s*Consul v([0-9]+\.[0-9]+\.[0-9]+(?:[-+][0-9A-Za-z.+-]+)?)\s*$`)

@@ -3,9 +3,11 @@ package local_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/seed-e5e14ead/consul-upgrade/transport"
@@ -87,5 +89,58 @@ func TestCheckArtifactRefusesWhatSwapRefuses(t *testing.T) {
 	}
 	if err := tr.CheckArtifact(ctx, "s1", transport.RoleClient, "1.13.9"); !errors.Is(err, transport.ErrInvalidRequest) {
 		t.Errorf("a server checked as a client: %v, want ErrInvalidRequest", err)
+	}
+}
+
+// A pre-flight asks about every node, and hundreds of clients share one
+// binary: its `version` runs once for them all (bench-scale.sh 3 100 1.15.4
+// 1.16.1 had 103 runs of 1.16.1's `version` at once time out on 2 cores),
+// and again once the file is replaced.
+func TestCheckArtifactRunsOneBinarysVersionOnceForEveryNodeUntilTheFileChanges(t *testing.T) {
+	dir := t.TempDir()
+	runs := filepath.Join(dir, "runs")
+	body := func(v string) string {
+		return "[ \"$1\" = version ] || exit 3\necho run >> '" + runs + "'\necho 'Consul v" + v + "'"
+	}
+	path := writeScript(t, dir, "consul-1.16.1", body("1.16.1"))
+	var agents []local.Agent
+	for i := range 50 {
+		a := agentAt(t.TempDir(), fmt.Sprintf("c%d", i+1), fmt.Sprintf("127.0.250.%d", 21+i))
+		a.Role = transport.RoleClient
+		agents = append(agents, a)
+	}
+	tr, err := local.New(local.Dir(dir), agents...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := func() int {
+		b, _ := os.ReadFile(runs)
+		return strings.Count(string(b), "run")
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, len(agents))
+	for i, a := range agents {
+		wg.Go(func() { errs[i] = tr.CheckArtifact(t.Context(), a.Name, transport.RoleClient, "1.16.1") })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatalf("CheckArtifact: %v", err)
+	}
+	if n := ran(); n != 1 {
+		t.Errorf("`version` ran %d times for 50 nodes sharing one binary, want 1", n)
+	}
+
+	// The file is replaced by another version's binary: checked again, refused.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	writeScript(t, dir, "consul-1.16.1", body("1.15.4")+" # another build")
+	err = tr.CheckArtifact(t.Context(), "c7", transport.RoleClient, "1.16.1")
+	var ae *transport.ArtifactError
+	if !errors.As(err, &ae) || !strings.Contains(err.Error(), "answers `version` with 1.15.4") {
+		t.Errorf("after the binary was replaced: %v, want an ArtifactError saying it answers 1.15.4", err)
+	}
+	if n := ran(); n != 2 {
+		t.Errorf("`version` ran %d times in all, want 2 (once more for the replaced file)", n)
 	}
 }

@@ -131,6 +131,8 @@ type Transport struct {
 	stopTimeout  time.Duration
 	onStart      func(node string, pid int)
 	starts       uint64
+
+	versions versionCache // CheckArtifact's `consul version` answers, by file
 }
 
 // New checks the agents and returns a transport for them; nothing is started
