@@ -91,7 +91,9 @@
 //	*StuckError              the step did not change the cluster: check the transport and the build tag
 //	*GateError               not healthy in time (ErrGateTimeout) or cannot be checked: a person looks at Node
 //	                         (ErrElectionStorm: raft-term, the term rose by more than MaxTermRise elections
-//	                         during the step: a person reads the servers' logs before anything restarts)
+//	                         during the step: a person reads the servers' logs before anything restarts;
+//	                         ErrAgentGone: the transport, a transport.VersionReporter, says the swapped agent
+//	                         is not running; it exited after answering its swap: read its log)
 //	*transport.SwapError     the transport failed in Phase (validate and stage touch nothing): fix, retry
 //	*TransferError           leadership did not move (ErrTransferNotReady, ErrTransferElectionLost): retry
 //	*AgentUnreachableError   no agent answered: retry when one does

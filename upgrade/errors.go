@@ -32,7 +32,9 @@ type GateError struct {
 	// could not observe one).
 	Era Era
 	// Err is ErrGateTimeout (possibly joined with the last API error), the
-	// context's error, or the reason the gate could not be evaluated.
+	// context's error, ErrElectionStorm, ErrAgentGone (the node's host says
+	// its agent is not running), or the reason the gate could not be
+	// evaluated.
 	Err error
 }
 
@@ -45,6 +47,8 @@ func (e *GateError) Error() string {
 		how = "did not hold before the context ended"
 	case errors.Is(e.Err, ErrElectionStorm):
 		how = "failed"
+	case errors.Is(e.Err, ErrAgentGone):
+		how = "cannot hold: the agent exited after its swap"
 	default:
 		how = "cannot be checked"
 	}

@@ -100,6 +100,12 @@ type gateOptions struct {
 	// raft-term compares with (zero: not read; the condition then says it
 	// was not checked).
 	TermBefore termRead
+	// AgentGone, when set, is asked about the node a waiting version or
+	// serf-alive condition names. An error (the node's host says its agent
+	// is not running: transport.ErrNotRunning) stops the gate at once with
+	// ErrAgentGone: an agent that answered its swap and then exited does
+	// not come back by waiting out the timeout. Nil: the gate waits.
+	AgentGone func(ctx context.Context, node string) error
 }
 
 // awaitGate waits until every condition in step.Gate holds, bound by
@@ -172,6 +178,7 @@ func awaitGate(ctx context.Context, c Consul, step planner.Step, base Baseline, 
 		alive = watchAlive(gctx, c, step.Node, opt.ServerAPI, AliveInterval)
 	}
 	rep := &gateReporter{opt: opt}
+	var gone error // AgentGone's answer that stopped the gate
 	op := func() error {
 		g := newGatherer(gctx, c, opt.ServerAPI)
 		in := g.gather(step, alive)
@@ -187,6 +194,12 @@ func awaitGate(ctx context.Context, c Consul, step planner.Step, base Baseline, 
 			return backoff.Permanent(a.v.Err)
 		case attemptWaiting:
 			rep.waiting(a.v)
+			if opt.AgentGone != nil && a.v.Node != "" && (a.v.Cond == planner.GateVersion || a.v.Cond == planner.GateSerfAlive) {
+				if err := opt.AgentGone(gctx, a.v.Node); err != nil {
+					gone = fmt.Errorf("%w: %s's host says its agent is not running: %w", ErrAgentGone, a.v.Node, err)
+					return backoff.Permanent(gone)
+				}
+			}
 		}
 		return errNotYet
 	}
@@ -197,8 +210,18 @@ func awaitGate(ctx context.Context, c Consul, step planner.Step, base Baseline, 
 	if err := backoff.Retry(op, backoff.WithContext(b, gctx)); err == nil {
 		return nil
 	}
-	return gateError(ctx, step, carry.Last, timeout, rep.lastEra)
+	ge := gateError(ctx, step, carry.Last, timeout, rep.lastEra)
+	if gone != nil {
+		ge.Err = gone
+	}
+	return ge
 }
+
+// ErrAgentGone: a node a swap step's gate waits for has no running agent on
+// its host, as the transport (a transport.VersionReporter) reports it, so
+// the gate stopped before its timeout: the agent answered its swap and then
+// exited. Its log says why.
+var ErrAgentGone = errors.New("agent not running after its swap")
 
 // gateError is the error of a gate that did not pass: the verdict the last
 // finished attempt failed on (nil: none finished).

@@ -235,7 +235,12 @@ func judgeMembers(j judging, alive bool) verdict {
 			return fail(n, fmt.Sprintf("%s is %s in serf, want alive", n, serfStatus(m.Status)))
 		case j.step.To != "" && !planner.SameVersion(buildVersion(m.Tags["build"]), j.step.To):
 			// Build metadata is ignored: 1.10.12+ent is on a 1.10.12 step.
-			return fail(n, fmt.Sprintf("%s reports %s in its serf build tag, want %s", n, orUnknown(buildVersion(m.Tags["build"])), j.step.To))
+			who := n
+			if m.Status != serfAlive {
+				// Its tags are what serf last heard: say that it is not up.
+				who = fmt.Sprintf("%s (%s in serf)", n, serfStatus(m.Status))
+			}
+			return fail(n, fmt.Sprintf("%s reports %s in its serf build tag, want %s", who, orUnknown(buildVersion(m.Tags["build"])), j.step.To))
 		}
 	}
 	return pass()

@@ -214,7 +214,7 @@ func TestGateOnAClientWaveWaitsForEveryNodeToBeAliveOnTheNewVersion(t *testing.T
 		if !errors.As(err, &ge) || ge.Node != "c2" {
 			t.Fatalf("err = %v, want a *GateError naming c2", err)
 		}
-		if ge.Condition != planner.GateVersion || ge.Detail != "c2 reports 1.12.9 in its serf build tag, want 1.13.9" {
+		if ge.Condition != planner.GateVersion || ge.Detail != "c2 (failed in serf) reports 1.12.9 in its serf build tag, want 1.13.9" {
 			t.Errorf("GateError %q / %q", ge.Condition, ge.Detail)
 		}
 	})

@@ -674,6 +674,7 @@ func (r *runner) gate(ctx context.Context, step planner.Step, rec StepRecord, fa
 	opt.RepeatWaiting = GateWaitingRepeat
 	opt.Since = gateStart   // the swapped agent has just started: stability counts from here
 	opt.TermBefore = r.term // gate_term.go: withTermCheck adds raft-term
+	opt.AgentGone = r.agentGone(step)
 	gerr := awaitGate(ctx, r.consul(step.Datacenter), withTermCheck(step), r.baseline(step.Datacenter), opt)
 	r.gated(gerr) // touched.go
 	if gerr != nil {
@@ -693,6 +694,26 @@ func (r *runner) gate(ctx context.Context, step planner.Step, rec StepRecord, fa
 	}
 	r.emit(ctx, Event{Kind: EventStepDone, Step: step, Era: era, Detail: detail})
 	return rec, nil
+}
+
+// agentGone is the gate's AgentGone for a swap step whose transport reports
+// running versions (transport.VersionReporter): a node of the step whose
+// host says it has no running agent (transport.ErrNotRunning) is gone. Any
+// other answer, including an error of the report itself, lets the gate wait.
+func (r *runner) agentGone(step planner.Step) func(context.Context, string) error {
+	vr, ok := r.cfg.Transport.(transport.VersionReporter)
+	if !ok || (step.Kind != planner.StepSwapServer && step.Kind != planner.StepSwapClients) {
+		return nil
+	}
+	return func(ctx context.Context, node string) error {
+		if node != step.Node && !slices.Contains(step.Nodes, node) {
+			return nil
+		}
+		if _, err := vr.RunningVersion(ctx, node); errors.Is(err, transport.ErrNotRunning) {
+			return err
+		}
+		return nil
+	}
 }
 
 // errLockLost is the error of a run that finds its lock lost.
