@@ -4,12 +4,13 @@
 // not run them; scripts/bench-scale.sh does:
 //
 //	scripts/bench-scale.sh SERVERS CLIENTS FROM TO
-//	scripts/bench-scale.sh 3 700 0.6.4 0.7.5
+//	scripts/bench-scale.sh 3 150 0.6.4 0.7.5
+//	scripts/bench-scale.sh 3 700 0.6.4 0.7.5 // needs more than 2 cores (tests/README.md)
 //
 // BenchmarkScale (scale_test.go) starts the cluster with tests/rig/consul
 // (every agent on its own loopback address with Consul's default ports:
 // servers on 127.0.N.11.., clients on 127.0.N.21.. and, past 200 clients,
-// 127.N.k.21..), its agents memory-tuned through GOMEMLIMIT and GOGC,
+// 127.N.k.21..), its agents tuned through GOMAXPROCS (and, when asked, GOMEMLIMIT and GOGC),
 // waits until it is healthy, then runs upgrade.Run with the default
 // client waves while a child process of its own (so that its CPU is not
 // the orchestrator's) writes a key every 20 ms through the first client,

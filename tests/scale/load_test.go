@@ -67,9 +67,9 @@ func startLoad(cfg loadConfig) (stop func() (loadStats, error), err error) {
 		return nil, err
 	}
 	cmd := exec.Command(self)
-	// Not the agents' memory tuning: the load keeps every acknowledged key.
+	// Not the agents' runtime tuning: the load keeps every acknowledged key.
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "GOMEMLIMIT=") && !strings.HasPrefix(kv, "GOGC=") {
+		if !strings.HasPrefix(kv, "GOMEMLIMIT=") && !strings.HasPrefix(kv, "GOGC=") && !strings.HasPrefix(kv, "GOMAXPROCS=") {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}

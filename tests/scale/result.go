@@ -59,7 +59,7 @@ type Detail struct {
 	Steps    int     `json:"steps"`
 	Acked    int     `json:"acked_writes"`
 	Bursts   int     `json:"failure_bursts"`
-	AgentEnv string  `json:"agent_env"` // GOMEMLIMIT and GOGC of the agents
+	AgentEnv string  `json:"agent_env"` // GOMAXPROCS, GOMEMLIMIT and GOGC of the agents
 	// ClientWavesS is the time spent in client waves; SwapsPerS is
 	// ClientsSwapped over it. InFlightMax and InFlightMean are the client
 	// swaps in flight (from each node-stopped to its node-swapped),

@@ -29,6 +29,7 @@ var (
 	flagPIDFile     = flag.String("scale.pidfile", "", "`FILE` to write the path of the rig's pid file to, as soon as the cluster's block is known (the script kills what it lists when the benchmark is gone)")
 	flagGOMEMLIMIT  = flag.String("scale.agent-gomemlimit", "", "GOMEMLIMIT of every agent (\"\": the Go default, no limit)")
 	flagGOGC        = flag.String("scale.agent-gogc", "", "GOGC of every agent (\"\": the Go default, 100)")
+	flagGOMAXPROCS  = flag.String("scale.agent-gomaxprocs", "", "GOMAXPROCS of every agent (\"\": the Go default, one per core)")
 	flagStartConc   = flag.Int("scale.start-concurrency", 8, "agents started at once")
 	flagWriteEvery  = flag.Duration("scale.write-every", 20*time.Millisecond, "the writer's interval")
 	flagWatchers    = flag.Int("scale.watchers", 3, "blocking-query watchers, each through its own client")
@@ -57,8 +58,12 @@ func say(format string, a ...any) {
 func BenchmarkScale(b *testing.B) {
 	res := Result{Servers: *flagServers, Clients: *flagClients, From: *flagFrom, To: *flagTo}
 	phase := "checking the flags"
+	var interrupted atomic.Bool
 	defer func() {
-		if res.Err == "" && b.Failed() {
+		switch {
+		case res.Err == "" && interrupted.Load() && b.Failed():
+			res.Err = "interrupted while " + phase
+		case res.Err == "" && b.Failed():
 			res.Err = "failed while " + phase + " (see the log above)"
 		}
 		say("detail: %s", res.DetailLine())
@@ -93,7 +98,6 @@ func BenchmarkScale(b *testing.B) {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	var interrupted atomic.Bool
 	go func() {
 		var first time.Time
 		for s := range sigs {
@@ -110,10 +114,14 @@ func BenchmarkScale(b *testing.B) {
 		}
 	}()
 
-	// The agents' memory tuning: their environment is this process's
+	// The agents' runtime tuning: their environment is this process's
 	// (transport/local does not set one), and this process's own Go
-	// runtime read GOGC and GOMEMLIMIT when it started.
+	// runtime read GOGC, GOMEMLIMIT and GOMAXPROCS when it started.
 	var env []string
+	if *flagGOMAXPROCS != "" {
+		os.Setenv("GOMAXPROCS", *flagGOMAXPROCS)
+		env = append(env, "GOMAXPROCS="+*flagGOMAXPROCS)
+	}
 	if *flagGOMEMLIMIT != "" {
 		os.Setenv("GOMEMLIMIT", *flagGOMEMLIMIT)
 		env = append(env, "GOMEMLIMIT="+*flagGOMEMLIMIT)
@@ -132,6 +140,7 @@ func BenchmarkScale(b *testing.B) {
 	cl := consulrig.Start(b, consulrig.Options{
 		Servers: res.Servers, Clients: res.Clients, Version: res.From,
 		StartConcurrency: *flagStartConc,
+		Context:          ctx, // a signal while hundreds start stops the starting
 		ReadyTimeout:     time.Minute + time.Duration(agents)*time.Second,
 		ExtraServerArgs:  quiet, ExtraClientArgs: quiet,
 	})
@@ -221,6 +230,8 @@ func BenchmarkScale(b *testing.B) {
 					waveCPU += cpuTime() - waveCPU0
 				}
 				say("  done: %s", ev.Detail)
+			case upgrade.EventGateWaiting:
+				say("  waiting %.0fs: %s: %s", ev.Waited.Seconds(), ev.Condition, ev.Detail)
 			case upgrade.EventHalted:
 				say("halted: %v", ev.Err)
 			case upgrade.EventDone:

@@ -111,6 +111,10 @@ type Options struct {
 	// Hundreds of agents starting together on 2 cores miss the
 	// transport's start timeout.
 	StartConcurrency int
+	// Context, when set, also bounds Start: cancelling it stops the agents
+	// not yet started and the wait for a healthy cluster (Start is then
+	// t.Fatal, and the cleanup stops what did start).
+	Context context.Context
 }
 
 // Cluster is a running test cluster. Its agents are stopped and its
@@ -238,7 +242,11 @@ func Start(t testing.TB, opt Options) *Cluster {
 	if ready == 0 {
 		ready = ReadyTimeout
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), ready)
+	base := opt.Context
+	if base == nil {
+		base = context.Background()
+	}
+	ctx, cancel := context.WithTimeout(base, ready)
 	defer cancel()
 	began := time.Now()
 	var wg sync.WaitGroup
