@@ -296,8 +296,9 @@ func HealthPassing(c *api.Client, service string) Probe {
 // HealthBlocking is a blocking query on /v1/health/service/<service>: it
 // reads the service's index and blocks on it for wait; Consul must answer
 // without an error within wait plus its jitter, with an index not below
-// the one read. Through a client agent of 1.10 or later it exercises the
-// streaming backend (hashicorp/consul#16850).
+// the one read, or, when the index went backwards, answer the read a
+// watcher then makes with its index reset. Through a client agent of 1.10
+// or later it exercises the streaming backend (hashicorp/consul#16850).
 func HealthBlocking(c *api.Client, service string, wait time.Duration) Probe {
 	wait = waitOr(wait)
 	path := "/v1/health/service/" + service
@@ -318,7 +319,17 @@ func HealthBlocking(c *api.Client, service string, wait time.Duration) Probe {
 		case err != nil:
 			return fmt.Errorf("blocking read of %s at index %d: %w", path, from, err)
 		case m.LastIndex < from:
-			return fmt.Errorf("blocking read of %s at index %d came back at index %d; want at least %d (the index went backwards)", path, from, m.LastIndex, from)
+			// Consul documents that an index may go backwards and that a
+			// watcher then resets to 0 ("Reset the index if it goes
+			// backwards", developer.hashicorp.com/consul/api-docs/features/blocking).
+			// Through a client of 1.10 or later the blocking read is the
+			// streaming backend's view, whose index need not be the raft
+			// index the first read gave: on a 1.13.9 client just restarted
+			// in a restored replica, 121 came back as 10. The watcher's
+			// reset read must answer.
+			if _, _, err := c.Health().Service(service, "", false, q(ctx)); err != nil {
+				return fmt.Errorf("blocking read of %s at index %d came back at index %d, and the read a watcher then makes (index reset to 0, as Consul documents) failed: %w", path, from, m.LastIndex, err)
+			}
 		}
 		return nil
 	}}

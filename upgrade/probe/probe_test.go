@@ -32,6 +32,12 @@ type fakeConsul struct {
 	// streamErr: blocking health reads answer 500 with it (the mixed
 	// window of hashicorp/consul#16850).
 	streamErr string
+	// streamIndex, when set, is the index blocking health reads answer
+	// with (a streaming view's, below the raft index of the first read);
+	// resetErr: then the read without an index answers 500 with it.
+	streamIndex uint64
+	resetErr    string
+	plainReads  int // health reads without an index so far
 	// replication is /v1/acl/replication's answer (nil: 404).
 	replication map[string]any
 }
@@ -92,6 +98,21 @@ func (f *fakeConsul) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			time.Sleep(50 * time.Millisecond) // the wait, shortened
+		}
+		f.mu.Lock()
+		if blockOn == 0 {
+			f.plainReads++
+		}
+		streamIndex, resetErr, plain := f.streamIndex, f.resetErr, f.plainReads
+		f.mu.Unlock()
+		switch {
+		case streamIndex > 0 && blockOn > 0:
+			w.Header().Set("X-Consul-Index", strconv.FormatUint(streamIndex, 10))
+			json.NewEncoder(w).Encode([]any{})
+			return
+		case resetErr != "" && plain == 2: // the watcher's reset read
+			http.Error(w, resetErr, http.StatusInternalServerError)
+			return
 		}
 		st, ok := f.status[name]
 		var out []map[string]any
@@ -306,6 +327,24 @@ func TestABlockingHealthQueryAnsweringAnErrorFailsItsProbe(t *testing.T) {
 	f.streamErr = ""
 	if res := probe.RunAll(t.Context(), []probe.Probe{probe.HealthBlocking(client(t, f), "consul", time.Second)}, probe.PhaseAfter, nil); !res[0].OK {
 		t.Errorf("%s: want ok once the query answers", res[0])
+	}
+}
+
+// Consul documents that a blocking index may go backwards and that a
+// watcher then resets it: a streaming view answering below the first read's
+// raft index passes when the reset read answers, and fails when it does not.
+func TestABlockingHealthQueryWhoseIndexGoesBackwardsPassesWhenTheResetReadAnswers(t *testing.T) {
+	f := newFake()
+	f.streamIndex = 3 // below the fake's index of 10
+	res := probe.RunAll(t.Context(), []probe.Probe{probe.HealthBlocking(client(t, f), "consul", time.Second)}, probe.PhaseAfter, nil)
+	if len(res) != 1 || !res[0].OK {
+		t.Errorf("results %v: want health-blocking/consul ok, the reset read having answered", res)
+	}
+	f = newFake()
+	f.streamIndex, f.resetErr = 3, "rpc error: No cluster leader"
+	res = probe.RunAll(t.Context(), []probe.Probe{probe.HealthBlocking(client(t, f), "consul", time.Second)}, probe.PhaseAfter, nil)
+	if len(res) != 1 || res[0].OK || !strings.Contains(res[0].Err, "No cluster leader") || !strings.Contains(res[0].Err, "came back at index 3") {
+		t.Errorf("results %v: want health-blocking/consul failed on the reset read, naming both indexes' answer and Consul's error", res)
 	}
 }
 
