@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -211,9 +212,26 @@ func (a *apiConsul) Peers(ctx context.Context) ([]string, error) {
 
 // KVList reads the whole tree. An empty tree answers 404, which api's List
 // turns into no pairs: it is not a missing endpoint (/v1/kv exists in every
-// era).
+// era). The read is ?consistent: it serves the logical backup, and a
+// default read answered by a leader elected a moment ago (a single server
+// just restarted by the hop before) can come before the leader has applied
+// its log again and leave keys out. A leader not ready yet refuses the
+// read instead ("Not ready to serve consistent reads"); KVList asks again
+// every 100ms for up to notReadyWait, as that refusal ends when the new
+// leader's barrier is through, and then fails: the backup fails rather
+// than keep a partial tree.
 func (a *apiConsul) KVList(ctx context.Context) ([]*api.KVPair, uint64, error) {
-	pairs, meta, err := a.c.KV().List("", q(ctx))
+	qo := (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx)
+	deadline := time.Now().Add(notReadyWait)
+	pairs, meta, err := a.c.KV().List("", qo)
+	for err != nil && notReady(err) && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return nil, 0, fmt.Errorf("read the KV tree: %w (last: %w)", ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		pairs, meta, err = a.c.KV().List("", qo)
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("read the KV tree: %w", err)
 	}
@@ -222,6 +240,23 @@ func (a *apiConsul) KVList(ctx context.Context) ([]*api.KVPair, uint64, error) {
 		index = meta.LastIndex
 	}
 	return pairs, index, nil
+}
+
+// notReadyWait bounds how long KVList waits out a new leader's refusal of
+// consistent reads. The refusal lasts until the leader's first barrier
+// commits: milliseconds on a healthy cluster.
+var notReadyWait = 10 * time.Second // a variable for the tests
+
+// notReady reports whether err is a leader's refusal of a consistent read
+// while it has not yet applied its log since its election. Servers from
+// 0.9.0 refuse so (hashicorp/consul#2644, fixed by #3154); older ones answer
+// at once, a consistent read there only confirms the leadership with a
+// quorum. The logical backup is for those older eras (before 0.7.1), but it
+// is taken before the hop's first restart, on a cluster the pre-checks found
+// settled, where that window is long closed.
+func notReady(err error) bool {
+	var se api.StatusError
+	return errors.As(err, &se) && se.Code == http.StatusInternalServerError && strings.Contains(se.Body, "Not ready to serve consistent reads")
 }
 
 func (a *apiConsul) ACLList(ctx context.Context) ([]*api.ACLEntry, error) {

@@ -230,7 +230,9 @@ func TestABrokenBinaryFailsTheSwapAndRollbackRestoresTheOldVersion(t *testing.T)
 	if err := c.WaitHealthy(ctx); err != nil {
 		t.Fatalf("not healthy after rollback: %v", err)
 	}
-	if v, ok, err := c.KVGet(ctx, "s1", "kept"); err != nil || !ok || v != "yes" {
+	// A default read can beat the restarted leader's replay of its log and
+	// miss the key (CI saw it once); a consistent one waits for the replay.
+	if v, ok, err := c.KVGetConsistent(ctx, "s1", "kept"); err != nil || !ok || v != "yes" {
 		t.Errorf("key written before = %q, %v, %v after rollback; want \"yes\"", v, ok, err)
 	}
 	if err := tr.Rollback(ctx, "s1"); !errors.Is(err, transport.ErrInvalidRequest) {

@@ -208,11 +208,40 @@ func (c *Cluster) KVPut(ctx context.Context, node, key, value string) error {
 	return nil
 }
 
-// KVGet reads a key through node's HTTP API; found is false when the key
-// does not exist.
+// KVGet reads a key through node's HTTP API in Consul's default
+// consistency mode; found is false when the key does not exist. Right after
+// a server restarts, a default read can answer before the leader has applied
+// its log again and miss a key that exists; use KVGetConsistent to read
+// what the cluster holds.
 func (c *Cluster) KVGet(ctx context.Context, node, key string) (value string, found bool, err error) {
+	return c.kvGet(ctx, node, "/v1/kv/"+key)
+}
+
+// KVGetConsistent reads a key with ?consistent: the leader first confirms
+// its leadership and, on the versions that have it, that it has applied its
+// log since it was elected. A freshly elected leader refuses such reads
+// until then ("Not ready to serve consistent reads"), so KVGetConsistent
+// asks again every 100ms until one is answered or ctx ends; the error then
+// quotes the last refusal.
+func (c *Cluster) KVGetConsistent(ctx context.Context, node, key string) (value string, found bool, err error) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		value, found, err = c.kvGet(ctx, node, "/v1/kv/"+key+"?consistent")
+		if err == nil {
+			return value, found, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", false, fmt.Errorf("%w; last: %w", ctx.Err(), err)
+		case <-tick.C:
+		}
+	}
+}
+
+func (c *Cluster) kvGet(ctx context.Context, node, path string) (value string, found bool, err error) {
 	var entries []struct{ Value []byte }
-	err = c.do(ctx, node, http.MethodGet, "/v1/kv/"+key, nil, &entries)
+	err = c.do(ctx, node, http.MethodGet, path, nil, &entries)
 	if errors.Is(err, errNotFound) {
 		return "", false, nil
 	}
