@@ -81,6 +81,16 @@ func logAgeVerdict(leader string, m *api.MetricsInfo, restart time.Duration) (de
 	if !ok {
 		return fmt.Sprintf("%s: not checked: the leader %s reports no raft.leader.oldestLogAge (1.10.0 and later, once it wrote a snapshot)", RuleLeaderLogAge, leader), false
 	}
+	if age <= 0 {
+		// hashicorp/raft sets the gauge to 0 when it cannot date its
+		// oldest entry: the read failed, or the entry carries no
+		// AppendedAt (written before raft had it, Consul 1.10, or the
+		// bootstrap entries, until a snapshot compacts them away;
+		// hashicorp/raft#452 calls 0 the graceful degradation). 0 means
+		// unknown, not a log 0s long: a fresh 1.12.9 cluster's leader
+		// reports it, and the pre-flight warned "0s old" on it.
+		return fmt.Sprintf("%s: not checked: the leader %s reports raft.leader.oldestLogAge 0, raft's value when it cannot date its oldest log entry (one written before Consul 1.10, or the cluster's first entries until a snapshot compacts them away)", RuleLeaderLogAge, leader), false
+	}
 	restore, _ := gauge(m, ".raft.fsm.lastRestoreDuration")
 	oldest := time.Duration(age) * time.Millisecond
 	want := restart + time.Duration(restore)*time.Millisecond
@@ -88,7 +98,16 @@ func logAgeVerdict(leader string, m *api.MetricsInfo, restart time.Duration) (de
 		return "", true
 	}
 	return fmt.Sprintf("%s: the oldest entry of the leader %s's raft log is %s old, less than a restart (%s, the gate timeout) plus its last snapshot restore (%s): a server restarted now may find the entries it needs compacted away and have to install a snapshot it cannot finish in time; keep more of the log (raft_trailing_logs, raft_snapshot_threshold, raft_snapshot_interval) or upgrade at a quieter time (%s)",
-		RuleLeaderLogAge, leader, oldest.Round(time.Second), restart, (time.Duration(restore) * time.Millisecond).Round(time.Millisecond), URLLeaderLogAge), true
+		RuleLeaderLogAge, leader, roundAge(oldest), restart, (time.Duration(restore) * time.Millisecond).Round(time.Millisecond), URLLeaderLogAge), true
+}
+
+// roundAge rounds to the second, but keeps a log younger than a second
+// in milliseconds: "0s old" read as if the age were unknown.
+func roundAge(d time.Duration) time.Duration {
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Second)
 }
 
 // logAgePreflight reads the leader's metrics (through Config.ServerAPI, or

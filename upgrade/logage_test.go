@@ -29,6 +29,12 @@ func TestTheLeadersLogMustCoverARestartPlusItsLastRestore(t *testing.T) {
 		{"6 minutes do not cover a 5m restart and a 2m restore", metricsWith(360e3, 120e3), true, true},
 		{"a custom metrics prefix is read too", &api.MetricsInfo{Gauges: []api.GaugeValue{{Name: "acme.raft.leader.oldestLogAge", Value: 1e3}}}, true, true},
 		{"a leader without the gauge is not checked", &api.MetricsInfo{}, false, false},
+		// hashicorp/raft's emitLogStoreMetrics sets 0 when it cannot
+		// date the oldest entry (no AppendedAt before raft 1.3, or a
+		// failed read); the demo's leader reported it right after a
+		// restart, and the pre-flight warned "0s old".
+		{"a 0 gauge is raft's unknown age, not checked", metricsWith(0, 0), false, false},
+		{"a 1ms log is a real (short) age and warns", metricsWith(1, 0), true, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -36,6 +42,9 @@ func TestTheLeadersLogMustCoverARestartPlusItsLastRestore(t *testing.T) {
 			warned := checked && detail != ""
 			if warned != tc.warn || checked != tc.check {
 				t.Fatalf("warned %t, checked %t (%q); want %t, %t", warned, checked, detail, tc.warn, tc.check)
+			}
+			if tc.name == "a 1ms log is a real (short) age and warns" && !strings.Contains(detail, " is 1ms old") {
+				t.Errorf("warning %q does not give the age in milliseconds", detail)
 			}
 			if warned && (!strings.Contains(detail, string(RuleLeaderLogAge)) || !strings.Contains(detail, "raft_trailing_logs") || !strings.Contains(detail, "s1")) {
 				t.Errorf("warning %q does not name the rule, the leader and the fix", detail)

@@ -272,7 +272,7 @@ func (r *reporter) event(ev upgrade.Event) {
 			return // the end of the run says it
 		}
 		fmt.Fprintf(r.w, "    %s: %s", ev.Kind, ev.Detail)
-		if ev.Err != nil {
+		if ev.Err != nil && !strings.Contains(ev.Detail, ev.Err.Error()) { // a detail may quote its error already
 			fmt.Fprintf(r.w, " (%v)", ev.Err)
 		}
 		fmt.Fprintln(r.w)

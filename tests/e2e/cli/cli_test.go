@@ -81,9 +81,6 @@ func TestCLIUpgradesARealCluster(t *testing.T) {
 	if m, _ := filepath.Glob(filepath.Join(snaps, "consul-dc1-1.12.9-*.snap")); len(m) != 1 {
 		t.Errorf("snapshots after the first step: %v, want one of 1.12.9", m)
 	}
-	if m, _ := filepath.Glob(filepath.Join(snaps, "consul-dc1-1.12.9-*.snap")); len(m) != 1 || !strings.Contains(out, "saved to "+m[0]) {
-		t.Errorf("the first step does not say where the snapshot went:\n%s", out)
-	}
 	out = sh(exitOK, "apply", "-inventory", inv, "-http-addr", addr, "-plan", planFile, "-snapshot-dir", snaps, "-step")
 	if !strings.Contains(out, "step 2 of 5: swap-server") {
 		t.Errorf("second -step did not swap a server:\n%s", out)
@@ -155,6 +152,26 @@ func TestCLIUpgradesARealCluster(t *testing.T) {
 			t.Errorf("client %s runs %s after apply", cc.Name, cc.Version)
 		}
 	}
+	// This cluster's leaders cannot date their oldest log entry (the
+	// bootstrap entries carry no time, and no snapshot compacted them
+	// away): they report raft.leader.oldestLogAge 0, or no gauge yet, or
+	// Consul answers /v1/agent/metrics with a NaN error for a while after
+	// the start. Every apply says the pre-flight did not check; none warns
+	// of a log "0s old", as one once did on 0.
+	checks := 0
+	for _, line := range strings.Split(transcript.String(), "\n") {
+		if !strings.Contains(line, "leader-log-covers-restart") {
+			continue
+		}
+		checks++
+		if !strings.Contains(line, "leader-log-covers-restart: not checked: the leader ") {
+			t.Errorf("an apply's pre-flight says %q; want not checked on this fresh cluster", line)
+		}
+	}
+	if checks < 3 {
+		t.Errorf("%d pre-flight lines for leader-log-covers-restart in the session, want one per apply", checks)
+	}
+
 	out = sh(exitOK, "status", "-http-addr", closed+","+addr, "-plan", planFile)
 	if !strings.Contains(out, "5 of 5 step(s) done") || !strings.Contains(lastErr, "consul agent "+addr+" is in use now") {
 		t.Errorf("status through %s,%s: stdout\n%s\nstderr\n%s", closed, addr, out, lastErr)
