@@ -39,7 +39,10 @@
 //     or retire a server. Before a server is stopped, the current Raft
 //     configuration must keep a quorum without it (*QuorumError
 //     otherwise), unless the stop is the datacenter's planned outage (a
-//     single server; EventPlannedOutage).
+//     single server; EventPlannedOutage). A voter counts as up when serf
+//     says alive, autopilot healthy (where it tells) and, where the
+//     transport reports running versions, its host runs its agent: serf
+//     and autopilot see a server killed a moment ago alive for seconds.
 //  3. Execute then gates on the step's conditions (step.Gate; each is a
 //     planner.GateCheck, the one list of them) with exponential backoff,
 //     bound by a timeout and the context.

@@ -1,7 +1,9 @@
 package upgrade
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -9,6 +11,8 @@ import (
 	"time"
 
 	"github.com/seed-e5e14ead/consul-upgrade/planner"
+	"github.com/seed-e5e14ead/consul-upgrade/transport"
+	"github.com/seed-e5e14ead/consul-upgrade/transport/transporttest"
 )
 
 // outages returns the details of the planned-outage events.
@@ -161,4 +165,83 @@ func TestRunRefusesAStopThatLosesTheQuorumEvenWhenTheRunBeganWithToleranceZero(t
 			t.Errorf("message %q should say what is up against the quorum", err)
 		}
 	})
+}
+
+// diedUnseen is the Fake whose agents on dead have been killed a moment
+// ago: their hosts report no running agent, while serf and autopilot (the
+// simulator, not told) still show them alive and healthy, as a real 1.13.9
+// cluster did for 6-7 s after kill -9 of a follower.
+type diedUnseen struct {
+	*transporttest.Fake
+	dead []string
+}
+
+func (d diedUnseen) RunningVersion(ctx context.Context, node string) (string, error) {
+	if slices.Contains(d.dead, node) {
+		return "", fmt.Errorf("node %s has no live agent process: %w", node, transport.ErrNotRunning)
+	}
+	return d.Fake.RunningVersion(ctx, node)
+}
+
+// Found on the demo cluster: a follower killed 3.8 s before the run's
+// first server stop was still alive in serf and healthy in autopilot, the
+// quorum check counted it up, and the run stopped the other follower: one
+// voter of three left, no leader, writes failing for the whole gate. The
+// hosts of the voters counted up are asked now; s3's says no agent runs,
+// so stopping s2 would leave s1 alone: refused, nothing stopped.
+func TestRunRefusesAStopWhenTheHostOfAVoterStillAliveInSerfSaysItsAgentIsGone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 1)
+		f := withFake(r)
+		r.cfg.Transport = diedUnseen{Fake: f, dead: []string{"s3"}}
+		res, err := Run(t.Context(), r.cfg)
+		var h *StepRefusedError
+		var refused *QuorumError
+		if !errors.As(err, &h) || !errors.As(err, &refused) || refused.Rollback {
+			t.Fatalf("err = %v, want a *StepRefusedError wrapping a *QuorumError of a swap's stop", err)
+		}
+		if refused.Node != "s2" || refused.Voters != 3 || refused.Quorum != 2 || !slices.Equal(refused.Up, []string{"s1"}) || !slices.Equal(refused.NotRunning, []string{"s3"}) {
+			t.Errorf("refusal %+v, want s2 not stopped: 3 voters, quorum 2, s1 up, s3 not running", refused)
+		}
+		for _, want := range []string{"server s2 not stopped", "(s1), below the quorum of 2", "s3: alive in serf and healthy in autopilot, but the transport finds no agent running on the host"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("message %q lacks %q", err, want)
+			}
+		}
+		if s := swapsOf(f); len(s) != 0 {
+			t.Errorf("swaps %v, want none", s)
+		}
+		if res == nil || len(res.Touched) != 0 {
+			t.Errorf("touched %+v, want nothing", res)
+		}
+	})
+}
+
+// The host is asked only about the voters counted up, and a dead node that
+// is the step's own costs no vote: s2, killed unseen and next in line, is
+// swapped (its stop finds it down; the swap brings it back), and the run
+// ends with every server on the target.
+func TestRunSwapsAServerWhoseOwnAgentDiedUnseen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 1)
+		f := withFake(r)
+		d := &diedUnseen{Fake: f, dead: []string{"s2"}}
+		r.cfg.Transport = revives{d}
+		if _, err := Run(t.Context(), r.cfg); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		for _, n := range []string{"s1", "s2", "s3", "c1"} {
+			if v := r.sim.Version(n); v != "1.13.9" {
+				t.Errorf("%s runs %s, want 1.13.9", n, v)
+			}
+		}
+	})
+}
+
+// revives is diedUnseen whose dead agents run again once swapped.
+type revives struct{ *diedUnseen }
+
+func (v revives) Swap(ctx context.Context, req transport.SwapRequest) error {
+	v.dead = slices.DeleteFunc(v.dead, func(n string) bool { return n == req.Node })
+	return v.Fake.Swap(ctx, req)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -409,6 +410,53 @@ func TestARecordedServerAliveButUnhealthyIsRefusedAfterTheSettleTime(t *testing.
 		}
 		if _, ok := r.sim.KV(swapKey); !ok {
 			t.Error("the refused run deleted the record")
+		}
+	})
+}
+
+// Case (a) whose gate fails, under Config.Rollback: the server an earlier
+// run swapped is rolled back by this one, so this run stopped it and must
+// say so. Found by the property test (seed 3478675449015560043): the halt
+// was a *StepRefusedError saying "nothing of that step was touched" and
+// Result.Touched was empty although the rollback stopped and started s2.
+func TestARecordedSwapWhoseGateFailsIsRolledBackAndTheHaltSaysThisRunStoppedIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRunRig(t, 3, 0)
+		putSwapRecord(t, r, "s2", "1.13.9")
+		mustDo(t, r.sim.Swap("s2", "1.13.9", true))
+		time.Sleep(time.Minute)                      // the swap was done a while ago: s2 is back
+		mustDo(t, r.sim.SetNeverHealthy("s2", true)) // but never healthy on the new version
+		inner := r.tr.onSwap
+		r.tr.onSwap = func(node, version string, ok bool) {
+			if node == "s2" && version == "1.12.9" {
+				mustDo(t, r.sim.SetNeverHealthy("s2", false)) // healthy again on the old one
+			}
+			inner(node, version, ok)
+		}
+		r.tr.prev["s2"] = "1.12.9" // what the earlier run's transport knew
+		r.cfg.Rollback = true
+		res, err := Run(t.Context(), r.cfg)
+		var h *HaltError
+		if !errors.As(err, &h) || !h.RolledBack {
+			t.Fatalf("err = %v, want a *HaltError with s2 rolled back", err)
+		}
+		if !slices.Equal(r.tr.rollbacks, []string{"s2"}) || r.sim.Version("s2") != "1.12.9" {
+			t.Fatalf("rollbacks %v, s2 on %s; want s2 rolled back to 1.12.9", r.tr.rollbacks, r.sim.Version("s2"))
+		}
+		if len(res.Touched) != 1 {
+			t.Fatalf("touched %v, want s2 alone", res.Touched)
+		}
+		tc := res.Touched[0]
+		if tc.Node != "s2" || !tc.Resumed || !tc.Stopped || tc.Started || tc.Rollback == nil || tc.Rollback.Result != RollbackDone {
+			t.Errorf("touch %+v: want s2 resumed, stopped by the rollback, rolled back", tc)
+		}
+		for _, want := range []string{"touched by this run: s2 (swap-server 1.12.9 -> 1.13.9): swapped by an earlier run, stopped by this run's rollback, failed; rolled back, and the cluster is healthy again"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("halt %q lacks %q", err, want)
+			}
+		}
+		if len(r.tr.swapped()) != 0 {
+			t.Errorf("swaps %v, want none: the recorded swap was done", r.tr.swapped())
 		}
 	})
 }

@@ -49,6 +49,12 @@ type NodeTouch struct {
 	// Target is the server leadership was handed to (transfer-leader).
 	Target string `json:"target,omitempty"`
 
+	// Resumed: the node's swap was an earlier run's (a swap record); this
+	// run gated it and, the gate failing under Config.Rollback, rolled it
+	// back. Stopped is set as the rollback stops it (uncertain when the
+	// rollback failed); Started stays false: the rollback's outcome is in
+	// Rollback.
+	Resumed       bool `json:"resumed,omitempty"`
 	Stopped       bool `json:"stopped"`
 	StopUncertain bool `json:"stop_uncertain,omitempty"`
 	Started       bool `json:"started"`
@@ -125,6 +131,15 @@ func (t NodeTouch) text(withErr bool) string {
 		}
 	case planner.StepRetireServer:
 		did = append(did, "retired")
+	case planner.StepSwapServer, planner.StepSwapClients:
+		if t.Resumed {
+			did = append(did, "swapped by an earlier run")
+			if t.Stopped {
+				did = append(did, "stopped by this run's rollback")
+			}
+			break
+		}
+		fallthrough
 	default:
 		switch {
 		case t.Stopped && t.StopUncertain:
@@ -409,9 +424,28 @@ func (r *runner) gated(err error) {
 }
 
 // rollbackNode asks the transport to roll node back and records the
-// transport's answer (the outcome is settled by rolledBack).
-func (r *runner) rollbackNode(ctx context.Context, rb transport.Rollbacker, node string) error {
+// transport's answer (the outcome is settled by rolledBack). A node this
+// run did not swap (the swap an earlier run left, whose gate failed here:
+// cause) enters the record now, as Resumed: the rollback stops it.
+func (r *runner) rollbackNode(ctx context.Context, rb transport.Rollbacker, step planner.Step, node string, cause error) error {
+	if !r.touch.has(node) {
+		role := transport.RoleClient
+		if step.Kind == planner.StepSwapServer {
+			role = transport.RoleServer
+		}
+		t := newTouch(step, r.idx, node, role, step.From)
+		t.Resumed = true
+		if cause != nil {
+			t.Err = cause.Error()
+		}
+		r.touch.add(t)
+	}
 	err := rb.Rollback(ctx, node)
+	r.touch.update(node, func(t *NodeTouch) {
+		if t.Resumed {
+			t.Stopped, t.StopUncertain = true, err != nil
+		}
+	})
 	out := &RollbackOutcome{Result: RollbackUnhealthy} // until the cluster is seen healthy
 	if err != nil {
 		out = &RollbackOutcome{Result: RollbackFailed, Err: err.Error()}

@@ -61,9 +61,16 @@ type Config struct {
 	// rollbacks is refused before it starts.
 	Rollback []string
 	// Version prints the version of {{.Node}}'s running agent, as
-	// "Consul vX.Y.Z" or bare X.Y.Z, and exits non-zero when no agent runs.
-	// Optional; with it Swap skips a node that already runs the target and
-	// checks the version after the swap, and RunningVersion works.
+	// "Consul vX.Y.Z" or bare X.Y.Z, and exits non-zero when it cannot:
+	// exit 3 (NotRunningExit, the LSB status code for "program is not
+	// running", as `systemctl is-active` answers for a stopped unit) says
+	// the host has no agent running; any other code says only that the
+	// version could not be read. Optional; with it Swap skips a node that
+	// already runs the target and checks the version after the swap, and
+	// RunningVersion works. A run asks it before a server is stopped
+	// whether the other voters still run: serf and autopilot see a killed
+	// server alive for seconds, and exit 3 is what tells the run it is not
+	// (upgrade.QuorumError.NotRunning).
 	Version []string
 	// Check, if set, tells whether {{.Node}} can get the binary of
 	// {{.To}} (the pre-flight check a run makes before anything is
@@ -350,12 +357,20 @@ func (t *Transport) RunningVersion(ctx context.Context, node string) (string, er
 	return ver, nil
 }
 
+// NotRunningExit is the exit code by which the Version command says that
+// the node has no agent running (the LSB status code for "program is not
+// running"): RunningVersion's error then wraps transport.ErrNotRunning.
+const NotRunningExit = 3
+
 func (t *Transport) runningVersion(ctx context.Context, v Vars) (string, error) {
 	argv, err := t.versionTp.Render(Vars{Node: v.Node})
 	if err != nil {
 		return "", err
 	}
 	out, err := t.run(ctx, "version", v, argv)
+	if ce := (*CommandError)(nil); errors.As(err, &ce) && ce.Exit == NotRunningExit {
+		return "", fmt.Errorf("%w: node %s: the version command exited %d (no agent running): %w", transport.ErrNotRunning, v.Node, NotRunningExit, err)
+	}
 	if err != nil {
 		return "", err
 	}

@@ -45,7 +45,7 @@ const checkScript = `d="$1/$2"
 `
 
 const versionScript = `d="$1/$2"
-[ -f "$d/running" ] || { echo "agent on $2 is down" >&2; exit 1; }
+[ -f "$d/running" ] || { echo "agent on $2 is down" >&2; exit 3; }
 printf 'Consul v%s\nRevision sim\n' "$(cat "$d/version")"
 `
 
@@ -283,5 +283,42 @@ func TestAnEnterpriseBuildSatisfiesItsRelease(t *testing.T) {
 	}
 	if _, _, inc, _ := sim.state("node-1"); inc != "2" {
 		t.Errorf("incarnation after the second swap = %s, want 2 (already on the release: not swapped again)", inc)
+	}
+}
+
+// The Version command's exit 3 (exec.NotRunningExit, LSB's "program is not
+// running") says that no agent runs: RunningVersion's error wraps
+// transport.ErrNotRunning, which a run trusts over serf before it stops a
+// server. Any other failure says only that the version could not be read.
+func TestVersionExit3MeansTheAgentIsNotRunning(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		script     string
+		notRunning bool
+	}{
+		{"exit 3: no agent runs", `echo "no consul process on $0" >&2; exit 3`, true},
+		{"exit 1: the version could not be read", `echo "connection refused" >&2; exit 1`, false},
+		{"exit 0 without a version: a broken command", `echo "hello"`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr, err := exec.New(exec.Config{
+				Swap:    []string{"/bin/true"},
+				Version: []string{"/bin/sh", "-c", tc.script, "{{.Node}}"},
+				Timeout: 10 * time.Second,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = tr.RunningVersion(t.Context(), "s3")
+			if err == nil {
+				t.Fatal("RunningVersion = nil error, want one")
+			}
+			if got := errors.Is(err, transport.ErrNotRunning); got != tc.notRunning {
+				t.Errorf("RunningVersion = %v: wraps ErrNotRunning %t, want %t", err, got, tc.notRunning)
+			}
+			if !strings.Contains(err.Error(), "s3") {
+				t.Errorf("error %q does not name the node", err)
+			}
+		})
 	}
 }

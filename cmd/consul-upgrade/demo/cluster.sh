@@ -69,7 +69,13 @@ swap)
   done
   ;;
 version)
-  v=$(running_version "${2:?}"); [ -n "$v" ] || exit 1; echo "$v"
+  # Exit 3 (the LSB "not running") when the node's process is gone: the run
+  # asks before it stops a server whether the others still run, as serf
+  # sees a killed agent alive for seconds. Exit 1: running, no answer yet.
+  node=${2:?}
+  pid=$(cat "$DEMO/$node.pid" 2>/dev/null || true)
+  { [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; } || { echo "cluster.sh: $node has no running agent" >&2; exit 3; }
+  v=$(running_version "$node"); [ -n "$v" ] || exit 1; echo "$v"
   ;;
 check)
   # The pre-flight check: the binary a swap of NODE to VERSION would start
