@@ -72,9 +72,12 @@ version)
   # Exit 3 (the LSB "not running") when the node's process is gone: the run
   # asks before it stops a server whether the others still run, as serf
   # sees a killed agent alive for seconds. Exit 1: running, no answer yet.
+  # A killed agent stays a zombie until it is reaped (1.5 s here), and
+  # kill -0 still succeeds on a zombie: read its state instead.
   node=${2:?}
   pid=$(cat "$DEMO/$node.pid" 2>/dev/null || true)
-  { [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; } || { echo "cluster.sh: $node has no running agent" >&2; exit 3; }
+  state=$( [ -n "$pid" ] && awk '{ sub(/.*\) /, ""); print $1 }' "/proc/$pid/stat" 2>/dev/null || true)
+  case $state in ''|Z|X) echo "cluster.sh: $node has no running agent${state:+ (process $pid is a zombie)}" >&2; exit 3 ;; esac
   v=$(running_version "$node"); [ -n "$v" ] || exit 1; echo "$v"
   ;;
 check)
