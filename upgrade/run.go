@@ -701,18 +701,15 @@ func (r *runner) gate(ctx context.Context, step planner.Step, rec StepRecord, fa
 // host says it has no running agent (transport.ErrNotRunning) is gone. Any
 // other answer, including an error of the report itself, lets the gate wait.
 func (r *runner) agentGone(step planner.Step) func(context.Context, string) error {
-	vr, ok := r.cfg.Transport.(transport.VersionReporter)
-	if !ok || (step.Kind != planner.StepSwapServer && step.Kind != planner.StepSwapClients) {
+	host := r.hostCheck() // rollback_quorum.go
+	if host == nil || (step.Kind != planner.StepSwapServer && step.Kind != planner.StepSwapClients) {
 		return nil
 	}
 	return func(ctx context.Context, node string) error {
 		if node != step.Node && !slices.Contains(step.Nodes, node) {
 			return nil
 		}
-		if _, err := vr.RunningVersion(ctx, node); errors.Is(err, transport.ErrNotRunning) {
-			return err
-		}
-		return nil
+		return host(ctx, node)
 	}
 }
 
